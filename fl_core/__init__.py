@@ -1,0 +1,1 @@
+"""What both sides of a federation share: config, codec, exchange, aggregation, metrics, data."""

@@ -1,0 +1,1 @@
+"""Per-hospital tabular data behind one interface, so that sources drop in."""

@@ -1,0 +1,79 @@
+"""Every expected fault is a ``FedsiloError`` whose ``exit_code`` the entrypoints return.
+
+Messages say what failed, for which site and round, and what to do next, so that the CLI can
+print one line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class FedsiloError(Exception):
+    """Base of every expected fault."""
+
+    exit_code = 1
+
+
+class ConfigError(FedsiloError, ValueError):
+    """Bad input or config: the message names the field and the fix."""
+
+    exit_code = 2
+
+
+class CodecError(FedsiloError, ValueError):
+    """Bytes that are not a safetensors file of plain tensors."""
+
+    exit_code = 2
+
+
+class UpdateRejectedError(FedsiloError, ValueError):
+    """An update that failed admission; ``reason`` is a short stable code for result.json."""
+
+    exit_code = 2
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class AggregationError(FedsiloError):
+    exit_code = 3
+
+
+class ExchangeError(FedsiloError):
+    """The exchange store failed (I/O, permissions, service)."""
+
+    exit_code = 4
+
+
+class ObjectNotFoundError(ExchangeError, KeyError):
+    """The key does not exist in the store."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
+        return str(self.args[0]) if self.args else "object not found"
+
+
+class ObjectExistsError(ExchangeError):
+    """A write-once key was already written (``IfNoneMatch="*"`` failed)."""
+
+
+class PreconditionFailedError(ExchangeError):
+    """A conditional replace lost the race (``IfMatch`` etag no longer current)."""
+
+
+class FederationLockedError(FedsiloError):
+    """Another aggregator holds the federation's lease."""
+
+    exit_code = 5
+
+
+class RoundFailedError(FedsiloError):
+    """A round closed below quorum under the ``fail`` policy."""
+
+    exit_code = 6
+
+
+class BudgetExhaustedError(FedsiloError):
+    """A hospital's privacy budget would be exceeded by the next round."""
+
+    exit_code = 7

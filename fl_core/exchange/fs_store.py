@@ -1,0 +1,134 @@
+"""A local-directory object store with the same guarantees as S3 conditional writes.
+
+Write-once is a hard link of a fully written temporary file onto the final name: ``link``
+fails if the name exists, so readers never see a partial file and two writers never both win.
+Compare-and-swap holds an ``flock`` on a sidecar lock file while it compares the etag and
+renames the new content into place.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from fl_core.errors import (
+    ExchangeError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+)
+from fl_core.exchange.store import ObjectStore
+from fl_core.types import ETag, ObjectKey
+
+_TMP_SUFFIX = ".fedsilo-tmp"
+_LOCK_SUFFIX = ".fedsilo-lock"
+
+
+def _etag_of(data: bytes) -> ETag:
+    return hashlib.sha256(data).hexdigest()
+
+
+class LocalDirectoryStore(ObjectStore):
+    """Objects as files under ``root``; keys are relative POSIX paths."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ExchangeError(f"cannot create exchange folder {self.root}: {err}") from err
+
+    def describe(self) -> str:
+        return f"file://{self.root}"
+
+    def _path(self, key: ObjectKey) -> Path:
+        if key.startswith("/") or ".." in key.split("/") or not key:
+            raise ExchangeError(f"invalid object key {key!r}")
+        return self.root / key
+
+    def _write_temp(self, path: Path, data: bytes) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=_TMP_SUFFIX)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return Path(tmp_name)
+
+    def put_new(self, key: ObjectKey, data: bytes) -> None:
+        path = self._path(key)
+        tmp = self._write_temp(path, data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError as err:
+            raise ObjectExistsError(f"{key} already exists in {self.describe()}") from err
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def get(self, key: ObjectKey) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError as err:
+            raise ObjectNotFoundError(f"{key} not found in {self.describe()}") from err
+        except OSError as err:
+            raise ExchangeError(f"cannot read {key} in {self.describe()}: {err}") from err
+
+    def get_with_etag(self, key: ObjectKey) -> tuple[bytes, ETag]:
+        data = self.get(key)
+        return data, _etag_of(data)
+
+    @contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = path.with_name(f".{path.name}{_LOCK_SUFFIX}")
+        with open(lock_path, "a+b") as lock:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    def replace(self, key: ObjectKey, data: bytes, if_match: ETag | None) -> ETag:
+        path = self._path(key)
+        with self._locked(path):
+            try:
+                current: ETag | None = _etag_of(path.read_bytes())
+            except FileNotFoundError:
+                current = None
+            if current != if_match:
+                expected = "absent" if if_match is None else f"etag {if_match[:12]}"
+                raise PreconditionFailedError(
+                    f"{key} changed under us (expected {expected}); another writer advanced it"
+                )
+            tmp = self._write_temp(path, data)
+            os.replace(tmp, path)
+        return _etag_of(data)
+
+    def size(self, key: ObjectKey) -> int:
+        try:
+            return self._path(key).stat().st_size
+        except FileNotFoundError as err:
+            raise ObjectNotFoundError(f"{key} not found in {self.describe()}") from err
+
+    def exists(self, key: ObjectKey) -> bool:
+        return self._path(key).is_file()
+
+    def list_keys(self, prefix: str) -> list[ObjectKey]:
+        base = self.root / prefix if prefix else self.root
+        start = base if base.is_dir() else base.parent
+        if not start.is_dir():
+            return []
+        keys = []
+        for path in start.rglob("*"):
+            name = path.name
+            if not path.is_file() or name.endswith((_TMP_SUFFIX, _LOCK_SUFFIX)):
+                continue
+            key = path.relative_to(self.root).as_posix()
+            if key.startswith(prefix):
+                keys.append(key)
+        return sorted(keys)

@@ -1,0 +1,95 @@
+"""Every key of the exchange, built in one place (DESIGN.md, "Exchange layout").
+
+IAM policies in ``stacks/`` grant prefixes that must match these keys; the tests check both
+against this module.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from fl_core.errors import ConfigError
+from fl_core.types import ObjectKey, RoundIndex, SiteId
+
+SITE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+FEDERATION_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def check_site_id(site_id: str) -> SiteId:
+    """Site ids become key segments and IAM prefixes: lower-case letters, digits and dashes."""
+    if not SITE_ID_PATTERN.fullmatch(site_id):
+        raise ConfigError(
+            f"site id {site_id!r} is invalid; use 1-63 lower-case letters, digits or dashes, "
+            "starting with a letter or digit"
+        )
+    return site_id
+
+
+def check_federation_id(federation_id: str) -> str:
+    if not FEDERATION_ID_PATTERN.fullmatch(federation_id):
+        raise ConfigError(
+            f"federation id {federation_id!r} is invalid; use 1-63 lower-case letters, digits "
+            "or dashes"
+        )
+    return federation_id
+
+
+@dataclass(frozen=True)
+class ExchangeLayout:
+    """Keys of one federation; a store maps them under its own prefix (``s3://bucket/prefix``)."""
+
+    federation_id: str
+
+    def __post_init__(self) -> None:
+        check_federation_id(self.federation_id)
+
+    @property
+    def root(self) -> str:
+        return f"federations/{self.federation_id}/"
+
+    def registry_prefix(self) -> str:
+        return f"{self.root}registry/"
+
+    def registry_key(self, site_id: SiteId) -> ObjectKey:
+        return f"{self.registry_prefix()}{check_site_id(site_id)}.json"
+
+    def state_key(self) -> ObjectKey:
+        return f"{self.root}state.json"
+
+    def round_prefix(self, round_index: RoundIndex) -> str:
+        if round_index < 1:
+            raise ValueError(f"round_index starts at 1, got {round_index}")
+        return f"{self.root}rounds/{round_index:06d}/"
+
+    def global_weights_key(self, round_index: RoundIndex) -> ObjectKey:
+        return f"{self.round_prefix(round_index)}global.safetensors"
+
+    def global_manifest_key(self, round_index: RoundIndex) -> ObjectKey:
+        return f"{self.round_prefix(round_index)}global.json"
+
+    def updates_prefix(self, round_index: RoundIndex) -> str:
+        return f"{self.round_prefix(round_index)}updates/"
+
+    def update_weights_key(self, round_index: RoundIndex, site_id: SiteId) -> ObjectKey:
+        return f"{self.updates_prefix(round_index)}{check_site_id(site_id)}.safetensors"
+
+    def update_manifest_key(self, round_index: RoundIndex, site_id: SiteId) -> ObjectKey:
+        return f"{self.updates_prefix(round_index)}{check_site_id(site_id)}.json"
+
+    def result_key(self, round_index: RoundIndex) -> ObjectKey:
+        return f"{self.round_prefix(round_index)}result.json"
+
+    def ledger_prefix(self) -> str:
+        return f"{self.root}ledger/"
+
+    def ledger_key(self, round_index: RoundIndex) -> ObjectKey:
+        return f"{self.ledger_prefix()}{round_index:06d}.json"
+
+    def site_of_update_key(self, key: ObjectKey) -> tuple[SiteId, str] | None:
+        """``(site_id, extension)`` of a key under an updates prefix, or None for other keys."""
+        name = key.rsplit("/", 1)[-1]
+        stem, dot, ext = name.partition(".")
+        if not dot or ext not in ("json", "safetensors"):
+            return None
+        return stem, ext

@@ -1,0 +1,52 @@
+"""The object store interface that the exchange protocol runs on.
+
+The protocol code never branches on which store it talks to: a local directory for simulation
+and tests, S3 (real or moto_server) in production. Each store gives the same two guarantees the
+round relies on: write-once keys (``put_new``), and compare-and-swap replacement
+(``replace`` with the etag last read) for ``state.json``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from fl_core.types import ETag, ObjectKey
+
+
+class ObjectStore(ABC):
+    """Bytes by key, with write-once and compare-and-swap semantics."""
+
+    @abstractmethod
+    def put_new(self, key: ObjectKey, data: bytes) -> None:
+        """Write ``key`` once; raise ``ObjectExistsError`` if it already exists."""
+
+    @abstractmethod
+    def get(self, key: ObjectKey) -> bytes:
+        """Read ``key``; raise ``ObjectNotFoundError`` if absent."""
+
+    @abstractmethod
+    def get_with_etag(self, key: ObjectKey) -> tuple[bytes, ETag]:
+        """Read ``key`` and the etag to pass to ``replace``."""
+
+    @abstractmethod
+    def replace(self, key: ObjectKey, data: bytes, if_match: ETag | None) -> ETag:
+        """Replace ``key`` only if its etag is ``if_match`` (or create it if ``if_match`` is None).
+
+        Raises ``PreconditionFailedError`` when another writer got there first.
+        """
+
+    @abstractmethod
+    def size(self, key: ObjectKey) -> int:
+        """Size of ``key`` in bytes, read without downloading it (admission checks it first)."""
+
+    @abstractmethod
+    def exists(self, key: ObjectKey) -> bool:
+        """Whether ``key`` exists."""
+
+    @abstractmethod
+    def list_keys(self, prefix: str) -> list[ObjectKey]:
+        """Every key under ``prefix``, sorted."""
+
+    @abstractmethod
+    def describe(self) -> str:
+        """Where this store points, for messages (never credentials)."""
