@@ -1,0 +1,1 @@
+"""fedsilo: cross-silo federated learning for hospitals on AWS (CLI, runner, simulation)."""

@@ -1,0 +1,1 @@
+"""The hospital side: the trainer a user subclasses and the loop that answers rounds."""

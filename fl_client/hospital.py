@@ -1,0 +1,137 @@
+"""The hospital loop: poll for the global model, verify it, train, write the update once.
+
+A hospital reads only ``rounds/*/global.*`` and writes only its own update keys (the IAM rule
+of DESIGN.md), so it learns about rounds by trying the next round's manifest, never by
+listing. One process may host several hospitals in turn (``serve_sites``), so a federation of
+hundreds of hospitals does not need hundreds of processes each loading torch.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from fl_client.trainer import ClientTrainer, derive_seed
+from fl_core.config import FederationConfig
+from fl_core.data.base import SiteData
+from fl_core.errors import ExchangeError, ObjectExistsError
+from fl_core.exchange.manifests import GlobalManifest, UpdateManifest
+from fl_core.exchange.protocol import Exchange
+from fl_core.serialization import decode_weights, encode_weights, sha256_hex
+
+log = structlog.get_logger("fedsilo.client")
+
+
+@dataclass
+class Hospital:
+    """One site's data and the trainer that serves it (a trainer may serve several sites)."""
+
+    data: SiteData
+    trainer: ClientTrainer
+
+    @property
+    def site_id(self) -> str:
+        return self.data.site_id
+
+
+def answer_round(
+    exchange: Exchange, hospital: Hospital, manifest: GlobalManifest, config: FederationConfig
+) -> bool:
+    """Evaluate the global model, train on it if asked, and write the answer once.
+
+    Returns False when the site is not invited or already answered this round.
+    """
+    site_id = hospital.site_id
+    if site_id not in manifest.invited_sites:
+        return False
+    global_bytes = exchange.read_global_weights(manifest)
+    trainer = hospital.trainer
+    trainer.set_weights(decode_weights(global_bytes))
+    evaluation = trainer.evaluate(hospital.data.test, config.evaluation.histogram_bins)
+    weights: bytes | None = None
+    train_loss: float | None = None
+    num_examples = hospital.data.train.num_examples
+    if manifest.task == "train":
+        seed = derive_seed(config.seed, site_id, manifest.round_index)
+        trained = trainer.train(hospital.data, manifest.round_index, seed)
+        weights = encode_weights(trainer.get_weights())
+        train_loss, num_examples = trained.train_loss, trained.num_examples
+    update = UpdateManifest(
+        federation_id=manifest.federation_id,
+        site_id=site_id,
+        round_index=manifest.round_index,
+        task=manifest.task,
+        global_sha256=manifest.sha256,
+        sha256=sha256_hex(weights) if weights is not None else None,
+        num_bytes=len(weights) if weights is not None else None,
+        num_examples=num_examples,
+        nonce=secrets.token_hex(16),
+        train_loss=train_loss,
+        evaluation=evaluation,
+    )
+    try:
+        exchange.write_update(update, weights)
+    except ObjectExistsError:
+        log.info("update_already_written", site_id=site_id, round_index=manifest.round_index)
+        return False
+    log.info("update_written", site_id=site_id, round_index=manifest.round_index,
+             task=manifest.task, num_examples=num_examples)
+    return True
+
+
+def latest_round(exchange: Exchange, start: int = 1) -> int:
+    """The newest published round at or after ``start`` (hospitals probe, they cannot list)."""
+    round_index = start
+    while exchange.read_global_manifest(round_index + 1) is not None:
+        round_index += 1
+    return round_index
+
+
+def wait_for_global(
+    exchange: Exchange,
+    round_index: int,
+    poll_interval_s: float,
+    timeout_s: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> GlobalManifest:
+    give_up = clock() + timeout_s
+    interval = poll_interval_s
+    while True:
+        manifest = exchange.read_global_manifest(round_index)
+        if manifest is not None:
+            return manifest
+        if clock() > give_up:
+            raise ExchangeError(
+                f"no global model for round {round_index} after {timeout_s:.0f} s in "
+                f"{exchange.describe()}; is the aggregator running?"
+            )
+        sleep(interval)
+        interval = min(interval * 1.5, max(poll_interval_s, 2.0))
+
+
+def serve_sites(
+    exchange: Exchange,
+    hospitals: Sequence[Hospital],
+    config: FederationConfig,
+    timeout_s: float,
+) -> int:
+    """Answer every round for every hosted site until the final round; returns rounds served."""
+    round_index = latest_round(exchange) if exchange.read_global_manifest(1) else 1
+    served = 0
+    while True:
+        manifest = wait_for_global(
+            exchange, round_index, config.round.poll_interval_s, timeout_s
+        )
+        for hospital in hospitals:
+            structlog.contextvars.bind_contextvars(site_id=hospital.site_id)
+            answer_round(exchange, hospital, manifest, config)
+        structlog.contextvars.unbind_contextvars("site_id")
+        served += 1
+        if manifest.final:
+            return served
+        round_index += 1

@@ -1,0 +1,68 @@
+"""The default trainer: mini-batch training of a binary-outcome model, imbalance aware.
+
+Deterministic under a seed on CPU: the batch order and dropout masks come from a generator
+seeded per (federation seed, site, round).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from fl_client.trainer import ClientTrainer, TrainResult
+from fl_core.config import TrainingConfig
+from fl_core.data.base import SiteData
+
+
+class TabularTrainer(ClientTrainer):
+    def __init__(self, model: nn.Module, config: TrainingConfig, device: torch.device | None = None) -> None:
+        super().__init__(model, device)
+        self.config = config
+
+    def _pos_weight(self, labels: np.ndarray) -> float:
+        if self.config.class_weighting == "none":
+            return 1.0
+        positives = int(labels.sum())
+        negatives = int(labels.size - positives)
+        if positives == 0 or negatives == 0:
+            return 1.0  # one class at this hospital: nothing to rebalance against
+        return float(min(negatives / positives, self.config.max_pos_weight))
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        params = self.model.parameters()
+        if self.config.optimizer == "sgd":
+            return torch.optim.SGD(
+                params, lr=self.config.learning_rate, momentum=0.9,
+                weight_decay=self.config.weight_decay,
+            )
+        return torch.optim.Adam(
+            params, lr=self.config.learning_rate, weight_decay=self.config.weight_decay
+        )
+
+    def train(self, data: SiteData, round_index: int, seed: int) -> TrainResult:
+        split = data.train
+        n = split.num_examples
+        if n == 0:
+            return TrainResult(num_examples=0, train_loss=0.0)
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.from_numpy(split.x).to(self.device)
+        y = torch.from_numpy(split.y.astype(np.float32)).to(self.device)
+        loss_fn = nn.BCEWithLogitsLoss(
+            pos_weight=torch.tensor(self._pos_weight(split.y), device=self.device)
+        )
+        optimizer = self._optimizer()
+        self.model.train()
+        loss_total, batches = 0.0, 0
+        for _ in range(self.config.local_epochs):
+            order = torch.randperm(n, generator=generator).to(self.device)
+            for start in range(0, n, self.config.batch_size):
+                index = order[start : start + self.config.batch_size]
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(self.model(x[index]), y[index])
+                loss.backward()
+                optimizer.step()
+                loss_total += float(loss.detach())
+                batches += 1
+        return TrainResult(num_examples=n, train_loss=loss_total / max(batches, 1))

@@ -1,0 +1,205 @@
+"""Typed federation config: one frozen pydantic model, loaded from YAML/TOML plus overrides.
+
+Only entrypoints read files and the environment; everything below them receives a
+``FederationConfig``. A wrong key or value raises ``ConfigError`` (exit 2) with one line per
+problem naming the field and what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fl_core.errors import ConfigError
+from fl_core.exchange.layout import check_federation_id
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RoundConfig(_Frozen):
+    """When a round closes: everyone answered, or the deadline with a quorum."""
+
+    min_sites: int = Field(default=2, ge=1, description="quorum of accepted updates")
+    deadline_s: float = Field(default=600.0, gt=0, description="seconds a round stays open")
+    below_quorum: Literal["extend", "fail"] = "extend"
+    extend_s: float = Field(default=300.0, gt=0)
+    max_extensions: int = Field(default=3, ge=0)
+    poll_interval_s: float = Field(default=0.05, gt=0, le=60)
+    lease_s: float = Field(default=30.0, gt=0, description="aggregator lease on state.json")
+
+
+class AdmissionConfig(_Frozen):
+    max_update_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    max_manifest_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_num_examples: int = Field(default=10_000_000, gt=0)
+
+
+class TrainingConfig(_Frozen):
+    """Local training of the default tabular trainer, identical at every hospital."""
+
+    local_epochs: int = Field(default=2, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    learning_rate: float = Field(default=3e-3, gt=0)
+    weight_decay: float = Field(default=1e-5, ge=0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    class_weighting: Literal["balanced", "none"] = "balanced"
+    max_pos_weight: float = Field(default=20.0, ge=1)
+    hidden_sizes: tuple[int, ...] = (64, 32)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _positive_layers(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(size < 1 for size in value):
+            raise ValueError("every hidden size must be >= 1")
+        return value
+
+
+class SyntheticDataConfig(_Frozen):
+    hospitals: int = Field(default=20, ge=2, le=10_000)
+    mean_stays: int = Field(default=1500, ge=20, description="average stays per hospital")
+    seed: int | None = Field(default=None, description="defaults to the federation seed")
+
+
+class DataConfig(_Frozen):
+    source: Literal["synthetic", "prepared"] = "synthetic"
+    path: Path | None = Field(default=None, description="prepared per-hospital folders")
+    synthetic: SyntheticDataConfig = SyntheticDataConfig()
+
+    @model_validator(mode="after")
+    def _path_matches_source(self) -> DataConfig:
+        if self.source == "prepared":
+            if self.path is None:
+                raise ValueError("data.path is required when data.source is 'prepared'")
+            if not self.path.is_dir():
+                raise ValueError(
+                    f"data.path {self.path} is not a folder; run `fedsilo data prepare` first"
+                )
+        return self
+
+
+class EvaluationConfig(_Frozen):
+    histogram_bins: int = Field(default=2000, ge=10, le=100_000)
+
+
+class StrategyConfig(_Frozen):
+    name: Literal["fedavg"] = "fedavg"
+
+
+class SimulationConfig(_Frozen):
+    workers: int | None = Field(default=None, ge=1, description="default: one per core")
+    engine: Literal["process", "mpi"] = "process"
+    client_timeout_s: float = Field(default=3600.0, gt=0)
+
+
+class ExchangeConfig(_Frozen):
+    uri: str | None = Field(default=None, description="file://DIR or s3://bucket/prefix")
+    endpoint_url: str | None = None
+    kms_key_id: str | None = None
+
+
+class FederationConfig(_Frozen):
+    federation_id: str = "demo"
+    rounds: int = Field(default=10, ge=1, le=100_000)
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    training: TrainingConfig = TrainingConfig()
+    round: RoundConfig = RoundConfig()
+    admission: AdmissionConfig = AdmissionConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    simulation: SimulationConfig = SimulationConfig()
+    exchange: ExchangeConfig = ExchangeConfig()
+
+    @field_validator("federation_id")
+    @classmethod
+    def _valid_federation_id(cls, value: str) -> str:
+        try:
+            return check_federation_id(value)
+        except ConfigError as err:
+            raise ValueError(str(err)) from err
+
+    @model_validator(mode="after")
+    def _quorum_fits(self) -> FederationConfig:
+        if self.data.source == "synthetic":
+            hospitals = self.data.synthetic.hospitals
+            if self.round.min_sites > hospitals:
+                raise ValueError(
+                    f"round.min_sites {self.round.min_sites} > data.synthetic.hospitals "
+                    f"{hospitals}; lower round.min_sites or add hospitals"
+                )
+        return self
+
+    def config_hash(self) -> str:
+        """Stable digest recorded in every manifest, so a round names the config it ran."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found; pass an existing --config FILE")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            loaded: Any = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml", ".json"):
+            loaded = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"config file {path}: use a .yaml, .yml, .json or .toml file")
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"config file {path} does not parse: {err}") from err
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings at the top")
+    return loaded
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted}: {part} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def describe_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem: the dotted field, what is wrong, and the value given."""
+    lines = []
+    for problem in err.errors():
+        field = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"{field}: unknown key in {source}; remove it or fix its spelling")
+            continue
+        message = problem["msg"].removeprefix("Value error, ")
+        given = problem.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        lines.append(f"{field}: {message}{shown}; fix it in {source}")
+    return "\n".join(lines)
+
+
+def load_config(
+    path: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> FederationConfig:
+    """Defaults, then the file, then command-line overrides (dotted keys)."""
+    tree: dict[str, Any] = _read_file(path) if path is not None else {}
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(tree, dotted, value)
+    source = f"config {path}" if path is not None else "the command line"
+    try:
+        return FederationConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(describe_validation_error(err, source)) from err

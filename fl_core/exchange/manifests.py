@@ -1,0 +1,167 @@
+"""The JSON documents of the exchange, as validated models.
+
+Everything a hospital writes is parsed through these models (``extra="forbid"``), so a
+malformed or hostile manifest fails admission with a reason instead of reaching the math.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Task = Literal["train", "evaluate"]
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+NONCE_PATTERN = r"^[0-9a-f]{32,128}$"
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ScoreHistogram(_Document):
+    """Counts of predicted risk per fixed bin, split by true class (DESIGN.md step 6)."""
+
+    positives: list[int]
+    negatives: list[int]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScoreHistogram:
+        if len(self.positives) != len(self.negatives):
+            raise ValueError("positives and negatives histograms differ in length")
+        if any(count < 0 for count in self.positives) or any(c < 0 for c in self.negatives):
+            raise ValueError("histogram counts must be >= 0")
+        return self
+
+
+class EvaluationReport(_Document):
+    """What a hospital reports about a global model on its test split: no per-patient data."""
+
+    num_examples: int = Field(ge=0)
+    loss_sum: float = Field(ge=0, allow_inf_nan=False)
+    histogram: ScoreHistogram
+    reference: dict[str, ScoreHistogram] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _counts_match(self) -> EvaluationReport:
+        counted = sum(self.histogram.positives) + sum(self.histogram.negatives)
+        if counted != self.num_examples:
+            raise ValueError(f"histogram counts {counted} != num_examples {self.num_examples}")
+        return self
+
+
+class GlobalManifest(_Document):
+    federation_id: str
+    round_index: int = Field(ge=1)
+    task: Task
+    final: bool = False
+    sha256: str = Field(pattern=SHA256_PATTERN)
+    parent_sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    num_bytes: int = Field(gt=0)
+    deadline_unix: float
+    invited_sites: list[str]
+    config_hash: str
+    created_unix: float
+
+
+class UpdateManifest(_Document):
+    """Written by a hospital beside its update; every field is checked at admission."""
+
+    federation_id: str
+    site_id: str
+    round_index: int = Field(ge=1)
+    task: Task
+    global_sha256: str = Field(pattern=SHA256_PATTERN)
+    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
+    num_bytes: int | None = Field(default=None, gt=0)
+    num_examples: int = Field(ge=0)
+    nonce: str = Field(pattern=NONCE_PATTERN)
+    train_loss: float | None = Field(default=None, allow_inf_nan=False)
+    evaluation: EvaluationReport | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _weights_iff_training(self) -> UpdateManifest:
+        has_weights = self.sha256 is not None and self.num_bytes is not None
+        if self.task == "train" and not has_weights:
+            raise ValueError("a training update must give sha256 and num_bytes")
+        if self.task == "evaluate" and (self.sha256 is not None or self.num_bytes is not None):
+            raise ValueError("an evaluation answer carries no weights")
+        return self
+
+
+class Decision(_Document):
+    """The aggregator's verdict on one site's answer in one round."""
+
+    site_id: str
+    status: Literal["accepted", "rejected"]
+    reason: str | None = None
+    detail: str | None = None
+    sha256: str | None = None
+    nonce: str | None = None
+    num_examples: int = 0
+    decided_unix: float
+
+
+class RoundMetrics(_Document):
+    """Metrics of one global model, from the summed histograms of the hospitals' test splits."""
+
+    num_examples: int
+    num_sites: int
+    auroc: float | None
+    auprc: float | None
+    loss: float | None
+    reference_auroc: dict[str, float | None] = Field(default_factory=dict)
+
+
+class RoundResult(_Document):
+    federation_id: str
+    round_index: int
+    task: Task
+    global_sha256: str
+    next_global_sha256: str | None
+    accepted: list[Decision]
+    rejected: list[Decision]
+    missing: list[str]
+    evaluation: RoundMetrics | None
+    train_loss: float | None
+    started_unix: float
+    closed_unix: float
+    extensions: int = 0
+    config_hash: str
+
+
+class LedgerEntry(_Document):
+    round_index: int
+    global_sha256: str
+    next_global_sha256: str | None
+    accepted: list[tuple[str, str]]
+    rejected: list[tuple[str, str]]
+    config_hash: str
+    prev_hash: str | None
+    entry_hash: str
+
+
+class FederationState(_Document):
+    """The aggregator's checkpoint: enough to resume a round after a crash."""
+
+    federation_id: str
+    round_index: int = Field(ge=1)
+    phase: Literal["collecting", "done", "failed"]
+    started_unix: float
+    deadline_unix: float
+    extensions: int = 0
+    decisions: dict[str, Decision] = Field(default_factory=dict)
+    owner_id: str
+    lease_expires_unix: float
+    config_hash: str
+    strategy_state: dict[str, Any] = Field(default_factory=dict)
+    message: str | None = None
+
+
+class Registration(_Document):
+    site_id: str
+    account_id: str | None = None
+    role_arn: str | None = None
+    joined_unix: float
+    status: Literal["pending", "active", "revoked"]

@@ -1,0 +1,163 @@
+"""The exchange protocol: what is written where, in which order, verified how.
+
+It runs unchanged over any ``ObjectStore``. Writers put tensors first and the manifest last,
+so a manifest's presence means its tensors are complete; readers verify the sha256 the
+manifest names before anything is decoded.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from fl_core.errors import ExchangeError, ObjectExistsError, ObjectNotFoundError
+from fl_core.exchange.layout import ExchangeLayout
+from fl_core.exchange.manifests import (
+    FederationState,
+    GlobalManifest,
+    LedgerEntry,
+    Registration,
+    RoundResult,
+    UpdateManifest,
+)
+from fl_core.exchange.store import ObjectStore
+from fl_core.serialization import sha256_hex
+from fl_core.types import ETag, RoundIndex, SiteId
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _dump(document: BaseModel) -> bytes:
+    return document.model_dump_json(indent=1).encode()
+
+
+class Exchange:
+    """One federation's view of a store."""
+
+    def __init__(self, store: ObjectStore, federation_id: str) -> None:
+        self.store = store
+        self.layout = ExchangeLayout(federation_id)
+
+    @property
+    def federation_id(self) -> str:
+        return self.layout.federation_id
+
+    def describe(self) -> str:
+        return f"{self.store.describe()}/{self.layout.root}"
+
+    def _read_model(self, key: str, model: type[_Model]) -> _Model | None:
+        try:
+            data = self.store.get(key)
+        except ObjectNotFoundError:
+            return None
+        try:
+            return model.model_validate_json(data)
+        except ValidationError as err:
+            raise ExchangeError(f"{key} in {self.store.describe()} is malformed: {err}") from err
+
+    def _put_once_or_same(self, key: str, data: bytes) -> None:
+        """Write-once, but tolerate a resumed writer putting the very same bytes again."""
+        try:
+            self.store.put_new(key, data)
+        except ObjectExistsError:
+            if sha256_hex(self.store.get(key)) != sha256_hex(data):
+                raise
+    # ---- global model -------------------------------------------------------------------
+
+    def publish_global(self, weights: bytes, manifest: GlobalManifest) -> None:
+        if sha256_hex(weights) != manifest.sha256:
+            raise ExchangeError("refusing to publish: weights do not match the manifest sha256")
+        self._put_once_or_same(self.layout.global_weights_key(manifest.round_index), weights)
+        self._put_once_or_same(
+            self.layout.global_manifest_key(manifest.round_index), _dump(manifest)
+        )
+
+    def read_global_manifest(self, round_index: RoundIndex) -> GlobalManifest | None:
+        return self._read_model(self.layout.global_manifest_key(round_index), GlobalManifest)
+
+    def read_global_weights(self, manifest: GlobalManifest) -> bytes:
+        """The global model's bytes, verified against its manifest."""
+        data = self.store.get(self.layout.global_weights_key(manifest.round_index))
+        if sha256_hex(data) != manifest.sha256:
+            raise ExchangeError(
+                f"global model of round {manifest.round_index} does not match its manifest "
+                "sha256; the exchange was altered: stop and run `fedsilo ledger verify`"
+            )
+        return data
+
+    # ---- updates ------------------------------------------------------------------------
+
+    def write_update(self, manifest: UpdateManifest, weights: bytes | None) -> None:
+        """Tensors first, manifest last: the manifest is the signal that the update is whole."""
+        round_index, site_id = manifest.round_index, manifest.site_id
+        if weights is not None:
+            self.store.put_new(self.layout.update_weights_key(round_index, site_id), weights)
+        self.store.put_new(self.layout.update_manifest_key(round_index, site_id), _dump(manifest))
+
+    def list_answered_sites(self, round_index: RoundIndex) -> list[SiteId]:
+        """Site ids whose manifest is present in a round (names as written, unchecked)."""
+        sites = []
+        for key in self.store.list_keys(self.layout.updates_prefix(round_index)):
+            parsed = self.layout.site_of_update_key(key)
+            if parsed is not None and parsed[1] == "json":
+                sites.append(parsed[0])
+        return sites
+
+    def update_manifest_size(self, round_index: RoundIndex, site_id: SiteId) -> int:
+        return self.store.size(self.layout.update_manifest_key(round_index, site_id))
+
+    def read_update_manifest_bytes(self, round_index: RoundIndex, site_id: SiteId) -> bytes:
+        return self.store.get(self.layout.update_manifest_key(round_index, site_id))
+
+    def update_weights_size(self, round_index: RoundIndex, site_id: SiteId) -> int:
+        return self.store.size(self.layout.update_weights_key(round_index, site_id))
+
+    def read_update_weights(self, round_index: RoundIndex, site_id: SiteId) -> bytes:
+        return self.store.get(self.layout.update_weights_key(round_index, site_id))
+
+    # ---- round results, ledger, state ------------------------------------------------------
+
+    def write_result(self, result: RoundResult) -> None:
+        self._put_once_or_same(self.layout.result_key(result.round_index), _dump(result))
+
+    def read_result(self, round_index: RoundIndex) -> RoundResult | None:
+        return self._read_model(self.layout.result_key(round_index), RoundResult)
+
+    def write_ledger_entry(self, entry: LedgerEntry) -> None:
+        self._put_once_or_same(self.layout.ledger_key(entry.round_index), _dump(entry))
+
+    def read_ledger_entry(self, round_index: RoundIndex) -> LedgerEntry | None:
+        return self._read_model(self.layout.ledger_key(round_index), LedgerEntry)
+
+    def read_state(self) -> tuple[FederationState, ETag] | None:
+        key = self.layout.state_key()
+        try:
+            data, etag = self.store.get_with_etag(key)
+        except ObjectNotFoundError:
+            return None
+        try:
+            return FederationState.model_validate_json(data), etag
+        except ValidationError as err:
+            raise ExchangeError(f"{key} is malformed: {err}") from err
+
+    def write_state(self, state: FederationState, if_match: ETag | None) -> ETag:
+        return self.store.replace(self.layout.state_key(), _dump(state), if_match)
+
+    # ---- registry -----------------------------------------------------------------------
+
+    def write_registration(self, registration: Registration, if_match: ETag | None) -> ETag:
+        key = self.layout.registry_key(registration.site_id)
+        return self.store.replace(key, _dump(registration), if_match)
+
+    def read_registration(self, site_id: SiteId) -> Registration | None:
+        return self._read_model(self.layout.registry_key(site_id), Registration)
+
+    def list_registrations(self) -> list[Registration]:
+        registrations = []
+        for key in self.store.list_keys(self.layout.registry_prefix()):
+            if key.endswith(".json"):
+                found = self._read_model(key, Registration)
+                if found is not None:
+                    registrations.append(found)
+        return registrations

@@ -1,0 +1,52 @@
+"""The default model and the bridge between a torch module and the codec's numpy weights."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from fl_core.types import Weights
+
+
+class TabularMLP(nn.Module):
+    """An MLP for a binary outcome that standardises and imputes its own inputs.
+
+    ``input_mean``/``input_std`` are buffers set once from federated moments, so the same
+    standardisation travels with the model to every hospital; a NaN input (not measured)
+    becomes the mean after standardisation.
+    """
+
+    def __init__(self, num_features: int, hidden_sizes: Sequence[int] = (64, 32), dropout: float = 0.1) -> None:
+        super().__init__()
+        self.register_buffer("input_mean", torch.zeros(num_features))
+        self.register_buffer("input_std", torch.ones(num_features))
+        layers: list[nn.Module] = []
+        width = num_features
+        for size in hidden_sizes:
+            layers += [nn.Linear(width, size), nn.ReLU(), nn.Dropout(dropout)]
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def set_standardisation(self, mean: np.ndarray, std: np.ndarray) -> None:
+        self.input_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.input_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = (x - self.input_mean) / self.input_std
+        z = torch.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
+        return self.net(z).squeeze(-1)
+
+
+def model_weights(model: nn.Module) -> Weights:
+    """Every parameter and buffer as a CPU numpy array (what is exchanged)."""
+    return {name: tensor.detach().cpu().numpy().copy() for name, tensor in model.state_dict().items()}
+
+
+def load_model_weights(model: nn.Module, weights: Weights) -> None:
+    device = next(model.parameters()).device
+    state = {name: torch.from_numpy(np.array(array)).to(device) for name, array in weights.items()}
+    model.load_state_dict(state, strict=True)

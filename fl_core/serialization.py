@@ -1,0 +1,111 @@
+"""The tensor codec: model weights <-> safetensors bytes, and their sha256.
+
+safetensors is the only format that crosses an account boundary: it holds plain tensors and
+a JSON header, so reading an untrusted file can never execute code (``torch.load`` of a
+pickle can). Everything else is refused with ``CodecError``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import safetensors.numpy
+from safetensors import SafetensorError
+
+from fl_core.errors import CodecError
+from fl_core.types import Sha256Hex, Weights
+
+_HEADER_LEN_BYTES = 8
+_MAX_HEADER_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name-independent description of one tensor: what admission compares."""
+
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def sha256_hex(data: bytes) -> Sha256Hex:
+    return hashlib.sha256(data).hexdigest()
+
+
+def encode_weights(weights: Mapping[str, npt.NDArray[np.generic]]) -> bytes:
+    """Serialise named arrays; keys are sorted by safetensors so the bytes are deterministic."""
+    if not weights:
+        raise CodecError("refusing to encode an empty set of tensors")
+    arrays = {name: np.ascontiguousarray(array) for name, array in weights.items()}
+    return bytes(safetensors.numpy.save(arrays))
+
+
+def decode_weights(data: bytes) -> Weights:
+    """Parse safetensors bytes into numpy arrays; anything else raises ``CodecError``."""
+    read_tensor_specs(data)  # header sanity first: a clear error before any large allocation
+    try:
+        return dict(safetensors.numpy.load(data))
+    except (SafetensorError, ValueError, TypeError) as err:
+        raise CodecError(f"not a valid safetensors file: {err}") from err
+
+
+_DTYPE_NAMES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+
+
+def read_tensor_specs(data: bytes) -> dict[str, TensorSpec]:
+    """Names, dtypes and shapes from the safetensors header, without touching tensor data.
+
+    Admission compares these with the global model before decoding anything, so a file that
+    claims a 10 GB tensor is refused by its header.
+    """
+    if len(data) < _HEADER_LEN_BYTES:
+        raise CodecError(f"file of {len(data)} bytes is too short to be safetensors")
+    (header_len,) = struct.unpack("<Q", data[:_HEADER_LEN_BYTES])
+    if header_len > _MAX_HEADER_BYTES or _HEADER_LEN_BYTES + header_len > len(data):
+        raise CodecError("safetensors header length is larger than the file (truncated?)")
+    try:
+        header = json.loads(data[_HEADER_LEN_BYTES : _HEADER_LEN_BYTES + header_len])
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CodecError(f"safetensors header is not JSON: {err}") from err
+    if not isinstance(header, dict):
+        raise CodecError("safetensors header is not a JSON object")
+    specs: dict[str, TensorSpec] = {}
+    payload = len(data) - _HEADER_LEN_BYTES - header_len
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = _DTYPE_NAMES[entry["dtype"]]
+            shape = tuple(int(dim) for dim in entry["shape"])
+            start, end = (int(offset) for offset in entry["data_offsets"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise CodecError(f"tensor {name!r} has a malformed header entry") from err
+        if not 0 <= start <= end <= payload:
+            raise CodecError(f"tensor {name!r} points outside the file (truncated?)")
+        specs[name] = TensorSpec(dtype=dtype, shape=shape)
+    if not specs:
+        raise CodecError("safetensors file holds no tensors")
+    return specs
+
+
+def specs_of(weights: Mapping[str, npt.NDArray[np.generic]]) -> dict[str, TensorSpec]:
+    return {
+        name: TensorSpec(dtype=str(array.dtype), shape=tuple(array.shape))
+        for name, array in weights.items()
+    }

@@ -1,0 +1,1 @@
+"""The coordinating side: the aggregator a user subclasses and the round loop."""

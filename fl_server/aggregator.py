@@ -1,0 +1,57 @@
+"""``ServerAggregator``: what a user subclasses to change how updates become a model.
+
+The round loop admits each update and hands it over one at a time; an aggregator never sees
+the exchange. Server-side state (e.g. optimizer moments) goes through ``state_dict`` into
+``state.json`` so that it survives a restart.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from fl_core.aggregation import StreamingWeightedMean
+from fl_core.errors import AggregationError
+from fl_core.serialization import specs_of
+from fl_core.types import Weights
+
+
+class ServerAggregator(ABC):
+    @abstractmethod
+    def begin_round(self, round_index: int, global_weights: Weights) -> None:
+        """Reset per-round accumulators; ``global_weights`` is the model this round started from."""
+
+    @abstractmethod
+    def add(self, weights: Weights, num_examples: int) -> None:
+        """Take one admitted update (already verified: names, shapes, dtypes, finite)."""
+
+    @abstractmethod
+    def finish(self) -> Weights:
+        """The next global model."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            raise AggregationError(f"{type(self).__name__} keeps no state but got {sorted(state)}")
+
+
+class FedAvgAggregator(ServerAggregator):
+    """FedAvg weighted by ``num_examples``, streamed: one update in memory at a time."""
+
+    def __init__(self) -> None:
+        self._mean: StreamingWeightedMean | None = None
+
+    def begin_round(self, round_index: int, global_weights: Weights) -> None:
+        self._mean = StreamingWeightedMean(specs_of(global_weights))
+
+    def add(self, weights: Weights, num_examples: int) -> None:
+        if self._mean is None:
+            raise AggregationError("add() before begin_round()")
+        self._mean.add(weights, float(num_examples))
+
+    def finish(self) -> Weights:
+        if self._mean is None:
+            raise AggregationError("finish() before begin_round()")
+        return self._mean.result()

@@ -1,0 +1,531 @@
+"""The aggregator's round loop: publish, admit, close, aggregate, checkpoint, next round.
+
+Every step is idempotent against what the exchange holds, so a crashed aggregator resumes
+from the store: admitted decisions are in ``state.json``, admitted updates are write-once
+files that are re-read to rebuild the running sum, and a round whose ``result.json`` exists
+is never aggregated again. ``state.json`` is only ever replaced with the etag last read and
+carries a lease, so two aggregators can never both advance a round.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from fl_core.admission import AdmissionContext, check_manifest, check_weights, check_weights_size
+from fl_core.config import FederationConfig
+from fl_core.errors import (
+    ConfigError,
+    ExchangeError,
+    FederationLockedError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+    RoundFailedError,
+    UpdateRejectedError,
+)
+from fl_core.exchange.manifests import (
+    Decision,
+    EvaluationReport,
+    FederationState,
+    GlobalManifest,
+    LedgerEntry,
+    RoundMetrics,
+    RoundResult,
+    Task,
+    UpdateManifest,
+)
+from fl_core.exchange.protocol import Exchange
+from fl_core.ledger import chain_hash
+from fl_core.metrics import ClassHistogram, auprc_from_histogram, auroc_from_histogram
+from fl_core.serialization import decode_weights, encode_weights, read_tensor_specs, sha256_hex
+from fl_core.types import ETag, SiteId, Weights
+from fl_server.aggregator import ServerAggregator
+
+log = structlog.get_logger("fedsilo.server")
+
+
+class RoundEvents:
+    """Hooks for a user interface; the default does nothing."""
+
+    def round_opened(self, manifest: GlobalManifest) -> None:
+        """A round's global model is published (or found, on resume)."""
+
+    def decided(self, round_index: int, decision: Decision) -> None:
+        """One site's answer was accepted or rejected."""
+
+    def round_closed(self, result: RoundResult) -> None:
+        """A round's result.json is written."""
+
+
+def summarise_evaluations(
+    reports: Sequence[EvaluationReport], num_bins: int
+) -> RoundMetrics | None:
+    """Pooled metrics of one global model from the hospitals' histograms."""
+    if not reports:
+        return None
+    model = ClassHistogram.empty(num_bins)
+    references: dict[str, ClassHistogram] = {}
+    loss_sum, count = 0.0, 0
+    for report in reports:
+        model = model + _histogram(report.histogram.positives, report.histogram.negatives, num_bins)
+        loss_sum += report.loss_sum
+        count += report.num_examples
+        for name, hist in report.reference.items():
+            found = references.get(name, ClassHistogram.empty(num_bins))
+            references[name] = found + _histogram(hist.positives, hist.negatives, num_bins)
+    return RoundMetrics(
+        num_examples=count,
+        num_sites=len(reports),
+        auroc=auroc_from_histogram(model),
+        auprc=auprc_from_histogram(model),
+        loss=loss_sum / count if count else None,
+        reference_auroc={name: auroc_from_histogram(h) for name, h in sorted(references.items())},
+    )
+
+
+def _histogram(positives: list[int], negatives: list[int], num_bins: int) -> ClassHistogram:
+    import numpy as np
+
+    if len(positives) != num_bins:
+        raise UpdateRejectedError(
+            "malformed_manifest", f"histogram has {len(positives)} bins, expected {num_bins}"
+        )
+    return ClassHistogram(np.asarray(positives, np.int64), np.asarray(negatives, np.int64))
+
+
+@dataclass
+class _Round:
+    """What the loop holds in memory for the open round (all of it rebuildable from S3)."""
+
+    manifest: GlobalManifest
+    global_weights: Weights | None
+    context: AdmissionContext
+    evaluations: dict[SiteId, EvaluationReport] = field(default_factory=dict)
+    train_losses: dict[SiteId, tuple[float, int]] = field(default_factory=dict)
+
+
+class RoundLoop:
+    def __init__(
+        self,
+        exchange: Exchange,
+        aggregator: ServerAggregator,
+        config: FederationConfig,
+        sites: Sequence[SiteId],
+        initial_weights: Weights | None = None,
+        events: RoundEvents | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+        owner_id: str | None = None,
+    ) -> None:
+        if len(set(sites)) != len(sites):
+            raise ConfigError("site ids collide: every hospital needs a unique site id")
+        if config.round.min_sites > len(sites):
+            raise ConfigError(
+                f"round.min_sites {config.round.min_sites} > {len(sites)} hospitals; lower it"
+            )
+        self.exchange = exchange
+        self.aggregator = aggregator
+        self.config = config
+        self.sites = list(sites)
+        self.initial_weights = initial_weights
+        self.events = events or RoundEvents()
+        self.clock = clock
+        self.sleep = sleep
+        self.owner_id = owner_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}"
+        self.config_hash = config.config_hash()
+        self._etag: ETag | None = None
+        self._last_write = 0.0
+
+    # ---- state and lease ------------------------------------------------------------------
+
+    def _save(self, state: FederationState) -> FederationState:
+        """Compare-and-swap state.json, renewing our lease; losing the race is fatal."""
+        now = self.clock()
+        renewed = state.model_copy(
+            update={"owner_id": self.owner_id, "lease_expires_unix": now + self.config.round.lease_s}
+        )
+        try:
+            self._etag = self.exchange.write_state(renewed, self._etag)
+        except PreconditionFailedError as err:
+            raise FederationLockedError(
+                f"another aggregator took over federation {self.exchange.federation_id}; "
+                "this one stops (only one aggregator may run per federation)"
+            ) from err
+        self._last_write = now
+        return renewed
+
+    def _acquire(self) -> FederationState:
+        """Create the federation, or take over a state whose owner's lease has lapsed."""
+        found = self.exchange.read_state()
+        if found is None:
+            manifest = self._publish_first_round()
+            state = FederationState(
+                federation_id=self.exchange.federation_id,
+                round_index=1,
+                phase="collecting",
+                started_unix=manifest.created_unix,
+                deadline_unix=manifest.deadline_unix,
+                owner_id=self.owner_id,
+                lease_expires_unix=0.0,
+                config_hash=self.config_hash,
+                strategy_state=self.aggregator.state_dict(),
+            )
+            try:
+                return self._save(state)
+            except FederationLockedError:
+                found = self.exchange.read_state()
+                if found is None:
+                    raise
+        state, etag = found
+        if state.config_hash != self.config_hash:
+            raise ConfigError(
+                f"federation {state.federation_id} was started with another config "
+                f"(hash {state.config_hash[:12]}); rerun with the same config or a new "
+                "federation_id"
+            )
+        state, etag = self._wait_for_lease(state, etag)
+        self._etag = etag
+        self.aggregator.load_state_dict(state.strategy_state)
+        if state.phase != "collecting":
+            return state
+        log.info("federation_resumed", round_index=state.round_index, previous=state.owner_id)
+        return self._save(state)
+
+    def _wait_for_lease(self, state: FederationState, etag: ETag) -> tuple[FederationState, ETag]:
+        """A live owner renews its lease; a dead one's lease lapses and we take over."""
+        while (
+            state.phase == "collecting"
+            and state.owner_id != self.owner_id
+            and state.lease_expires_unix > self.clock()
+        ):
+            self.sleep(min(self.config.round.poll_interval_s * 4, 1.0))
+            found = self.exchange.read_state()
+            if found is None:
+                raise ExchangeError("state.json vanished while waiting for the lease")
+            if found[1] != etag:
+                raise FederationLockedError(
+                    f"federation {state.federation_id} is run by aggregator {found[0].owner_id} "
+                    "(its lease keeps being renewed); stop that one first, only one may run"
+                )
+            state, etag = found
+        return state, etag
+
+    # ---- publishing ----------------------------------------------------------------------
+
+    def _publish(
+        self, round_index: int, weights: bytes, parent: str | None, task: Task, final: bool
+    ) -> GlobalManifest:
+        existing = self.exchange.read_global_manifest(round_index)
+        if existing is not None:
+            return existing  # published before a crash: the stored one is the truth
+        now = self.clock()
+        manifest = GlobalManifest(
+            federation_id=self.exchange.federation_id,
+            round_index=round_index,
+            task=task,
+            final=final,
+            sha256=sha256_hex(weights),
+            parent_sha256=parent,
+            num_bytes=len(weights),
+            deadline_unix=now + self.config.round.deadline_s,
+            invited_sites=self.sites,
+            config_hash=self.config_hash,
+            created_unix=now,
+        )
+        self.exchange.publish_global(weights, manifest)
+        log.info("global_published", round_index=round_index, task=task, sha256=manifest.sha256)
+        return manifest
+
+    def _publish_first_round(self) -> GlobalManifest:
+        if self.initial_weights is None:
+            raise ConfigError(
+                f"federation {self.exchange.federation_id} has no state yet and no initial "
+                "model was given; start it with `fedsilo simulate` or pass the initial model"
+            )
+        task: Task = "train"
+        return self._publish(1, encode_weights(self.initial_weights), None, task, False)
+
+    # ---- one round -------------------------------------------------------------------------
+
+    def _history(self, round_index: int) -> tuple[set[str], set[str]]:
+        """Nonces and update digests accepted in earlier rounds (replay protection)."""
+        nonces: set[str] = set()
+        digests: set[str] = set()
+        for earlier in range(1, round_index):
+            result = self.exchange.read_result(earlier)
+            if result is None:
+                continue
+            for decision in result.accepted:
+                if decision.nonce:
+                    nonces.add(decision.nonce)
+                if decision.sha256:
+                    digests.add(decision.sha256)
+        return nonces, digests
+
+    def _revoked_sites(self) -> frozenset[SiteId]:
+        return frozenset(
+            r.site_id for r in self.exchange.list_registrations() if r.status == "revoked"
+        )
+
+    def _open(self, state: FederationState) -> _Round:
+        manifest = self.exchange.read_global_manifest(state.round_index)
+        if manifest is None:
+            raise ExchangeError(
+                f"round {state.round_index} has state but no global model in "
+                f"{self.exchange.describe()}; the exchange was altered"
+            )
+        global_bytes = self.exchange.read_global_weights(manifest)
+        nonces, digests = self._history(state.round_index)
+        admission = self.config.admission
+        context = AdmissionContext(
+            federation_id=self.exchange.federation_id,
+            round_index=state.round_index,
+            task=manifest.task,
+            global_sha256=manifest.sha256,
+            invited_sites=frozenset(manifest.invited_sites),
+            tensor_specs=read_tensor_specs(global_bytes),
+            max_update_bytes=admission.max_update_bytes,
+            max_manifest_bytes=admission.max_manifest_bytes,
+            max_num_examples=admission.max_num_examples,
+            revoked_sites=self._revoked_sites(),
+            seen_nonces=nonces,
+            seen_sha256=digests,
+        )
+        weights = decode_weights(global_bytes) if manifest.task == "train" else None
+        if weights is not None:
+            self.aggregator.begin_round(state.round_index, weights)
+        current = _Round(manifest=manifest, global_weights=weights, context=context)
+        for decision in state.decisions.values():
+            if decision.status == "accepted":
+                self._replay(current, decision)
+        self.events.round_opened(manifest)
+        return current
+
+    def _replay(self, current: _Round, decision: Decision) -> None:
+        """Re-add an update admitted before a restart; it must be byte-identical."""
+        round_index = current.manifest.round_index
+        update = UpdateManifest.model_validate_json(
+            self.exchange.read_update_manifest_bytes(round_index, decision.site_id)
+        )
+        if update.nonce != decision.nonce:
+            raise ExchangeError(
+                f"update manifest of site {decision.site_id} round {round_index} changed after "
+                "admission; the exchange was altered"
+            )
+        self._remember(current, update)
+        if current.manifest.task == "train":
+            data = self.exchange.read_update_weights(round_index, decision.site_id)
+            if sha256_hex(data) != decision.sha256:
+                raise ExchangeError(
+                    f"admitted update of site {decision.site_id} round {round_index} changed "
+                    "after admission; the exchange was altered"
+                )
+            self.aggregator.add(decode_weights(data), decision.num_examples)
+
+    def _remember(self, current: _Round, update: UpdateManifest) -> None:
+        assert isinstance(current.context.seen_nonces, set)
+        current.context.seen_nonces.add(update.nonce)
+        if update.sha256 is not None:
+            assert isinstance(current.context.seen_sha256, set)
+            current.context.seen_sha256.add(update.sha256)
+        if update.evaluation is not None:
+            current.evaluations[update.site_id] = update.evaluation
+        if update.train_loss is not None:
+            current.train_losses[update.site_id] = (update.train_loss, update.num_examples)
+
+    def _admit(self, current: _Round, site_id: SiteId) -> Decision:
+        """Check one answer; only an accepted update reaches the aggregator."""
+        ctx = current.context
+        round_index = ctx.round_index
+        weights: Weights | None = None
+        try:
+            size = self.exchange.update_manifest_size(round_index, site_id)
+            if size > ctx.max_manifest_bytes:
+                raise UpdateRejectedError("too_large", f"manifest is {size} bytes")
+            manifest = check_manifest(
+                self.exchange.read_update_manifest_bytes(round_index, site_id), site_id, ctx
+            )
+            if manifest.evaluation is not None:
+                bins = len(manifest.evaluation.histogram.positives)
+                if bins != self.config.evaluation.histogram_bins:
+                    raise UpdateRejectedError(
+                        "malformed_manifest", f"histogram has {bins} bins, expected "
+                        f"{self.config.evaluation.histogram_bins}"
+                    )
+            if ctx.task == "train":
+                try:
+                    check_weights_size(self.exchange.update_weights_size(round_index, site_id), ctx)
+                    data = self.exchange.read_update_weights(round_index, site_id)
+                except ObjectNotFoundError as err:
+                    raise UpdateRejectedError(
+                        "missing_tensors", "manifest present but its safetensors file is not"
+                    ) from err
+                weights = check_weights(manifest, data, ctx)
+        except UpdateRejectedError as rejected:
+            log.warning(
+                "update_rejected", round_index=round_index, site_id=site_id,
+                reason=rejected.reason, detail=rejected.detail,
+            )
+            return Decision(
+                site_id=site_id, status="rejected", reason=rejected.reason,
+                detail=rejected.detail[:500], decided_unix=self.clock(),
+            )
+        if weights is not None:
+            self.aggregator.add(weights, manifest.num_examples)
+        self._remember(current, manifest)
+        log.info("update_accepted", round_index=round_index, site_id=site_id,
+                 num_examples=manifest.num_examples)
+        return Decision(
+            site_id=site_id, status="accepted", sha256=manifest.sha256, nonce=manifest.nonce,
+            num_examples=manifest.num_examples, decided_unix=self.clock(),
+        )
+
+    def _collect(self, state: FederationState, current: _Round) -> FederationState:
+        """Admit answers until everyone answered, or the deadline with a quorum."""
+        invited = set(current.manifest.invited_sites)
+        cfg = self.config.round
+        while True:
+            new = [s for s in self.exchange.list_answered_sites(state.round_index)
+                   if s not in state.decisions]
+            if new:
+                decisions = dict(state.decisions)
+                for site_id in new:
+                    decision = self._admit(current, site_id)
+                    decisions[site_id] = decision
+                    self.events.decided(state.round_index, decision)
+                state = self._save(state.model_copy(update={"decisions": decisions}))
+            accepted = sum(d.status == "accepted" for d in state.decisions.values())
+            if invited <= state.decisions.keys():
+                return state
+            now = self.clock()
+            if now >= state.deadline_unix:
+                if accepted >= cfg.min_sites:
+                    return state
+                state = self._below_quorum(state, accepted)
+                continue
+            if now - self._last_write > cfg.lease_s / 3:
+                state = self._save(state)
+            self.sleep(cfg.poll_interval_s)
+
+    def _below_quorum(self, state: FederationState, accepted: int) -> FederationState:
+        cfg = self.config.round
+        if cfg.below_quorum == "extend" and state.extensions < cfg.max_extensions:
+            log.warning("round_extended", round_index=state.round_index, accepted=accepted,
+                        min_sites=cfg.min_sites, extend_s=cfg.extend_s)
+            return self._save(state.model_copy(update={
+                "deadline_unix": state.deadline_unix + cfg.extend_s,
+                "extensions": state.extensions + 1,
+            }))
+        message = (
+            f"round {state.round_index} closed below quorum: {accepted} accepted updates, "
+            f"round.min_sites is {cfg.min_sites} (policy {cfg.below_quorum}, "
+            f"{state.extensions} extensions); check the hospitals that did not answer"
+        )
+        self._save(state.model_copy(update={"phase": "failed", "message": message}))
+        raise RoundFailedError(message)
+
+    def _close(self, state: FederationState, current: _Round) -> FederationState:
+        round_index = state.round_index
+        manifest = current.manifest
+        result = self.exchange.read_result(round_index)
+        if result is None:
+            next_weights: bytes | None = None
+            if manifest.task == "train":
+                next_weights = encode_weights(self.aggregator.finish())
+            accepted = [d for d in state.decisions.values() if d.status == "accepted"]
+            losses = list(current.train_losses.values())
+            total = sum(n for _, n in losses)
+            result = RoundResult(
+                federation_id=self.exchange.federation_id,
+                round_index=round_index,
+                task=manifest.task,
+                global_sha256=manifest.sha256,
+                next_global_sha256=sha256_hex(next_weights) if next_weights else None,
+                accepted=accepted,
+                rejected=[d for d in state.decisions.values() if d.status == "rejected"],
+                missing=sorted(set(manifest.invited_sites) - state.decisions.keys()),
+                evaluation=summarise_evaluations(
+                    [current.evaluations[d.site_id] for d in accepted
+                     if d.site_id in current.evaluations],
+                    self.config.evaluation.histogram_bins,
+                ),
+                train_loss=sum(l * n for l, n in losses) / total if total else None,
+                started_unix=state.started_unix,
+                closed_unix=self.clock(),
+                extensions=state.extensions,
+                config_hash=self.config_hash,
+            )
+            self.exchange.write_result(result)
+        elif result.next_global_sha256 is not None:
+            next_weights = self._recompute_next(result)
+        else:
+            next_weights = None
+        self._write_ledger(result)
+        self.events.round_closed(result)
+        log.info("round_closed", round_index=round_index, accepted=len(result.accepted),
+                 rejected=len(result.rejected), missing=len(result.missing))
+        if manifest.final or next_weights is None:
+            return self._save(state.model_copy(update={"phase": "done", "decisions": {}}))
+        final = round_index >= self.config.rounds
+        next_manifest = self._publish(
+            round_index + 1, next_weights, manifest.sha256, "evaluate" if final else "train", final
+        )
+        return self._save(state.model_copy(update={
+            "round_index": round_index + 1,
+            "started_unix": next_manifest.created_unix,
+            "deadline_unix": next_manifest.deadline_unix,
+            "extensions": 0,
+            "decisions": {},
+            "strategy_state": self.aggregator.state_dict(),
+        }))
+
+    def _recompute_next(self, result: RoundResult) -> bytes:
+        """The next model of a round closed before a crash: the result names its sha256."""
+        published = self.exchange.read_global_manifest(result.round_index + 1)
+        if published is not None:
+            return self.exchange.read_global_weights(published)
+        data = encode_weights(self.aggregator.finish())
+        if sha256_hex(data) != result.next_global_sha256:
+            raise ExchangeError(
+                f"re-aggregating round {result.round_index} after a restart gave a different "
+                "model than result.json records; the admitted updates were altered"
+            )
+        return data
+
+    def _write_ledger(self, result: RoundResult) -> None:
+        if self.exchange.read_ledger_entry(result.round_index) is not None:
+            return
+        previous = (
+            self.exchange.read_ledger_entry(result.round_index - 1)
+            if result.round_index > 1 else None
+        )
+        fields = {
+            "round_index": result.round_index,
+            "global_sha256": result.global_sha256,
+            "next_global_sha256": result.next_global_sha256,
+            "accepted": [(d.site_id, d.sha256 or "") for d in result.accepted],
+            "rejected": [(d.site_id, d.reason or "") for d in result.rejected],
+            "config_hash": result.config_hash,
+            "prev_hash": previous.entry_hash if previous else None,
+        }
+        self.exchange.write_ledger_entry(LedgerEntry(**fields, entry_hash=chain_hash(fields)))
+
+    # ---- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> FederationState:
+        """Run rounds until the final evaluation round closes; resumable at any point."""
+        state = self._acquire()
+        if state.phase == "failed":
+            raise RoundFailedError(state.message or "the federation failed earlier")
+        while state.phase == "collecting":
+            structlog.contextvars.bind_contextvars(round_index=state.round_index)
+            current = self._open(state)
+            state = self._collect(state, current)
+            state = self._close(state, current)
+        structlog.contextvars.unbind_contextvars("round_index")
+        return state
