@@ -61,6 +61,14 @@ class PreconditionFailedError(ExchangeError):
     """A conditional replace lost the race (``IfMatch`` etag no longer current)."""
 
 
+class ObjectIntegrityError(ExchangeError):
+    """The bytes read back do not match the checksum written with them (corrupt or tampered).
+
+    Kept apart from ``ExchangeError`` so that admission can reject such an update and go on,
+    while an unreachable store still stops the round.
+    """
+
+
 class FederationLockedError(FedsiloError):
     """Another aggregator holds the federation's lease."""
 

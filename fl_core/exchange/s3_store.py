@@ -1,0 +1,730 @@
+"""The S3 object store: the exchange bucket of the coordinating account, or an S3-compatible server.
+
+The same two guarantees as ``LocalDirectoryStore`` come from S3 conditional writes:
+``put_new`` sends ``IfNoneMatch="*"`` (on ``PutObject`` or on ``CompleteMultipartUpload``), and
+``replace`` sends ``IfMatch=<etag>`` (or ``IfNoneMatch="*"`` to create). S3 evaluates the
+condition atomically, so two aggregators can never both advance ``state.json``.
+
+Integrity is checked twice, because the two checks catch different faults:
+
+- S3's own SHA-256 checksum (``ChecksumAlgorithm="SHA256"``) is sent with every PUT and part,
+  so S3 refuses bytes damaged in transit, and ``ChecksumMode="ENABLED"`` makes botocore verify
+  a whole-object checksum on download.
+- S3 stores a multipart object's checksum as a checksum of part checksums, which botocore cannot
+  verify, and ranged GETs carry no checksum at all. So the SHA-256 of the whole object also
+  travels as user metadata (``x-amz-meta-sha256``) and every read is verified against it. An
+  object written without it (not by fedsilo) is refused.
+
+Retries on throttling (503 SlowDown), 5xx and dropped connections are botocore's own
+(``Config(retries=...)``). Two cases botocore cannot know about are handled here: a write whose
+first attempt landed but whose reply was lost (the retry then fails its condition: it is
+recognised by its checksum and counted as done), and a body read cut off mid-stream (the GET
+is repeated).
+
+This is the only module of ``fl_core`` that imports boto3.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import re
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any, Literal, NoReturn
+from urllib.parse import urlsplit
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.credentials import CredentialProvider, DeferredRefreshableCredentials
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    CredentialRetrievalError,
+    FlexibleChecksumError,
+    IncompleteReadError,
+    NoCredentialsError,
+    PartialCredentialsError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+
+from fl_core.errors import (
+    ConfigError,
+    ExchangeError,
+    ObjectExistsError,
+    ObjectIntegrityError,
+    ObjectNotFoundError,
+    PreconditionFailedError,
+)
+from fl_core.exchange.store import ObjectStore
+from fl_core.types import ETag, ObjectKey
+
+S3Client = Any
+"""boto3 clients are generated at run time and carry no static type."""
+
+MiB = 1024 * 1024
+DEFAULT_MULTIPART_THRESHOLD_BYTES = 64 * MiB
+DEFAULT_PART_SIZE_BYTES = 16 * MiB
+MIN_PART_SIZE_BYTES = 5 * MiB  # S3's floor for every part but the last
+MAX_SINGLE_PUT_BYTES = 5 * 1024 * MiB  # S3's ceiling for one PutObject
+
+SHA256_METADATA_KEY = "sha256"
+_BUCKET_PATTERN = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_CONFLICT_ATTEMPTS = 3  # 409 ConditionalRequestConflict: AWS says retry the write
+_CONFLICT_BACKOFF_S = 0.2
+_BODY_READ_ATTEMPTS = 3  # a GET whose body is cut off mid-stream is repeated this often
+
+_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+_PRECONDITION_CODES = frozenset({"PreconditionFailed", "412"})
+_CONFLICT_CODES = frozenset({"ConditionalRequestConflict", "409"})
+_CREDENTIAL_CODES = frozenset(
+    {
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidAccessKeyId",
+        "InvalidClientTokenId",
+        "InvalidToken",
+        "SignatureDoesNotMatch",
+        "TokenRefreshRequired",
+        "RequestExpired",
+    }
+)
+_BODY_READ_ERRORS = (
+    ResponseStreamingError,
+    IncompleteReadError,
+    ReadTimeoutError,
+    ConnectionClosedError,
+)
+
+
+class BucketNotFoundError(ExchangeError):
+    """The exchange bucket does not exist (or not where the client looks for it)."""
+
+
+class KmsKeyError(ExchangeError):
+    """S3 could not use the configured KMS key (wrong id, disabled, or no grant)."""
+
+
+class StoreCredentialsError(ExchangeError):
+    """No usable AWS credentials: missing, expired, invalid, or the role could not be assumed."""
+
+
+class StoreAccessDeniedError(ExchangeError):
+    """The credentials work but IAM or the bucket policy refuses this action."""
+
+
+class EndpointUnreachableError(ExchangeError):
+    """The S3 endpoint did not answer after botocore's retries."""
+
+
+def _error_code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _retry_attempts(err: ClientError) -> int:
+    return int(err.response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
+
+
+def sha256_hex(data: bytes | memoryview) -> str:
+    """Hex SHA-256, the form stored in ``x-amz-meta-sha256`` and in exchange manifests."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sha256_b64(data: bytes | memoryview) -> str:
+    """Base64 SHA-256, the form S3's ``ChecksumSHA256`` takes."""
+    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
+
+
+def normalise_prefix(prefix: str) -> str:
+    """``"a/b"`` or ``"/a/b/"`` to ``"a/b/"``; ``""`` stays ``""`` (the bucket root)."""
+    stripped = prefix.strip("/")
+    if ".." in stripped.split("/"):
+        raise ConfigError(f"S3 prefix {prefix!r} contains '..'; give a plain path")
+    return f"{stripped}/" if stripped else ""
+
+
+def check_bucket_name(bucket: str) -> str:
+    if not _BUCKET_PATTERN.fullmatch(bucket) or ".." in bucket:
+        raise ConfigError(
+            f"S3 bucket name {bucket!r} is invalid; use 3-63 lower-case letters, digits, "
+            "dots or dashes (e.g. s3://fedsilo-exchange/federations)"
+        )
+    return bucket
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_endpoint_url(endpoint_url: str, *, allow_insecure_http: bool) -> str:
+    parts = urlsplit(endpoint_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"endpoint URL {_redact_url(endpoint_url)!r} is invalid; use https://host[:port] "
+            "(or http://127.0.0.1:PORT for a local moto_server)"
+        )
+    if parts.username or parts.password:
+        raise ConfigError("endpoint URL must not carry credentials; use the AWS credential chain")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname) and not allow_insecure_http:
+        raise ConfigError(
+            f"endpoint URL {endpoint_url!r} is plain http to a remote host; the exchange is "
+            "TLS only: use https (plain http is accepted for 127.0.0.1 / localhost only)"
+        )
+    return endpoint_url
+
+
+def _redact_url(url: str) -> str:
+    """Drop user info and query (presigned signatures live there) before printing a URL."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+class _AssumeRoleProvider(CredentialProvider):  # type: ignore[misc]
+    """Credentials of ``role_arn``, assumed with the default chain and refreshed before expiry.
+
+    A hospital's ECS task role assumes the federation role named in its config; botocore's
+    ``DeferredRefreshableCredentials`` calls STS again shortly before the session expires, so a
+    task that runs for days keeps working.
+    """
+
+    METHOD = "fedsilo-assume-role"
+    CANONICAL_NAME = "fedsilo-assume-role"
+
+    def __init__(self, refresh: Callable[[], dict[str, str]]) -> None:
+        super().__init__()
+        self._refresh = refresh
+
+    def load(self) -> DeferredRefreshableCredentials:
+        return DeferredRefreshableCredentials(refresh_using=self._refresh, method=self.METHOD)
+
+
+def _assume_role_refresher(
+    sts: S3Client, role_arn: str, external_id: str | None, session_name: str
+) -> Callable[[], dict[str, str]]:
+    def refresh() -> dict[str, str]:
+        kwargs: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": session_name}
+        if external_id is not None:
+            kwargs["ExternalId"] = external_id
+        creds = sts.assume_role(**kwargs)["Credentials"]
+        return {
+            "access_key": creds["AccessKeyId"],
+            "secret_key": creds["SecretAccessKey"],
+            "token": creds["SessionToken"],
+            "expiry_time": creds["Expiration"].isoformat(),
+        }
+
+    return refresh
+
+
+def build_client(
+    *,
+    endpoint_url: str | None,
+    region: str | None,
+    role_arn: str | None,
+    external_id: str | None,
+    session_name: str,
+    retry_mode: Literal["standard", "adaptive"],
+    max_attempts: int,
+    connect_timeout_s: float,
+    read_timeout_s: float,
+    max_pool_connections: int,
+) -> S3Client:
+    """An S3 client with botocore's retries and timeouts, optionally as an assumed role.
+
+    No request is made here: a missing bucket or bad credentials surface on first use, mapped
+    to one-line errors by ``S3Store``.
+    """
+    config = Config(
+        retries={"mode": retry_mode, "max_attempts": max_attempts},
+        connect_timeout=connect_timeout_s,
+        read_timeout=read_timeout_s,
+        max_pool_connections=max_pool_connections,
+        # S3-compatible servers (moto_server, MinIO) rarely resolve bucket subdomains.
+        s3={"addressing_style": "path" if endpoint_url else "auto"},
+        request_checksum_calculation="when_supported",
+        response_checksum_validation="when_supported",
+    )
+    core = botocore.session.get_session()
+    if role_arn is not None:
+        if not role_arn.startswith("arn:"):
+            raise ConfigError(
+                f"role ARN {role_arn!r} is invalid; use arn:aws:iam::ACCOUNT:role/NAME"
+            )
+        source = boto3.Session(region_name=region)
+        # S3-compatible servers (moto_server, MinIO) answer STS on the same endpoint.
+        sts = source.client("sts", endpoint_url=endpoint_url, region_name=region, config=config)
+        refresh = _assume_role_refresher(sts, role_arn, external_id, session_name)
+        resolver = core.get_component("credential_provider")
+        resolver.insert_before("env", _AssumeRoleProvider(refresh))
+    session = boto3.Session(botocore_session=core, region_name=region)
+    return session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
+
+
+class S3Store(ObjectStore):
+    """Objects under ``s3://bucket/prefix``; keys passed to methods are relative to the prefix.
+
+    Parameters
+    ----------
+    bucket, prefix
+        Where the exchange lives; ``federations/f1/state.json`` maps to
+        ``s3://bucket/{prefix}/federations/f1/state.json``.
+    client
+        A ready boto3 S3 client (tests); otherwise one is built from the other arguments.
+    endpoint_url
+        An S3-compatible server (moto_server, MinIO). Plain http is refused except on loopback
+        unless ``allow_insecure_http``: the exchange is TLS only.
+    kms_key_id
+        The federation's customer managed key; every write asks for SSE-KMS with it. When
+        None, no encryption header is sent and the bucket's default encryption applies (never
+        the ``aws/s3`` managed key, which another account could not decrypt).
+    role_arn, external_id, session_name
+        Assume this role (STS) before touching the bucket; otherwise the default credential
+        chain (the ECS task role) is used as is.
+    multipart_threshold_bytes, part_size_bytes, max_concurrency
+        Objects above the threshold are written as a multipart upload and read with parallel
+        ranged GETs, ``part_size_bytes`` at a time, ``max_concurrency`` in flight.
+    retry_mode, max_attempts, connect_timeout_s, read_timeout_s
+        botocore's retry and timeout settings.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        client: S3Client | None = None,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        kms_key_id: str | None = None,
+        role_arn: str | None = None,
+        external_id: str | None = None,
+        session_name: str = "fedsilo",
+        allow_insecure_http: bool = False,
+        multipart_threshold_bytes: int = DEFAULT_MULTIPART_THRESHOLD_BYTES,
+        part_size_bytes: int = DEFAULT_PART_SIZE_BYTES,
+        max_concurrency: int = 4,
+        retry_mode: Literal["standard", "adaptive"] = "standard",
+        max_attempts: int = 8,
+        connect_timeout_s: float = 10.0,
+        read_timeout_s: float = 60.0,
+    ) -> None:
+        self.bucket = check_bucket_name(bucket)
+        self.prefix = normalise_prefix(prefix)
+        if endpoint_url is not None:
+            _check_endpoint_url(endpoint_url, allow_insecure_http=allow_insecure_http)
+        if external_id is not None and role_arn is None:
+            raise ConfigError("external_id is set but role_arn is not; set both or neither")
+        if part_size_bytes < 1 or multipart_threshold_bytes < part_size_bytes:
+            raise ConfigError(
+                f"multipart_threshold_bytes {multipart_threshold_bytes} must be >= "
+                f"part_size_bytes {part_size_bytes} >= 1"
+            )
+        if max_attempts < 1 or max_concurrency < 1:
+            raise ConfigError("max_attempts and max_concurrency must be >= 1")
+        self._endpoint_url = endpoint_url
+        self._kms_key_id = kms_key_id
+        self._role_arn = role_arn
+        self._multipart_threshold = multipart_threshold_bytes
+        self._part_size = part_size_bytes
+        self._max_concurrency = max_concurrency
+        self._bucket_confirmed = False
+        self.client: S3Client = (
+            client
+            if client is not None
+            else build_client(
+                endpoint_url=endpoint_url,
+                region=region,
+                role_arn=role_arn,
+                external_id=external_id,
+                session_name=session_name,
+                retry_mode=retry_mode,
+                max_attempts=max_attempts,
+                connect_timeout_s=connect_timeout_s,
+                read_timeout_s=read_timeout_s,
+                max_pool_connections=max(10, 2 * max_concurrency),
+            )
+        )
+
+    @classmethod
+    def from_uri(cls, uri: str, **kwargs: Any) -> S3Store:
+        """``s3://bucket/prefix`` to a store; ``kwargs`` go to the constructor."""
+        parts = urlsplit(uri)
+        if parts.scheme != "s3" or not parts.netloc or parts.query or parts.fragment:
+            raise ConfigError(f"S3 URI {uri!r} is invalid; use s3://bucket/prefix")
+        return cls(parts.netloc, parts.path, **kwargs)
+
+    def describe(self) -> str:
+        where = f"s3://{self.bucket}/{self.prefix}"
+        if self._endpoint_url is not None:
+            where += f" at {_redact_url(self._endpoint_url)}"
+        return where
+
+    # ------------------------------------------------------------------ keys
+
+    def _s3_key(self, key: ObjectKey) -> str:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise ExchangeError(f"invalid object key {key!r}")
+        return f"{self.prefix}{key}"
+
+    def _encryption_args(self) -> dict[str, str]:
+        if self._kms_key_id is None:
+            return {}
+        return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self._kms_key_id}
+
+    # ---------------------------------------------------------------- errors
+
+    def _raise(self, err: Exception, action: str, key: ObjectKey | None) -> NoReturn:
+        """Raise the one-line ``ExchangeError`` for ``err``; never echoes credentials or URLs."""
+        what = f"{action} {key} in {self.describe()}" if key else f"{action} {self.describe()}"
+        if isinstance(err, ClientError):
+            code = _error_code(err)
+            if err.operation_name == "AssumeRole":
+                raise StoreCredentialsError(
+                    f"cannot assume role {self._role_arn} ({code}) to {what}; check the role's "
+                    "trust policy names this account and the external id matches"
+                ) from err
+            if code == "NoSuchBucket":
+                raise BucketNotFoundError(
+                    f"bucket {self.bucket!r} does not exist; check the exchange URI, the region "
+                    "and the endpoint URL"
+                ) from err
+            if code.startswith("KMS.") or "kms" in str(err).lower():
+                raise KmsKeyError(
+                    f"cannot {what}: KMS refused ({code}); check the KMS key id "
+                    f"{self._kms_key_id!r} exists in the bucket's region and the key policy "
+                    "grants this role encrypt/decrypt"
+                ) from err
+            if code in _CREDENTIAL_CODES:
+                raise StoreCredentialsError(
+                    f"cannot {what}: credentials rejected ({code}); refresh or fix the AWS "
+                    "credentials (task role, AWS_PROFILE, or the assumed role)"
+                ) from err
+            if code in ("AccessDenied", "403", "AllAccessDisabled"):
+                raise StoreAccessDeniedError(
+                    f"cannot {what}: access denied; check the IAM role policy and the bucket "
+                    "policy grant this action on this prefix"
+                ) from err
+            raise ExchangeError(f"cannot {what}: S3 error {code or 'unknown'}") from err
+        if isinstance(err, NoCredentialsError | PartialCredentialsError):
+            raise StoreCredentialsError(
+                f"cannot {what}: no AWS credentials found; run with a task role, AWS_PROFILE or "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+            ) from err
+        if isinstance(err, CredentialRetrievalError):
+            raise StoreCredentialsError(
+                f"cannot {what}: AWS credentials could not be loaded; check the task role or "
+                "the configured profile"
+            ) from err
+        if isinstance(err, BotoConnectionError | ReadTimeoutError | ConnectionClosedError):
+            endpoint = _redact_url(self._endpoint_url) if self._endpoint_url else "AWS S3"
+            raise EndpointUnreachableError(
+                f"cannot {what}: endpoint {endpoint} did not answer after retries "
+                f"({type(err).__name__}); check the endpoint URL, network and proxy"
+            ) from err
+        if isinstance(err, FlexibleChecksumError):
+            raise ObjectIntegrityError(
+                f"{key} in {self.describe()} failed S3's SHA-256 check on download; the object "
+                "is corrupt or was altered"
+            ) from err
+        if isinstance(err, BotoCoreError):
+            raise ExchangeError(f"cannot {what}: {type(err).__name__}") from err
+        raise err
+
+    @contextmanager
+    def _mapped(self, action: str, key: ObjectKey | None) -> Iterator[None]:
+        try:
+            yield
+        except (ClientError, BotoCoreError) as err:
+            self._raise(err, action, key)
+
+    def _confirm_bucket(self) -> None:
+        """HEAD answers a bare 404 for a missing bucket and a missing key alike: tell them apart.
+
+        Called only on a 404, once per store: a 403 here (no ListBucket) means the bucket exists.
+        """
+        if self._bucket_confirmed:
+            return
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as err:
+            if _error_code(err) in ("404", "NoSuchBucket", "NotFound"):
+                raise BucketNotFoundError(
+                    f"bucket {self.bucket!r} does not exist; check the exchange URI, the region "
+                    "and the endpoint URL"
+                ) from err
+            if _error_code(err) not in ("403", "AccessDenied"):
+                self._raise(err, "check bucket of", None)
+        except BotoCoreError as err:
+            self._raise(err, "check bucket of", None)
+        self._bucket_confirmed = True
+
+    # ---------------------------------------------------------------- writes
+
+    def put_new(self, key: ObjectKey, data: bytes) -> None:
+        self._write(key, data, if_match=None, replacing=False)
+
+    def replace(self, key: ObjectKey, data: bytes, if_match: ETag | None) -> ETag:
+        if len(data) > MAX_SINGLE_PUT_BYTES:
+            raise ExchangeError(
+                f"{key} is {len(data)} bytes; replace is for small control objects (<= 5 GiB)"
+            )
+        return self._write(key, data, if_match=if_match, replacing=True)
+
+    def _write(
+        self, key: ObjectKey, data: bytes, *, if_match: ETag | None, replacing: bool
+    ) -> ETag:
+        """One conditional write: ``IfMatch`` when an etag is given, else ``IfNoneMatch="*"``.
+
+        ``replace`` always uses one PUT: moto (and older S3-compatible servers) ignore
+        ``IfMatch`` on ``CompleteMultipartUpload``, and ``state.json`` is small.
+        """
+        s3_key = self._s3_key(key)
+        digest = sha256_hex(data)
+        condition = {"IfNoneMatch": "*"} if if_match is None else {"IfMatch": if_match}
+        action = "replace" if replacing else "write"
+        for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
+            try:
+                if replacing or len(data) <= self._multipart_threshold:
+                    return self._put_single(s3_key, data, digest, condition)
+                return self._put_multipart(s3_key, data, digest, condition)
+            except ClientError as err:
+                code = _error_code(err)
+                if code in _CONFLICT_CODES and attempt < _CONFLICT_ATTEMPTS:
+                    # 409: a concurrent write to this key was in flight; AWS says retry.
+                    time.sleep(_CONFLICT_BACKOFF_S * attempt)
+                    continue
+                lost = code in _PRECONDITION_CODES | _CONFLICT_CODES or (
+                    if_match is not None and code in _NOT_FOUND_CODES
+                )
+                if not lost:
+                    self._raise(err, action, key)
+                landed = self._own_write_landed(s3_key, digest, err)
+                if landed is not None:
+                    return landed
+                if not replacing:
+                    raise ObjectExistsError(f"{key} already exists in {self.describe()}") from err
+                expected = "absent" if if_match is None else f"etag {if_match[:14]}"
+                raise PreconditionFailedError(
+                    f"{key} changed under us (expected {expected}); another writer advanced it"
+                ) from err
+            except BotoCoreError as err:
+                self._raise(err, action, key)
+        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+    def _own_write_landed(self, s3_key: str, digest: str, err: ClientError) -> ETag | None:
+        """After a retried write fails its condition, was it our own first attempt that landed?
+
+        botocore retries a PUT whose reply was lost (reset connection, 503 after the write);
+        the retry then meets the object its first attempt wrote. Same SHA-256 means the write
+        is done, and its etag is returned. Only retried requests are checked, so a genuine
+        second writer still gets ``ObjectExistsError``.
+        """
+        if _retry_attempts(err) == 0:
+            return None
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=s3_key)
+        except ClientError:
+            return None
+        if head.get("Metadata", {}).get(SHA256_METADATA_KEY) == digest:
+            return str(head["ETag"])
+        return None
+
+    def _put_single(self, s3_key: str, data: bytes, digest: str, condition: dict[str, str]) -> ETag:
+        response = self.client.put_object(
+            Bucket=self.bucket,
+            Key=s3_key,
+            Body=data,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=_sha256_b64(data),
+            Metadata={SHA256_METADATA_KEY: digest},
+            **self._encryption_args(),
+            **condition,
+        )
+        return str(response["ETag"])
+
+    def _put_multipart(
+        self, s3_key: str, data: bytes, digest: str, condition: dict[str, str]
+    ) -> ETag:
+        """Parts in parallel, then ``CompleteMultipartUpload`` carries the write condition.
+
+        The condition is checked only at completion, so a loser uploads its parts for nothing;
+        that costs bandwidth, never correctness. Any failure aborts the upload so that no
+        orphaned parts are billed (the bucket's lifecycle rule is the backstop).
+        """
+        created = self.client.create_multipart_upload(
+            Bucket=self.bucket,
+            Key=s3_key,
+            ChecksumAlgorithm="SHA256",
+            Metadata={SHA256_METADATA_KEY: digest},
+            **self._encryption_args(),
+        )
+        upload_id = created["UploadId"]
+        view = memoryview(data)
+        offsets = range(0, len(data), self._part_size)
+
+        def upload_part(number: int, start: int) -> dict[str, Any]:
+            chunk = view[start : start + self._part_size]
+            response = self.client.upload_part(
+                Bucket=self.bucket,
+                Key=s3_key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=bytes(chunk),
+                ChecksumAlgorithm="SHA256",
+                ChecksumSHA256=_sha256_b64(chunk),
+            )
+            return {
+                "PartNumber": number,
+                "ETag": response["ETag"],
+                "ChecksumSHA256": response.get("ChecksumSHA256") or _sha256_b64(chunk),
+            }
+
+        try:
+            with ThreadPoolExecutor(max_workers=self._max_concurrency) as pool:
+                futures = [
+                    pool.submit(upload_part, number, start)
+                    for number, start in enumerate(offsets, start=1)
+                ]
+                parts = [future.result() for future in futures]
+            response = self.client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=s3_key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                **condition,
+            )
+        except BaseException:
+            self._abort_quietly(s3_key, upload_id)
+            raise
+        return str(response["ETag"])
+
+    def _abort_quietly(self, s3_key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=s3_key, UploadId=upload_id)
+        except (ClientError, BotoCoreError):
+            # The original error is the one to report; the lifecycle rule reaps the parts.
+            return
+
+    # ----------------------------------------------------------------- reads
+
+    def get(self, key: ObjectKey) -> bytes:
+        return self.get_with_etag(key)[0]
+
+    def get_with_etag(self, key: ObjectKey) -> tuple[bytes, ETag]:
+        s3_key = self._s3_key(key)
+        for attempt in range(1, _BODY_READ_ATTEMPTS + 1):
+            try:
+                return self._download(key, s3_key)
+            except _BODY_READ_ERRORS as err:
+                if attempt == _BODY_READ_ATTEMPTS:
+                    self._raise(err, "read", key)
+            except ClientError as err:
+                code = _error_code(err)
+                if code in _NOT_FOUND_CODES:
+                    raise ObjectNotFoundError(f"{key} not found in {self.describe()}") from err
+                if code in _PRECONDITION_CODES:
+                    # Replaced between the first GET and a ranged GET: read it again.
+                    if attempt < _BODY_READ_ATTEMPTS:
+                        continue
+                    raise PreconditionFailedError(
+                        f"{key} kept changing while it was read from {self.describe()}"
+                    ) from err
+                self._raise(err, "read", key)
+            except BotoCoreError as err:
+                self._raise(err, "read", key)
+        raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
+
+    def _download(self, key: ObjectKey, s3_key: str) -> tuple[bytes, ETag]:
+        response = self.client.get_object(Bucket=self.bucket, Key=s3_key, ChecksumMode="ENABLED")
+        etag = str(response["ETag"])
+        expected = response.get("Metadata", {}).get(SHA256_METADATA_KEY)
+        size = int(response["ContentLength"])
+        if size > self._multipart_threshold:
+            response["Body"].close()
+            data = self._download_ranges(s3_key, size, etag)
+        else:
+            data = response["Body"].read()
+        self._verify(key, data, expected)
+        return data, etag
+
+    def _download_ranges(self, s3_key: str, size: int, etag: ETag) -> bytes:
+        """Parallel ranged GETs pinned to one version with ``IfMatch``: never a torn read."""
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+
+        def fetch(start: int) -> None:
+            end = min(start + self._part_size, size) - 1
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=s3_key, Range=f"bytes={start}-{end}", IfMatch=etag
+            )
+            chunk = response["Body"].read()
+            if len(chunk) != end - start + 1:
+                raise IncompleteReadError(actual_bytes=len(chunk), expected_bytes=end - start + 1)
+            view[start : end + 1] = chunk
+
+        with ThreadPoolExecutor(max_workers=self._max_concurrency) as pool:
+            for future in [pool.submit(fetch, s) for s in range(0, size, self._part_size)]:
+                future.result()
+        return bytes(buffer)
+
+    def _verify(self, key: ObjectKey, data: bytes, expected: str | None) -> None:
+        if expected is None:
+            raise ObjectIntegrityError(
+                f"{key} in {self.describe()} has no sha256 metadata, so it was not written by "
+                "fedsilo; refusing to use it"
+            )
+        actual = sha256_hex(data)
+        if actual != expected:
+            raise ObjectIntegrityError(
+                f"{key} in {self.describe()} has sha256 {actual[:12]}… but was written with "
+                f"{expected[:12]}…; the object is corrupt or was altered"
+            )
+
+    def size(self, key: ObjectKey) -> int:
+        head = self._head(key)
+        if head is None:
+            raise ObjectNotFoundError(f"{key} not found in {self.describe()}")
+        return int(head["ContentLength"])
+
+    def exists(self, key: ObjectKey) -> bool:
+        return self._head(key) is not None
+
+    def _head(self, key: ObjectKey) -> dict[str, Any] | None:
+        s3_key = self._s3_key(key)
+        try:
+            head: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=s3_key)
+        except ClientError as err:
+            if _error_code(err) in _NOT_FOUND_CODES:
+                self._confirm_bucket()
+                return None
+            self._raise(err, "look up", key)
+        except BotoCoreError as err:
+            self._raise(err, "look up", key)
+        self._bucket_confirmed = True
+        return head
+
+    def list_keys(self, prefix: str) -> list[ObjectKey]:
+        if prefix.startswith("/") or ".." in prefix.split("/"):
+            raise ExchangeError(f"invalid key prefix {prefix!r}")
+        keys: list[ObjectKey] = []
+        with self._mapped("list", prefix or "(all keys)"):
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}{prefix}"):
+                keys.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
+        return sorted(keys)
