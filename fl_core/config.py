@@ -47,13 +47,13 @@ class TrainingConfig(_Frozen):
     """Local training of the default tabular trainer, identical at every hospital."""
 
     local_epochs: int = Field(default=2, ge=1)
-    batch_size: int = Field(default=64, ge=1)
-    learning_rate: float = Field(default=3e-3, gt=0)
+    batch_size: int = Field(default=128, ge=1)
+    learning_rate: float = Field(default=5e-4, gt=0)
     weight_decay: float = Field(default=1e-5, ge=0)
     optimizer: Literal["adam", "sgd"] = "adam"
     class_weighting: Literal["balanced", "none"] = "balanced"
     max_pos_weight: float = Field(default=20.0, ge=1)
-    hidden_sizes: tuple[int, ...] = (64, 32)
+    hidden_sizes: tuple[int, ...] = (32,)
     dropout: float = Field(default=0.1, ge=0, lt=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -179,7 +179,7 @@ def describe_validation_error(err: ValidationError, source: str) -> str:
     """One line per problem: the dotted field, what is wrong, and the value given."""
     lines = []
     for problem in err.errors():
-        field = ".".join(str(part) for part in problem["loc"]) or "(top level)"
+        field = ".".join(str(part) for part in problem["loc"]) or "config"
         if problem["type"] == "extra_forbidden":
             lines.append(f"{field}: unknown key in {source}; remove it or fix its spelling")
             continue

@@ -1,0 +1,76 @@
+"""Reference points for a federation, trained the same way: pooled data and each site alone.
+
+Pooling patients is exactly what a federation avoids; these exist only inside a simulation,
+to measure what federating costs (pooled) and what it gains (local-only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fedsilo.runner import FederatedApp
+from fl_client.trainer import ClientTrainer, derive_seed
+from fl_core.config import FederationConfig
+from fl_core.data.base import SiteData, Split
+from fl_core.data.standardize import FeatureMoments, combine_moments
+from fl_core.metrics import exact_auroc
+
+
+def _fresh_trainer(app: FederatedApp, config: FederationConfig, train_x: np.ndarray) -> ClientTrainer:
+    torch.manual_seed(config.seed)
+    trainer = app.build_trainer(train_x.shape[1], config)
+    set_standardisation = getattr(trainer.model, "set_standardisation", None)
+    if callable(set_standardisation):
+        set_standardisation(*combine_moments([FeatureMoments.of(train_x)]))
+    return trainer
+
+
+def _concat(splits: Sequence[Split]) -> Split:
+    return Split(
+        x=np.concatenate([s.x for s in splits]), y=np.concatenate([s.y for s in splits])
+    )
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    pooled_auroc: float | None
+    local_mean_auroc: float | None
+    local_sites_scored: int
+
+
+def pooled_auroc(app: FederatedApp, config: FederationConfig, sites: Sequence[SiteData]) -> float | None:
+    """One model on every site's training rows, for ``rounds`` x ``local_epochs`` epochs."""
+    train = _concat([s.train for s in sites])
+    test = _concat([s.test for s in sites])
+    pooled = SiteData("pooled", sites[0].feature_names, train, _concat([s.valid for s in sites]), test)
+    trainer = _fresh_trainer(app, config, train.x)
+    for round_index in range(1, config.rounds + 1):
+        trainer.train(pooled, round_index, derive_seed(config.seed, "pooled", round_index))
+    return exact_auroc(trainer.predict_proba(test.x), test.y)
+
+
+def local_only_aurocs(app: FederatedApp, config: FederationConfig, sites: Sequence[SiteData]) -> list[float]:
+    """Each site trained alone, scored on its own test split (sites with one class skipped)."""
+    scores = []
+    for site in sites:
+        if site.test.y.min() == site.test.y.max() or site.train.num_examples == 0:
+            continue
+        trainer = _fresh_trainer(app, config, site.train.x)
+        for round_index in range(1, config.rounds + 1):
+            trainer.train(site, round_index, derive_seed(config.seed, site.site_id, round_index))
+        auroc = exact_auroc(trainer.predict_proba(site.test.x), site.test.y)
+        if auroc is not None:
+            scores.append(auroc)
+    return scores
+
+
+def federated_test_auroc(app: FederatedApp, config: FederationConfig, weights: dict[str, np.ndarray], sites: Sequence[SiteData]) -> float | None:
+    """Exact pooled-test AUROC of a final federated model (to bound the histogram error)."""
+    test = _concat([s.test for s in sites])
+    trainer = app.build_trainer(test.x.shape[1], config)
+    trainer.set_weights(weights)
+    return exact_auroc(trainer.predict_proba(test.x), test.y)

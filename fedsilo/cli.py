@@ -1,0 +1,216 @@
+"""The ``fedsilo`` command line (typer). Expected faults print one line and exit non-zero."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fedsilo.logs import LogFormat, configure_logging
+from fl_core.config import FederationConfig, load_config
+from fl_core.errors import FedsiloError
+from fl_core.exchange.manifests import Decision, GlobalManifest
+
+app = typer.Typer(
+    name="fedsilo", no_args_is_help=True, add_completion=False,
+    help="Cross-silo federated learning for hospitals on AWS.",
+)
+server_app = typer.Typer(no_args_is_help=True, help="The coordinating centre's aggregator.")
+client_app = typer.Typer(no_args_is_help=True, help="A hospital's training loop.")
+app.add_typer(server_app, name="server")
+app.add_typer(client_app, name="client")
+
+try:  # the data commands arrive with the eICU data layer
+    from fedsilo.cli_data import data_app
+
+    app.add_typer(data_app, name="data", help="eICU-layout tables and per-hospital folders.")
+except ImportError:  # pragma: no cover
+    pass
+
+console = Console(stderr=True)
+stdout = Console()
+
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="YAML or TOML config file")]
+LogFormatOption = Annotated[str, typer.Option("--log-format", help="auto, json or console")]
+
+
+
+
+class _ProgressEvents:
+    """Draws a progress bar per round and prints each round's row when it is known."""
+
+    def __init__(self, config: FederationConfig) -> None:
+        from fedsilo.simulation import SimulationEvents
+
+        self.config = config
+        events = self
+
+        class Events(SimulationEvents):
+            def round_opened(self, manifest: GlobalManifest) -> None:
+                events.opened(manifest)
+
+            def decided(self, round_index: int, decision: Decision) -> None:
+                events.progress.advance(events.task)
+
+            def row_ready(self, row: dict[str, Any]) -> None:
+                events.print_row(row)
+
+        self.events = Events(config.rounds)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("sites"), TimeElapsedColumn(), console=console, transient=True,
+        )
+        self.task = self.progress.add_task("waiting", total=1, visible=False)
+
+    def opened(self, manifest: GlobalManifest) -> None:
+        self.progress.remove_task(self.task)
+        label = (
+            f"round {manifest.round_index}/{self.config.rounds}"
+            if manifest.task == "train" else "final evaluation"
+        )
+        self.task = self.progress.add_task(label, total=len(manifest.invited_sites))
+
+    def print_row(self, row: dict[str, Any]) -> None:
+        self.progress.console.print(
+            f"round {row['round']:>3}  AUROC {_fmt(row['auroc'])}  AUPRC {_fmt(row['auprc'])}  "
+            f"loss {_fmt(row['loss'])}  sites {row['sites_accepted']}/"
+            f"{row['sites_rejected']}  {row['seconds']:.1f}s",
+            soft_wrap=True, highlight=False,
+        )
+
+
+def _fmt(value: float | None) -> str:
+    return "  n/a" if value is None else f"{value:.4f}"
+
+
+def metrics_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="federated rounds")
+    for column in ("round", "AUROC", "AUPRC", "loss", "accepted", "rejected", "seconds"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            str(row["round"]), _fmt(row["auroc"]), _fmt(row["auprc"]), _fmt(row["loss"]),
+            str(row["sites_accepted"]), str(row["sites_rejected"]), f"{row['seconds']:.2f}",
+        )
+    return table
+
+
+@app.command()
+def simulate(
+    config: ConfigOption = None,
+    hospitals: Annotated[Optional[int], typer.Option(help="synthetic hospitals")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="prepared per-hospital folders")] = None,
+    rounds: Annotated[Optional[int], typer.Option(help="training rounds")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="seed of data, model and training")] = None,
+    out: Annotated[Path, typer.Option(help="folder that receives the run folder")] = Path("runs"),
+    exchange: Annotated[Optional[str], typer.Option(help="file://DIR or s3://bucket/prefix")] = None,
+    endpoint_url: Annotated[Optional[str], typer.Option(help="S3-compatible endpoint")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="process or mpi")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="aggregation strategy")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="hospital worker processes")] = None,
+    min_sites: Annotated[Optional[int], typer.Option(help="quorum per round")] = None,
+    app_ref: Annotated[Optional[str], typer.Option("--app", help="FILE.py:NAME of a FederatedApp")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="name of the run folder")] = None,
+    log_format: LogFormatOption = "auto",
+    log_level: Annotated[str, typer.Option(help="log level")] = "WARNING",
+) -> None:
+    """Train a whole federation on this machine (hospitals in worker processes)."""
+    from fedsilo.simulation import simulate as run_simulation
+
+    overrides: dict[str, Any] = {
+        "rounds": rounds, "seed": seed, "data.synthetic.hospitals": hospitals,
+        "exchange.uri": exchange, "exchange.endpoint_url": endpoint_url,
+        "simulation.engine": engine, "simulation.workers": workers,
+        "strategy.name": strategy, "round.min_sites": min_sites,
+    }
+    if data is not None:
+        overrides.update({"data.source": "prepared", "data.path": str(data)})
+    federation = load_config(config, overrides)
+    if federation.simulation.engine != "process":
+        raise FedsiloError("--engine mpi is not available yet; use --engine process")
+    configure_logging(_check_format(log_format), log_level)
+    ui = _ProgressEvents(federation)
+    console.print(f"[bold]fedsilo[/] federation [cyan]{federation.federation_id}[/]: "
+                  f"{federation.rounds} rounds, seed {federation.seed}")
+    with ui.progress:
+        result = run_simulation(
+            federation, out, app_ref=app_ref, events=ui.events,
+            log_format=_check_format(log_format), log_level=log_level, run_id=run_id,
+        )
+    stdout.print(metrics_table(result.rows))
+    stdout.print(f"run folder: {result.run_dir}  ({result.seconds:.1f} s)")
+    stdout.print(f"  metrics:  {result.run_dir / 'metrics.jsonl'}")
+    stdout.print(f"  model:    {result.run_dir / 'model.safetensors'}")
+    stdout.print(f"  exchange: {result.exchange_uri}")
+
+
+def _check_format(value: str) -> LogFormat:
+    if value == "json":
+        return "json"
+    if value == "console":
+        return "console"
+    if value == "auto":
+        return "auto"
+    raise typer.BadParameter(f"--log-format {value!r}: use auto, json or console")
+
+
+@server_app.command("run")
+def server_run(
+    config: ConfigOption = None,
+    exchange: Annotated[Optional[str], typer.Option(help="s3://bucket/prefix or file://DIR")] = None,
+    sites: Annotated[Optional[str], typer.Option(help="comma-separated invited site ids")] = None,
+    log_format: LogFormatOption = "json",
+) -> None:
+    """The aggregator loop for one federation (resumes from what the exchange holds)."""
+    from fedsilo.services import run_server
+
+    configure_logging(_check_format(log_format))
+    federation = load_config(config, {"exchange.uri": exchange})
+    run_server(federation, [s for s in (sites or "").split(",") if s])
+
+
+@client_app.command("run")
+def client_run(
+    site_id: Annotated[str, typer.Option("--site-id", help="this hospital's site id")],
+    config: ConfigOption = None,
+    exchange: Annotated[Optional[str], typer.Option(help="s3://bucket/prefix or file://DIR")] = None,
+    log_format: LogFormatOption = "json",
+) -> None:
+    """The training loop of one hospital: answer every round until the final one."""
+    from fedsilo.services import run_client
+
+    configure_logging(_check_format(log_format))
+    federation = load_config(config, {"exchange.uri": exchange})
+    run_client(federation, site_id)
+
+
+def main() -> None:
+    """Console entry point: expected faults become one line and their exit code."""
+    try:
+        app(standalone_mode=False)
+    except FedsiloError as err:
+        message = str(err).strip()
+        console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+    except Exception as err:  # click usage errors carry their own exit code
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""``fedsilo server run`` / ``client run``: one aggregator or one hospital against a store.
+
+These are what the ECS tasks run. Both need the federation's exchange URI; the hospital needs
+its data (prepared folder or synthetic). The initial model of a brand-new federation comes
+from the hospitals' feature moments, which the simulation gathers; ``server run`` resumes a
+federation or starts one whose initial model is built with default standardisation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fedsilo.runner import DEFAULT_APP, build_source
+from fl_client.hospital import Hospital, serve_sites
+from fl_core.config import FederationConfig
+from fl_core.errors import ConfigError
+from fl_core.exchange.protocol import Exchange
+from fl_core.exchange.uri import open_store
+from fl_core.models import model_weights
+from fl_server.round_loop import RoundLoop
+
+
+def _exchange(config: FederationConfig) -> Exchange:
+    if config.exchange.uri is None:
+        raise ConfigError("exchange.uri is not set; pass --exchange s3://bucket/prefix")
+    store = open_store(config.exchange.uri, endpoint_url=config.exchange.endpoint_url,
+                       kms_key_id=config.exchange.kms_key_id)
+    return Exchange(store, config.federation_id)
+
+
+def run_server(config: FederationConfig, sites: list[str]) -> None:
+    exchange = _exchange(config)
+    source = build_source(config)
+    invited = sites or source.site_ids()
+    torch.manual_seed(config.seed)
+    initial = model_weights(DEFAULT_APP.model(len(source.feature_names()), config))
+    RoundLoop(exchange, DEFAULT_APP.aggregator(config), config, invited,
+              initial_weights=initial).run()
+
+
+def run_client(config: FederationConfig, site_id: str) -> None:
+    exchange = _exchange(config)
+    source = build_source(config)
+    data = source.load_site(site_id)
+    trainer = DEFAULT_APP.build_trainer(len(source.feature_names()), config)
+    serve_sites(exchange, [Hospital(data=data, trainer=trainer)], config,
+                config.simulation.client_timeout_s)

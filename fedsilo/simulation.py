@@ -1,0 +1,260 @@
+"""``fedsilo simulate``: a whole federation on this machine over a real exchange.
+
+The aggregator runs in this process; the hospitals run in a bounded pool of worker processes
+(default one per core), each hosting several hospitals in turn. Workers and aggregator share
+nothing but the exchange store, exactly as hospitals and the coordinating centre do.
+
+The one thing that does not go through the exchange is the start-up report of feature
+moments (counts and sums per feature, never rows), which workers send back over a pipe;
+it is what a hospital would report to the coordinating side before round 1.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import queue
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import structlog
+
+from fedsilo.logs import LogFormat, configure_logging
+from fedsilo.runner import DEFAULT_APP, FederatedApp, build_source, load_app
+from fl_client.hospital import Hospital, serve_sites
+from fl_core.config import FederationConfig
+from fl_core.data.standardize import FeatureMoments, combine_moments
+from fl_core.errors import FedsiloError
+from fl_core.exchange.manifests import RoundResult
+from fl_core.exchange.protocol import Exchange
+from fl_core.exchange.uri import open_store
+from fl_core.models import model_weights
+from fl_core.serialization import decode_weights, encode_weights
+from fl_server.round_loop import RoundEvents, RoundLoop
+
+log = structlog.get_logger("fedsilo.simulate")
+
+_MOMENTS_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    index: int
+    config: FederationConfig
+    exchange_uri: str
+    endpoint_url: str | None
+    site_ids: tuple[str, ...]
+    app_ref: str | None
+    app: FederatedApp | None
+    log_format: LogFormat
+    log_level: str
+
+
+def _worker_main(spec: WorkerSpec, reports: Any) -> None:
+    """A hospital worker: load its sites, report their moments, answer rounds until final."""
+    torch.set_num_threads(1)
+    configure_logging(spec.log_format, spec.log_level)
+    structlog.contextvars.bind_contextvars(worker=spec.index)
+    try:
+        app = spec.app if spec.app is not None else load_app(spec.app_ref)
+        source = build_source(spec.config)
+        trainer = app.build_trainer(len(source.feature_names()), spec.config)
+        hospitals = []
+        for site_id in spec.site_ids:
+            data = source.load_site(site_id)
+            moments = FeatureMoments.of(data.train.x)
+            reports.put(("moments", site_id, moments.to_lists()))
+            hospitals.append(Hospital(data=data, trainer=trainer))
+        exchange = Exchange(
+            open_store(spec.exchange_uri, endpoint_url=spec.endpoint_url,
+                       kms_key_id=spec.config.exchange.kms_key_id),
+            spec.config.federation_id,
+        )
+        served = serve_sites(exchange, hospitals, spec.config, spec.config.simulation.client_timeout_s)
+        reports.put(("done", spec.index, served))
+    except FedsiloError as err:
+        reports.put(("error", spec.index, str(err)))
+        raise SystemExit(err.exit_code) from None
+
+
+class SimulationEvents(RoundEvents):
+    """Collects per-round rows; the CLI subclasses it to draw progress."""
+
+    def __init__(self, rounds: int) -> None:
+        self.rounds = rounds
+        self.results: dict[int, RoundResult] = {}
+        self.rows: list[dict[str, Any]] = []
+
+    def round_closed(self, result: RoundResult) -> None:
+        self.results[result.round_index] = result
+        previous = self.results.get(result.round_index - 1)
+        if previous is not None and previous.task == "train":
+            row = metrics_row(previous, result)
+            self.rows.append(row)
+            self.row_ready(row)
+
+    def row_ready(self, row: dict[str, Any]) -> None:
+        """A round's metrics are known (one round later: the next round evaluates its model)."""
+
+
+def metrics_row(trained: RoundResult, evaluated: RoundResult) -> dict[str, Any]:
+    """One metrics.jsonl line: round ``r``'s counts with the evaluation of the model it made."""
+    evaluation = evaluated.evaluation
+    return {
+        "round": trained.round_index,
+        "auroc": evaluation.auroc if evaluation else None,
+        "auprc": evaluation.auprc if evaluation else None,
+        "loss": evaluation.loss if evaluation else None,
+        "train_loss": trained.train_loss,
+        "sites_accepted": len(trained.accepted),
+        "sites_rejected": len(trained.rejected),
+        "sites_missing": len(trained.missing),
+        "seconds": round(trained.closed_unix - trained.started_unix, 3),
+        "reference_auroc": evaluation.reference_auroc if evaluation else {},
+        "eval_sites": evaluation.num_sites if evaluation else 0,
+    }
+
+
+def rows_from_exchange(exchange: Exchange, rounds: int) -> list[dict[str, Any]]:
+    """Rebuild every metrics row from result.json files (the source of truth)."""
+    rows = []
+    for round_index in range(1, rounds + 1):
+        trained = exchange.read_result(round_index)
+        evaluated = exchange.read_result(round_index + 1)
+        if trained is not None and evaluated is not None:
+            rows.append(metrics_row(trained, evaluated))
+    return rows
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    run_dir: Path
+    rows: list[dict[str, Any]]
+    final_weights: dict[str, np.ndarray]
+    exchange_uri: str
+    seconds: float
+
+
+def new_run_id(config: FederationConfig) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{config.federation_id}-s{config.seed}-{os.getpid()}"
+
+
+def _collect_moments(
+    reports: Any, procs: list[Any], expected: int
+) -> dict[str, FeatureMoments]:
+    moments: dict[str, FeatureMoments] = {}
+    give_up = time.monotonic() + _MOMENTS_TIMEOUT_S
+    while len(moments) < expected:
+        try:
+            kind, who, payload = reports.get(timeout=0.5)
+        except queue.Empty:
+            dead = [p for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                raise FedsiloError(
+                    f"hospital worker exited with code {dead[0].exitcode} while loading data; "
+                    "see its log above"
+                ) from None
+            if time.monotonic() > give_up:
+                raise FedsiloError("hospital workers did not report in time") from None
+            continue
+        if kind == "error":
+            raise FedsiloError(f"hospital worker {who} failed: {payload}")
+        if kind == "moments":
+            moments[who] = FeatureMoments(
+                *(np.asarray(payload[k], np.float64) for k in ("count", "total", "total_sq"))
+            )
+    return moments
+
+
+def initial_model_weights(
+    app: FederatedApp, config: FederationConfig, num_features: int,
+    moments: list[FeatureMoments],
+) -> dict[str, np.ndarray]:
+    torch.manual_seed(config.seed)
+    model = app.model(num_features, config)
+    set_standardisation = getattr(model, "set_standardisation", None)
+    if callable(set_standardisation):
+        mean, std = combine_moments(moments)
+        set_standardisation(mean, std)
+    return model_weights(model)
+
+
+def simulate(
+    config: FederationConfig,
+    out_dir: Path,
+    *,
+    app: FederatedApp | None = None,
+    app_ref: str | None = None,
+    events: SimulationEvents | None = None,
+    log_format: LogFormat = "auto",
+    log_level: str = "WARNING",
+    run_id: str | None = None,
+) -> SimulationResult:
+    """Run a federation to the end; returns where its files are and its metrics."""
+    started = time.monotonic()
+    if app is None:
+        app = DEFAULT_APP if app_ref is None else load_app(app_ref)
+    run_dir = out_dir / (run_id or new_run_id(config))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    exchange_uri = config.exchange.uri or (run_dir / "exchange").resolve().as_uri()
+    exchange = Exchange(
+        open_store(exchange_uri, endpoint_url=config.exchange.endpoint_url,
+                   kms_key_id=config.exchange.kms_key_id),
+        config.federation_id,
+    )
+    source = build_source(config)
+    sites = source.site_ids()
+    workers = min(config.simulation.workers or os.cpu_count() or 1, len(sites))
+    (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
+    context = mp.get_context("spawn")
+    reports = context.Queue()
+    procs = []
+    for index in range(workers):
+        spec = WorkerSpec(
+            index=index, config=config, exchange_uri=exchange_uri,
+            endpoint_url=config.exchange.endpoint_url, site_ids=tuple(sites[index::workers]),
+            app_ref=app_ref, app=None if app_ref else app,
+            log_format=log_format, log_level=log_level,
+        )
+        proc = context.Process(target=_worker_main, args=(spec, reports), daemon=True,
+                               name=f"fedsilo-hospitals-{index}")
+        proc.start()
+        procs.append(proc)
+    events = events or SimulationEvents(config.rounds)
+    try:
+        moments = _collect_moments(reports, procs, len(sites))
+        initial = initial_model_weights(
+            app, config, len(source.feature_names()), [moments[s] for s in sites]
+        )
+        loop = RoundLoop(exchange, app.aggregator(config), config, sites,
+                         initial_weights=initial, events=events)
+        loop.run()
+    finally:
+        for proc in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5)
+    final_manifest = exchange.read_global_manifest(config.rounds + 1)
+    if final_manifest is None:
+        raise FedsiloError("the federation ended without a final model; see the log")
+    final_bytes = exchange.read_global_weights(final_manifest)
+    (run_dir / "model.safetensors").write_bytes(final_bytes)
+    rows = rows_from_exchange(exchange, config.rounds)
+    with open(run_dir / "metrics.jsonl", "w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    return SimulationResult(
+        run_dir=run_dir, rows=rows, final_weights=decode_weights(final_bytes),
+        exchange_uri=exchange_uri, seconds=time.monotonic() - started,
+    )
+
+
+__all__ = ["SimulationEvents", "SimulationResult", "encode_weights", "simulate"]
