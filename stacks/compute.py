@@ -1,0 +1,298 @@
+"""ECS: a cluster, optional GPU capacity that idles at zero, and one fedsilo task as a service."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_autoscaling as autoscaling
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from stacks.context import LOG_RETENTION_CHOICES
+from stacks.nag import acknowledge, acknowledge_generated_policy
+from stacks.network import PrivateNetwork
+
+_RETENTIONS = dict(
+    zip(LOG_RETENTION_CHOICES, [r for r in logs.RetentionDays if r is not logs.RetentionDays.INFINITE], strict=True)
+)
+
+
+def log_retention(days: int) -> logs.RetentionDays:
+    """CloudWatch's retention enum for ``days`` (one of ``LOG_RETENTION_CHOICES``)."""
+    return _RETENTIONS[days]
+
+
+def task_role(
+    scope: Construct,
+    construct_id: str,
+    *,
+    description: str,
+    role_name: str | None = None,
+    path: str | None = None,
+) -> iam.Role:
+    """A role only ECS tasks of this account can assume (``aws:SourceAccount``: no confused deputy)."""
+    account = Stack.of(scope).account
+    return iam.Role(
+        scope,
+        construct_id,
+        role_name=role_name,
+        path=path,
+        description=description,
+        assumed_by=iam.ServicePrincipal(
+            "ecs-tasks.amazonaws.com",
+            conditions={"StringEquals": {"aws:SourceAccount": account}},
+        ),
+        max_session_duration=Duration.hours(1),
+    )
+
+
+class FederationCluster(Construct):
+    """An ECS cluster with Container Insights, in the private network."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, network: PrivateNetwork) -> None:
+        super().__init__(scope, construct_id)
+        self.network = network
+        self.cluster = ecs.Cluster(
+            self,
+            "Cluster",
+            vpc=network.vpc,
+            container_insights_v2=ecs.ContainerInsights.ENHANCED,
+        )
+
+
+class GpuCapacity(Construct):
+    """GPU container instances for a cluster: an Auto Scaling group from 0 to ``max_instances``.
+
+    The ECS GPU-optimised Amazon Linux 2023 AMI (resolved from SSM at deploy), IMDSv2 only,
+    encrypted root volume, no public address, a security group with no inbound rule. The
+    capacity provider's managed scaling starts an instance when a GPU task is pending and
+    returns to zero instances when none runs.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cluster: FederationCluster,
+        instance_type: str,
+        max_instances: int,
+        root_volume_gib: int,
+        ebs_key: kms.IKey,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        vpc = cluster.network.vpc
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "InstanceSecurityGroup",
+            vpc=vpc,
+            description="GPU container instances: no inbound rule, HTTPS out to VPC endpoints",
+            allow_all_outbound=True,
+        )
+        cluster.network.admit_to_endpoints(self.security_group)
+        self.role = iam.Role(
+            self,
+            "InstanceRole",
+            assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
+            description="ECS agent on fedsilo GPU instances",
+            managed_policies=[
+                iam.ManagedPolicy.from_aws_managed_policy_name(
+                    "service-role/AmazonEC2ContainerServiceforEC2Role"
+                )
+            ],
+        )
+        acknowledge(
+            self.role,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role]",
+            "AWS's ECS agent policy, maintained by AWS as the agent's API calls change; the "
+            "instance role never reaches the tasks (they have their own roles) and the "
+            "instances have no route to the internet.",
+        )
+        acknowledge_generated_policy(self.role)
+        acknowledge(
+            self.role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "CDK grants the ECS capacity provider's draining calls (ecs:DescribeContainerInstances "
+            "and the like) that AWS only defines on all resources; the role belongs to the "
+            "instances of this cluster only.",
+        )
+        acknowledge(
+            self.role,
+            "AwsSolutions-IAM5[Action::ecs:Submit*]",
+            "The ECS agent reports task and container state changes with ecs:Submit*, scoped by "
+            "CDK to this cluster; the wildcard covers only the Submit*StateChange calls.",
+        )
+        launch_template = ec2.LaunchTemplate(
+            self,
+            "LaunchTemplate",
+            instance_type=ec2.InstanceType(instance_type),
+            machine_image=ecs.EcsOptimizedImage.amazon_linux2023(ecs.AmiHardwareType.GPU),
+            role=self.role,
+            security_group=self.security_group,
+            require_imdsv2=True,
+            http_put_response_hop_limit=1,
+            detailed_monitoring=True,
+            associate_public_ip_address=False,
+            user_data=ec2.UserData.for_linux(),
+            block_devices=[
+                ec2.BlockDevice(
+                    device_name="/dev/xvda",
+                    volume=ec2.BlockDeviceVolume.ebs(
+                        root_volume_gib,
+                        encrypted=True,
+                        kms_key=ebs_key,
+                        volume_type=ec2.EbsDeviceVolumeType.GP3,
+                        delete_on_termination=True,
+                    ),
+                )
+            ],
+        )
+        self.group = autoscaling.AutoScalingGroup(
+            self,
+            "Group",
+            vpc=vpc,
+            vpc_subnets=cluster.network.subnets,
+            launch_template=launch_template,
+            min_capacity=0,
+            max_capacity=max_instances,
+        )
+        acknowledge(
+            self.group,
+            "AwsSolutions-AS3",
+            "Scaling is driven by the ECS capacity provider (0 to max instances as GPU tasks "
+            "start and stop); every scaling activity is recorded in the account's CloudTrail "
+            "and the Auto Scaling activity history, so no notification topic is added.",
+        )
+        self.provider = ecs.AsgCapacityProvider(
+            self,
+            "Provider",
+            auto_scaling_group=self.group,
+            enable_managed_scaling=True,
+            enable_managed_termination_protection=True,
+            target_capacity_percent=100,
+        )
+        cluster.cluster.add_asg_capacity_provider(self.provider)
+
+
+class FederationService(Construct):
+    """One long-running fedsilo container as an ECS service (no load balancer, no ingress).
+
+    ``gpu`` places it on the cluster's GPU capacity provider with one GPU, otherwise on
+    Fargate. Logs go to an encrypted log group with retention. At most one copy runs: a
+    deployment stops the old task before starting the new one.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cluster: FederationCluster,
+        image: ecs.ContainerImage,
+        command: Sequence[str],
+        environment: Mapping[str, str],
+        role: iam.IRole,
+        logs_key: kms.IKey,
+        log_retention: logs.RetentionDays,
+        desired_count: int,
+        cpu_units: int,
+        memory_mib: int,
+        gpu_capacity: GpuCapacity | None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        network = cluster.network
+        self.log_group = logs.LogGroup(
+            self,
+            "Logs",
+            encryption_key=logs_key,
+            retention=log_retention,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        self.task_definition: ecs.TaskDefinition
+        if gpu_capacity is None:
+            self.task_definition = ecs.FargateTaskDefinition(
+                self,
+                "Task",
+                cpu=cpu_units,
+                memory_limit_mib=memory_mib,
+                task_role=role,
+                runtime_platform=ecs.RuntimePlatform(
+                    cpu_architecture=ecs.CpuArchitecture.X86_64,
+                    operating_system_family=ecs.OperatingSystemFamily.LINUX,
+                ),
+            )
+        else:
+            self.task_definition = ecs.Ec2TaskDefinition(
+                self, "Task", network_mode=ecs.NetworkMode.AWS_VPC, task_role=role
+            )
+        self.container = self.task_definition.add_container(
+            "Fedsilo",
+            image=image,
+            command=list(command),
+            environment=dict(environment),
+            logging=ecs.LogDrivers.aws_logs(stream_prefix="fedsilo", log_group=self.log_group),
+            memory_limit_mib=memory_mib if gpu_capacity is not None else None,
+            gpu_count=1 if gpu_capacity is not None else None,
+            essential=True,
+        )
+        execution_role = self.task_definition.obtain_execution_role()
+        acknowledge_generated_policy(execution_role)
+        acknowledge(
+            execution_role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "ecr:GetAuthorizationToken is only defined on all resources; the execution role "
+            "otherwise pulls only this task's image repository and writes only its log group.",
+        )
+        acknowledge(
+            self.task_definition,
+            "AwsSolutions-ECS2",
+            "The environment holds only non-secret identifiers (federation id, site id, bucket "
+            "name, region); credentials come from the task role, never from variables.",
+        )
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "SecurityGroup",
+            vpc=network.vpc,
+            description="fedsilo task: no inbound rule; outbound HTTPS to VPC endpoints and S3",
+            allow_all_outbound=True,
+        )
+        network.admit_to_endpoints(self.security_group)
+        self.service: ecs.BaseService
+        if gpu_capacity is None:
+            self.service = ecs.FargateService(
+                self,
+                "Service",
+                cluster=cluster.cluster,
+                task_definition=self.task_definition,
+                desired_count=desired_count,
+                min_healthy_percent=0,
+                max_healthy_percent=100,
+                assign_public_ip=False,
+                vpc_subnets=network.subnets,
+                security_groups=[self.security_group],
+                circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
+                platform_version=ecs.FargatePlatformVersion.LATEST,
+            )
+        else:
+            self.service = ecs.Ec2Service(
+                self,
+                "Service",
+                cluster=cluster.cluster,
+                task_definition=self.task_definition,
+                desired_count=desired_count,
+                min_healthy_percent=0,
+                max_healthy_percent=100,
+                vpc_subnets=network.subnets,
+                security_groups=[self.security_group],
+                circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
+                capacity_provider_strategies=[
+                    ecs.CapacityProviderStrategy(
+                        capacity_provider=gpu_capacity.provider.capacity_provider_name, weight=1
+                    )
+                ],
+            )

@@ -1,0 +1,157 @@
+"""A VPC whose workloads reach AWS only through VPC endpoints: no NAT, no internet gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aws_cdk import Fn, RemovalPolicy, Stack
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from constructs import Construct
+
+from stacks.nag import acknowledge, acknowledge_generated_policy
+
+BASE_ENDPOINTS = {
+    "EcrApi": ec2.InterfaceVpcEndpointAwsService.ECR,
+    "EcrDocker": ec2.InterfaceVpcEndpointAwsService.ECR_DOCKER,
+    "Logs": ec2.InterfaceVpcEndpointAwsService.CLOUDWATCH_LOGS,
+    "Sts": ec2.InterfaceVpcEndpointAwsService.STS,
+}
+"""What a task needs: pull its image (ECR + the S3 gateway for layers), log, get credentials."""
+
+ECS_INSTANCE_ENDPOINTS = {
+    "Ecs": ec2.InterfaceVpcEndpointAwsService.ECS,
+    "EcsAgent": ec2.InterfaceVpcEndpointAwsService.ECS_AGENT,
+    "EcsTelemetry": ec2.InterfaceVpcEndpointAwsService.ECS_TELEMETRY,
+}
+"""What the ECS agent on an EC2 (GPU) container instance needs to register and report."""
+
+
+class PrivateNetwork(Construct):
+    """Isolated private subnets in two zones, an S3 gateway endpoint and interface endpoints.
+
+    Nothing in the VPC has a route to the internet. The only inbound security-group rules are
+    HTTPS into the interface endpoints from the workload security groups passed to
+    ``admit_to_endpoints``; workloads themselves accept nothing. Flow logs of all traffic go to
+    a log group encrypted with ``logs_key``.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        cidr: str,
+        zones: Sequence[str] | None,
+        logs_key: kms.IKey,
+        log_retention: logs.RetentionDays,
+        with_ecs_instances: bool,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.vpc = ec2.Vpc(
+            self,
+            "Vpc",
+            ip_addresses=ec2.IpAddresses.cidr(cidr),
+            availability_zones=list(zones or self._placeholder_zones()),
+            nat_gateways=0,
+            subnet_configuration=[
+                ec2.SubnetConfiguration(
+                    name="Private", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=22
+                )
+            ],
+            restrict_default_security_group=False,
+        )
+        if zones is None:
+            self._let_cloudformation_pick_zones()
+        self._close_default_security_group()
+        flow_log_group = logs.LogGroup(
+            self,
+            "FlowLogs",
+            encryption_key=logs_key,
+            retention=log_retention,
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        flow_log = self.vpc.add_flow_log(
+            "FlowLog",
+            destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group),
+            traffic_type=ec2.FlowLogTrafficType.ALL,
+        )
+        if flow_log.iam_role is not None:
+            acknowledge_generated_policy(flow_log.iam_role)
+        self.subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
+        self.s3_endpoint = self.vpc.add_gateway_endpoint(
+            "S3", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=[self.subnets]
+        )
+        services = dict(BASE_ENDPOINTS)
+        if with_ecs_instances:
+            services.update(ECS_INSTANCE_ENDPOINTS)
+        self.endpoints = [
+            self.vpc.add_interface_endpoint(
+                name, service=service, subnets=self.subnets, open=False, private_dns_enabled=True
+            )
+            for name, service in services.items()
+        ]
+
+    def _placeholder_zones(self) -> list[str]:
+        region = Stack.of(self).region
+        return [f"{region}a", f"{region}b"]
+
+    def _let_cloudformation_pick_zones(self) -> None:
+        """Place subnet i in the account's i-th zone (``Fn::GetAZs``), resolved at deploy.
+
+        The VPC construct needs zone names at synthesis; asking AWS for them would need
+        credentials, and writing ``REGIONa`` into the template would pin every account to zone
+        names that may lack the GPU instance type. Set ``availability_zones`` in the context
+        to choose the zones explicitly.
+        """
+        for index, subnet in enumerate(self.vpc.isolated_subnets):
+            cfn_subnet = subnet.node.default_child
+            assert isinstance(cfn_subnet, ec2.CfnSubnet)
+            cfn_subnet.add_property_override(
+                "AvailabilityZone", Fn.select(index, Fn.get_azs())
+            )
+
+    def _close_default_security_group(self) -> None:
+        """Acknowledge the default security group instead of deploying a Lambda to empty it.
+
+        ``restrict_default_security_group`` would add a custom-resource Lambda (with its own
+        role and findings) only to delete two rules of a group that nothing here uses: every
+        task, instance and endpoint gets its own group.
+        """
+        acknowledge(
+            self.vpc,
+            "HIPAA.Security-VPCDefaultSecurityGroupClosed",
+            "No network interface is ever placed in the default security group: every task, "
+            "instance and endpoint gets its own group, and the subnets have no internet route.",
+        )
+
+    def admit_to_endpoints(self, workload: ec2.ISecurityGroup) -> None:
+        """Allow HTTPS from ``workload`` into every interface endpoint (the only ingress rules)."""
+        for endpoint in self.endpoints:
+            endpoint.connections.allow_default_port_from(workload, "HTTPS from fedsilo workloads")
+
+    def limit_s3_to(self, bucket_arns: Sequence[str]) -> None:
+        """Restrict what the S3 gateway endpoint reaches: the given buckets and ECR's layers.
+
+        A task that is compromised cannot copy data into an S3 bucket of another account
+        through this VPC.
+        """
+        stack = self.vpc.stack
+        self.s3_endpoint.add_to_policy(
+            iam.PolicyStatement(
+                sid="FederationBuckets",
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:GetObject", "s3:PutObject", "s3:ListBucket"],
+                resources=[arn for bucket in bucket_arns for arn in (bucket, f"{bucket}/*")],
+            )
+        )
+        self.s3_endpoint.add_to_policy(
+            iam.PolicyStatement(
+                sid="EcrImageLayers",
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:GetObject"],
+                resources=[f"arn:{stack.partition}:s3:::prod-{stack.region}-starport-layer-bucket/*"],
+            )
+        )
