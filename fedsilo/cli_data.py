@@ -1,0 +1,176 @@
+"""``fedsilo data``: write a synthetic eICU twin, or prepare per-hospital folders.
+
+``synth`` writes eICU-layout tables; ``prepare`` reads eICU tables (real or twin) or any table
+with a site column and writes the folders ``fedsilo simulate --data`` trains on. Bad input is a
+``ConfigError`` (exit 2) whose message names the file and the column.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fl_core.data.eicu.prepare import DEFAULT_MIN_STAYS as EICU_MIN_STAYS
+from fl_core.data.eicu.prepare import prepare_eicu
+from fl_core.data.eicu.synth import synthesize
+from fl_core.data.prepared import PreparedSchema
+from fl_core.data.tabular import DEFAULT_MIN_STAYS as TABLE_MIN_STAYS
+from fl_core.data.tabular import prepare_table
+from fl_core.errors import ConfigError
+
+data_app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="eICU-layout tables and per-hospital folders.",
+)
+console = Console()
+
+OutOption = Annotated[Path, typer.Option("--out", help="output folder (new or empty)")]
+SeedOption = Annotated[int, typer.Option("--seed", help="random seed (twin draw or split)")]
+OverwriteOption = Annotated[
+    bool, typer.Option("--overwrite", help="replace a previous output in --out")
+]
+
+
+@data_app.command("synth")
+def synth_command(
+    out: OutOption,
+    hospitals: Annotated[int, typer.Option("--hospitals", help="number of hospitals")] = 208,
+    stays: Annotated[int, typer.Option("--stays", help="ICU unit stays in all")] = 200_000,
+    seed: SeedOption = 0,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Write a synthetic twin of eICU-CRD v2.0 (same four tables) plus its true-risk file."""
+    summary = synthesize(out, hospitals=hospitals, stays=stays, seed=seed, overwrite=overwrite)
+    sizes = np.array(summary.sizes)
+    mortality = np.array(summary.hospital_mortality)
+    table = Table(title=f"synthetic eICU twin -> {out}", show_header=False)
+    table.add_row("hospitals", str(summary.hospitals))
+    table.add_row("unit stays", str(summary.stays))
+    table.add_row("in-hospital mortality", f"{summary.mortality:.1%}")
+    table.add_row(
+        "stays per hospital",
+        f"min {sizes.min()}, median {np.median(sizes):.0f}, max {sizes.max()}; "
+        f"{int((sizes < 100).sum())} under 100, {int((sizes >= 1000).sum())} with 1000+",
+    )
+    big = mortality[sizes >= 100]
+    if big.size:
+        table.add_row(
+            "mortality by hospital (100+ stays)",
+            f"{np.percentile(big, 10):.1%} to {np.percentile(big, 90):.1%} (10th-90th pct)",
+        )
+    console.print(table)
+
+
+@data_app.command("prepare")
+def prepare_command(
+    out: OutOption,
+    eicu_dir: Annotated[
+        Path | None, typer.Option("--eicu-dir", help="folder of eICU-CRD v2.0 CSV tables")
+    ] = None,
+    csv: Annotated[
+        Path | None, typer.Option("--csv", help="your own table (.csv, .csv.gz, .parquet)")
+    ] = None,
+    site_column: Annotated[
+        str | None, typer.Option("--site-column", help="column naming the hospital")
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option("--label-column", help="column with the 0/1 outcome")
+    ] = None,
+    positive_label: Annotated[
+        str | None, typer.Option("--positive-label", help="label value that means the event")
+    ] = None,
+    min_stays: Annotated[
+        int | None,
+        typer.Option(
+            "--min-stays",
+            help=f"keep out hospitals with fewer rows (default {EICU_MIN_STAYS} for eICU, "
+            f"{TABLE_MIN_STAYS} for --csv)",
+        ),
+    ] = None,
+    seed: SeedOption = 0,
+    overwrite: OverwriteOption = False,
+) -> None:
+    """Write one folder per hospital (stratified train/valid/test Parquet) plus schema.json."""
+    if (eicu_dir is None) == (csv is None):
+        raise ConfigError("give exactly one of --eicu-dir DIR or --csv FILE")
+    if eicu_dir is not None:
+        for option, value in (("--site-column", site_column), ("--label-column", label_column)):
+            if value is not None:
+                raise ConfigError(f"{option} applies to --csv only; eICU uses hospitalid")
+        result = prepare_eicu(
+            eicu_dir,
+            out,
+            min_stays=EICU_MIN_STAYS if min_stays is None else min_stays,
+            seed=seed,
+            overwrite=overwrite,
+        )
+        _print_summary(result.schema, out)
+        report = result.cohort.report
+        console.print(
+            f"cohort: {report.cohort_stays} of {report.stays_read} stays "
+            f"({report.cohort_deaths} deaths); excluded {report.excluded}; impossible rows "
+            f"dropped {report.impossible_dropped}; implausible values masked {report.masked}"
+        )
+        return
+    assert csv is not None
+    if site_column is None or label_column is None:
+        raise ConfigError("--csv needs --site-column COL and --label-column COL")
+    table = prepare_table(
+        csv,
+        out,
+        site_column=site_column,
+        label_column=label_column,
+        min_stays=TABLE_MIN_STAYS if min_stays is None else min_stays,
+        seed=seed,
+        positive_label=positive_label,
+        overwrite=overwrite,
+    )
+    _print_summary(table.schema, out)
+    tab = table.report
+    console.print(
+        f"rows: {tab.rows_read} read; dropped {tab.dropped_rows}; "
+        f"{len(tab.numeric)} numeric and {len(tab.categorical)} categorical columns"
+        + (f"; columns left out: {tab.dropped_columns}" if tab.dropped_columns else "")
+    )
+
+
+def _print_summary(schema: PreparedSchema, out: Path) -> None:
+    rows = {name: sum(s.rows[name] for s in schema.sites) for name in ("train", "valid", "test")}
+    positives = sum(sum(s.positives.values()) for s in schema.sites)
+    small = [s for s in schema.sites if s.note and s.note.startswith("too small")]
+    table = Table(title=f"prepared {schema.kind} folders -> {out}", show_header=False)
+    table.add_row("sites written", str(len(schema.sites)))
+    table.add_row(
+        "rows train / valid / test", f"{rows['train']} / {rows['valid']} / {rows['test']}"
+    )
+    table.add_row("positives", f"{positives} ({positives / max(sum(rows.values()), 1):.1%})")
+    table.add_row("features", str(len(schema.features)))
+    table.add_row("reference scores", ", ".join(schema.reference_scores) or "none")
+    table.add_row(
+        "too small to split",
+        f"{len(small)} sites keep all rows in train (< {schema.split.min_stays_to_split} rows)",
+    )
+    table.add_row("sites kept out", str(len(schema.excluded_sites)))
+    console.print(table)
+    for excluded in schema.excluded_sites[:10]:
+        console.print(f"  kept out {excluded.source_value}: {excluded.reason}")
+    if len(schema.excluded_sites) > 10:
+        console.print(f"  ... and {len(schema.excluded_sites) - 10} more (see schema.json)")
+
+
+def run_data_command(args: list[str]) -> int:
+    """Run ``fedsilo data ARGS`` and return the exit code, a ``FedsiloError`` as one line."""
+    from fl_core.errors import FedsiloError
+
+    try:
+        data_app(args, standalone_mode=False)
+    except FedsiloError as err:
+        Console(stderr=True).print(f"error: {err}", markup=False, highlight=False)
+        return err.exit_code
+    return 0

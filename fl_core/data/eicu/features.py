@@ -1,0 +1,179 @@
+"""The eICU feature set: fixed names and vocabularies, identical for every hospital.
+
+Values stay raw (NaN where not measured): imputation and standardisation statistics are
+computed federatedly (``fl_core.data.standardize``), never here. Every physiology variable gets
+an explicit 0/1 missingness indicator, because in an ICU whether a lab was drawn says something
+about the patient. Categorical columns are one-hot over a fixed vocabulary (eICU's own codes)
+plus an ``other`` column; a missing category is all zeros.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from fl_core.data.eicu.tables import APS_SENTINEL_COLUMNS
+
+NUMERIC: tuple[str, ...] = ("age", "admissionweight", "admissionheight")
+APS_FLAGS: tuple[str, ...] = ("intubated", "vent", "dialysis")
+GCS: tuple[str, ...] = ("eyes", "motor", "verbal")
+PHYSIOLOGY: tuple[str, ...] = tuple(c for c in APS_SENTINEL_COLUMNS if c not in (*GCS, "meds"))
+"""The APACHE physiology variables (worst value of the first ICU day), NaN if not measured."""
+
+VOCABULARY: dict[str, tuple[str, ...]] = {
+    "gender": ("Male", "Female"),
+    "ethnicity": (
+        "Caucasian",
+        "African American",
+        "Hispanic",
+        "Asian",
+        "Native American",
+        "Other/Unknown",
+    ),
+    "unittype": (
+        "Med-Surg ICU",
+        "MICU",
+        "SICU",
+        "CCU-CTICU",
+        "Cardiac ICU",
+        "Neuro ICU",
+        "CSICU",
+        "CTICU",
+    ),
+    "unitadmitsource": (
+        "Emergency Department",
+        "Floor",
+        "Operating Room",
+        "Direct Admit",
+        "Recovery Room",
+        "Step-Down Unit (SDU)",
+        "Acute Care/Floor",
+        "ICU to SDU",
+        "ICU",
+        "Other ICU",
+        "Other Hospital",
+        "PACU",
+        "Chest Pain Center",
+    ),
+    "dxgroup": (
+        "sepsis",
+        "cardiac_arrest",
+        "cardiac_surgery",
+        "cardiac_medical",
+        "neuro",
+        "respiratory",
+        "gi_bleed",
+        "overdose",
+        "metabolic",
+        "trauma",
+        "surgical_other",
+    ),
+    "numbedscategory": ("<100", "100 - 249", "250 - 499", ">= 500"),
+    "region": ("Midwest", "South", "West", "Northeast"),
+}
+"""Fixed one-hot vocabularies (recorded in schema.json); anything else goes to ``=other``."""
+
+DX_GROUP_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("cardiac_arrest", r"cardiac arrest"),
+    ("sepsis", r"sepsis"),
+    ("cardiac_surgery", r"cabg|valve|aortic|coronary artery bypass"),
+    ("overdose", r"overdose|toxicity|withdrawal"),
+    ("gi_bleed", r"bleeding, (?:upper|lower|gi)|gi bleed|varices"),
+    ("trauma", r"trauma|fracture|injury"),
+    ("neuro", r"cva|stroke|hemorrhage|seizure|coma|subarachnoid|neoplasm.*cranial|craniotomy"),
+    ("respiratory", r"pneumonia|emphysema|bronchitis|respiratory|asthma|embol|edema, pulmonary"),
+    ("cardiac_medical", r"chf|myocardial|rhythm|angina|heart|chest pain|cardiomyopathy|shock"),
+    ("metabolic", r"ketoacidosis|diabet|hypoglyc|electrolyte|renal|acid-base"),
+    ("surgical_other", r"ectomy|otomy|surgery|resection|repair|transplant|for |bypass"),
+)
+"""APACHE admission diagnoses grouped into case-mix classes by keyword, first match wins."""
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Name, kind and source column of one feature (what schema.json records)."""
+
+    name: str
+    kind: str  # "numeric" | "indicator" | "onehot"
+    source: str
+
+
+def feature_specs() -> tuple[FeatureSpec, ...]:
+    """Every feature in column order; the same tuple for every hospital and every run."""
+    specs: list[FeatureSpec] = [FeatureSpec(c, "numeric", f"patient.{c}") for c in NUMERIC]
+    specs += [FeatureSpec(c, "numeric", f"apacheApsVar.{c}") for c in (*GCS, *PHYSIOLOGY)]
+    specs += [FeatureSpec(c, "indicator", f"apacheApsVar.{c}") for c in APS_FLAGS]
+    specs.append(FeatureSpec("gcs_unable_meds", "indicator", "apacheApsVar.meds"))
+    specs.append(FeatureSpec("teaching", "indicator", "hospital.teachingstatus"))
+    specs.append(FeatureSpec("aps_row_missing", "indicator", "apacheApsVar"))
+    for column in (*NUMERIC[1:], "gcs", *PHYSIOLOGY):
+        source = f"patient.{column}" if column in NUMERIC else f"apacheApsVar.{column}"
+        specs.append(FeatureSpec(f"{column}_missing", "indicator", source))
+    for column, values in VOCABULARY.items():
+        table = "hospital" if column in ("numbedscategory", "region") else "patient"
+        source = f"{table}.{'apacheadmissiondx' if column == 'dxgroup' else column}"
+        specs += [FeatureSpec(f"{column}={v}", "onehot", source) for v in (*values, "other")]
+    return tuple(specs)
+
+
+def group_diagnosis(dx: pd.Series) -> pd.Series:
+    """Admission diagnosis text -> case-mix group (NaN where no diagnosis was recorded)."""
+    text = dx.astype("string").str.lower()
+    group = pd.Series(pd.NA, index=dx.index, dtype="string")
+    for name, pattern in DX_GROUP_PATTERNS:
+        hit = text.str.contains(pattern, regex=True).fillna(False).astype(bool) & group.isna()
+        group = group.mask(hit, name)
+    return group.mask(text.notna() & group.isna(), "__other__")
+
+
+def teaching_flag(values: pd.Series) -> pd.Series:
+    """``teachingstatus`` as 0/1: eICU exports write ``t``/``f`` or ``true``/``false``."""
+    text = values.astype("string").str.strip().str.lower()
+    flag = pd.Series(np.nan, index=values.index, dtype="float64")
+    flag = flag.mask(text.isin(["t", "true", "1", "yes"]).fillna(False).astype(bool), 1.0)
+    return flag.mask(text.isin(["f", "false", "0", "no"]).fillna(False).astype(bool), 0.0)
+
+
+def build_features(stays: pd.DataFrame, hospitals: pd.DataFrame) -> npt.NDArray[np.float32]:
+    """The float32 feature matrix of the cohort rows, columns in ``feature_specs()`` order."""
+    hosp = hospitals.reindex(stays["hospitalid"].to_numpy())
+    columns: list[npt.NDArray[np.float64]] = []
+
+    def number(series: pd.Series) -> npt.NDArray[np.float64]:
+        return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+    for column in (*NUMERIC, *GCS, *PHYSIOLOGY):
+        columns.append(number(stays[column]))
+    for column in APS_FLAGS:
+        columns.append(number(stays[column]))
+    columns.append((number(stays["meds"]) == 1).astype(np.float64))
+    columns.append(teaching_flag(hosp["teachingstatus"]).to_numpy(dtype=np.float64))
+    columns.append(number(stays["aps_row_missing"]))
+    gcs_missing = np.isnan(number(stays["eyes"]))
+    for column in (*NUMERIC[1:], "gcs", *PHYSIOLOGY):
+        values = gcs_missing if column == "gcs" else np.isnan(number(stays[column]))
+        columns.append(values.astype(np.float64))
+    categorical = {
+        "gender": stays["gender"],
+        "ethnicity": stays["ethnicity"],
+        "unittype": stays["unittype"],
+        "unitadmitsource": stays["unitadmitsource"],
+        "dxgroup": group_diagnosis(stays["apacheadmissiondx"]),
+        "numbedscategory": hosp["numbedscategory"],
+        "region": hosp["region"],
+    }
+    for column, values in VOCABULARY.items():
+        columns += one_hot(categorical[column], values)
+    return np.column_stack(columns).astype(np.float32)
+
+
+def one_hot(values: pd.Series, vocabulary: tuple[str, ...]) -> list[npt.NDArray[np.float64]]:
+    """0/1 columns for each vocabulary value plus ``other``; missing is all zeros."""
+    text = values.astype("string").str.strip()
+    codes = pd.Categorical(text, categories=list(vocabulary)).codes
+    out = [(codes == index).astype(np.float64) for index in range(len(vocabulary))]
+    out.append((text.notna().to_numpy(dtype=bool) & (codes < 0)).astype(np.float64))
+    return out
