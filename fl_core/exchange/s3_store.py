@@ -417,8 +417,8 @@ class S3Store(ObjectStore):
                 ) from err
             if code in ("AccessDenied", "403", "AllAccessDisabled"):
                 raise StoreAccessDeniedError(
-                    f"cannot {what}: access denied; check the IAM role policy and the bucket "
-                    "policy grant this action on this prefix"
+                    f"cannot {what}: access denied ({code}); check the IAM role policy and the "
+                    "bucket policy grant this action on this prefix"
                 ) from err
             raise ExchangeError(f"cannot {what}: S3 error {code or 'unknown'}") from err
         if isinstance(err, NoCredentialsError | PartialCredentialsError):
