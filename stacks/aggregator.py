@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import CfnOutput, Environment, Stack
+from aws_cdk import CfnOutput
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from fl_core.errors import ConfigError
 from stacks.audit import AuditTrail
+from stacks.base import FederationStack
 from stacks.compute import (
     FederationCluster,
     FederationService,
@@ -29,14 +30,16 @@ KEY_POLICY_LIMIT_BYTES = 32 * 1024
 AGGREGATOR_CIDR = "10.20.0.0/16"
 
 
-class AggregatorStack(Stack):
+class AggregatorStack(FederationStack):
     """Deployed once, in the coordinating account and region of ``context``."""
 
     def __init__(self, scope: Construct, construct_id: str, *, context: FederationContext) -> None:
         super().__init__(
             scope,
             construct_id,
-            env=Environment(account=context.coordinating_account, region=context.region),
+            account=context.coordinating_account,
+            region=context.region,
+            zones=context.availability_zones,
             description=f"fedsilo coordinating centre for federation {context.federation_id}",
         )
         fid = context.federation_id

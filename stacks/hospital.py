@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, Environment, Stack, Tags
+from aws_cdk import CfnOutput, Tags
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
+from stacks.base import FederationStack
 from stacks.compute import (
     FederationCluster,
     FederationService,
@@ -30,7 +31,7 @@ from stacks.storage import AccessLogBucket, EncryptedBucket
 HOSPITAL_CIDR = "10.30.0.0/16"
 
 
-class HospitalStack(Stack):
+class HospitalStack(FederationStack):
     """Deployed by each hospital into its own account, in the federation's region.
 
     The region is the exchange's: tasks reach S3 only through the VPC's gateway endpoint, which
@@ -44,7 +45,9 @@ class HospitalStack(Stack):
         super().__init__(
             scope,
             construct_id,
-            env=Environment(account=site.account_id, region=context.region),
+            account=site.account_id,
+            region=context.region,
+            zones=context.availability_zones,
             description=(
                 f"fedsilo hospital {site.site_id} in federation {context.federation_id}"
             ),

@@ -54,7 +54,7 @@ class PrivateNetwork(Construct):
             self,
             "Vpc",
             ip_addresses=ec2.IpAddresses.cidr(cidr),
-            availability_zones=list(zones or self._placeholder_zones()),
+            availability_zones=list(zones or Stack.of(self).availability_zones),
             nat_gateways=0,
             subnet_configuration=[
                 ec2.SubnetConfiguration(
@@ -93,10 +93,6 @@ class PrivateNetwork(Construct):
             )
             for name, service in services.items()
         ]
-
-    def _placeholder_zones(self) -> list[str]:
-        region = Stack.of(self).region
-        return [f"{region}a", f"{region}b"]
 
     def _let_cloudformation_pick_zones(self) -> None:
         """Place subnet i in the account's i-th zone (``Fn::GetAZs``), resolved at deploy.
