@@ -165,12 +165,21 @@ def _print_summary(schema: PreparedSchema, out: Path) -> None:
 
 
 def run_data_command(args: list[str]) -> int:
-    """Run ``fedsilo data ARGS`` and return the exit code, a ``FedsiloError`` as one line."""
+    """Run ``fedsilo data ARGS`` and return the exit code; an expected fault is one line.
+
+    ``fedsilo.cli`` does the same for every command; this guard lets the data commands be
+    run and tested on their own.
+    """
     from fl_core.errors import FedsiloError
 
+    errors = Console(stderr=True, soft_wrap=True)
     try:
         data_app(args, standalone_mode=False)
     except FedsiloError as err:
-        Console(stderr=True).print(f"error: {err}", markup=False, highlight=False)
+        errors.print(f"error: {err}", markup=False, highlight=False)
         return err.exit_code
+    except typer.TyperException as err:  # usage errors: unknown or missing option
+        message = err.format_message() if hasattr(err, "format_message") else str(err)
+        errors.print(f"error: {message}", markup=False, highlight=False)
+        return int(getattr(err, "exit_code", 2))
     return 0

@@ -267,7 +267,7 @@ def _encode(
             continue
         ranked = sorted(counts.items(), key=lambda item: (-int(item[1]), str(item[0])))
         vocabulary = tuple(str(value) for value, _ in ranked[:MAX_CATEGORIES])
-        codes = pd.Categorical(text, categories=list(vocabulary)).codes
+        codes = pd.Index(list(vocabulary), dtype="string").get_indexer(text)
         for index, value in enumerate(vocabulary):
             columns.append((codes == index).astype(np.float64))
             specs.append(FeatureEntry(name=f"{name}={value}", kind="onehot", source=name))

@@ -173,7 +173,7 @@ def build_features(stays: pd.DataFrame, hospitals: pd.DataFrame) -> npt.NDArray[
 def one_hot(values: pd.Series, vocabulary: tuple[str, ...]) -> list[npt.NDArray[np.float64]]:
     """0/1 columns for each vocabulary value plus ``other``; missing is all zeros."""
     text = values.astype("string").str.strip()
-    codes = pd.Categorical(text, categories=list(vocabulary)).codes
+    codes = pd.Index(list(vocabulary), dtype="string").get_indexer(text)
     out = [(codes == index).astype(np.float64) for index in range(len(vocabulary))]
     out.append((text.notna().to_numpy(dtype=bool) & (codes < 0)).astype(np.float64))
     return out
