@@ -106,6 +106,25 @@ _BODY_READ_ERRORS = (
 )
 
 
+class _BodyCutError(Exception):
+    """A GET's headers arrived but its body was cut off; the whole GET is worth repeating.
+
+    Kept apart from the same botocore errors raised while sending the request, which botocore
+    has already retried.
+    """
+
+
+def _read_body(response: dict[str, Any], expected_bytes: int, *, whole: bool = True) -> bytes:
+    """Read ``expected_bytes`` of a GET's body (all of it unless ``whole`` is False)."""
+    try:
+        data: bytes = response["Body"].read() if whole else response["Body"].read(expected_bytes)
+    except _BODY_READ_ERRORS as err:
+        raise _BodyCutError(type(err).__name__) from err
+    if len(data) != expected_bytes:
+        raise _BodyCutError(f"read {len(data)} of {expected_bytes} bytes")
+    return data
+
+
 class BucketNotFoundError(ExchangeError):
     """The exchange bucket does not exist (or not where the client looks for it)."""
 
@@ -404,7 +423,8 @@ class S3Store(ObjectStore):
                     f"bucket {self.bucket!r} does not exist; check the exchange URI, the region "
                     "and the endpoint URL"
                 ) from err
-            if code.startswith("KMS.") or "kms" in str(err).lower():
+            message = str(err.response.get("Error", {}).get("Message", ""))
+            if code.startswith("KMS.") or "kms" in message.lower():
                 raise KmsKeyError(
                     f"cannot {what}: KMS refused ({code}); check the KMS key id "
                     f"{self._kms_key_id!r} exists in the bucket's region and the key policy "
@@ -495,7 +515,7 @@ class S3Store(ObjectStore):
         ``IfMatch`` on ``CompleteMultipartUpload``, and ``state.json`` is small.
         """
         s3_key = self._s3_key(key)
-        digest = sha256_hex(data)
+        digest = hashlib.sha256(data).digest()  # once: both S3's checksum and our metadata
         condition = {"IfNoneMatch": "*"} if if_match is None else {"IfMatch": if_match}
         action = "replace" if replacing else "write"
         for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
@@ -527,7 +547,7 @@ class S3Store(ObjectStore):
                 self._raise(err, action, key)
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
-    def _own_write_landed(self, s3_key: str, digest: str, err: ClientError) -> ETag | None:
+    def _own_write_landed(self, s3_key: str, digest: bytes, err: ClientError) -> ETag | None:
         """After a retried write fails its condition, was it our own first attempt that landed?
 
         botocore retries a PUT whose reply was lost (reset connection, 503 after the write);
@@ -541,25 +561,27 @@ class S3Store(ObjectStore):
             head = self.client.head_object(Bucket=self.bucket, Key=s3_key)
         except ClientError:
             return None
-        if head.get("Metadata", {}).get(SHA256_METADATA_KEY) == digest:
+        if head.get("Metadata", {}).get(SHA256_METADATA_KEY) == digest.hex():
             return str(head["ETag"])
         return None
 
-    def _put_single(self, s3_key: str, data: bytes, digest: str, condition: dict[str, str]) -> ETag:
+    def _put_single(
+        self, s3_key: str, data: bytes, digest: bytes, condition: dict[str, str]
+    ) -> ETag:
         response = self.client.put_object(
             Bucket=self.bucket,
             Key=s3_key,
             Body=data,
             ChecksumAlgorithm="SHA256",
-            ChecksumSHA256=_sha256_b64(data),
-            Metadata={SHA256_METADATA_KEY: digest},
+            ChecksumSHA256=base64.b64encode(digest).decode("ascii"),
+            Metadata={SHA256_METADATA_KEY: digest.hex()},
             **self._encryption_args(),
             **condition,
         )
         return str(response["ETag"])
 
     def _put_multipart(
-        self, s3_key: str, data: bytes, digest: str, condition: dict[str, str]
+        self, s3_key: str, data: bytes, digest: bytes, condition: dict[str, str]
     ) -> ETag:
         """Parts in parallel, then ``CompleteMultipartUpload`` carries the write condition.
 
@@ -571,7 +593,7 @@ class S3Store(ObjectStore):
             Bucket=self.bucket,
             Key=s3_key,
             ChecksumAlgorithm="SHA256",
-            Metadata={SHA256_METADATA_KEY: digest},
+            Metadata={SHA256_METADATA_KEY: digest.hex()},
             **self._encryption_args(),
         )
         upload_id = created["UploadId"]
@@ -580,6 +602,7 @@ class S3Store(ObjectStore):
 
         def upload_part(number: int, start: int) -> dict[str, Any]:
             chunk = view[start : start + self._part_size]
+            checksum = _sha256_b64(chunk)
             response = self.client.upload_part(
                 Bucket=self.bucket,
                 Key=s3_key,
@@ -587,12 +610,12 @@ class S3Store(ObjectStore):
                 PartNumber=number,
                 Body=bytes(chunk),
                 ChecksumAlgorithm="SHA256",
-                ChecksumSHA256=_sha256_b64(chunk),
+                ChecksumSHA256=checksum,
             )
             return {
                 "PartNumber": number,
                 "ETag": response["ETag"],
-                "ChecksumSHA256": response.get("ChecksumSHA256") or _sha256_b64(chunk),
+                "ChecksumSHA256": response.get("ChecksumSHA256") or checksum,
             }
 
         try:
@@ -631,9 +654,12 @@ class S3Store(ObjectStore):
         for attempt in range(1, _BODY_READ_ATTEMPTS + 1):
             try:
                 return self._download(key, s3_key)
-            except _BODY_READ_ERRORS as err:
+            except _BodyCutError as err:
                 if attempt == _BODY_READ_ATTEMPTS:
-                    self._raise(err, "read", key)
+                    raise EndpointUnreachableError(
+                        f"cannot read {key} in {self.describe()}: the connection dropped "
+                        f"mid-body {attempt} times ({err}); check the network"
+                    ) from err
             except ClientError as err:
                 code = _error_code(err)
                 if code in _NOT_FOUND_CODES:
@@ -656,31 +682,33 @@ class S3Store(ObjectStore):
         expected = response.get("Metadata", {}).get(SHA256_METADATA_KEY)
         size = int(response["ContentLength"])
         if size > self._multipart_threshold:
+            # Keep the first part of this stream, fetch the rest as parallel ranges.
+            first = _read_body(response, self._part_size, whole=False)
             response["Body"].close()
-            data = self._download_ranges(s3_key, size, etag)
+            data = self._download_ranges(s3_key, size, etag, first)
         else:
-            data = response["Body"].read()
+            data = _read_body(response, size)
         self._verify(key, data, expected)
         return data, etag
 
-    def _download_ranges(self, s3_key: str, size: int, etag: ETag) -> bytes:
+    def _download_ranges(self, s3_key: str, size: int, etag: ETag, first: bytes) -> bytes:
         """Parallel ranged GETs pinned to one version with ``IfMatch``: never a torn read."""
         buffer = bytearray(size)
         view = memoryview(buffer)
+        view[: len(first)] = first
 
         def fetch(start: int) -> None:
             end = min(start + self._part_size, size) - 1
             response = self.client.get_object(
                 Bucket=self.bucket, Key=s3_key, Range=f"bytes={start}-{end}", IfMatch=etag
             )
-            chunk = response["Body"].read()
-            if len(chunk) != end - start + 1:
-                raise IncompleteReadError(actual_bytes=len(chunk), expected_bytes=end - start + 1)
-            view[start : end + 1] = chunk
+            view[start : end + 1] = _read_body(response, end - start + 1)
 
         with ThreadPoolExecutor(max_workers=self._max_concurrency) as pool:
-            for future in [pool.submit(fetch, s) for s in range(0, size, self._part_size)]:
+            starts = range(len(first), size, self._part_size)
+            for future in [pool.submit(fetch, start) for start in starts]:
                 future.result()
+        view.release()
         return bytes(buffer)
 
     def _verify(self, key: ObjectKey, data: bytes, expected: str | None) -> None:
