@@ -246,8 +246,8 @@ class PreparedWriter:
                 "out (see the reasons above); lower --min-stays or check the label column"
             )
         schema = PreparedSchema(
-            format=FORMAT_NAME,
-            format_version=FORMAT_VERSION,
+            format="fedsilo-prepared",
+            format_version=1,
             kind=kind,
             description=description,
             label=label,
@@ -398,4 +398,4 @@ def _numeric(table: pa.Table, column: str, path: Path, dtype: type[np.generic]) 
         raise ConfigError(f"{path}: column {column!r} has type {data.type}, expected a number")
     if dtype is np.int8 and data.null_count:
         raise ConfigError(f"{path}: column {column!r} has empty values; prepare again")
-    return data.to_numpy(zero_copy_only=False).astype(dtype)
+    return np.asarray(data.to_numpy(zero_copy_only=False), dtype=dtype)

@@ -125,7 +125,7 @@ def parse_label(
         positive = known[0]
     label = pd.Series(np.nan, index=values.index, dtype="float64")
     label.loc[present.index] = (text == positive).astype("float64")
-    return label.to_numpy(dtype=np.float64)
+    return np.asarray(label.to_numpy(dtype=np.float64), dtype=np.float64)
 
 
 def site_values(values: pd.Series) -> pd.Series:
@@ -286,7 +286,8 @@ def _encode(
 def _as_numeric(values: pd.Series) -> npt.NDArray[np.float64] | None:
     """Numbers (and booleans as 0/1) as float64; text that is mostly numbers too; else None."""
     if pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
-        return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        numbers = pd.to_numeric(values, errors="coerce")
+        return np.asarray(numbers.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
     if pd.api.types.is_datetime64_any_dtype(values):
         return None
     present = values.dropna()
@@ -294,5 +295,5 @@ def _as_numeric(values: pd.Series) -> npt.NDArray[np.float64] | None:
         return np.full(len(values), np.nan)
     parsed = pd.to_numeric(values.astype("string").str.strip(), errors="coerce")
     if parsed.notna().sum() >= NUMERIC_SHARE * len(present):
-        return parsed.to_numpy(dtype=np.float64, na_value=np.nan)
+        return np.asarray(parsed.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
     return None

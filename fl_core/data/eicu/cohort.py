@@ -178,7 +178,7 @@ def _apache_iva(result: pd.DataFrame, stay_ids: pd.Series) -> npt.NDArray[np.flo
     iva = iva.drop_duplicates("patientunitstayid").set_index("patientunitstayid")
     score = iva["predictedhospitalmortality"].astype("float64")
     score = score.mask((score < 0) | (score > 1))
-    return score.reindex(stay_ids.to_numpy()).to_numpy(dtype=np.float64)
+    return np.asarray(score.reindex(stay_ids.to_numpy()).to_numpy(dtype=np.float64), np.float64)
 
 
 def _true_risk(path: Path, stay_ids: pd.Series) -> npt.NDArray[np.float64]:
@@ -191,4 +191,5 @@ def _true_risk(path: Path, stay_ids: pd.Series) -> npt.NDArray[np.float64]:
         if column not in table.columns:
             raise ConfigError(f"{path}: column {column!r} missing from the true-risk side file")
     risk = table.drop_duplicates("patientunitstayid").set_index("patientunitstayid")["truerisk"]
-    return risk.astype("float64").reindex(stay_ids.to_numpy()).to_numpy(dtype=np.float64)
+    values = risk.astype("float64").reindex(stay_ids.to_numpy()).to_numpy(dtype=np.float64)
+    return np.asarray(values, dtype=np.float64)

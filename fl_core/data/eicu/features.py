@@ -10,12 +10,15 @@ plus an ``other`` column; a missing category is all zeros.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
 from fl_core.data.eicu.tables import APS_SENTINEL_COLUMNS
+
+FeatureKind: TypeAlias = Literal["numeric", "indicator", "onehot"]
 
 NUMERIC: tuple[str, ...] = ("age", "admissionweight", "admissionheight")
 APS_FLAGS: tuple[str, ...] = ("intubated", "vent", "dialysis")
@@ -97,7 +100,7 @@ class FeatureSpec:
     """Name, kind and source column of one feature (what schema.json records)."""
 
     name: str
-    kind: str  # "numeric" | "indicator" | "onehot"
+    kind: FeatureKind
     source: str
 
 
@@ -143,7 +146,8 @@ def build_features(stays: pd.DataFrame, hospitals: pd.DataFrame) -> npt.NDArray[
     columns: list[npt.NDArray[np.float64]] = []
 
     def number(series: pd.Series) -> npt.NDArray[np.float64]:
-        return pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        return np.asarray(values, dtype=np.float64)
 
     for column in (*NUMERIC, *GCS, *PHYSIOLOGY):
         columns.append(number(stays[column]))
@@ -165,8 +169,8 @@ def build_features(stays: pd.DataFrame, hospitals: pd.DataFrame) -> npt.NDArray[
         "numbedscategory": hosp["numbedscategory"],
         "region": hosp["region"],
     }
-    for column, values in VOCABULARY.items():
-        columns += one_hot(categorical[column], values)
+    for column, vocabulary in VOCABULARY.items():
+        columns += one_hot(categorical[column], vocabulary)
     return np.column_stack(columns).astype(np.float32)
 
 

@@ -169,7 +169,7 @@ def choose(rng: np.random.Generator, probs: F64, n: int | None = None) -> I64:
     cum = np.cumsum(probs / probs.sum(axis=1, keepdims=True), axis=1)
     u = rng.random(rows)
     index = (u[:, None] > (cum if cum.shape[0] == rows else cum[0])).sum(axis=1)
-    return np.minimum(index, probs.shape[1] - 1).astype(np.int64)
+    return np.asarray(np.minimum(index, probs.shape[1] - 1), dtype=np.int64)
 
 
 def hospital_sizes(rng: np.random.Generator, hospitals: int, stays: int) -> I64:
@@ -185,7 +185,7 @@ def hospital_sizes(rng: np.random.Generator, hospitals: int, stays: int) -> I64:
     sizes = np.floor(exact).astype(np.int64)
     remainder = spare - int(sizes.sum())
     sizes[np.argsort(exact - sizes)[::-1][:remainder]] += 1
-    return sizes + 1
+    return np.asarray(sizes + 1, dtype=np.int64)
 
 
 def synthesize(
@@ -601,7 +601,7 @@ def _result_table(rng: np.random.Generator, aps: pd.DataFrame) -> dict[str, obje
     }
     rows: dict[str, object] = {}
     for column, values in one.items():
-        rows[column] = np.concatenate([values, values])  # type: ignore[list-item]
+        rows[column] = np.concatenate([values, values])
     hospital_pred = np.concatenate(
         [np.where(no_prediction, -1.0, iv), np.where(no_prediction, -1.0, iva)]
     )
