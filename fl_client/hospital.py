@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import structlog
 
 from fl_client.trainer import ClientTrainer, derive_seed
+from fl_core.admission import update_metadata
 from fl_core.config import FederationConfig
 from fl_core.data.base import SiteData
 from fl_core.errors import ExchangeError, ObjectExistsError
@@ -52,27 +53,25 @@ def answer_round(
     trainer = hospital.trainer
     trainer.set_weights(decode_weights(global_bytes))
     evaluation = trainer.evaluate(hospital.data.test, config.evaluation.histogram_bins)
-    weights: bytes | None = None
-    train_loss: float | None = None
-    num_examples = hospital.data.train.num_examples
-    if manifest.task == "train":
-        seed = derive_seed(config.seed, site_id, manifest.round_index)
-        trained = trainer.train(hospital.data, manifest.round_index, seed)
-        weights = encode_weights(trainer.get_weights())
-        train_loss, num_examples = trained.train_loss, trained.num_examples
     update = UpdateManifest(
         federation_id=manifest.federation_id,
         site_id=site_id,
         round_index=manifest.round_index,
-        task=manifest.task,
+        task="evaluate",
         global_sha256=manifest.sha256,
-        sha256=sha256_hex(weights) if weights is not None else None,
-        num_bytes=len(weights) if weights is not None else None,
-        num_examples=num_examples,
+        num_examples=hospital.data.train.num_examples,
         nonce=secrets.token_hex(16),
-        train_loss=train_loss,
         evaluation=evaluation,
     )
+    weights: bytes | None = None
+    if manifest.task == "train":
+        seed = derive_seed(config.seed, site_id, manifest.round_index)
+        trained = trainer.train(hospital.data, manifest.round_index, seed)
+        weights = encode_weights(trainer.get_weights(), update_metadata(update))
+        update = update.model_copy(update={
+            "task": "train", "sha256": sha256_hex(weights), "num_bytes": len(weights),
+            "num_examples": trained.num_examples, "train_loss": trained.train_loss,
+        })
     try:
         exchange.write_update(update, weights)
     except ObjectExistsError:

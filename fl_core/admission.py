@@ -15,7 +15,13 @@ from pydantic import ValidationError
 
 from fl_core.errors import CodecError, UpdateRejectedError
 from fl_core.exchange.manifests import Task, UpdateManifest
-from fl_core.serialization import TensorSpec, decode_weights, read_tensor_specs, sha256_hex
+from fl_core.serialization import (
+    TensorSpec,
+    decode_weights,
+    read_metadata,
+    read_tensor_specs,
+    sha256_hex,
+)
 from fl_core.types import Sha256Hex, SiteId, Weights
 
 
@@ -103,6 +109,33 @@ def check_weights_size(num_bytes: int, ctx: AdmissionContext) -> None:
         )
 
 
+def update_metadata(manifest: UpdateManifest) -> dict[str, str]:
+    """What an update file must say about itself, inside the bytes its sha256 covers."""
+    return {
+        "fedsilo.site_id": manifest.site_id,
+        "fedsilo.round_index": str(manifest.round_index),
+        "fedsilo.nonce": manifest.nonce,
+    }
+
+
+def check_binding(metadata: Mapping[str, str], manifest: UpdateManifest) -> None:
+    """The file must name the manifest's site, round and nonce: a copied file cannot."""
+    expected = update_metadata(manifest)
+    if metadata.get("fedsilo.site_id") != expected["fedsilo.site_id"]:
+        raise UpdateRejectedError(
+            "site_mismatch",
+            f"update file was made by site {metadata.get('fedsilo.site_id')!r}, "
+            f"not {manifest.site_id!r}",
+        )
+    if metadata.get("fedsilo.round_index") != expected["fedsilo.round_index"]:
+        raise UpdateRejectedError(
+            "stale_round",
+            f"update file was made for round {metadata.get('fedsilo.round_index')!r}",
+        )
+    if metadata.get("fedsilo.nonce") != expected["fedsilo.nonce"]:
+        raise UpdateRejectedError("replayed", "update file carries another answer's nonce")
+
+
 def check_weights(manifest: UpdateManifest, weights_bytes: bytes, ctx: AdmissionContext) -> Weights:
     """Verify and decode the tensors a manifest announced."""
     check_weights_size(len(weights_bytes), ctx)
@@ -115,8 +148,10 @@ def check_weights(manifest: UpdateManifest, weights_bytes: bytes, ctx: Admission
         raise UpdateRejectedError("replayed", f"identical bytes {digest[:12]} were sent before")
     try:
         specs = read_tensor_specs(weights_bytes)
+        metadata = read_metadata(weights_bytes)
     except CodecError as err:
         raise UpdateRejectedError("malformed_tensors", str(err)) from err
+    check_binding(metadata, manifest)
     missing = sorted(ctx.tensor_specs.keys() - specs.keys())
     extra = sorted(specs.keys() - ctx.tensor_specs.keys())
     if missing or extra:

@@ -12,6 +12,7 @@ import json
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,12 +38,29 @@ def sha256_hex(data: bytes) -> Sha256Hex:
     return hashlib.sha256(data).hexdigest()
 
 
-def encode_weights(weights: Mapping[str, npt.NDArray[np.generic]]) -> bytes:
-    """Serialise named arrays; keys are sorted by safetensors so the bytes are deterministic."""
+def encode_weights(
+    weights: Mapping[str, npt.NDArray[np.generic]], metadata: Mapping[str, str] | None = None
+) -> bytes:
+    """Serialise named arrays; keys are sorted by safetensors so the bytes are deterministic.
+
+    ``metadata`` (strings only) lands in the signed bytes: an update names its site, round and
+    nonce there, so its sha256 binds the tensors to who sent them and when.
+    """
     if not weights:
         raise CodecError("refusing to encode an empty set of tensors")
     arrays = {name: np.ascontiguousarray(array) for name, array in weights.items()}
-    return bytes(safetensors.numpy.save(arrays))
+    return bytes(safetensors.numpy.save(arrays, metadata=dict(metadata) if metadata else None))
+
+
+def read_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` strings of a safetensors header (empty when there are none)."""
+    header = _read_header(data)
+    metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise CodecError("safetensors __metadata__ must map strings to strings")
+    return metadata
 
 
 def decode_weights(data: bytes) -> Weights:
@@ -68,12 +86,7 @@ _DTYPE_NAMES = {
 }
 
 
-def read_tensor_specs(data: bytes) -> dict[str, TensorSpec]:
-    """Names, dtypes and shapes from the safetensors header, without touching tensor data.
-
-    Admission compares these with the global model before decoding anything, so a file that
-    claims a 10 GB tensor is refused by its header.
-    """
+def _read_header(data: bytes) -> dict[str, Any]:
     if len(data) < _HEADER_LEN_BYTES:
         raise CodecError(f"file of {len(data)} bytes is too short to be safetensors")
     (header_len,) = struct.unpack("<Q", data[:_HEADER_LEN_BYTES])
@@ -85,6 +98,17 @@ def read_tensor_specs(data: bytes) -> dict[str, TensorSpec]:
         raise CodecError(f"safetensors header is not JSON: {err}") from err
     if not isinstance(header, dict):
         raise CodecError("safetensors header is not a JSON object")
+    return header
+
+
+def read_tensor_specs(data: bytes) -> dict[str, TensorSpec]:
+    """Names, dtypes and shapes from the safetensors header, without touching tensor data.
+
+    Admission compares these with the global model before decoding anything, so a file that
+    claims a 10 GB tensor is refused by its header.
+    """
+    header = _read_header(data)
+    (header_len,) = struct.unpack("<Q", data[:_HEADER_LEN_BYTES])
     specs: dict[str, TensorSpec] = {}
     payload = len(data) - _HEADER_LEN_BYTES - header_len
     for name, entry in header.items():

@@ -328,11 +328,9 @@ class RoundLoop:
             self.aggregator.add(decode_weights(data), decision.num_examples)
 
     def _remember(self, current: _Round, update: UpdateManifest) -> None:
-        assert isinstance(current.context.seen_nonces, set)
-        current.context.seen_nonces.add(update.nonce)
-        if update.sha256 is not None:
-            assert isinstance(current.context.seen_sha256, set)
-            current.context.seen_sha256.add(update.sha256)
+        """Keep what closing the round needs. Replay sets hold earlier rounds only: within a
+        round, the file's metadata binds it to its site, so a copy fails ``site_mismatch``
+        and cannot knock the original out by arriving first."""
         if update.evaluation is not None:
             current.evaluations[update.site_id] = update.evaluation
         if update.train_loss is not None:

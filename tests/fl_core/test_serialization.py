@@ -1,0 +1,67 @@
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from fl_core.errors import CodecError
+from fl_core.models import TabularMLP, load_model_weights, model_weights
+from fl_core.serialization import (
+    TensorSpec,
+    decode_weights,
+    encode_weights,
+    read_tensor_specs,
+    sha256_hex,
+)
+
+
+def test_round_trip_is_exact_and_deterministic():
+    weights = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(4, np.float64)}
+    data = encode_weights(weights)
+    assert data == encode_weights(dict(reversed(list(weights.items()))))
+    back = decode_weights(data)
+    assert back.keys() == weights.keys()
+    for name in weights:
+        np.testing.assert_array_equal(back[name], weights[name])
+        assert back[name].dtype == weights[name].dtype
+    assert read_tensor_specs(data) == {
+        "a": TensorSpec("float32", (2, 3)), "b": TensorSpec("float64", (4,))
+    }
+    assert len(sha256_hex(data)) == 64
+
+
+def test_torch_model_round_trip():
+    model = TabularMLP(5)
+    weights = model_weights(model)
+    other = TabularMLP(5)
+    load_model_weights(other, decode_weights(encode_weights(weights)))
+    for (name, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pickle.dumps({"w": [1.0, 2.0]}),  # a pickle is never read
+        b"",
+        b"\x00" * 3,
+        struct.pack("<Q", 10**9) + b"{}",  # header longer than the file
+        struct.pack("<Q", 2) + b"[]",
+        struct.pack("<Q", 9) + b"not json!",
+    ],
+)
+def test_refuses_anything_but_safetensors(payload):
+    with pytest.raises(CodecError):
+        decode_weights(payload)
+
+
+def test_truncated_file_is_refused():
+    data = encode_weights({"w": np.ones(1000, np.float32)})
+    with pytest.raises(CodecError):
+        decode_weights(data[:-100])
+
+
+def test_empty_weights_refused():
+    with pytest.raises(CodecError):
+        encode_weights({})

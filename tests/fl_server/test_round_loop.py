@@ -1,0 +1,450 @@
+"""The round loop against a real local-directory exchange, with hospitals scripted by hooks.
+
+Honest and hostile answers are written when a round opens (``round_opened``) or while the
+aggregator waits (a fake ``sleep`` that advances a fake clock), so each fault is exact and no
+test waits on wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fl_core.admission import update_metadata
+from fl_core.aggregation import weighted_mean
+from fl_core.config import FederationConfig, load_config
+from fl_core.errors import FederationLockedError, RoundFailedError
+from fl_core.exchange.fs_store import LocalDirectoryStore
+from fl_core.exchange.manifests import (
+    EvaluationReport,
+    GlobalManifest,
+    ScoreHistogram,
+    UpdateManifest,
+)
+from fl_core.exchange.protocol import Exchange
+from fl_core.serialization import decode_weights, encode_weights, sha256_hex
+from fl_server.aggregator import FedAvgAggregator
+from fl_server.round_loop import RoundEvents, RoundLoop
+
+SITES = ["site-a", "site-b", "site-c", "site-d"]
+BINS = 10
+INITIAL = {"w": np.zeros((3, 2), np.float32), "b": np.zeros(2, np.float32)}
+
+
+def make_config(**overrides) -> FederationConfig:
+    base = {
+        "federation_id": "test", "rounds": 1, "evaluation.histogram_bins": BINS,
+        "round.min_sites": 2, "round.deadline_s": 100.0, "round.poll_interval_s": 1.0,
+        "round.lease_s": 30.0, "data.synthetic.hospitals": len(SITES),
+    }
+    base.update(overrides)
+    return load_config(overrides=base)
+
+
+def honest_weights(site: str, round_index: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([SITES.index(site) if site in SITES else 99, round_index])
+    return {name: rng.normal(size=a.shape).astype(np.float32) for name, a in INITIAL.items()}
+
+
+def num_examples(site: str) -> int:
+    return 10 * (SITES.index(site) + 1) if site in SITES else 7
+
+
+def evaluation(site: str) -> EvaluationReport:
+    positives = [0] * BINS
+    negatives = [0] * BINS
+    positives[7] = 2
+    negatives[2] = num_examples(site)
+    return EvaluationReport(
+        num_examples=num_examples(site) + 2, loss_sum=1.0,
+        histogram=ScoreHistogram(positives=positives, negatives=negatives),
+    )
+
+
+def manifest_for(manifest: GlobalManifest, site: str, weights: bytes | None, **changes) -> UpdateManifest:
+    fields = dict(
+        federation_id=manifest.federation_id, site_id=site, round_index=manifest.round_index,
+        task=manifest.task, global_sha256=manifest.sha256,
+        sha256=sha256_hex(weights) if weights is not None else None,
+        num_bytes=len(weights) if weights is not None else None,
+        num_examples=num_examples(site), nonce=secrets.token_hex(16), train_loss=0.5,
+        evaluation=evaluation(site),
+    )
+    fields.update(changes)
+    return UpdateManifest(**fields)
+
+
+def signed(weights: dict[str, np.ndarray], manifest: GlobalManifest, site: str, nonce: str) -> bytes:
+    """Weights bound to (site, round, nonce) in the file's metadata, as a hospital writes them."""
+    probe = manifest_for(manifest, site, None, task="evaluate", nonce=nonce)
+    return encode_weights(weights, update_metadata(probe))
+
+
+def answer(exchange: Exchange, manifest: GlobalManifest, site: str, weights=None) -> UpdateManifest:
+    nonce = secrets.token_hex(16)
+    data = None
+    if manifest.task == "train":
+        data = signed(weights or honest_weights(site, manifest.round_index), manifest, site, nonce)
+    update = manifest_for(manifest, site, data, nonce=nonce)
+    exchange.write_update(update, data)
+    return update
+
+
+class Script(RoundEvents):
+    """Answers rounds as they open; ``on_open`` may add hostile writes."""
+
+    def __init__(self, exchange: Exchange, sites: list[str], on_open: Callable | None = None):
+        self.exchange = exchange
+        self.sites = sites
+        self.on_open = on_open
+        self.closed = []
+
+    def round_opened(self, manifest: GlobalManifest) -> None:
+        if self.exchange.list_answered_sites(manifest.round_index):
+            return  # resumed: answers already there
+        for site in self.sites:
+            answer(self.exchange, manifest, site)
+        if self.on_open:
+            self.on_open(self.exchange, manifest)
+
+    def round_closed(self, result) -> None:
+        self.closed.append(result)
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+        self.on_sleep: Callable[[], None] | None = None
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        if self.on_sleep:
+            self.on_sleep()
+
+
+def run_loop(tmp_path: Path, config: FederationConfig, events: RoundEvents, fake: FakeTime | None = None, sites=SITES, owner="agg-1"):
+    exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), config.federation_id)
+    fake = fake or FakeTime()
+    loop = RoundLoop(exchange, FedAvgAggregator(), config, sites, initial_weights=INITIAL,
+                     events=events, clock=fake.clock, sleep=fake.sleep, owner_id=owner)
+    return loop.run(), exchange
+
+
+def expected_model(sites: list[str], round_index: int = 1) -> dict[str, np.ndarray]:
+    return weighted_mean([(honest_weights(s, round_index), num_examples(s)) for s in sites])
+
+
+def final_model(exchange: Exchange, config: FederationConfig) -> dict[str, np.ndarray]:
+    manifest = exchange.read_global_manifest(config.rounds + 1)
+    assert manifest is not None and manifest.final
+    return decode_weights(exchange.read_global_weights(manifest))
+
+
+def test_clean_round_is_fedavg_and_writes_layout(tmp_path):
+    config = make_config()
+    exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
+    state, exchange = run_loop(tmp_path, config, Script(exchange, SITES))
+    assert state.phase == "done"
+    model = final_model(exchange, config)
+    for name, value in expected_model(SITES).items():
+        np.testing.assert_allclose(model[name], value, rtol=1e-6)
+    root = tmp_path / "exchange" / "federations" / "test"
+    for rel in ("state.json", "rounds/000001/global.safetensors", "rounds/000001/global.json",
+                "rounds/000001/updates/site-a.safetensors", "rounds/000001/updates/site-a.json",
+                "rounds/000001/result.json", "ledger/000001.json", "ledger/000002.json",
+                "rounds/000002/global.json"):
+        assert (root / rel).is_file(), rel
+    result = exchange.read_result(1)
+    assert [d.site_id for d in result.accepted] == SITES
+    assert result.evaluation is not None and result.evaluation.auroc == 1.0
+    ledger2 = exchange.read_ledger_entry(2)
+    assert ledger2.prev_hash == exchange.read_ledger_entry(1).entry_hash
+
+
+def _hostile_writes(exchange: Exchange, manifest: GlobalManifest) -> None:
+    """Every kind of bad answer the issue lists, each under its own (invited) site key."""
+    layout = exchange.layout
+    store = exchange.store
+    r = manifest.round_index
+    if manifest.task != "train":
+        return
+    base = honest_weights("site-a", 99)
+
+    def put(site: str, weights: dict | None = None, tamper=None, raw: bytes | None = None,
+            manifest_site: str | None = None, **changes) -> None:
+        nonce = secrets.token_hex(16)
+        data = raw if raw is not None else signed(weights or base, manifest, site, nonce)
+        if tamper is not None:
+            data = tamper(data)
+        update = manifest_for(manifest, manifest_site or site, data, nonce=nonce, **changes)
+        store.put_new(layout.update_weights_key(r, site), data)
+        store.put_new(layout.update_manifest_key(r, site), update.model_dump_json().encode())
+
+    put("bad-1", manifest_site="site-b")  # an update for another site's key
+    put("bad-2", round_index=r + 1)  # stale round
+    # a copy of site-a's bytes (already written this round) under bad-3's own manifest
+    put("bad-3", raw=store.get(layout.update_weights_key(r, "site-a")))
+    put("bad-4", tamper=lambda d: d[:-7])  # truncated
+    put("bad-5", weights={**base, "evil": np.ones(3, np.float32)})  # extra tensor
+    put("bad-6", weights={"w": base["w"]})  # missing tensor
+    put("bad-7", weights={k: v.astype(np.float64) for k, v in base.items()})  # wrong dtype
+    nan = {k: v.copy() for k, v in base.items()}
+    nan["w"][0, 0] = np.nan
+    put("bad-8", weights=nan)  # NaN
+    inf = {k: v.copy() for k, v in base.items()}
+    inf["b"][1] = np.inf
+    put("bad-14", weights=inf)  # Inf
+    put("bad-9", weights={"w": base["w"], "b": np.zeros(200, np.float32)})  # over the limit
+    put("bad-10", sha256="0" * 64)  # manifest sha256 does not match the bytes
+    put("bad-11", weights={"w": np.zeros((2, 3), np.float32), "b": base["b"]})  # wrong shape
+    put("stranger")  # not invited at all
+    store.put_new(layout.update_manifest_key(r, "bad-12"), b"{not json")  # malformed manifest
+    import pickle
+    put("bad-13", raw=pickle.dumps({"w": [1.0]}))  # pickle instead of safetensors
+
+
+EXPECTED_REASONS = {
+    "bad-1": "site_mismatch", "bad-2": "stale_round", "bad-3": "site_mismatch",
+    "bad-4": "malformed_tensors", "bad-5": "wrong_tensors", "bad-6": "wrong_tensors",
+    "bad-7": "wrong_dtype", "bad-8": "non_finite", "bad-14": "non_finite", "bad-9": "too_large",
+    "bad-10": "sha256_mismatch", "bad-11": "wrong_shape", "stranger": "unknown_site",
+    "bad-12": "malformed_manifest", "bad-13": "malformed_tensors",
+}
+
+
+def test_replays_from_earlier_rounds_rejected(tmp_path):
+    config = make_config(rounds=2)
+    exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
+    first_round: dict[str, object] = {}
+
+    def replay(exchange: Exchange, manifest: GlobalManifest) -> None:
+        layout, store = exchange.layout, exchange.store
+        if manifest.round_index == 1:
+            first_round["bytes"] = store.get(layout.update_weights_key(1, "site-a"))
+            first_round["manifest"] = UpdateManifest.model_validate_json(
+                store.get(layout.update_manifest_key(1, "site-a")))
+            return
+        if manifest.round_index != 2:
+            return
+        old = first_round["manifest"]
+        # the same bytes again, under a manifest updated to the new round
+        data = first_round["bytes"]
+        update = old.model_copy(update={"site_id": "site-e", "round_index": 2,
+                                        "global_sha256": manifest.sha256,
+                                        "nonce": secrets.token_hex(16)})
+        store.put_new(layout.update_weights_key(2, "site-e"), data)
+        store.put_new(layout.update_manifest_key(2, "site-e"), update.model_dump_json().encode())
+
+    sites = SITES + ["site-e"]
+    script = Script(exchange, SITES, on_open=replay)
+    state, exchange = run_loop(tmp_path, config, script, sites=sites)
+    reasons = {d.site_id: d.reason for d in exchange.read_result(2).rejected}
+    assert reasons == {"site-e": "replayed"}
+
+
+def test_reused_nonce_from_earlier_round_rejected(tmp_path):
+    config = make_config(rounds=2)
+    exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
+    nonces: dict[int, str] = {}
+
+    def reuse(exchange: Exchange, manifest: GlobalManifest) -> None:
+        store, layout = exchange.store, exchange.layout
+        if manifest.round_index == 1:
+            nonces[1] = UpdateManifest.model_validate_json(
+                store.get(layout.update_manifest_key(1, "site-b"))).nonce
+        elif manifest.round_index == 2:
+            data = signed(honest_weights("site-e", 2), manifest, "site-e", nonces[1])
+            update = manifest_for(manifest, "site-e", data, nonce=nonces[1])
+            exchange.write_update(update, data)
+
+    state, exchange = run_loop(tmp_path, config, Script(exchange, SITES, on_open=reuse),
+                               sites=SITES + ["site-e"])
+    reasons = {d.site_id: d.reason for d in exchange.read_result(2).rejected}
+    assert reasons == {"site-e": "replayed"}
+
+
+def test_hostile_updates_rejected_with_reasons_and_model_unaffected(tmp_path):
+    bad_sites = [s for s in EXPECTED_REASONS if s != "stranger"]
+    invited = SITES + bad_sites
+    size_limit = len(encode_weights(honest_weights("site-a", 1))) + 400
+    config = make_config(**{"admission.max_update_bytes": size_limit})
+    exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
+    script = Script(exchange, SITES, on_open=_hostile_writes)
+    fake = FakeTime()
+    state, exchange = run_loop(tmp_path, config, script, fake=fake, sites=invited)
+    result = exchange.read_result(1)
+    reasons = {d.site_id: d.reason for d in result.rejected}
+    assert reasons == EXPECTED_REASONS
+    assert sorted(d.site_id for d in result.accepted) == sorted(SITES)
+    model = final_model(exchange, config)
+    for name, value in expected_model(SITES).items():
+        np.testing.assert_allclose(model[name], value, rtol=1e-6)
+    ledger = exchange.read_ledger_entry(1)
+    assert ("bad-8", "non_finite") in [tuple(x) for x in ledger.rejected]
+    details = {d.site_id: d.detail for d in result.rejected}
+    assert "site-a" in details["bad-3"] and "NaN or Inf" in details["bad-14"]
+
+
+def test_deadline_closes_with_quorum_and_records_missing(tmp_path):
+    config = make_config()
+    exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
+    script = Script(exchange, ["site-a", "site-b"])  # c and d never answer
+    state, exchange = run_loop(tmp_path, config, script)
+    result = exchange.read_result(1)
+    assert result.missing == ["site-c", "site-d"]
+    model = final_model(exchange, config)
+    for name, value in expected_model(["site-a", "site-b"]).items():
+        np.testing.assert_allclose(model[name], value, rtol=1e-6)
+
+
+def test_below_quorum_fail_policy_fails_cleanly(tmp_path):
+    config = make_config(**{"round.min_sites": 3, "round.below_quorum": "fail"})
+    exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
+    with pytest.raises(RoundFailedError, match="below quorum: 2 accepted updates"):
+        run_loop(tmp_path, config, Script(exchange, ["site-a", "site-b"]))
+    state, _ = exchange.read_state()
+    assert state.phase == "failed"
+    # a restart does not hang either: it reports the failure again
+    with pytest.raises(RoundFailedError):
+        run_loop(tmp_path, config, Script(exchange, []), owner="agg-2")
+
+
+def test_below_quorum_extend_policy_waits_for_a_late_site(tmp_path):
+    config = make_config(**{"round.min_sites": 3, "round.extend_s": 50.0})
+    exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
+    fake = FakeTime()
+    start = fake.now
+
+    def late_site():
+        state, _ = exchange.read_state()
+        r = state.round_index
+        key = exchange.layout.update_manifest_key(r, "site-c")
+        if fake.now > start + 120 and not exchange.store.exists(key):
+            answer(exchange, exchange.read_global_manifest(r), "site-c")
+
+    fake.on_sleep = late_site
+    state, exchange = run_loop(tmp_path, config, Script(exchange, ["site-a", "site-b"]), fake=fake)
+    result = exchange.read_result(1)
+    assert result.extensions >= 1
+    assert sorted(d.site_id for d in result.accepted) == ["site-a", "site-b", "site-c"]
+
+
+def test_extend_policy_gives_up_after_max_extensions(tmp_path):
+    config = make_config(**{"round.min_sites": 3, "round.max_extensions": 2})
+    exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
+    with pytest.raises(RoundFailedError, match="2 extensions"):
+        run_loop(tmp_path, config, Script(exchange, ["site-a", "site-b"]))
+
+
+class Crash(BaseException):
+    """Stands in for SIGKILL: nothing after it runs (the process integration test is issue 5)."""
+
+
+def test_crash_mid_round_resumes_without_losing_admitted_updates(tmp_path):
+    config = make_config(rounds=2)
+    # uninterrupted reference run
+    ref_dir = tmp_path / "ref"
+    ref_exchange = Exchange(LocalDirectoryStore(ref_dir / "exchange"), "test")
+    _, ref_exchange = run_loop(ref_dir, config, Script(ref_exchange, SITES))
+    reference = final_model(ref_exchange, config)
+
+    exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
+    fake = FakeTime()
+    early = ["site-a", "site-b"]
+
+    def crash_once():
+        raise Crash()
+
+    fake.on_sleep = crash_once
+    script = Script(exchange, early)
+    with pytest.raises(Crash):
+        run_loop(tmp_path, config, script, fake=fake)
+    state, _ = exchange.read_state()
+    assert sorted(state.decisions) == early  # admitted before the crash, persisted
+
+    # the late sites answer while no aggregator runs; a new aggregator resumes
+    manifest = exchange.read_global_manifest(1)
+    for site in ["site-c", "site-d"]:
+        answer(exchange, manifest, site)
+    fake.on_sleep = None
+    resumed = Script(exchange, SITES)
+    state, exchange = run_loop(tmp_path, config, resumed, fake=fake, owner="agg-2")
+    assert state.phase == "done"
+    result = exchange.read_result(1)
+    assert sorted(d.site_id for d in result.accepted) == SITES
+    model = final_model(exchange, config)
+    for name in reference:
+        np.testing.assert_allclose(model[name], reference[name], rtol=1e-6)
+    assert [r.round_index for r in resumed.closed] == [1, 2, 3]  # no round closed twice
+
+
+def test_crash_after_result_before_state_does_not_aggregate_twice(tmp_path):
+    config = make_config()
+    exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
+
+    class CrashOnClose(Script):
+        def round_closed(self, result):
+            raise Crash()
+
+    with pytest.raises(Crash):
+        run_loop(tmp_path, config, CrashOnClose(exchange, SITES))
+    first = exchange.read_result(1)
+    state, exchange = run_loop(tmp_path, config, Script(exchange, SITES), owner="agg-2")
+    assert exchange.read_result(1) == first
+    model = final_model(exchange, config)
+    for name, value in expected_model(SITES).items():
+        np.testing.assert_allclose(model[name], value, rtol=1e-6)
+
+
+def test_second_aggregator_exits_while_first_holds_the_lease(tmp_path):
+    config = make_config(**{"round.poll_interval_s": 0.02, "round.lease_s": 0.6})
+    exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
+    first = RoundLoop(exchange, FedAvgAggregator(), config, SITES, initial_weights=INITIAL,
+                      events=Script(exchange, ["site-a", "site-b"]), owner_id="first")
+    errors: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _run_catching(first, errors))
+    thread.start()
+    while exchange.read_state() is None:
+        time.sleep(0.01)
+    second = RoundLoop(exchange, FedAvgAggregator(), config, SITES, initial_weights=INITIAL,
+                       owner_id="second")
+    with pytest.raises(FederationLockedError, match="only one may run"):
+        second.run()
+    for site in ["site-c", "site-d"]:
+        answer(exchange, exchange.read_global_manifest(1), site)
+    manifest = None
+    while manifest is None:
+        manifest = exchange.read_global_manifest(2)
+        time.sleep(0.01)
+    for site in ["site-c", "site-d"]:
+        answer(exchange, manifest, site)
+    thread.join(timeout=20)
+    assert not errors
+    assert exchange.read_state()[0].phase == "done"
+    assert exchange.read_state()[0].owner_id == "first"
+
+
+def _run_catching(loop: RoundLoop, errors: list[BaseException]) -> None:
+    try:
+        loop.run()
+    except BaseException as err:  # noqa: BLE001 - reported to the test thread
+        errors.append(err)
+
+
+def test_result_json_is_readable_by_people(tmp_path):
+    config = make_config()
+    exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
+    run_loop(tmp_path, config, Script(exchange, SITES))
+    raw = json.loads((tmp_path / "exchange/federations/test/rounds/000001/result.json").read_text())
+    assert raw["accepted"][0]["site_id"] == "site-a"
+    assert raw["evaluation"]["auroc"] == 1.0
