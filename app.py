@@ -20,7 +20,6 @@ from fl_core.errors import ConfigError
 from stacks.context import CONTEXT_KEY, parse_context
 from stacks.federation import build_federation
 
-
 CDK_JSON = Path(__file__).resolve().parent / "cdk.json"
 
 

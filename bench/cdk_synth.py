@@ -44,8 +44,9 @@ def measure(count: int) -> dict[str, float]:
         code = _CHILD.format(repo=str(REPO), count=count, outdir=outdir)
         env = {**os.environ, "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
         start = time.perf_counter()
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                env=env, check=True)
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        )
         total = time.perf_counter() - start
         stacks = len(list(Path(outdir).glob("*.template.json")))
     timings: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
@@ -56,8 +57,10 @@ def main() -> None:
     print(f"{'hospitals':>9} {'stacks':>6} {'build s':>8} {'synth+nag s':>11} {'process s':>9}")
     for count in SIZES:
         row = measure(count)
-        print(f"{count:>9} {int(row['stacks']):>6} {row['build_s']:>8.1f} {row['synth_s']:>11.1f} "
-              f"{row['total_s']:>9.1f}")
+        print(
+            f"{count:>9} {int(row['stacks']):>6} {row['build_s']:>8.1f} {row['synth_s']:>11.1f} "
+            f"{row['total_s']:>9.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,11 @@ from stacks.nag import acknowledge, acknowledge_generated_policy
 from stacks.network import PrivateNetwork
 
 _RETENTIONS = dict(
-    zip(LOG_RETENTION_CHOICES, [r for r in logs.RetentionDays if r is not logs.RetentionDays.INFINITE], strict=True)
+    zip(
+        LOG_RETENTION_CHOICES,
+        [r for r in logs.RetentionDays if r is not logs.RetentionDays.INFINITE],
+        strict=True,
+    )
 )
 
 
@@ -35,7 +39,7 @@ def task_role(
     role_name: str | None = None,
     path: str | None = None,
 ) -> iam.Role:
-    """A role only ECS tasks of this account can assume (``aws:SourceAccount``: no confused deputy)."""
+    """A role that only ECS tasks of this account can assume (no confused deputy)."""
     account = Stack.of(scope).account
     return iam.Role(
         scope,

@@ -157,7 +157,9 @@ class FederationContext(_Frozen):
     @classmethod
     def _retention_supported(cls, value: int) -> int:
         if value not in LOG_RETENTION_CHOICES:
-            raise ValueError(f"{value} is not a CloudWatch retention; use one of {LOG_RETENTION_CHOICES}")
+            raise ValueError(
+                f"{value} is not a CloudWatch retention; use one of {LOG_RETENTION_CHOICES}"
+            )
         return value
 
     @field_validator("availability_zones")

@@ -16,7 +16,9 @@ class FederationKey(Construct):
     statement gives the owning account's IAM the control it needs to administer the key.
     """
 
-    def __init__(self, scope: Construct, construct_id: str, *, alias: str, description: str) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, alias: str, description: str
+    ) -> None:
         super().__init__(scope, construct_id)
         self.key = kms.Key(
             self,
@@ -56,7 +58,9 @@ class FederationKey(Construct):
     def allow_cloudtrail(self, trail_name: str) -> None:
         """Let CloudTrail encrypt the log files of this account's trail ``trail_name``."""
         stack = Stack.of(self)
-        trail_arn = f"arn:{stack.partition}:cloudtrail:{stack.region}:{stack.account}:trail/{trail_name}"
+        trail_arn = (
+            f"arn:{stack.partition}:cloudtrail:{stack.region}:{stack.account}:trail/{trail_name}"
+        )
         self.key.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="CloudTrailEncryptsThisTrailsLogs",

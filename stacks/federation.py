@@ -5,7 +5,6 @@ from __future__ import annotations
 import aws_cdk as cdk
 
 from fl_core.errors import ConfigError
-
 from stacks.aggregator import AggregatorStack
 from stacks.context import FederationContext
 from stacks.hospital import HospitalStack

@@ -48,9 +48,7 @@ class HospitalStack(FederationStack):
             account=site.account_id,
             region=context.region,
             zones=context.availability_zones,
-            description=(
-                f"fedsilo hospital {site.site_id} in federation {context.federation_id}"
-            ),
+            description=(f"fedsilo hospital {site.site_id} in federation {context.federation_id}"),
         )
         fid = context.federation_id
         retention = log_retention(context.log_retention_days)
@@ -154,12 +152,16 @@ class HospitalStack(FederationStack):
                 ),
             ],
         )
+        exchange_key_pattern = (
+            f"arn:{partition(context.region)}:kms:{context.region}:"
+            f"{context.coordinating_account}:key/*"
+        )
         reasons = {
             exchange.global_models: "the wildcards are the round index and the file extension "
             "of the published global model (weights and manifest) of any round",
             exchange.updates_of(site.site_id): "the wildcards are the round index and the "
             "extension of this hospital's own update; other sites' names never match",
-            f"arn:{partition(context.region)}:kms:{context.region}:{context.coordinating_account}:key/*": (
+            exchange_key_pattern: (
                 "the exchange key's id is created in the coordinating account; the statement "
                 "is pinned to it by its alias (kms:ResourceAliases) and to use through S3"
             ),

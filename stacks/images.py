@@ -30,13 +30,15 @@ BUILD_CONTEXT = [
     "fl_server",
     "docker",
 ]
-"""What the Dockerfiles copy; everything else (.venv, data, runs, tests) stays out of the context."""
+"""What the Dockerfiles copy; the rest (.venv, data, runs, tests) stays out of the context."""
 
 _EXCLUDE = ["*", *(f"!{path}" for path in BUILD_CONTEXT), "**/__pycache__", "**/*.pyc"]
 
 
-def container_image(scope: Construct, construct_id: str, *, pinned: str | None, dockerfile: str) -> ecs.ContainerImage:
-    """The image for a task: ``pinned`` (an ECR ``URI:TAG``) or the asset built from ``dockerfile``."""
+def container_image(
+    scope: Construct, construct_id: str, *, pinned: str | None, dockerfile: str
+) -> ecs.ContainerImage:
+    """The task's image: ``pinned`` (ECR ``URI:TAG``) or the asset built from ``dockerfile``."""
     if pinned is None:
         return ecs.ContainerImage.from_asset(
             str(REPO_ROOT),

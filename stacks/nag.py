@@ -11,7 +11,7 @@ from constructs import IConstruct
 
 
 def acknowledge(resource: IConstruct, rule_id: str, reason: str) -> None:
-    """Record that ``rule_id`` (``Pack-Rule`` or ``Pack-Rule[Finding]``) is accepted on ``resource``.
+    """Record that ``rule_id`` (``Pack-Rule`` or ``Pack-Rule[Finding]``) is accepted here.
 
     ``reason`` is read by a hospital's security officer: it says why the rule does not apply or
     what compensates, never "not needed".

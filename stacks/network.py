@@ -105,9 +105,7 @@ class PrivateNetwork(Construct):
         for index, subnet in enumerate(self.vpc.isolated_subnets):
             cfn_subnet = subnet.node.default_child
             assert isinstance(cfn_subnet, ec2.CfnSubnet)
-            cfn_subnet.add_property_override(
-                "AvailabilityZone", Fn.select(index, Fn.get_azs())
-            )
+            cfn_subnet.add_property_override("AvailabilityZone", Fn.select(index, Fn.get_azs()))
 
     def _close_default_security_group(self) -> None:
         """Acknowledge the default security group instead of deploying a Lambda to empty it.
@@ -148,6 +146,8 @@ class PrivateNetwork(Construct):
                 sid="EcrImageLayers",
                 principals=[iam.AnyPrincipal()],
                 actions=["s3:GetObject"],
-                resources=[f"arn:{stack.partition}:s3:::prod-{stack.region}-starport-layer-bucket/*"],
+                resources=[
+                    f"arn:{stack.partition}:s3:::prod-{stack.region}-starport-layer-bucket/*"
+                ],
             )
         )

@@ -117,7 +117,11 @@ def hospital_bucket_statements(context: FederationContext) -> list[iam.PolicySta
         sid="HospitalsReadGlobalAndOwnRegistryWriteOwnUpdate",
         principals=everyone,
         actions=["s3:GetObject", "s3:PutObject"],
-        resources=[arns.global_models, arns.registry_of(SITE_VARIABLE), arns.updates_of(SITE_VARIABLE)],
+        resources=[
+            arns.global_models,
+            arns.registry_of(SITE_VARIABLE),
+            arns.updates_of(SITE_VARIABLE),
+        ],
         conditions={
             "ArnEquals": {"aws:PrincipalArn": hospital_principal_arns(context)},
             "ArnLike": {"aws:PrincipalArn": _role_matches_tag(context)},

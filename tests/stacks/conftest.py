@@ -18,8 +18,8 @@ import pytest
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for stackhelpers, in any import mode
 
-from aws_cdk.assertions import Template  # noqa: E402
-from stackhelpers import Federation, cdk_json_context, hospitals_context, render, synthesise  # noqa: E402
+from aws_cdk.assertions import Template
+from stackhelpers import Federation, cdk_json_context, hospitals_context, render, synthesise
 
 
 @pytest.fixture(scope="session")
@@ -57,8 +57,6 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.setenv(var, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
     yield
-
-
 
 
 @pytest.fixture(scope="session")

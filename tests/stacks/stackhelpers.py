@@ -11,13 +11,13 @@ from typing import Any
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-import aws_cdk as cdk  # noqa: E402
-from aws_cdk.assertions import Template  # noqa: E402
+import aws_cdk as cdk
+from aws_cdk.assertions import Template
 
-from stacks.aggregator import AggregatorStack  # noqa: E402
-from stacks.context import CONTEXT_KEY, FederationContext, parse_context  # noqa: E402
-from stacks.federation import build_federation  # noqa: E402
-from stacks.hospital import HospitalStack  # noqa: E402
+from stacks.aggregator import AggregatorStack
+from stacks.context import CONTEXT_KEY, FederationContext, parse_context
+from stacks.federation import build_federation
+from stacks.hospital import HospitalStack
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -65,8 +65,6 @@ def hospitals_context(count: int) -> dict[str, Any]:
     return raw
 
 
-
-
 def resources_of(template: dict[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
     return {
         logical_id: resource
@@ -87,11 +85,17 @@ def render(value: Any, template: dict[str, Any], *, account: str, region: str) -
         return value
     if "Fn::Join" in value:
         separator, parts = value["Fn::Join"]
-        return separator.join(str(render(p, template, account=account, region=region)) for p in parts)
+        return separator.join(
+            str(render(p, template, account=account, region=region)) for p in parts
+        )
     if "Ref" in value:
         ref = value["Ref"]
-        pseudo = {"AWS::Partition": "aws", "AWS::AccountId": account, "AWS::Region": region,
-                  "AWS::URLSuffix": "amazonaws.com"}
+        pseudo = {
+            "AWS::Partition": "aws",
+            "AWS::AccountId": account,
+            "AWS::Region": region,
+            "AWS::URLSuffix": "amazonaws.com",
+        }
         if ref in pseudo:
             return pseudo[ref]
         if ref not in template["Resources"]:  # a parameter
@@ -108,4 +112,6 @@ def render(value: Any, template: dict[str, Any], *, account: str, region: str) -
         if resource["Type"] == "AWS::KMS::Key" and attribute == "Arn":
             return f"arn:aws:kms:{region}:{account}:key/{logical_id.lower()}"
         return f"{logical_id}.{attribute}"
-    return {key: render(item, template, account=account, region=region) for key, item in value.items()}
+    return {
+        key: render(item, template, account=account, region=region) for key, item in value.items()
+    }

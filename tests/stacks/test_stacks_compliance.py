@@ -19,7 +19,11 @@ def findings(app: cdk.App) -> list[str]:
     out = []
     for pack in (AwsSolutionsChecks(), HIPAASecurityChecks()):
         report = pack.validate_scope(app)
-        out += [f"{v.rule_name} at {r.construct_path}" for v in report.violations for r in v.violating_resources]
+        out += [
+            f"{v.rule_name} at {r.construct_path}"
+            for v in report.violations
+            for r in v.violating_resources
+        ]
     return out
 
 
@@ -48,7 +52,8 @@ def test_acknowledgments_name_one_resource_and_give_a_reason(federation: Federat
             if entry.type != ACKNOWLEDGED:
                 continue
             assert not isinstance(construct, cdk.Stage | cdk.Stack), (
-                f"blanket acknowledgment on {construct.node.path}: {entry.data}")
+                f"blanket acknowledgment on {construct.node.path}: {entry.data}"
+            )
             for rule, reason in entry.data.items():
                 seen += 1
                 assert len(reason) >= 40, (construct.node.path, rule)
@@ -62,7 +67,9 @@ def test_cfn_lint_is_clean_on_every_template(variant: str, request: pytest.Fixtu
     assert len(files) == 1 + len(federation.hospitals)
     problems = []
     for path in files:
-        matches = lint(Path(path).read_text(), config=ManualArgs(regions=[federation.context.region]))
+        matches = lint(
+            Path(path).read_text(), config=ManualArgs(regions=[federation.context.region])
+        )
         problems += [f"{path.name}: {m.rule.id} {m.message} (line {m.linenumber})" for m in matches]
     assert problems == []
 

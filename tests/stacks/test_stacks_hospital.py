@@ -15,16 +15,25 @@ def test_task_role_is_named_tagged_and_trusted_only_by_this_accounts_ecs(
     federation: Federation, hospital_template: Template
 ) -> None:
     ctx, site = federation.context, federation.context.hospitals[0]
-    hospital_template.has_resource_properties("AWS::IAM::Role", {
-        "RoleName": hospital_role_name(ctx.federation_id, site.site_id),
-        "Path": HOSPITAL_ROLE_PATH,
-        "Tags": Match.array_with([{"Key": SITE_TAG_KEY, "Value": site.site_id}]),
-        "AssumeRolePolicyDocument": {"Statement": [{
-            "Action": "sts:AssumeRole", "Effect": "Allow",
-            "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-            "Condition": {"StringEquals": {"aws:SourceAccount": site.account_id}},
-        }], "Version": "2012-10-17"},
-    })
+    hospital_template.has_resource_properties(
+        "AWS::IAM::Role",
+        {
+            "RoleName": hospital_role_name(ctx.federation_id, site.site_id),
+            "Path": HOSPITAL_ROLE_PATH,
+            "Tags": Match.array_with([{"Key": SITE_TAG_KEY, "Value": site.site_id}]),
+            "AssumeRolePolicyDocument": {
+                "Statement": [
+                    {
+                        "Action": "sts:AssumeRole",
+                        "Effect": "Allow",
+                        "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                        "Condition": {"StringEquals": {"aws:SourceAccount": site.account_id}},
+                    }
+                ],
+                "Version": "2012-10-17",
+            },
+        },
+    )
 
 
 def test_task_role_uses_the_exchange_exactly_as_design_says(
@@ -32,38 +41,67 @@ def test_task_role_uses_the_exchange_exactly_as_design_says(
 ) -> None:
     ctx, site = federation.context, federation.context.hospitals[0]
     arns = ExchangeArns(ctx)
-    hospital_template.has_resource_properties("AWS::IAM::ManagedPolicy", {
-        "Roles": [{"Ref": Match.any_value()}],
-        "PolicyDocument": {"Statement": [
-            {"Sid": "ReadGlobalModelsAndOwnRegistration", "Effect": "Allow", "Action": "s3:GetObject",
-             "Resource": [arns.global_models, arns.registry_of(site.site_id)]},
-            {"Sid": "WriteOwnUpdates", "Effect": "Allow", "Action": "s3:PutObject",
-             "Resource": arns.updates_of(site.site_id)},
-            {"Sid": "UseExchangeKeyViaS3", "Effect": "Allow",
-             "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
-             "Resource": f"arn:aws:kms:{ctx.region}:{ctx.coordinating_account}:key/*",
-             "Condition": {
-                 "StringEquals": {"kms:ViaService": f"s3.{ctx.region}.amazonaws.com"},
-                 "ForAnyValue:StringEquals": {"kms:ResourceAliases": exchange_key_alias(ctx.federation_id)}}},
-            Match.object_like({"Sid": "ReadOwnTrainingData", "Action": "s3:GetObject"}),
-            Match.object_like({"Sid": "ListOwnTrainingData", "Action": "s3:ListBucket"}),
-            Match.object_like({"Sid": "DecryptOwnTrainingData", "Action": "kms:Decrypt"}),
-        ], "Version": "2012-10-17"},
-    })
+    hospital_template.has_resource_properties(
+        "AWS::IAM::ManagedPolicy",
+        {
+            "Roles": [{"Ref": Match.any_value()}],
+            "PolicyDocument": {
+                "Statement": [
+                    {
+                        "Sid": "ReadGlobalModelsAndOwnRegistration",
+                        "Effect": "Allow",
+                        "Action": "s3:GetObject",
+                        "Resource": [arns.global_models, arns.registry_of(site.site_id)],
+                    },
+                    {
+                        "Sid": "WriteOwnUpdates",
+                        "Effect": "Allow",
+                        "Action": "s3:PutObject",
+                        "Resource": arns.updates_of(site.site_id),
+                    },
+                    {
+                        "Sid": "UseExchangeKeyViaS3",
+                        "Effect": "Allow",
+                        "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+                        "Resource": f"arn:aws:kms:{ctx.region}:{ctx.coordinating_account}:key/*",
+                        "Condition": {
+                            "StringEquals": {"kms:ViaService": f"s3.{ctx.region}.amazonaws.com"},
+                            "ForAnyValue:StringEquals": {
+                                "kms:ResourceAliases": exchange_key_alias(ctx.federation_id)
+                            },
+                        },
+                    },
+                    Match.object_like({"Sid": "ReadOwnTrainingData", "Action": "s3:GetObject"}),
+                    Match.object_like({"Sid": "ListOwnTrainingData", "Action": "s3:ListBucket"}),
+                    Match.object_like({"Sid": "DecryptOwnTrainingData", "Action": "kms:Decrypt"}),
+                ],
+                "Version": "2012-10-17",
+            },
+        },
+    )
 
 
-def test_nothing_outside_the_account_is_granted_on_hospital_resources(federation: Federation) -> None:
+def test_nothing_outside_the_account_is_granted_on_hospital_resources(
+    federation: Federation,
+) -> None:
     for stack, site in zip(federation.hospitals, federation.context.hospitals, strict=True):
         template = federation.template_json(stack)
-        documents = [r["Properties"]["PolicyDocument"] for r in resources_of(template, "AWS::S3::BucketPolicy").values()]
-        documents += [r["Properties"]["KeyPolicy"] for r in resources_of(template, "AWS::KMS::Key").values()]
+        documents = [
+            r["Properties"]["PolicyDocument"]
+            for r in resources_of(template, "AWS::S3::BucketPolicy").values()
+        ]
+        documents += [
+            r["Properties"]["KeyPolicy"] for r in resources_of(template, "AWS::KMS::Key").values()
+        ]
         for document in documents:
             for statement in document["Statement"]:
                 if statement["Effect"] != "Allow":
                     continue
                 principal = json.dumps(statement["Principal"])
                 assert '"*"' not in principal, statement
-                accounts = {a for a in ("111111111111", "222222222222", "333333333333") if a in principal}
+                accounts = {
+                    a for a in ("111111111111", "222222222222", "333333333333") if a in principal
+                }
                 assert accounts <= {site.account_id}, statement
 
 
@@ -71,39 +109,76 @@ def test_gpu_capacity_scales_to_zero_on_the_gpu_ami_with_imdsv2_and_encrypted_di
     federation: Federation, hospital_template: Template
 ) -> None:
     settings = federation.context.hospital
-    hospital_template.has_resource_properties("AWS::AutoScaling::AutoScalingGroup", {
-        "MinSize": "0", "MaxSize": str(settings.max_instances)})
-    hospital_template.has_resource_properties("AWS::EC2::LaunchTemplate", {"LaunchTemplateData": Match.object_like({
-        "InstanceType": settings.instance_type,
-        "MetadataOptions": Match.object_like({"HttpTokens": "required"}),
-        "BlockDeviceMappings": [Match.object_like({"Ebs": Match.object_like({"Encrypted": True})})],
-        "NetworkInterfaces": [Match.object_like({"AssociatePublicIpAddress": False})],
-    })})
+    hospital_template.has_resource_properties(
+        "AWS::AutoScaling::AutoScalingGroup",
+        {"MinSize": "0", "MaxSize": str(settings.max_instances)},
+    )
+    hospital_template.has_resource_properties(
+        "AWS::EC2::LaunchTemplate",
+        {
+            "LaunchTemplateData": Match.object_like(
+                {
+                    "InstanceType": settings.instance_type,
+                    "MetadataOptions": Match.object_like({"HttpTokens": "required"}),
+                    "BlockDeviceMappings": [
+                        Match.object_like({"Ebs": Match.object_like({"Encrypted": True})})
+                    ],
+                    "NetworkInterfaces": [Match.object_like({"AssociatePublicIpAddress": False})],
+                }
+            )
+        },
+    )
     template = federation.template_json(federation.hospitals[0])
-    ami_parameters = [p for p in template["Parameters"].values() if "gpu" in str(p.get("Default", ""))]
+    ami_parameters = [
+        p for p in template["Parameters"].values() if "gpu" in str(p.get("Default", ""))
+    ]
     assert ami_parameters, "the launch template must use the ECS GPU-optimised AMI"
-    hospital_template.has_resource_properties("AWS::ECS::CapacityProvider", {
-        "AutoScalingGroupProvider": Match.object_like({
-            "ManagedScaling": Match.object_like({"Status": "ENABLED", "TargetCapacity": 100})})})
+    hospital_template.has_resource_properties(
+        "AWS::ECS::CapacityProvider",
+        {
+            "AutoScalingGroupProvider": Match.object_like(
+                {"ManagedScaling": Match.object_like({"Status": "ENABLED", "TargetCapacity": 100})}
+            )
+        },
+    )
 
 
 def test_client_task_runs_fedsilo_client_for_its_site_on_one_gpu(
     federation: Federation, hospital_template: Template
 ) -> None:
     site = federation.context.hospitals[0]
-    hospital_template.has_resource_properties("AWS::ECS::TaskDefinition", {
-        "NetworkMode": "awsvpc",
-        "ContainerDefinitions": [Match.object_like({
-            "Command": ["client", "run", "--site-id", site.site_id, "--log-format", "json"],
-            "ResourceRequirements": [{"Type": "GPU", "Value": "1"}],
-            "Environment": Match.array_with([{"Name": "FEDSILO_SITE_ID", "Value": site.site_id}]),
-        })],
-    })
-    hospital_template.has_resource_properties("AWS::ECS::Service", {
-        "CapacityProviderStrategy": [Match.object_like({"Weight": 1})]})
+    hospital_template.has_resource_properties(
+        "AWS::ECS::TaskDefinition",
+        {
+            "NetworkMode": "awsvpc",
+            "ContainerDefinitions": [
+                Match.object_like(
+                    {
+                        "Command": [
+                            "client",
+                            "run",
+                            "--site-id",
+                            site.site_id,
+                            "--log-format",
+                            "json",
+                        ],
+                        "ResourceRequirements": [{"Type": "GPU", "Value": "1"}],
+                        "Environment": Match.array_with(
+                            [{"Name": "FEDSILO_SITE_ID", "Value": site.site_id}]
+                        ),
+                    }
+                )
+            ],
+        },
+    )
+    hospital_template.has_resource_properties(
+        "AWS::ECS::Service", {"CapacityProviderStrategy": [Match.object_like({"Weight": 1})]}
+    )
 
 
-def test_no_security_group_admits_traffic_except_https_into_endpoints(federation: Federation) -> None:
+def test_no_security_group_admits_traffic_except_https_into_endpoints(
+    federation: Federation,
+) -> None:
     """The only ingress rules: port 443 into interface endpoints, from a workload's group."""
     for stack in [federation.aggregator, *federation.hospitals]:
         template = federation.template_json(stack)

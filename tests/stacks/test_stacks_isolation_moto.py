@@ -90,11 +90,14 @@ def hospital_clients(
         role = iam.create_role(
             RoleName=name,
             Path=HOSPITAL_ROLE_PATH,
-            AssumeRolePolicyDocument=json.dumps({
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                               "Principal": {"AWS": "*"}}],
-            }),
+            AssumeRolePolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {"AWS": "*"}}
+                    ],
+                }
+            ),
             Tags=[{"Key": SITE_TAG_KEY, "Value": site.site_id}],
         )["Role"]
         iam.put_role_policy(
@@ -102,20 +105,34 @@ def hospital_clients(
             PolicyName="ExchangeAccess",
             PolicyDocument=json.dumps(identity_policy(federation, index, rendered)),
         )
-        credentials = sts.assume_role(RoleArn=role["Arn"], RoleSessionName=site.site_id)["Credentials"]
+        credentials = sts.assume_role(RoleArn=role["Arn"], RoleSessionName=site.site_id)[
+            "Credentials"
+        ]
         clients[site.site_id] = client("s3", moto_endpoint, credentials)
-        admin_s3.put_object(Bucket=ctx.bucket_name, Key=layout.registry_key(site.site_id), Body=b"{}")
+        admin_s3.put_object(
+            Bucket=ctx.bucket_name, Key=layout.registry_key(site.site_id), Body=b"{}"
+        )
     first, second = ctx.hospitals[0].site_id, ctx.hospitals[1].site_id
     admin_s3.put_object(Bucket=ctx.bucket_name, Key=layout.global_weights_key(ROUND), Body=b"w")
     admin_s3.put_object(Bucket=ctx.bucket_name, Key=layout.global_manifest_key(ROUND), Body=b"{}")
-    admin_s3.put_object(Bucket=ctx.bucket_name, Key=layout.update_weights_key(ROUND, second), Body=b"b")
+    admin_s3.put_object(
+        Bucket=ctx.bucket_name, Key=layout.update_weights_key(ROUND, second), Body=b"b"
+    )
     admin_s3.put_object(Bucket=ctx.bucket_name, Key=layout.state_key(), Body=b"{}")
     assert first != second
-    requests.post(f"{moto_endpoint}/moto-api/reset-auth", data=b"0",
-                  headers={"Content-Type": "text/plain"}, timeout=10).raise_for_status()
+    requests.post(
+        f"{moto_endpoint}/moto-api/reset-auth",
+        data=b"0",
+        headers={"Content-Type": "text/plain"},
+        timeout=10,
+    ).raise_for_status()
     yield clients
-    requests.post(f"{moto_endpoint}/moto-api/reset-auth", data=b"1000000",
-                  headers={"Content-Type": "text/plain"}, timeout=10)
+    requests.post(
+        f"{moto_endpoint}/moto-api/reset-auth",
+        data=b"1000000",
+        headers={"Content-Type": "text/plain"},
+        timeout=10,
+    )
 
 
 def denied(call: Any, **kwargs: Any) -> bool:
@@ -135,7 +152,9 @@ def test_hospital_a_writes_its_update_and_reads_the_global_model(
     s3 = hospital_clients[site_a]
     bucket = ctx.bucket_name
     assert s3.get_object(Bucket=bucket, Key=layout.global_weights_key(ROUND))["Body"].read() == b"w"
-    assert s3.get_object(Bucket=bucket, Key=layout.global_manifest_key(ROUND))["Body"].read() == b"{}"
+    assert (
+        s3.get_object(Bucket=bucket, Key=layout.global_manifest_key(ROUND))["Body"].read() == b"{}"
+    )
     assert s3.get_object(Bucket=bucket, Key=layout.registry_key(site_a))["Body"].read() == b"{}"
     s3.put_object(Bucket=bucket, Key=layout.update_weights_key(ROUND, site_a), Body=b"a")
     s3.put_object(Bucket=bucket, Key=layout.update_manifest_key(ROUND, site_a), Body=b"{}")
@@ -175,11 +194,20 @@ def test_hospital_a_is_denied_hospital_b_and_everything_else(
     assert denied(s3.delete_object, Bucket=bucket, Key=layout.update_weights_key(ROUND, site_a))
 
 
-def test_hospital_b_is_symmetric(federation: Federation, hospital_clients: dict[str, BaseClient]) -> None:
+def test_hospital_b_is_symmetric(
+    federation: Federation, hospital_clients: dict[str, BaseClient]
+) -> None:
     ctx = federation.context
     layout = ExchangeLayout(ctx.federation_id)
     site_a, site_b = ctx.hospitals[0].site_id, ctx.hospitals[1].site_id
     s3 = hospital_clients[site_b]
     s3.put_object(Bucket=ctx.bucket_name, Key=layout.update_manifest_key(ROUND, site_b), Body=b"{}")
-    assert denied(s3.get_object, Bucket=ctx.bucket_name, Key=layout.update_weights_key(ROUND, site_a))
-    assert denied(s3.put_object, Bucket=ctx.bucket_name, Key=layout.update_weights_key(ROUND, site_a), Body=b"x")
+    assert denied(
+        s3.get_object, Bucket=ctx.bucket_name, Key=layout.update_weights_key(ROUND, site_a)
+    )
+    assert denied(
+        s3.put_object,
+        Bucket=ctx.bucket_name,
+        Key=layout.update_weights_key(ROUND, site_a),
+        Body=b"x",
+    )

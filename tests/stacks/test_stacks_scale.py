@@ -22,12 +22,15 @@ def large(tmp_path_factory: pytest.TempPathFactory) -> Federation:
 def policy_sizes(federation: Federation) -> dict[str, int]:
     ctx = federation.context
     template = federation.template_json(federation.aggregator)
-    resources: dict[str, Any] = render(template["Resources"], template,
-                                       account=ctx.coordinating_account, region=ctx.region)
+    resources: dict[str, Any] = render(
+        template["Resources"], template, account=ctx.coordinating_account, region=ctx.region
+    )
     sizes = {}
     out = {"Resources": resources}
     for logical_id, policy in resources_of(out, "AWS::S3::BucketPolicy").items():
-        sizes[logical_id] = len(json.dumps(policy["Properties"]["PolicyDocument"], separators=(",", ":")))
+        sizes[logical_id] = len(
+            json.dumps(policy["Properties"]["PolicyDocument"], separators=(",", ":"))
+        )
     for logical_id, key in resources_of(out, "AWS::KMS::Key").items():
         sizes[logical_id] = len(json.dumps(key["Properties"]["KeyPolicy"], separators=(",", ":")))
     return sizes
