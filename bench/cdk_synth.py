@@ -1,4 +1,4 @@
-"""Synthesis time of the CDK app for 20 and 200 hospitals (``python -m bench.cdk_synth``).
+"""Synthesis time of the CDK app for 20 and 200 hospitals (``python -m bench --only cdk_synth``).
 
 Each size runs in a fresh process (jsii keeps state between apps) and includes building the
 constructs, writing the cloud assembly and the cdk-nag AWS Solutions and HIPAA Security packs,
@@ -53,9 +53,10 @@ def measure(count: int) -> dict[str, float]:
     return {**timings, "total_s": total, "stacks": stacks}
 
 
-def main() -> None:
+def main(quick: bool = False) -> None:
+    """Print the table; ``quick`` (``python -m bench --quick``) measures 20 hospitals only."""
     print(f"{'hospitals':>9} {'stacks':>6} {'build s':>8} {'synth+nag s':>11} {'process s':>9}")
-    for count in SIZES:
+    for count in SIZES[:1] if quick else SIZES:
         row = measure(count)
         print(
             f"{count:>9} {int(row['stacks']):>6} {row['build_s']:>8.1f} {row['synth_s']:>11.1f} "
