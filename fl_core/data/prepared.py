@@ -321,8 +321,9 @@ def read_schema(root: Path) -> PreparedSchema:
 class PreparedFolderSource(DataSource):
     """A ``DataSource`` over a prepared folder (eICU or bring-your-own), one hospital at a time."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        root = self.root
         self.schema = read_schema(root)
         self._features = tuple(f.name for f in self.schema.features)
         self._sites = {s.site_id: s for s in self.schema.sites}
