@@ -30,13 +30,14 @@ import hashlib
 import json
 import math
 import multiprocessing
+import os
 import resource
 import shutil
 import struct
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -340,13 +341,14 @@ def _read_into(path: Path, buffer: bytearray) -> memoryview:
 
 def stream_lean(
     updates: UpdateSet, num_updates: int, *, verify: bool, prefetch: bool
-) -> dict[str, F64Array]:
+) -> dict[str, F32Array]:
     """What-if: the same FedAvg with reused read buffers, zero-copy views, float32 scaling.
 
     ``verify`` adds the sha256 and NaN/Inf checks; ``prefetch`` reads and hashes the next file
     in a thread (hashlib and file reads release the GIL) while this one is accumulated.
-    Products are rounded to float32 before the float64 sum; each product is the same whatever
-    the arrival order, so the sum stays order-independent to float64 rounding.
+    Products are rounded to float32 before the float64 sum (as ``StreamingWeightedMean.add``
+    does today under NumPy 2's NEP 50); each product is the same whatever the arrival order,
+    so the sum stays order-independent to float64 rounding. The mean is divided in place.
     """
     layout = Exchange(LocalDirectoryStore(updates.root), FEDERATION_ID).layout
     paths = [
@@ -354,14 +356,14 @@ def stream_lean(
         for site_id in updates.site_ids[:num_updates]
     ]
     capacity = max(path.stat().st_size for path in paths)
-    buffers = [bytearray(capacity), bytearray(capacity)]
+    buffers = [bytearray(capacity) for _ in range(2 if prefetch else 1)]
     totals = {
         name: np.zeros(size, dtype=np.float64)
         for name, size in tensor_sizes(updates.num_params).items()
     }
 
     def load(index: int) -> tuple[bytearray, str]:
-        buffer = buffers[index % 2]
+        buffer = buffers[index % len(buffers)]
         view = _read_into(paths[index], buffer)
         digest = hashlib.sha256(view).hexdigest() if verify else ""
         return buffer, digest
@@ -385,9 +387,23 @@ def stream_lean(
         if pool is not None:
             pool.shutdown()
     total_weight = float(sum(updates.num_examples[:num_updates]))
-    return {name: total / total_weight for name, total in totals.items()}
+    return {
+        name: np.divide(total, total_weight, out=total).astype(np.float32)
+        for name, total in totals.items()
+    }
 
 
+TUNED_MALLOC_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
+    "MALLOC_TRIM_THRESHOLD_": str(2**28),
+}
+"""glibc keeps freed blocks up to 32 MiB for reuse instead of unmapping them (a what-if)."""
+STREAM_VARIANTS = (
+    ("plain", "fedsilo, files", False, False),
+    ("admit", "fedsilo + admission, files", True, False),
+    ("tuned", "if: fedsilo + MALLOC_* env", False, True),
+)
+"""(key, label, admit, tuned malloc) of the fedsilo measurements run for every cell."""
 STAGES = (
     ("read", "read: store.get"),
     ("sha256", "sha256 (admission)"),
@@ -497,11 +513,26 @@ class GridReport:
     notes: list[str] = field(default_factory=list)
 
 
-def _in_fresh_process(run: Callable[..., _T], *args: Any) -> _T:
-    """Run ``run(*args)`` in a newly spawned interpreter, so its peak RSS is its own."""
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-        return pool.submit(run, *args).result()
+def _in_fresh_process(
+    run: Callable[..., _T], *args: Any, env: Mapping[str, str] | None = None
+) -> _T:
+    """Run ``run(*args)`` in a newly spawned interpreter, so its peak RSS is its own.
+
+    ``env`` is added to the child's environment (read by glibc at start-up, so it cannot be
+    set from inside the child).
+    """
+    saved = {name: os.environ.get(name) for name in env or {}}
+    os.environ.update(env or {})
+    try:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            return pool.submit(run, *args).result()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _label(num_params: int) -> str:
@@ -522,7 +553,7 @@ def _cell_rows(
     updates: UpdateSet,
     num_updates: int,
     numpy_result: NumpyMeasurement,
-    streams: dict[bool, StreamMeasurement],
+    streams: dict[str, StreamMeasurement],
 ) -> list[Row]:
     cell = f"N={num_updates} P={_label(updates.num_params)}"
     input_bytes = num_updates * updates.model_bytes
@@ -544,8 +575,8 @@ def _cell_rows(
                 note=note,
             )
         )
-    for admit, label in ((False, "fedsilo, files"), (True, "fedsilo + admission, files")):
-        rows.append(_stream_row(cell, label, streams[admit], input_bytes, model, numpy_result))
+    for key, label, _, _ in STREAM_VARIANTS:
+        rows.append(_stream_row(cell, label, streams[key], input_bytes, model, numpy_result))
     rows.append(
         Row(
             cell,
@@ -637,14 +668,19 @@ def run_grid(
                 f"P={_label(num_params)}: generated and wrote {largest} files "
                 f"({written / 1e9:.2f} GB, fsync'd) in {time.perf_counter() - started:.1f} s"
             )
-            streams: dict[int, dict[bool, StreamMeasurement]] = {}
+            streams: dict[int, dict[str, StreamMeasurement]] = {}
             for num_updates in grid_num_updates:
                 log(f"P={_label(num_params)} N={num_updates}: fedsilo (fresh processes)")
                 streams[num_updates] = {
-                    admit: _in_fresh_process(
-                        measure_stream, updates, num_updates, admit, min_total_s
+                    key: _in_fresh_process(
+                        measure_stream,
+                        updates,
+                        num_updates,
+                        admit,
+                        min_total_s,
+                        env=TUNED_MALLOC_ENV if tuned else None,
                     )
-                    for admit in (False, True)
+                    for key, _, admit, tuned in STREAM_VARIANTS
                 }
             stages: dict[str, float] | None = None
             lean: dict[str, StreamMeasurement] = {}
@@ -705,7 +741,10 @@ def render(report: GridReport, title: str) -> Table:
             "Stage rows time each step alone over the largest N; share = of the sum of the five "
             "current stages. 'if:' rows are what-ifs, not fedsilo code today: lean stream = "
             "readinto a reused buffer, zero-copy views, x *= w in float32, float64 sum "
-            "(bypasses the store API); prefetch = read + sha256 of the next file in a thread.",
+            "(bypasses the store API); prefetch = read + sha256 of the next file in a thread; "
+            f"MALLOC_* env = {' '.join(f'{k}={v}' for k, v in TUNED_MALLOC_ENV.items())}.",
+            "Stage rows run in one process after other work, so their allocator is warm: the "
+            "'read' stage can look faster there than inside the fresh-process 'fedsilo' rows.",
             *report.notes,
         ]
     )
