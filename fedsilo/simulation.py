@@ -132,6 +132,28 @@ def rows_from_exchange(exchange: Exchange, rounds: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _watching_sleep(procs: list[Any], reports: Any) -> Any:
+    """The aggregator's sleep, which also notices hospital workers that failed.
+
+    Without it a federation whose workers all crashed would wait for deadlines and
+    extensions before failing; with it the simulation stops at once and says why.
+    """
+
+    def sleep(seconds: float) -> None:
+        try:
+            kind, who, payload = reports.get(timeout=seconds)
+        except queue.Empty:
+            kind = None
+        if kind == "error":
+            raise FedsiloError(f"hospital worker {who} failed: {payload}")
+        crashed = [p for p in procs if p.exitcode not in (None, 0)]
+        if crashed and all(p.exitcode is not None for p in procs):
+            codes = ", ".join(f"{p.name}: {p.exitcode}" for p in crashed)
+            raise FedsiloError(f"every hospital worker has exited ({codes}); see the log above")
+
+    return sleep
+
+
 @dataclass(frozen=True)
 class SimulationResult:
     run_dir: Path
@@ -234,7 +256,8 @@ def simulate(
             app, config, len(source.feature_names()), [moments[s] for s in sites]
         )
         loop = RoundLoop(exchange, app.aggregator(config), config, sites,
-                         initial_weights=initial, events=events)
+                         initial_weights=initial, events=events,
+                         sleep=_watching_sleep(procs, reports))
         loop.run()
     finally:
         for proc in procs:

@@ -78,7 +78,7 @@ def answer_round(
         log.info("update_already_written", site_id=site_id, round_index=manifest.round_index)
         return False
     log.info("update_written", site_id=site_id, round_index=manifest.round_index,
-             task=manifest.task, num_examples=num_examples)
+             task=manifest.task, num_examples=update.num_examples)
     return True
 
 

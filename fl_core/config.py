@@ -107,6 +107,13 @@ class ExchangeConfig(_Frozen):
     endpoint_url: str | None = None
     kms_key_id: str | None = None
 
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value and not value.startswith(("file://", "s3://")):
+            raise ValueError("use file:///absolute/path or s3://bucket/prefix")
+        return value
+
 
 class FederationConfig(_Frozen):
     federation_id: str = "demo"

@@ -1,0 +1,82 @@
+"""The command line as a user meets it: exit codes and one-line errors, examples that run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def fedsilo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "fedsilo.cli", *args], cwd=cwd, capture_output=True, text=True,
+        timeout=600, env=env,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--rounds", "-1"], "rounds:"),
+        (["--min-sites", "50"], "round.min_sites 50 > data.synthetic.hospitals 20"),
+        (["--data", "/no/such/folder"], "data.path /no/such/folder"),
+        (["--exchange", "ftp://x/y"], "exchange.uri: use file:///absolute/path or s3://bucket/prefix"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, args, needle):
+    done = fedsilo("simulate", *args, "--out", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_unknown_key_in_config_file(tmp_path):
+    config = tmp_path / "federation.yaml"
+    config.write_text("rounds: 2\nround:\n  min_site: 2\n")
+    done = fedsilo("simulate", "--config", str(config), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "round.min_site: unknown key" in done.stderr
+
+
+@pytest.mark.slow
+def test_small_simulation_prints_table_and_writes_run(tmp_path):
+    done = fedsilo("simulate", "--hospitals", "4", "--rounds", "2", "--out", str(tmp_path),
+                   "--run-id", "small", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "AUROC" in done.stdout and "federated rounds" in done.stdout
+    rows = [json.loads(x) for x in (tmp_path / "small" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2]
+    assert rows[-1]["auroc"] > 0.7
+
+
+@pytest.mark.slow
+def test_custom_trainer_example_trains_through_simulate(tmp_path):
+    done = fedsilo("simulate", "--app", str(REPO / "examples" / "custom_trainer.py") + ":app",
+                   "--hospitals", "6", "--rounds", "3", "--out", str(tmp_path), "--run-id", "custom",
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    model = (tmp_path / "custom" / "model.safetensors").read_bytes()
+    from fl_core.serialization import read_tensor_specs
+
+    assert "interaction.0.weight" in read_tensor_specs(model)
+    rows = [json.loads(x) for x in (tmp_path / "custom" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["auroc"] > 0.75
+
+
+def test_json_logs_carry_no_tensors(tmp_path):
+    done = fedsilo("simulate", "--hospitals", "3", "--rounds", "1", "--out", str(tmp_path),
+                   "--run-id", "logs", "--log-format", "json", "--log-level", "INFO", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    names = {e["event"] for e in events}
+    assert {"global_published", "update_accepted", "round_closed"} <= names
+    assert all(len(json.dumps(e)) < 2000 for e in events)
