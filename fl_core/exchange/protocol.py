@@ -63,6 +63,7 @@ class Exchange:
         except ObjectExistsError:
             if sha256_hex(self.store.get(key)) != sha256_hex(data):
                 raise
+
     # ---- global model -------------------------------------------------------------------
 
     def publish_global(self, weights: bytes, manifest: GlobalManifest) -> None:
