@@ -7,7 +7,7 @@ STAMP := $(VENV)/.fedsilo-installed
 SYSTEM_PACKAGES ?=
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench synth clean
 
 install: $(STAMP)
 
@@ -24,15 +24,25 @@ $(STAMP): requirements.lock pyproject.toml
 run: install
 	$(VENV)/bin/fedsilo simulate
 
-test: install
+test: install lint
 	$(PY) -m pytest -q
 
+# ruff, the import contracts (fl_core never imports the edges; pure math never imports AWS)
+# and mypy --strict on the Python packages.
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) -m bench
 
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+
+# Synthesises every stack offline with the pinned CDK v2 CLI (cdk.json points at .venv).
+synth: install node_modules/.package-lock.json
+	npx cdk synth --quiet
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache cdk.out node_modules

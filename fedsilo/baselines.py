@@ -20,7 +20,9 @@ from fl_core.data.standardize import FeatureMoments, combine_moments
 from fl_core.metrics import exact_auroc
 
 
-def _fresh_trainer(app: FederatedApp, config: FederationConfig, train_x: np.ndarray) -> ClientTrainer:
+def _fresh_trainer(
+    app: FederatedApp, config: FederationConfig, train_x: np.ndarray
+) -> ClientTrainer:
     torch.manual_seed(config.seed)
     trainer = app.build_trainer(train_x.shape[1], config)
     set_standardisation = getattr(trainer.model, "set_standardisation", None)
@@ -30,9 +32,7 @@ def _fresh_trainer(app: FederatedApp, config: FederationConfig, train_x: np.ndar
 
 
 def _concat(splits: Sequence[Split]) -> Split:
-    return Split(
-        x=np.concatenate([s.x for s in splits]), y=np.concatenate([s.y for s in splits])
-    )
+    return Split(x=np.concatenate([s.x for s in splits]), y=np.concatenate([s.y for s in splits]))
 
 
 @dataclass(frozen=True)
@@ -42,18 +42,24 @@ class BaselineResult:
     local_sites_scored: int
 
 
-def pooled_auroc(app: FederatedApp, config: FederationConfig, sites: Sequence[SiteData]) -> float | None:
+def pooled_auroc(
+    app: FederatedApp, config: FederationConfig, sites: Sequence[SiteData]
+) -> float | None:
     """One model on every site's training rows, for ``rounds`` x ``local_epochs`` epochs."""
     train = _concat([s.train for s in sites])
     test = _concat([s.test for s in sites])
-    pooled = SiteData("pooled", sites[0].feature_names, train, _concat([s.valid for s in sites]), test)
+    pooled = SiteData(
+        "pooled", sites[0].feature_names, train, _concat([s.valid for s in sites]), test
+    )
     trainer = _fresh_trainer(app, config, train.x)
     for round_index in range(1, config.rounds + 1):
         trainer.train(pooled, round_index, derive_seed(config.seed, "pooled", round_index))
     return exact_auroc(trainer.predict_proba(test.x), test.y)
 
 
-def local_only_aurocs(app: FederatedApp, config: FederationConfig, sites: Sequence[SiteData]) -> list[float]:
+def local_only_aurocs(
+    app: FederatedApp, config: FederationConfig, sites: Sequence[SiteData]
+) -> list[float]:
     """Each site trained alone, scored on its own test split (sites with one class skipped)."""
     scores = []
     for site in sites:
@@ -68,7 +74,12 @@ def local_only_aurocs(app: FederatedApp, config: FederationConfig, sites: Sequen
     return scores
 
 
-def federated_test_auroc(app: FederatedApp, config: FederationConfig, weights: dict[str, np.ndarray], sites: Sequence[SiteData]) -> float | None:
+def federated_test_auroc(
+    app: FederatedApp,
+    config: FederationConfig,
+    weights: dict[str, np.ndarray],
+    sites: Sequence[SiteData],
+) -> float | None:
     """Exact pooled-test AUROC of a final federated model (to bound the histogram error)."""
     test = _concat([s.test for s in sites])
     trainer = app.build_trainer(test.x.shape[1], config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,7 +17,9 @@ from fl_core.errors import FedsiloError
 from fl_core.exchange.manifests import Decision, GlobalManifest
 
 app = typer.Typer(
-    name="fedsilo", no_args_is_help=True, add_completion=False,
+    name="fedsilo",
+    no_args_is_help=True,
+    add_completion=False,
     help="Cross-silo federated learning for hospitals on AWS.",
 )
 server_app = typer.Typer(no_args_is_help=True, help="The coordinating centre's aggregator.")
@@ -35,10 +37,8 @@ except ImportError:  # pragma: no cover
 console = Console(stderr=True)
 stdout = Console()
 
-ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="YAML or TOML config file")]
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="YAML or TOML config file")]
 LogFormatOption = Annotated[str, typer.Option("--log-format", help="auto, json or console")]
-
-
 
 
 class _ProgressEvents:
@@ -62,8 +62,13 @@ class _ProgressEvents:
 
         self.events = Events(config.rounds)
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("sites"), TimeElapsedColumn(), console=console, transient=True,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("sites"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
         )
         self.task = self.progress.add_task("waiting", total=1, visible=False)
 
@@ -71,7 +76,8 @@ class _ProgressEvents:
         self.progress.remove_task(self.task)
         label = (
             f"round {manifest.round_index}/{self.config.rounds}"
-            if manifest.task == "train" else "final evaluation"
+            if manifest.task == "train"
+            else "final evaluation"
         )
         self.task = self.progress.add_task(label, total=len(manifest.invited_sites))
 
@@ -80,7 +86,8 @@ class _ProgressEvents:
             f"round {row['round']:>3}  AUROC {_fmt(row['auroc'])}  AUPRC {_fmt(row['auprc'])}  "
             f"loss {_fmt(row['loss'])}  sites {row['sites_accepted']}/"
             f"{row['sites_rejected']}  {row['seconds']:.1f}s",
-            soft_wrap=True, highlight=False,
+            soft_wrap=True,
+            highlight=False,
         )
 
 
@@ -94,8 +101,13 @@ def metrics_table(rows: list[dict[str, Any]]) -> Table:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(
-            str(row["round"]), _fmt(row["auroc"]), _fmt(row["auprc"]), _fmt(row["loss"]),
-            str(row["sites_accepted"]), str(row["sites_rejected"]), f"{row['seconds']:.2f}",
+            str(row["round"]),
+            _fmt(row["auroc"]),
+            _fmt(row["auprc"]),
+            _fmt(row["loss"]),
+            str(row["sites_accepted"]),
+            str(row["sites_rejected"]),
+            f"{row['seconds']:.2f}",
         )
     return table
 
@@ -103,19 +115,21 @@ def metrics_table(rows: list[dict[str, Any]]) -> Table:
 @app.command()
 def simulate(
     config: ConfigOption = None,
-    hospitals: Annotated[Optional[int], typer.Option(help="synthetic hospitals")] = None,
-    data: Annotated[Optional[Path], typer.Option(help="prepared per-hospital folders")] = None,
-    rounds: Annotated[Optional[int], typer.Option(help="training rounds")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="seed of data, model and training")] = None,
+    hospitals: Annotated[int | None, typer.Option(help="synthetic hospitals")] = None,
+    data: Annotated[Path | None, typer.Option(help="prepared per-hospital folders")] = None,
+    rounds: Annotated[int | None, typer.Option(help="training rounds")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of data, model and training")] = None,
     out: Annotated[Path, typer.Option(help="folder that receives the run folder")] = Path("runs"),
-    exchange: Annotated[Optional[str], typer.Option(help="file://DIR or s3://bucket/prefix")] = None,
-    endpoint_url: Annotated[Optional[str], typer.Option(help="S3-compatible endpoint")] = None,
-    engine: Annotated[Optional[str], typer.Option(help="process or mpi")] = None,
-    strategy: Annotated[Optional[str], typer.Option(help="aggregation strategy")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="hospital worker processes")] = None,
-    min_sites: Annotated[Optional[int], typer.Option(help="quorum per round")] = None,
-    app_ref: Annotated[Optional[str], typer.Option("--app", help="FILE.py:NAME of a FederatedApp")] = None,
-    run_id: Annotated[Optional[str], typer.Option(help="name of the run folder")] = None,
+    exchange: Annotated[str | None, typer.Option(help="file://DIR or s3://bucket/prefix")] = None,
+    endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint")] = None,
+    engine: Annotated[str | None, typer.Option(help="process or mpi")] = None,
+    strategy: Annotated[str | None, typer.Option(help="aggregation strategy")] = None,
+    workers: Annotated[int | None, typer.Option(help="hospital worker processes")] = None,
+    min_sites: Annotated[int | None, typer.Option(help="quorum per round")] = None,
+    app_ref: Annotated[
+        str | None, typer.Option("--app", help="FILE.py:NAME of a FederatedApp")
+    ] = None,
+    run_id: Annotated[str | None, typer.Option(help="name of the run folder")] = None,
     log_format: LogFormatOption = "auto",
     log_level: Annotated[str, typer.Option(help="log level")] = "WARNING",
 ) -> None:
@@ -123,10 +137,15 @@ def simulate(
     from fedsilo.simulation import simulate as run_simulation
 
     overrides: dict[str, Any] = {
-        "rounds": rounds, "seed": seed, "data.synthetic.hospitals": hospitals,
-        "exchange.uri": exchange, "exchange.endpoint_url": endpoint_url,
-        "simulation.engine": engine, "simulation.workers": workers,
-        "strategy.name": strategy, "round.min_sites": min_sites,
+        "rounds": rounds,
+        "seed": seed,
+        "data.synthetic.hospitals": hospitals,
+        "exchange.uri": exchange,
+        "exchange.endpoint_url": endpoint_url,
+        "simulation.engine": engine,
+        "simulation.workers": workers,
+        "strategy.name": strategy,
+        "round.min_sites": min_sites,
     }
     if data is not None:
         overrides.update({"data.source": "prepared", "data.path": str(data)})
@@ -135,12 +154,19 @@ def simulate(
         raise FedsiloError("--engine mpi is not available yet; use --engine process")
     configure_logging(_check_format(log_format), log_level)
     ui = _ProgressEvents(federation)
-    console.print(f"[bold]fedsilo[/] federation [cyan]{federation.federation_id}[/]: "
-                  f"{federation.rounds} rounds, seed {federation.seed}")
+    console.print(
+        f"[bold]fedsilo[/] federation [cyan]{federation.federation_id}[/]: "
+        f"{federation.rounds} rounds, seed {federation.seed}"
+    )
     with ui.progress:
         result = run_simulation(
-            federation, out, app_ref=app_ref, events=ui.events,
-            log_format=_check_format(log_format), log_level=log_level, run_id=run_id,
+            federation,
+            out,
+            app_ref=app_ref,
+            events=ui.events,
+            log_format=_check_format(log_format),
+            log_level=log_level,
+            run_id=run_id,
         )
     stdout.print(metrics_table(result.rows))
     stdout.print(f"run folder: {result.run_dir}  ({result.seconds:.1f} s)")
@@ -159,33 +185,68 @@ def _check_format(value: str) -> LogFormat:
     raise typer.BadParameter(f"--log-format {value!r}: use auto, json or console")
 
 
+ExchangeOption = Annotated[
+    str | None,
+    typer.Option(envvar="FEDSILO_EXCHANGE", help="s3://bucket/prefix or file://DIR"),
+]
+FederationOption = Annotated[
+    str | None, typer.Option(envvar="FEDSILO_FEDERATION_ID", help="federation id")
+]
+ServiceLogFormat = Annotated[
+    str, typer.Option("--log-format", envvar="FEDSILO_LOG_FORMAT", help="auto, json or console")
+]
+
+
+def _service_config(
+    config: Path | None, exchange: str | None, federation_id: str | None, data: str | None
+) -> FederationConfig:
+    overrides: dict[str, Any] = {"exchange.uri": exchange, "federation_id": federation_id}
+    if data is not None:
+        if data.startswith("s3://"):
+            raise FedsiloError(
+                f"--data {data}: reading hospital data straight from S3 is not supported yet; "
+                "sync it to a local folder (aws s3 sync) and pass that folder"
+            )
+        overrides.update({"data.source": "prepared", "data.path": data})
+    return load_config(config, overrides)
+
+
 @server_app.command("run")
 def server_run(
     config: ConfigOption = None,
-    exchange: Annotated[Optional[str], typer.Option(help="s3://bucket/prefix or file://DIR")] = None,
-    sites: Annotated[Optional[str], typer.Option(help="comma-separated invited site ids")] = None,
-    log_format: LogFormatOption = "json",
+    exchange: ExchangeOption = None,
+    federation_id: FederationOption = None,
+    sites: Annotated[
+        str | None, typer.Option(envvar="FEDSILO_SITES", help="comma-separated site ids")
+    ] = None,
+    log_format: ServiceLogFormat = "json",
 ) -> None:
     """The aggregator loop for one federation (resumes from what the exchange holds)."""
     from fedsilo.services import run_server
 
     configure_logging(_check_format(log_format))
-    federation = load_config(config, {"exchange.uri": exchange})
+    federation = _service_config(config, exchange, federation_id, None)
     run_server(federation, [s for s in (sites or "").split(",") if s])
 
 
 @client_app.command("run")
 def client_run(
-    site_id: Annotated[str, typer.Option("--site-id", help="this hospital's site id")],
+    site_id: Annotated[
+        str, typer.Option("--site-id", envvar="FEDSILO_SITE_ID", help="this hospital's site id")
+    ],
     config: ConfigOption = None,
-    exchange: Annotated[Optional[str], typer.Option(help="s3://bucket/prefix or file://DIR")] = None,
-    log_format: LogFormatOption = "json",
+    exchange: ExchangeOption = None,
+    federation_id: FederationOption = None,
+    data: Annotated[
+        str | None, typer.Option(envvar="FEDSILO_DATA", help="prepared per-hospital folder")
+    ] = None,
+    log_format: ServiceLogFormat = "json",
 ) -> None:
     """The training loop of one hospital: answer every round until the final one."""
     from fedsilo.services import run_client
 
     configure_logging(_check_format(log_format))
-    federation = load_config(config, {"exchange.uri": exchange})
+    federation = _service_config(config, exchange, federation_id, data)
     run_client(federation, site_id)
 
 

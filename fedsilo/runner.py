@@ -35,7 +35,9 @@ def default_model(num_features: int, config: FederationConfig) -> nn.Module:
     return TabularMLP(num_features, config.training.hidden_sizes, config.training.dropout)
 
 
-def default_trainer(model: nn.Module, config: FederationConfig, device: torch.device) -> ClientTrainer:
+def default_trainer(
+    model: nn.Module, config: FederationConfig, device: torch.device
+) -> ClientTrainer:
     return TabularTrainer(model, config.training, device)
 
 

@@ -23,8 +23,11 @@ from fl_server.round_loop import RoundLoop
 def _exchange(config: FederationConfig) -> Exchange:
     if config.exchange.uri is None:
         raise ConfigError("exchange.uri is not set; pass --exchange s3://bucket/prefix")
-    store = open_store(config.exchange.uri, endpoint_url=config.exchange.endpoint_url,
-                       kms_key_id=config.exchange.kms_key_id)
+    store = open_store(
+        config.exchange.uri,
+        endpoint_url=config.exchange.endpoint_url,
+        kms_key_id=config.exchange.kms_key_id,
+    )
     return Exchange(store, config.federation_id)
 
 
@@ -34,8 +37,9 @@ def run_server(config: FederationConfig, sites: list[str]) -> None:
     invited = sites or source.site_ids()
     torch.manual_seed(config.seed)
     initial = model_weights(DEFAULT_APP.model(len(source.feature_names()), config))
-    RoundLoop(exchange, DEFAULT_APP.aggregator(config), config, invited,
-              initial_weights=initial).run()
+    RoundLoop(
+        exchange, DEFAULT_APP.aggregator(config), config, invited, initial_weights=initial
+    ).run()
 
 
 def run_client(config: FederationConfig, site_id: str) -> None:
@@ -43,5 +47,6 @@ def run_client(config: FederationConfig, site_id: str) -> None:
     source = build_source(config)
     data = source.load_site(site_id)
     trainer = DEFAULT_APP.build_trainer(len(source.feature_names()), config)
-    serve_sites(exchange, [Hospital(data=data, trainer=trainer)], config,
-                config.simulation.client_timeout_s)
+    serve_sites(
+        exchange, [Hospital(data=data, trainer=trainer)], config, config.simulation.client_timeout_s
+    )

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import structlog
+import torch
 
 from fedsilo.logs import LogFormat, configure_logging
 from fedsilo.runner import DEFAULT_APP, FederatedApp, build_source, load_app
@@ -72,11 +72,16 @@ def _worker_main(spec: WorkerSpec, reports: Any) -> None:
             reports.put(("moments", site_id, moments.to_lists()))
             hospitals.append(Hospital(data=data, trainer=trainer))
         exchange = Exchange(
-            open_store(spec.exchange_uri, endpoint_url=spec.endpoint_url,
-                       kms_key_id=spec.config.exchange.kms_key_id),
+            open_store(
+                spec.exchange_uri,
+                endpoint_url=spec.endpoint_url,
+                kms_key_id=spec.config.exchange.kms_key_id,
+            ),
             spec.config.federation_id,
         )
-        served = serve_sites(exchange, hospitals, spec.config, spec.config.simulation.client_timeout_s)
+        served = serve_sites(
+            exchange, hospitals, spec.config, spec.config.simulation.client_timeout_s
+        )
         reports.put(("done", spec.index, served))
     except FedsiloError as err:
         reports.put(("error", spec.index, str(err)))
@@ -168,9 +173,7 @@ def new_run_id(config: FederationConfig) -> str:
     return f"{stamp}-{config.federation_id}-s{config.seed}-{os.getpid()}"
 
 
-def _collect_moments(
-    reports: Any, procs: list[Any], expected: int
-) -> dict[str, FeatureMoments]:
+def _collect_moments(reports: Any, procs: list[Any], expected: int) -> dict[str, FeatureMoments]:
     moments: dict[str, FeatureMoments] = {}
     give_up = time.monotonic() + _MOMENTS_TIMEOUT_S
     while len(moments) < expected:
@@ -196,7 +199,9 @@ def _collect_moments(
 
 
 def initial_model_weights(
-    app: FederatedApp, config: FederationConfig, num_features: int,
+    app: FederatedApp,
+    config: FederationConfig,
+    num_features: int,
     moments: list[FeatureMoments],
 ) -> dict[str, np.ndarray]:
     torch.manual_seed(config.seed)
@@ -227,8 +232,11 @@ def simulate(
     run_dir.mkdir(parents=True, exist_ok=True)
     exchange_uri = config.exchange.uri or (run_dir / "exchange").resolve().as_uri()
     exchange = Exchange(
-        open_store(exchange_uri, endpoint_url=config.exchange.endpoint_url,
-                   kms_key_id=config.exchange.kms_key_id),
+        open_store(
+            exchange_uri,
+            endpoint_url=config.exchange.endpoint_url,
+            kms_key_id=config.exchange.kms_key_id,
+        ),
         config.federation_id,
     )
     source = build_source(config)
@@ -240,13 +248,22 @@ def simulate(
     procs = []
     for index in range(workers):
         spec = WorkerSpec(
-            index=index, config=config, exchange_uri=exchange_uri,
-            endpoint_url=config.exchange.endpoint_url, site_ids=tuple(sites[index::workers]),
-            app_ref=app_ref, app=None if app_ref else app,
-            log_format=log_format, log_level=log_level,
+            index=index,
+            config=config,
+            exchange_uri=exchange_uri,
+            endpoint_url=config.exchange.endpoint_url,
+            site_ids=tuple(sites[index::workers]),
+            app_ref=app_ref,
+            app=None if app_ref else app,
+            log_format=log_format,
+            log_level=log_level,
         )
-        proc = context.Process(target=_worker_main, args=(spec, reports), daemon=True,
-                               name=f"fedsilo-hospitals-{index}")
+        proc = context.Process(
+            target=_worker_main,
+            args=(spec, reports),
+            daemon=True,
+            name=f"fedsilo-hospitals-{index}",
+        )
         proc.start()
         procs.append(proc)
     events = events or SimulationEvents(config.rounds)
@@ -255,9 +272,15 @@ def simulate(
         initial = initial_model_weights(
             app, config, len(source.feature_names()), [moments[s] for s in sites]
         )
-        loop = RoundLoop(exchange, app.aggregator(config), config, sites,
-                         initial_weights=initial, events=events,
-                         sleep=_watching_sleep(procs, reports))
+        loop = RoundLoop(
+            exchange,
+            app.aggregator(config),
+            config,
+            sites,
+            initial_weights=initial,
+            events=events,
+            sleep=_watching_sleep(procs, reports),
+        )
         loop.run()
     finally:
         for proc in procs:
@@ -275,8 +298,11 @@ def simulate(
         for row in rows:
             handle.write(json.dumps(row) + "\n")
     return SimulationResult(
-        run_dir=run_dir, rows=rows, final_weights=decode_weights(final_bytes),
-        exchange_uri=exchange_uri, seconds=time.monotonic() - started,
+        run_dir=run_dir,
+        rows=rows,
+        final_weights=decode_weights(final_bytes),
+        exchange_uri=exchange_uri,
+        seconds=time.monotonic() - started,
     )
 
 

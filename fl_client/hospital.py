@@ -19,7 +19,7 @@ from fl_client.trainer import ClientTrainer, derive_seed
 from fl_core.admission import update_metadata
 from fl_core.config import FederationConfig
 from fl_core.data.base import SiteData
-from fl_core.errors import ExchangeError, ObjectExistsError
+from fl_core.errors import AccessDeniedError, ExchangeError, ObjectExistsError
 from fl_core.exchange.manifests import GlobalManifest, UpdateManifest
 from fl_core.exchange.protocol import Exchange
 from fl_core.serialization import decode_weights, encode_weights, sha256_hex
@@ -68,25 +68,38 @@ def answer_round(
         seed = derive_seed(config.seed, site_id, manifest.round_index)
         trained = trainer.train(hospital.data, manifest.round_index, seed)
         weights = encode_weights(trainer.get_weights(), update_metadata(update))
-        update = update.model_copy(update={
-            "task": "train", "sha256": sha256_hex(weights), "num_bytes": len(weights),
-            "num_examples": trained.num_examples, "train_loss": trained.train_loss,
-        })
+        update = update.model_copy(
+            update={
+                "task": "train",
+                "sha256": sha256_hex(weights),
+                "num_bytes": len(weights),
+                "num_examples": trained.num_examples,
+                "train_loss": trained.train_loss,
+            }
+        )
     try:
         exchange.write_update(update, weights)
     except ObjectExistsError:
         log.info("update_already_written", site_id=site_id, round_index=manifest.round_index)
         return False
-    log.info("update_written", site_id=site_id, round_index=manifest.round_index,
-             task=manifest.task, num_examples=update.num_examples)
+    log.info(
+        "update_written",
+        site_id=site_id,
+        round_index=manifest.round_index,
+        task=manifest.task,
+        num_examples=update.num_examples,
+    )
     return True
 
 
 def latest_round(exchange: Exchange, start: int = 1) -> int:
     """The newest published round at or after ``start`` (hospitals probe, they cannot list)."""
     round_index = start
-    while exchange.read_global_manifest(round_index + 1) is not None:
-        round_index += 1
+    try:
+        while exchange.read_global_manifest(round_index + 1) is not None:
+            round_index += 1
+    except AccessDeniedError:
+        pass  # the next round is not published yet (S3 answers 403 when we may not list)
     return round_index
 
 
@@ -100,14 +113,23 @@ def wait_for_global(
 ) -> GlobalManifest:
     give_up = clock() + timeout_s
     interval = poll_interval_s
+    denied: AccessDeniedError | None = None
     while True:
-        manifest = exchange.read_global_manifest(round_index)
+        try:
+            manifest = exchange.read_global_manifest(round_index)
+        except AccessDeniedError as err:  # S3's answer for a key not written yet, to us
+            manifest, denied = None, err
         if manifest is not None:
             return manifest
         if clock() > give_up:
+            hint = (
+                f" (the store refused access: {denied}; check this hospital's role)"
+                if denied
+                else "; is the aggregator running?"
+            )
             raise ExchangeError(
                 f"no global model for round {round_index} after {timeout_s:.0f} s in "
-                f"{exchange.describe()}; is the aggregator running?"
+                f"{exchange.describe()}{hint}"
             )
         sleep(interval)
         interval = min(interval * 1.5, max(poll_interval_s, 2.0))
@@ -120,12 +142,15 @@ def serve_sites(
     timeout_s: float,
 ) -> int:
     """Answer every round for every hosted site until the final round; returns rounds served."""
-    round_index = latest_round(exchange) if exchange.read_global_manifest(1) else 1
+    round_index = 1
+    try:
+        if exchange.read_global_manifest(1) is not None:
+            round_index = latest_round(exchange)
+    except AccessDeniedError:
+        pass  # round 1 not published yet; wait_for_global polls for it
     served = 0
     while True:
-        manifest = wait_for_global(
-            exchange, round_index, config.round.poll_interval_s, timeout_s
-        )
+        manifest = wait_for_global(exchange, round_index, config.round.poll_interval_s, timeout_s)
         for hospital in hospitals:
             structlog.contextvars.bind_contextvars(site_id=hospital.site_id)
             answer_round(exchange, hospital, manifest, config)

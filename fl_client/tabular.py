@@ -16,7 +16,9 @@ from fl_core.data.base import SiteData
 
 
 class TabularTrainer(ClientTrainer):
-    def __init__(self, model: nn.Module, config: TrainingConfig, device: torch.device | None = None) -> None:
+    def __init__(
+        self, model: nn.Module, config: TrainingConfig, device: torch.device | None = None
+    ) -> None:
         super().__init__(model, device)
         self.config = config
 
@@ -33,7 +35,9 @@ class TabularTrainer(ClientTrainer):
         params = self.model.parameters()
         if self.config.optimizer == "sgd":
             return torch.optim.SGD(
-                params, lr=self.config.learning_rate, momentum=0.9,
+                params,
+                lr=self.config.learning_rate,
+                momentum=0.9,
                 weight_decay=self.config.weight_decay,
             )
         return torch.optim.Adam(

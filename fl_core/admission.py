@@ -17,10 +17,10 @@ from fl_core.errors import CodecError, UpdateRejectedError
 from fl_core.exchange.manifests import Task, UpdateManifest
 from fl_core.serialization import (
     TensorSpec,
-    decode_weights,
     read_metadata,
     read_tensor_specs,
     sha256_hex,
+    view_weights,
 )
 from fl_core.types import Sha256Hex, SiteId, Weights
 
@@ -53,7 +53,9 @@ class AdmittedUpdate:
         return self.manifest.site_id
 
 
-def check_manifest(manifest_bytes: bytes, key_site_id: SiteId, ctx: AdmissionContext) -> UpdateManifest:
+def check_manifest(
+    manifest_bytes: bytes, key_site_id: SiteId, ctx: AdmissionContext
+) -> UpdateManifest:
     """Parse and check a manifest against the round; no tensors are read yet."""
     if len(manifest_bytes) > ctx.max_manifest_bytes:
         raise UpdateRejectedError(
@@ -166,7 +168,7 @@ def check_weights(manifest: UpdateManifest, weights_bytes: bytes, ctx: Admission
                 "wrong_shape", f"{name} has shape {specs[name].shape}, expected {expected.shape}"
             )
     try:
-        weights = decode_weights(weights_bytes)
+        weights = view_weights(weights_bytes)
     except CodecError as err:
         raise UpdateRejectedError("malformed_tensors", str(err)) from err
     for name, array in weights.items():

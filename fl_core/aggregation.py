@@ -39,7 +39,9 @@ class StreamingWeightedMean:
             raise AggregationError("update tensors differ from the global model's; admit first")
         for name, total in self._sums.items():
             scratch = self._scratch[name]
-            np.multiply(weights[name], weight, out=scratch)
+            # dtype=float64: the product itself in float64 (NEP 50 would compute a float32
+            # array times a Python float in float32 and only then widen it)
+            np.multiply(weights[name], weight, out=scratch, dtype=np.float64)
             np.add(total, scratch, out=total)
         self.total_weight += weight
         self.count += 1
@@ -47,10 +49,11 @@ class StreamingWeightedMean:
     def result(self) -> Weights:
         if self.count == 0 or self.total_weight <= 0:
             raise AggregationError("no updates to average; check round.min_sites")
-        return {
-            name: (total / self.total_weight).astype(self._specs[name].dtype)
-            for name, total in self._sums.items()
-        }
+        result: Weights = {}
+        for name, total in self._sums.items():
+            np.divide(total, self.total_weight, out=self._scratch[name])
+            result[name] = self._scratch[name].astype(self._specs[name].dtype)
+        return result
 
 
 def weighted_mean(updates: Sequence[tuple[Mapping[str, npt.NDArray[np.generic]], int]]) -> Weights:

@@ -69,6 +69,14 @@ class ObjectIntegrityError(ExchangeError):
     """
 
 
+class AccessDeniedError(ExchangeError):
+    """The credentials work but IAM or the bucket policy refuses this action.
+
+    S3 also answers a GET of a key that does not exist yet with 403 when the caller may not
+    list the bucket (hospitals may not), so pollers treat it as "not yet" until they give up.
+    """
+
+
 class FederationLockedError(FedsiloError):
     """Another aggregator holds the federation's lease."""
 

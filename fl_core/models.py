@@ -19,7 +19,12 @@ class TabularMLP(nn.Module):
     becomes the mean after standardisation.
     """
 
-    def __init__(self, num_features: int, hidden_sizes: Sequence[int] = (64, 32), dropout: float = 0.1) -> None:
+    input_mean: torch.Tensor
+    input_std: torch.Tensor
+
+    def __init__(
+        self, num_features: int, hidden_sizes: Sequence[int] = (64, 32), dropout: float = 0.1
+    ) -> None:
         super().__init__()
         self.register_buffer("input_mean", torch.zeros(num_features))
         self.register_buffer("input_std", torch.ones(num_features))
@@ -36,14 +41,18 @@ class TabularMLP(nn.Module):
         self.input_std.copy_(torch.as_tensor(std, dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = (x - self.input_mean) / self.input_std
+        mean, std = self.input_mean, self.input_std
+        z = (x - mean) / std
         z = torch.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
-        return self.net(z).squeeze(-1)
+        logits: torch.Tensor = self.net(z).squeeze(-1)
+        return logits
 
 
 def model_weights(model: nn.Module) -> Weights:
     """Every parameter and buffer as a CPU numpy array (what is exchanged)."""
-    return {name: tensor.detach().cpu().numpy().copy() for name, tensor in model.state_dict().items()}
+    return {
+        name: tensor.detach().cpu().numpy().copy() for name, tensor in model.state_dict().items()
+    }
 
 
 def load_model_weights(model: nn.Module, weights: Weights) -> None:

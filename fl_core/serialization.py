@@ -128,6 +128,30 @@ def read_tensor_specs(data: bytes) -> dict[str, TensorSpec]:
     return specs
 
 
+def view_weights(data: bytes) -> Weights:
+    """Read-only numpy views into safetensors bytes, without copying tensor data.
+
+    The aggregator's hot path: an update is read once, hashed, checked and summed, and a copy
+    per update would double its memory traffic. Every view is checked to lie inside the file
+    and to hold exactly ``prod(shape)`` elements of its dtype before it is made.
+    """
+    header = _read_header(data)
+    (header_len,) = struct.unpack("<Q", data[:_HEADER_LEN_BYTES])
+    base = _HEADER_LEN_BYTES + header_len
+    views: Weights = {}
+    for name, spec in read_tensor_specs(data).items():
+        if spec.dtype == "bfloat16":
+            raise CodecError(f"tensor {name!r} is bfloat16, which numpy cannot read")
+        start, end = (int(offset) for offset in header[name]["data_offsets"])
+        dtype = np.dtype(spec.dtype).newbyteorder("<")
+        count = int(np.prod(spec.shape, dtype=np.int64))
+        if end - start != count * dtype.itemsize:
+            raise CodecError(f"tensor {name!r} byte range does not match its shape and dtype")
+        flat = np.frombuffer(data, dtype=dtype, count=count, offset=base + start)
+        views[name] = flat.reshape(spec.shape)
+    return views
+
+
 def specs_of(weights: Mapping[str, npt.NDArray[np.generic]]) -> dict[str, TensorSpec]:
     return {
         name: TensorSpec(dtype=str(array.dtype), shape=tuple(array.shape))

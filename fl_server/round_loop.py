@@ -147,7 +147,10 @@ class RoundLoop:
         """Compare-and-swap state.json, renewing our lease; losing the race is fatal."""
         now = self.clock()
         renewed = state.model_copy(
-            update={"owner_id": self.owner_id, "lease_expires_unix": now + self.config.round.lease_s}
+            update={
+                "owner_id": self.owner_id,
+                "lease_expires_unix": now + self.config.round.lease_s,
+            }
         )
         try:
             self._etag = self.exchange.write_state(renewed, self._etag)
@@ -352,8 +355,9 @@ class RoundLoop:
                 bins = len(manifest.evaluation.histogram.positives)
                 if bins != self.config.evaluation.histogram_bins:
                     raise UpdateRejectedError(
-                        "malformed_manifest", f"histogram has {bins} bins, expected "
-                        f"{self.config.evaluation.histogram_bins}"
+                        "malformed_manifest",
+                        f"histogram has {bins} bins, expected "
+                        f"{self.config.evaluation.histogram_bins}",
                     )
             if ctx.task == "train":
                 try:
@@ -366,21 +370,35 @@ class RoundLoop:
                 weights = check_weights(manifest, data, ctx)
         except UpdateRejectedError as rejected:
             log.warning(
-                "update_rejected", round_index=round_index, site_id=site_id,
-                reason=rejected.reason, detail=rejected.detail,
+                "update_rejected",
+                round_index=round_index,
+                site_id=site_id,
+                reason=rejected.reason,
+                detail=rejected.detail,
             )
             return Decision(
-                site_id=site_id, status="rejected", reason=rejected.reason,
-                detail=rejected.detail[:500], decided_unix=self.clock(),
+                site_id=site_id,
+                status="rejected",
+                reason=rejected.reason,
+                detail=rejected.detail[:500],
+                decided_unix=self.clock(),
             )
         if weights is not None:
             self.aggregator.add(weights, manifest.num_examples)
         self._remember(current, manifest)
-        log.info("update_accepted", round_index=round_index, site_id=site_id,
-                 num_examples=manifest.num_examples)
+        log.info(
+            "update_accepted",
+            round_index=round_index,
+            site_id=site_id,
+            num_examples=manifest.num_examples,
+        )
         return Decision(
-            site_id=site_id, status="accepted", sha256=manifest.sha256, nonce=manifest.nonce,
-            num_examples=manifest.num_examples, decided_unix=self.clock(),
+            site_id=site_id,
+            status="accepted",
+            sha256=manifest.sha256,
+            nonce=manifest.nonce,
+            num_examples=manifest.num_examples,
+            decided_unix=self.clock(),
         )
 
     def _collect(self, state: FederationState, current: _Round) -> FederationState:
@@ -388,8 +406,11 @@ class RoundLoop:
         invited = set(current.manifest.invited_sites)
         cfg = self.config.round
         while True:
-            new = [s for s in self.exchange.list_answered_sites(state.round_index)
-                   if s not in state.decisions]
+            new = [
+                s
+                for s in self.exchange.list_answered_sites(state.round_index)
+                if s not in state.decisions
+            ]
             if new:
                 decisions = dict(state.decisions)
                 for site_id in new:
@@ -413,12 +434,21 @@ class RoundLoop:
     def _below_quorum(self, state: FederationState, accepted: int) -> FederationState:
         cfg = self.config.round
         if cfg.below_quorum == "extend" and state.extensions < cfg.max_extensions:
-            log.warning("round_extended", round_index=state.round_index, accepted=accepted,
-                        min_sites=cfg.min_sites, extend_s=cfg.extend_s)
-            return self._save(state.model_copy(update={
-                "deadline_unix": state.deadline_unix + cfg.extend_s,
-                "extensions": state.extensions + 1,
-            }))
+            log.warning(
+                "round_extended",
+                round_index=state.round_index,
+                accepted=accepted,
+                min_sites=cfg.min_sites,
+                extend_s=cfg.extend_s,
+            )
+            return self._save(
+                state.model_copy(
+                    update={
+                        "deadline_unix": state.deadline_unix + cfg.extend_s,
+                        "extensions": state.extensions + 1,
+                    }
+                )
+            )
         message = (
             f"round {state.round_index} closed below quorum: {accepted} accepted updates, "
             f"round.min_sites is {cfg.min_sites} (policy {cfg.below_quorum}, "
@@ -448,11 +478,14 @@ class RoundLoop:
                 rejected=[d for d in state.decisions.values() if d.status == "rejected"],
                 missing=sorted(set(manifest.invited_sites) - state.decisions.keys()),
                 evaluation=summarise_evaluations(
-                    [current.evaluations[d.site_id] for d in accepted
-                     if d.site_id in current.evaluations],
+                    [
+                        current.evaluations[d.site_id]
+                        for d in accepted
+                        if d.site_id in current.evaluations
+                    ],
                     self.config.evaluation.histogram_bins,
                 ),
-                train_loss=sum(l * n for l, n in losses) / total if total else None,
+                train_loss=sum(loss * n for loss, n in losses) / total if total else None,
                 started_unix=state.started_unix,
                 closed_unix=self.clock(),
                 extensions=state.extensions,
@@ -465,22 +498,31 @@ class RoundLoop:
             next_weights = None
         self._write_ledger(result)
         self.events.round_closed(result)
-        log.info("round_closed", round_index=round_index, accepted=len(result.accepted),
-                 rejected=len(result.rejected), missing=len(result.missing))
+        log.info(
+            "round_closed",
+            round_index=round_index,
+            accepted=len(result.accepted),
+            rejected=len(result.rejected),
+            missing=len(result.missing),
+        )
         if manifest.final or next_weights is None:
             return self._save(state.model_copy(update={"phase": "done", "decisions": {}}))
         final = round_index >= self.config.rounds
         next_manifest = self._publish(
             round_index + 1, next_weights, manifest.sha256, "evaluate" if final else "train", final
         )
-        return self._save(state.model_copy(update={
-            "round_index": round_index + 1,
-            "started_unix": next_manifest.created_unix,
-            "deadline_unix": next_manifest.deadline_unix,
-            "extensions": 0,
-            "decisions": {},
-            "strategy_state": self.aggregator.state_dict(),
-        }))
+        return self._save(
+            state.model_copy(
+                update={
+                    "round_index": round_index + 1,
+                    "started_unix": next_manifest.created_unix,
+                    "deadline_unix": next_manifest.deadline_unix,
+                    "extensions": 0,
+                    "decisions": {},
+                    "strategy_state": self.aggregator.state_dict(),
+                }
+            )
+        )
 
     def _recompute_next(self, result: RoundResult) -> bytes:
         """The next model of a round closed before a crash: the result names its sha256."""
@@ -500,18 +542,23 @@ class RoundLoop:
             return
         previous = (
             self.exchange.read_ledger_entry(result.round_index - 1)
-            if result.round_index > 1 else None
+            if result.round_index > 1
+            else None
         )
-        fields = {
-            "round_index": result.round_index,
-            "global_sha256": result.global_sha256,
-            "next_global_sha256": result.next_global_sha256,
-            "accepted": [(d.site_id, d.sha256 or "") for d in result.accepted],
-            "rejected": [(d.site_id, d.reason or "") for d in result.rejected],
-            "config_hash": result.config_hash,
-            "prev_hash": previous.entry_hash if previous else None,
-        }
-        self.exchange.write_ledger_entry(LedgerEntry(**fields, entry_hash=chain_hash(fields)))
+        entry = LedgerEntry(
+            round_index=result.round_index,
+            global_sha256=result.global_sha256,
+            next_global_sha256=result.next_global_sha256,
+            accepted=[(d.site_id, d.sha256 or "") for d in result.accepted],
+            rejected=[(d.site_id, d.reason or "") for d in result.rejected],
+            config_hash=result.config_hash,
+            prev_hash=previous.entry_hash if previous else None,
+            entry_hash="",
+        )
+        fields = entry.model_dump(mode="json", exclude={"entry_hash"})
+        self.exchange.write_ledger_entry(
+            entry.model_copy(update={"entry_hash": chain_hash(fields)})
+        )
 
     # ---- the loop ---------------------------------------------------------------------------
 

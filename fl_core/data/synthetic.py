@@ -52,7 +52,11 @@ def _hospital_size(seed: int, index: int, mean_stays: int) -> int:
     return int(np.clip(size, 40, 8 * mean_stays))
 
 
-def generate_hospital(seed: int, index: int, mean_stays: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int8], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+def generate_hospital(
+    seed: int, index: int, mean_stays: int
+) -> tuple[
+    npt.NDArray[np.float32], npt.NDArray[np.int8], npt.NDArray[np.float64], npt.NDArray[np.float64]
+]:
     """Features, labels, true risk and a clinical score for hospital ``index``."""
     n = _hospital_size(seed, index, mean_stays)
     rng = np.random.default_rng([seed, index, 2])
@@ -129,13 +133,15 @@ def generate_hospital(seed: int, index: int, mean_stays: int) -> tuple[npt.NDArr
     return x, labels, risk, clinical
 
 
-def _split(n: int, labels: npt.NDArray[np.int8], rng: np.random.Generator) -> list[npt.NDArray[np.intp]]:
+def _split(
+    n: int, labels: npt.NDArray[np.int8], rng: np.random.Generator
+) -> list[npt.NDArray[np.intp]]:
     """Stratified train/valid/test indices."""
     parts: list[list[npt.NDArray[np.intp]]] = [[], [], []]
     for label in (0, 1):
         idx = rng.permutation(np.flatnonzero(labels == label))
-        cut1 = int(round(_SPLIT_FRACTIONS[0] * idx.size))
-        cut2 = cut1 + int(round(_SPLIT_FRACTIONS[1] * idx.size))
+        cut1 = round(_SPLIT_FRACTIONS[0] * idx.size)
+        cut2 = cut1 + round(_SPLIT_FRACTIONS[1] * idx.size)
         for part, chunk in zip(parts, (idx[:cut1], idx[cut1:cut2], idx[cut2:]), strict=True):
             part.append(chunk)
     return [np.sort(np.concatenate(part)) for part in parts]

@@ -58,6 +58,7 @@ from botocore.exceptions import (
 )
 
 from fl_core.errors import (
+    AccessDeniedError,
     ConfigError,
     ExchangeError,
     ObjectExistsError,
@@ -137,8 +138,7 @@ class StoreCredentialsError(ExchangeError):
     """No usable AWS credentials: missing, expired, invalid, or the role could not be assumed."""
 
 
-class StoreAccessDeniedError(ExchangeError):
-    """The credentials work but IAM or the bucket policy refuses this action."""
+StoreAccessDeniedError = AccessDeniedError
 
 
 class EndpointUnreachableError(ExchangeError):

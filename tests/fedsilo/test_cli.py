@@ -16,8 +16,12 @@ REPO = Path(__file__).resolve().parents[2]
 def fedsilo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run(
-        [sys.executable, "-m", "fedsilo.cli", *args], cwd=cwd, capture_output=True, text=True,
-        timeout=600, env=env,
+        [sys.executable, "-m", "fedsilo.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
 
 
@@ -27,7 +31,10 @@ def fedsilo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         (["--rounds", "-1"], "rounds:"),
         (["--min-sites", "50"], "round.min_sites 50 > data.synthetic.hospitals 20"),
         (["--data", "/no/such/folder"], "data.path /no/such/folder"),
-        (["--exchange", "ftp://x/y"], "exchange.uri: use file:///absolute/path or s3://bucket/prefix"),
+        (
+            ["--exchange", "ftp://x/y"],
+            "exchange.uri: use file:///absolute/path or s3://bucket/prefix",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, args, needle):
@@ -49,8 +56,18 @@ def test_unknown_key_in_config_file(tmp_path):
 
 @pytest.mark.slow
 def test_small_simulation_prints_table_and_writes_run(tmp_path):
-    done = fedsilo("simulate", "--hospitals", "4", "--rounds", "2", "--out", str(tmp_path),
-                   "--run-id", "small", cwd=tmp_path)
+    done = fedsilo(
+        "simulate",
+        "--hospitals",
+        "4",
+        "--rounds",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--run-id",
+        "small",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "AUROC" in done.stdout and "federated rounds" in done.stdout
     rows = [json.loads(x) for x in (tmp_path / "small" / "metrics.jsonl").read_text().splitlines()]
@@ -60,9 +77,20 @@ def test_small_simulation_prints_table_and_writes_run(tmp_path):
 
 @pytest.mark.slow
 def test_custom_trainer_example_trains_through_simulate(tmp_path):
-    done = fedsilo("simulate", "--app", str(REPO / "examples" / "custom_trainer.py") + ":app",
-                   "--hospitals", "6", "--rounds", "3", "--out", str(tmp_path), "--run-id", "custom",
-                   cwd=tmp_path)
+    done = fedsilo(
+        "simulate",
+        "--app",
+        str(REPO / "examples" / "custom_trainer.py") + ":app",
+        "--hospitals",
+        "6",
+        "--rounds",
+        "3",
+        "--out",
+        str(tmp_path),
+        "--run-id",
+        "custom",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     model = (tmp_path / "custom" / "model.safetensors").read_bytes()
     from fl_core.serialization import read_tensor_specs
@@ -73,8 +101,22 @@ def test_custom_trainer_example_trains_through_simulate(tmp_path):
 
 
 def test_json_logs_carry_no_tensors(tmp_path):
-    done = fedsilo("simulate", "--hospitals", "3", "--rounds", "1", "--out", str(tmp_path),
-                   "--run-id", "logs", "--log-format", "json", "--log-level", "INFO", cwd=tmp_path)
+    done = fedsilo(
+        "simulate",
+        "--hospitals",
+        "3",
+        "--rounds",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--run-id",
+        "logs",
+        "--log-format",
+        "json",
+        "--log-level",
+        "INFO",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     names = {e["event"] for e in events}

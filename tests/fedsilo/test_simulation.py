@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import psutil
@@ -24,10 +23,13 @@ class CountingEvents(SimulationEvents):
     def __init__(self, rounds: int) -> None:
         super().__init__(rounds)
         self.max_children = 0
+        # processes other tests left behind are not the simulation's
+        self.before = {p.pid for p in psutil.Process().children(recursive=True)}
 
     def round_opened(self, manifest) -> None:
         children = psutil.Process().children(recursive=True)
-        self.max_children = max(self.max_children, len(children))
+        new = [p for p in children if p.pid not in self.before]
+        self.max_children = max(self.max_children, len(new))
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,15 @@ def test_default_run_writes_metrics_model_and_exchange(default_run):
     rows = [json.loads(line) for line in lines]
     assert [r["round"] for r in rows] == list(range(1, config.rounds + 1))
     for row in rows:
-        assert {"round", "auroc", "auprc", "loss", "sites_accepted", "sites_rejected", "seconds"} <= row.keys()
+        assert {
+            "round",
+            "auroc",
+            "auprc",
+            "loss",
+            "sites_accepted",
+            "sites_rejected",
+            "seconds",
+        } <= row.keys()
         assert row["sites_accepted"] == 20 and row["sites_rejected"] == 0
     model = decode_weights((result.run_dir / "model.safetensors").read_bytes())
     assert model.keys() == result.final_weights.keys()
@@ -61,8 +71,10 @@ def test_federated_auroc_near_pooled_and_above_local_only(default_run):
     federated = result.rows[-1]["auroc"]
     pooled = pooled_auroc(DEFAULT_APP, config, sites)
     local = local_only_aurocs(DEFAULT_APP, config, sites)
-    print(f"federated {federated:.4f} pooled {pooled:.4f} local-only mean {np.mean(local):.4f} "
-          f"over {len(local)} hospitals")
+    print(
+        f"federated {federated:.4f} pooled {pooled:.4f} local-only mean {np.mean(local):.4f} "
+        f"over {len(local)} hospitals"
+    )
     assert abs(federated - pooled) <= 0.02
     assert federated > np.mean(local)
 
@@ -86,14 +98,20 @@ def test_same_seed_same_model(default_run, tmp_path):
     again = simulate(config, tmp_path, run_id="again")
     for name, value in result.final_weights.items():
         np.testing.assert_allclose(again.final_weights[name], value, rtol=1e-5, atol=1e-6)
-    assert [r["auroc"] for r in again.rows] == pytest.approx([r["auroc"] for r in result.rows], abs=1e-6)
+    assert [r["auroc"] for r in again.rows] == pytest.approx(
+        [r["auroc"] for r in result.rows], abs=1e-6
+    )
 
 
 def test_many_hospitals_share_few_processes(tmp_path):
-    config = load_config(overrides={
-        "rounds": 1, "data.synthetic.hospitals": 40, "data.synthetic.mean_stays": 60,
-        "simulation.workers": 2,
-    })
+    config = load_config(
+        overrides={
+            "rounds": 1,
+            "data.synthetic.hospitals": 40,
+            "data.synthetic.mean_stays": 60,
+            "simulation.workers": 2,
+        }
+    )
     events = CountingEvents(config.rounds)
     result = simulate(config, tmp_path, events=events, run_id="many")
     assert result.rows[0]["sites_accepted"] == 40

@@ -35,7 +35,8 @@ def test_identical_updates_unchanged(x, n1, n2):
 def test_weights_respected_matches_numpy_average(updates):
     out = weighted_mean([({"w": x}, n) for x, n in updates])["w"]
     expected = np.average(
-        np.stack([x.astype(np.float64) for x, _ in updates]), axis=0,
+        np.stack([x.astype(np.float64) for x, _ in updates]),
+        axis=0,
         weights=[n for _, n in updates],
     )
     np.testing.assert_allclose(out, expected, rtol=1e-6, atol=1e-4)

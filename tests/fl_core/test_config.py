@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from fl_core.config import FederationConfig, load_config
 from fl_core.errors import ConfigError
@@ -59,7 +60,7 @@ def test_unparsable_and_missing_files(tmp_path: Path):
 
 def test_config_is_frozen_and_hash_is_stable():
     config = FederationConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         config.rounds = 3  # type: ignore[misc]
     assert config.config_hash() == FederationConfig().config_hash()
     assert config.config_hash() != load_config(overrides={"rounds": 3}).config_hash()

@@ -13,6 +13,7 @@ from fl_core.serialization import (
     encode_weights,
     read_tensor_specs,
     sha256_hex,
+    view_weights,
 )
 
 
@@ -26,7 +27,8 @@ def test_round_trip_is_exact_and_deterministic():
         np.testing.assert_array_equal(back[name], weights[name])
         assert back[name].dtype == weights[name].dtype
     assert read_tensor_specs(data) == {
-        "a": TensorSpec("float32", (2, 3)), "b": TensorSpec("float64", (4,))
+        "a": TensorSpec("float32", (2, 3)),
+        "b": TensorSpec("float64", (4,)),
     }
     assert len(sha256_hex(data)) == 64
 
@@ -36,7 +38,9 @@ def test_torch_model_round_trip():
     weights = model_weights(model)
     other = TabularMLP(5)
     load_model_weights(other, decode_weights(encode_weights(weights)))
-    for (name, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items(), strict=True):
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), other.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name
 
 
@@ -65,3 +69,14 @@ def test_truncated_file_is_refused():
 def test_empty_weights_refused():
     with pytest.raises(CodecError):
         encode_weights({})
+
+
+def test_views_equal_decoded_copies_and_check_ranges():
+    weights = {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.ones(5, np.int64)}
+    data = encode_weights(weights, {"fedsilo.site_id": "x"})
+    views = view_weights(data)
+    for name, value in weights.items():
+        np.testing.assert_array_equal(views[name], value)
+        assert views[name].dtype == value.dtype and not views[name].flags.writeable
+    with pytest.raises(CodecError):
+        view_weights(data[:-8])

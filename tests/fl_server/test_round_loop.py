@@ -40,9 +40,14 @@ INITIAL = {"w": np.zeros((3, 2), np.float32), "b": np.zeros(2, np.float32)}
 
 def make_config(**overrides) -> FederationConfig:
     base = {
-        "federation_id": "test", "rounds": 1, "evaluation.histogram_bins": BINS,
-        "round.min_sites": 2, "round.deadline_s": 100.0, "round.poll_interval_s": 1.0,
-        "round.lease_s": 30.0, "data.synthetic.hospitals": len(SITES),
+        "federation_id": "test",
+        "rounds": 1,
+        "evaluation.histogram_bins": BINS,
+        "round.min_sites": 2,
+        "round.deadline_s": 100.0,
+        "round.poll_interval_s": 1.0,
+        "round.lease_s": 30.0,
+        "data.synthetic.hospitals": len(SITES),
     }
     base.update(overrides)
     return load_config(overrides=base)
@@ -63,25 +68,35 @@ def evaluation(site: str) -> EvaluationReport:
     positives[7] = 2
     negatives[2] = num_examples(site)
     return EvaluationReport(
-        num_examples=num_examples(site) + 2, loss_sum=1.0,
+        num_examples=num_examples(site) + 2,
+        loss_sum=1.0,
         histogram=ScoreHistogram(positives=positives, negatives=negatives),
     )
 
 
-def manifest_for(manifest: GlobalManifest, site: str, weights: bytes | None, **changes) -> UpdateManifest:
+def manifest_for(
+    manifest: GlobalManifest, site: str, weights: bytes | None, **changes
+) -> UpdateManifest:
     fields = dict(
-        federation_id=manifest.federation_id, site_id=site, round_index=manifest.round_index,
-        task=manifest.task, global_sha256=manifest.sha256,
+        federation_id=manifest.federation_id,
+        site_id=site,
+        round_index=manifest.round_index,
+        task=manifest.task,
+        global_sha256=manifest.sha256,
         sha256=sha256_hex(weights) if weights is not None else None,
         num_bytes=len(weights) if weights is not None else None,
-        num_examples=num_examples(site), nonce=secrets.token_hex(16), train_loss=0.5,
+        num_examples=num_examples(site),
+        nonce=secrets.token_hex(16),
+        train_loss=0.5,
         evaluation=evaluation(site),
     )
     fields.update(changes)
     return UpdateManifest(**fields)
 
 
-def signed(weights: dict[str, np.ndarray], manifest: GlobalManifest, site: str, nonce: str) -> bytes:
+def signed(
+    weights: dict[str, np.ndarray], manifest: GlobalManifest, site: str, nonce: str
+) -> bytes:
     """Weights bound to (site, round, nonce) in the file's metadata, as a hospital writes them."""
     probe = manifest_for(manifest, site, None, task="evaluate", nonce=nonce)
     return encode_weights(weights, update_metadata(probe))
@@ -132,11 +147,27 @@ class FakeTime:
             self.on_sleep()
 
 
-def run_loop(tmp_path: Path, config: FederationConfig, events: RoundEvents, fake: FakeTime | None = None, sites=SITES, owner="agg-1"):
+def run_loop(
+    tmp_path: Path,
+    config: FederationConfig,
+    events: RoundEvents,
+    fake: FakeTime | None = None,
+    sites=SITES,
+    owner="agg-1",
+):
     exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), config.federation_id)
     fake = fake or FakeTime()
-    loop = RoundLoop(exchange, FedAvgAggregator(), config, sites, initial_weights=INITIAL,
-                     events=events, clock=fake.clock, sleep=fake.sleep, owner_id=owner)
+    loop = RoundLoop(
+        exchange,
+        FedAvgAggregator(),
+        config,
+        sites,
+        initial_weights=INITIAL,
+        events=events,
+        clock=fake.clock,
+        sleep=fake.sleep,
+        owner_id=owner,
+    )
     return loop.run(), exchange
 
 
@@ -159,10 +190,17 @@ def test_clean_round_is_fedavg_and_writes_layout(tmp_path):
     for name, value in expected_model(SITES).items():
         np.testing.assert_allclose(model[name], value, rtol=1e-6)
     root = tmp_path / "exchange" / "federations" / "test"
-    for rel in ("state.json", "rounds/000001/global.safetensors", "rounds/000001/global.json",
-                "rounds/000001/updates/site-a.safetensors", "rounds/000001/updates/site-a.json",
-                "rounds/000001/result.json", "ledger/000001.json", "ledger/000002.json",
-                "rounds/000002/global.json"):
+    for rel in (
+        "state.json",
+        "rounds/000001/global.safetensors",
+        "rounds/000001/global.json",
+        "rounds/000001/updates/site-a.safetensors",
+        "rounds/000001/updates/site-a.json",
+        "rounds/000001/result.json",
+        "ledger/000001.json",
+        "ledger/000002.json",
+        "rounds/000002/global.json",
+    ):
         assert (root / rel).is_file(), rel
     result = exchange.read_result(1)
     assert [d.site_id for d in result.accepted] == SITES
@@ -180,8 +218,14 @@ def _hostile_writes(exchange: Exchange, manifest: GlobalManifest) -> None:
         return
     base = honest_weights("site-a", 99)
 
-    def put(site: str, weights: dict | None = None, tamper=None, raw: bytes | None = None,
-            manifest_site: str | None = None, **changes) -> None:
+    def put(
+        site: str,
+        weights: dict | None = None,
+        tamper=None,
+        raw: bytes | None = None,
+        manifest_site: str | None = None,
+        **changes,
+    ) -> None:
         nonce = secrets.token_hex(16)
         data = raw if raw is not None else signed(weights or base, manifest, site, nonce)
         if tamper is not None:
@@ -210,15 +254,26 @@ def _hostile_writes(exchange: Exchange, manifest: GlobalManifest) -> None:
     put("stranger")  # not invited at all
     store.put_new(layout.update_manifest_key(r, "bad-12"), b"{not json")  # malformed manifest
     import pickle
+
     put("bad-13", raw=pickle.dumps({"w": [1.0]}))  # pickle instead of safetensors
 
 
 EXPECTED_REASONS = {
-    "bad-1": "site_mismatch", "bad-2": "stale_round", "bad-3": "site_mismatch",
-    "bad-4": "malformed_tensors", "bad-5": "wrong_tensors", "bad-6": "wrong_tensors",
-    "bad-7": "wrong_dtype", "bad-8": "non_finite", "bad-14": "non_finite", "bad-9": "too_large",
-    "bad-10": "sha256_mismatch", "bad-11": "wrong_shape", "stranger": "unknown_site",
-    "bad-12": "malformed_manifest", "bad-13": "malformed_tensors",
+    "bad-1": "site_mismatch",
+    "bad-2": "stale_round",
+    "bad-3": "site_mismatch",
+    "bad-4": "malformed_tensors",
+    "bad-5": "wrong_tensors",
+    "bad-6": "wrong_tensors",
+    "bad-7": "wrong_dtype",
+    "bad-8": "non_finite",
+    "bad-14": "non_finite",
+    "bad-9": "too_large",
+    "bad-10": "sha256_mismatch",
+    "bad-11": "wrong_shape",
+    "stranger": "unknown_site",
+    "bad-12": "malformed_manifest",
+    "bad-13": "malformed_tensors",
 }
 
 
@@ -232,22 +287,28 @@ def test_replays_from_earlier_rounds_rejected(tmp_path):
         if manifest.round_index == 1:
             first_round["bytes"] = store.get(layout.update_weights_key(1, "site-a"))
             first_round["manifest"] = UpdateManifest.model_validate_json(
-                store.get(layout.update_manifest_key(1, "site-a")))
+                store.get(layout.update_manifest_key(1, "site-a"))
+            )
             return
         if manifest.round_index != 2:
             return
         old = first_round["manifest"]
         # the same bytes again, under a manifest updated to the new round
         data = first_round["bytes"]
-        update = old.model_copy(update={"site_id": "site-e", "round_index": 2,
-                                        "global_sha256": manifest.sha256,
-                                        "nonce": secrets.token_hex(16)})
+        update = old.model_copy(
+            update={
+                "site_id": "site-e",
+                "round_index": 2,
+                "global_sha256": manifest.sha256,
+                "nonce": secrets.token_hex(16),
+            }
+        )
         store.put_new(layout.update_weights_key(2, "site-e"), data)
         store.put_new(layout.update_manifest_key(2, "site-e"), update.model_dump_json().encode())
 
-    sites = SITES + ["site-e"]
+    sites = [*SITES, "site-e"]
     script = Script(exchange, SITES, on_open=replay)
-    state, exchange = run_loop(tmp_path, config, script, sites=sites)
+    _state, exchange = run_loop(tmp_path, config, script, sites=sites)
     reasons = {d.site_id: d.reason for d in exchange.read_result(2).rejected}
     assert reasons == {"site-e": "replayed"}
 
@@ -261,14 +322,16 @@ def test_reused_nonce_from_earlier_round_rejected(tmp_path):
         store, layout = exchange.store, exchange.layout
         if manifest.round_index == 1:
             nonces[1] = UpdateManifest.model_validate_json(
-                store.get(layout.update_manifest_key(1, "site-b"))).nonce
+                store.get(layout.update_manifest_key(1, "site-b"))
+            ).nonce
         elif manifest.round_index == 2:
             data = signed(honest_weights("site-e", 2), manifest, "site-e", nonces[1])
             update = manifest_for(manifest, "site-e", data, nonce=nonces[1])
             exchange.write_update(update, data)
 
-    state, exchange = run_loop(tmp_path, config, Script(exchange, SITES, on_open=reuse),
-                               sites=SITES + ["site-e"])
+    _state, exchange = run_loop(
+        tmp_path, config, Script(exchange, SITES, on_open=reuse), sites=[*SITES, "site-e"]
+    )
     reasons = {d.site_id: d.reason for d in exchange.read_result(2).rejected}
     assert reasons == {"site-e": "replayed"}
 
@@ -281,7 +344,7 @@ def test_hostile_updates_rejected_with_reasons_and_model_unaffected(tmp_path):
     exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
     script = Script(exchange, SITES, on_open=_hostile_writes)
     fake = FakeTime()
-    state, exchange = run_loop(tmp_path, config, script, fake=fake, sites=invited)
+    _state, exchange = run_loop(tmp_path, config, script, fake=fake, sites=invited)
     result = exchange.read_result(1)
     reasons = {d.site_id: d.reason for d in result.rejected}
     assert reasons == EXPECTED_REASONS
@@ -299,7 +362,7 @@ def test_deadline_closes_with_quorum_and_records_missing(tmp_path):
     config = make_config()
     exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
     script = Script(exchange, ["site-a", "site-b"])  # c and d never answer
-    state, exchange = run_loop(tmp_path, config, script)
+    _state, exchange = run_loop(tmp_path, config, script)
     result = exchange.read_result(1)
     assert result.missing == ["site-c", "site-d"]
     model = final_model(exchange, config)
@@ -333,7 +396,7 @@ def test_below_quorum_extend_policy_waits_for_a_late_site(tmp_path):
             answer(exchange, exchange.read_global_manifest(r), "site-c")
 
     fake.on_sleep = late_site
-    state, exchange = run_loop(tmp_path, config, Script(exchange, ["site-a", "site-b"]), fake=fake)
+    _state, exchange = run_loop(tmp_path, config, Script(exchange, ["site-a", "site-b"]), fake=fake)
     result = exchange.read_result(1)
     assert result.extensions >= 1
     assert sorted(d.site_id for d in result.accepted) == ["site-a", "site-b", "site-c"]
@@ -399,7 +462,7 @@ def test_crash_after_result_before_state_does_not_aggregate_twice(tmp_path):
     with pytest.raises(Crash):
         run_loop(tmp_path, config, CrashOnClose(exchange, SITES))
     first = exchange.read_result(1)
-    state, exchange = run_loop(tmp_path, config, Script(exchange, SITES), owner="agg-2")
+    _state, exchange = run_loop(tmp_path, config, Script(exchange, SITES), owner="agg-2")
     assert exchange.read_result(1) == first
     model = final_model(exchange, config)
     for name, value in expected_model(SITES).items():
@@ -409,15 +472,23 @@ def test_crash_after_result_before_state_does_not_aggregate_twice(tmp_path):
 def test_second_aggregator_exits_while_first_holds_the_lease(tmp_path):
     config = make_config(**{"round.poll_interval_s": 0.02, "round.lease_s": 0.6})
     exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
-    first = RoundLoop(exchange, FedAvgAggregator(), config, SITES, initial_weights=INITIAL,
-                      events=Script(exchange, ["site-a", "site-b"]), owner_id="first")
+    first = RoundLoop(
+        exchange,
+        FedAvgAggregator(),
+        config,
+        SITES,
+        initial_weights=INITIAL,
+        events=Script(exchange, ["site-a", "site-b"]),
+        owner_id="first",
+    )
     errors: list[BaseException] = []
     thread = threading.Thread(target=lambda: _run_catching(first, errors))
     thread.start()
     while exchange.read_state() is None:
         time.sleep(0.01)
-    second = RoundLoop(exchange, FedAvgAggregator(), config, SITES, initial_weights=INITIAL,
-                       owner_id="second")
+    second = RoundLoop(
+        exchange, FedAvgAggregator(), config, SITES, initial_weights=INITIAL, owner_id="second"
+    )
     with pytest.raises(FederationLockedError, match="only one may run"):
         second.run()
     for site in ["site-c", "site-d"]:
@@ -437,7 +508,7 @@ def test_second_aggregator_exits_while_first_holds_the_lease(tmp_path):
 def _run_catching(loop: RoundLoop, errors: list[BaseException]) -> None:
     try:
         loop.run()
-    except BaseException as err:  # noqa: BLE001 - reported to the test thread
+    except BaseException as err:
         errors.append(err)
 
 
