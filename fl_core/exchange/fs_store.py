@@ -119,8 +119,9 @@ class LocalDirectoryStore(ObjectStore):
         return self._path(key).is_file()
 
     def list_keys(self, prefix: str) -> list[ObjectKey]:
-        base = self.root / prefix if prefix else self.root
-        start = base if base.is_dir() else base.parent
+        # a string prefix, as in S3: "federations/f1" also matches "federations/f10/..."
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self.root / folder if folder else self.root
         if not start.is_dir():
             return []
         keys = []

@@ -154,16 +154,8 @@ def test_list_keys_sorted_and_prefix_scoped(store: ObjectStore) -> None:
     ]
 
 
-def test_list_keys_prefix_is_a_string_prefix(
-    store: ObjectStore, request: pytest.FixtureRequest
-) -> None:
-    """``f1`` matches ``f10/`` too, as in S3. Every layout prefix ends in "/", so the protocol
-    never meets the one place LocalDirectoryStore differs: when the prefix names an existing
-    folder it lists only inside it."""
-    if request.node.callspec.params["make_store"] == "fs":
-        request.applymarker(
-            pytest.mark.xfail(strict=True, reason="fs_store lists inside a folder named f1 only")
-        )
+def test_list_keys_prefix_is_a_string_prefix(store: ObjectStore) -> None:
+    """``f1`` matches ``f10/`` too, as in S3, for every store."""
     store.put_new("federations/f1/state.json", b"{}")
     store.put_new("federations/f10/state.json", b"{}")
     assert store.list_keys("federations/f1") == [
