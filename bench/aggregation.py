@@ -54,8 +54,9 @@ from fl_core.aggregation import StreamingWeightedMean
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import UpdateManifest
 from fl_core.exchange.protocol import Exchange
-from fl_core.serialization import TensorSpec, decode_weights, sha256_hex
+from fl_core.serialization import TensorSpec, decode_weights, sha256_hex, view_weights
 from fl_core.types import SiteId, Weights
+from fl_server.allocator import keep_freed_buffers
 
 FEDERATION_ID = "bench"
 ROUND_INDEX = 1
@@ -187,6 +188,8 @@ def _admission_context(
 def stream_fedsilo(updates: UpdateSet, num_updates: int, *, admit: bool) -> Weights:
     """FedAvg the way the aggregator does it: one update file at a time into a float64 sum.
 
+    Tensors are zero-copy views of the file's bytes (``view_weights``), as in admission.
+
     With ``admit`` every update passes ``check_manifest`` and ``check_weights`` first, and its
     nonce and sha256 are remembered, so a duplicate would be rejected as a replay.
     """
@@ -200,7 +203,7 @@ def stream_fedsilo(updates: UpdateSet, num_updates: int, *, admit: bool) -> Weig
         data = exchange.read_update_weights(ROUND_INDEX, site_id)
         if ctx is None:
             manifest = UpdateManifest.model_validate_json(manifest_bytes)
-            weights = decode_weights(data)
+            weights = view_weights(data)
         else:
             manifest = admission.check_manifest(manifest_bytes, site_id, ctx)
             weights = admission.check_weights(manifest, data, ctx)
@@ -261,7 +264,11 @@ def _peak_rss_bytes() -> int:
 def measure_stream(
     updates: UpdateSet, num_updates: int, admit: bool, min_total_s: float
 ) -> StreamMeasurement:
-    """Worker body, meant for a fresh process: time ``stream_fedsilo`` and report its RSS."""
+    """Worker body, meant for a fresh process: time ``stream_fedsilo`` and report its RSS.
+
+    The process is set up as the aggregator's is (``RoundLoop`` calls ``keep_freed_buffers``).
+    """
+    keep_freed_buffers()
     start_rss = psutil.Process().memory_info().rss
     seconds, _ = _best_of(lambda: stream_fedsilo(updates, num_updates, admit=admit), min_total_s)
     return StreamMeasurement(seconds, start_rss, _peak_rss_bytes())

@@ -45,6 +45,7 @@ from fl_core.metrics import ClassHistogram, auprc_from_histogram, auroc_from_his
 from fl_core.serialization import decode_weights, encode_weights, read_tensor_specs, sha256_hex
 from fl_core.types import ETag, SiteId, Weights
 from fl_server.aggregator import ServerAggregator
+from fl_server.allocator import keep_freed_buffers
 
 log = structlog.get_logger("fedsilo.server")
 
@@ -140,6 +141,7 @@ class RoundLoop:
         self.config_hash = config.config_hash()
         self._etag: ETag | None = None
         self._last_write = 0.0
+        keep_freed_buffers()
 
     # ---- state and lease ------------------------------------------------------------------
 
