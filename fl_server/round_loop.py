@@ -9,6 +9,7 @@ carries a lease, so two aggregators can never both advance a round.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 import uuid
@@ -414,6 +415,10 @@ class RoundLoop:
                 if s not in state.decisions
             ]
             if new:
+                # revocations take effect at the next admission, before any redeploy
+                current.context = dataclasses.replace(
+                    current.context, revoked_sites=self._revoked_sites()
+                )
                 decisions = dict(state.decisions)
                 for site_id in new:
                     decision = self._admit(current, site_id)

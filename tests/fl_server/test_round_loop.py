@@ -519,3 +519,25 @@ def test_result_json_is_readable_by_people(tmp_path):
     raw = json.loads((tmp_path / "exchange/federations/test/rounds/000001/result.json").read_text())
     assert raw["accepted"][0]["site_id"] == "site-a"
     assert raw["evaluation"]["auroc"] == 1.0
+
+
+def test_revoked_site_refused_from_the_next_admission(tmp_path):
+    from fl_core.exchange.manifests import Registration
+
+    config = make_config()
+    exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
+    fake = FakeTime()
+
+    class RevokeThenAnswer(Script):
+        def round_opened(self, manifest):
+            super().round_opened(manifest)
+            if manifest.round_index == 1:
+                self.exchange.write_registration(
+                    Registration(site_id="site-d", joined_unix=0.0, status="revoked"), None
+                )
+                answer(self.exchange, manifest, "site-d")
+
+    script = RevokeThenAnswer(exchange, ["site-a", "site-b", "site-c"])
+    run_loop(tmp_path, config, script, fake=fake)
+    reasons = {d.site_id: d.reason for d in exchange.read_result(1).rejected}
+    assert reasons == {"site-d": "revoked_site"}
