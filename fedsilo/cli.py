@@ -34,6 +34,17 @@ try:  # the data commands arrive with the eICU data layer
 except ImportError:  # pragma: no cover
     pass
 
+from fedsilo.onboard_cli import offboard_command, onboard_app  # noqa: E402
+
+app.add_typer(onboard_app, name="onboard")
+app.command("offboard")(offboard_command)
+
+from fedsilo.ops_cli import ledger_app, report_command, status_command  # noqa: E402
+
+app.add_typer(ledger_app, name="ledger")
+app.command("status")(status_command)
+app.command("report")(report_command)
+
 console = Console(stderr=True)
 stdout = Console()
 
@@ -130,6 +141,9 @@ def simulate(
         str | None, typer.Option("--app", help="FILE.py:NAME of a FederatedApp")
     ] = None,
     run_id: Annotated[str | None, typer.Option(help="name of the run folder")] = None,
+    tensorboard: Annotated[
+        Path | None, typer.Option(help="also write per-round metrics as TensorBoard events here")
+    ] = None,
     log_format: LogFormatOption = "auto",
     log_level: Annotated[str, typer.Option(help="log level")] = "WARNING",
 ) -> None:
@@ -154,6 +168,9 @@ def simulate(
         raise FedsiloError("--engine mpi is not available yet; use --engine process")
     configure_logging(_check_format(log_format), log_level)
     ui = _ProgressEvents(federation)
+    from fedsilo.tensorboard_sink import with_tensorboard
+
+    events = ui.events if tensorboard is None else with_tensorboard(tensorboard, ui.events)
     console.print(
         f"[bold]fedsilo[/] federation [cyan]{federation.federation_id}[/]: "
         f"{federation.rounds} rounds, seed {federation.seed}"
@@ -163,7 +180,7 @@ def simulate(
             federation,
             out,
             app_ref=app_ref,
-            events=ui.events,
+            events=events,
             log_format=_check_format(log_format),
             log_level=log_level,
             run_id=run_id,

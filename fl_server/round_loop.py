@@ -43,6 +43,7 @@ from fl_core.exchange.manifests import (
 from fl_core.exchange.protocol import Exchange
 from fl_core.ledger import chain_hash
 from fl_core.metrics import ClassHistogram, auprc_from_histogram, auroc_from_histogram
+from fl_core.registry import activate_verified_sites
 from fl_core.serialization import decode_weights, encode_weights, read_tensor_specs, sha256_hex
 from fl_core.types import ETag, SiteId, Weights
 from fl_server.aggregator import ServerAggregator
@@ -274,6 +275,9 @@ class RoundLoop:
         return nonces, digests
 
     def _revoked_sites(self) -> frozenset[SiteId]:
+        """Revoked sites, after activating those whose onboarding preflight passed."""
+        for site_id in activate_verified_sites(self.exchange, self.clock()):
+            log.info("site_activated", site_id=site_id)
         return frozenset(
             r.site_id for r in self.exchange.list_registrations() if r.status == "revoked"
         )

@@ -77,6 +77,24 @@ class ExchangeLayout:
     def update_manifest_key(self, round_index: RoundIndex, site_id: SiteId) -> ObjectKey:
         return f"{self.updates_prefix(round_index)}{check_site_id(site_id)}.json"
 
+    def preflight_prefix(self) -> str:
+        """Round 0 is never trained: its updates prefix holds onboarding preflight reports.
+
+        They sit under ``rounds/*/updates/{site_id}.*`` so that the one write a hospital role
+        has is the one the preflight proves, and nothing else need be granted.
+        """
+        return f"{self.root}rounds/{0:06d}/updates/"
+
+    def preflight_key(self, site_id: SiteId, stamp: str) -> ObjectKey:
+        if not re.fullmatch(r"[0-9a-z]{1,40}", stamp):
+            raise ValueError(f"preflight stamp {stamp!r} must be lower-case letters and digits")
+        return f"{self.preflight_prefix()}{check_site_id(site_id)}.preflight-{stamp}.json"
+
+    def site_of_preflight_key(self, key: ObjectKey) -> SiteId | None:
+        name = key.rsplit("/", 1)[-1]
+        match = re.fullmatch(r"([a-z0-9][a-z0-9-]{0,62})\.preflight-[0-9a-z]{1,40}\.json", name)
+        return match.group(1) if match else None
+
     def result_key(self, round_index: RoundIndex) -> ObjectKey:
         return f"{self.round_prefix(round_index)}result.json"
 

@@ -165,3 +165,26 @@ class Registration(_Document):
     role_arn: str | None = None
     joined_unix: float
     status: Literal["pending", "active", "revoked"]
+    changed_unix: float | None = None
+    note: str | None = None
+
+
+class PreflightCheck(_Document):
+    name: str
+    ok: bool
+    detail: str
+    fix: str | None = None
+
+
+class PreflightReport(_Document):
+    """What ``fedsilo onboard check`` proved from inside a hospital's role."""
+
+    federation_id: str
+    site_id: str
+    account_id: str
+    checked_unix: float
+    checks: list[PreflightCheck]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(check.ok for check in self.checks)

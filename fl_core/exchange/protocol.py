@@ -17,6 +17,7 @@ from fl_core.exchange.manifests import (
     FederationState,
     GlobalManifest,
     LedgerEntry,
+    PreflightReport,
     Registration,
     RoundResult,
     UpdateManifest,
@@ -150,6 +151,33 @@ class Exchange:
     def write_registration(self, registration: Registration, if_match: ETag | None) -> ETag:
         key = self.layout.registry_key(registration.site_id)
         return self.store.replace(key, _dump(registration), if_match)
+
+    def read_registration_with_etag(
+        self, site_id: SiteId
+    ) -> tuple[Registration, ETag] | None:
+        key = self.layout.registry_key(site_id)
+        try:
+            data, etag = self.store.get_with_etag(key)
+        except ObjectNotFoundError:
+            return None
+        try:
+            return Registration.model_validate_json(data), etag
+        except ValidationError as err:
+            raise ExchangeError(f"{key} is malformed: {err}") from err
+
+    def write_preflight(self, report: PreflightReport, stamp: str) -> None:
+        self.store.put_new(self.layout.preflight_key(report.site_id, stamp), _dump(report))
+
+    def list_preflights(self, site_id: SiteId) -> list[PreflightReport]:
+        """Preflight reports written under ``site_id``'s own key (the only place it may write)."""
+        reports = []
+        for key in self.store.list_keys(self.layout.preflight_prefix()):
+            if self.layout.site_of_preflight_key(key) != site_id:
+                continue
+            found = self._read_model(key, PreflightReport)
+            if found is not None and found.site_id == site_id:
+                reports.append(found)
+        return reports
 
     def read_registration(self, site_id: SiteId) -> Registration | None:
         return self._read_model(self.layout.registry_key(site_id), Registration)

@@ -1,0 +1,175 @@
+"""``fedsilo onboard request|approve|check`` and ``fedsilo offboard``: typer front-ends."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import boto3
+import typer
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from rich.console import Console
+from rich.table import Table
+
+from fedsilo.onboarding import (
+    CdkJson,
+    approve,
+    build_request,
+    load_request,
+    offboard,
+    preflight,
+)
+from fl_core.errors import ConfigError, ExchangeError, FedsiloError
+from fl_core.exchange.protocol import Exchange
+from fl_core.exchange.s3_store import S3Store
+from fl_core.exchange.uri import open_store
+
+onboard_app = typer.Typer(no_args_is_help=True, help="Join a federation (hospital and centre).")
+console = Console()
+
+EndpointOption = Annotated[str | None, typer.Option(help="S3-compatible endpoint (tests, MinIO)")]
+CdkJsonOption = Annotated[Path, typer.Option("--cdk-json", help="the federation's cdk.json")]
+
+
+def _sts(endpoint_url: str | None, region: str | None = None) -> object:
+    return boto3.client("sts", endpoint_url=endpoint_url, region_name=region)
+
+
+def _exchange(uri: str, federation: str, endpoint_url: str | None) -> Exchange:
+    return Exchange(open_store(uri, endpoint_url=endpoint_url), federation)
+
+
+def hospital_session(
+    role_arn: str | None, external_id: str | None, endpoint_url: str | None
+) -> boto3.Session:
+    """The hospital's task role (assumed with STS) or, without --role-arn, the current one."""
+    if role_arn is None:
+        return boto3.Session()
+    kwargs = {"RoleArn": role_arn, "RoleSessionName": "fedsilo-onboard-check"}
+    if external_id:
+        kwargs["ExternalId"] = external_id
+    try:
+        found = boto3.client("sts", endpoint_url=endpoint_url).assume_role(**kwargs)
+    except (ClientError, BotoCoreError) as err:
+        raise ExchangeError(
+            f"cannot assume {role_arn} ({str(err).splitlines()[0]}); deploy HospitalStack and "
+            "run this with the hospital admin's credentials"
+        ) from err
+    credentials = found["Credentials"]
+    return boto3.Session(
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+    )
+
+
+def s3_store_for(
+    uri: str, session: boto3.Session, endpoint_url: str | None, kms_key_id: str | None
+) -> S3Store:
+    """An S3 store that acts with ``session``'s credentials."""
+    parts = urlsplit(uri)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise ConfigError(f"--exchange {uri!r}: the preflight runs against s3://bucket[/prefix]")
+    config = Config(s3={"addressing_style": "path"}) if endpoint_url else None
+    client = session.client("s3", endpoint_url=endpoint_url, config=config)
+    return S3Store(
+        parts.netloc,
+        parts.path.strip("/"),
+        client=client,
+        kms_key_id=kms_key_id,
+        endpoint_url=endpoint_url,
+    )
+
+
+@onboard_app.command("request")
+def request_command(
+    federation: Annotated[str, typer.Option(help="federation id (from the centre)")],
+    site_id: Annotated[str, typer.Option("--site-id", help="this hospital's site id")],
+    account_id: Annotated[str, typer.Option("--account-id", help="this hospital's account")],
+    region: Annotated[str, typer.Option(help="AWS region of the federation")],
+    out: Annotated[Path | None, typer.Option(help="where to write the request")] = None,
+    endpoint_url: EndpointOption = None,
+) -> None:
+    """Hospital admin: check the inputs and write a signed join request to send."""
+    request = build_request(federation, site_id, account_id, region, _sts(endpoint_url, region))
+    path = out or Path(f"join-request-{site_id}.json")
+    path.write_text(request.model_dump_json(indent=2) + "\n")
+    console.print(
+        f"wrote {path} (sha256 {request.sha256[:12]}); send it to the coordinating "
+        "centre unchanged",
+        highlight=False,
+    )
+
+
+@onboard_app.command("approve")
+def approve_command(
+    request_file: Annotated[Path, typer.Argument(help="the hospital's join request")],
+    cdk_json: CdkJsonOption = Path("cdk.json"),
+    exchange: Annotated[str | None, typer.Option(help="default: s3://<exchange bucket>")] = None,
+    endpoint_url: EndpointOption = None,
+) -> None:
+    """Coordinating centre: register the hospital (pending) and print its deploy command."""
+    request = load_request(request_file)
+    cdk = CdkJson.load(cdk_json)
+    store = _exchange(exchange or cdk.bucket_uri(), cdk.federation_id, endpoint_url)
+    command = approve(request, cdk, store, time.time())
+    console.print(
+        f"registered {request.site_id} (account {request.account_id}) as pending; "
+        f"added it to {cdk_json}.",
+        highlight=False,
+    )
+    console.print(
+        "Redeploy the aggregator stack (its bucket policy now lists the hospital), "
+        "then the hospital admin runs:",
+        highlight=False,
+    )
+    console.print(f"  {command}", highlight=False, soft_wrap=True)
+
+
+@onboard_app.command("check")
+def check_command(
+    federation: Annotated[str, typer.Option(help="federation id")],
+    site_id: Annotated[str, typer.Option("--site-id", help="this hospital's site id")],
+    exchange: Annotated[str, typer.Option(help="s3://<exchange bucket>")],
+    role_arn: Annotated[str | None, typer.Option(help="hospital task role to assume")] = None,
+    external_id: Annotated[str | None, typer.Option(help="external id for the role")] = None,
+    kms_key_id: Annotated[str | None, typer.Option(help="exchange key id or alias")] = None,
+    endpoint_url: EndpointOption = None,
+) -> None:
+    """Hospital admin: preflight from inside the hospital's role, as a checklist."""
+    session = hospital_session(role_arn, external_id, endpoint_url)
+    store = Exchange(s3_store_for(exchange, session, endpoint_url, kms_key_id), federation)
+    sts = session.client("sts", endpoint_url=endpoint_url)
+    report, passed = preflight(store, site_id, sts, kms_key_id)
+    table = Table(title=f"preflight of {site_id} in federation {federation}")
+    for column in ("", "check", "detail", "fix"):
+        table.add_column(column)
+    for check in report.checks:
+        table.add_row(
+            "[green]✓[/]" if check.ok else "[red]✗[/]", check.name, check.detail, check.fix or ""
+        )
+    console.print(table)
+    if not passed:
+        raise FedsiloError(f"preflight of {site_id} failed; fix the crosses above and rerun")
+    console.print("preflight passed: the aggregator activates this site at its next poll")
+
+
+def offboard_command(
+    site_id: Annotated[str, typer.Option("--site-id", help="the hospital to remove")],
+    cdk_json: CdkJsonOption = Path("cdk.json"),
+    exchange: Annotated[str | None, typer.Option(help="default: s3://<exchange bucket>")] = None,
+    endpoint_url: EndpointOption = None,
+) -> None:
+    """Coordinating centre: revoke a hospital now; its later updates are refused."""
+    cdk = CdkJson.load(cdk_json)
+    store = _exchange(exchange or cdk.bucket_uri(), cdk.federation_id, endpoint_url)
+    offboard(site_id, cdk, store, time.time())
+    console.print(
+        f"revoked {site_id}: the aggregator refuses its updates from the next "
+        f"admission; removed it from {cdk_json} (redeploy the aggregator stack to "
+        "drop its grants)",
+        highlight=False,
+    )

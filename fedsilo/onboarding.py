@@ -1,0 +1,389 @@
+"""Joining and leaving a federation: the hospital admin's and the coordinating centre's steps.
+
+1. ``request``: a hospital admin states site id, account and region; fedsilo checks them (and
+   that the admin's credentials belong to that account) and writes a join request whose
+   sha256 digest covers every field, so an edit in transit is caught.
+2. ``approve``: the coordinating centre checks the digest and refuses a site id or account
+   that collides with a registered one, adds the hospital to ``cdk.json``, writes its
+   registration (pending) and prints the one ``cdk deploy`` command to run.
+3. ``check``: after deploying its stack, the hospital runs a preflight from inside its role and
+   leaves the report under its own update prefix; the aggregator then turns the registration
+   active (``fl_core.registry``).
+
+``offboard`` revokes a registration (the aggregator refuses the site from its next admission
+on) and removes the hospital from ``cdk.json``; its past contributions stay in the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fl_core.errors import (
+    AccessDeniedError,
+    ConfigError,
+    ExchangeError,
+    FedsiloError,
+    ObjectNotFoundError,
+)
+from fl_core.exchange.layout import check_federation_id, check_site_id
+from fl_core.exchange.manifests import PreflightCheck, PreflightReport, Registration
+from fl_core.exchange.protocol import Exchange
+from fl_core.serialization import sha256_hex
+
+ACCOUNT_PATTERN = re.compile(r"^\d{12}$")
+ROLE_PATH = "/fedsilo/"  # stacks.context.HOSPITAL_ROLE_PATH: the stacks grant exactly this role
+
+
+class JoinRequest(BaseModel):
+    """The file a hospital admin sends to the coordinating centre."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    federation_id: str
+    site_id: str
+    account_id: str = Field(pattern=ACCOUNT_PATTERN.pattern)
+    region: str
+    requested_by: str
+    requested_unix: float
+    sha256: str
+
+    def signed_fields(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"sha256"})
+
+
+def request_digest(fields: dict[str, Any]) -> str:
+    """sha256 of the request's canonical JSON: any edit after signing changes it."""
+    return sha256_hex(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode())
+
+
+def known_regions() -> list[str]:
+    """Regions botocore knows for S3 (read from its bundled data, offline)."""
+    regions: list[str] = boto3.session.Session().get_available_regions("s3")
+    return regions
+
+
+def caller_identity(sts: Any) -> tuple[str, str]:
+    """``(account, arn)`` of the credentials in use; one-line errors when there are none."""
+    try:
+        identity = sts.get_caller_identity()
+    except (ClientError, BotoCoreError) as err:
+        raise ExchangeError(
+            f"cannot tell which AWS account these credentials belong to ({err}); "
+            "log in to the hospital's account (aws sso login / AWS_PROFILE) and retry"
+        ) from err
+    return str(identity["Account"]), str(identity["Arn"])
+
+
+def build_request(
+    federation_id: str,
+    site_id: str,
+    account_id: str,
+    region: str,
+    sts: Any,
+    clock: Callable[[], float] = time.time,
+) -> JoinRequest:
+    check_federation_id(federation_id)
+    check_site_id(site_id)
+    if not ACCOUNT_PATTERN.fullmatch(account_id):
+        raise ConfigError(f"--account-id {account_id!r} must be the 12-digit AWS account id")
+    if region not in known_regions():
+        raise ConfigError(f"--region {region!r} is not an AWS region; e.g. eu-west-1")
+    account, arn = caller_identity(sts)
+    if account != account_id:
+        raise ConfigError(
+            f"your credentials belong to account {account}, not {account_id}; log in to the "
+            "hospital's own account, or correct --account-id"
+        )
+    fields: dict[str, Any] = {
+        "federation_id": federation_id,
+        "site_id": site_id,
+        "account_id": account_id,
+        "region": region,
+        "requested_by": arn,
+        "requested_unix": clock(),
+    }
+    return JoinRequest(**fields, sha256=request_digest(fields))
+
+
+def load_request(path: Path) -> JoinRequest:
+    try:
+        request = JoinRequest.model_validate_json(path.read_bytes())
+    except FileNotFoundError as err:
+        raise ConfigError(f"join request {path} not found") from err
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"join request {path} is malformed: {where}: {first['msg']}") from err
+    if request_digest(request.signed_fields()) != request.sha256:
+        raise ConfigError(
+            f"join request {path} was edited after it was signed (sha256 mismatch); ask the "
+            "hospital admin to run `fedsilo onboard request` again and send the file unchanged"
+        )
+    check_site_id(request.site_id)
+    return request
+
+
+# ---- cdk.json ---------------------------------------------------------------------------------
+
+
+@dataclass
+class CdkJson:
+    """The ``fedsilo`` context block of ``cdk.json``, edited in place, other keys untouched."""
+
+    path: Path
+    document: dict[str, Any]
+
+    @classmethod
+    def load(cls, path: Path) -> CdkJson:
+        try:
+            document = json.loads(path.read_text())
+        except FileNotFoundError as err:
+            raise ConfigError(
+                f"{path} not found; run from the CDK project or pass --cdk-json"
+            ) from err
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path} is not JSON: {err}") from err
+        block = document.get("context", {}).get("fedsilo")
+        if not isinstance(block, dict):
+            raise ConfigError(f"{path} has no context.fedsilo block")
+        return cls(path, document)
+
+    @property
+    def block(self) -> dict[str, Any]:
+        block: dict[str, Any] = self.document["context"]["fedsilo"]
+        return block
+
+    @property
+    def federation_id(self) -> str:
+        return str(self.block["federation_id"])
+
+    @property
+    def hospitals(self) -> list[dict[str, str]]:
+        hospitals: list[dict[str, str]] = self.block.setdefault("hospitals", [])
+        return hospitals
+
+    def bucket_uri(self) -> str:
+        bucket = self.block.get("exchange_bucket_name") or (
+            f"fedsilo-{self.federation_id}-{self.block['coordinating_account']}"
+        )
+        return f"s3://{bucket}"
+
+    def save(self) -> None:
+        self.validate()
+        self.path.write_text(json.dumps(self.document, indent=2) + "\n")
+
+    def validate(self) -> None:
+        """The stacks' own context model, when the CDK project is importable here."""
+        try:
+            from stacks.context import parse_context
+        except ImportError:
+            return
+        parse_context(self.block)
+
+
+def role_arn(account_id: str, federation_id: str, site_id: str) -> str:
+    """The hospital task role the stacks create (stacks.context.hospital_role_arn)."""
+    return f"arn:aws:iam::{account_id}:role{ROLE_PATH}{federation_id}-{site_id}"
+
+
+def deploy_command(federation_id: str, site_id: str) -> str:
+    def pascal(name: str) -> str:
+        return "".join(part.capitalize() for part in name.split("-"))
+
+    stack = f"Fedsilo{pascal(federation_id)}Hospital{pascal(site_id)}"
+    return f"npx cdk deploy {stack} --profile <hospital {site_id} admin profile>"
+
+
+def approve(request: JoinRequest, cdk: CdkJson, exchange: Exchange, now: float) -> str:
+    """Register a hospital (pending) and return the deploy command for its admin."""
+    if request.federation_id != cdk.federation_id:
+        raise ConfigError(
+            f"the request is for federation {request.federation_id!r}, this cdk.json is "
+            f"{cdk.federation_id!r}"
+        )
+    if request.account_id == str(cdk.block.get("coordinating_account")):
+        raise ConfigError(
+            f"account {request.account_id} is the coordinating account; a hospital needs its own"
+        )
+    registered = {r.site_id: r for r in exchange.list_registrations()}
+    for hospital in cdk.hospitals:
+        if hospital["site_id"] == request.site_id:
+            raise ConfigError(
+                f"site id {request.site_id!r} is already registered (account "
+                f"{hospital['account_id']}); ask the hospital to choose another site id"
+            )
+        if hospital["account_id"] == request.account_id:
+            raise ConfigError(
+                f"account {request.account_id} is already registered as site "
+                f"{hospital['site_id']!r}; one account serves one hospital"
+            )
+    if request.site_id in registered:
+        clash = registered[request.site_id]
+        raise ConfigError(
+            f"site id {request.site_id!r} is already in the registry ({clash.status}); "
+            "ask the hospital to choose another site id"
+        )
+    for registration in registered.values():
+        if registration.account_id == request.account_id:
+            raise ConfigError(
+                f"account {request.account_id} is already in the registry as site "
+                f"{registration.site_id!r} ({registration.status})"
+            )
+    cdk.hospitals.append({"site_id": request.site_id, "account_id": request.account_id})
+    cdk.save()
+    exchange.write_registration(
+        Registration(
+            site_id=request.site_id,
+            account_id=request.account_id,
+            role_arn=role_arn(request.account_id, request.federation_id, request.site_id),
+            joined_unix=now,
+            status="pending",
+            changed_unix=now,
+            note=f"approved join request {request.sha256[:12]}",
+        ),
+        None,
+    )
+    return deploy_command(request.federation_id, request.site_id)
+
+
+def offboard(site_id: str, cdk: CdkJson, exchange: Exchange, now: float) -> Registration:
+    check_site_id(site_id)
+    found = exchange.read_registration_with_etag(site_id)
+    if found is None:
+        raise ConfigError(f"site {site_id!r} is not in the registry of {exchange.describe()}")
+    registration, etag = found
+    revoked = registration.model_copy(
+        update={"status": "revoked", "changed_unix": now, "note": "offboarded"}
+    )
+    exchange.write_registration(revoked, etag)
+    before = len(cdk.hospitals)
+    cdk.block["hospitals"] = [h for h in cdk.hospitals if h["site_id"] != site_id]
+    if len(cdk.hospitals) != before:
+        cdk.save()
+    return revoked
+
+
+# ---- preflight (run from inside the hospital's role) --------------------------------------------
+
+
+def _check(name: str, run: Callable[[], str], fix: str) -> PreflightCheck:
+    try:
+        return PreflightCheck(name=name, ok=True, detail=run())
+    except (FedsiloError, ClientError, BotoCoreError) as err:
+        return PreflightCheck(name=name, ok=False, detail=str(err).splitlines()[0][:300], fix=fix)
+
+
+def preflight(
+    exchange: Exchange,
+    site_id: str,
+    sts: Any,
+    kms_key_id: str | None,
+    probe_site: str = "fedsilo-preflight-probe",
+    clock: Callable[[], float] = time.time,
+) -> tuple[PreflightReport, bool]:
+    """Every check a hospital's role must pass; returns the report and whether it was saved."""
+
+    def identity() -> str:
+        account, arn = caller_identity(sts)
+        registration = exchange.read_registration(site_id)
+        if registration is None:
+            raise ConfigError(f"no registration for {site_id} (approved yet?)")
+        if registration.account_id != account:
+            raise ConfigError(
+                f"these credentials are account {account}; site {site_id} is registered for "
+                f"account {registration.account_id}"
+            )
+        if registration.status == "revoked":
+            raise ConfigError(f"site {site_id} was offboarded")
+        return f"{arn} (account {account})"
+
+    def read_global() -> str:
+        latest = None
+        round_index = 1
+        while True:
+            try:
+                manifest = exchange.read_global_manifest(round_index)
+            except AccessDeniedError:
+                manifest = None  # not published yet: S3 says 403 to roles that cannot list
+            if manifest is None:
+                break
+            latest, round_index = manifest, round_index + 1
+        if latest is None:
+            if exchange.read_registration(site_id) is None:
+                raise ExchangeError("cannot read this site's registration (the federation marker)")
+            return "no global model yet; read the federation marker (own registration)"
+        exchange.read_global_weights(latest)
+        return f"read and verified the global model of round {latest.round_index}"
+
+    def isolation() -> str:
+        key = exchange.layout.update_manifest_key(1, probe_site)
+        try:
+            exchange.store.get(key)
+        except AccessDeniedError:
+            pass
+        except ObjectNotFoundError as err:
+            raise ExchangeError(
+                "another hospital's update prefix answered 'not found' instead of 'access "
+                "denied': this role may list or read beyond its own keys"
+            ) from err
+        else:
+            raise ExchangeError("this role read another hospital's update")
+        try:
+            exchange.store.list_keys(exchange.layout.registry_prefix())
+        except AccessDeniedError:
+            return "another hospital's update and the registry listing are denied"
+        raise ExchangeError("this role may list the registry of other hospitals")
+
+    checks = [
+        _check(
+            "credentials belong to the registered account",
+            identity,
+            "use the hospital task role of the deployed HospitalStack (--role-arn)",
+        ),
+        _check(
+            "can read the current global model",
+            read_global,
+            "redeploy HospitalStack; the exchange bucket policy must list this role",
+        ),
+        _check(
+            "cannot read another hospital's keys",
+            isolation,
+            "remove extra S3 permissions from the hospital role; it may read only global "
+            "models and its own registration",
+        ),
+    ]
+    account = caller_identity(sts)[0] if checks[0].ok else "unknown"
+    report = PreflightReport(
+        federation_id=exchange.federation_id,
+        site_id=site_id,
+        account_id=account,
+        checked_unix=clock(),
+        checks=checks,
+    )
+    stamp = f"{int(report.checked_unix)}{secrets.token_hex(4)}"
+    encryption = f"the exchange key {kms_key_id}" if kms_key_id else "the bucket's default KMS key"
+
+    def write_report() -> str:
+        exchange.write_preflight(report, stamp)
+        return f"wrote a preflight report with {encryption}"
+
+    write = _check(
+        "can write its own update prefix, encrypted with KMS",
+        write_report,
+        "check the role's s3:PutObject on rounds/*/updates/<site>.* and kms:GenerateDataKey "
+        "on the exchange key",
+    )
+    # the saved report holds the first checks; that it could be saved proves the last one
+    final = report.model_copy(update={"checks": [*checks, write]})
+    return final, write.ok and final.passed

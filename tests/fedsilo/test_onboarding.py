@@ -1,0 +1,416 @@
+"""Joining and leaving, as README.md's onboarding section tells the two admins to do it.
+
+In-process moto (``mock_aws``) proves the request / approve / offboard rules; the preflight
+runs through moto_server with IAM enforcement switched on, from inside a hospital role that
+carries the identity policy the HospitalStack attaches (``stacks.policies``). moto keeps one
+account and ignores bucket and KMS key policies for other accounts: those halves of the rule
+are asserted on the synthesised templates in tests/stacks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+import requests
+from botocore.config import Config
+from moto import mock_aws
+from moto.server import ThreadedMotoServer
+
+from fedsilo.onboard_cli import s3_store_for
+from fedsilo.onboarding import CdkJson, approve, build_request, load_request, offboard, preflight
+from fl_client.hospital import Hospital, answer_round
+from fl_core.config import load_config
+from fl_core.data.synthetic import SyntheticSource
+from fl_core.errors import ConfigError
+from fl_core.exchange.protocol import Exchange
+from fl_core.exchange.s3_store import S3Store
+from fl_core.registry import activate_verified_sites
+from fl_server.aggregator import FedAvgAggregator
+from fl_server.round_loop import RoundEvents, RoundLoop
+
+REPO = Path(__file__).resolve().parents[2]
+REGION = "eu-west-1"
+NEW_ACCOUNT = "444444444444"
+
+
+@pytest.fixture
+def cdk_json(tmp_path: Path) -> Path:
+    """The repository's cdk.json: eicu-mortality with site-a (2222...) and site-b (3333...)."""
+    path = tmp_path / "cdk.json"
+    shutil.copy(REPO / "cdk.json", path)
+    return path
+
+
+@pytest.fixture
+def aws(monkeypatch):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(var, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    with mock_aws():
+        yield monkeypatch
+
+
+def as_account(monkeypatch, account: str) -> None:
+    monkeypatch.setenv("MOTO_ACCOUNT_ID", account)
+
+
+def exchange_for(cdk: CdkJson) -> Exchange:
+    bucket = cdk.bucket_uri().removeprefix("s3://")
+    s3 = boto3.client("s3", region_name=REGION)
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    return Exchange(S3Store(bucket, client=s3), cdk.federation_id)
+
+
+def signed_request(monkeypatch, tmp_path: Path, site: str, account: str) -> Path:
+    as_account(monkeypatch, account)
+    request = build_request("eicu-mortality", site, account, REGION, boto3.client("sts"))
+    path = tmp_path / f"join-request-{site}.json"
+    path.write_text(request.model_dump_json(indent=2))
+    as_account(monkeypatch, "111111111111")
+    return path
+
+
+def test_request_checks_its_inputs_and_the_callers_account(aws, tmp_path):
+    as_account(aws, NEW_ACCOUNT)
+    sts = boto3.client("sts")
+    request = build_request("eicu-mortality", "site-c", NEW_ACCOUNT, REGION, sts)
+    assert (
+        request.requested_by.startswith(f"arn:aws:sts::{NEW_ACCOUNT}")
+        or NEW_ACCOUNT in request.requested_by
+    )
+    with pytest.raises(ConfigError, match=f"belong to account {NEW_ACCOUNT}, not 555555555555"):
+        build_request("eicu-mortality", "site-c", "555555555555", REGION, sts)
+    with pytest.raises(ConfigError, match="site id"):
+        build_request("eicu-mortality", "Site C", NEW_ACCOUNT, REGION, sts)
+    with pytest.raises(ConfigError, match="12-digit"):
+        build_request("eicu-mortality", "site-c", "4444", REGION, sts)
+    with pytest.raises(ConfigError, match="not an AWS region"):
+        build_request("eicu-mortality", "site-c", NEW_ACCOUNT, "mars-north-1", sts)
+
+
+def test_approve_registers_pending_and_adds_the_hospital_to_cdk_json(aws, tmp_path, cdk_json):
+    path = signed_request(aws, tmp_path, "site-c", NEW_ACCOUNT)
+    cdk = CdkJson.load(cdk_json)
+    exchange = exchange_for(cdk)
+    command = approve(load_request(path), cdk, exchange, now=1000.0)
+    assert command.startswith("npx cdk deploy FedsiloEicuMortalityHospitalSiteC")
+    hospitals = json.loads(cdk_json.read_text())["context"]["fedsilo"]["hospitals"]
+    assert {"site_id": "site-c", "account_id": NEW_ACCOUNT} in hospitals
+    registration = exchange.read_registration("site-c")
+    assert registration.status == "pending"
+    assert registration.role_arn == f"arn:aws:iam::{NEW_ACCOUNT}:role/fedsilo/eicu-mortality-site-c"
+
+
+@pytest.mark.parametrize(
+    ("site", "account", "clash"),
+    [
+        ("site-a", NEW_ACCOUNT, "site id 'site-a' is already registered (account 222222222222)"),
+        ("site-x", "222222222222", "account 222222222222 is already registered as site 'site-a'"),
+        ("site-x", "111111111111", "coordinating account"),
+    ],
+)
+def test_approve_refuses_collisions_naming_the_clash(aws, tmp_path, cdk_json, site, account, clash):
+    path = signed_request(aws, tmp_path, site, account)
+    cdk = CdkJson.load(cdk_json)
+    before = cdk_json.read_text()
+    with pytest.raises(ConfigError, match=clash.replace("(", r"\(").replace(")", r"\)")) as caught:
+        approve(load_request(path), cdk, exchange_for(cdk), now=1000.0)
+    assert caught.value.exit_code == 2
+    assert cdk_json.read_text() == before
+
+
+def test_a_request_edited_after_signing_is_refused(aws, tmp_path):
+    path = signed_request(aws, tmp_path, "site-c", NEW_ACCOUNT)
+    document = json.loads(path.read_text())
+    document["account_id"] = "999999999999"
+    path.write_text(json.dumps(document))
+    with pytest.raises(ConfigError, match="edited after it was signed"):
+        load_request(path)
+
+
+def test_check_with_the_wrong_accounts_credentials_fails_and_stays_pending(aws, tmp_path, cdk_json):
+    path = signed_request(aws, tmp_path, "site-c", NEW_ACCOUNT)
+    cdk = CdkJson.load(cdk_json)
+    exchange = exchange_for(cdk)
+    approve(load_request(path), cdk, exchange, now=1000.0)
+    as_account(aws, "555555555555")
+    report, passed = preflight(exchange, "site-c", boto3.client("sts"), None, clock=lambda: 2000.0)
+    assert not passed
+    assert "account 555555555555" in report.checks[0].detail
+    assert report.checks[0].fix
+    as_account(aws, "111111111111")
+    assert activate_verified_sites(exchange, now=3000.0) == []
+    assert exchange.read_registration("site-c").status == "pending"
+
+
+class Hospitals(RoundEvents):
+    """Real hospitals answering each round (including one that was offboarded)."""
+
+    def __init__(self, exchange, hospitals, config):
+        self.exchange, self.hospitals, self.config = exchange, hospitals, config
+
+    def round_opened(self, manifest):
+        for hospital in self.hospitals:
+            answer_round(self.exchange, hospital, manifest, self.config)
+
+
+def test_offboarded_hospital_that_keeps_writing_is_refused(aws, tmp_path, cdk_json):
+    cdk = CdkJson.load(cdk_json)
+    exchange = exchange_for(cdk)
+    path = signed_request(aws, tmp_path, "site-c", NEW_ACCOUNT)
+    approve(load_request(path), cdk, exchange, now=1000.0)
+    revoked = offboard("site-c", CdkJson.load(cdk_json), exchange, now=2000.0)
+    assert revoked.status == "revoked"
+    sites = [
+        h["site_id"] for h in json.loads(cdk_json.read_text())["context"]["fedsilo"]["hospitals"]
+    ]
+    assert "site-c" not in sites
+
+    config = load_config(
+        overrides={
+            "federation_id": "eicu-mortality",
+            "rounds": 1,
+            "data.synthetic.hospitals": 3,
+            "data.synthetic.mean_stays": 60,
+            "round.min_sites": 2,
+            "round.poll_interval_s": 0.01,
+        }
+    )
+    source = SyntheticSource(3, 60, 0)
+    ids = ["site-a", "site-b", "site-c"]
+    from fedsilo.runner import DEFAULT_APP
+
+    trainer = DEFAULT_APP.build_trainer(len(source.feature_names()), config)
+    hospitals = [
+        Hospital(data=dataclasses.replace(source.load_site(s), site_id=new), trainer=trainer)
+        for s, new in zip(source.site_ids(), ids, strict=True)
+    ]
+    weights = trainer.get_weights()
+    loop = RoundLoop(
+        exchange,
+        FedAvgAggregator(),
+        config,
+        ids,
+        initial_weights={k: np.array(v) for k, v in weights.items()},
+        events=Hospitals(exchange, hospitals, config),
+    )
+    loop.run()
+    result = exchange.read_result(1)
+    assert {d.site_id: d.reason for d in result.rejected} == {"site-c": "revoked_site"}
+    assert sorted(d.site_id for d in result.accepted) == ["site-a", "site-b"]
+
+
+@pytest.fixture
+def moto_endpoint():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    # moto's backends are process-wide: start from an empty world, whatever ran before
+    requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
+    yield endpoint
+    requests.post(
+        f"{endpoint}/moto-api/reset-auth",
+        data=b"1000000",
+        headers={"Content-Type": "text/plain"},
+        timeout=10,
+    )
+    requests.post(f"{endpoint}/moto-api/reset", timeout=10)  # leave nothing for later tests
+    server.stop()
+
+
+def test_preflight_from_inside_the_hospital_role_then_activation(
+    monkeypatch, tmp_path, cdk_json, moto_endpoint
+):
+    """Happy path through moto_server: approve, the role as deployed, check, active."""
+    from stacks.context import HOSPITAL_ROLE_PATH, SITE_TAG_KEY, hospital_role_name, parse_context
+    from stacks.policies import hospital_identity_statements
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(var, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    moto_account = "123456789012"  # moto_server's account for these credentials
+    admin = boto3.Session(region_name=REGION)
+    path_style = Config(s3={"addressing_style": "path"})
+    sts = admin.client("sts", endpoint_url=moto_endpoint)
+    request = build_request("eicu-mortality", "site-c", moto_account, REGION, sts)
+    (tmp_path / "request.json").write_text(request.model_dump_json())
+
+    cdk = CdkJson.load(cdk_json)
+    coordinator = Exchange(
+        s3_store_for(cdk.bucket_uri(), admin, moto_endpoint, None), cdk.federation_id
+    )
+    admin.client("s3", endpoint_url=moto_endpoint, config=path_style).create_bucket(
+        Bucket=cdk.bucket_uri().removeprefix("s3://"),
+        CreateBucketConfiguration={"LocationConstraint": REGION},
+    )
+    approve(load_request(tmp_path / "request.json"), cdk, coordinator, now=1000.0)
+
+    # the hospital's task role exactly as HospitalStack makes it (name, path, tag, policy)
+    context = parse_context(json.loads(cdk_json.read_text())["context"]["fedsilo"])
+    [site] = [h for h in context.hospitals if h.site_id == "site-c"]
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [s.to_json() for s in hospital_identity_statements(context, site)],
+    }
+    iam = admin.client("iam", endpoint_url=moto_endpoint)
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{moto_account}:root"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+    name = hospital_role_name(context.federation_id, "site-c")
+    role = iam.create_role(
+        RoleName=name,
+        Path=HOSPITAL_ROLE_PATH,
+        AssumeRolePolicyDocument=json.dumps(trust),
+        Tags=[{"Key": SITE_TAG_KEY, "Value": "site-c"}],
+    )["Role"]
+    iam.put_role_policy(RoleName=name, PolicyName="exchange", PolicyDocument=json.dumps(policy))
+    credentials = sts.assume_role(RoleArn=role["Arn"], RoleSessionName="check")["Credentials"]
+    hospital = boto3.Session(
+        aws_access_key_id=credentials["AccessKeyId"],
+        aws_secret_access_key=credentials["SecretAccessKey"],
+        aws_session_token=credentials["SessionToken"],
+        region_name=REGION,
+    )
+    requests.post(
+        f"{moto_endpoint}/moto-api/reset-auth",
+        data=b"0",
+        headers={"Content-Type": "text/plain"},
+        timeout=10,
+    ).raise_for_status()
+
+    as_hospital = Exchange(
+        s3_store_for(cdk.bucket_uri(), hospital, moto_endpoint, None), cdk.federation_id
+    )
+    report, passed = preflight(
+        as_hospital,
+        "site-c",
+        hospital.client("sts", endpoint_url=moto_endpoint),
+        None,
+        probe_site="site-a",
+    )
+    assert passed, [(c.name, c.detail) for c in report.checks]
+    assert [c.ok for c in report.checks] == [True, True, True, True]
+    assert "denied" in report.checks[2].detail
+
+    # the coordinating account's own credentials: outside this hospital's rule
+    requests.post(
+        f"{moto_endpoint}/moto-api/reset-auth",
+        data=b"1000000",
+        headers={"Content-Type": "text/plain"},
+        timeout=10,
+    ).raise_for_status()
+    assert activate_verified_sites(coordinator, now=3000.0) == ["site-c"]
+    assert coordinator.read_registration("site-c").status == "active"
+
+
+def test_readme_steps_through_the_command_line(tmp_path, cdk_json, moto_endpoint, monkeypatch):
+    """The onboarding section of README.md, command by command, against moto_server."""
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "COLUMNS": "200",
+    }
+    env.pop("AWS_PROFILE", None)
+    cdk = CdkJson.load(cdk_json)
+    boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    ).create_bucket(
+        Bucket=cdk.bucket_uri().removeprefix("s3://"),
+        CreateBucketConfiguration={"LocationConstraint": REGION},
+    )
+
+    def fedsilo(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "fedsilo.cli", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    readme = (REPO / "README.md").read_text()
+    for command in (
+        "fedsilo onboard request",
+        "fedsilo onboard approve",
+        "fedsilo onboard check",
+        "fedsilo offboard",
+    ):
+        assert command in readme
+    done = fedsilo(
+        "onboard",
+        "request",
+        "--federation",
+        "eicu-mortality",
+        "--site-id",
+        "site-c",
+        "--account-id",
+        "123456789012",
+        "--region",
+        REGION,
+        "--endpoint-url",
+        moto_endpoint,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "join-request-site-c.json").is_file()
+    done = fedsilo(
+        "onboard",
+        "approve",
+        "join-request-site-c.json",
+        "--cdk-json",
+        str(cdk_json),
+        "--endpoint-url",
+        moto_endpoint,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "npx cdk deploy FedsiloEicuMortalityHospitalSiteC" in done.stdout
+    again = fedsilo(
+        "onboard",
+        "approve",
+        "join-request-site-c.json",
+        "--cdk-json",
+        str(cdk_json),
+        "--endpoint-url",
+        moto_endpoint,
+    )
+    assert again.returncode == 2
+    assert "site id 'site-c' is already registered" in again.stderr
+    assert len([line for line in again.stderr.splitlines() if line.strip()]) == 1
+    done = fedsilo(
+        "offboard",
+        "--site-id",
+        "site-c",
+        "--cdk-json",
+        str(cdk_json),
+        "--endpoint-url",
+        moto_endpoint,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "site-c" not in json.dumps(json.loads(cdk_json.read_text())["context"]["fedsilo"])
