@@ -5,10 +5,254 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+from pydantic import ValidationError
+
+from fl_core.errors import ExchangeError, FedsiloError, ObjectNotFoundError
+from fl_core.exchange.manifests import LedgerEntry, RoundResult, UpdateManifest
+from fl_core.exchange.protocol import Exchange
+from fl_core.serialization import sha256_hex
+from fl_core.types import RoundIndex
 
 
 def chain_hash(fields: Mapping[str, Any]) -> str:
     """sha256 of the entry's canonical JSON (which includes ``prev_hash``)."""
     canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# ---- verification -----------------------------------------------------------------------------
+
+
+class LedgerVerificationError(FedsiloError):
+    """The exchange no longer matches its ledger: something was altered, removed or reordered."""
+
+    exit_code = 8
+
+
+@dataclass(frozen=True)
+class LedgerProblem:
+    """One thing in the exchange that the ledger does not vouch for."""
+
+    round_index: RoundIndex
+    message: str
+
+
+@dataclass(frozen=True)
+class LedgerReport:
+    """What ``verify_ledger`` found: every problem, ordered by round."""
+
+    federation_id: str
+    rounds_checked: int
+    head_hash: str | None
+    problems: list[LedgerProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def first_bad_round(self) -> RoundIndex | None:
+        return self.problems[0].round_index if self.problems else None
+
+    def summary(self) -> str:
+        """One line: the verdict, naming the first bad round and what is wrong with it."""
+        if self.ok:
+            return (
+                f"ledger of federation {self.federation_id} verified: {self.rounds_checked} "
+                f"rounds, head hash {self.head_hash}"
+            )
+        first = self.problems[0]
+        more = len(self.problems) - 1
+        tail = f" ({more} more problem{'s' if more != 1 else ''} after it)" if more else ""
+        return (
+            f"ledger of federation {self.federation_id} FAILED at round {first.round_index}: "
+            f"{first.message}{tail}"
+        )
+
+
+def entry_hash_of(entry: LedgerEntry) -> str:
+    """The hash an entry must carry: ``chain_hash`` of every field but ``entry_hash``."""
+    return chain_hash(entry.model_dump(mode="json", exclude={"entry_hash"}))
+
+
+def expected_entry_fields(result: RoundResult) -> dict[str, Any]:
+    """The ledger fields a round's ``result.json`` implies (as the round loop writes them)."""
+    return {
+        "round_index": result.round_index,
+        "global_sha256": result.global_sha256,
+        "next_global_sha256": result.next_global_sha256,
+        "accepted": [[d.site_id, d.sha256 or ""] for d in result.accepted],
+        "rejected": [[d.site_id, d.reason or ""] for d in result.rejected],
+        "config_hash": result.config_hash,
+    }
+
+
+def _closed_rounds_expected(exchange: Exchange) -> RoundIndex:
+    """The last round that must have a ledger entry, from state.json and the rounds present."""
+    last = 0
+    found = exchange.read_state()
+    if found is not None:
+        state = found[0]
+        last = state.round_index if state.phase == "done" else state.round_index - 1
+    round_index = 1
+    while exchange.read_global_manifest(round_index) is not None:
+        if exchange.read_result(round_index) is not None:
+            last = max(last, round_index)
+        round_index += 1
+    return last
+
+
+def _stored_ledger_rounds(exchange: Exchange) -> list[RoundIndex]:
+    rounds = []
+    for key in exchange.store.list_keys(exchange.layout.ledger_prefix()):
+        stem = key.rsplit("/", 1)[-1].removesuffix(".json")
+        if stem.isdigit():
+            rounds.append(int(stem))
+    return sorted(rounds)
+
+
+def _check_model(
+    exchange: Exchange, round_index: RoundIndex, sha256: str, parent_sha256: str | None
+) -> list[LedgerProblem]:
+    """The global model of ``round_index`` (manifest and file) against the ledger's sha256."""
+    manifest = exchange.read_global_manifest(round_index)
+    if manifest is None:
+        return [LedgerProblem(round_index, "global model manifest is missing")]
+    problems = []
+    if manifest.sha256 != sha256:
+        problems.append(LedgerProblem(round_index, "global model manifest names another sha256"))
+    if parent_sha256 is not None and manifest.parent_sha256 != parent_sha256:
+        problems.append(LedgerProblem(round_index, "global model manifest names another parent"))
+    try:
+        data = exchange.store.get(exchange.layout.global_weights_key(round_index))
+    except ObjectNotFoundError:
+        return [*problems, LedgerProblem(round_index, "global model file is missing")]
+    if sha256_hex(data) != sha256:
+        problems.append(
+            LedgerProblem(round_index, "global model file was altered (its sha256 differs)")
+        )
+    return problems
+
+
+def _check_updates(exchange: Exchange, entry: LedgerEntry) -> list[LedgerProblem]:
+    """Every admitted update (file and manifest) against the sha256 the ledger recorded."""
+    problems = []
+    round_index = entry.round_index
+    for site_id, sha256 in entry.accepted:
+        try:
+            manifest = UpdateManifest.model_validate_json(
+                exchange.read_update_manifest_bytes(round_index, site_id)
+            )
+        except ObjectNotFoundError:
+            problems.append(LedgerProblem(round_index, f"update manifest of {site_id} is missing"))
+            continue
+        except ValidationError:
+            problems.append(
+                LedgerProblem(round_index, f"update manifest of {site_id} is malformed")
+            )
+            continue
+        if manifest.global_sha256 != entry.global_sha256 or (manifest.sha256 or "") != sha256:
+            problems.append(
+                LedgerProblem(round_index, f"update manifest of {site_id} disagrees with ledger")
+            )
+        if not sha256:
+            continue  # an evaluation answer carries no weights
+        try:
+            data = exchange.read_update_weights(round_index, site_id)
+        except ObjectNotFoundError:
+            problems.append(LedgerProblem(round_index, f"update file of {site_id} is missing"))
+            continue
+        if sha256_hex(data) != sha256:
+            problems.append(
+                LedgerProblem(round_index, f"update file of {site_id} was altered (sha256 differs)")
+            )
+    return problems
+
+
+def _check_entry(
+    exchange: Exchange,
+    round_index: RoundIndex,
+    entry: LedgerEntry,
+    previous: LedgerEntry | None,
+) -> list[LedgerProblem]:
+    problems = []
+    if entry.round_index != round_index:
+        problems.append(
+            LedgerProblem(
+                round_index,
+                f"entry stored as round {round_index} is round {entry.round_index}'s "
+                "(entries were reordered or replaced)",
+            )
+        )
+    if entry_hash_of(entry) != entry.entry_hash:
+        problems.append(LedgerProblem(round_index, "entry was altered (its hash does not match)"))
+    if entry.prev_hash != (previous.entry_hash if previous else None):
+        problems.append(
+            LedgerProblem(
+                round_index,
+                "prev_hash does not link to the previous entry "
+                "(an entry was removed, replaced or reordered)",
+            )
+        )
+    if previous is not None and previous.next_global_sha256 != entry.global_sha256:
+        problems.append(
+            LedgerProblem(round_index, "global model is not the one the previous round made")
+        )
+    result = exchange.read_result(round_index)
+    if result is None:
+        problems.append(LedgerProblem(round_index, "result.json is missing"))
+    else:
+        fields = entry.model_dump(mode="json", exclude={"entry_hash", "prev_hash"})
+        if expected_entry_fields(result) != fields:
+            problems.append(LedgerProblem(round_index, "result.json disagrees with the ledger"))
+    manifest = exchange.read_global_manifest(round_index)
+    if manifest is not None and manifest.config_hash != entry.config_hash:
+        problems.append(LedgerProblem(round_index, "global manifest names another config hash"))
+    parent = previous.global_sha256 if previous else None
+    problems += _check_model(exchange, round_index, entry.global_sha256, parent)
+    return problems + _check_updates(exchange, entry)
+
+
+def verify_ledger(exchange: Exchange) -> LedgerReport:
+    """Recompute the hash chain and check every stored file it vouches for.
+
+    Each closed round must have an entry whose hash matches its content, whose ``prev_hash``
+    is the previous entry's hash, which agrees with ``result.json``, and whose global models
+    and admitted updates hash to what the stored files hold. Problems are returned in round
+    order, so ``first_bad_round`` is the first round where anything was altered, removed or
+    reordered.
+    """
+    stored = _stored_ledger_rounds(exchange)
+    last = max([_closed_rounds_expected(exchange), *stored])
+    problems: list[LedgerProblem] = []
+    previous: LedgerEntry | None = None
+    for round_index in range(1, last + 1):
+        try:
+            entry = exchange.read_ledger_entry(round_index)
+        except ExchangeError:
+            problems.append(LedgerProblem(round_index, "entry is malformed (altered)"))
+            previous = None
+            continue
+        if entry is None:
+            problems.append(LedgerProblem(round_index, "entry is missing (removed)"))
+            previous = None
+            continue
+        try:
+            problems += _check_entry(exchange, round_index, entry, previous)
+        except ExchangeError as err:
+            problems.append(LedgerProblem(round_index, f"stored files are unreadable: {err}"))
+        previous = entry
+    if previous is not None and previous.next_global_sha256 is not None:
+        # the newest model is vouched for by the last entry before its own round closes
+        problems += _check_model(
+            exchange, previous.round_index + 1, previous.next_global_sha256, previous.global_sha256
+        )
+    return LedgerReport(
+        federation_id=exchange.federation_id,
+        rounds_checked=last,
+        head_hash=previous.entry_hash if previous else None,
+        problems=sorted(problems, key=lambda p: p.round_index),
+    )

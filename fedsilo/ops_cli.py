@@ -1,0 +1,106 @@
+"""Operator commands: ``fedsilo ledger verify``, ``fedsilo status``, ``fedsilo report``.
+
+They read the exchange (a folder or S3) and the run folder; they never write to the exchange.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from fl_core.exchange.protocol import Exchange
+from fl_core.exchange.uri import open_store
+
+ledger_app = typer.Typer(no_args_is_help=True, help="The audit ledger of a federation.")
+
+stdout = Console()
+if not stdout.is_terminal:  # a log or a pipe: wide enough that the status table never wraps
+    stdout = Console(width=160)
+
+FederationArg = Annotated[
+    str, typer.Option("--federation", envvar="FEDSILO_FEDERATION_ID", help="federation id")
+]
+ExchangeArg = Annotated[
+    str,
+    typer.Option(
+        "--exchange", envvar="FEDSILO_EXCHANGE", help="s3://bucket/prefix, file://DIR or a folder"
+    ),
+]
+EndpointArg = Annotated[
+    str | None,
+    typer.Option("--endpoint-url", envvar="FEDSILO_ENDPOINT_URL", help="S3-compatible endpoint"),
+]
+
+
+def open_exchange(uri: str, federation_id: str, endpoint_url: str | None) -> Exchange:
+    """The exchange of one federation; a plain folder path is accepted as a local store."""
+    if "://" not in uri:
+        uri = Path(uri).resolve().as_uri()
+    return Exchange(open_store(uri, endpoint_url=endpoint_url), federation_id)
+
+
+@ledger_app.command("verify")
+def ledger_verify(
+    federation: FederationArg,
+    exchange: ExchangeArg,
+    endpoint_url: EndpointArg = None,
+) -> None:
+    """Recompute the hash chain from the stored files; name the first round that was altered.
+
+    Exit 0 when every closed round verifies; exit 8 with one line naming the first bad round.
+    """
+    from fl_core.ledger import LedgerVerificationError, verify_ledger
+
+    report = verify_ledger(open_exchange(exchange, federation, endpoint_url))
+    if not report.ok:
+        raise LedgerVerificationError(report.summary())
+    stdout.print(report.summary(), highlight=False, soft_wrap=True)
+
+
+def status_command(
+    federation: FederationArg,
+    exchange: ExchangeArg,
+    endpoint_url: EndpointArg = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="refresh until the federation ends")
+    ] = False,
+    interval_s: Annotated[
+        float, typer.Option("--interval", min=0.5, help="seconds between refreshes")
+    ] = 2.0,
+) -> None:
+    """Current round and phase, deadline countdown, and per hospital what it did."""
+    from rich.live import Live
+
+    from fedsilo.status import collect_status, status_table
+
+    store = open_exchange(exchange, federation, endpoint_url)
+    status = collect_status(store)
+    if not watch:
+        stdout.print(status_table(status))
+        return
+    with Live(status_table(status), console=stdout, auto_refresh=False) as live:
+        while status.phase == "collecting" or status.phase == "not started":
+            time.sleep(interval_s)
+            status = collect_status(store)
+            live.update(status_table(status), refresh=True)
+
+
+def report_command(
+    run: Annotated[Path, typer.Argument(help="run folder written by fedsilo simulate")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="HTML file to write")] = Path(
+        "report.html"
+    ),
+    png: Annotated[Path | None, typer.Option("--png", help="also write the figures here")] = None,
+    endpoint_url: EndpointArg = None,
+) -> None:
+    """One self-contained HTML page of a run's metrics, hospitals, calibration, rejections."""
+    from fedsilo.report import write_report
+
+    figures = write_report(run, out, png, endpoint_url)
+    stdout.print(f"report: {out} ({len(figures)} figures)", highlight=False)
+    if png is not None:
+        stdout.print(f"figures: {png}", highlight=False)

@@ -1,0 +1,197 @@
+"""What ``fedsilo status`` shows: a snapshot of one federation read from its exchange.
+
+Everything comes from the exchange documents (state, manifests, results, registry, the
+hospitals' update manifests), so the same code works over a local folder and over S3, and
+it shows only counts, reasons and metrics: never a tensor or a patient's row.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import ValidationError
+from rich.table import Table
+
+from fl_core.errors import ObjectNotFoundError
+from fl_core.exchange.manifests import RoundResult, UpdateManifest
+from fl_core.exchange.protocol import Exchange
+from fl_core.metrics import ClassHistogram, auroc_from_histogram
+from fl_core.types import RoundIndex, SiteId
+
+_LOOKBACK_ROUNDS = 50  # how far back a hospital's last rejection and AUROC are searched
+
+
+@dataclass(frozen=True)
+class SiteStatus:
+    site_id: SiteId
+    registration: str  # pending / active / revoked, or "-" without a registry entry
+    invited: bool
+    answered: bool
+    decision: str  # accepted / rejected / "-" (not decided yet in the current round)
+    last_rejection: str | None  # "round N: reason"
+    epsilon: float | None  # None until differential privacy exists
+    last_auroc: float | None
+    last_auroc_round: RoundIndex | None
+
+
+@dataclass(frozen=True)
+class FederationStatus:
+    federation_id: str
+    exchange: str
+    round_index: RoundIndex | None
+    task: str | None
+    phase: str
+    deadline_in_s: float | None
+    message: str | None
+    sites: list[SiteStatus]
+
+
+def site_auroc(manifest: UpdateManifest) -> float | None:
+    """AUROC of the global model on one hospital's own test histogram (None with one class)."""
+    if manifest.evaluation is None:
+        return None
+    histogram = manifest.evaluation.histogram
+    return auroc_from_histogram(
+        ClassHistogram(
+            np.asarray(histogram.positives, np.int64), np.asarray(histogram.negatives, np.int64)
+        )
+    )
+
+
+def read_update_manifest(
+    exchange: Exchange, round_index: RoundIndex, site_id: SiteId
+) -> UpdateManifest | None:
+    """A hospital's update manifest, or None if absent or malformed (status never fails on it)."""
+    try:
+        data = exchange.read_update_manifest_bytes(round_index, site_id)
+        return UpdateManifest.model_validate_json(data)
+    except (ObjectNotFoundError, ValidationError):
+        return None
+
+
+def _last_rejections(results: list[RoundResult]) -> dict[SiteId, str]:
+    found: dict[SiteId, str] = {}
+    for result in results:  # newest first
+        for decision in result.rejected:
+            found.setdefault(
+                decision.site_id, f"round {result.round_index}: {decision.reason or 'rejected'}"
+            )
+    return found
+
+
+def _last_aurocs(
+    exchange: Exchange, sites: list[SiteId], newest: RoundIndex
+) -> dict[SiteId, tuple[float, RoundIndex]]:
+    found: dict[SiteId, tuple[float, RoundIndex]] = {}
+    for site_id in sites:
+        for round_index in range(newest, max(newest - _LOOKBACK_ROUNDS, 0), -1):
+            manifest = read_update_manifest(exchange, round_index, site_id)
+            value = site_auroc(manifest) if manifest is not None else None
+            if value is not None:
+                found[site_id] = (value, round_index)
+                break
+    return found
+
+
+def collect_status(exchange: Exchange, now: float | None = None) -> FederationStatus:
+    """Read the federation's current state from the exchange."""
+    now = time.time() if now is None else now
+    found = exchange.read_state()
+    state = found[0] if found else None
+    round_index = state.round_index if state else None
+    manifest = exchange.read_global_manifest(round_index) if round_index else None
+    registrations = {r.site_id: r.status for r in exchange.list_registrations()}
+    invited = set(manifest.invited_sites) if manifest else set()
+    answered = set(exchange.list_answered_sites(round_index)) if round_index else set()
+    decisions = dict(state.decisions) if state else {}
+    results = []
+    if round_index:
+        for index in range(round_index, max(round_index - _LOOKBACK_ROUNDS, 0), -1):
+            result = exchange.read_result(index)
+            if result is not None:
+                results.append(result)
+    current = results[0] if results and results[0].round_index == round_index else None
+    if current is not None:  # a closed round's decisions live in result.json
+        for decision in [*current.accepted, *current.rejected]:
+            decisions.setdefault(decision.site_id, decision)
+    sites = sorted(set(registrations) | invited | answered | set(decisions))
+    rejections = _last_rejections(results)
+    aurocs = _last_aurocs(exchange, sites, round_index) if round_index else {}
+    phase = state.phase if state else "not started"
+    deadline = state.deadline_unix - now if state and state.phase == "collecting" else None
+    return FederationStatus(
+        federation_id=exchange.federation_id,
+        exchange=exchange.describe(),
+        round_index=round_index,
+        task=manifest.task if manifest else None,
+        phase=phase,
+        deadline_in_s=deadline,
+        message=state.message if state else None,
+        sites=[
+            SiteStatus(
+                site_id=site_id,
+                registration=registrations.get(site_id, "-"),
+                invited=site_id in invited,
+                answered=site_id in answered,
+                decision=decisions[site_id].status if site_id in decisions else "-",
+                last_rejection=rejections.get(site_id),
+                epsilon=None,
+                last_auroc=aurocs[site_id][0] if site_id in aurocs else None,
+                last_auroc_round=aurocs[site_id][1] if site_id in aurocs else None,
+            )
+            for site_id in sites
+        ],
+    )
+
+
+def format_countdown(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds <= 0:
+        return f"passed {abs(seconds):.0f} s ago"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:d}:{minutes:02d}:{secs:02d}"
+
+
+def status_title(status: FederationStatus) -> str:
+    round_text = "-" if status.round_index is None else str(status.round_index)
+    task = f" ({status.task})" if status.task else ""
+    line = (
+        f"federation {status.federation_id}  round {round_text}{task}  phase {status.phase}  "
+        f"deadline {format_countdown(status.deadline_in_s)}"
+    )
+    return line + (f"  note: {status.message}" if status.message else "")
+
+
+def status_table(status: FederationStatus) -> Table:
+    """One row per hospital, for a terminal."""
+    table = Table(title=status_title(status), caption=status.exchange)
+    for column in (
+        "site",
+        "state",
+        "invited",
+        "answered",
+        "decision",
+        "last rejection",
+        "epsilon",
+        "last AUROC",
+    ):
+        table.add_column(column)
+    for site in status.sites:
+        auroc = (
+            "-" if site.last_auroc is None else f"{site.last_auroc:.3f} (r{site.last_auroc_round})"
+        )
+        table.add_row(
+            site.site_id,
+            site.registration,
+            "yes" if site.invited else "no",
+            "yes" if site.answered else "no",
+            site.decision,
+            site.last_rejection or "-",
+            "-" if site.epsilon is None else f"{site.epsilon:.2f}",
+            auroc,
+        )
+    return table

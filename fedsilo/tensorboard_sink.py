@@ -1,0 +1,58 @@
+"""Per-round metrics to TensorBoard event files (``fedsilo simulate --tensorboard DIR``).
+
+The events are written by ``torch.utils.tensorboard.SummaryWriter``, the writer TensorBoard's
+own maintainers keep compatible, never by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fedsilo.simulation import SimulationEvents
+from fl_core.exchange.manifests import Decision, GlobalManifest, RoundResult
+
+SCALARS = ("auroc", "auprc", "loss", "train_loss", "sites_accepted", "sites_rejected", "seconds")
+
+
+class TensorBoardEvents(SimulationEvents):
+    """Writes each round's metrics row as scalars and passes every hook on to ``inner``."""
+
+    def __init__(self, log_dir: Path, inner: SimulationEvents) -> None:
+        super().__init__(inner.rounds)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.inner = inner
+        self.log_dir = log_dir
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def round_opened(self, manifest: GlobalManifest) -> None:
+        self.inner.round_opened(manifest)
+
+    def decided(self, round_index: int, decision: Decision) -> None:
+        self.inner.decided(round_index, decision)
+
+    def round_closed(self, result: RoundResult) -> None:
+        self.inner.round_closed(result)
+        super().round_closed(result)
+
+    def row_ready(self, row: dict[str, Any]) -> None:
+        step = int(row["round"])
+        for name in SCALARS:
+            value = row.get(name)
+            if value is not None:
+                self.writer.add_scalar(f"federation/{name}", float(value), step)
+        for name, value in (row.get("reference_auroc") or {}).items():
+            if value is not None:
+                self.writer.add_scalar(f"reference_auroc/{name}", float(value), step)
+        self.writer.flush()
+        if step >= self.rounds:  # the last training round's row: nothing more will come
+            self.writer.close()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def with_tensorboard(log_dir: Path, inner: SimulationEvents) -> SimulationEvents:
+    """``inner``'s hooks plus per-round TensorBoard scalars in ``log_dir``."""
+    return TensorBoardEvents(log_dir, inner)
