@@ -8,6 +8,7 @@ federation or starts one whose initial model is built with default standardisati
 
 from __future__ import annotations
 
+import structlog
 import torch
 
 from fedsilo.runner import DEFAULT_APP, build_source
@@ -32,6 +33,7 @@ def _exchange(config: FederationConfig) -> Exchange:
 
 
 def run_server(config: FederationConfig, sites: list[str]) -> None:
+    structlog.contextvars.bind_contextvars(run_id=config.federation_id)
     exchange = _exchange(config)
     source = build_source(config)
     invited = sites or source.site_ids()
@@ -43,6 +45,7 @@ def run_server(config: FederationConfig, sites: list[str]) -> None:
 
 
 def run_client(config: FederationConfig, site_id: str) -> None:
+    structlog.contextvars.bind_contextvars(run_id=config.federation_id, site_id=site_id)
     exchange = _exchange(config)
     source = build_source(config)
     data = source.load_site(site_id)

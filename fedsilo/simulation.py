@@ -54,13 +54,14 @@ class WorkerSpec:
     app: FederatedApp | None
     log_format: LogFormat
     log_level: str
+    run_id: str
 
 
 def _worker_main(spec: WorkerSpec, reports: Any) -> None:
     """A hospital worker: load its sites, report their moments, answer rounds until final."""
     torch.set_num_threads(1)
     configure_logging(spec.log_format, spec.log_level)
-    structlog.contextvars.bind_contextvars(worker=spec.index)
+    structlog.contextvars.bind_contextvars(run_id=spec.run_id, worker=spec.index)
     try:
         app = spec.app if spec.app is not None else load_app(spec.app_ref)
         source = build_source(spec.config)
@@ -230,6 +231,7 @@ def simulate(
         app = DEFAULT_APP if app_ref is None else load_app(app_ref)
     run_dir = out_dir / (run_id or new_run_id(config))
     run_dir.mkdir(parents=True, exist_ok=True)
+    structlog.contextvars.bind_contextvars(run_id=run_dir.name)
     exchange_uri = config.exchange.uri or (run_dir / "exchange").resolve().as_uri()
     exchange = Exchange(
         open_store(
@@ -257,6 +259,7 @@ def simulate(
             app=None if app_ref else app,
             log_format=log_format,
             log_level=log_level,
+            run_id=run_dir.name,
         )
         proc = context.Process(
             target=_worker_main,

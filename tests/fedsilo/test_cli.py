@@ -121,4 +121,5 @@ def test_json_logs_carry_no_tensors(tmp_path):
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     names = {e["event"] for e in events}
     assert {"global_published", "update_accepted", "round_closed"} <= names
+    assert all(e.get("run_id") == "logs" for e in events)
     assert all(len(json.dumps(e)) < 2000 for e in events)
