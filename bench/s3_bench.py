@@ -1,0 +1,348 @@
+"""The S3 exchange over moto_server (issue 5): model round trip and a 50-hospital round.
+
+Two measurements, both against a ``ThreadedMotoServer`` on 127.0.0.1 started here:
+
+1. Round trip of a 100 MB model: ``S3Store.put_new`` (multipart with SHA-256 part checksums and
+   ``IfNoneMatch``) then ``S3Store.get`` (parallel ranged GETs, sha256 verified), next to raw
+   boto3 ``put_object`` / ``get_object().read()`` of the same bytes in the same run. The ratio
+   is the figure (goal: within 1.2x). moto_server is in this process, so both sides share its
+   CPU cost; the ratio says what fedsilo's integrity and write-once machinery adds.
+2. One round of 50 hospitals through the real ``RoundLoop`` over S3: hospitals' updates are
+   written when the round opens, then the aggregator's seconds are split into transfer (time
+   inside store calls, via a timing proxy around the store), verification (the admission
+   checks, timed by wrapping them) and aggregation (the aggregator's ``add`` / ``finish``).
+
+No timing is asserted anywhere; the tables are for people.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import numpy as np
+from moto.server import ThreadedMotoServer
+from rich.console import Console
+from rich.table import Table
+
+import fl_server.round_loop as round_loop_module
+from fedsilo.logs import configure_logging
+from fl_core.admission import update_metadata
+from fl_core.config import load_config
+from fl_core.exchange.manifests import (
+    EvaluationReport,
+    GlobalManifest,
+    RoundResult,
+    ScoreHistogram,
+    UpdateManifest,
+)
+from fl_core.exchange.protocol import Exchange
+from fl_core.exchange.s3_store import S3Store
+from fl_core.exchange.store import ObjectStore
+from fl_core.serialization import decode_weights, encode_weights, sha256_hex
+from fl_core.types import ETag, ObjectKey, Weights
+from fl_server.aggregator import FedAvgAggregator
+from fl_server.round_loop import RoundEvents, RoundLoop
+
+REGION = "eu-west-1"
+MB = 1_000_000
+BINS = 10
+console = Console()
+
+
+@contextmanager
+def _moto_server() -> Iterator[str]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        os.environ[name] = value
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+def _raw_client(endpoint: str) -> Any:
+    return boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
+
+
+def _new_bucket(endpoint: str) -> str:
+    bucket = f"fedsilo-bench-{uuid.uuid4().hex[:10]}"
+    _raw_client(endpoint).create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    return bucket
+
+
+# ---- 1. model round trip ----------------------------------------------------------------------
+
+
+def _model_bytes(size_bytes: int) -> bytes:
+    rng = np.random.default_rng(0)
+    rows = max(1, size_bytes // (4 * 1024))
+    return encode_weights({"w": rng.standard_normal((rows, 1024), dtype=np.float32)})
+
+
+def round_trip(endpoint: str, size_bytes: int, repeats: int) -> Table:
+    data = _model_bytes(size_bytes)
+    bucket = _new_bucket(endpoint)
+    store = S3Store(bucket, "bench", endpoint_url=endpoint, region=REGION)
+    raw = _raw_client(endpoint)
+    rows: dict[str, list[float]] = {k: [] for k in ("fs_up", "fs_down", "raw_up", "raw_down")}
+    for attempt in range(repeats):
+        key = f"model-{attempt}.safetensors"
+        started = time.perf_counter()
+        store.put_new(key, data)
+        rows["fs_up"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        got = store.get(key)  # ranged parallel GETs, sha256 verified against the metadata
+        rows["fs_down"].append(time.perf_counter() - started)
+        assert got == data
+        started = time.perf_counter()
+        raw.put_object(Bucket=bucket, Key=f"raw/{key}", Body=data)
+        rows["raw_up"].append(time.perf_counter() - started)
+        started = time.perf_counter()
+        back = raw.get_object(Bucket=bucket, Key=f"raw/{key}")["Body"].read()
+        rows["raw_down"].append(time.perf_counter() - started)
+        assert back == data
+    med = {k: statistics.median(v) for k, v in rows.items()}
+    table = Table(
+        title=f"round trip of a {len(data) / MB:.0f} MB model via moto_server (median of {repeats})"
+    )
+    for column in ("path", "upload s", "download s", "round trip s", "MB/s", "ratio"):
+        table.add_column(column, justify="right")
+    raw_total = med["raw_up"] + med["raw_down"]
+    fs_total = med["fs_up"] + med["fs_down"]
+    for name, up, down in (
+        ("raw boto3 put/get", med["raw_up"], med["raw_down"]),
+        ("S3Store put_new/get + verify", med["fs_up"], med["fs_down"]),
+    ):
+        total = up + down
+        table.add_row(
+            name,
+            f"{up:.2f}",
+            f"{down:.2f}",
+            f"{total:.2f}",
+            f"{2 * len(data) / MB / total:.0f}",
+            f"{total / raw_total:.2f}x",
+        )
+    table.caption = (
+        f"S3Store / raw = {fs_total / raw_total:.2f}x (goal <= 1.20x); S3Store uploads "
+        "multipart with per-part SHA-256 and IfNoneMatch, downloads by parallel ranges"
+    )
+    return table
+
+
+# ---- 2. a 50-hospital round -----------------------------------------------------------------
+
+
+@dataclass
+class _Clock:
+    """Seconds spent inside timed calls, by bucket, while ``active``."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+    active: bool = False
+
+    def timed(self, bucket: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if not self.active:
+                return fn(*args, **kwargs)
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[bucket] = self.seconds.get(bucket, 0.0) + time.perf_counter() - started
+                self.calls[bucket] = self.calls.get(bucket, 0) + 1
+
+        return wrapper
+
+
+class _TimedStore(ObjectStore):
+    """Delegates to a store and times every call (bench only)."""
+
+    def __init__(self, inner: ObjectStore, clock: _Clock) -> None:
+        self.inner = inner
+        self.clock = clock
+
+    def put_new(self, key: ObjectKey, data: bytes) -> None:
+        self.clock.timed("transfer", self.inner.put_new)(key, data)
+
+    def get(self, key: ObjectKey) -> bytes:
+        result: bytes = self.clock.timed("transfer", self.inner.get)(key)
+        return result
+
+    def get_with_etag(self, key: ObjectKey) -> tuple[bytes, ETag]:
+        result: tuple[bytes, ETag] = self.clock.timed("transfer", self.inner.get_with_etag)(key)
+        return result
+
+    def replace(self, key: ObjectKey, data: bytes, if_match: ETag | None) -> ETag:
+        result: ETag = self.clock.timed("transfer", self.inner.replace)(key, data, if_match)
+        return result
+
+    def size(self, key: ObjectKey) -> int:
+        result: int = self.clock.timed("transfer", self.inner.size)(key)
+        return result
+
+    def exists(self, key: ObjectKey) -> bool:
+        result: bool = self.clock.timed("transfer", self.inner.exists)(key)
+        return result
+
+    def list_keys(self, prefix: str) -> list[ObjectKey]:
+        result: list[ObjectKey] = self.clock.timed("transfer", self.inner.list_keys)(prefix)
+        return result
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+
+class _TimedAggregator(FedAvgAggregator):
+    def __init__(self, clock: _Clock) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def add(self, weights: Weights, num_examples: int) -> None:
+        self.clock.timed("aggregation", super().add)(weights, num_examples)
+
+    def finish(self) -> Weights:
+        result: Weights = self.clock.timed("aggregation", super().finish)()
+        return result
+
+
+class _Hospitals(RoundEvents):
+    """Every hospital answers as soon as a round opens (written through its own store)."""
+
+    def __init__(self, store: ObjectStore, federation_id: str, sites: list[str], clock: _Clock):
+        self.exchange = Exchange(store, federation_id)
+        self.sites = sites
+        self.clock = clock
+        self.upload_s = 0.0
+        self.opened_at = 0.0
+        self.closed: dict[int, tuple[float, RoundResult]] = {}
+
+    def round_opened(self, manifest: GlobalManifest) -> None:
+        started = time.perf_counter()
+        global_weights = decode_weights(self.exchange.read_global_weights(manifest))
+        report = EvaluationReport(
+            num_examples=10,
+            loss_sum=1.0,
+            histogram=ScoreHistogram(positives=[1] * BINS, negatives=[0] * BINS),
+        )
+        for index, site in enumerate(self.sites):
+            nonce = secrets.token_hex(16)
+            fields: dict[str, Any] = dict(
+                federation_id=manifest.federation_id,
+                site_id=site,
+                round_index=manifest.round_index,
+                task="evaluate",
+                global_sha256=manifest.sha256,
+                num_examples=100 + index,
+                nonce=nonce,
+                evaluation=report,
+            )
+            data = None
+            if manifest.task == "train":
+                probe = UpdateManifest(**fields)
+                weights = {k: v + np.float32(index) for k, v in global_weights.items()}
+                data = encode_weights(weights, update_metadata(probe))
+                fields.update(
+                    task="train", sha256=sha256_hex(data), num_bytes=len(data), train_loss=0.5
+                )
+            self.exchange.write_update(UpdateManifest(**fields), data)
+        if manifest.round_index == 1:
+            self.upload_s = time.perf_counter() - started
+            self.opened_at = time.perf_counter()
+            self.clock.active = True
+
+    def round_closed(self, result: RoundResult) -> None:
+        self.closed[result.round_index] = (time.perf_counter(), result)
+        self.clock.active = False
+
+
+def hospital_round(endpoint: str, hospitals: int, params: int) -> Table:
+    clock = _Clock()
+    originals = {
+        name: getattr(round_loop_module, name)
+        for name in ("check_manifest", "check_weights", "check_weights_size")
+    }
+    for name, fn in originals.items():
+        setattr(round_loop_module, name, clock.timed("verification", fn))
+    try:
+        bucket = _new_bucket(endpoint)
+        sites = [f"site-{i:03d}" for i in range(1, hospitals + 1)]
+        config = load_config(
+            overrides={
+                "federation_id": "bench",
+                "rounds": 1,
+                "evaluation.histogram_bins": BINS,
+                "round.min_sites": 2,
+                "round.poll_interval_s": 0.05,
+                "admission.max_update_bytes": 8 * params + 1_000_000,
+            }
+        )
+        aggregator_store = _TimedStore(
+            S3Store(bucket, "bench", endpoint_url=endpoint, region=REGION), clock
+        )
+        hospital_store = S3Store(bucket, "bench", endpoint_url=endpoint, region=REGION)
+        hospitals_events = _Hospitals(hospital_store, "bench", sites, clock)
+        side = int(np.sqrt(params))
+        initial = {"w": np.zeros((side, side), np.float32), "b": np.zeros(side, np.float32)}
+        loop = RoundLoop(
+            Exchange(aggregator_store, "bench"),
+            _TimedAggregator(clock),
+            config,
+            sites,
+            initial_weights=initial,
+            events=hospitals_events,
+        )
+        loop.run()
+    finally:
+        for name, fn in originals.items():
+            setattr(round_loop_module, name, fn)
+    closed_at, result = hospitals_events.closed[1]
+    total = closed_at - hospitals_events.opened_at
+    update_mb = (4 * side * side + 4 * side) / MB
+    table = Table(
+        title=f"one round of {hospitals} hospitals over moto_server, "
+        f"{update_mb:.1f} MB updates (aggregator side)"
+    )
+    for column in ("stage", "seconds", "share", "calls"):
+        table.add_column(column, justify="right")
+    parts = {k: clock.seconds.get(k, 0.0) for k in ("transfer", "verification", "aggregation")}
+    parts["other (polling sleeps, bookkeeping)"] = max(0.0, total - sum(parts.values()))
+    for name, seconds in parts.items():
+        table.add_row(
+            name, f"{seconds:.2f}", f"{seconds / total:.0%}", str(clock.calls.get(name, ""))
+        )
+    table.add_row("round (all answers in -> result.json)", f"{total:.2f}", "100%", "")
+    table.caption = (
+        f"accepted {len(result.accepted)}, rejected {len(result.rejected)}; the hospitals' "
+        f"{hospitals} uploads took {hospitals_events.upload_s:.2f} s before the round was timed"
+    )
+    return table
+
+
+def main(quick: bool) -> None:
+    configure_logging("console", "WARNING")  # the round loop's per-update lines are noise here
+    with _moto_server() as endpoint:
+        size = 20 * MB if quick else 100 * MB
+        console.print(round_trip(endpoint, size, repeats=1 if quick else 3))
+        hospitals, params = (10, 250_000) if quick else (50, 1_000_000)
+        console.print(hospital_round(endpoint, hospitals, params))
+
+
+if __name__ == "__main__":
+    main(quick=False)
