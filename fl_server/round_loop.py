@@ -24,6 +24,7 @@ from fl_core.errors import (
     ConfigError,
     ExchangeError,
     FederationLockedError,
+    ObjectIntegrityError,
     ObjectNotFoundError,
     PreconditionFailedError,
     RoundFailedError,
@@ -348,48 +349,17 @@ class RoundLoop:
 
     def _admit(self, current: _Round, site_id: SiteId) -> Decision:
         """Check one answer; only an accepted update reaches the aggregator."""
-        ctx = current.context
-        round_index = ctx.round_index
-        weights: Weights | None = None
+        round_index = current.context.round_index
         try:
-            size = self.exchange.update_manifest_size(round_index, site_id)
-            if size > ctx.max_manifest_bytes:
-                raise UpdateRejectedError("too_large", f"manifest is {size} bytes")
-            manifest = check_manifest(
-                self.exchange.read_update_manifest_bytes(round_index, site_id), site_id, ctx
-            )
-            if manifest.evaluation is not None:
-                bins = len(manifest.evaluation.histogram.positives)
-                if bins != self.config.evaluation.histogram_bins:
-                    raise UpdateRejectedError(
-                        "malformed_manifest",
-                        f"histogram has {bins} bins, expected "
-                        f"{self.config.evaluation.histogram_bins}",
-                    )
-            if ctx.task == "train":
-                try:
-                    check_weights_size(self.exchange.update_weights_size(round_index, site_id), ctx)
-                    data = self.exchange.read_update_weights(round_index, site_id)
-                except ObjectNotFoundError as err:
-                    raise UpdateRejectedError(
-                        "missing_tensors", "manifest present but its safetensors file is not"
-                    ) from err
-                weights = check_weights(manifest, data, ctx)
+            manifest, weights = self._check_answer(current, site_id)
+        except (ObjectIntegrityError, ObjectNotFoundError) as err:
+            # bytes that fail the store's own checksum, or that vanished: the hospital's fault,
+            # never the federation's (a rogue write must not stop the aggregator)
+            reason = "sha256_mismatch" if isinstance(err, ObjectIntegrityError) else "missing"
+            rejected = UpdateRejectedError(reason, str(err).splitlines()[0])
+            return self._rejection(round_index, site_id, rejected)
         except UpdateRejectedError as rejected:
-            log.warning(
-                "update_rejected",
-                round_index=round_index,
-                site_id=site_id,
-                reason=rejected.reason,
-                detail=rejected.detail,
-            )
-            return Decision(
-                site_id=site_id,
-                status="rejected",
-                reason=rejected.reason,
-                detail=rejected.detail[:500],
-                decided_unix=self.clock(),
-            )
+            return self._rejection(round_index, site_id, rejected)
         if weights is not None:
             self.aggregator.add(weights, manifest.num_examples)
         self._remember(current, manifest)
@@ -407,6 +377,55 @@ class RoundLoop:
             num_examples=manifest.num_examples,
             decided_unix=self.clock(),
         )
+
+    def _rejection(
+        self, round_index: int, site_id: SiteId, rejected: UpdateRejectedError
+    ) -> Decision:
+        log.warning(
+            "update_rejected",
+            round_index=round_index,
+            site_id=site_id,
+            reason=rejected.reason,
+            detail=rejected.detail,
+        )
+        return Decision(
+            site_id=site_id,
+            status="rejected",
+            reason=rejected.reason,
+            detail=rejected.detail[:500],
+            decided_unix=self.clock(),
+        )
+
+    def _check_answer(
+        self, current: _Round, site_id: SiteId
+    ) -> tuple[UpdateManifest, Weights | None]:
+        """Every admission check, cheapest first; raises ``UpdateRejectedError``."""
+        ctx = current.context
+        round_index = ctx.round_index
+        weights: Weights | None = None
+        size = self.exchange.update_manifest_size(round_index, site_id)
+        if size > ctx.max_manifest_bytes:
+            raise UpdateRejectedError("too_large", f"manifest is {size} bytes")
+        manifest = check_manifest(
+            self.exchange.read_update_manifest_bytes(round_index, site_id), site_id, ctx
+        )
+        if manifest.evaluation is not None:
+            bins = len(manifest.evaluation.histogram.positives)
+            if bins != self.config.evaluation.histogram_bins:
+                raise UpdateRejectedError(
+                    "malformed_manifest",
+                    f"histogram has {bins} bins, expected {self.config.evaluation.histogram_bins}",
+                )
+        if ctx.task == "train":
+            try:
+                check_weights_size(self.exchange.update_weights_size(round_index, site_id), ctx)
+                data = self.exchange.read_update_weights(round_index, site_id)
+            except ObjectNotFoundError as err:
+                raise UpdateRejectedError(
+                    "missing_tensors", "manifest present but its safetensors file is not"
+                ) from err
+            weights = check_weights(manifest, data, ctx)
+        return manifest, weights
 
     def _collect(self, state: FederationState, current: _Round) -> FederationState:
         """Admit answers until everyone answered, or the deadline with a quorum."""

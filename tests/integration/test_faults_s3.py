@@ -338,16 +338,6 @@ class _Rogue(RoundEvents):
             )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug in fl_server/round_loop.py RoundLoop._admit: it turns only UpdateRejectedError "
-        "into a rejection. Over S3, reading an update object that lacks x-amz-meta-sha256 "
-        "(or whose metadata does not match its bytes) raises ObjectIntegrityError from "
-        "S3Store, which escapes _admit and stops the aggregator (exit 4): one hospital can "
-        "halt the federation by writing its own update with plain boto3."
-    ),
-)
 def test_update_without_fedsilo_metadata_is_rejected_not_fatal(make_federation):
     federation = make_federation()
     config = load_config(
@@ -374,7 +364,7 @@ def test_update_without_fedsilo_metadata_is_rejected_not_fatal(make_federation):
     loop.run()
     result = federation.result(1)
     assert result is not None
-    assert [d.site_id for d in result.rejected] == ["site-003"]
+    assert [(d.site_id, d.reason) for d in result.rejected] == [("site-003", "sha256_mismatch")]
 
 
 # ---- bad input at the command line --------------------------------------------------------
