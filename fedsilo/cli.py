@@ -214,10 +214,24 @@ ServiceLogFormat = Annotated[
 ]
 
 
+EndpointUrlOption = Annotated[
+    str | None,
+    typer.Option(envvar="FEDSILO_ENDPOINT_URL", help="S3-compatible endpoint (MinIO, moto)"),
+]
+
+
 def _service_config(
-    config: Path | None, exchange: str | None, federation_id: str | None, data: str | None
+    config: Path | None,
+    exchange: str | None,
+    federation_id: str | None,
+    data: str | None,
+    endpoint_url: str | None = None,
 ) -> FederationConfig:
-    overrides: dict[str, Any] = {"exchange.uri": exchange, "federation_id": federation_id}
+    overrides: dict[str, Any] = {
+        "exchange.uri": exchange,
+        "federation_id": federation_id,
+        "exchange.endpoint_url": endpoint_url,
+    }
     if data is not None:
         if data.startswith("s3://"):
             raise FedsiloError(
@@ -236,13 +250,14 @@ def server_run(
     sites: Annotated[
         str | None, typer.Option(envvar="FEDSILO_SITES", help="comma-separated site ids")
     ] = None,
+    endpoint_url: EndpointUrlOption = None,
     log_format: ServiceLogFormat = "json",
 ) -> None:
     """The aggregator loop for one federation (resumes from what the exchange holds)."""
     from fedsilo.services import run_server
 
     configure_logging(_check_format(log_format))
-    federation = _service_config(config, exchange, federation_id, None)
+    federation = _service_config(config, exchange, federation_id, None, endpoint_url)
     run_server(federation, [s for s in (sites or "").split(",") if s])
 
 
@@ -257,13 +272,14 @@ def client_run(
     data: Annotated[
         str | None, typer.Option(envvar="FEDSILO_DATA", help="prepared per-hospital folder")
     ] = None,
+    endpoint_url: EndpointUrlOption = None,
     log_format: ServiceLogFormat = "json",
 ) -> None:
     """The training loop of one hospital: answer every round until the final one."""
     from fedsilo.services import run_client
 
     configure_logging(_check_format(log_format))
-    federation = _service_config(config, exchange, federation_id, data)
+    federation = _service_config(config, exchange, federation_id, data, endpoint_url)
     run_client(federation, site_id)
 
 
