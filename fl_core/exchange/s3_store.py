@@ -74,6 +74,7 @@ S3Client = Any
 
 MiB = 1024 * 1024
 DEFAULT_MULTIPART_THRESHOLD_BYTES = 64 * MiB
+DEFAULT_RANGED_DOWNLOAD_THRESHOLD_BYTES = 256 * MiB
 DEFAULT_PART_SIZE_BYTES = 16 * MiB
 MIN_PART_SIZE_BYTES = 5 * MiB  # S3's floor for every part but the last
 MAX_SINGLE_PUT_BYTES = 5 * 1024 * MiB  # S3's ceiling for one PutObject
@@ -316,8 +317,13 @@ class S3Store(ObjectStore):
         Assume this role (STS) before touching the bucket; otherwise the default credential
         chain (the ECS task role) is used as is.
     multipart_threshold_bytes, part_size_bytes, max_concurrency
-        Objects above the threshold are written as a multipart upload and read with parallel
-        ranged GETs, ``part_size_bytes`` at a time, ``max_concurrency`` in flight.
+        Objects above the threshold are written as a multipart upload, ``part_size_bytes`` at
+        a time, ``max_concurrency`` in flight.
+    ranged_download_threshold_bytes
+        Objects above it are read with parallel ranged GETs; below it, one streamed GET. One
+        stream is faster for model-sized objects (measured on 100 MB through moto_server:
+        0.21 s streamed against 0.60 s ranged and 0.16 s for a raw ``get_object``), and
+        parallel ranges only pay off where one connection cannot fill the link.
     retry_mode, max_attempts, connect_timeout_s, read_timeout_s
         botocore's retry and timeout settings.
     """
@@ -338,6 +344,7 @@ class S3Store(ObjectStore):
         multipart_threshold_bytes: int = DEFAULT_MULTIPART_THRESHOLD_BYTES,
         part_size_bytes: int = DEFAULT_PART_SIZE_BYTES,
         max_concurrency: int = 4,
+        ranged_download_threshold_bytes: int = DEFAULT_RANGED_DOWNLOAD_THRESHOLD_BYTES,
         retry_mode: Literal["standard", "adaptive"] = "standard",
         max_attempts: int = 8,
         connect_timeout_s: float = 10.0,
@@ -360,6 +367,7 @@ class S3Store(ObjectStore):
         self._kms_key_id = kms_key_id
         self._role_arn = role_arn
         self._multipart_threshold = multipart_threshold_bytes
+        self._ranged_threshold = max(ranged_download_threshold_bytes, part_size_bytes)
         self._part_size = part_size_bytes
         self._max_concurrency = max_concurrency
         self._bucket_confirmed = False
@@ -681,7 +689,7 @@ class S3Store(ObjectStore):
         etag = str(response["ETag"])
         expected = response.get("Metadata", {}).get(SHA256_METADATA_KEY)
         size = int(response["ContentLength"])
-        if size > self._multipart_threshold:
+        if size > self._ranged_threshold:
             # Keep the first part of this stream, fetch the rest as parallel ranges.
             first = _read_body(response, self._part_size, whole=False)
             response["Body"].close()
