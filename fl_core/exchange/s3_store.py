@@ -73,7 +73,7 @@ S3Client = Any
 """boto3 clients are generated at run time and carry no static type."""
 
 MiB = 1024 * 1024
-DEFAULT_MULTIPART_THRESHOLD_BYTES = 64 * MiB
+DEFAULT_MULTIPART_THRESHOLD_BYTES = 256 * MiB
 DEFAULT_RANGED_DOWNLOAD_THRESHOLD_BYTES = 256 * MiB
 DEFAULT_PART_SIZE_BYTES = 16 * MiB
 MIN_PART_SIZE_BYTES = 5 * MiB  # S3's floor for every part but the last

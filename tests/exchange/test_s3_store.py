@@ -130,7 +130,7 @@ def kms_key_arn(mocked_aws: None) -> str:
 
 @pytest.fixture
 def small_parts() -> dict[str, Any]:
-    """Multipart above 6 MiB in 5 MiB parts (S3's minimum), instead of 64 MiB / 16 MiB."""
+    """Multipart above 6 MiB in 5 MiB parts (S3's minimum), instead of 256 MiB / 16 MiB."""
     return {
         "multipart_threshold_bytes": 6 * MiB,
         "part_size_bytes": 5 * MiB,
