@@ -1,5 +1,8 @@
 """The default trainer: mini-batch training of a binary-outcome model, imbalance aware.
 
+Every hospital makes at least ``min_local_steps`` optimizer steps a round (more whole epochs
+for a small one), so that federations of tiny hospitals (eICU's median is ~11 stays) learn.
+
 Deterministic under a seed on CPU: the batch order and dropout masks come from a generator
 seeded per (federation seed, site, round).
 """
@@ -31,6 +34,17 @@ class TabularTrainer(ClientTrainer):
             return 1.0  # one class at this hospital: nothing to rebalance against
         return float(min(negatives / positives, self.config.max_pos_weight))
 
+    def local_epochs(self, num_examples: int) -> int:
+        """Whole epochs this round: ``local_epochs``, or more to reach ``min_local_steps``.
+
+        A hospital with few rows makes few steps per epoch (8 rows at batch 128: one); without
+        a floor on steps it barely moves the global model however many hospitals there are.
+        Large hospitals already make more steps than the floor and are unchanged.
+        """
+        steps_per_epoch = -(-num_examples // self.config.batch_size)
+        needed = -(-self.config.min_local_steps // max(steps_per_epoch, 1))
+        return max(self.config.local_epochs, needed)
+
     def _optimizer(self) -> torch.optim.Optimizer:
         params = self.model.parameters()
         if self.config.optimizer == "sgd":
@@ -59,7 +73,7 @@ class TabularTrainer(ClientTrainer):
         optimizer = self._optimizer()
         self.model.train()
         loss_total, batches = 0.0, 0
-        for _ in range(self.config.local_epochs):
+        for _ in range(self.local_epochs(n)):
             order = torch.randperm(n, generator=generator).to(self.device)
             for start in range(0, n, self.config.batch_size):
                 index = order[start : start + self.config.batch_size]

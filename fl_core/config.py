@@ -48,6 +48,13 @@ class TrainingConfig(_Frozen):
 
     local_epochs: int = Field(default=2, ge=1)
     batch_size: int = Field(default=128, ge=1)
+    min_local_steps: int = Field(
+        default=32,
+        ge=0,
+        description="optimizer steps a hospital makes per round at least: one whose "
+        "local_epochs x ceil(rows / batch_size) falls short runs more whole epochs, so a "
+        "hospital of 8 rows moves the model as far as one of thousands (0: off)",
+    )
     learning_rate: float = Field(default=5e-4, gt=0)
     weight_decay: float = Field(default=1e-5, ge=0)
     optimizer: Literal["adam", "sgd"] = "adam"

@@ -62,3 +62,24 @@ def assign_splits(
         codes[rows[n_train : n_train + n_valid]] = VALID
         codes[rows[n_train + n_valid :]] = TEST
     return codes
+
+
+def assign_folds(
+    y: npt.NDArray[np.int8], *, seed: int, site_key: str, folds: int
+) -> npt.NDArray[np.int8]:
+    """Cross-validation fold (0 .. folds-1) per row of one hospital, stratified by label.
+
+    Each class is shuffled and dealt round-robin from a random first fold, so a hospital's one
+    death lands in any fold with equal chance and, over many hospitals, every fold holds about
+    ``1 / folds`` of the deaths. Every row is in exactly one fold, however small the hospital.
+    """
+    if not 2 <= folds <= 127:
+        raise ValueError(f"folds {folds} must be between 2 and 127")
+    codes = np.empty(y.shape[0], dtype=np.int8)
+    rng = site_seed(seed, f"folds:{site_key}")
+    for label in (0, 1):
+        rows = np.flatnonzero(y == label)
+        rows = rows[rng.permutation(rows.shape[0])]
+        first = int(rng.integers(folds))
+        codes[rows] = (first + np.arange(rows.shape[0])) % folds
+    return codes
