@@ -1,7 +1,7 @@
 """Issue 4's AUROC table: federated, pooled, local-only mean, APACHE yardstick and Bayes.
 
 ``python -m bench --only eicu_bench`` (or ``python bench/eicu_bench.py [--quick]``).
-- The synthetic twin, 208 hospitals x 200,000 unit stays (quick: 20,000), 20 rounds (quick: 5),
+- The synthetic twin, 208 hospitals x 200,000 unit stays (quick: 20,000), 20 rounds (quick: 10),
   scored on its prepared test split (thousands of deaths), Bayes = the twin's true risk.
 - The real eICU-CRD Demo (when ``../shared/data/eicu-demo`` exists), cross-validated per
   hospital (``fedsilo.evaluate_eicu``: 5 folds x 3 split seeds, quick: 1), beside the issue's
@@ -28,7 +28,7 @@ HOSPITALS = 208
 STAYS = 200_000
 QUICK_STAYS = 20_000
 ROUNDS = 20
-QUICK_ROUNDS = 5
+QUICK_ROUNDS = 10
 DEMO_DIR = (Path(__file__).resolve().parents[1] / "../shared/data/eicu-demo").resolve()
 DEMO_FOLDS = 5
 DEMO_REPEATS = 3
@@ -82,7 +82,7 @@ def _demo(root: Path, quick: bool) -> tuple[CrossValidation, FederationConfig]:
 
 
 def main(quick: bool = False) -> None:
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     table = Table(title="in-hospital mortality AUROC (issue 4)")
     for column in ("data", "federated", "pooled", "local-only mean", "APACHE", "Bayes"):
         table.add_column(column)

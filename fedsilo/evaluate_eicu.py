@@ -150,7 +150,9 @@ def score_federation(
     trainer.set_weights(result.final_weights)
     predictions = {"federated": np.asarray(trainer.predict_proba(test.x), np.float64)}
     predictions.update(test.reference_scores)
-    local = local_only_aurocs(app, fold_config, sites) if local_only else []
+    # local_only_aurocs cannot take a site with an empty test split (too small to split)
+    scorable = [s for s in sites if s.test.num_examples > 0]
+    local = local_only_aurocs(app, fold_config, scorable) if local_only else []
     scores = Scores(
         federated=federated_test_auroc(app, fold_config, result.final_weights, sites),
         federated_histogram=result.rows[-1]["auroc"] if result.rows else None,
