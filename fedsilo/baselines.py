@@ -45,7 +45,7 @@ class BaselineResult:
 def pooled_auroc(
     app: FederatedApp, config: FederationConfig, sites: Sequence[SiteData]
 ) -> float | None:
-    """One model on every site's training rows, for ``rounds`` x ``local_epochs`` epochs."""
+    """One model on every site's training rows, one ``train`` call per round (as a site)."""
     train = _concat([s.train for s in sites])
     test = _concat([s.test for s in sites])
     pooled = SiteData(
@@ -63,7 +63,8 @@ def local_only_aurocs(
     """Each site trained alone, scored on its own test split (sites with one class skipped)."""
     scores = []
     for site in sites:
-        if site.test.y.min() == site.test.y.max() or site.train.num_examples == 0:
+        test = site.test
+        if test.num_examples == 0 or test.y.min() == test.y.max() or site.train.num_examples == 0:
             continue
         trainer = _fresh_trainer(app, config, site.train.x)
         for round_index in range(1, config.rounds + 1):
