@@ -24,6 +24,7 @@ from fl_core.errors import (
     ConfigError,
     ExchangeError,
     FederationLockedError,
+    ObjectExistsError,
     ObjectIntegrityError,
     ObjectNotFoundError,
     PreconditionFailedError,
@@ -245,7 +246,15 @@ class RoundLoop:
             config_hash=self.config_hash,
             created_unix=now,
         )
-        self.exchange.publish_global(weights, manifest)
+        try:
+            self.exchange.publish_global(weights, manifest)
+        except ObjectExistsError:
+            # another aggregator published this round first (two started at once): the stored
+            # manifest is the truth, provided it names the same model
+            stored = self.exchange.read_global_manifest(round_index)
+            if stored is None or stored.sha256 != manifest.sha256:
+                raise
+            return stored
         log.info("global_published", round_index=round_index, task=task, sha256=manifest.sha256)
         return manifest
 

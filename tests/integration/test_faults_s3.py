@@ -215,6 +215,9 @@ def _write_hostile(federation, manifest: GlobalManifest) -> None:
         store.put_new(layout.update_weights_key(r, site), data)
         store.put_new(layout.update_manifest_key(r, site), update.model_dump_json().encode())
 
+    # the uninvited site first: the round closes once every invited site answered, so a
+    # stranger written last could miss it
+    put("stranger")
     put("bad-1", manifest_site="site-002")
     put("bad-2", round_index=r + 1)
     if r == 1:
@@ -244,7 +247,6 @@ def _write_hostile(federation, manifest: GlobalManifest) -> None:
     put("bad-11", weights=wrong)
     federation.store_for("bad-12").put_new(layout.update_manifest_key(r, "bad-12"), b"{not json")
     put("bad-13", raw=pickle.dumps({"w": [1.0]}))
-    put("stranger")
 
 
 def test_hostile_hospitals_rejected_with_reasons_model_unaffected(make_federation, reference_model):
