@@ -64,3 +64,10 @@ def test_config_is_frozen_and_hash_is_stable():
         config.rounds = 3  # type: ignore[misc]
     assert config.config_hash() == FederationConfig().config_hash()
     assert config.config_hash() != load_config(overrides={"rounds": 3}).config_hash()
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+)
+def test_shipped_example_configs_are_valid(path):
+    assert load_config(path).rounds >= 1
