@@ -33,6 +33,7 @@ def configure_logging(log_format: LogFormat = "auto", level: str = "INFO") -> No
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        # one write() per line: hospital workers share stdout, and lines must not interleave
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
