@@ -27,7 +27,6 @@ import boto3
 import numpy as np
 import pytest
 import yaml
-from moto.server import ThreadedMotoServer
 
 from fl_core.exchange.manifests import FederationState, GlobalManifest, RoundResult
 from fl_core.exchange.protocol import Exchange
@@ -56,34 +55,6 @@ _UNSET_ENV = (
     "AWS_SESSION_TOKEN",
     "AWS_SECURITY_TOKEN",
 )
-
-
-class _OneRequestAtATime:
-    """WSGI wrapper serving one request at a time, so moto's conditional writes are atomic
-    (real S3 evaluates ``If-None-Match`` / ``If-Match`` atomically; moto checks then writes)."""
-
-    def __init__(self, app: Callable[..., Iterable[bytes]]) -> None:
-        self._app = app
-        self._lock = threading.Lock()
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        with self._lock:
-            return list(self._app(environ, start_response))
-
-
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[str]:
-    """moto_server on 127.0.0.1 on a free port; yields its endpoint URL."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    wsgi_server = server._server
-    assert wsgi_server is not None
-    wsgi_server.app = _OneRequestAtATime(wsgi_server.app)
-    host, port = server.get_host_and_port()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
 
 
 def base_env(tmp: Path) -> dict[str, str]:
