@@ -24,7 +24,8 @@ from fl_core.config import FederationConfig
 from fl_core.data.base import DataSource
 from fl_core.errors import ConfigError
 from fl_core.models import TabularMLP
-from fl_server.aggregator import FedAvgAggregator, ServerAggregator
+from fl_server.aggregator import ServerAggregator
+from fl_server.strategies import build_aggregator
 
 ModelFactory = Callable[[int, FederationConfig], nn.Module]
 TrainerFactory = Callable[[nn.Module, FederationConfig, torch.device], ClientTrainer]
@@ -42,7 +43,7 @@ def default_trainer(
 
 
 def default_aggregator(config: FederationConfig) -> ServerAggregator:
-    return FedAvgAggregator()
+    return build_aggregator(config)
 
 
 @dataclass(frozen=True)

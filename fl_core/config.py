@@ -12,7 +12,7 @@ import json
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -99,8 +99,95 @@ class EvaluationConfig(_Frozen):
     histogram_bins: int = Field(default=2000, ge=10, le=100_000)
 
 
-class StrategyConfig(_Frozen):
+class FedAvgStrategy(_Frozen):
+    """FedAvg weighted by each hospital's number of training examples."""
+
     name: Literal["fedavg"] = "fedavg"
+
+
+class FedAvgMStrategy(_Frozen):
+    """FedAvg with server momentum on the pseudo-gradient (Hsu et al. 2019)."""
+
+    name: Literal["fedavgm"]
+    server_learning_rate: float = Field(default=1.0, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+
+
+class FedOptStrategy(_Frozen):
+    """Adaptive server optimizers on the pseudo-gradient (Reddi et al. 2021)."""
+
+    name: Literal["fedadam", "fedyogi", "fedadagrad"]
+    server_learning_rate: float = Field(default=1e-2, gt=0)
+    beta1: float = Field(default=0.9, ge=0, lt=1)
+    beta2: float = Field(default=0.99, ge=0, lt=1)
+    tau: float = Field(default=1e-3, gt=0, description="adaptivity floor (epsilon)")
+
+
+class FedProxStrategy(_Frozen):
+    """FedAvg on the server; each hospital adds (mu/2)||w - w_global||^2 to its loss."""
+
+    name: Literal["fedprox"]
+    mu: float = Field(default=0.01, gt=0)
+
+
+class ScaffoldStrategy(_Frozen):
+    """SCAFFOLD: control variates travel as extra tensors of the global model and updates."""
+
+    name: Literal["scaffold"]
+    server_learning_rate: float = Field(default=1.0, gt=0)
+
+
+class MedianStrategy(_Frozen):
+    """Coordinate-wise median of the updates (robust to a minority of hostile hospitals)."""
+
+    name: Literal["median"]
+    chunk_elements: int = Field(default=1 << 20, ge=1, description="parameters per pass")
+
+
+class TrimmedMeanStrategy(_Frozen):
+    """Coordinate-wise mean after dropping the ``trim_fraction`` largest and smallest."""
+
+    name: Literal["trimmed_mean"]
+    trim_fraction: float = Field(default=0.2, ge=0, lt=0.5)
+    chunk_elements: int = Field(default=1 << 20, ge=1, description="parameters per pass")
+
+
+class KrumStrategy(_Frozen):
+    """Krum / Multi-Krum (Blanchard et al. 2017): keep the updates closest to their peers."""
+
+    name: Literal["krum", "multikrum"]
+    byzantine: int = Field(default=1, ge=0, description="hostile hospitals tolerated (f)")
+    selected: int | None = Field(
+        default=None, ge=1, description="multikrum: updates averaged (default n - f)"
+    )
+    chunk_elements: int = Field(default=1 << 20, ge=1, description="parameters per pass")
+
+
+class NormBoundedStrategy(_Frozen):
+    """FedAvg of deltas each clipped to ``clip_norm`` (bounds what one hospital can move)."""
+
+    name: Literal["norm_bounded"]
+    clip_norm: float = Field(default=1.0, gt=0)
+
+
+StrategyConfig = Annotated[
+    FedAvgStrategy
+    | FedAvgMStrategy
+    | FedOptStrategy
+    | FedProxStrategy
+    | ScaffoldStrategy
+    | MedianStrategy
+    | TrimmedMeanStrategy
+    | KrumStrategy
+    | NormBoundedStrategy,
+    Field(discriminator="name"),
+]
+
+
+class PersonalizationConfig(_Frozen):
+    """After the last round each hospital fine-tunes the global model on its own data."""
+
+    finetune_epochs: int = Field(default=0, ge=0, description="0: no fine-tuning")
 
 
 class SimulationConfig(_Frozen):
@@ -131,7 +218,8 @@ class FederationConfig(_Frozen):
     round: RoundConfig = RoundConfig()
     admission: AdmissionConfig = AdmissionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
-    strategy: StrategyConfig = StrategyConfig()
+    strategy: StrategyConfig = FedAvgStrategy()
+    personalization: PersonalizationConfig = PersonalizationConfig()
     simulation: SimulationConfig = SimulationConfig()
     exchange: ExchangeConfig = ExchangeConfig()
 

@@ -8,12 +8,28 @@ the exchange. Server-side state (e.g. optimizer moments) goes through ``state_di
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 from fl_core.aggregation import StreamingWeightedMean
 from fl_core.errors import AggregationError
 from fl_core.serialization import specs_of
 from fl_core.types import Weights
+
+
+@dataclass(frozen=True)
+class AdmittedUpdate:
+    """One admitted update as the round loop holds it: the verified file bytes and their view.
+
+    ``weights`` are zero-copy views of ``data``; an aggregator that needs every update at
+    once (median, Krum) spools ``data`` to local disk and reads slices back lazily rather
+    than keeping all the views alive.
+    """
+
+    site_id: str
+    num_examples: int
+    data: bytes
+    weights: Weights
 
 
 class ServerAggregator(ABC):
@@ -24,6 +40,10 @@ class ServerAggregator(ABC):
     @abstractmethod
     def add(self, weights: Weights, num_examples: int) -> None:
         """Take one admitted update (already verified: names, shapes, dtypes, finite)."""
+
+    def add_admitted(self, update: AdmittedUpdate) -> None:
+        """What the round loop calls; streaming aggregators need only ``add``."""
+        self.add(update.weights, update.num_examples)
 
     @abstractmethod
     def finish(self) -> Weights:

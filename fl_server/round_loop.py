@@ -48,7 +48,7 @@ from fl_core.metrics import ClassHistogram, auprc_from_histogram, auroc_from_his
 from fl_core.registry import activate_verified_sites
 from fl_core.serialization import decode_weights, encode_weights, read_tensor_specs, sha256_hex
 from fl_core.types import ETag, SiteId, Weights
-from fl_server.aggregator import ServerAggregator
+from fl_server.aggregator import AdmittedUpdate, ServerAggregator
 from fl_server.allocator import keep_freed_buffers
 
 log = structlog.get_logger("fedsilo.server")
@@ -345,7 +345,9 @@ class RoundLoop:
                     f"admitted update of site {decision.site_id} round {round_index} changed "
                     "after admission; the exchange was altered"
                 )
-            self.aggregator.add(decode_weights(data), decision.num_examples)
+            self.aggregator.add_admitted(
+                AdmittedUpdate(decision.site_id, decision.num_examples, data, decode_weights(data))
+            )
 
     def _remember(self, current: _Round, update: UpdateManifest) -> None:
         """Keep what closing the round needs. Replay sets hold earlier rounds only: within a
@@ -360,7 +362,7 @@ class RoundLoop:
         """Check one answer; only an accepted update reaches the aggregator."""
         round_index = current.context.round_index
         try:
-            manifest, weights = self._check_answer(current, site_id)
+            manifest, admitted = self._check_answer(current, site_id)
         except (ObjectIntegrityError, ObjectNotFoundError) as err:
             # bytes that fail the store's own checksum, or that vanished: the hospital's fault,
             # never the federation's (a rogue write must not stop the aggregator)
@@ -369,8 +371,8 @@ class RoundLoop:
             return self._rejection(round_index, site_id, rejected)
         except UpdateRejectedError as rejected:
             return self._rejection(round_index, site_id, rejected)
-        if weights is not None:
-            self.aggregator.add(weights, manifest.num_examples)
+        if admitted is not None:
+            self.aggregator.add_admitted(admitted)
         self._remember(current, manifest)
         log.info(
             "update_accepted",
@@ -407,11 +409,11 @@ class RoundLoop:
 
     def _check_answer(
         self, current: _Round, site_id: SiteId
-    ) -> tuple[UpdateManifest, Weights | None]:
+    ) -> tuple[UpdateManifest, AdmittedUpdate | None]:
         """Every admission check, cheapest first; raises ``UpdateRejectedError``."""
         ctx = current.context
         round_index = ctx.round_index
-        weights: Weights | None = None
+        admitted: AdmittedUpdate | None = None
         size = self.exchange.update_manifest_size(round_index, site_id)
         if size > ctx.max_manifest_bytes:
             raise UpdateRejectedError("too_large", f"manifest is {size} bytes")
@@ -434,7 +436,8 @@ class RoundLoop:
                     "missing_tensors", "manifest present but its safetensors file is not"
                 ) from err
             weights = check_weights(manifest, data, ctx)
-        return manifest, weights
+            admitted = AdmittedUpdate(site_id, manifest.num_examples, data, weights)
+        return manifest, admitted
 
     def _collect(self, state: FederationState, current: _Round) -> FederationState:
         """Admit answers until everyone answered, or the deadline with a quorum."""
