@@ -2,22 +2,22 @@
 
 These are what the ECS tasks run. Both need the federation's exchange URI; the hospital needs
 its data (prepared folder or synthetic). The initial model of a brand-new federation comes
-from the hospitals' feature moments, which the simulation gathers; ``server run`` resumes a
-federation or starts one whose initial model is built with default standardisation.
+from the feature moments the hospitals report through the exchange before round 1; ``server
+run`` gathers them (or resumes a federation that has state).
 """
 
 from __future__ import annotations
 
 import structlog
-import torch
 
 from fedsilo.runner import DEFAULT_APP, build_source
+from fedsilo.simulation import initial_model_weights
 from fl_client.hospital import Hospital, serve_sites
 from fl_core.config import FederationConfig
 from fl_core.errors import ConfigError
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
-from fl_core.models import model_weights
+from fl_server.moments import gather_moments
 from fl_server.round_loop import RoundLoop
 
 
@@ -37,8 +37,12 @@ def run_server(config: FederationConfig, sites: list[str]) -> None:
     exchange = _exchange(config)
     source = build_source(config)
     invited = sites or source.site_ids()
-    torch.manual_seed(config.seed)
-    initial = model_weights(DEFAULT_APP.model(len(source.feature_names()), config))
+    initial = None
+    if exchange.read_state() is None:
+        # a new federation: its first model standardises with the hospitals' moments
+        num_features = len(source.feature_names())
+        moments = gather_moments(exchange, invited, num_features, config)
+        initial = initial_model_weights(DEFAULT_APP, config, num_features, moments)
     RoundLoop(
         exchange, DEFAULT_APP.aggregator(config), config, invited, initial_weights=initial
     ).run()

@@ -4,9 +4,9 @@ The aggregator runs in this process; the hospitals run in a bounded pool of work
 (default one per core), each hosting several hospitals in turn. Workers and aggregator share
 nothing but the exchange store, exactly as hospitals and the coordinating centre do.
 
-The one thing that does not go through the exchange is the start-up report of feature
-moments (counts and sums per feature, never rows), which workers send back over a pipe;
-it is what a hospital would report to the coordinating side before round 1.
+Before round 1 every hospital reports its feature moments (counts and sums per feature,
+never rows) through the exchange, as in a deployment; the aggregator combines them into the
+first model's standardisation buffers.
 """
 
 from __future__ import annotations
@@ -36,11 +36,10 @@ from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
 from fl_core.models import model_weights
 from fl_core.serialization import decode_weights, encode_weights
+from fl_server.moments import gather_moments
 from fl_server.round_loop import RoundEvents, RoundLoop
 
 log = structlog.get_logger("fedsilo.simulate")
-
-_MOMENTS_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -68,10 +67,7 @@ def _worker_main(spec: WorkerSpec, reports: Any) -> None:
         trainer = app.build_trainer(len(source.feature_names()), spec.config)
         hospitals = []
         for site_id in spec.site_ids:
-            data = source.load_site(site_id)
-            moments = FeatureMoments.of(data.train.x)
-            reports.put(("moments", site_id, moments.to_lists()))
-            hospitals.append(Hospital(data=data, trainer=trainer))
+            hospitals.append(Hospital(data=source.load_site(site_id), trainer=trainer))
         exchange = Exchange(
             open_store(
                 spec.exchange_uri,
@@ -174,31 +170,6 @@ def new_run_id(config: FederationConfig) -> str:
     return f"{stamp}-{config.federation_id}-s{config.seed}-{os.getpid()}"
 
 
-def _collect_moments(reports: Any, procs: list[Any], expected: int) -> dict[str, FeatureMoments]:
-    moments: dict[str, FeatureMoments] = {}
-    give_up = time.monotonic() + _MOMENTS_TIMEOUT_S
-    while len(moments) < expected:
-        try:
-            kind, who, payload = reports.get(timeout=0.5)
-        except queue.Empty:
-            dead = [p for p in procs if p.exitcode not in (None, 0)]
-            if dead:
-                raise FedsiloError(
-                    f"hospital worker exited with code {dead[0].exitcode} while loading data; "
-                    "see its log above"
-                ) from None
-            if time.monotonic() > give_up:
-                raise FedsiloError("hospital workers did not report in time") from None
-            continue
-        if kind == "error":
-            raise FedsiloError(f"hospital worker {who} failed: {payload}")
-        if kind == "moments":
-            moments[who] = FeatureMoments(
-                *(np.asarray(payload[k], np.float64) for k in ("count", "total", "total_sq"))
-            )
-    return moments
-
-
 def initial_model_weights(
     app: FederatedApp,
     config: FederationConfig,
@@ -271,10 +242,10 @@ def simulate(
         procs.append(proc)
     events = events or SimulationEvents(config.rounds)
     try:
-        moments = _collect_moments(reports, procs, len(sites))
-        initial = initial_model_weights(
-            app, config, len(source.feature_names()), [moments[s] for s in sites]
-        )
+        watching_sleep = _watching_sleep(procs, reports)
+        num_features = len(source.feature_names())
+        moments = gather_moments(exchange, sites, num_features, config, sleep=watching_sleep)
+        initial = initial_model_weights(app, config, num_features, moments)
         loop = RoundLoop(
             exchange,
             app.aggregator(config),
@@ -282,7 +253,7 @@ def simulate(
             sites,
             initial_weights=initial,
             events=events,
-            sleep=_watching_sleep(procs, reports),
+            sleep=watching_sleep,
         )
         loop.run()
     finally:

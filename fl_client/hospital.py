@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from fl_client.moments import publish_moments
 from fl_client.trainer import ClientTrainer, derive_seed
 from fl_core.admission import update_metadata
 from fl_core.config import FederationConfig
@@ -143,11 +144,17 @@ def serve_sites(
 ) -> int:
     """Answer every round for every hosted site until the final round; returns rounds served."""
     round_index = 1
+    started = False
     try:
         if exchange.read_global_manifest(1) is not None:
             round_index = latest_round(exchange)
+            started = True
     except AccessDeniedError:
         pass  # round 1 not published yet; wait_for_global polls for it
+    if not started:
+        # the aggregator builds the first model's standardisation from these reports
+        for hospital in hospitals:
+            publish_moments(exchange, hospital.data)
     served = 0
     while True:
         manifest = wait_for_global(exchange, round_index, config.round.poll_interval_s, timeout_s)

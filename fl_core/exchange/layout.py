@@ -90,6 +90,10 @@ class ExchangeLayout:
             raise ValueError(f"preflight stamp {stamp!r} must be lower-case letters and digits")
         return f"{self.preflight_prefix()}{check_site_id(site_id)}.preflight-{stamp}.json"
 
+    def moments_key(self, site_id: SiteId) -> ObjectKey:
+        """A hospital's feature moments, reported once before round 1 (round 0, like preflight)."""
+        return f"{self.preflight_prefix()}{check_site_id(site_id)}.moments.json"
+
     def site_of_preflight_key(self, key: ObjectKey) -> SiteId | None:
         name = key.rsplit("/", 1)[-1]
         match = re.fullmatch(r"([a-z0-9][a-z0-9-]{0,62})\.preflight-[0-9a-z]{1,40}\.json", name)

@@ -188,3 +188,18 @@ class PreflightReport(_Document):
     @property
     def passed(self) -> bool:
         return bool(self.checks) and all(check.ok for check in self.checks)
+
+
+class MomentsReport(_Document):
+    """One hospital's per-feature counts, sums and sums of squares on its training split.
+
+    Aggregates, never rows: the coordinating side adds them into the global model's
+    standardisation buffers before round 1 (the hospital reports once, write-once).
+    """
+
+    federation_id: str
+    site_id: str
+    num_examples: int = Field(ge=0)
+    count: list[float]
+    total: list[float]
+    total_sq: list[float]

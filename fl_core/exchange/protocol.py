@@ -17,6 +17,7 @@ from fl_core.exchange.manifests import (
     FederationState,
     GlobalManifest,
     LedgerEntry,
+    MomentsReport,
     PreflightReport,
     Registration,
     RoundResult,
@@ -190,3 +191,16 @@ class Exchange:
                 if found is not None:
                     registrations.append(found)
         return registrations
+
+    # ---- feature moments (before round 1) -------------------------------------------------
+
+    def write_moments(self, report: MomentsReport) -> None:
+        """Write-once; a restarted hospital putting the same report again is fine."""
+        self._put_once_or_same(self.layout.moments_key(report.site_id), _dump(report))
+
+    def read_moments_bytes(self, site_id: SiteId) -> bytes | None:
+        """The raw report (a hospital's input: the caller validates it)."""
+        try:
+            return self.store.get(self.layout.moments_key(site_id))
+        except ObjectNotFoundError:
+            return None

@@ -1,0 +1,44 @@
+"""A hospital's one report before round 1: the feature moments of its training split.
+
+The global model standardises its inputs with buffers built from every hospital's counts and
+sums, so the hospitals report them through the exchange, exactly where the aggregator of a
+real deployment reads them; no row of patients leaves the hospital.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from fl_core.data.base import SiteData
+from fl_core.data.standardize import FeatureMoments
+from fl_core.errors import ObjectExistsError
+from fl_core.exchange.manifests import MomentsReport
+from fl_core.exchange.protocol import Exchange
+
+log = structlog.get_logger("fedsilo.client")
+
+
+def moments_report(federation_id: str, data: SiteData) -> MomentsReport:
+    moments = FeatureMoments.of(data.train.x)
+    return MomentsReport(
+        federation_id=federation_id,
+        site_id=data.site_id,
+        num_examples=data.train.num_examples,
+        count=moments.count.tolist(),
+        total=moments.total.tolist(),
+        total_sq=moments.total_sq.tolist(),
+    )
+
+
+def publish_moments(exchange: Exchange, data: SiteData) -> None:
+    """Report once; a hospital restarted with other data keeps its first report."""
+    try:
+        exchange.write_moments(moments_report(exchange.federation_id, data))
+    except ObjectExistsError:
+        log.warning(
+            "moments_already_reported",
+            site_id=data.site_id,
+            detail="an earlier report with other values stands; the federation uses it",
+        )
+        return
+    log.info("moments_reported", site_id=data.site_id, num_examples=data.train.num_examples)

@@ -1,0 +1,133 @@
+"""Gather the hospitals' feature moments before round 1 and validate them.
+
+A moments report crosses a trust boundary: a malformed or impossible one (wrong length,
+NaN, negative counts, a variance below zero) is rejected with a reason and leaves that
+hospital out of the standardisation, never out of the federation. The aggregator waits for
+every invited hospital until the round deadline, then goes on with a quorum.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import structlog
+from pydantic import ValidationError
+
+from fl_core.config import FederationConfig
+from fl_core.data.standardize import FeatureMoments
+from fl_core.errors import RoundFailedError, UpdateRejectedError
+from fl_core.exchange.manifests import MomentsReport
+from fl_core.exchange.protocol import Exchange
+from fl_core.types import SiteId
+
+log = structlog.get_logger("fedsilo.server")
+
+# relative slack on sum of squares >= sum^2 / count (float rounding at the hospital)
+_CAUCHY_SCHWARZ_SLACK = 1e-6
+
+
+@dataclass
+class GatheredMoments:
+    moments: dict[SiteId, FeatureMoments] = field(default_factory=dict)
+    rejected: dict[SiteId, str] = field(default_factory=dict)
+
+    def missing(self, sites: Sequence[SiteId]) -> list[SiteId]:
+        return [s for s in sites if s not in self.moments and s not in self.rejected]
+
+
+def check_moments(
+    data: bytes, site_id: SiteId, federation_id: str, num_features: int, max_examples: int
+) -> FeatureMoments:
+    """Parse and check one report; raises ``UpdateRejectedError`` naming the problem."""
+    try:
+        report = MomentsReport.model_validate_json(data)
+    except ValidationError as err:
+        raise UpdateRejectedError(
+            "malformed_manifest", f"moments report: {err.errors()[0]['msg']}"
+        ) from err
+    if report.site_id != site_id or report.federation_id != federation_id:
+        raise UpdateRejectedError(
+            "site_mismatch",
+            f"moments report names {report.site_id}/{report.federation_id} but sits under "
+            f"{site_id}/{federation_id}",
+        )
+    if report.num_examples > max_examples:
+        raise UpdateRejectedError("too_large", f"num_examples {report.num_examples}")
+    arrays = [
+        np.asarray(values, dtype=np.float64)
+        for values in (report.count, report.total, report.total_sq)
+    ]
+    if any(a.shape != (num_features,) for a in arrays):
+        raise UpdateRejectedError(
+            "shape_mismatch",
+            f"moments have lengths {[a.size for a in arrays]}, the model has {num_features} "
+            "features",
+        )
+    if not all(np.isfinite(a).all() for a in arrays):
+        raise UpdateRejectedError("non_finite", "moments hold NaN or Inf")
+    count, total, total_sq = arrays
+    if (count < 0).any() or (count > report.num_examples).any() or (total_sq < 0).any():
+        raise UpdateRejectedError(
+            "out_of_range", "counts must lie in [0, num_examples] and sums of squares >= 0"
+        )
+    floor = np.where(count > 0, total * total / np.maximum(count, 1.0), 0.0)
+    if (total_sq < floor * (1 - _CAUCHY_SCHWARZ_SLACK) - 1e-9).any():
+        raise UpdateRejectedError("out_of_range", "a sum of squares is below sum^2 / count")
+    return FeatureMoments(count, total, total_sq)
+
+
+def gather_moments(
+    exchange: Exchange,
+    sites: Sequence[SiteId],
+    num_features: int,
+    config: FederationConfig,
+    clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[FeatureMoments]:
+    """Every invited hospital's moments, or a quorum of them by the round deadline."""
+    gathered = GatheredMoments()
+    give_up = clock() + config.round.deadline_s
+    interval = config.round.poll_interval_s
+    while True:
+        for site_id in gathered.missing(sites):
+            data = exchange.read_moments_bytes(site_id)
+            if data is None:
+                continue
+            try:
+                gathered.moments[site_id] = check_moments(
+                    data,
+                    site_id,
+                    exchange.federation_id,
+                    num_features,
+                    config.admission.max_num_examples,
+                )
+            except UpdateRejectedError as rejected:
+                gathered.rejected[site_id] = rejected.reason
+                log.warning(
+                    "moments_rejected",
+                    site_id=site_id,
+                    reason=rejected.reason,
+                    detail=rejected.detail,
+                )
+        if not gathered.missing(sites):
+            break
+        if clock() >= give_up:
+            break
+        sleep(interval)
+        interval = min(interval * 1.5, 1.0)
+    if len(gathered.moments) < config.round.min_sites:
+        raise RoundFailedError(
+            f"only {len(gathered.moments)} of {len(sites)} hospitals reported valid feature "
+            f"moments by the deadline (round.min_sites is {config.round.min_sites}; rejected: "
+            f"{gathered.rejected or 'none'}); check the hospitals that did not report"
+        )
+    log.info(
+        "moments_gathered",
+        reported=len(gathered.moments),
+        rejected=len(gathered.rejected),
+        missing=len(gathered.missing(sites)),
+    )
+    return [gathered.moments[s] for s in sites if s in gathered.moments]
