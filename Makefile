@@ -21,8 +21,9 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
+# The eICU-shaped twin: synthesised once into ~/.cache/fedsilo/twins, read by the real reader.
 run: install
-	$(VENV)/bin/fedsilo simulate
+	$(VENV)/bin/fedsilo simulate --twin --rounds 15
 
 test: install lint
 	$(PY) -m pytest -q

@@ -107,10 +107,15 @@ def _fmt(value: float | None) -> str:
 
 
 def metrics_table(rows: list[dict[str, Any]]) -> Table:
+    """Per-round metrics, with the yardsticks on the same test stays (APACHE IVa, Bayes)."""
+    references = sorted({name for row in rows for name in row.get("reference_auroc", {})})
     table = Table(title="federated rounds")
     for column in ("round", "AUROC", "AUPRC", "loss", "accepted", "rejected", "seconds"):
         table.add_column(column, justify="right")
+    for name in references:
+        table.add_column(f"{name} AUROC", justify="right")
     for row in rows:
+        yardsticks = row.get("reference_auroc", {})
         table.add_row(
             str(row["round"]),
             _fmt(row["auroc"]),
@@ -119,6 +124,7 @@ def metrics_table(rows: list[dict[str, Any]]) -> Table:
             str(row["sites_accepted"]),
             str(row["sites_rejected"]),
             f"{row['seconds']:.2f}",
+            *(_fmt(yardsticks.get(name)) for name in references),
         )
     return table
 
@@ -128,6 +134,9 @@ def simulate(
     config: ConfigOption = None,
     hospitals: Annotated[int | None, typer.Option(help="synthetic hospitals")] = None,
     data: Annotated[Path | None, typer.Option(help="prepared per-hospital folders")] = None,
+    twin: Annotated[
+        bool, typer.Option("--twin", help="the eICU-shaped twin, read by the real reader")
+    ] = False,
     rounds: Annotated[int | None, typer.Option(help="training rounds")] = None,
     seed: Annotated[int | None, typer.Option(help="seed of data, model and training")] = None,
     out: Annotated[Path, typer.Option(help="folder that receives the run folder")] = Path("runs"),
@@ -163,6 +172,9 @@ def simulate(
     }
     if data is not None:
         overrides.update({"data.source": "prepared", "data.path": str(data)})
+    elif twin:
+        overrides["data.source"] = "twin"
+        overrides["data.twin.hospitals"] = overrides.pop("data.synthetic.hospitals")
     federation = load_config(config, overrides)
     if federation.simulation.engine != "process":
         raise FedsiloError("--engine mpi is not available yet; use --engine process")

@@ -97,6 +97,10 @@ def build_source(config: FederationConfig) -> DataSource:
         except ImportError as err:  # pragma: no cover - arrives with the eICU data layer
             raise ConfigError("prepared data folders are not supported in this build") from err
         return PreparedFolderSource(config.data.path)
+    if config.data.source == "twin":
+        from fl_core.data.eicu.twin_source import twin_source
+
+        return twin_source(config.data.twin, config.seed)
     from fl_core.data.synthetic import SyntheticSource
 
     synthetic = config.data.synthetic

@@ -78,10 +78,29 @@ class SyntheticDataConfig(_Frozen):
     seed: int | None = Field(default=None, description="defaults to the federation seed")
 
 
+class TwinDataConfig(_Frozen):
+    """The eICU-shaped synthetic twin: four tables written, then read by the real reader."""
+
+    hospitals: int = Field(default=40, ge=2, le=10_000)
+    stays: int = Field(default=20_000, ge=20, description="unit stays over all hospitals")
+    min_stays: int = Field(default=1, ge=1, description="hospitals with fewer are kept out")
+    seed: int | None = Field(default=None, description="defaults to the federation seed")
+    cache_dir: Path | None = Field(
+        default=None, description="where twins are kept (default ~/.cache/fedsilo/twins)"
+    )
+
+    @model_validator(mode="after")
+    def _enough_stays(self) -> TwinDataConfig:
+        if self.stays < self.hospitals:
+            raise ValueError(f"data.twin.stays {self.stays} < hospitals {self.hospitals}")
+        return self
+
+
 class DataConfig(_Frozen):
-    source: Literal["synthetic", "prepared"] = "synthetic"
+    source: Literal["synthetic", "prepared", "twin"] = "synthetic"
     path: Path | None = Field(default=None, description="prepared per-hospital folders")
     synthetic: SyntheticDataConfig = SyntheticDataConfig()
+    twin: TwinDataConfig = TwinDataConfig()
 
     @model_validator(mode="after")
     def _path_matches_source(self) -> DataConfig:
@@ -233,11 +252,12 @@ class FederationConfig(_Frozen):
 
     @model_validator(mode="after")
     def _quorum_fits(self) -> FederationConfig:
-        if self.data.source == "synthetic":
-            hospitals = self.data.synthetic.hospitals
+        if self.data.source in ("synthetic", "twin"):
+            section = self.data.source
+            hospitals = getattr(self.data, section).hospitals
             if self.round.min_sites > hospitals:
                 raise ValueError(
-                    f"round.min_sites {self.round.min_sites} > data.synthetic.hospitals "
+                    f"round.min_sites {self.round.min_sites} > data.{section}.hospitals "
                     f"{hospitals}; lower round.min_sites or add hospitals"
                 )
         return self
