@@ -71,3 +71,36 @@ def test_bad_input_exit_2(
     assert run_data_command(args) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") <= 3
+
+
+@pytest.mark.slow
+def test_evaluate_cross_validates_beside_pooled_and_yardsticks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    twin, prepared = tmp_path / "twin", tmp_path / "prepared"
+    assert (
+        run_data_command(["synth", "--hospitals", "4", "--stays", "800", "--out", str(twin)]) == 0
+    )
+    assert run_data_command(["prepare", "--eicu-dir", str(twin), "--out", str(prepared)]) == 0
+    config = tmp_path / "federation.yaml"
+    config.write_text("rounds: 1\nsimulation:\n  workers: 1\n")
+    capsys.readouterr()
+    code = run_data_command(
+        [
+            "evaluate",
+            "--data",
+            str(prepared),
+            "--out",
+            str(tmp_path / "cv"),
+            "--folds",
+            "2",
+            "--config",
+            str(config),
+        ]
+    )
+    assert code == 0
+    shown = capsys.readouterr().out
+    for name in ("federated", "pooled", "apache", "bayes"):
+        assert name in shown
+    assert "2-fold cross-validation" in shown
+    assert run_data_command(["evaluate", "--data", str(tmp_path), "--out", str(tmp_path)]) == 2
