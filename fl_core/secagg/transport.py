@@ -1,0 +1,51 @@
+"""Reading and writing the protocol documents in the exchange (keys from ``ExchangeLayout``).
+
+Global documents are write-once: a resumed aggregator that writes the same bytes again is
+fine, different bytes fail (``ObjectExistsError``), so every hospital sees one version.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from fl_core.errors import AccessDeniedError, ExchangeError, ObjectExistsError, ObjectNotFoundError
+from fl_core.exchange.protocol import Exchange
+from fl_core.serialization import sha256_hex
+
+_Doc = TypeVar("_Doc", bound=BaseModel)
+
+
+def dump(document: BaseModel) -> bytes:
+    return document.model_dump_json().encode()
+
+
+def digest(document: BaseModel) -> str:
+    """sha256 of the document's canonical bytes (what the next document names)."""
+    return sha256_hex(dump(document))
+
+
+def put_once(exchange: Exchange, key: str, document: BaseModel) -> BaseModel | None:
+    """Write once; returns None, or the stored document's bytes differ (raise)."""
+    data = dump(document)
+    try:
+        exchange.store.put_new(key, data)
+    except ObjectExistsError:
+        if sha256_hex(exchange.store.get(key)) != sha256_hex(data):
+            raise
+    return None
+
+
+def read(exchange: Exchange, key: str, model: type[_Doc]) -> _Doc | None:
+    """The document at ``key``, or None when it is not there yet (or not readable yet)."""
+    try:
+        data = exchange.store.get(key)
+    except (ObjectNotFoundError, AccessDeniedError):
+        return None
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "document"
+        raise ExchangeError(f"{key} is malformed: {where}: {first['msg']}") from err
