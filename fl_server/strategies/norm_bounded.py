@@ -1,0 +1,79 @@
+"""Norm-bounded FedAvg: each update's delta is clipped to ``clip_norm`` before averaging.
+
+A hostile hospital can still push the model, but by at most ``clip_norm`` (times its share of
+the examples) per round, instead of arbitrarily far (Sun et al. 2019, "Can you really backdoor
+federated learning?"). The norm is the L2 norm of ``update - global`` over every tensor of the
+model together. Streaming like FedAvg: one update in memory at a time, memory O(model).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fl_core.aggregation import StreamingWeightedMean
+from fl_core.config import FederationConfig, NormBoundedStrategy
+from fl_core.errors import AggregationError, ConfigError
+from fl_core.serialization import specs_of
+from fl_core.types import Weights
+from fl_server.aggregator import ServerAggregator
+from fl_server.strategies import register
+
+
+def delta_norm(weights: Weights, global_weights: Weights) -> float:
+    """L2 norm of ``weights - global_weights`` over all tensors, accumulated in float64."""
+    total = 0.0
+    for name, start in global_weights.items():
+        delta = weights[name].astype(np.float64) - start.astype(np.float64)
+        total += float(np.einsum("i,i->", delta.reshape(-1), delta.reshape(-1)))
+    return math.sqrt(total)
+
+
+class NormBoundedAggregator(ServerAggregator):
+    """``global + weighted_mean(clip(update - global, clip_norm))``."""
+
+    def __init__(self, clip_norm: float) -> None:
+        if not clip_norm > 0:
+            raise ConfigError("strategy.clip_norm must be > 0")
+        self.clip_norm = clip_norm
+        self._global: Weights | None = None
+        self._mean: StreamingWeightedMean | None = None
+        self.clipped = 0
+        """How many updates of the round were scaled down (for logs and tests)."""
+
+    def begin_round(self, round_index: int, global_weights: Weights) -> None:
+        self._global = {name: np.array(array, copy=True) for name, array in global_weights.items()}
+        self._mean = StreamingWeightedMean(specs_of(global_weights))
+        self.clipped = 0
+
+    def add(self, weights: Weights, num_examples: int) -> None:
+        if self._mean is None or self._global is None:
+            raise AggregationError("add() before begin_round()")
+        norm = delta_norm(weights, self._global)
+        if norm <= self.clip_norm:
+            self._mean.add(weights, float(num_examples))
+            return
+        self.clipped += 1
+        scale = self.clip_norm / norm
+        clipped = {
+            name: start.astype(np.float64)
+            + scale * (weights[name].astype(np.float64) - start.astype(np.float64))
+            for name, start in self._global.items()
+        }
+        self._mean.add(clipped, float(num_examples))
+
+    def finish(self) -> Weights:
+        if self._mean is None:
+            raise AggregationError("finish() before begin_round()")
+        return self._mean.result()
+
+
+def _norm_bounded(config: FederationConfig) -> ServerAggregator:
+    strategy = config.strategy
+    if not isinstance(strategy, NormBoundedStrategy):
+        raise ConfigError(f"strategy {strategy.name!r} is not norm_bounded")
+    return NormBoundedAggregator(strategy.clip_norm)
+
+
+register("norm_bounded", _norm_bounded)
