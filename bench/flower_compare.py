@@ -43,14 +43,12 @@ from bench import _federation
 from bench.aggregation import (
     FEDERATION_ID,
     ROUND_INDEX,
-    StreamMeasurement,
     UpdateSet,
     _best_of,
     _in_fresh_process,
     _label,
-    _peak_rss_bytes,
-    measure_stream,
     read_updates,
+    stream_fedsilo,
     tensor_specs,
     write_updates,
 )
@@ -58,6 +56,7 @@ from fl_core.aggregation import StreamingWeightedMean
 from fl_core.config import FederationConfig
 from fl_core.exchange.layout import ExchangeLayout
 from fl_core.types import Weights
+from fl_server.allocator import keep_freed_buffers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLOWER_LOCK = REPO_ROOT / "bench" / "requirements-flower.lock"
@@ -145,6 +144,27 @@ class AggMeasurement:
     peak_rss_bytes: int
 
 
+def peak_rss_bytes() -> int:
+    """This process's ``VmHWM``.
+
+    Not ``ru_maxrss``: Linux carries that across ``execve`` from the parent, so a fresh child
+    of a bench process that has imported torch would report at least the parent's RSS.
+    """
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def measure_files(updates: UpdateSet, num_updates: int, min_total_s: float) -> AggMeasurement:
+    """Worker body: fedsilo's aggregator path, one update file at a time (no admission)."""
+    keep_freed_buffers()
+    start_rss = psutil.Process().memory_info().rss
+    seconds, _ = _best_of(lambda: stream_fedsilo(updates, num_updates, admit=False), min_total_s)
+    return AggMeasurement(seconds, start_rss, peak_rss_bytes())
+
+
 def measure_in_memory(updates: UpdateSet, num_updates: int, min_total_s: float) -> AggMeasurement:
     """Worker body: fedsilo's ``StreamingWeightedMean`` over updates already in memory.
 
@@ -160,7 +180,7 @@ def measure_in_memory(updates: UpdateSet, num_updates: int, min_total_s: float) 
         return mean.result()
 
     seconds, _ = _best_of(average, min_total_s)
-    return AggMeasurement(seconds, start_rss, _peak_rss_bytes())
+    return AggMeasurement(seconds, start_rss, peak_rss_bytes())
 
 
 def update_paths(updates: UpdateSet, num_updates: int) -> list[str]:
@@ -236,20 +256,13 @@ def run_aggregation(
             for num_updates in grid_num_updates:
                 cell = f"N={num_updates} P={_label(num_params)}"
                 log(f"{cell}: fedsilo and Flower, each in a fresh process")
-                files: StreamMeasurement = _in_fresh_process(
-                    measure_stream, updates, num_updates, False, min_total_s
-                )
+                files = _in_fresh_process(measure_files, updates, num_updates, min_total_s)
                 in_ram = _in_fresh_process(measure_in_memory, updates, num_updates, min_total_s)
                 flower = measure_flower_aggregate(env, updates, num_updates, min_total_s)
                 report.rows += [
                     AggRow(cell, "Flower aggregate, in RAM", flower, flower),
                     AggRow(cell, "fedsilo streaming, in RAM", in_ram, flower),
-                    AggRow(
-                        cell,
-                        "fedsilo streaming, files",
-                        AggMeasurement(files.seconds, files.start_rss_bytes, files.peak_rss_bytes),
-                        flower,
-                    ),
+                    AggRow(cell, "fedsilo streaming, files", files, flower),
                 ]
         finally:
             shutil.rmtree(folder, ignore_errors=True)
@@ -285,7 +298,7 @@ def render_aggregation(report: AggReport, title: str) -> Table:
     flower_reasons = {r.flower for r in report.rows if isinstance(r.flower, str)}
     table.caption = "\n".join(
         [
-            "s: best of up to 5 runs. peak RSS: ru_maxrss of the fresh process doing it "
+            "s: best of up to 5 runs. peak RSS: VmHWM of the fresh process doing it "
             "(interpreter and imports included); growth: peak minus RSS before averaging "
             "(in-RAM rows: after loading all N updates, which Flower's API needs).",
             "x Flower: fedsilo / Flower (below 1: fedsilo faster or smaller). Flower's "
@@ -378,8 +391,10 @@ def run_fedsilo_process(config: FederationConfig, work: Path) -> FederationRun:
 
 
 def run_fedsilo_inside(config: FederationConfig, work: Path) -> FederationRun:
+    from fedsilo.logs import configure_logging
     from fedsilo.simulation import simulate
 
+    configure_logging("auto", "WARNING")  # as the CLI does: no per-update lines in the table
     result = simulate(config, work, run_id="fedsilo-inside")
     return _fedsilo_row(config, result.run_dir, None, result.seconds)
 
@@ -490,7 +505,7 @@ def render_federations(
     table.add_column("note")
     for run in runs:
         if run.whole_s is None and run.inside_s is None:
-            table.add_row(run.name, *([NOT_MEASURED] + ["-"] * 8), "", run.note)
+            table.add_row(run.name, NOT_MEASURED, *(["-"] * 7), "", run.note)
             continue
         table.add_row(
             run.name,

@@ -6,7 +6,7 @@ and optionally ``result`` (a path to write the average to, so a test can compare
 fedsilo's). Loads every update into memory first, which is what Flower's API takes
 (``list[tuple[NDArrays, int]]``), then times ``flwr.server.strategy.aggregate.aggregate`` best
 of up to 5 runs. Prints one JSON line: seconds, RSS before aggregating (all updates loaded)
-and the process's peak RSS.
+and the process's peak RSS (VmHWM).
 """
 
 from __future__ import annotations
@@ -27,6 +27,15 @@ MAX_REPEATS = 5
 def _rss_bytes() -> int:
     with open("/proc/self/statm", encoding="ascii") as statm:
         return int(statm.read().split()[1]) * resource.getpagesize()
+
+
+def _peak_rss_bytes() -> int:
+    """``VmHWM``: unlike ``ru_maxrss``, it starts afresh at exec, not at the parent's RSS."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def main() -> int:
@@ -51,7 +60,7 @@ def main() -> int:
             break
     if spec.get("result"):
         safetensors.numpy.save_file(dict(zip(names, averaged, strict=True)), spec["result"])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak_rss_bytes()
     print(json.dumps({"seconds": best, "start_rss_bytes": start_rss, "peak_rss_bytes": peak}))
     return 0
 
