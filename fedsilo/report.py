@@ -21,6 +21,11 @@ import numpy as np
 import numpy.typing as npt
 from matplotlib.figure import Figure
 
+from fedsilo.personalization_report import (
+    PersonalizationSummary,
+    personalization_summary,
+    summary_html,
+)
 from fedsilo.status import read_update_manifest, site_auroc
 from fl_core.config import FederationConfig
 from fl_core.errors import ConfigError
@@ -46,6 +51,7 @@ class RunData:
     site_aurocs: dict[SiteId, float | None]  # None: one class in the site's test split
     positives: npt.NDArray[np.int64]
     negatives: npt.NDArray[np.int64]
+    personalization: PersonalizationSummary | None = None
 
 
 @dataclass
@@ -110,6 +116,9 @@ def load_run(run_dir: Path, endpoint_url: str | None = None) -> RunData:
         site_aurocs=dict(sorted(site_aurocs.items())),
         positives=positives,
         negatives=negatives,
+        personalization=personalization_summary(exchange, final.round_index, site_aurocs)
+        if final is not None
+        else None,
     )
 
 
@@ -387,6 +396,7 @@ def render_html(data: RunData, figures: list[ReportFigure]) -> str:
                 if rejected
                 else "<p>No update was rejected in this run.</p>"
             )
+    parts.append(summary_html(data.personalization))
     parts += [
         "<h2>Privacy budget (epsilon) per hospital</h2>",
         f'<p class="na" id="epsilon">Epsilon per hospital: {NOT_AVAILABLE}. This run used no '

@@ -16,6 +16,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from fl_client.local_objective import LocalObjective
 from fl_core.data.base import SiteData, Split
 from fl_core.exchange.manifests import EvaluationReport, ScoreHistogram
 from fl_core.metrics import ClassHistogram
@@ -49,11 +50,25 @@ def _histogram_document(histogram: ClassHistogram) -> ScoreHistogram:
 
 
 class ClientTrainer(ABC):
-    """Subclass and implement ``train``; override ``predict_proba`` for non-logit models."""
+    """Subclass and implement ``train``; override ``predict_proba`` for non-logit models.
+
+    Strategies that change the local objective (FedProx's proximal term, SCAFFOLD's gradient
+    correction) reach ``train`` through ``self.local_objective``, which the hospital loop sets
+    before every round (``fl_client.local_objective``). A custom ``train`` supports them by
+    calling, per mini-batch::
+
+        loss = self.local_objective.adjust_loss(self.model, loss)  # before backward()
+        loss.backward()
+        self.local_objective.adjust_gradients(self.model)  # before optimizer.step()
+
+    Under FedAvg and the server-side strategies both calls change nothing. SCAFFOLD refuses a
+    trainer that never calls ``adjust_gradients``. Personalisation calls ``finetune``.
+    """
 
     def __init__(self, model: nn.Module, device: torch.device | None = None) -> None:
         self.device = device or torch.device("cpu")
         self.model = model.to(self.device)
+        self.local_objective: LocalObjective = LocalObjective()
 
     def get_weights(self) -> Weights:
         return model_weights(self.model)
@@ -64,6 +79,18 @@ class ClientTrainer(ABC):
     @abstractmethod
     def train(self, data: SiteData, round_index: int, seed: int) -> TrainResult:
         """Train ``self.model`` in place on ``data.train`` for one round."""
+
+    def finetune(self, data: SiteData, epochs: int, seed: int) -> TrainResult:
+        """Personalisation: fit the current (final global) model to this hospital's data.
+
+        The default runs ``train`` ``epochs`` times with the plain objective; override it when
+        one ``train`` call is not one epoch (``TabularTrainer`` does).
+        """
+        self.local_objective = LocalObjective()
+        result = TrainResult(num_examples=data.train.num_examples, train_loss=0.0)
+        for epoch in range(epochs):
+            result = self.train(data, 0, seed + epoch)
+        return result
 
     @torch.no_grad()
     def predict_proba(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:

@@ -8,13 +8,14 @@ the exchange. Server-side state (e.g. optimizer moments) goes through ``state_di
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fl_core.aggregation import StreamingWeightedMean
 from fl_core.errors import AggregationError
 from fl_core.serialization import specs_of
-from fl_core.types import Weights
+from fl_core.types import SiteId, Weights
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,17 @@ class AdmittedUpdate:
 
 
 class ServerAggregator(ABC):
+    def initial_global(self, weights: Weights) -> Weights:
+        """Round 1's model from the initial weights; a strategy may add tensors (SCAFFOLD's
+        zero control variates). The default is the identity."""
+        return weights
+
+    def set_invited_sites(self, sites: Sequence[SiteId]) -> None:  # noqa: B027 (optional hook)
+        """The sites invited to the round about to begin (SCAFFOLD divides by their number).
+
+        Called before ``begin_round``; the default ignores it.
+        """
+
     @abstractmethod
     def begin_round(self, round_index: int, global_weights: Weights) -> None:
         """Reset per-round accumulators; ``global_weights`` is the model this round started from."""

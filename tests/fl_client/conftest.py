@@ -1,0 +1,159 @@
+"""A whole federation in one process: the round loop, and real hospitals answering each round.
+
+Hospitals answer as a round opens (a ``RoundEvents`` hook), so nothing waits on wall time and
+no worker process pays for importing torch. Everything else is the production path: the
+local-directory exchange, admission, the strategy's aggregator, ``answer_round``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from fedsilo.runner import DEFAULT_APP, build_source
+from fl_client.hospital import Hospital, answer_round
+from fl_core.config import FederationConfig, load_config
+from fl_core.data.standardize import FeatureMoments, combine_moments
+from fl_core.exchange.fs_store import LocalDirectoryStore
+from fl_core.exchange.manifests import GlobalManifest, RoundResult
+from fl_core.exchange.protocol import Exchange
+from fl_core.models import model_weights
+from fl_core.serialization import decode_weights
+from fl_server.round_loop import RoundEvents, RoundLoop
+from fl_server.strategies import build_aggregator
+
+
+def small_config(**overrides: Any) -> FederationConfig:
+    """A few small non-IID synthetic hospitals, a few rounds, a small MLP, CPU."""
+    base: dict[str, Any] = {
+        "federation_id": "clientstrat",
+        "rounds": 3,
+        "seed": 3,
+        "data.synthetic.hospitals": 4,
+        "data.synthetic.mean_stays": 150,
+        "evaluation.histogram_bins": 200,
+        "round.min_sites": 2,
+        "round.poll_interval_s": 0.01,
+        "training.device": "cpu",
+        "training.hidden_sizes": [16],
+        "training.min_local_steps": 8,
+        "training.local_epochs": 1,
+    }
+    base.update(overrides)
+    return load_config(overrides=base)
+
+
+@dataclass
+class Federation:
+    exchange: Exchange
+    config: FederationConfig
+    results: list[RoundResult]
+
+    def global_weights(self, round_index: int) -> dict[str, np.ndarray]:
+        manifest = self.exchange.read_global_manifest(round_index)
+        assert manifest is not None
+        return decode_weights(self.exchange.read_global_weights(manifest))
+
+    def update_weights(self, round_index: int, site_id: str) -> dict[str, np.ndarray]:
+        return decode_weights(self.exchange.read_update_weights(round_index, site_id))
+
+    @property
+    def final_auroc(self) -> float:
+        evaluation = self.results[-1].evaluation
+        assert evaluation is not None and evaluation.auroc is not None
+        return evaluation.auroc
+
+
+HospitalsFor = Callable[[int], list[Hospital]]
+
+
+class AggregatorCrashError(Exception):
+    """Raised from ``round_closed``: the aggregator dies after result.json, before state.json."""
+
+
+class _Answer(RoundEvents):
+    def __init__(
+        self,
+        exchange: Exchange,
+        config: FederationConfig,
+        hospitals: HospitalsFor,
+        crash_after_round: int | None,
+    ):
+        self.exchange, self.config, self.hospitals = exchange, config, hospitals
+        self.crash_after_round = crash_after_round
+        self.results: list[RoundResult] = []
+
+    def round_opened(self, manifest: GlobalManifest) -> None:
+        for hospital in self.hospitals(manifest.round_index):
+            answer_round(self.exchange, hospital, manifest, self.config)
+
+    def round_closed(self, result: RoundResult) -> None:
+        self.results.append(result)
+        if result.round_index == self.crash_after_round:
+            raise AggregatorCrashError(f"simulated crash after round {result.round_index}")
+
+
+def make_hospitals(config: FederationConfig, state_dir: Path | None = None) -> list[Hospital]:
+    source = build_source(config)
+    hospitals = []
+    for site_id in source.site_ids():
+        trainer = DEFAULT_APP.build_trainer(len(source.feature_names()), config)
+        hospitals.append(Hospital(source.load_site(site_id), trainer, state_dir=state_dir))
+    return hospitals
+
+
+def initial_weights(config: FederationConfig) -> dict[str, np.ndarray]:
+    source = build_source(config)
+    moments: FeatureMoments | None = None
+    for site_id in source.site_ids():
+        site = FeatureMoments.of(source.load_site(site_id).train.x)
+        moments = site if moments is None else moments + site
+    torch.manual_seed(config.seed)
+    model = DEFAULT_APP.model(len(source.feature_names()), config)
+    assert moments is not None
+    mean, std = combine_moments([moments])
+    model.set_standardisation(mean, std)  # type: ignore[operator]
+    return model_weights(model)
+
+
+def run_federation(
+    root: Path,
+    config: FederationConfig,
+    hospitals: HospitalsFor | None = None,
+    crash_after_round: int | None = None,
+) -> Federation:
+    exchange = Exchange(LocalDirectoryStore(root / "exchange"), config.federation_id)
+    fixed = [] if hospitals else make_hospitals(config)
+    events = _Answer(exchange, config, hospitals or (lambda _round: fixed), crash_after_round)
+    sites = build_source(config).site_ids()
+    loop = RoundLoop(
+        exchange,
+        build_aggregator(config),
+        config,
+        sites,
+        initial_weights=initial_weights(config),
+        events=events,
+        owner_id="test-aggregator",  # a restarted one takes over its own lease at once
+    )
+    loop.run()
+    return Federation(exchange, config, events.results)
+
+
+class Kit:
+    """What the tests use (conftest functions are not importable under importlib mode)."""
+
+    config = staticmethod(small_config)
+    hospitals = staticmethod(make_hospitals)
+    run = staticmethod(run_federation)
+    crash = AggregatorCrashError
+
+
+@pytest.fixture(scope="session")
+def kit() -> Kit:
+    return Kit()

@@ -1,0 +1,97 @@
+"""Personalisation: each hospital fine-tunes the final model; reports show both AUROCs."""
+
+from __future__ import annotations
+
+import json
+
+from fedsilo.personalization_report import (
+    PersonalizationSummary,
+    SitePersonalization,
+    personalization_summary,
+    summary_html,
+    summary_lines,
+)
+from fedsilo.report import write_report
+from fedsilo.simulation import rows_from_exchange
+from fl_client.hospital import answer_round
+from fl_core.control_variates import has_controls
+
+
+def test_final_round_reports_finetuned_auroc_per_hospital_and_the_report_renders(kit, tmp_path):
+    config = kit.config(
+        rounds=2,
+        **{
+            "personalization.finetune_epochs": 3,
+            "training.learning_rate": 0.01,
+            "data.synthetic.mean_stays": 300,
+        },
+    )
+    run = kit.run(tmp_path, config)
+    final = config.rounds + 1
+    sites = [d.site_id for d in run.results[-1].accepted]
+    summary = personalization_summary(run.exchange, final, sites)
+    assert summary is not None and [s.site_id for s in summary.sites] == sorted(sites)
+    for site in summary.sites:
+        manifest = json.loads(run.exchange.read_update_manifest_bytes(final, site.site_id))
+        assert manifest["evaluation"]["finetuned"]["num_examples"] == site.num_examples
+    assert summary.pooled_global_auroc is not None and summary.pooled_finetuned_auroc is not None
+    # the pooled global figure is the one the round loop computed from the same histograms
+    assert summary.pooled_global_auroc == run.final_auroc
+    assert summary.pooled_finetuned_auroc != summary.pooled_global_auroc
+    lines = summary_lines(summary)
+    print("\n".join(lines))
+    assert len(lines) == 1 + len(sites)
+    # training rounds carry no fine-tuned report: only the final evaluation round does
+    earlier = json.loads(run.exchange.read_update_manifest_bytes(final - 1, "site-001"))
+    assert earlier["evaluation"]["finetuned"] is None
+
+    run_dir = tmp_path  # kit.run put the exchange in tmp_path / "exchange", as simulate does
+    (run_dir / "config.json").write_text(config.model_dump_json())
+    rows = rows_from_exchange(run.exchange, config.rounds)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_report(run_dir, tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert 'id="personalization"' in page and "fine-tuned AUROC" in page
+    for site in summary.sites:
+        assert f">{site.site_id}</td>" in page
+
+
+def test_no_finetuning_leaves_the_answer_unchanged(kit, tmp_path):
+    config = kit.config(rounds=1)
+    run = kit.run(tmp_path, config)
+    manifest = json.loads(run.exchange.read_update_manifest_bytes(2, "site-002"))
+    assert manifest["evaluation"]["finetuned"] is None
+    assert personalization_summary(run.exchange, 2, ["site-002"]) is None
+    assert "not available in this run" in summary_html(None)
+
+
+def test_finetuned_weights_never_leave_the_hospital(kit, tmp_path):
+    """After answering the final round the trainer holds the global model again."""
+    config = kit.config(rounds=1, **{"personalization.finetune_epochs": 2})
+    run = kit.run(tmp_path, config)
+    hospital = kit.hospitals(config)[0]
+    final = run.exchange.read_global_manifest(2)
+    assert final is not None and final.final
+    answer_round(run.exchange, hospital, final, config)  # already answered: nothing is written
+    weights = hospital.trainer.get_weights()
+    stored = run.global_weights(2)
+    assert not has_controls(stored)
+    for name, value in stored.items():
+        assert (weights[name] == value).all(), name
+
+
+def test_a_one_class_hospital_shows_na_not_a_crash():
+    summary = PersonalizationSummary(
+        round_index=4,
+        sites=[
+            SitePersonalization("site-a", 40, 0.71, 0.75),
+            SitePersonalization("site-b", 6, None, None),
+        ],
+        pooled_global_auroc=0.7,
+        pooled_finetuned_auroc=0.74,
+    )
+    page = summary_html(summary)
+    assert "<td>n/a</td><td>n/a</td>" in page
+    lines = summary_lines(summary)
+    assert "fine-tuning helped 1 of 1 hospitals" in lines[0]
+    assert "n/a" in lines[2]
