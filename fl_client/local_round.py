@@ -56,7 +56,9 @@ class LocalRound:
         self.new_client_control = {
             name: np.asarray(value, dtype=before[name].dtype) for name, value in after.items()
         }
-        delta = {name: self.new_client_control[name] - before[name] for name in before}
+        delta: Weights = {
+            name: np.subtract(self.new_client_control[name], before[name]) for name in before
+        }
         return join_controls(trained, delta)
 
     def commit(self) -> None:
