@@ -62,7 +62,9 @@ class SgdTrainer(ClientTrainer):
             for batch in torch.randperm(len(y), generator=generator).split(256):
                 optimizer.zero_grad()
                 loss = loss_fn(self.model(x[batch]), y[batch])
-                loss.backward()
+                # the two hooks make FedProx and SCAFFOLD work with this trainer too
+                self.local_objective.adjust_loss(self.model, loss).backward()
+                self.local_objective.adjust_gradients(self.model)
                 optimizer.step()
                 losses.append(float(loss))
         return TrainResult(num_examples=len(y), train_loss=float(np.mean(losses)))
