@@ -1,0 +1,110 @@
+"""A hospital's privacy budget: train a round only if its epsilon stays within the target.
+
+Before a training round the hospital asks its accountant what epsilon it would have spent
+after this round's steps. If that exceeds its target it does not train: it answers the round
+with a manifest that carries no weights, ``declined="privacy_budget_exhausted"`` and the
+numbers, which the aggregator records as a ``declined`` decision (the round closes without
+waiting for it, and ``fedsilo status`` and the report say why). It still evaluates the global
+model on its test split, which spends no training budget.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from fl_client.private import HospitalPrivacy, open_hospital_privacy
+from fl_core.config import FederationConfig
+from fl_core.errors import ConfigError
+from fl_core.exchange.manifests import UpdateManifest
+
+if TYPE_CHECKING:
+    from fl_client.hospital import Hospital
+
+log = structlog.get_logger("fedsilo.client")
+
+_EPSILON_SLACK = 1e-9
+
+
+def attach_privacy(hospital: Hospital, config: FederationConfig) -> None:
+    """At client start: check this hospital's DP-SGD settings and restore its accountant."""
+    if config.privacy.dp_sgd is None or hospital.privacy is not None:
+        return
+    trainer: Any = hospital.trainer
+    if not hasattr(trainer, "privacy") or not callable(getattr(trainer, "local_epochs", None)):
+        raise ConfigError(
+            f"privacy.dp_sgd needs a trainer that trains through fl_client.private (the "
+            f"default TabularTrainer); {type(trainer).__name__} does not: drop privacy.dp_sgd "
+            "or use the default trainer"
+        )
+    rows = hospital.data.train.num_examples
+    hospital.privacy = open_hospital_privacy(
+        config,
+        hospital.site_id,
+        rows,
+        config.training.batch_size,
+        int(trainer.local_epochs(rows)),
+        hospital.state_dir,
+    )
+
+
+def refuse_over_budget(
+    privacy: HospitalPrivacy | None, update: UpdateManifest
+) -> UpdateManifest | None:
+    """The declined answer when this round would exceed the budget; None to go on training."""
+    if privacy is None:
+        return None
+    after = privacy.epsilon_after_round()
+    target = privacy.settings.target_epsilon
+    if after <= target + _EPSILON_SLACK:
+        return None
+    spent = privacy.epsilon()
+    detail = (
+        f"site {update.site_id} round {update.round_index}: training would raise epsilon from "
+        f"{spent:.3g} to {after:.3g}, above its target {target:.3g} (delta "
+        f"{privacy.settings.delta:g}); it trains no more rounds. Raising target_epsilon needs "
+        "the data owner's approval"
+    )
+    log.warning(
+        "privacy_budget_exhausted",
+        site_id=update.site_id,
+        round_index=update.round_index,
+        epsilon=spent,
+        epsilon_after=after,
+        target_epsilon=target,
+    )
+    return update.model_copy(
+        update={
+            "task": "train",
+            "declined": "privacy_budget_exhausted",
+            "declined_detail": detail,
+            "privacy": privacy.spent(),
+        }
+    )
+
+
+@contextmanager
+def private_training(
+    trainer: Any, privacy: HospitalPrivacy | None, round_index: int
+) -> Iterator[None]:
+    """Train through DP-SGD for this round, then save the accountant (before the update leaves).
+
+    The trainer serves several hospitals in turn, so the hospital's privacy is bound only for
+    the duration of its own round.
+    """
+    if privacy is None:
+        yield
+        return
+    trainer.privacy = privacy
+    try:
+        yield
+    except BaseException:
+        privacy.save()  # steps taken before the failure are spent all the same
+        raise
+    finally:
+        trainer.privacy = None
+        privacy.close_round()
+    privacy.record_round(round_index)
