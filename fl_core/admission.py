@@ -41,6 +41,8 @@ class AdmissionContext:
     revoked_sites: frozenset[SiteId] = frozenset()
     seen_nonces: Set[str] = field(default_factory=frozenset)
     seen_sha256: Set[Sha256Hex] = field(default_factory=frozenset)
+    field_bits: int | None = None
+    """Secure aggregation: updates are uint64 ring elements, each below 2**field_bits."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,11 @@ def check_weights(manifest: UpdateManifest, weights_bytes: bytes, ctx: Admission
     except CodecError as err:
         raise UpdateRejectedError("malformed_tensors", str(err)) from err
     for name, array in weights.items():
-        if not np.isfinite(array).all():
+        if ctx.field_bits is not None:
+            if ctx.field_bits < 64 and array.size and int(array.max()) >> ctx.field_bits:
+                raise UpdateRejectedError(
+                    "out_of_field", f"{name} holds values >= 2**{ctx.field_bits}"
+                )
+        elif not np.isfinite(array).all():
             raise UpdateRejectedError("non_finite", f"{name} holds NaN or Inf")
     return weights

@@ -81,6 +81,9 @@ _DTYPE_NAMES = {
     "I32": "int32",
     "I16": "int16",
     "I8": "int8",
+    "U64": "uint64",  # secure aggregation's masked updates (ring elements)
+    "U32": "uint32",
+    "U16": "uint16",
     "U8": "uint8",
     "BOOL": "bool",
 }

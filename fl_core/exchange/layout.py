@@ -14,6 +14,8 @@ from fl_core.types import ObjectKey, RoundIndex, SiteId
 
 SITE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 FEDERATION_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+SECAGG_GLOBAL_DOCUMENTS = ("roster", "setup", "unmask")
+SECAGG_SITE_DOCUMENTS = ("advert", "answer")
 
 
 def check_site_id(site_id: str) -> SiteId:
@@ -76,6 +78,22 @@ class ExchangeLayout:
 
     def update_manifest_key(self, round_index: RoundIndex, site_id: SiteId) -> ObjectKey:
         return f"{self.updates_prefix(round_index)}{check_site_id(site_id)}.json"
+
+    def secagg_global_key(self, round_index: RoundIndex, document: str) -> ObjectKey:
+        """Secure aggregation documents the aggregator relays to every hospital of a round
+        (``roster``, ``setup``, ``unmask``): ``global.*``, the one prefix hospitals may read."""
+        if document not in SECAGG_GLOBAL_DOCUMENTS:
+            raise ValueError(f"unknown secagg document {document!r}")
+        return f"{self.round_prefix(round_index)}global.secagg-{document}.json"
+
+    def secagg_update_key(
+        self, round_index: RoundIndex, site_id: SiteId, document: str
+    ) -> ObjectKey:
+        """A hospital's own secure aggregation documents (``advert``, ``answer``), under its
+        update keys (``updates/{site_id}.*``), the one prefix it may write."""
+        if document not in SECAGG_SITE_DOCUMENTS:
+            raise ValueError(f"unknown secagg document {document!r}")
+        return f"{self.updates_prefix(round_index)}{check_site_id(site_id)}.secagg-{document}.json"
 
     def preflight_prefix(self) -> str:
         """Round 0 is never trained: its updates prefix holds onboarding preflight reports.
