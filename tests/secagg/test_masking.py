@@ -67,8 +67,7 @@ def test_unmasked_sum_equals_fedavg_within_quantisation_error(bits: int) -> None
     global_w = {"w": rng.normal(size=(50, 8)), "b": rng.normal(size=8)}
     examples = {s: int(rng.integers(5, 900)) for s in sites}
     trained = {
-        s: {k: v + rng.normal(scale=0.05, size=v.shape) for k, v in global_w.items()}
-        for s in sites
+        s: {k: v + rng.normal(scale=0.05, size=v.shape) for k, v in global_w.items()} for s in sites
     }
     params = FieldParams(bits, fractional_bits_for(bits, 4.0, 1000, len(sites)), 4.0)
     keys = _keys(sites)
@@ -106,7 +105,9 @@ def test_dropped_sites_pair_masks_are_removed() -> None:
         self_seeds.append(seed)
         np.add(
             total,
-            masking.mask_update(quantise(deltas[s], 1, params), s, seed, _pair_seeds(s, keys), params),
+            masking.mask_update(
+                quantise(deltas[s], 1, params), s, seed, _pair_seeds(s, keys), params
+            ),
             out=total,
         )
     pairs = [
@@ -131,7 +132,10 @@ def test_share_encryption_binds_sites_and_round() -> None:
     a, b, c = masking.new_private_key(), masking.new_private_key(), masking.new_private_key()
     nonce = bytes(12)
     sealed = masking.encrypt_for(a, masking.public_bytes(b), FED, ROUND, "a", "b", b"x", nonce)
-    assert masking.decrypt_from(b, masking.public_bytes(a), FED, ROUND, "a", "b", sealed, nonce) == b"x"
+    assert (
+        masking.decrypt_from(b, masking.public_bytes(a), FED, ROUND, "a", "b", sealed, nonce)
+        == b"x"
+    )
     from cryptography.exceptions import InvalidTag
 
     with pytest.raises(InvalidTag):  # relayed for another round

@@ -207,5 +207,10 @@ def test_fewer_than_t_survivors_fail_the_round_with_the_counts(tmp_path: Path) -
 
 
 def test_secagg_refuses_strategies_that_need_each_update() -> None:
-    with pytest.raises(ConfigError, match="privacy.secagg cannot run with strategy.name 'krum'"):
+    with pytest.raises(ConfigError, match=r"privacy\.secagg cannot run with strategy\.name 'krum'"):
         make_config(**{"strategy.name": "krum"})
+
+
+def test_secagg_and_central_dp_fedavg_exclude_each_other() -> None:
+    with pytest.raises(ConfigError, match="exclude each other"):
+        make_config(**{"privacy.dp_fedavg": {"noise_multiplier": 1.0}})
