@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from pydantic import ValidationError
 
 from fl_client.private import HospitalPrivacy, open_hospital_privacy
-from fl_core.config import FederationConfig
+from fl_core.config import FederationConfig, describe_validation_error
 from fl_core.errors import ConfigError
 from fl_core.exchange.manifests import UpdateManifest
 
@@ -108,3 +110,44 @@ def private_training(
         trainer.privacy = None
         privacy.close_round()
     privacy.record_round(round_index)
+
+
+def with_hospital_dp(
+    config: FederationConfig,
+    *,
+    target_epsilon: float | None,
+    delta: float | None,
+    max_grad_norm: float | None,
+) -> FederationConfig:
+    """The config with this hospital's own DP-SGD settings (``fedsilo client run --dp-*``).
+
+    Sample-level DP is the hospital's own decision: it may turn DP-SGD on, or tighten it,
+    whatever the federation's file says.
+    """
+    given = {
+        key: value
+        for key, value in (
+            ("target_epsilon", target_epsilon),
+            ("delta", delta),
+            ("max_grad_norm", max_grad_norm),
+        )
+        if value is not None
+    }
+    if not given:
+        return config
+    tree = config.model_dump(mode="json")
+    tree["privacy"]["dp_sgd"] = {**(tree["privacy"].get("dp_sgd") or {}), **given}
+    try:
+        return FederationConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(describe_validation_error(err, "the --dp-* options")) from err
+
+
+def require_state_dir(config: FederationConfig, state_dir: Path | None) -> None:
+    """A deployed hospital with DP-SGD must keep its accountant on persistent storage."""
+    if config.privacy.dp_sgd is not None and state_dir is None:
+        raise ConfigError(
+            "privacy.dp_sgd is on but this hospital has no state folder: its spent privacy "
+            "budget would be forgotten on restart; pass --state-dir DIR (FEDSILO_STATE_DIR) "
+            "on a persistent volume"
+        )

@@ -290,8 +290,8 @@ def open_hospital_privacy(
         epochs=epochs,
         rounds=config.rounds,
     )
-    if state_dir is None:
-        log.warning(
+    if state_dir is None:  # a simulation; `client run` requires a state folder
+        log.info(
             "dp_sgd_state_in_memory",
             site_id=site_id,
             hint="give the hospital a state folder so its spent budget survives a restart",
