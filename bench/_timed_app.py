@@ -1,0 +1,102 @@
+"""fedsilo's default app with a trainer that records the CPU it spends training and evaluating.
+
+The scale benchmark splits a federation's cost into the training compute (inside
+``ClientTrainer.train`` / ``evaluate``) and everything else. It runs the federation as the
+user does (``fedsilo simulate --app bench/_timed_app.py:app``), so the measurement has to come
+back from the hospital processes: each appends one line per call to its own file in the folder
+named by ``FEDSILO_BENCH_TIMINGS``. CPU time (``time.process_time``), not wall time, so that
+other load on the machine does not count as training.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fedsilo.runner import FederatedApp
+from fl_client.tabular import TabularTrainer
+from fl_client.trainer import ClientTrainer, TrainResult
+from fl_core.config import FederationConfig, TrainingConfig
+from fl_core.data.base import SiteData, Split
+from fl_core.errors import ConfigError
+from fl_core.exchange.manifests import EvaluationReport
+
+TIMINGS_ENV = "FEDSILO_BENCH_TIMINGS"
+
+
+class TimedTrainer(TabularTrainer):
+    """``TabularTrainer`` plus one ``kind<TAB>cpu_seconds`` line per train/evaluate call.
+
+    The first line of each process is ``startup``: the CPU it spent before its first call
+    (interpreter, imports, loading its hospitals' data).
+    """
+
+    def __init__(
+        self, model: nn.Module, config: TrainingConfig, device: torch.device, folder: Path
+    ) -> None:
+        super().__init__(model, config, device)
+        self._path = folder / f"{os.uname().nodename}-{os.getpid()}.tsv"
+        self._started = False
+
+    def _record(self, kind: str, seconds: float) -> None:
+        with open(self._path, "a", encoding="utf-8") as handle:
+            if not self._started:
+                self._started = True
+                handle.write(f"startup\t{time.process_time() - seconds:.6f}\n")
+            handle.write(f"{kind}\t{seconds:.6f}\n")
+
+    def train(self, data: SiteData, round_index: int, seed: int) -> TrainResult:
+        started = time.process_time()
+        result = super().train(data, round_index, seed)
+        self._record("train", time.process_time() - started)
+        return result
+
+    def evaluate(self, split: Split, num_bins: int) -> EvaluationReport:
+        started = time.process_time()
+        report = super().evaluate(split, num_bins)
+        self._record("evaluate", time.process_time() - started)
+        return report
+
+
+def timed_trainer(
+    model: nn.Module, config: FederationConfig, device: torch.device
+) -> ClientTrainer:
+    folder = os.environ.get(TIMINGS_ENV)
+    if not folder:
+        raise ConfigError(f"set {TIMINGS_ENV} to a folder for the per-process timing files")
+    return TimedTrainer(model, config.training, device, Path(folder))
+
+
+app = FederatedApp(trainer=timed_trainer)
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Sums over every hospital process of one run."""
+
+    train_s: float
+    evaluate_s: float
+    startup_s: float
+    processes: int
+    calls: int
+
+    @property
+    def compute_s(self) -> float:
+        return self.train_s + self.evaluate_s
+
+
+def read_timings(folder: Path) -> Timings:
+    sums = {"train": 0.0, "evaluate": 0.0, "startup": 0.0}
+    calls = 0
+    files = sorted(folder.glob("*.tsv"))
+    for path in files:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            kind, seconds = line.split("\t")
+            sums[kind] += float(seconds)
+            calls += kind != "startup"
+    return Timings(sums["train"], sums["evaluate"], sums["startup"], len(files), calls)

@@ -1,0 +1,190 @@
+"""Issue 8's scale figure: the eICU-size twin on 2 cores, process engine and MPI engine.
+
+``python -m bench --only scale_bench`` (``--quick``: 40 hospitals x 20,000 stays, 5 rounds).
+- Data: the twin, 208 hospitals x 200,000 unit stays, written as the four eICU tables and read
+  by the real reader (``fedsilo data synth`` + ``data prepare``; cached between runs, its
+  one-off build time is printed, not counted).
+- Each engine runs as the user runs it, ``fedsilo simulate --engine E --workers 2`` in a fresh
+  process, with the default app's trainer wrapped to record the CPU spent in
+  ``ClientTrainer.train`` / ``evaluate`` (``bench/_timed_app.py``).
+- Training compute = that CPU, summed over hospital processes. Federation overhead = every
+  other CPU second of the run's processes (aggregator, hospital processes, mpirun): exchange
+  reads and writes, sha256 and admission checks, aggregation, polling, serialisation, process
+  start-up (interpreters, torch import, loading data). Shown as a share of the training
+  compute (target < 20 %), with start-up also split out. CPU, not wall, so that other load on a
+  shared machine does not pass for overhead; the wall-clock share (2 cores x rounds wall minus
+  compute) is printed beside it for the same run.
+No thresholds: numbers only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from bench._timed_app import TIMINGS_ENV, Timings, read_timings
+from fedsilo.mpi_launch import rank_environment
+from fedsilo.simulation import open_exchange
+from fl_core.config import FederationConfig, TwinDataConfig
+from fl_core.data.eicu.twin_source import materialize_twin
+from fl_core.data.prepared import PreparedFolderSource
+
+HOSPITALS = 208
+STAYS = 200_000
+ROUNDS = 20
+QUICK_HOSPITALS = 40
+QUICK_STAYS = 20_000
+QUICK_ROUNDS = 5
+WORKERS = 2
+TARGET_SHARE = 0.20
+APP_REF = str(Path(__file__).with_name("_timed_app.py")) + ":app"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class EngineRun:
+    engine: str
+    wall_s: float
+    rounds_wall_s: float
+    cpu_s: float
+    timings: Timings
+    final_auroc: float | None
+
+    @property
+    def overhead_cpu_s(self) -> float:
+        return self.cpu_s - self.timings.compute_s
+
+    @property
+    def overhead_share(self) -> float:
+        return self.overhead_cpu_s / self.timings.compute_s
+
+    @property
+    def rounds_overhead_share(self) -> float:
+        """Overhead without the hospital processes' start-up (imports, data loading)."""
+        return (self.overhead_cpu_s - self.timings.startup_s) / self.timings.compute_s
+
+    @property
+    def wall_share(self) -> float:
+        """Idle or non-training core time during the rounds, on ``WORKERS`` cores."""
+        capacity = self.rounds_wall_s * WORKERS
+        return (capacity - self.timings.compute_s) / self.timings.compute_s
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _rounds_wall_s(run_dir: Path, rounds: int) -> float:
+    """Round 1 opened to the final evaluation round closed, from the exchange's results."""
+    config = FederationConfig.model_validate_json((run_dir / "config.json").read_text())
+    exchange = open_exchange((run_dir / "exchange").resolve().as_uri(), config)
+    first = exchange.read_result(1)
+    last = exchange.read_result(rounds + 1)
+    if first is None or last is None:
+        raise RuntimeError(f"{run_dir}: the run has no results for rounds 1 and {rounds + 1}")
+    return last.closed_unix - first.started_unix
+
+
+def _final_auroc(run_dir: Path) -> float | None:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return rows[-1]["auroc"] if rows else None
+
+
+def run_engine(engine: str, prepared: Path, rounds: int, work: Path) -> EngineRun:
+    """``fedsilo simulate --engine ENGINE`` in a fresh process, timed and CPU-accounted."""
+    timings = work / f"timings-{engine}"
+    timings.mkdir(parents=True)
+    environment = rank_environment()
+    environment[TIMINGS_ENV] = str(timings)
+    command = [sys.executable, "-m", "fedsilo.cli", "simulate", "--engine", engine]
+    command += ["--data", str(prepared), "--rounds", str(rounds), "--workers", str(WORKERS)]
+    command += ["--app", APP_REF, "--out", str(work), "--run-id", engine]
+    command += ["--log-level", "ERROR"]
+    cpu_before = _children_cpu_s()
+    started = time.perf_counter()
+    done = subprocess.run(
+        command, cwd=ROOT, env=environment, capture_output=True, text=True, check=False
+    )
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{engine} engine failed ({done.returncode}): {done.stderr[-2000:]}")
+    run_dir = work / engine
+    return EngineRun(
+        engine=engine,
+        wall_s=wall,
+        rounds_wall_s=_rounds_wall_s(run_dir, rounds),
+        cpu_s=_children_cpu_s() - cpu_before,
+        timings=read_timings(timings),
+        final_auroc=_final_auroc(run_dir),
+    )
+
+
+def _row(run: EngineRun) -> list[str]:
+    t = run.timings
+    return [
+        run.engine,
+        f"{run.wall_s:.1f}",
+        f"{run.rounds_wall_s:.1f}",
+        f"{t.train_s:.1f} + {t.evaluate_s:.1f}",
+        f"{run.overhead_cpu_s:.1f} ({t.startup_s:.1f})",
+        f"{run.overhead_share:.1%}",
+        f"{run.rounds_overhead_share:.1%}",
+        f"{run.wall_share:.1%}",
+        f"{t.processes}",
+        "-" if run.final_auroc is None else f"{run.final_auroc:.3f}",
+    ]
+
+
+def main(quick: bool) -> None:
+    hospitals = QUICK_HOSPITALS if quick else HOSPITALS
+    stays = QUICK_STAYS if quick else STAYS
+    rounds = QUICK_ROUNDS if quick else ROUNDS
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    started = time.perf_counter()
+    prepared = materialize_twin(TwinDataConfig(hospitals=hospitals, stays=stays), 0)
+    sites = len(PreparedFolderSource(prepared).site_ids())
+    console.print(
+        f"twin {hospitals} x {stays:,} stays: {sites} hospitals prepared in {prepared} "
+        f"({time.perf_counter() - started:.1f} s, cached after the first build)"
+    )
+    engines = ["process"] + (["mpi"] if shutil.which("mpirun") else [])
+    with tempfile.TemporaryDirectory(prefix="fedsilo-scale-") as scratch:
+        runs = [run_engine(engine, prepared, rounds, Path(scratch)) for engine in engines]
+    table = Table(
+        title=f"{sites} hospitals, {stays:,} stays, {rounds} rounds, {WORKERS} hospital "
+        f"workers on {os.cpu_count()} cores (target: overhead < {TARGET_SHARE:.0%} of compute)"
+    )
+    for column in (
+        "engine",
+        "wall s",
+        "rounds wall s",
+        "train + eval CPU s",
+        "overhead CPU s (start-up)",
+        "overhead / compute",
+        "same, w/o start-up",
+        "wall-clock share",
+        "hospital procs",
+        "final AUROC",
+    ):
+        table.add_column(column, justify="right")
+    for run in runs:
+        table.add_row(*_row(run))
+    console.print(table)
+    if "mpi" not in engines:
+        console.print("MPI engine not measured: mpirun not found (make install)")
+
+
+if __name__ == "__main__":
+    main("--quick" in sys.argv)
