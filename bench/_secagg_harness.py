@@ -1,0 +1,141 @@
+"""A federation round with hospitals as threads over a local-directory exchange.
+
+Shared by ``bench/secagg_bench.py`` and ``tests/secagg``: the aggregator is a real
+``RoundLoop`` and every hospital runs the real client loop (``serve_sites``) with a trainer
+that moves each parameter by a fixed, site-specific delta (so FedAvg of the round is known
+exactly). A hospital can be made to die (an exception nothing catches ends its thread, as
+SIGKILL ends a process) right before or right after its update is written.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedsilo.secagg_keys import key_path, load_key, register_simulated_sites
+from fl_client.hospital import Hospital, serve_sites
+from fl_client.trainer import ClientTrainer, TrainResult
+from fl_core.config import FederationConfig
+from fl_core.data.base import SiteData, Split
+from fl_core.exchange.fs_store import LocalDirectoryStore
+from fl_core.exchange.manifests import UpdateManifest
+from fl_core.exchange.protocol import Exchange
+from fl_core.types import Weights
+from fl_server.aggregator import FedAvgAggregator
+from fl_server.round_loop import RoundLoop
+
+
+class Killed(BaseException):
+    """Ends a hospital thread the way SIGKILL ends a process: nothing catches it."""
+
+
+class DyingExchange(Exchange):
+    """A hospital's exchange that dies around its training update: ``when`` is
+    ``before_update``, ``after_update`` or empty (lives)."""
+
+    def __init__(self, store: LocalDirectoryStore, federation_id: str, when: str) -> None:
+        super().__init__(store, federation_id)
+        self.when = when
+
+    def write_update(self, manifest: UpdateManifest, weights: bytes | None) -> None:
+        if self.when == "before_update" and manifest.task == "train":
+            raise Killed
+        super().write_update(manifest, weights)
+        if self.when == "after_update" and manifest.task == "train":
+            raise Killed
+
+
+class Logistic(nn.Module):
+    """One logit per row from ``features`` inputs through optional hidden layers."""
+
+    def __init__(self, features: int, hidden: Sequence[int] = ()) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = features
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.ReLU()]
+            width = size
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net(x).squeeze(-1)
+        return out
+
+
+class ShiftTrainer(ClientTrainer):
+    """Moves every parameter by a site-specific delta; ``trained`` records the results."""
+
+    def __init__(self, model: nn.Module, trained: dict[str, Weights]) -> None:
+        super().__init__(model)
+        self.trained = trained
+
+    def train(self, data: SiteData, round_index: int, seed: int) -> TrainResult:
+        rng = np.random.default_rng([int(data.site_id.rsplit("-", 1)[-1], 36), round_index])
+        with torch.no_grad():
+            for param in self.model.parameters():
+                param.add_(torch.from_numpy(rng.normal(scale=0.05, size=param.shape)).float())
+        self.trained[data.site_id] = self.get_weights()
+        return TrainResult(num_examples=data.train.num_examples, train_loss=0.5)
+
+
+def site_data(site: str, features: int) -> SiteData:
+    """A few rows whose count depends on the site (so FedAvg weights differ)."""
+    index = int(site.rsplit("-", 1)[-1], 36)
+    rng = np.random.default_rng(index)
+
+    def split(n: int) -> Split:
+        x = rng.normal(size=(n, features)).astype(np.float32)
+        return Split(x, (rng.random(n) < 0.3).astype(np.int8))
+
+    names = tuple(f"f{i}" for i in range(features))
+    return SiteData(site, names, split(10 + 7 * (index % 10)), split(4), split(6))
+
+
+def run_round(
+    workdir: Path,
+    sites: Sequence[str],
+    config: FederationConfig,
+    model: Callable[[], nn.Module],
+    dying: dict[str, str] | None = None,
+) -> tuple[Exchange, Weights, dict[str, Weights]]:
+    """Run the federation to its end; returns the exchange, initial weights, trained ones."""
+    exchange = Exchange(LocalDirectoryStore(workdir / "exchange"), config.federation_id)
+    if config.privacy.secagg.enabled:
+        register_simulated_sites(exchange, sites, workdir / "keys")
+    torch.manual_seed(0)
+    initial = {k: v.detach().numpy().copy() for k, v in model().state_dict().items()}
+    features = int(next(iter(initial.values())).shape[-1])
+    trained: dict[str, Weights] = {}
+    threads = []
+    for site in sites:
+        key = None
+        if config.privacy.secagg.enabled:
+            key = load_key(key_path(workdir / "keys", site))
+        hospital = Hospital(
+            data=site_data(site, features), trainer=ShiftTrainer(model(), trained), secagg_key=key
+        )
+        own = DyingExchange(
+            LocalDirectoryStore(workdir / "exchange"),
+            config.federation_id,
+            (dying or {}).get(site, ""),
+        )
+        thread = threading.Thread(
+            target=lambda o=own, h=hospital: serve_sites(o, [h], config, 60.0), daemon=True
+        )
+        thread.start()
+        threads.append(thread)
+    loop = RoundLoop(exchange, FedAvgAggregator(), config, list(sites), initial_weights=initial)
+    try:
+        loop.run()
+    finally:
+        give_up = time.monotonic() + 5  # hospitals of a failed round wait on; they are daemons
+        for thread in threads:
+            thread.join(timeout=max(0.0, give_up - time.monotonic()))
+    return exchange, initial, trained
