@@ -281,6 +281,9 @@ def open_hospital_privacy(
             "objective changes the gradients outside Opacus's per-sample clipping; use "
             "fedavg, fedavgm, fedadam/yogi/adagrad or a robust strategy with dp_sgd"
         )
+    if num_examples == 0:
+        log.info("dp_sgd_nothing_to_protect", site_id=site_id, reason="no training rows")
+        return None  # it never trains, so it spends nothing
     settings = dp_sgd.for_site(site_id)
     plan = plan_dp_sgd(
         settings,

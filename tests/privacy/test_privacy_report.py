@@ -1,0 +1,71 @@
+"""The report's privacy section shows epsilon per hospital per round and declined rounds."""
+
+from __future__ import annotations
+
+from fedsilo.privacy_report import epsilon_table, privacy_html
+from fedsilo.report import _table
+from fl_core.exchange.manifests import Decision, RoundPrivacy, RoundResult
+
+
+def result(round_index: int, privacy: RoundPrivacy | None, declined=()) -> RoundResult:
+    return RoundResult(
+        federation_id="f",
+        round_index=round_index,
+        task="train",
+        global_sha256="0" * 64,
+        next_global_sha256=None,
+        accepted=[],
+        rejected=[],
+        missing=[],
+        evaluation=None,
+        train_loss=None,
+        started_unix=0.0,
+        closed_unix=1.0,
+        config_hash="h",
+        declined=list(declined),
+        privacy=privacy,
+    )
+
+
+def test_epsilon_per_hospital_per_round_and_the_declined_round():
+    refused = Decision(
+        site_id="site-a",
+        status="declined",
+        reason="privacy_budget_exhausted",
+        detail="would spend 4.2 > 4",
+        decided_unix=1.0,
+    )
+    results = [
+        result(
+            1,
+            RoundPrivacy(
+                site_epsilon={"site-a": 3.9, "site-b": 1.5},
+                dp_fedavg_epsilon=2.0,
+                dp_fedavg_delta=1e-3,
+            ),
+        ),
+        result(
+            2,
+            RoundPrivacy(
+                site_epsilon={"site-a": 3.9, "site-b": 2.25},
+                dp_fedavg_epsilon=3.1,
+                dp_fedavg_delta=1e-3,
+            ),
+            [refused],
+        ),
+    ]
+    headers, rows = epsilon_table(results)
+    assert headers == ["hospital", "r1", "r2"]
+    assert rows == [
+        ["site-a", "3.90", "3.90"],
+        ["site-b", "1.50", "2.25"],
+        ["model (DP-FedAvg)", "2.00", "3.10"],
+    ]
+    page = privacy_html(results, _table)
+    assert "privacy_budget_exhausted" in page and "would spend 4.2 &gt; 4" in page
+    assert "delta 0.001" in page
+
+
+def test_without_dp_the_section_says_so():
+    page = privacy_html([result(1, None)], _table)
+    assert "Epsilon per hospital: not available in this run" in page
