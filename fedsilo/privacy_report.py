@@ -24,9 +24,7 @@ def epsilon_table(results: Sequence[RoundResult]) -> tuple[list[str], list[list[
     """Rows: one per hospital (DP-SGD epsilon so far), then DP-FedAvg; columns: rounds."""
     with_privacy = [r for r in results if r.privacy is not None]
     headers = ["hospital", *(f"r{r.round_index}" for r in with_privacy)]
-    sites = sorted(
-        {s for r in with_privacy for s in r.privacy.site_epsilon} if with_privacy else []
-    )
+    sites = sorted({s for r in with_privacy if r.privacy for s in r.privacy.site_epsilon})
     rows = [
         [site, *(_eps(r.privacy.site_epsilon.get(site)) for r in with_privacy if r.privacy)]
         for site in sites

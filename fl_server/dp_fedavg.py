@@ -82,7 +82,8 @@ class DpFedAvgAggregator(ServerAggregator):
         if self._global is None:
             raise AggregationError("add() before begin_round()")
         deltas = {
-            name: np.asarray(weights[name], np.float64) - self._global[name] for name in self._sums
+            name: np.asarray(weights[name], np.float64) - np.asarray(self._global[name], np.float64)
+            for name in self._sums
         }
         norm = float(np.sqrt(sum(float(np.vdot(d, d)) for d in deltas.values())))
         factor = clip_factor(norm, self.config.clip_norm)
@@ -105,7 +106,7 @@ class DpFedAvgAggregator(ServerAggregator):
                 result[name] = array.copy()
                 continue
             noisy = (total + rng.normal(0.0, std, size=total.shape)) / self._num_sites
-            result[name] = (array + noisy).astype(array.dtype)
+            result[name] = (np.asarray(array, np.float64) + noisy).astype(array.dtype)
         self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=SAMPLE_RATE)
         self._noise_seed = _new_seed()  # the next round's, saved with the state
         return result
