@@ -22,7 +22,9 @@ from fedsilo.onboarding import (
     offboard,
     preflight,
 )
+from fedsilo.secagg_keys import hospital_public_key, key_path
 from fl_core.errors import ConfigError, ExchangeError, FedsiloError
+from fl_core.exchange.layout import check_site_id
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.s3_store import S3Store
 from fl_core.exchange.uri import open_store
@@ -92,9 +94,22 @@ def request_command(
     region: Annotated[str, typer.Option(help="AWS region of the federation")],
     out: Annotated[Path | None, typer.Option(help="where to write the request")] = None,
     endpoint_url: EndpointOption = None,
+    state_dir: Annotated[
+        Path,
+        typer.Option(
+            "--state-dir",
+            help="the hospital's own state folder: its secure aggregation key is kept there "
+            "(0600); give `fedsilo client run` the same --state-dir",
+        ),
+    ] = Path("fedsilo-state"),
 ) -> None:
     """Hospital admin: check the inputs and write a signed join request to send."""
-    request = build_request(federation, site_id, account_id, region, _sts(endpoint_url, region))
+    sts = _sts(endpoint_url, region)
+    check_site_id(site_id)
+    public_key = hospital_public_key(key_path(state_dir, site_id))
+    request = build_request(
+        federation, site_id, account_id, region, sts, secagg_public_key=public_key
+    )
     path = out or Path(f"join-request-{site_id}.json")
     path.write_text(request.model_dump_json(indent=2) + "\n")
     console.print(

@@ -56,10 +56,16 @@ class JoinRequest(BaseModel):
     region: str
     requested_by: str
     requested_unix: float
+    secagg_public_key: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="the hospital's long-term X25519 public key for secure aggregation",
+    )
     sha256: str
 
     def signed_fields(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"sha256"})
+        # exclude_none: a request made before secagg keys existed keeps its digest
+        return self.model_dump(exclude={"sha256"}, exclude_none=True)
 
 
 def request_digest(fields: dict[str, Any]) -> str:
@@ -92,6 +98,7 @@ def build_request(
     region: str,
     sts: Any,
     clock: Callable[[], float] = time.time,
+    secagg_public_key: bytes | None = None,
 ) -> JoinRequest:
     check_federation_id(federation_id)
     check_site_id(site_id)
@@ -113,6 +120,8 @@ def build_request(
         "requested_by": arn,
         "requested_unix": clock(),
     }
+    if secagg_public_key is not None:
+        fields["secagg_public_key"] = secagg_public_key.hex()
     return JoinRequest(**fields, sha256=request_digest(fields))
 
 
@@ -251,6 +260,7 @@ def approve(request: JoinRequest, cdk: CdkJson, exchange: Exchange, now: float) 
             status="pending",
             changed_unix=now,
             note=f"approved join request {request.sha256[:12]}",
+            secagg_public_key=request.secagg_public_key,
         ),
         None,
     )

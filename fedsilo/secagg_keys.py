@@ -57,6 +57,13 @@ def load_key(path: Path) -> bytes:
     return raw
 
 
+def hospital_public_key(path: Path) -> bytes:
+    """The hospital's public key: from its key file, made (0600) on first use."""
+    if path.exists():
+        return masking.public_bytes(masking.load_private(load_key(path)))
+    return create_key(path)
+
+
 def register_simulated_sites(
     exchange: Exchange,
     sites: Sequence[SiteId],
@@ -65,11 +72,7 @@ def register_simulated_sites(
 ) -> None:
     """One key per site and an active registration naming its public half (idempotent)."""
     for site_id in sites:
-        path = key_path(key_dir, site_id)
-        if path.exists():
-            public = masking.public_bytes(masking.load_private(load_key(path)))
-        else:
-            public = create_key(path)
+        public = hospital_public_key(key_path(key_dir, site_id))
         found = exchange.read_registration_with_etag(site_id)
         if found is not None and found[0].secagg_public_key == public.hex():
             continue

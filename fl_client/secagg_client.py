@@ -19,7 +19,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import structlog
@@ -298,6 +298,7 @@ class SecAggHospital(Protocol):
 
 
 Mask = Callable[[Weights, int], Weights]
+H = TypeVar("H", bound=SecAggHospital)
 
 
 def _round_moved_on(exchange: Exchange, round_index: int) -> bool:
@@ -344,11 +345,11 @@ def long_term_key_of(hospital: SecAggHospital) -> X25519PrivateKey:
 
 def serve_secagg_round(
     exchange: Exchange,
-    hospitals: Sequence[SecAggHospital],
+    hospitals: Sequence[H],
     manifest: GlobalManifest,
     config: FederationConfig,
     timeout_s: float,
-    answer_round: Callable[[SecAggHospital, Mask | None], bool],
+    answer_round: Callable[[H, Mask | None], bool],
 ) -> None:
     """One training round under secure aggregation for every hosted hospital."""
     layout, r = exchange.layout, manifest.round_index
@@ -366,6 +367,7 @@ def serve_secagg_round(
         return
     roster = found
     own: dict[SiteId, RoundSecrets] = {}
+    advertised: set[SiteId] = set()  # may answer the unmask request (secrets or not)
     keys = {h.site_id: long_term_key_of(h) for h in hosted}
     for hospital in hosted:  # 1. advertise for every hosted site before waiting on anyone
         site_id = hospital.site_id
@@ -379,10 +381,14 @@ def serve_secagg_round(
             log.error("secagg_refused", site_id=site_id, round_index=r, detail=str(refused))
             continue
         except ObjectExistsError:
+            # advertised before a restart: its round secrets are gone, so it cannot mask now,
+            # but an update it sent before the restart still counts and it can still answer
             log.info("secagg_advert_already_written", site_id=site_id, round_index=r)
-            continue  # advertised before a restart: its secrets are gone, it sits out
+            advertised.add(site_id)
+            continue
         own[site_id] = secrets_
-    if not own:
+        advertised.add(site_id)
+    if not advertised:
         return
     setup_key = layout.secagg_global_key(r, "setup")
     found = _wait(
@@ -394,18 +400,18 @@ def serve_secagg_round(
     setup = found
     global_weights = decode_weights(exchange.read_global_weights(manifest))
     for hospital in hosted:  # 2. train and send the masked update
-        secrets_ = own.get(hospital.site_id)  # type: ignore[assignment]
-        if secrets_ is None or hospital.site_id not in setup.participants:
+        held = own.get(hospital.site_id)
+        if held is None or hospital.site_id not in setup.participants:
             continue
         try:
-            check_setup(setup, secrets_)
+            check_setup(setup, held)
         except SecAggRefusedError as refused:
             log.error(
                 "secagg_refused", site_id=hospital.site_id, round_index=r, detail=str(refused)
             )
             continue
 
-        def mask(trained: Weights, num_examples: int, s: RoundSecrets = secrets_) -> Weights:
+        def mask(trained: Weights, num_examples: int, s: RoundSecrets = held) -> Weights:
             return masked_weights(s, setup, global_weights, trained, num_examples)
 
         answer_round(hospital, mask)
@@ -418,7 +424,7 @@ def serve_secagg_round(
     if not isinstance(found, SecAggUnmaskRequest):
         return
     for hospital in hosted:  # 3. answer the unmask request
-        if hospital.site_id in found.survivors:
+        if hospital.site_id in found.survivors and hospital.site_id in advertised:
             answer_unmask(exchange, found, setup, roster, hospital.site_id, keys[hospital.site_id])
 
 

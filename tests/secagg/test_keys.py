@@ -1,0 +1,53 @@
+"""Hospitals' long-term keys: kept 0600 in the state folder, signed into the join request."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedsilo.onboarding import JoinRequest, load_request, request_digest
+from fedsilo.secagg_keys import hospital_public_key, key_path, load_key
+from fl_core.errors import ConfigError
+from fl_core.secagg import masking
+
+
+def test_key_file_is_private_stable_and_refused_when_readable(tmp_path: Path) -> None:
+    path = key_path(tmp_path / "state", "site-c")
+    public = hospital_public_key(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert hospital_public_key(path) == public  # reused, never replaced
+    assert masking.public_bytes(masking.load_private(load_key(path))) == public
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_key(path)
+    with pytest.raises(ConfigError, match="onboard request"):
+        load_key(tmp_path / "nowhere.secagg-key")
+
+
+def test_the_public_key_is_signed_into_the_join_request(tmp_path: Path) -> None:
+    public = hospital_public_key(key_path(tmp_path, "site-c"))
+    fields = {
+        "federation_id": "eicu-mortality",
+        "site_id": "site-c",
+        "account_id": "444444444444",
+        "region": "eu-west-1",
+        "requested_by": "arn:aws:iam::444444444444:user/admin",
+        "requested_unix": 1.0,
+        "secagg_public_key": public.hex(),
+    }
+    request = JoinRequest(**fields, sha256=request_digest(fields))
+    path = tmp_path / "join-request-site-c.json"
+    path.write_text(request.model_dump_json())
+    assert load_request(path).secagg_public_key == public.hex()
+    swapped = json.loads(path.read_text())
+    swapped["secagg_public_key"] = masking.public_bytes(masking.new_private_key()).hex()
+    path.write_text(json.dumps(swapped))
+    with pytest.raises(ConfigError, match="edited after it was signed"):
+        load_request(path)
+    # a request made before secagg keys existed keeps its digest
+    del fields["secagg_public_key"]
+    old = JoinRequest(**fields, sha256=request_digest(fields))
+    path.write_text(old.model_dump_json(exclude_none=True))
+    assert load_request(path).secagg_public_key is None
