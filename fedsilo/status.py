@@ -31,7 +31,7 @@ class SiteStatus:
     answered: bool
     decision: str  # accepted / rejected / "-" (not decided yet in the current round)
     last_rejection: str | None  # "round N: reason"
-    epsilon: float | None  # None until differential privacy exists
+    epsilon: float | None  # DP-SGD epsilon spent (newest result.json); None without DP-SGD
     last_auroc: float | None
     last_auroc_round: RoundIndex | None
 
@@ -46,6 +46,7 @@ class FederationStatus:
     deadline_in_s: float | None
     message: str | None
     sites: list[SiteStatus]
+    dp_fedavg_epsilon: float | None = None  # client-level epsilon of the model so far
 
 
 def site_auroc(manifest: UpdateManifest) -> float | None:
@@ -74,11 +75,28 @@ def read_update_manifest(
 def _last_rejections(results: list[RoundResult]) -> dict[SiteId, str]:
     found: dict[SiteId, str] = {}
     for result in results:  # newest first
-        for decision in result.rejected:
+        for decision in [*result.rejected, *result.declined]:  # declined: e.g. privacy budget
             found.setdefault(
                 decision.site_id, f"round {result.round_index}: {decision.reason or 'rejected'}"
             )
     return found
+
+
+def _last_epsilons(results: list[RoundResult]) -> dict[SiteId, float]:
+    """Each hospital's DP-SGD epsilon as the newest result that names it records."""
+    found: dict[SiteId, float] = {}
+    for result in results:  # newest first
+        if result.privacy is not None:
+            for site_id, epsilon in result.privacy.site_epsilon.items():
+                found.setdefault(site_id, epsilon)
+    return found
+
+
+def _dp_fedavg_epsilon(results: list[RoundResult]) -> float | None:
+    for result in results:  # newest first
+        if result.privacy is not None and result.privacy.dp_fedavg_epsilon is not None:
+            return result.privacy.dp_fedavg_epsilon
+    return None
 
 
 def _last_aurocs(
@@ -118,6 +136,7 @@ def collect_status(exchange: Exchange, now: float | None = None) -> FederationSt
             decisions.setdefault(decision.site_id, decision)
     sites = sorted(set(registrations) | invited | answered | set(decisions))
     rejections = _last_rejections(results)
+    epsilons = _last_epsilons(results)
     aurocs = _last_aurocs(exchange, sites, round_index) if round_index else {}
     phase = state.phase if state else "not started"
     deadline = state.deadline_unix - now if state and state.phase == "collecting" else None
@@ -137,12 +156,13 @@ def collect_status(exchange: Exchange, now: float | None = None) -> FederationSt
                 answered=site_id in answered,
                 decision=decisions[site_id].status if site_id in decisions else "-",
                 last_rejection=rejections.get(site_id),
-                epsilon=None,
+                epsilon=epsilons.get(site_id),
                 last_auroc=aurocs[site_id][0] if site_id in aurocs else None,
                 last_auroc_round=aurocs[site_id][1] if site_id in aurocs else None,
             )
             for site_id in sites
         ],
+        dp_fedavg_epsilon=_dp_fedavg_epsilon(results),
     )
 
 
@@ -163,6 +183,8 @@ def status_title(status: FederationStatus) -> str:
         f"federation {status.federation_id}  round {round_text}{task}  phase {status.phase}  "
         f"deadline {format_countdown(status.deadline_in_s)}"
     )
+    if status.dp_fedavg_epsilon is not None:
+        line += f"  DP-FedAvg epsilon {status.dp_fedavg_epsilon:.2f}"
     return line + (f"  note: {status.message}" if status.message else "")
 
 

@@ -33,6 +33,10 @@ def build_aggregator(config: FederationConfig) -> ServerAggregator:
     """The aggregator the config names (strategy modules are imported for their builders)."""
     from fl_server.strategies import catalogue  # noqa: F401  (registers every strategy)
 
+    if config.privacy.dp_fedavg is not None:  # replaces FedAvg's mean (fedavg, fedprox)
+        from fl_server.dp_fedavg import build_dp_fedavg
+
+        return build_dp_fedavg(config)
     name = config.strategy.name
     builder = _BUILDERS.get(name)
     if builder is None:
