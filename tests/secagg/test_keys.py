@@ -51,3 +51,24 @@ def test_the_public_key_is_signed_into_the_join_request(tmp_path: Path) -> None:
     old = JoinRequest(**fields, sha256=request_digest(fields))
     path.write_text(old.model_dump_json(exclude_none=True))
     assert load_request(path).secagg_public_key is None
+
+
+def test_protocol_keys_fall_under_the_hospital_grants() -> None:
+    """Relayed documents are ``global.*`` (every hospital may read them); a hospital's own
+    documents are under ``updates/{site}.*`` (only it may write them), and are never taken
+    for an update."""
+    from fnmatch import fnmatchcase
+
+    from fl_core.exchange.layout import ExchangeLayout
+
+    layout = ExchangeLayout("fed")
+    reads = f"{layout.root}rounds/*/global.*"
+    for document in ("roster", "setup", "unmask"):
+        assert fnmatchcase(layout.secagg_global_key(3, document), reads)
+    for document in ("advert", "answer"):
+        key = layout.secagg_update_key(3, "site-a", document)
+        assert fnmatchcase(key, f"{layout.root}rounds/*/updates/site-a.*")
+        assert not fnmatchcase(key, f"{layout.root}rounds/*/updates/site-b.*")
+        assert layout.site_of_update_key(key) is None
+    with pytest.raises(ValueError, match="unknown secagg document"):
+        layout.secagg_global_key(3, "shares")
