@@ -104,6 +104,7 @@ def run_round(
     config: FederationConfig,
     model: Callable[[], nn.Module],
     dying: dict[str, str] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[Exchange, Weights, dict[str, Weights]]:
     """Run the federation to its end; returns the exchange, initial weights, trained ones."""
     exchange = Exchange(LocalDirectoryStore(workdir / "exchange"), config.federation_id)
@@ -131,7 +132,9 @@ def run_round(
         )
         thread.start()
         threads.append(thread)
-    loop = RoundLoop(exchange, FedAvgAggregator(), config, list(sites), initial_weights=initial)
+    loop = RoundLoop(
+        exchange, FedAvgAggregator(), config, list(sites), initial_weights=initial, sleep=sleep
+    )
     try:
         loop.run()
     finally:

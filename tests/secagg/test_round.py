@@ -8,12 +8,13 @@ update never arrives.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bench._secagg_harness import Logistic, run_round, site_data
+from bench._secagg_harness import Logistic, ShiftTrainer, run_round, site_data
 from fl_core.aggregation import weighted_mean
 from fl_core.config import FederationConfig, load_config
 from fl_core.errors import ConfigError, RoundFailedError
@@ -23,6 +24,8 @@ from fl_core.secagg import transport
 from fl_core.secagg.field import FieldParams, quantisation_error_bound
 from fl_core.secagg.messages import SecAggRoster, SecAggUnmaskRequest
 from fl_core.serialization import decode_weights, read_tensor_specs
+from fl_server.aggregator import FedAvgAggregator
+from fl_server.round_loop import RoundLoop
 
 SITES = [f"site-{c}" for c in "abcdef"]
 FEATURES = 4
@@ -124,3 +127,42 @@ def test_secagg_refuses_strategies_that_need_each_update() -> None:
 def test_secagg_and_central_dp_fedavg_exclude_each_other() -> None:
     with pytest.raises(ConfigError, match="exclude each other"):
         make_config(**{"privacy.dp_fedavg": {"noise_multiplier": 1.0}})
+
+
+class AggregatorCrash(BaseException):
+    """The aggregator process dies."""
+
+
+def test_an_aggregator_killed_while_unmasking_resumes_from_the_exchange(tmp_path: Path) -> None:
+    config = make_config(**{"round.lease_s": 1.0, "privacy.secagg.unmask_timeout_s": 30.0})
+    request_key = "federations/sa/rounds/000001/global.secagg-unmask.json"
+
+    def crash_once_requested(seconds: float) -> None:
+        if (tmp_path / "exchange" / request_key).exists():
+            raise AggregatorCrash
+        time.sleep(seconds)
+
+    with pytest.raises(AggregatorCrash):
+        run_round(tmp_path, SITES, config, lambda: Logistic(FEATURES), sleep=crash_once_requested)
+    exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "sa")
+    state = exchange.read_state()
+    assert state is not None and state[0].phase == "collecting" and state[0].round_index == 1
+    # a new aggregator takes over once the lease lapses: the roster, setup, request, answers
+    # and masked updates it needs are all write-once files in the exchange
+    first = exchange.read_global_manifest(1)
+    assert first is not None
+    initial = decode_weights(exchange.read_global_weights(first))
+    RoundLoop(exchange, FedAvgAggregator(), config, SITES, initial_weights=initial).run()
+    result = exchange.read_result(1)
+    assert result is not None and len(result.accepted) == len(SITES)
+    assert request_of(exchange).survivors == SITES
+    trained = {}
+    for site in SITES:  # the same deterministic training, replayed here for the expectation
+        trainer = ShiftTrainer(Logistic(FEATURES), trained)
+        trainer.set_weights(initial)
+        trainer.train(site_data(site, FEATURES), 1, 0)
+    sizes = {s: site_data(s, FEATURES).train.num_examples for s in SITES}
+    expected = weighted_mean([(trained[s], sizes[s]) for s in SITES])
+    got = next_global(exchange)
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, atol=1e-7)
