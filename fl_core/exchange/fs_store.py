@@ -33,6 +33,21 @@ def _etag_of(data: bytes) -> ETag:
     return hashlib.sha256(data).hexdigest()
 
 
+def _files_under(folder: str) -> Iterator[str]:
+    """Paths of the regular files below ``folder``, not following links to folders.
+
+    ``os.scandir`` rather than ``Path.rglob`` + ``is_file``: the aggregator lists a round's
+    updates every poll interval, and one stat call and two Path objects per file made that
+    listing 5 ms of CPU for 208 hospitals, 20 times a second (about 10 % of a core).
+    """
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                yield from _files_under(entry.path)
+            elif entry.is_file():
+                yield entry.path
+
+
 class LocalDirectoryStore(ObjectStore):
     """Objects as files under ``root``; keys are relative POSIX paths."""
 
@@ -124,12 +139,12 @@ class LocalDirectoryStore(ObjectStore):
         start = self.root / folder if folder else self.root
         if not start.is_dir():
             return []
+        skip = len(str(self.root)) + 1
         keys = []
-        for path in start.rglob("*"):
-            name = path.name
-            if not path.is_file() or name.endswith((_TMP_SUFFIX, _LOCK_SUFFIX)):
+        for path in _files_under(str(start)):
+            if path.endswith((_TMP_SUFFIX, _LOCK_SUFFIX)):
                 continue
-            key = path.relative_to(self.root).as_posix()
+            key = path[skip:].replace(os.sep, "/")
             if key.startswith(prefix):
                 keys.append(key)
         return sorted(keys)
