@@ -49,6 +49,8 @@ class DyingExchange(Exchange):
         super().write_update(manifest, weights)
         if self.when == "after_update" and manifest.task == "train":
             raise Killed
+        if self.when == "hang_after_update" and manifest.task == "train":
+            time.sleep(3600)  # until the test SIGKILLs this process
 
 
 class Logistic(nn.Module):
@@ -142,3 +144,20 @@ def run_round(
         for thread in threads:
             thread.join(timeout=max(0.0, give_up - time.monotonic()))
     return exchange, initial, trained
+
+
+def serve_in_process(
+    workdir: Path, sites: Sequence[str], config: FederationConfig, features: int, when: str
+) -> None:
+    """A hospital process (``multiprocessing`` spawn target) hosting ``sites`` in turn."""
+    torch.set_num_threads(1)
+    hospitals = [
+        Hospital(
+            data=site_data(site, features),
+            trainer=ShiftTrainer(Logistic(features), {}),
+            secagg_key=load_key(key_path(workdir / "keys", site)),
+        )
+        for site in sites
+    ]
+    own = DyingExchange(LocalDirectoryStore(workdir / "exchange"), config.federation_id, when)
+    serve_sites(own, hospitals, config, 60.0)

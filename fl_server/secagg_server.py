@@ -290,9 +290,8 @@ class SecAggServer:
         setup = transport.read(self.exchange, self._key(r, "setup"), SecAggSetup)
         sites = [entry.site_id for entry in roster.sites]
         if setup is None:
-            give_up = self.clock() + min(
-                self.settings.advert_timeout_s, self.config.round.deadline_s
-            )
+            wait_s = min(self.settings.advert_timeout_s, self.config.round.deadline_s)
+            give_up = self.clock() + wait_s
             while True:
                 self._adverts = {
                     s: a for s in sites if (a := self._valid_advert(s, roster)) is not None
@@ -306,7 +305,7 @@ class SecAggServer:
                     state,
                     save,
                     f"round {r}: only {len(self._adverts)} of {len(sites)} hospitals sent their "
-                    f"secure aggregation keys in {self.settings.advert_timeout_s:.0f} s, fewer "
+                    f"secure aggregation keys in {wait_s:.0f} s, fewer "
                     f"than the threshold t={roster.threshold}; check the hospitals that did not",
                 )
             setup = SecAggSetup(

@@ -166,3 +166,74 @@ def test_an_aggregator_killed_while_unmasking_resumes_from_the_exchange(tmp_path
     got = next_global(exchange)
     for name in expected:
         np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_hospital_processes_sigkilled_after_masking(tmp_path: Path) -> None:
+    """Hospitals as processes: one hosts four sites (answering for all of them without
+    deadlock), two more host one site each and are SIGKILLed once their masked update is in."""
+    import multiprocessing
+    import os
+    import signal
+
+    from bench._secagg_harness import serve_in_process
+    from fedsilo.secagg_keys import register_simulated_sites
+
+    config = make_config(**{"round.deadline_s": 10.0})
+    exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "sa")
+    register_simulated_sites(exchange, SITES, tmp_path / "keys")
+    context = multiprocessing.get_context("spawn")
+    groups = {"live": ["site-a", "site-c", "site-d", "site-f"], "b": ["site-b"], "e": ["site-e"]}
+    procs = {}
+    for name, sites in groups.items():
+        when = "" if name == "live" else "hang_after_update"
+        procs[name] = context.Process(
+            target=serve_in_process, args=(tmp_path, sites, config, FEATURES, when), daemon=True
+        )
+        procs[name].start()
+    give_up = time.monotonic() + 120  # hospitals report their moments once they are up
+    while not all(exchange.store.exists(exchange.layout.moments_key(s)) for s in SITES):
+        assert time.monotonic() < give_up, "hospital processes did not start"
+        time.sleep(0.1)
+    killed: list[str] = []
+
+    def sleep_and_kill(seconds: float) -> None:
+        for name in ("b", "e"):
+            site = groups[name][0]
+            if name not in killed and exchange.store.exists(
+                exchange.layout.update_manifest_key(1, site)
+            ):
+                os.kill(procs[name].pid or 0, signal.SIGKILL)
+                killed.append(name)
+        time.sleep(seconds)
+
+    torch_initial = Logistic(FEATURES)
+    initial = {k: v.detach().numpy().copy() for k, v in torch_initial.state_dict().items()}
+    try:
+        RoundLoop(
+            exchange,
+            FedAvgAggregator(),
+            config,
+            SITES,
+            initial_weights=initial,
+            sleep=sleep_and_kill,
+        ).run()
+    finally:
+        for proc in procs.values():
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.kill()
+    assert sorted(killed) == ["b", "e"]
+    assert procs["b"].exitcode == -signal.SIGKILL
+    request = request_of(exchange)
+    assert request.survivors == SITES  # the killed sites' masked updates count
+    trained = {}
+    for site in SITES:
+        trainer = ShiftTrainer(Logistic(FEATURES), trained)
+        trainer.set_weights(initial)
+        trainer.train(site_data(site, FEATURES), 1, 0)
+    sizes = {s: site_data(s, FEATURES).train.num_examples for s in SITES}
+    expected = weighted_mean([(trained[s], sizes[s]) for s in SITES])
+    got = next_global(exchange)
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, atol=1e-7)
