@@ -179,7 +179,7 @@ def test_hospital_processes_sigkilled_after_masking(tmp_path: Path) -> None:
     from bench._secagg_harness import serve_in_process
     from fedsilo.secagg_keys import register_simulated_sites
 
-    config = make_config(**{"round.deadline_s": 10.0})
+    config = make_config(**{"round.deadline_s": 4.0})
     exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "sa")
     register_simulated_sites(exchange, SITES, tmp_path / "keys")
     context = multiprocessing.get_context("spawn")
