@@ -39,7 +39,6 @@ import safetensors.numpy
 from rich.console import Console
 from rich.table import Table
 
-from bench import _federation
 from bench.aggregation import (
     FEDERATION_ID,
     ROUND_INDEX,
@@ -306,6 +305,7 @@ def render_aggregation(report: AggReport, title: str) -> Table:
             "fedsilo keeps one float64 sum and one update at a time when reading files.",
             *(f"Flower not measured: {reason}" for reason in sorted(flower_reasons)),
             *report.notes,
+            _load_note(),
         ]
     )
     return table
@@ -354,6 +354,8 @@ def _timed(command: Sequence[str], env: dict[str, str] | None = None) -> tuple[f
 
 def _final_auroc(config: FederationConfig, weights_path: Path) -> float:
     """Exact pooled-test AUROC of a final model file, the same way for every framework."""
+    from bench import _federation  # torch: kept out of the aggregation workers' imports
+
     sites = _federation.load_sites(config)
     trainer = _federation.new_trainer(config)
     weights = safetensors.numpy.load_file(str(weights_path))
@@ -474,6 +476,12 @@ def run_federations(
     return [plain, fedsilo, flower]
 
 
+def _load_note() -> str:
+    """The machine may be shared: the load says how much to trust a wall time."""
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"load average (1, 5, 15 min) when the table was drawn: {load} on {os.cpu_count()} cores"
+
+
 def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -533,6 +541,7 @@ def render_federations(
             "steady round: median of rounds 2..R (round 1 carries worker start-up). final "
             "AUROC: exact (scikit-learn) on the pooled test splits of each run's final model; "
             "own: what the run itself reported (fedsilo and Flower: from summed histograms).",
+            _load_note(),
         ]
     )
     return table
@@ -558,6 +567,8 @@ def main(quick: bool) -> None:
     title = f"FedAvg: fedsilo vs Flower's aggregate ({time.perf_counter() - started:.0f} s)"
     console.print(render_aggregation(report, title))
     hospitals, rounds, mean_stays = QUICK_FEDERATION if quick else FULL_FEDERATION
+    from bench import _federation
+
     config = _federation.benchmark_config(hospitals, rounds, mean_stays)
     started = time.perf_counter()
     runs = run_federations(env, config, log=log)

@@ -20,8 +20,15 @@ from bench import _federation, flower_compare
 from bench.aggregation import read_updates, write_updates
 from bench.plain_loop import run_plain
 from fl_core.aggregation import weighted_mean
+from fl_core.config import FederationConfig, SimulationConfig
 
 ABSENT = flower_compare.FlowerEnv(None, "absent in this test")
+
+
+def _tiny(mean_stays: int) -> FederationConfig:
+    """3 hospitals, 2 rounds, one hospital worker (one process start instead of two)."""
+    config = _federation.benchmark_config(hospitals=3, rounds=2, mean_stays=mean_stays)
+    return config.model_copy(update={"simulation": SimulationConfig(workers=1)})
 
 
 def _finite_positive(value: float | None) -> bool:
@@ -29,7 +36,7 @@ def _finite_positive(value: float | None) -> bool:
 
 
 def test_plain_loop_and_fedsilo_train_the_same_model(tmp_path: Path) -> None:
-    config = _federation.benchmark_config(hospitals=3, rounds=2, mean_stays=80)
+    config = _tiny(mean_stays=80)
 
     result, plain_weights = run_plain(config, threads=1)
 
@@ -54,7 +61,7 @@ def test_weighted_average_by_hand_is_fedavg() -> None:
 
 
 def test_federation_table_without_flower(tmp_path: Path) -> None:
-    config = _federation.benchmark_config(hospitals=3, rounds=2, mean_stays=60)
+    config = _tiny(mean_stays=60)
 
     runs = flower_compare.run_federations(ABSENT, config, workdir=tmp_path)
 
