@@ -178,16 +178,16 @@ def build_advert(
     encrypted = {}
     for entry, seed_share, key_share in zip(roster.sites, seed_shares, key_shares, strict=True):
         nonce = secrets.token_bytes(masking.NONCE_BYTES)
-        ciphertext = masking.encrypt_for(
+        cipher, associated = masking.share_cipher(
             long_term_key,
             bytes.fromhex(entry.public_key),
             roster.federation_id,
             roster.round_index,
             site_id,
             entry.site_id,
-            seed_share.to_bytes() + key_share.to_bytes(),
-            nonce,
         )
+        plain = seed_share.to_bytes() + key_share.to_bytes()
+        ciphertext = cipher.encrypt(nonce, plain, associated)
         encrypted[entry.site_id] = EncryptedShares(nonce=nonce.hex(), ciphertext=ciphertext.hex())
     roster_sha256 = transport.digest(roster)
     advert = SecAggAdvert(
@@ -259,16 +259,16 @@ def build_answer(
         if sender not in setup.participants:
             raise SecAggRefusedError(f"unmask request relays shares from non-participant {sender}")
         try:
-            plain = masking.decrypt_from(
+            cipher, associated = masking.share_cipher(
                 long_term_key,
                 roster.public_key(sender),
                 roster.federation_id,
                 roster.round_index,
                 sender,
                 site_id,
-                bytes.fromhex(encrypted.ciphertext),
-                bytes.fromhex(encrypted.nonce),
             )
+            ciphertext = bytes.fromhex(encrypted.ciphertext)
+            plain = cipher.decrypt(bytes.fromhex(encrypted.nonce), ciphertext, associated)
         except (InvalidTag, KeyError, ValueError):
             log.warning("secagg_share_undecryptable", sender=sender, site_id=site_id)
             continue
@@ -308,26 +308,30 @@ def _round_moved_on(exchange: Exchange, round_index: int) -> bool:
         return False  # S3's answer to a hospital for a key not written yet
 
 
-def _wait(
-    what: str,
-    read: Callable[[], BaseModel | None],
+_Doc = TypeVar("_Doc", bound=BaseModel)
+
+
+def _wait_for(
     exchange: Exchange,
     round_index: int,
+    document: str,
+    model: type[_Doc],
     timeout_s: float,
     poll_interval_s: float,
-) -> BaseModel | None:
-    """Poll for a relayed document; None when the round moved on without it."""
+) -> _Doc | None:
+    """Poll for a relayed ``global.secagg-*`` document; None when the round moved on."""
+    key = exchange.layout.secagg_global_key(round_index, document)
     give_up = time.monotonic() + timeout_s
     interval = poll_interval_s
     while True:
-        found = read()
+        found = transport.read(exchange, key, model)
         if found is not None:
             return found
         if _round_moved_on(exchange, round_index):
             return None  # the aggregator closed the round without us
         if time.monotonic() > give_up:
             raise ExchangeError(
-                f"no secagg {what} for round {round_index} after {timeout_s:.0f} s in "
+                f"no secagg {document} for round {round_index} after {timeout_s:.0f} s in "
                 f"{exchange.describe()}; is the aggregator running?"
             )
         time.sleep(interval)
@@ -357,15 +361,9 @@ def serve_secagg_round(
     hosted = [h for h in hospitals if h.site_id in manifest.invited_sites]
     if not hosted:
         return
-    roster_key = layout.secagg_global_key(r, "roster")
-    found = _wait(
-        "roster",
-        lambda: transport.read(exchange, roster_key, SecAggRoster),
-        exchange, r, timeout_s, poll,
-    )  # fmt: skip
-    if not isinstance(found, SecAggRoster):
+    roster = _wait_for(exchange, r, "roster", SecAggRoster, timeout_s, poll)
+    if roster is None:
         return
-    roster = found
     own: dict[SiteId, RoundSecrets] = {}
     advertised: set[SiteId] = set()  # may answer the unmask request (secrets or not)
     keys = {h.site_id: long_term_key_of(h) for h in hosted}
@@ -390,14 +388,9 @@ def serve_secagg_round(
         advertised.add(site_id)
     if not advertised:
         return
-    setup_key = layout.secagg_global_key(r, "setup")
-    found = _wait(
-        "setup", lambda: transport.read(exchange, setup_key, SecAggSetup), exchange, r,
-        timeout_s, poll,
-    )  # fmt: skip
-    if not isinstance(found, SecAggSetup):
+    setup = _wait_for(exchange, r, "setup", SecAggSetup, timeout_s, poll)
+    if setup is None:
         return
-    setup = found
     global_weights = decode_weights(exchange.read_global_weights(manifest))
     for hospital in hosted:  # 2. train and send the masked update
         held = own.get(hospital.site_id)
@@ -415,17 +408,13 @@ def serve_secagg_round(
             return masked_weights(s, setup, global_weights, trained, num_examples)
 
         answer_round(hospital, mask)
-    request_key = layout.secagg_global_key(r, "unmask")
-    found = _wait(
-        "unmask request",
-        lambda: transport.read(exchange, request_key, SecAggUnmaskRequest),
-        exchange, r, timeout_s, poll,
-    )  # fmt: skip
-    if not isinstance(found, SecAggUnmaskRequest):
+    request = _wait_for(exchange, r, "unmask", SecAggUnmaskRequest, timeout_s, poll)
+    if request is None:
         return
     for hospital in hosted:  # 3. answer the unmask request
-        if hospital.site_id in found.survivors and hospital.site_id in advertised:
-            answer_unmask(exchange, found, setup, roster, hospital.site_id, keys[hospital.site_id])
+        site_id = hospital.site_id
+        if site_id in request.survivors and site_id in advertised:
+            answer_unmask(exchange, request, setup, roster, site_id, keys[site_id])
 
 
 def answer_unmask(

@@ -194,16 +194,6 @@ class SecAggServer:
         self._adverts: dict[SiteId, SecAggAdvert] = {}
         self._last_save = 0.0
 
-    @classmethod
-    def for_config(
-        cls,
-        exchange: Exchange,
-        config: FederationConfig,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> SecAggServer | None:
-        return cls(exchange, config, clock, sleep) if config.privacy.secagg.enabled else None
-
     def wrap(self, aggregator: ServerAggregator) -> SecAggAggregator:
         self.aggregator = SecAggAggregator(aggregator)
         return self.aggregator

@@ -85,7 +85,7 @@ def seed_commitment(b_u: bytes) -> str:
     return hashlib.sha256(b"fedsilo-secagg-self-seed" + b_u).hexdigest()
 
 
-def _share_cipher(
+def share_cipher(
     own_key: X25519PrivateKey,
     peer_public: bytes,
     federation_id: str,
@@ -93,45 +93,16 @@ def _share_cipher(
     sender: str,
     recipient: str,
 ) -> tuple[ChaCha20Poly1305, bytes]:
+    """The AEAD (ChaCha20-Poly1305) for shares from ``sender`` to ``recipient``, and the
+    associated data to pass with every call.
+
+    Its key is HKDF of the two long-term keys' ECDH, which only the two sites can compute;
+    the associated data binds federation, round and both sites, so a share relayed to the
+    wrong site or round fails to decrypt (``cryptography.exceptions.InvalidTag``).
+    """
     shared = own_key.exchange(X25519PublicKey.from_public_bytes(peer_public))
     info = _context("share", federation_id, round_index, sender, recipient)
     return ChaCha20Poly1305(prg.derive_key(shared, info)), info
-
-
-def encrypt_for(
-    own_key: X25519PrivateKey,
-    peer_public: bytes,
-    federation_id: str,
-    round_index: int,
-    sender: str,
-    recipient: str,
-    plaintext: bytes,
-    nonce: bytes,
-) -> bytes:
-    """AEAD (ChaCha20-Poly1305) under a key only ``sender`` and ``recipient`` can derive;
-    the associated data binds federation, round and both sites, so a share relayed to the
-    wrong site or round fails to decrypt."""
-    cipher, info = _share_cipher(
-        own_key, peer_public, federation_id, round_index, sender, recipient
-    )
-    return cipher.encrypt(nonce, plaintext, info)
-
-
-def decrypt_from(
-    own_key: X25519PrivateKey,
-    peer_public: bytes,
-    federation_id: str,
-    round_index: int,
-    sender: str,
-    recipient: str,
-    ciphertext: bytes,
-    nonce: bytes,
-) -> bytes:
-    """Raises ``cryptography.exceptions.InvalidTag`` when anything was altered."""
-    cipher, info = _share_cipher(
-        own_key, peer_public, federation_id, round_index, sender, recipient
-    )
-    return cipher.decrypt(nonce, ciphertext, info)
 
 
 # ---- flat vectors --------------------------------------------------------------------------

@@ -129,16 +129,16 @@ def test_field_too_small_is_a_config_error() -> None:
 
 
 def test_share_encryption_binds_sites_and_round() -> None:
-    a, b, c = masking.new_private_key(), masking.new_private_key(), masking.new_private_key()
-    nonce = bytes(12)
-    sealed = masking.encrypt_for(a, masking.public_bytes(b), FED, ROUND, "a", "b", b"x", nonce)
-    assert (
-        masking.decrypt_from(b, masking.public_bytes(a), FED, ROUND, "a", "b", sealed, nonce)
-        == b"x"
-    )
     from cryptography.exceptions import InvalidTag
 
-    with pytest.raises(InvalidTag):  # relayed for another round
-        masking.decrypt_from(b, masking.public_bytes(a), FED, ROUND + 1, "a", "b", sealed, nonce)
-    with pytest.raises(InvalidTag):  # a third site cannot read it
-        masking.decrypt_from(c, masking.public_bytes(a), FED, ROUND, "a", "b", sealed, nonce)
+    a, b, c = masking.new_private_key(), masking.new_private_key(), masking.new_private_key()
+    pa = masking.public_bytes(a)
+    nonce = bytes(12)
+    cipher, associated = masking.share_cipher(a, masking.public_bytes(b), FED, ROUND, "a", "b")
+    sealed = cipher.encrypt(nonce, b"x", associated)
+    cipher, associated = masking.share_cipher(b, pa, FED, ROUND, "a", "b")
+    assert cipher.decrypt(nonce, sealed, associated) == b"x"
+    for own, round_index in ((b, ROUND + 1), (c, ROUND)):  # another round; a third site
+        cipher, associated = masking.share_cipher(own, pa, FED, round_index, "a", "b")
+        with pytest.raises(InvalidTag):
+            cipher.decrypt(nonce, sealed, associated)

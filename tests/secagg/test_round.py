@@ -71,6 +71,20 @@ def request_of(exchange: Exchange) -> SecAggUnmaskRequest:
     return request
 
 
+def assert_fedavg_of_all(exchange: Exchange, initial: dict[str, np.ndarray]) -> None:
+    """Round 1's model is FedAvg of every site's (deterministic, here replayed) training."""
+    trained: dict[str, dict] = {}
+    for site in SITES:
+        trainer = ShiftTrainer(Logistic(FEATURES), trained)
+        trainer.set_weights(initial)
+        trainer.train(site_data(site, FEATURES), 1, 0)
+    sizes = {s: site_data(s, FEATURES).train.num_examples for s in SITES}
+    expected = weighted_mean([(trained[s], sizes[s]) for s in SITES])
+    got = next_global(exchange)
+    for name in expected:
+        np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, atol=1e-7)
+
+
 def test_a_third_killed_after_masking_still_completes_with_their_updates(tmp_path: Path) -> None:
     victims = {"site-b": "after_update", "site-e": "after_update"}  # 2 of 6
     exchange, trained = federation(tmp_path, victims)
@@ -156,16 +170,7 @@ def test_an_aggregator_killed_while_unmasking_resumes_from_the_exchange(tmp_path
     result = exchange.read_result(1)
     assert result is not None and len(result.accepted) == len(SITES)
     assert request_of(exchange).survivors == SITES
-    trained = {}
-    for site in SITES:  # the same deterministic training, replayed here for the expectation
-        trainer = ShiftTrainer(Logistic(FEATURES), trained)
-        trainer.set_weights(initial)
-        trainer.train(site_data(site, FEATURES), 1, 0)
-    sizes = {s: site_data(s, FEATURES).train.num_examples for s in SITES}
-    expected = weighted_mean([(trained[s], sizes[s]) for s in SITES])
-    got = next_global(exchange)
-    for name in expected:
-        np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, atol=1e-7)
+    assert_fedavg_of_all(exchange, initial)
 
 
 @pytest.mark.slow
@@ -227,13 +232,4 @@ def test_hospital_processes_sigkilled_after_masking(tmp_path: Path) -> None:
     assert procs["b"].exitcode == -signal.SIGKILL
     request = request_of(exchange)
     assert request.survivors == SITES  # the killed sites' masked updates count
-    trained = {}
-    for site in SITES:
-        trainer = ShiftTrainer(Logistic(FEATURES), trained)
-        trainer.set_weights(initial)
-        trainer.train(site_data(site, FEATURES), 1, 0)
-    sizes = {s: site_data(s, FEATURES).train.num_examples for s in SITES}
-    expected = weighted_mean([(trained[s], sizes[s]) for s in SITES])
-    got = next_global(exchange)
-    for name in expected:
-        np.testing.assert_allclose(got[name], expected[name], rtol=1e-6, atol=1e-7)
+    assert_fedavg_of_all(exchange, initial)
