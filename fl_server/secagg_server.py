@@ -401,11 +401,18 @@ class SecAggServer:
         def shares_of(
             site: SiteId, pick: Callable[[SecAggUnmaskAnswer], dict[str, str]]
         ) -> list[shamir.Share]:
-            return [
-                shamir.Share.from_bytes(roster.x_of(holder), bytes.fromhex(pick(a)[site]))
-                for holder, a in sorted(answers.items())
-                if site in pick(a)
-            ]
+            found = []
+            for holder, answer in sorted(answers.items()):
+                if site not in pick(answer):
+                    continue
+                try:  # a share outside the field is the holder's fault, not the round's
+                    share = bytes.fromhex(pick(answer)[site])
+                    found.append(shamir.Share.from_bytes(roster.x_of(holder), share))
+                except ValueError as err:
+                    log.warning(
+                        "secagg_share_rejected", holder=holder, site_id=site, detail=str(err)
+                    )
+            return found
 
         self_seeds = []
         for site in request.survivors:

@@ -19,10 +19,14 @@ answers follows from what it advertised.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 HEX32 = r"^[0-9a-f]{64}$"
 SHA256 = r"^[0-9a-f]{64}$"
+ShareHex = Annotated[str, Field(pattern=r"^[0-9a-f]{132}$")]
+"""One Shamir share (66 bytes, ``fl_core.secagg.shamir.SHARE_BYTES``) as hex."""
 
 
 class _Document(BaseModel):
@@ -110,8 +114,8 @@ class SecAggUnmaskAnswer(_Document):
     site_id: str
     round_index: int = Field(ge=1)
     request_sha256: str = Field(pattern=SHA256)
-    self_mask_shares: dict[str, str] = Field(description="survivor -> share of its b_u (hex)")
-    mask_key_shares: dict[str, str] = Field(description="dropped -> share of its mask key")
+    self_mask_shares: dict[str, ShareHex] = Field(description="survivor -> share of its b_u")
+    mask_key_shares: dict[str, ShareHex] = Field(description="dropped -> share of its mask key")
 
     @model_validator(mode="after")
     def _never_both(self) -> SecAggUnmaskAnswer:

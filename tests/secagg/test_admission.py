@@ -1,0 +1,76 @@
+"""Hostile input at the aggregator: masked updates outside the ring, malformed answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from fl_core.admission import AdmissionContext, check_weights, update_metadata
+from fl_core.errors import UpdateRejectedError
+from fl_core.exchange.manifests import UpdateManifest
+from fl_core.secagg.messages import SecAggUnmaskAnswer
+from fl_core.serialization import TensorSpec, encode_weights, sha256_hex
+
+
+def _context(bits: int) -> AdmissionContext:
+    return AdmissionContext(
+        federation_id="sa",
+        round_index=1,
+        task="train",
+        global_sha256="0" * 64,
+        invited_sites=frozenset({"site-a"}),
+        tensor_specs={"w": TensorSpec("uint64", (4,))},
+        max_update_bytes=1 << 20,
+        max_manifest_bytes=1 << 20,
+        max_num_examples=100,
+        field_bits=bits,
+    )
+
+
+def _admit(values: np.ndarray, bits: int) -> None:
+    manifest = UpdateManifest(
+        federation_id="sa",
+        site_id="site-a",
+        round_index=1,
+        task="evaluate",
+        global_sha256="0" * 64,
+        num_examples=5,
+        nonce="ab" * 16,
+    )
+    data = encode_weights({"w": values}, update_metadata(manifest))
+    manifest = manifest.model_copy(
+        update={"task": "train", "sha256": sha256_hex(data), "num_bytes": len(data)}
+    )
+    check_weights(manifest, data, _context(bits))
+
+
+def test_ring_elements_are_admitted_and_values_beyond_the_modulus_refused() -> None:
+    _admit(np.array([0, 1, 2**40 - 1, 7], np.uint64), 40)
+    _admit(np.array([2**64 - 1, 0, 0, 0], np.uint64), 64)
+    with pytest.raises(UpdateRejectedError) as rejected:
+        _admit(np.array([0, 2**40, 0, 0], np.uint64), 40)
+    assert rejected.value.reason == "out_of_field"
+    with pytest.raises(UpdateRejectedError) as rejected:  # plain floats are not ring elements
+        _admit(np.zeros(4, np.float32), 40)
+    assert rejected.value.reason == "wrong_dtype"
+
+
+def test_an_answer_with_a_malformed_share_is_refused_by_its_schema() -> None:
+    fields = {
+        "federation_id": "sa",
+        "site_id": "site-a",
+        "round_index": 1,
+        "request_sha256": "0" * 64,
+        "mask_key_shares": {},
+    }
+    SecAggUnmaskAnswer(**fields, self_mask_shares={"site-b": "00" * 66})
+    with pytest.raises(ValidationError):
+        SecAggUnmaskAnswer(**fields, self_mask_shares={"site-b": "zz" * 66})
+    with pytest.raises(ValidationError):
+        SecAggUnmaskAnswer(**fields, self_mask_shares={"site-b": "00" * 65})
+    with pytest.raises(ValidationError, match="both secrets"):
+        SecAggUnmaskAnswer(
+            **{**fields, "mask_key_shares": {"site-b": "00" * 66}},
+            self_mask_shares={"site-b": "00" * 66},
+        )
