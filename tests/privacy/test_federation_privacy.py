@@ -82,6 +82,13 @@ def test_budget_exhausted_hospital_declines_and_epsilons_are_recorded(source, tm
     assert first.privacy.dp_fedavg_epsilon is not None
     assert second.privacy.dp_fedavg_epsilon == pytest.approx(aggregator.epsilon)
     assert second.privacy.dp_fedavg_epsilon > first.privacy.dp_fedavg_epsilon
+    # a restarted aggregator resumes DP-FedAvg's accountant from state.json
+    found = exchange.read_state()
+    assert found is not None
+    restarted = build_aggregator(config)
+    restarted.load_state_dict(found[0].strategy_state)
+    assert isinstance(restarted, DpFedAvgAggregator)
+    assert restarted.epsilon == pytest.approx(aggregator.epsilon, rel=1e-12)
     status = collect_status(exchange)
     by_site = {s.site_id: s for s in status.sites}
     assert by_site[sites[0]].last_rejection == "round 2: privacy_budget_exhausted"
