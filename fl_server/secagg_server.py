@@ -23,6 +23,7 @@ the roster, setup, request and answers it already published or received.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -416,25 +417,28 @@ class SecAggServer:
 
         self_seeds = []
         for site in request.survivors:
-            shares = shares_of(site, lambda a: a.self_mask_shares)
-            if len(shares) < t:
-                problems.append(f"{site}: {len(shares)} self-mask shares < t={t}")
-                continue
-            b_u = shamir.secret_to_bytes(shamir.reconstruct(shares, t), 32)
-            if masking.seed_commitment(b_u) != self._adverts[site].self_seed_sha256:
-                problems.append(f"{site}: reconstructed self-mask seed fails its commitment")
+            b_u = reconstruct_checked(
+                shares_of(site, lambda a: a.self_mask_shares),
+                t,
+                masking.seed_commitment,
+                self._adverts[site].self_seed_sha256,
+            )
+            if b_u is None:
+                problems.append(f"{site}: no {t} self-mask shares match its commitment")
                 continue
             self_seeds.append(masking.self_mask_seed(b_u, fed, r, site))
         dropped_pairs = []
         for site in request.dropped:
-            shares = shares_of(site, lambda a: a.mask_key_shares)
-            if len(shares) < t:
-                problems.append(f"{site}: {len(shares)} mask-key shares < t={t}")
+            raw = reconstruct_checked(
+                shares_of(site, lambda a: a.mask_key_shares),
+                t,
+                lambda secret: masking.public_bytes(masking.load_private(secret)).hex(),
+                setup.participants[site],
+            )
+            if raw is None:
+                problems.append(f"{site}: no {t} mask-key shares match its advertised key")
                 continue
-            key = masking.load_private(shamir.secret_to_bytes(shamir.reconstruct(shares, t), 32))
-            if masking.public_bytes(key).hex() != setup.participants[site]:
-                problems.append(f"{site}: reconstructed mask key does not match its advert")
-                continue
+            key = masking.load_private(raw)
             for survivor in request.survivors:
                 public = bytes.fromhex(setup.participants[survivor])
                 seed = masking.pair_seed(key, public, fed, r, site, survivor)
@@ -495,6 +499,27 @@ class SecAggServer:
             "secagg_unmasked", round_index=r, answers=len(answers), dropped=len(request.dropped)
         )
         return state
+
+
+def reconstruct_checked(
+    shares: Sequence[shamir.Share],
+    threshold: int,
+    fingerprint: Callable[[bytes], str],
+    expected: str,
+    max_tries: int = 256,
+) -> bytes | None:
+    """A 32-byte secret from ``threshold`` of ``shares`` whose ``fingerprint`` is the one its
+    owner advertised (seed commitment, or public key); other subsets are tried when a wrong
+    share spoils the first, so one faulty hospital among more than ``t`` answers does not
+    fail the round."""
+    for subset in itertools.islice(itertools.combinations(shares, threshold), max_tries):
+        secret = shamir.reconstruct(subset, threshold)
+        if secret >> 256:
+            continue  # not a 32-byte secret: a wrong share is in this subset
+        candidate = shamir.secret_to_bytes(secret, 32)
+        if fingerprint(candidate) == expected:
+            return candidate
+    return None
 
 
 def verified_update(exchange: Exchange, round_index: int, decision: Decision) -> AdmittedUpdate:

@@ -74,3 +74,15 @@ def test_an_answer_with_a_malformed_share_is_refused_by_its_schema() -> None:
             **{**fields, "mask_key_shares": {"site-b": "00" * 66}},
             self_mask_shares={"site-b": "00" * 66},
         )
+
+
+def test_one_wrong_share_among_more_than_t_does_not_spoil_the_secret() -> None:
+    from fl_core.secagg import masking, shamir
+    from fl_server.secagg_server import reconstruct_checked
+
+    seed = bytes(range(32))
+    shares = shamir.split(shamir.secret_from_bytes(seed), 4, [1, 2, 3, 4, 5, 6])
+    bad = [shamir.Share(shares[0].x, (shares[0].y + 1) % shamir.PRIME), *shares[1:5]]
+    commitment = masking.seed_commitment(seed)
+    assert reconstruct_checked(bad, 4, masking.seed_commitment, commitment) == seed
+    assert reconstruct_checked(bad[:4], 4, masking.seed_commitment, commitment) is None
