@@ -229,6 +229,14 @@ class SecAggServer:
         threshold = check_threshold(
             self.settings.threshold or default_threshold(len(sites)), len(sites)
         )
+        if self.config.round.min_sites < threshold:
+            log.warning(
+                "secagg_quorum_below_threshold",
+                min_sites=self.config.round.min_sites,
+                threshold=threshold,
+                detail="a round closing with fewer than t masked updates fails instead of "
+                "extending; raise round.min_sites to t",
+            )
         max_weight = self.config.admission.max_num_examples
         return SecAggRoster(
             federation_id=manifest.federation_id,
