@@ -4,9 +4,11 @@ All of them need every update of a round at once, so updates are spooled to loca
 they are admitted (``spool.UpdateSpool``) and read back chunk by chunk over the parameters:
 memory is O(sites x chunk_elements), never O(sites x model).
 
-- Coordinate-wise median and trimmed mean (Yin et al. 2018) are unweighted on purpose: a
-  hospital's ``num_examples`` is its own claim, and weighting by it would let one hostile
-  site buy the median.
+- Coordinate-wise median (Yin et al. 2018) is unweighted on purpose: a hospital's
+  ``num_examples`` is its own claim, and weighting by it would let one hostile site buy the
+  median. The trimmed mean drops the extremes unweighted, then weights what is left by
+  ``num_examples`` (every kept value lies within the honest range, see
+  ``trimmed_mean_rule``).
 - Krum (Blanchard et al. 2017) scores each update by the summed squared distances to its
   ``n - f - 2`` nearest peers and keeps the lowest; Multi-Krum keeps the ``selected`` lowest
   (default ``n - f``) and averages them weighted by ``num_examples`` (an honest minority
@@ -30,25 +32,37 @@ from fl_server.strategies import register
 from fl_server.strategies.spool import Block, UpdateSpool
 
 Float64 = npt.NDArray[np.float64]
-CoordinateRule = Callable[[Float64], Float64]
-"""``(updates x elements) -> (elements,)``: one block of every update to one block of result."""
+CoordinateRule = Callable[[Float64, Float64], Float64]
+"""``(updates x elements, num_examples per update) -> (elements,)``: one block of every
+update to one block of the result."""
 
 
-def coordinate_median(rows: Float64) -> Float64:
+def coordinate_median(rows: Float64, counts: Float64) -> Float64:
+    """Unweighted: ``num_examples`` is a hospital's own claim and must not buy the median."""
     out: Float64 = np.median(rows, axis=0)
     return out
 
 
 def trimmed_mean_rule(trim_fraction: float) -> CoordinateRule:
-    """Mean of each coordinate after dropping its ``floor(trim_fraction * n)`` extremes."""
+    """Per coordinate, drop the ``floor(trim_fraction * n)`` smallest and largest values and
+    average the rest weighted by ``num_examples``.
+
+    Weighting only what survived the trim keeps FedAvg's convergence on hospitals of very
+    different sizes, and stays safe: with at most ``k`` hostile updates every kept value lies
+    between two honest ones, so however many examples a hostile site claims, each coordinate
+    stays inside the honest range.
+    """
     if not 0 <= trim_fraction < 0.5:
         raise ConfigError("strategy.trim_fraction must be in [0, 0.5)")
 
-    def rule(rows: Float64) -> Float64:
+    def rule(rows: Float64, counts: Float64) -> Float64:
         n = rows.shape[0]
         k = int(trim_fraction * n)
-        kept = np.sort(rows, axis=0)[k : n - k]
-        out: Float64 = kept.mean(axis=0)
+        # stable: tied values keep site_id order, so the result never depends on arrival
+        order = np.argsort(rows, axis=0, kind="stable")[k : n - k]
+        kept = np.take_along_axis(rows, order, axis=0)
+        weights = counts[order]
+        out: Float64 = (kept * weights).sum(axis=0) / weights.sum(axis=0)
         return out
 
     return rule
@@ -120,11 +134,12 @@ class CoordinateWiseAggregator(SpooledAggregator):
         self.rule = rule
 
     def _aggregate(self) -> Weights:
+        counts = np.array([u.num_examples for u in self.spool.updates], dtype=np.float64)
         out = self.spool.empty_model()
         with self.spool.open() as reader:
             for block in self.spool.blocks():
                 rows = reader.read(block)
-                _store(out, block, self.rule(rows))
+                _store(out, block, self.rule(rows, counts))
         return out
 
 

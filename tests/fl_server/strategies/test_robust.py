@@ -130,7 +130,7 @@ def test_median_and_trimmed_mean_match_numpy():
     median = aggregate(CoordinateWiseAggregator(coordinate_median, 5), start, updates)
     np.testing.assert_allclose(median["w"], np.median(stacked, axis=0), rtol=1e-6)
     trimmed = aggregate(CoordinateWiseAggregator(trimmed_mean_rule(0.2), 5), start, updates)
-    ordered = np.sort(stacked.astype(np.float64), axis=0)[1:6]  # floor(0.2 * 7) = 1 each end
+    ordered = np.sort(stacked.astype(np.float64), axis=0)[1:6]  # 1 dropped each end
     np.testing.assert_allclose(trimmed["w"], ordered.mean(axis=0), rtol=1e-6)
 
 
@@ -156,6 +156,34 @@ def test_multikrum_keeping_everyone_is_fedavg(updates):
     out = aggregate(KrumAggregator(0, 7, multi=True, selected=len(updates)), GLOBAL, updates)
     expected = weighted_mean([(m, n) for _, m, n in updates])
     assert_models_close(out, expected, rtol=1e-5, atol=1e-3)
+
+
+@SETTINGS
+@given(updates=update_sets(min_size=2))
+def test_trimmed_mean_without_trimming_is_fedavg(updates):
+    out = aggregate(CoordinateWiseAggregator(trimmed_mean_rule(0.0), 4), GLOBAL, updates)
+    expected = weighted_mean([(m, n) for _, m, n in updates])
+    assert_models_close(out, expected, rtol=1e-5, atol=1e-3)
+
+
+@SETTINGS
+@given(honest=update_sets(min_size=3, max_size=6), data=st.data())
+def test_trimmed_mean_stays_in_the_honest_range_whatever_examples_are_claimed(honest, data):
+    """k hostile updates with absurd values and num_examples cannot leave the honest range."""
+    k = data.draw(st.integers(1, 2))
+    hostile = [
+        (f"site-h{i}", data.draw(models()), data.draw(st.sampled_from([1, 10**7])))
+        for i in range(k)
+    ]
+    updates = honest + hostile
+    fraction = (k + 0.5) / len(updates)  # floor(fraction * n) == k
+    if fraction >= 0.5:
+        return
+    out = aggregate(CoordinateWiseAggregator(trimmed_mean_rule(fraction), 4), GLOBAL, updates)
+    for key in SHAPES:
+        stacked = np.stack([m[key] for _, m, _ in honest]).astype(np.float64)
+        assert (out[key] >= stacked.min(axis=0) - 1e-3).all()
+        assert (out[key] <= stacked.max(axis=0) + 1e-3).all()
 
 
 @SETTINGS

@@ -1,0 +1,76 @@
+"""A whole federation in one process: hospitals answer inside the round loop's thread.
+
+``fedsilo simulate`` spawns hospital workers, which costs seconds per run (each imports torch
+and loads its data); comparing strategies means many short federations on the same data, so
+this driver loads the hospitals once and runs federation after federation over a real
+local-directory exchange with the real round loop, admission and hospital code
+(``answer_round``). Only the process boundary is missing, so use it for tests and
+benchmarks of aggregation strategies, and ``simulate`` for anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedsilo.runner import FederatedApp
+from fedsilo.simulation import initial_model_weights, rows_from_exchange
+from fl_client.hospital import Hospital, answer_round
+from fl_core.config import FederationConfig
+from fl_core.data.base import SiteData
+from fl_core.data.standardize import FeatureMoments
+from fl_core.errors import ConfigError
+from fl_core.exchange.fs_store import LocalDirectoryStore
+from fl_core.exchange.manifests import GlobalManifest
+from fl_core.exchange.protocol import Exchange
+from fl_server.round_loop import RoundEvents, RoundLoop
+
+
+class _AnswerInline(RoundEvents):
+    def __init__(
+        self, exchange: Exchange, hospitals: Sequence[Hospital], config: FederationConfig
+    ) -> None:
+        self.exchange = exchange
+        self.hospitals = hospitals
+        self.config = config
+
+    def round_opened(self, manifest: GlobalManifest) -> None:
+        for hospital in self.hospitals:
+            answer_round(self.exchange, hospital, manifest, self.config)
+
+
+def run_inline(
+    config: FederationConfig,
+    sites: Sequence[SiteData],
+    exchange_dir: Path,
+    app: FederatedApp | None = None,
+) -> list[dict[str, Any]]:
+    """Run ``config`` to its final evaluation; returns the per-round metrics rows."""
+    if not sites:
+        raise ConfigError("no hospitals to federate; check the data source")
+    app = app or FederatedApp()
+    num_features = len(sites[0].feature_names)
+    trainer = app.build_trainer(num_features, config)  # one trainer, as one worker has
+    hospitals = [Hospital(data=site, trainer=trainer) for site in sites]
+    initial = initial_model_weights(
+        app, config, num_features, [FeatureMoments.of(site.train.x) for site in sites]
+    )
+    exchange = Exchange(LocalDirectoryStore(exchange_dir), config.federation_id)
+    loop = RoundLoop(
+        exchange,
+        app.aggregator(config),
+        config,
+        [site.site_id for site in sites],
+        initial_weights=initial,
+        events=_AnswerInline(exchange, hospitals, config),
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each hospital worker does: small models, many hospitals
+    try:
+        loop.run()
+    finally:
+        torch.set_num_threads(threads)
+    return rows_from_exchange(exchange, config.rounds)
