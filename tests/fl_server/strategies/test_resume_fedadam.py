@@ -20,22 +20,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fl_core.admission import update_metadata
 from fl_core.config import FederationConfig, load_config
 from fl_core.exchange.fs_store import LocalDirectoryStore
-from fl_core.exchange.manifests import (
-    EvaluationReport,
-    GlobalManifest,
-    ScoreHistogram,
-    UpdateManifest,
-)
+from fl_core.exchange.manifests import GlobalManifest
 from fl_core.exchange.protocol import Exchange
-from fl_core.serialization import decode_weights, encode_weights, sha256_hex
+from fl_core.serialization import decode_weights
 from fl_server.round_loop import RoundEvents, RoundLoop
 from fl_server.strategies import build_aggregator
 
-SITES = ["site-a", "site-b", "site-c", "site-d"]
-BINS = 10
+from ..test_round_loop import BINS, SITES, FakeTime, manifest_for, signed
+
 ROUNDS = 4
 CRASH_ROUND = 2
 INITIAL = {"w": np.full((4, 3), 0.1, np.float32), "b": np.zeros(3, np.float32)}
@@ -113,47 +107,9 @@ class Hospitals(RoundEvents):
                     ).astype(np.float32)
                     for name in sorted(global_weights)
                 }
-            self._answer(manifest, site, weights, 10 * (index + 1))
-
-    def _answer(self, manifest: GlobalManifest, site: str, weights, num_examples: int) -> None:  # type: ignore[no-untyped-def]
-        nonce = secrets.token_hex(16)
-        positives = [0] * BINS
-        negatives = [0] * BINS
-        positives[7], negatives[2] = 2, num_examples
-        fields = dict(
-            federation_id=manifest.federation_id,
-            site_id=site,
-            round_index=manifest.round_index,
-            task=manifest.task,
-            global_sha256=manifest.sha256,
-            sha256=None,
-            num_bytes=None,
-            num_examples=num_examples,
-            nonce=nonce,
-            train_loss=0.5,
-            evaluation=EvaluationReport(
-                num_examples=num_examples + 2,
-                loss_sum=1.0,
-                histogram=ScoreHistogram(positives=positives, negatives=negatives),
-            ),
-        )
-        data = None
-        if weights is not None:
-            probe = UpdateManifest(**{**fields, "task": "evaluate"})
-            data = encode_weights(weights, update_metadata(probe))
-            fields.update(sha256=sha256_hex(data), num_bytes=len(data))
-        self.exchange.write_update(UpdateManifest(**fields), data)
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
+            nonce = secrets.token_hex(16)
+            data = None if weights is None else signed(weights, manifest, site, nonce)
+            self.exchange.write_update(manifest_for(manifest, site, data, nonce=nonce), data)
 
 
 def run(root: Path, config: FederationConfig, point: str | None, owner: str, fake: FakeTime):
