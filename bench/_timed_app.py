@@ -33,7 +33,8 @@ class TimedTrainer(TabularTrainer):
     """``TabularTrainer`` plus one ``kind<TAB>cpu_seconds`` line per train/evaluate call.
 
     The first line of each process is ``startup``: the CPU it spent before its first call
-    (interpreter, imports, loading its hospitals' data).
+    (interpreter, imports, loading its hospitals' data); ``total`` lines carry the process's
+    CPU so far, so the last one bounds what the process spent up to its final answer.
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class TimedTrainer(TabularTrainer):
                 self._started = True
                 handle.write(f"startup\t{time.process_time() - seconds:.6f}\n")
             handle.write(f"{kind}\t{seconds:.6f}\n")
+            handle.write(f"total\t{time.process_time():.6f}\n")
 
     def train(self, data: SiteData, round_index: int, seed: int) -> TrainResult:
         started = time.process_time()
@@ -82,6 +84,8 @@ class Timings:
     train_s: float
     evaluate_s: float
     startup_s: float
+    hospital_processes_s: float
+    """CPU of the hospital processes up to their last answer (start-up and polling included)."""
     processes: int
     calls: int
 
@@ -93,10 +97,16 @@ class Timings:
 def read_timings(folder: Path) -> Timings:
     sums = {"train": 0.0, "evaluate": 0.0, "startup": 0.0}
     calls = 0
+    processes_s = 0.0
     files = sorted(folder.glob("*.tsv"))
     for path in files:
+        last_total = 0.0
         for line in path.read_text(encoding="utf-8").splitlines():
             kind, seconds = line.split("\t")
+            if kind == "total":
+                last_total = float(seconds)
+                continue
             sums[kind] += float(seconds)
             calls += kind != "startup"
-    return Timings(sums["train"], sums["evaluate"], sums["startup"], len(files), calls)
+        processes_s += last_total
+    return Timings(sums["train"], sums["evaluate"], sums["startup"], processes_s, len(files), calls)

@@ -38,6 +38,7 @@ from fedsilo.logs import LogFormat
 from fedsilo.mpi_launch import require_mpi
 from fedsilo.run_folder import start_run
 from fedsilo.runner import DEFAULT_APP, FederatedApp, build_source, load_app
+from fedsilo.secagg_keys import register_simulated_sites
 from fedsilo.simulation import (
     SimulationEvents,
     SimulationResult,
@@ -75,6 +76,8 @@ class Assignment:
     site_ids: tuple[str, ...]
     app_ref: str | None
     app: FederatedApp | None
+    secagg_key_dir: str | None
+    """Where each hospital's secure-aggregation key lies (a folder every rank can read)."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,9 @@ def _aggregate(
     source = build_source(config)
     sites = source.site_ids()
     plan = assign_sites(sites, size - 1)
+    key_dir = run_dir / "hospital-keys" if config.privacy.secagg.enabled else None
+    if key_dir is not None:  # each hospital's key, registered as `onboard approve` would
+        register_simulated_sites(exchange, sites, key_dir)
     for rank, site_ids in enumerate(plan, start=1):
         assignment = Assignment(
             config_json=config.model_dump_json(),
@@ -182,6 +188,7 @@ def _aggregate(
             site_ids=site_ids,
             app_ref=app_ref,
             app=None if app_ref else app,
+            secagg_key_dir=None if key_dir is None else str(key_dir),
         )
         comm.send(assignment, dest=rank, tag=_TAG_ASSIGN)
     log.info("mpi_sites_assigned", ranks=size, sites=len(sites))
@@ -229,7 +236,8 @@ def _serve(comm: Intracomm) -> None:
     served = 0
     if assignment.site_ids:
         app = assignment.app if assignment.app is not None else load_app(assignment.app_ref)
-        hospitals = load_hospitals(app, config, assignment.site_ids)
+        key_dir = None if assignment.secagg_key_dir is None else Path(assignment.secagg_key_dir)
+        hospitals = load_hospitals(app, config, assignment.site_ids, key_dir)
         exchange = open_exchange(assignment.exchange_uri, config)
         served = serve_sites(exchange, hospitals, config, config.simulation.client_timeout_s)
     report = RankReport(
