@@ -89,8 +89,9 @@ def test_histogram_auroc_matches_exact_pooled_auroc(default_run):
 
 def test_hospital_processes_are_bounded(default_run):
     _, _, events = default_run
-    # two hospital workers (one per core here) plus at most multiprocessing's helper
-    assert 1 <= events.max_children <= 3
+    # two hospital workers (one per core here) plus at most the fork server they start from
+    # and multiprocessing's resource tracker: never a process per hospital
+    assert 1 <= events.max_children <= 4
 
 
 def test_same_seed_same_model(default_run, tmp_path):
