@@ -39,12 +39,15 @@ class Crash(BaseException):
     """Stands in for SIGKILL: nothing after it runs."""
 
 
-def make_config() -> FederationConfig:
+FEDADAM = {"name": "fedadam", "server_learning_rate": 0.05}
+
+
+def make_config(strategy: dict[str, object] | None = None) -> FederationConfig:
     return load_config(
         overrides={
             "federation_id": "adam",
             "rounds": ROUNDS,
-            "strategy": {"name": "fedadam", "server_learning_rate": 0.05},
+            "strategy": strategy or FEDADAM,
             "evaluation.histogram_bins": BINS,
             "round.min_sites": 2,
             "round.deadline_s": 100.0,
@@ -170,3 +173,26 @@ def test_fedadam_moves_the_model_differently_from_fedavg(tmp_path: Path, referen
     config = FederationConfig.model_validate(tree)
     _, exchange = run(tmp_path, config, None, "agg-1", FakeTime())
     assert final_sha256(exchange) != reference[0]
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        {"name": "fedavgm", "momentum": 0.9},
+        {"name": "fedyogi", "server_learning_rate": 0.05},
+        {"name": "median", "chunk_elements": 5},
+    ],
+)
+def test_other_strategies_resume_after_the_next_model_was_published(
+    tmp_path: Path, strategy: dict[str, object]
+) -> None:
+    """The window that needs ``finish()`` re-run, for momentum, Yogi and a spooled rule."""
+    config = make_config(strategy)
+    state, exchange = run(tmp_path / "ref", config, None, "agg-1", FakeTime())
+    expected = final_sha256(exchange), state.strategy_state
+    fake = FakeTime()
+    with pytest.raises(Crash):
+        run(tmp_path / "run", config, "after_next_global", "agg-1", fake)
+    fake.now += config.round.lease_s + 1
+    state, exchange = run(tmp_path / "run", config, None, "agg-2", fake)
+    assert (final_sha256(exchange), state.strategy_state) == expected
