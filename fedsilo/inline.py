@@ -5,7 +5,8 @@ and loads its data); comparing strategies means many short federations on the sa
 this driver loads the hospitals once and runs federation after federation over a real
 local-directory exchange with the real round loop, admission and hospital code
 (``answer_round``). Only the process boundary is missing, so use it for tests and
-benchmarks of aggregation strategies, and ``simulate`` for anything else.
+benchmarks of aggregation strategies, and ``simulate`` for anything else: hospital-side
+privacy (DP-SGD budgets, secure-aggregation keys) is set up by the worker loader, not here.
 """
 
 from __future__ import annotations
