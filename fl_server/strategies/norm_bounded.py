@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import structlog
 
 from fl_core.aggregation import StreamingWeightedMean
 from fl_core.config import FederationConfig, NormBoundedStrategy
@@ -19,6 +20,8 @@ from fl_core.serialization import specs_of
 from fl_core.types import Weights
 from fl_server.aggregator import ServerAggregator
 from fl_server.strategies import register
+
+log = structlog.get_logger("fedsilo.server")
 
 
 def delta_norm(weights: Weights, global_weights: Weights) -> float:
@@ -66,6 +69,7 @@ class NormBoundedAggregator(ServerAggregator):
     def finish(self) -> Weights:
         if self._mean is None:
             raise AggregationError("finish() before begin_round()")
+        log.info("updates_clipped", clipped=self.clipped, clip_norm=self.clip_norm)
         return self._mean.result()
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
+import structlog
 
 from fl_core.config import FederationConfig, KrumStrategy, MedianStrategy, TrimmedMeanStrategy
 from fl_core.errors import AggregationError, ConfigError
@@ -30,6 +31,8 @@ from fl_core.types import SiteId, Weights
 from fl_server.aggregator import AdmittedUpdate, ServerAggregator
 from fl_server.strategies import register
 from fl_server.strategies.spool import Block, UpdateSpool
+
+log = structlog.get_logger("fedsilo.server")
 
 Float64 = npt.NDArray[np.float64]
 CoordinateRule = Callable[[Float64, Float64], Float64]
@@ -206,6 +209,8 @@ class KrumAggregator(SpooledAggregator):
             # stable: equal scores keep site_id order, so the choice never depends on arrival
             chosen = sorted(np.argsort(scores, kind="stable")[:keep].tolist())
         self.selected_sites = [updates[i].site_id for i in chosen]
+        excluded = sorted({u.site_id for u in updates} - set(self.selected_sites))
+        log.info("krum_selected", selected=len(chosen), excluded_sites=excluded)
         return self._weighted_mean(chosen)
 
 
