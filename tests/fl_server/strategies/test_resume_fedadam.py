@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fl_core.config import FederationConfig, load_config
+from fl_core.config import FederationConfig
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import GlobalManifest
 from fl_core.exchange.protocol import Exchange
@@ -28,7 +28,8 @@ from fl_core.serialization import decode_weights
 from fl_server.round_loop import RoundEvents, RoundLoop
 from fl_server.strategies import build_aggregator
 
-from ..test_round_loop import BINS, SITES, FakeTime, manifest_for, signed
+from ..test_round_loop import SITES, FakeTime, manifest_for, signed
+from ..test_round_loop import make_config as round_loop_config
 
 ROUNDS = 4
 CRASH_ROUND = 2
@@ -43,19 +44,9 @@ FEDADAM = {"name": "fedadam", "server_learning_rate": 0.05}
 
 
 def make_config(strategy: dict[str, object] | None = None) -> FederationConfig:
-    return load_config(
-        overrides={
-            "federation_id": "adam",
-            "rounds": ROUNDS,
-            "strategy": strategy or FEDADAM,
-            "evaluation.histogram_bins": BINS,
-            "round.min_sites": 2,
-            "round.deadline_s": 100.0,
-            "round.poll_interval_s": 1.0,
-            "round.lease_s": 30.0,
-            "data.synthetic.hospitals": len(SITES),
-        }
-    )
+    """The round-loop tests' federation (fake clock, 4 sites) with a stateful strategy."""
+    overrides = {"federation_id": "adam", "rounds": ROUNDS, "strategy": strategy or FEDADAM}
+    return round_loop_config(**overrides)
 
 
 class CrashingExchange(Exchange):
