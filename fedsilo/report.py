@@ -26,6 +26,7 @@ from fedsilo.personalization_report import (
     personalization_summary,
     summary_html,
 )
+from fedsilo.privacy_report import privacy_html
 from fedsilo.status import read_update_manifest, site_auroc
 from fl_core.config import FederationConfig
 from fl_core.errors import ConfigError
@@ -398,9 +399,7 @@ def render_html(data: RunData, figures: list[ReportFigure]) -> str:
             )
     parts.append(summary_html(data.personalization))
     parts += [
-        "<h2>Privacy budget (epsilon) per hospital</h2>",
-        f'<p class="na" id="epsilon">Epsilon per hospital: {NOT_AVAILABLE}. This run used no '
-        "differential privacy, so no privacy budget was spent or accounted.</p>",
+        privacy_html(data.results, _table),  # epsilon per hospital per round (privacy_report)
         f"<script>{_SCRIPT}</script>",
         "</body></html>",
     ]

@@ -8,9 +8,12 @@ run`` gathers them (or resumes a federation that has state).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import structlog
 
 from fedsilo.runner import DEFAULT_APP, build_source
+from fedsilo.secagg_keys import key_path, load_key
 from fedsilo.simulation import initial_model_weights
 from fl_client.hospital import Hospital, serve_sites
 from fl_core.config import FederationConfig
@@ -48,12 +51,23 @@ def run_server(config: FederationConfig, sites: list[str]) -> None:
     ).run()
 
 
-def run_client(config: FederationConfig, site_id: str) -> None:
+def run_client(config: FederationConfig, site_id: str, state_dir: Path | None = None) -> None:
     structlog.contextvars.bind_contextvars(run_id=config.federation_id, site_id=site_id)
     exchange = _exchange(config)
     source = build_source(config)
     data = source.load_site(site_id)
     trainer = DEFAULT_APP.build_trainer(len(source.feature_names()), config)
+    key = None
+    if config.privacy.secagg.enabled:  # made by `fedsilo onboard request --state-dir`
+        if state_dir is None:
+            raise ConfigError(
+                "privacy.secagg needs --state-dir: the folder holding this "
+                "hospital's key from `fedsilo onboard request`"
+            )
+        key = load_key(key_path(state_dir, site_id))
     serve_sites(
-        exchange, [Hospital(data=data, trainer=trainer)], config, config.simulation.client_timeout_s
+        exchange,
+        [Hospital(data=data, trainer=trainer, state_dir=state_dir, secagg_key=key)],
+        config,
+        config.simulation.client_timeout_s,
     )

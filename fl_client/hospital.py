@@ -11,14 +11,22 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import structlog
 
+from fl_client.local_round import begin_local_round
 from fl_client.moments import publish_moments
+from fl_client.personalize import personalised_evaluation
+from fl_client.privacy_budget import attach_privacy, private_training, refuse_over_budget
+from fl_client.private import HospitalPrivacy
+from fl_client.scaffold_state import ControlVariate
+from fl_client.secagg_client import Mask, serve_secagg_round
 from fl_client.trainer import ClientTrainer, derive_seed
 from fl_core.admission import update_metadata
 from fl_core.config import FederationConfig
+from fl_core.control_variates import split_controls
 from fl_core.data.base import SiteData
 from fl_core.errors import AccessDeniedError, ExchangeError, ObjectExistsError
 from fl_core.exchange.manifests import GlobalManifest, UpdateManifest
@@ -34,6 +42,15 @@ class Hospital:
 
     data: SiteData
     trainer: ClientTrainer
+    state_dir: Path | None = None
+    """The hospital's own local state folder (kept across restarts); None: memory only."""
+    secagg_key: bytes | None = field(default=None, repr=False)
+    """Raw long-term X25519 private key for secure aggregation (its public half is registered)."""
+    control_variate: ControlVariate = field(init=False, repr=False)
+    privacy: HospitalPrivacy | None = field(default=None, init=False, repr=False)  # DP-SGD
+
+    def __post_init__(self) -> None:
+        self.control_variate = ControlVariate(self.data.site_id, self.state_dir)
 
     @property
     def site_id(self) -> str:
@@ -41,7 +58,11 @@ class Hospital:
 
 
 def answer_round(
-    exchange: Exchange, hospital: Hospital, manifest: GlobalManifest, config: FederationConfig
+    exchange: Exchange,
+    hospital: Hospital,
+    manifest: GlobalManifest,
+    config: FederationConfig,
+    mask: Mask | None = None,
 ) -> bool:
     """Evaluate the global model, train on it if asked, and write the answer once.
 
@@ -52,8 +73,13 @@ def answer_round(
         return False
     global_bytes = exchange.read_global_weights(manifest)
     trainer = hospital.trainer
-    trainer.set_weights(decode_weights(global_bytes))
+    global_model, controls = split_controls(decode_weights(global_bytes))
+    trainer.set_weights(global_model)
     evaluation = trainer.evaluate(hospital.data.test, config.evaluation.histogram_bins)
+    if manifest.final:
+        evaluation = personalised_evaluation(
+            trainer, hospital.data, config, manifest.round_index, evaluation
+        )
     update = UpdateManifest(
         federation_id=manifest.federation_id,
         site_id=site_id,
@@ -65,10 +91,22 @@ def answer_round(
         evaluation=evaluation,
     )
     weights: bytes | None = None
-    if manifest.task == "train":
+    local = None
+    declined = refuse_over_budget(hospital.privacy, update) if manifest.task == "train" else None
+    if declined is not None:  # this round would exceed the hospital's privacy budget
+        update = declined
+    elif manifest.task == "train":
         seed = derive_seed(config.seed, site_id, manifest.round_index)
-        trained = trainer.train(hospital.data, manifest.round_index, seed)
-        weights = encode_weights(trainer.get_weights(), update_metadata(update))
+        local = begin_local_round(
+            trainer, config, site_id, manifest.round_index, global_model, controls,
+            hospital.control_variate,
+        )  # fmt: skip
+        with private_training(trainer, hospital.privacy, manifest.round_index):
+            trained = trainer.train(hospital.data, manifest.round_index, seed)
+        outgoing = local.outgoing(trainer.get_weights(), trained)
+        if mask is not None:  # secure aggregation: y_u replaces the weights
+            outgoing = mask(outgoing, trained.num_examples)
+        weights = encode_weights(outgoing, update_metadata(update))
         update = update.model_copy(
             update={
                 "task": "train",
@@ -78,11 +116,17 @@ def answer_round(
                 "train_loss": trained.train_loss,
             }
         )
+    if hospital.privacy is not None:
+        update = update.model_copy(update={"privacy": hospital.privacy.spent()})
     try:
         exchange.write_update(update, weights)
     except ObjectExistsError:
         log.info("update_already_written", site_id=site_id, round_index=manifest.round_index)
+        if local is not None:
+            local.commit()  # written before a restart, from the same c_i and seed
         return False
+    if local is not None:
+        local.commit()
     log.info(
         "update_written",
         site_id=site_id,
@@ -143,6 +187,8 @@ def serve_sites(
     timeout_s: float,
 ) -> int:
     """Answer every round for every hosted site until the final round; returns rounds served."""
+    for hospital in hospitals:  # DP-SGD settings checked (exit 2) and accountants restored
+        attach_privacy(hospital, config)
     round_index = 1
     started = False
     try:
@@ -158,9 +204,16 @@ def serve_sites(
     served = 0
     while True:
         manifest = wait_for_global(exchange, round_index, config.round.poll_interval_s, timeout_s)
-        for hospital in hospitals:
-            structlog.contextvars.bind_contextvars(site_id=hospital.site_id)
-            answer_round(exchange, hospital, manifest, config)
+        if config.privacy.secagg.enabled and manifest.task == "train":
+
+            def answer(h: Hospital, m: Mask | None, g: GlobalManifest = manifest) -> bool:
+                return answer_round(exchange, h, g, config, m)
+
+            serve_secagg_round(exchange, hospitals, manifest, config, timeout_s, answer)
+        else:
+            for hospital in hospitals:
+                structlog.contextvars.bind_contextvars(site_id=hospital.site_id)
+                answer_round(exchange, hospital, manifest, config)
         structlog.contextvars.unbind_contextvars("site_id")
         served += 1
         if manifest.final:

@@ -13,12 +13,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from fl_client.local_objective import LocalObjective
+from fl_client.private import HospitalPrivacy
 from fl_client.trainer import ClientTrainer, TrainResult
 from fl_core.config import TrainingConfig
 from fl_core.data.base import SiteData
 
 
 class TabularTrainer(ClientTrainer):
+    privacy: HospitalPrivacy | None = None  # DP-SGD, bound per round by fl_client.privacy_budget
+
     def __init__(
         self, model: nn.Module, config: TrainingConfig, device: torch.device | None = None
     ) -> None:
@@ -58,6 +62,16 @@ class TabularTrainer(ClientTrainer):
             params, lr=self.config.learning_rate, weight_decay=self.config.weight_decay
         )
 
+    def finetune(self, data: SiteData, epochs: int, seed: int) -> TrainResult:
+        """Exactly ``epochs`` epochs with the plain objective (no step floor): personalisation."""
+        federated = self.config
+        self.config = federated.model_copy(update={"local_epochs": epochs, "min_local_steps": 0})
+        self.local_objective = LocalObjective()
+        try:
+            return self.train(data, 0, seed)
+        finally:
+            self.config = federated
+
     def train(self, data: SiteData, round_index: int, seed: int) -> TrainResult:
         split = data.train
         n = split.num_examples
@@ -71,16 +85,21 @@ class TabularTrainer(ClientTrainer):
             pos_weight=torch.tensor(self._pos_weight(split.y), device=self.device)
         )
         optimizer = self._optimizer()
+        bs = self.config.batch_size
+        private = self.privacy.make_private(self.model, optimizer, n, bs, self.device) if (
+            self.privacy) else None  # fmt: skip
+        optimizer = private.optimizer if private else optimizer  # Opacus: clip, noise, account
         self.model.train()
         loss_total, batches = 0.0, 0
         for _ in range(self.local_epochs(n)):
             order = torch.randperm(n, generator=generator).to(self.device)
-            for start in range(0, n, self.config.batch_size):
-                index = order[start : start + self.config.batch_size]
+            epoch = private.batches(self.device) if private else torch.split(order, bs)  # Poisson?
+            for index in epoch:
                 optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(self.model(x[index]), y[index])
-                loss.backward()
+                torch.autograd.backward(self.local_objective.adjust_loss(self.model, loss))
+                self.local_objective.adjust_gradients(self.model)
                 optimizer.step()
-                loss_total += float(loss.detach())
+                loss_total += float(loss.detach()) if index.numel() else 0.0
                 batches += 1
         return TrainResult(num_examples=n, train_loss=loss_total / max(batches, 1))

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fl_core.errors import ConfigError
 from fl_core.exchange.layout import check_federation_id
+from fl_core.privacy import DpFedAvgConfig, DpSgdConfig, check_dp_settings
 
 
 class _Frozen(BaseModel):
@@ -209,6 +210,42 @@ class PersonalizationConfig(_Frozen):
     finetune_epochs: int = Field(default=0, ge=0, description="0: no fine-tuning")
 
 
+class SecAggConfig(_Frozen):
+    """Secure aggregation (Bonawitz et al. 2017): the aggregator learns only the weighted sum.
+
+    Updates are quantised to integers mod ``2**modulus_bits`` after clipping every delta
+    coordinate to ``[-clip, clip]``; the fractional bits are derived from the modulus, the
+    clip, ``admission.max_num_examples`` and the number of hospitals so the sum cannot wrap.
+    """
+
+    enabled: bool = False
+    modulus_bits: int = Field(default=64, ge=24, le=64, description="masks live mod 2**bits")
+    clip: float = Field(default=4.0, gt=0, description="|delta| per coordinate is clipped to it")
+    threshold: int | None = Field(
+        default=None,
+        ge=2,
+        description="Shamir threshold t (default n - floor(n/3): a third may drop out)",
+    )
+    advert_timeout_s: float = Field(
+        default=60.0, gt=0, description="how long the aggregator waits for key adverts"
+    )
+    unmask_timeout_s: float = Field(
+        default=60.0, gt=0, description="how long the aggregator waits for unmask answers"
+    )
+
+
+SECAGG_STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
+"""Strategies that are functions of the weighted mean of the updates (what secagg reveals)."""
+
+
+class PrivacyConfig(_Frozen):
+    """What hospitals reveal: secure aggregation (and differential privacy)."""
+
+    secagg: SecAggConfig = SecAggConfig()
+    dp_sgd: DpSgdConfig | None = None  # sample-level DP at each hospital (fl_core.privacy)
+    dp_fedavg: DpFedAvgConfig | None = None  # client-level DP at the aggregator
+
+
 class SimulationConfig(_Frozen):
     workers: int | None = Field(default=None, ge=1, description="default: one per core")
     engine: Literal["process", "mpi"] = "process"
@@ -239,6 +276,7 @@ class FederationConfig(_Frozen):
     evaluation: EvaluationConfig = EvaluationConfig()
     strategy: StrategyConfig = FedAvgStrategy()
     personalization: PersonalizationConfig = PersonalizationConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     simulation: SimulationConfig = SimulationConfig()
     exchange: ExchangeConfig = ExchangeConfig()
 
@@ -260,6 +298,37 @@ class FederationConfig(_Frozen):
                     f"round.min_sites {self.round.min_sites} > data.{section}.hospitals "
                     f"{hospitals}; lower round.min_sites or add hospitals"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _secagg_composes(self) -> FederationConfig:
+        if self.privacy.secagg.enabled and self.strategy.name not in SECAGG_STRATEGIES:
+            raise ValueError(
+                f"privacy.secagg cannot run with strategy.name {self.strategy.name!r}: the "
+                "aggregator sees only the sum of the updates, and this strategy needs each "
+                f"update; use one of {', '.join(SECAGG_STRATEGIES)} or turn secagg off"
+            )
+        if self.privacy.secagg.enabled and self.privacy.dp_fedavg is not None:
+            raise ValueError(
+                "privacy.secagg and privacy.dp_fedavg exclude each other: DP-FedAvg clips each "
+                "hospital's update at the aggregator, which under secure aggregation sees only "
+                "the sum; keep secagg with privacy.dp_sgd (noise at the hospitals), or drop one"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _privacy_can_be_met(self) -> FederationConfig:
+        hospitals = self.data.synthetic.hospitals if self.data.source == "synthetic" else None
+        try:
+            check_dp_settings(
+                self.privacy.dp_fedavg,
+                rounds=self.rounds,
+                strategy=self.strategy.name,
+                num_sites=hospitals,
+                secure_aggregation=self.privacy.secagg.enabled,
+            )
+        except ConfigError as err:
+            raise ValueError(str(err)) from err
         return self
 
     def config_hash(self) -> str:

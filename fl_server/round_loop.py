@@ -50,6 +50,8 @@ from fl_core.serialization import decode_weights, encode_weights, read_tensor_sp
 from fl_core.types import ETag, SiteId, Weights
 from fl_server.aggregator import AdmittedUpdate, ServerAggregator
 from fl_server.allocator import keep_freed_buffers
+from fl_server.privacy_round import declined_decision, round_privacy
+from fl_server.secagg_server import SecAggServer
 
 log = structlog.get_logger("fedsilo.server")
 
@@ -112,6 +114,7 @@ class _Round:
     context: AdmissionContext
     evaluations: dict[SiteId, EvaluationReport] = field(default_factory=dict)
     train_losses: dict[SiteId, tuple[float, int]] = field(default_factory=dict)
+    epsilons: dict[SiteId, float] = field(default_factory=dict)  # DP-SGD spent per hospital
 
 
 class RoundLoop:
@@ -134,7 +137,9 @@ class RoundLoop:
                 f"round.min_sites {config.round.min_sites} > {len(sites)} hospitals; lower it"
             )
         self.exchange = exchange
-        self.aggregator = aggregator
+        secagg_on = config.privacy.secagg.enabled
+        self.secagg = SecAggServer(exchange, config, clock, sleep) if secagg_on else None
+        self.aggregator = self.secagg.wrap(aggregator) if self.secagg else aggregator
         self.config = config
         self.sites = list(sites)
         self.initial_weights = initial_weights
@@ -265,7 +270,8 @@ class RoundLoop:
                 "model was given; start it with `fedsilo simulate` or pass the initial model"
             )
         task: Task = "train"
-        return self._publish(1, encode_weights(self.initial_weights), None, task, False)
+        first = self.aggregator.initial_global(self.initial_weights)
+        return self._publish(1, encode_weights(first), None, task, False)
 
     # ---- one round -------------------------------------------------------------------------
 
@@ -316,12 +322,15 @@ class RoundLoop:
             seen_nonces=nonces,
             seen_sha256=digests,
         )
+        if self.secagg is not None and manifest.task == "train":  # masked updates from here
+            context = self.secagg.open_round(state, manifest, context, self._save)
         weights = decode_weights(global_bytes) if manifest.task == "train" else None
         if weights is not None:
+            self.aggregator.set_invited_sites(manifest.invited_sites)
             self.aggregator.begin_round(state.round_index, weights)
         current = _Round(manifest=manifest, global_weights=weights, context=context)
         for decision in state.decisions.values():
-            if decision.status == "accepted":
+            if decision.status in ("accepted", "declined"):
                 self._replay(current, decision)
         self.events.round_opened(manifest)
         return current
@@ -338,7 +347,7 @@ class RoundLoop:
                 "admission; the exchange was altered"
             )
         self._remember(current, update)
-        if current.manifest.task == "train":
+        if current.manifest.task == "train" and decision.status == "accepted":
             data = self.exchange.read_update_weights(round_index, decision.site_id)
             if sha256_hex(data) != decision.sha256:
                 raise ExchangeError(
@@ -357,6 +366,8 @@ class RoundLoop:
             current.evaluations[update.site_id] = update.evaluation
         if update.train_loss is not None:
             current.train_losses[update.site_id] = (update.train_loss, update.num_examples)
+        if update.privacy is not None:
+            current.epsilons[update.site_id] = update.privacy.epsilon
 
     def _admit(self, current: _Round, site_id: SiteId) -> Decision:
         """Check one answer; only an accepted update reaches the aggregator."""
@@ -371,6 +382,9 @@ class RoundLoop:
             return self._rejection(round_index, site_id, rejected)
         except UpdateRejectedError as rejected:
             return self._rejection(round_index, site_id, rejected)
+        if manifest.declined is not None:  # e.g. its privacy budget would be exceeded
+            self._remember(current, manifest)
+            return declined_decision(manifest, self.clock())
         if admitted is not None:
             self.aggregator.add_admitted(admitted)
         self._remember(current, manifest)
@@ -427,7 +441,7 @@ class RoundLoop:
                     "malformed_manifest",
                     f"histogram has {bins} bins, expected {self.config.evaluation.histogram_bins}",
                 )
-        if ctx.task == "train":
+        if ctx.task == "train" and manifest.declined is None:
             try:
                 check_weights_size(self.exchange.update_weights_size(round_index, site_id), ctx)
                 data = self.exchange.read_update_weights(round_index, site_id)
@@ -441,7 +455,7 @@ class RoundLoop:
 
     def _collect(self, state: FederationState, current: _Round) -> FederationState:
         """Admit answers until everyone answered, or the deadline with a quorum."""
-        invited = set(current.manifest.invited_sites)
+        invited = set(current.context.invited_sites)  # secagg: the round's participants
         cfg = self.config.round
         while True:
             new = [
@@ -518,12 +532,14 @@ class RoundLoop:
                 next_global_sha256=sha256_hex(next_weights) if next_weights else None,
                 accepted=accepted,
                 rejected=[d for d in state.decisions.values() if d.status == "rejected"],
+                declined=[d for d in state.decisions.values() if d.status == "declined"],
+                privacy=round_privacy(self.aggregator, current.epsilons),
                 missing=sorted(set(manifest.invited_sites) - state.decisions.keys()),
                 evaluation=summarise_evaluations(
                     [
                         current.evaluations[d.site_id]
-                        for d in accepted
-                        if d.site_id in current.evaluations
+                        for d in state.decisions.values()
+                        if d.status != "rejected" and d.site_id in current.evaluations
                     ],
                     self.config.evaluation.histogram_bins,
                 ),
@@ -567,15 +583,20 @@ class RoundLoop:
         )
 
     def _recompute_next(self, result: RoundResult) -> bytes:
-        """The next model of a round closed before a crash: the result names its sha256."""
-        published = self.exchange.read_global_manifest(result.round_index + 1)
-        if published is not None:
-            return self.exchange.read_global_weights(published)
+        """The next model of a round closed before a crash: the result names its sha256.
+
+        Always re-aggregated from the replayed updates, even when the next global model was
+        already published: ``finish()`` is what advances a stateful strategy (FedAdam's
+        moments), and the ``state_dict()`` saved with the next round must be the one after
+        this round, not the stale one ``state.json`` still holds.
+        """
         data = encode_weights(self.aggregator.finish())
         if sha256_hex(data) != result.next_global_sha256:
             raise ExchangeError(
                 f"re-aggregating round {result.round_index} after a restart gave a different "
-                "model than result.json records; the admitted updates were altered"
+                "model than result.json records; the admitted updates were altered, or the "
+                "aggregator is not deterministic (a ServerAggregator must give the same model "
+                "from the same updates and state)"
             )
         return data
 
@@ -613,6 +634,8 @@ class RoundLoop:
             structlog.contextvars.bind_contextvars(round_index=state.round_index)
             current = self._open(state)
             state = self._collect(state, current)
+            if self.secagg is not None and current.manifest.task == "train":
+                state = self.secagg.unmask(state, self._save)  # the aggregator learns the sum
             state = self._close(state, current)
         structlog.contextvars.unbind_contextvars("round_index")
         return state

@@ -41,12 +41,22 @@ class EvaluationReport(_Document):
     loss_sum: float = Field(ge=0, allow_inf_nan=False)
     histogram: ScoreHistogram
     reference: dict[str, ScoreHistogram] = Field(default_factory=dict)
+    finetuned: EvaluationReport | None = Field(
+        default=None,
+        description="personalisation: the same test split scored by the hospital's fine-tuned "
+        "copy of the final model (the fine-tuned weights never leave the hospital)",
+    )
 
     @model_validator(mode="after")
     def _counts_match(self) -> EvaluationReport:
         counted = sum(self.histogram.positives) + sum(self.histogram.negatives)
         if counted != self.num_examples:
             raise ValueError(f"histogram counts {counted} != num_examples {self.num_examples}")
+        if self.finetuned is not None:
+            if self.finetuned.finetuned is not None:
+                raise ValueError("a fine-tuned report cannot nest another fine-tuned report")
+            if self.finetuned.num_examples != self.num_examples:
+                raise ValueError("the fine-tuned report must score the same test split")
         return self
 
 
@@ -64,6 +74,19 @@ class GlobalManifest(_Document):
     created_unix: float
 
 
+class SitePrivacy(_Document):
+    """A hospital's DP-SGD budget as its accountant sees it after this answer."""
+
+    epsilon: float = Field(ge=0, allow_inf_nan=False, description="spent so far")
+    delta: float = Field(gt=0, lt=1)
+    target_epsilon: float = Field(gt=0, allow_inf_nan=False)
+    noise_multiplier: float = Field(gt=0, allow_inf_nan=False)
+    steps: int = Field(ge=0)
+
+
+DeclineReason = Literal["privacy_budget_exhausted"]
+
+
 class UpdateManifest(_Document):
     """Written by a hospital beside its update; every field is checked at admission."""
 
@@ -79,10 +102,19 @@ class UpdateManifest(_Document):
     train_loss: float | None = Field(default=None, allow_inf_nan=False)
     evaluation: EvaluationReport | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
+    privacy: SitePrivacy | None = None
+    declined: DeclineReason | None = Field(
+        default=None, description="the hospital refused to train this round, and why"
+    )
+    declined_detail: str | None = Field(default=None, max_length=500)
 
     @model_validator(mode="after")
     def _weights_iff_training(self) -> UpdateManifest:
         has_weights = self.sha256 is not None and self.num_bytes is not None
+        if self.declined is not None:
+            if self.task != "train" or has_weights:
+                raise ValueError("only a training round can be declined, and without weights")
+            return self
         if self.task == "train" and not has_weights:
             raise ValueError("a training update must give sha256 and num_bytes")
         if self.task == "evaluate" and (self.sha256 is not None or self.num_bytes is not None):
@@ -94,7 +126,7 @@ class Decision(_Document):
     """The aggregator's verdict on one site's answer in one round."""
 
     site_id: str
-    status: Literal["accepted", "rejected"]
+    status: Literal["accepted", "rejected", "declined"]
     reason: str | None = None
     detail: str | None = None
     sha256: str | None = None
@@ -114,6 +146,17 @@ class RoundMetrics(_Document):
     reference_auroc: dict[str, float | None] = Field(default_factory=dict)
 
 
+class RoundPrivacy(_Document):
+    """Privacy spent as of a round: DP-SGD per hospital, DP-FedAvg for the model."""
+
+    site_epsilon: dict[str, float] = Field(
+        default_factory=dict, description="each answering hospital's DP-SGD epsilon so far"
+    )
+    dp_fedavg_epsilon: float | None = None
+    dp_fedavg_delta: float | None = None
+    dp_fedavg_noise_multiplier: float | None = None
+
+
 class RoundResult(_Document):
     federation_id: str
     round_index: int
@@ -129,6 +172,8 @@ class RoundResult(_Document):
     closed_unix: float
     extensions: int = 0
     config_hash: str
+    declined: list[Decision] = Field(default_factory=list)
+    privacy: RoundPrivacy | None = None
 
 
 class LedgerEntry(_Document):
@@ -167,6 +212,11 @@ class Registration(_Document):
     status: Literal["pending", "active", "revoked"]
     changed_unix: float | None = None
     note: str | None = None
+    secagg_public_key: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="long-term X25519 public key (hex) for secure aggregation",
+    )
 
 
 class PreflightCheck(_Document):
