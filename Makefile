@@ -4,7 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fedsilo-installed
-SYSTEM_PACKAGES ?= chromium
+SYSTEM_PACKAGES ?= chromium openmpi-bin libopenmpi-dev
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
 .PHONY: install run test lint bench synth clean
