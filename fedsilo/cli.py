@@ -176,9 +176,15 @@ def simulate(
         overrides["data.source"] = "twin"
         overrides["data.twin.hospitals"] = overrides.pop("data.synthetic.hospitals")
     federation = load_config(config, overrides)
-    if federation.simulation.engine != "process":
-        raise FedsiloError("--engine mpi is not available yet; use --engine process")
     configure_logging(_check_format(log_format), log_level)
+    if federation.simulation.engine == "mpi":
+        from fedsilo.mpi_launch import run_unless_aggregator
+
+        mpi_options = {"--app": app_ref, "--log-format": log_format, "--log-level": log_level}
+        mpi_options["--tensorboard"] = None if tensorboard is None else str(tensorboard)
+        if run_unless_aggregator(federation, out, run_id=run_id, options=mpi_options):
+            return  # re-launched under mpirun, or this rank hosted hospitals
+        from fedsilo.mpi_engine import simulate as run_simulation
     ui = _ProgressEvents(federation)
     from fedsilo.tensorboard_sink import with_tensorboard
 
@@ -198,10 +204,25 @@ def simulate(
             run_id=run_id,
         )
     stdout.print(metrics_table(result.rows))
+    _print_personalization(federation, result.exchange_uri)
     stdout.print(f"run folder: {result.run_dir}  ({result.seconds:.1f} s)")
     stdout.print(f"  metrics:  {result.run_dir / 'metrics.jsonl'}")
     stdout.print(f"  model:    {result.run_dir / 'model.safetensors'}")
     stdout.print(f"  exchange: {result.exchange_uri}")
+
+
+def _print_personalization(federation: FederationConfig, exchange_uri: str) -> None:
+    """Per-hospital global vs fine-tuned AUROC, when the run fine-tuned (personalization)."""
+    if federation.personalization.finetune_epochs == 0:
+        return
+    from fedsilo.personalization_report import simulation_summary_lines
+    from fl_core.exchange.protocol import Exchange
+    from fl_core.exchange.uri import open_store
+
+    store = open_store(exchange_uri, endpoint_url=federation.exchange.endpoint_url)
+    exchange = Exchange(store, federation.federation_id)
+    for line in simulation_summary_lines(exchange, federation.rounds):
+        stdout.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _check_format(value: str) -> LogFormat:
@@ -285,14 +306,41 @@ def client_run(
         str | None, typer.Option(envvar="FEDSILO_DATA", help="prepared per-hospital folder")
     ] = None,
     endpoint_url: EndpointUrlOption = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="FEDSILO_STATE_DIR",
+            help="this hospital's own folder for state kept across restarts (e.g. SCAFFOLD's "
+            "control variate); on a persistent volume",
+        ),
+    ] = None,
+    dp_target_epsilon: Annotated[
+        float | None,
+        typer.Option(envvar="FEDSILO_DP_TARGET_EPSILON", help="DP-SGD: this hospital's budget"),
+    ] = None,
+    dp_delta: Annotated[
+        float | None, typer.Option(envvar="FEDSILO_DP_DELTA", help="DP-SGD delta (< 1/rows)")
+    ] = None,
+    dp_max_grad_norm: Annotated[
+        float | None,
+        typer.Option(envvar="FEDSILO_DP_MAX_GRAD_NORM", help="DP-SGD per-sample clip norm"),
+    ] = None,
     log_format: ServiceLogFormat = "json",
 ) -> None:
     """The training loop of one hospital: answer every round until the final one."""
     from fedsilo.services import run_client
+    from fl_client.privacy_budget import require_state_dir, with_hospital_dp
 
     configure_logging(_check_format(log_format))
     federation = _service_config(config, exchange, federation_id, data, endpoint_url)
-    run_client(federation, site_id)
+    federation = with_hospital_dp(
+        federation,
+        target_epsilon=dp_target_epsilon,
+        delta=dp_delta,
+        max_grad_norm=dp_max_grad_norm,
+    )
+    require_state_dir(federation, state_dir)
+    run_client(federation, site_id, state_dir)
 
 
 def main() -> None:

@@ -16,8 +16,8 @@ import multiprocessing as mp
 import os
 import queue
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,12 @@ import structlog
 import torch
 
 from fedsilo.logs import LogFormat, configure_logging
+from fedsilo.run_folder import start_run
 from fedsilo.runner import DEFAULT_APP, FederatedApp, build_source, load_app
+from fedsilo.secagg_keys import key_path, load_key, register_simulated_sites
 from fl_client.hospital import Hospital, serve_sites
 from fl_core.config import FederationConfig
+from fl_core.control_variates import split_controls
 from fl_core.data.standardize import FeatureMoments, combine_moments
 from fl_core.errors import FedsiloError
 from fl_core.exchange.manifests import RoundResult
@@ -54,6 +57,7 @@ class WorkerSpec:
     log_format: LogFormat
     log_level: str
     run_id: str
+    secagg_key_dir: Path | None = None
 
 
 def _worker_main(spec: WorkerSpec, reports: Any) -> None:
@@ -63,19 +67,8 @@ def _worker_main(spec: WorkerSpec, reports: Any) -> None:
     structlog.contextvars.bind_contextvars(run_id=spec.run_id, worker=spec.index)
     try:
         app = spec.app if spec.app is not None else load_app(spec.app_ref)
-        source = build_source(spec.config)
-        trainer = app.build_trainer(len(source.feature_names()), spec.config)
-        hospitals = []
-        for site_id in spec.site_ids:
-            hospitals.append(Hospital(data=source.load_site(site_id), trainer=trainer))
-        exchange = Exchange(
-            open_store(
-                spec.exchange_uri,
-                endpoint_url=spec.endpoint_url,
-                kms_key_id=spec.config.exchange.kms_key_id,
-            ),
-            spec.config.federation_id,
-        )
+        hospitals = load_hospitals(app, spec.config, spec.site_ids, spec.secagg_key_dir)
+        exchange = open_exchange(spec.exchange_uri, spec.config)
         served = serve_sites(
             exchange, hospitals, spec.config, spec.config.simulation.client_timeout_s
         )
@@ -83,6 +76,36 @@ def _worker_main(spec: WorkerSpec, reports: Any) -> None:
     except FedsiloError as err:
         reports.put(("error", spec.index, str(err)))
         raise SystemExit(err.exit_code) from None
+
+
+def load_hospitals(
+    app: FederatedApp,
+    config: FederationConfig,
+    site_ids: Sequence[str],
+    secagg_key_dir: Path | None = None,
+) -> list[Hospital]:
+    """Load the hosted sites; one trainer (one model in memory) serves them all in turn.
+
+    Shared by the process and MPI engines so a hospital is set up alike whatever hosts it.
+    """
+    source = build_source(config)
+    trainer = app.build_trainer(len(source.feature_names()), config)
+    return [
+        Hospital(
+            data=source.load_site(site_id),
+            trainer=trainer,
+            secagg_key=load_key(key_path(secagg_key_dir, site_id)) if secagg_key_dir else None,
+        )
+        for site_id in site_ids
+    ]
+
+
+def open_exchange(uri: str, config: FederationConfig) -> Exchange:
+    """The federation's exchange at ``uri`` with the config's endpoint and KMS key."""
+    store = open_store(
+        uri, endpoint_url=config.exchange.endpoint_url, kms_key_id=config.exchange.kms_key_id
+    )
+    return Exchange(store, config.federation_id)
 
 
 class SimulationEvents(RoundEvents):
@@ -165,9 +188,57 @@ class SimulationResult:
     seconds: float
 
 
-def new_run_id(config: FederationConfig) -> str:
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{stamp}-{config.federation_id}-s{config.seed}-{os.getpid()}"
+def run_rounds(
+    app: FederatedApp,
+    config: FederationConfig,
+    exchange: Exchange,
+    sites: list[str],
+    num_features: int,
+    events: SimulationEvents,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """The aggregator's side: gather the moments, build the first model, run every round."""
+    moments = gather_moments(exchange, sites, num_features, config, sleep=sleep)
+    initial = initial_model_weights(app, config, num_features, moments)
+    loop = RoundLoop(
+        exchange,
+        app.aggregator(config),
+        config,
+        sites,
+        initial_weights=initial,
+        events=events,
+        sleep=sleep,
+    )
+    loop.run()
+
+
+def finish_run(
+    exchange: Exchange,
+    config: FederationConfig,
+    run_dir: Path,
+    exchange_uri: str,
+    started: float,
+) -> SimulationResult:
+    """Write the final model and metrics.jsonl from what the exchange holds."""
+    final_manifest = exchange.read_global_manifest(config.rounds + 1)
+    if final_manifest is None:
+        raise FedsiloError("the federation ended without a final model; see the log")
+    final_bytes = exchange.read_global_weights(final_manifest)
+    final_weights, controls = split_controls(decode_weights(final_bytes))
+    if controls:  # SCAFFOLD's c stays in the exchange; the run's model is the model alone
+        final_bytes = encode_weights(final_weights)
+    (run_dir / "model.safetensors").write_bytes(final_bytes)
+    rows = rows_from_exchange(exchange, config.rounds)
+    with open(run_dir / "metrics.jsonl", "w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    return SimulationResult(
+        run_dir=run_dir,
+        rows=rows,
+        final_weights=final_weights,
+        exchange_uri=exchange_uri,
+        seconds=time.monotonic() - started,
+    )
 
 
 def initial_model_weights(
@@ -185,6 +256,25 @@ def initial_model_weights(
     return model_weights(model)
 
 
+_WORKER_PRELOAD = ["fedsilo.simulation", "torch", "torch._dynamo", "torch.optim"]
+"""Imported once by the fork server, so each hospital worker starts with them loaded."""
+
+
+def worker_context() -> Any:
+    """Hospital workers start from a fork server that has imported torch once.
+
+    ``spawn`` re-imports torch (and on its first optimizer, ``torch._dynamo``) in every
+    worker: seconds of CPU per worker per run on a 2-core machine. A plain ``fork`` of the
+    aggregator would inherit its threads (the progress bar's, torch's), which is unsafe; the
+    fork server is a fresh single-threaded process that forks workers from a warm image.
+    """
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(_WORKER_PRELOAD)
+    return context
+
+
 def simulate(
     config: FederationConfig,
     out_dir: Path,
@@ -200,23 +290,15 @@ def simulate(
     started = time.monotonic()
     if app is None:
         app = DEFAULT_APP if app_ref is None else load_app(app_ref)
-    run_dir = out_dir / (run_id or new_run_id(config))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    structlog.contextvars.bind_contextvars(run_id=run_dir.name)
-    exchange_uri = config.exchange.uri or (run_dir / "exchange").resolve().as_uri()
-    exchange = Exchange(
-        open_store(
-            exchange_uri,
-            endpoint_url=config.exchange.endpoint_url,
-            kms_key_id=config.exchange.kms_key_id,
-        ),
-        config.federation_id,
-    )
+    run_dir, exchange_uri = start_run(config, out_dir, run_id)
+    exchange = open_exchange(exchange_uri, config)
     source = build_source(config)
     sites = source.site_ids()
     workers = min(config.simulation.workers or os.cpu_count() or 1, len(sites))
-    (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
-    context = mp.get_context("spawn")
+    key_dir = run_dir / "hospital-keys" if config.privacy.secagg.enabled else None
+    if key_dir is not None:  # each hospital's key, registered as `onboard approve` would
+        register_simulated_sites(exchange, sites, key_dir)
+    context = worker_context()
     reports = context.Queue()
     procs = []
     for index in range(workers):
@@ -231,6 +313,7 @@ def simulate(
             log_format=log_format,
             log_level=log_level,
             run_id=run_dir.name,
+            secagg_key_dir=key_dir,
         )
         proc = context.Process(
             target=_worker_main,
@@ -242,42 +325,16 @@ def simulate(
         procs.append(proc)
     events = events or SimulationEvents(config.rounds)
     try:
-        watching_sleep = _watching_sleep(procs, reports)
         num_features = len(source.feature_names())
-        moments = gather_moments(exchange, sites, num_features, config, sleep=watching_sleep)
-        initial = initial_model_weights(app, config, num_features, moments)
-        loop = RoundLoop(
-            exchange,
-            app.aggregator(config),
-            config,
-            sites,
-            initial_weights=initial,
-            events=events,
-            sleep=watching_sleep,
-        )
-        loop.run()
+        sleep = _watching_sleep(procs, reports)
+        run_rounds(app, config, exchange, sites, num_features, events, sleep)
     finally:
         for proc in procs:
             proc.join(timeout=5)
             if proc.is_alive():
                 proc.terminate()
                 proc.join(timeout=5)
-    final_manifest = exchange.read_global_manifest(config.rounds + 1)
-    if final_manifest is None:
-        raise FedsiloError("the federation ended without a final model; see the log")
-    final_bytes = exchange.read_global_weights(final_manifest)
-    (run_dir / "model.safetensors").write_bytes(final_bytes)
-    rows = rows_from_exchange(exchange, config.rounds)
-    with open(run_dir / "metrics.jsonl", "w") as handle:
-        for row in rows:
-            handle.write(json.dumps(row) + "\n")
-    return SimulationResult(
-        run_dir=run_dir,
-        rows=rows,
-        final_weights=decode_weights(final_bytes),
-        exchange_uri=exchange_uri,
-        seconds=time.monotonic() - started,
-    )
+    return finish_run(exchange, config, run_dir, exchange_uri, started)
 
 
 __all__ = ["SimulationEvents", "SimulationResult", "encode_weights", "simulate"]
