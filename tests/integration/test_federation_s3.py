@@ -11,6 +11,10 @@ import time
 import pytest
 import yaml
 
+from fedsilo.runner import build_source
+from fl_client.moments import publish_moments
+from fl_core.config import load_config
+from fl_core.exchange.protocol import Exchange
 from fl_core.ledger import verify_ledger
 from fl_core.serialization import decode_weights
 
@@ -95,6 +99,13 @@ def test_separate_processes_each_hospital_in_its_own_account(reference_run):
 def test_aggregator_sigkilled_mid_round_resumes_from_s3(make_federation, reference_model):
     federation = make_federation()
     first, rest = federation.hospitals[:2], federation.hospitals[2:]
+    # the late hospitals reported their feature moments before round 1, as in the reference
+    # run; only their round-1 answers come after the crash
+    config = load_config(federation.config_file())
+    source = build_source(config)
+    for site in rest:
+        exchange = Exchange(federation.store_for(site), config.federation_id)
+        publish_moments(exchange, source.load_site(site))
     server = federation.start_server()
     clients = federation.start_clients(first)
 
