@@ -157,6 +157,10 @@ def simulate(
     log_level: Annotated[str, typer.Option(help="log level")] = "WARNING",
 ) -> None:
     """Train a whole federation on this machine (hospitals in worker processes)."""
+    if engine != "mpi":
+        from fedsilo.worker_pool import worker_context
+
+        worker_context()  # the fork server imports torch on one core while we do on the other
     from fedsilo.simulation import simulate as run_simulation
 
     overrides: dict[str, Any] = {

@@ -12,7 +12,6 @@ first model's standardisation buffers.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import queue
 import time
@@ -29,6 +28,7 @@ from fedsilo.logs import LogFormat, configure_logging
 from fedsilo.run_folder import start_run
 from fedsilo.runner import DEFAULT_APP, FederatedApp, build_source, load_app
 from fedsilo.secagg_keys import key_path, load_key, register_simulated_sites
+from fedsilo.worker_pool import worker_context
 from fl_client.hospital import Hospital, serve_sites
 from fl_core.config import FederationConfig
 from fl_core.control_variates import split_controls
@@ -256,25 +256,6 @@ def initial_model_weights(
     return model_weights(model)
 
 
-_WORKER_PRELOAD = ["fedsilo.simulation", "torch", "torch._dynamo", "torch.optim"]
-"""Imported once by the fork server, so each hospital worker starts with them loaded."""
-
-
-def worker_context() -> Any:
-    """Hospital workers start from a fork server that has imported torch once.
-
-    ``spawn`` re-imports torch (and on its first optimizer, ``torch._dynamo``) in every
-    worker: seconds of CPU per worker per run on a 2-core machine. A plain ``fork`` of the
-    aggregator would inherit its threads (the progress bar's, torch's), which is unsafe; the
-    fork server is a fresh single-threaded process that forks workers from a warm image.
-    """
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    context = mp.get_context("forkserver")
-    context.set_forkserver_preload(_WORKER_PRELOAD)
-    return context
-
-
 def simulate(
     config: FederationConfig,
     out_dir: Path,
@@ -288,6 +269,7 @@ def simulate(
 ) -> SimulationResult:
     """Run a federation to the end; returns where its files are and its metrics."""
     started = time.monotonic()
+    context = worker_context()
     if app is None:
         app = DEFAULT_APP if app_ref is None else load_app(app_ref)
     run_dir, exchange_uri = start_run(config, out_dir, run_id)
@@ -298,7 +280,6 @@ def simulate(
     key_dir = run_dir / "hospital-keys" if config.privacy.secagg.enabled else None
     if key_dir is not None:  # each hospital's key, registered as `onboard approve` would
         register_simulated_sites(exchange, sites, key_dir)
-    context = worker_context()
     reports = context.Queue()
     procs = []
     for index in range(workers):
