@@ -25,6 +25,8 @@ def start_run(config: FederationConfig, out_dir: Path, run_id: str | None) -> tu
     run_dir = out_dir / (run_id or new_run_id(config))
     run_dir.mkdir(parents=True, exist_ok=True)
     structlog.contextvars.bind_contextvars(run_id=run_dir.name)
-    exchange_uri = config.exchange.uri or (run_dir / "exchange").resolve().as_uri()
+    # the run's own exchange lives and dies with the run: no fsync per write (see fs_store)
+    private = f"{(run_dir / 'exchange').resolve().as_uri()}?durable=false"
+    exchange_uri = config.exchange.uri or private
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
     return run_dir, exchange_uri

@@ -177,7 +177,8 @@ def wait_for_global(
                 f"{exchange.describe()}{hint}"
             )
         sleep(interval)
-        interval = min(interval * 1.5, max(poll_interval_s, 2.0))
+        cap = max(poll_interval_s, exchange.store.poll_backoff_cap_s)
+        interval = min(interval * 1.5, cap)
 
 
 def serve_sites(

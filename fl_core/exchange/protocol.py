@@ -96,7 +96,9 @@ class Exchange:
         round_index, site_id = manifest.round_index, manifest.site_id
         if weights is not None:
             self.store.put_new(self.layout.update_weights_key(round_index, site_id), weights)
-        self.store.put_new(self.layout.update_manifest_key(round_index, site_id), _dump(manifest))
+        # compact: every hospital writes one a round and its histograms are thousands of bins
+        compact = manifest.model_dump_json().encode()
+        self.store.put_new(self.layout.update_manifest_key(round_index, site_id), compact)
 
     def list_answered_sites(self, round_index: RoundIndex) -> list[SiteId]:
         """Site ids whose manifest is present in a round (names as written, unchecked)."""

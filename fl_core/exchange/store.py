@@ -16,6 +16,10 @@ from fl_core.types import ETag, ObjectKey
 class ObjectStore(ABC):
     """Bytes by key, with write-once and compare-and-swap semantics."""
 
+    poll_backoff_cap_s: float = 2.0
+    """Longest pause between a poller's reads: each read of S3 is a billed request, and
+    hundreds of hospitals poll at once; a local store can afford to look more often."""
+
     @abstractmethod
     def put_new(self, key: ObjectKey, data: bytes) -> None:
         """Write ``key`` once; raise ``ObjectExistsError`` if it already exists."""

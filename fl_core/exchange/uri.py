@@ -78,4 +78,17 @@ def open_store(
             f"{', '.join(given)} only apply to s3:// exchanges, but the exchange is {uri!r}; "
             "drop them or use an s3:// URI"
         )
-    return LocalDirectoryStore(path)
+    return LocalDirectoryStore(path, durable=_durable(parts.query, uri))
+
+
+def _durable(query: str, uri: str) -> bool:
+    """``file:///dir?durable=false`` (a simulation's private exchange) skips fsync."""
+    if not query:
+        return True
+    if query in ("durable=false", "durable=0"):
+        return False
+    if query in ("durable=true", "durable=1"):
+        return True
+    raise ConfigError(
+        f"exchange URI {uri!r}: the only query a local exchange takes is ?durable=false"
+    )
