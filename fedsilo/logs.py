@@ -4,11 +4,29 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TextIO, cast
 
 import structlog
 
 LogFormat = Literal["auto", "json", "console"]
+
+
+class _CurrentStream:
+    """``sys.stdout`` or ``sys.stderr`` as it is at each write, not as it was at set-up.
+
+    A logger bound to the stream object of the moment breaks once that object is closed
+    (an in-process caller that captured output, e.g. a test): later lines would raise
+    ``ValueError: I/O operation on closed file`` from inside the aggregator.
+    """
+
+    def __init__(self, name: Literal["stdout", "stderr"]) -> None:
+        self.name = name
+
+    def write(self, text: str) -> int:
+        return int(getattr(sys, self.name).write(text))
+
+    def flush(self) -> None:
+        getattr(sys, self.name).flush()
 
 
 def configure_logging(log_format: LogFormat = "auto", level: str = "INFO") -> None:
@@ -26,14 +44,14 @@ def configure_logging(log_format: LogFormat = "auto", level: str = "INFO") -> No
             ),
             structlog.processors.JSONRenderer(),
         ]
-        stream = sys.stdout
+        stream = _CurrentStream("stdout")
     else:
         processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
-        stream = sys.stderr
+        stream = _CurrentStream("stderr")
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
         # one write() per line: hospital workers share stdout, and lines must not interleave
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        logger_factory=structlog.WriteLoggerFactory(file=cast(TextIO, stream)),
         cache_logger_on_first_use=False,
     )
