@@ -109,11 +109,14 @@ def _fmt(value: float | None) -> str:
 def metrics_table(rows: list[dict[str, Any]]) -> Table:
     """Per-round metrics, with the yardsticks on the same test stays (APACHE IVa, Bayes)."""
     references = sorted({name for row in rows for name in row.get("reference_auroc", {})})
-    table = Table(title="federated rounds")
-    for column in ("round", "AUROC", "AUPRC", "loss", "accepted", "rejected", "seconds"):
+    title = "federated rounds" + (
+        f" (yardstick AUROC on the same stays: {', '.join(references)})" if references else ""
+    )
+    table = Table(title=title, caption="acc/rej: updates accepted/rejected; s: round seconds")
+    for column in ("round", "AUROC", "AUPRC", "loss", "acc", "rej", "s"):
         table.add_column(column, justify="right")
     for name in references:
-        table.add_column(f"{name} AUROC", justify="right")
+        table.add_column(name, justify="right")
     for row in rows:
         yardsticks = row.get("reference_auroc", {})
         table.add_row(

@@ -68,7 +68,7 @@ def test_simulate_twin_from_the_command_line(tmp_path: Path) -> None:
         env={**os.environ, "COLUMNS": "200"},
     )
     assert done.returncode == 0, done.stderr
-    assert "apache AUROC" in done.stdout and "bayes AUROC" in done.stdout
+    assert "yardstick AUROC on the same stays: apache, bayes" in done.stdout
     rows = [json.loads(x) for x in (tmp_path / "t" / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [1, 2]
     assert rows[-1]["auroc"] > 0.6
