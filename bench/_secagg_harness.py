@@ -50,7 +50,7 @@ class DyingExchange(Exchange):
         if self.when == "after_update" and manifest.task == "train":
             raise Killed
         if self.when == "hang_after_update" and manifest.task == "train":
-            time.sleep(3600)  # until the test SIGKILLs this process
+            threading.Event().wait()  # hang until the test SIGKILLs this process
 
 
 class Logistic(nn.Module):
