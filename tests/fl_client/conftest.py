@@ -14,16 +14,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from fedsilo.runner import DEFAULT_APP, build_source
+from fedsilo.simulation import initial_model_weights
 from fl_client.hospital import Hospital, answer_round
 from fl_core.config import FederationConfig, load_config
-from fl_core.data.standardize import FeatureMoments, combine_moments
+from fl_core.data.standardize import FeatureMoments
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import GlobalManifest, RoundResult
 from fl_core.exchange.protocol import Exchange
-from fl_core.models import model_weights
 from fl_core.serialization import decode_weights
 from fl_server.round_loop import RoundEvents, RoundLoop
 from fl_server.strategies import build_aggregator
@@ -109,17 +108,10 @@ def make_hospitals(config: FederationConfig, state_dir: Path | None = None) -> l
 
 
 def initial_weights(config: FederationConfig) -> dict[str, np.ndarray]:
+    """The first model as the simulation builds it, from every hospital's moments."""
     source = build_source(config)
-    moments: FeatureMoments | None = None
-    for site_id in source.site_ids():
-        site = FeatureMoments.of(source.load_site(site_id).train.x)
-        moments = site if moments is None else moments + site
-    torch.manual_seed(config.seed)
-    model = DEFAULT_APP.model(len(source.feature_names()), config)
-    assert moments is not None
-    mean, std = combine_moments([moments])
-    model.set_standardisation(mean, std)  # type: ignore[operator]
-    return model_weights(model)
+    moments = [FeatureMoments.of(source.load_site(s).train.x) for s in source.site_ids()]
+    return initial_model_weights(DEFAULT_APP, config, len(source.feature_names()), moments)
 
 
 def run_federation(
