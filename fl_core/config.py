@@ -36,6 +36,13 @@ class RoundConfig(_Frozen):
     max_extensions: int = Field(default=3, ge=0)
     poll_interval_s: float = Field(default=0.05, gt=0, le=60)
     lease_s: float = Field(default=30.0, gt=0, description="aggregator lease on state.json")
+    checkpoint_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="while a round is open, write its decisions to state.json at most this "
+        "often (0: after every batch of answers); answers decided since the last write are "
+        "admitted again after a crash, from the same write-once files",
+    )
 
 
 class AdmissionConfig(_Frozen):

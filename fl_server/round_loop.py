@@ -457,6 +457,7 @@ class RoundLoop:
         """Admit answers until everyone answered, or the deadline with a quorum."""
         invited = set(current.context.invited_sites)  # secagg: the round's participants
         cfg = self.config.round
+        unsaved = False
         while True:
             new = [
                 s
@@ -473,11 +474,14 @@ class RoundLoop:
                     decision = self._admit(current, site_id)
                     decisions[site_id] = decision
                     self.events.decided(state.round_index, decision)
-                state = self._save(state.model_copy(update={"decisions": decisions}))
+                state = state.model_copy(update={"decisions": decisions})
+                unsaved = True
             accepted = sum(d.status == "accepted" for d in state.decisions.values())
             if invited <= state.decisions.keys():
-                return state
+                return state  # closing the round writes state.json, decisions and all
             now = self.clock()
+            if unsaved and now - self._last_write >= cfg.checkpoint_interval_s:
+                state, unsaved = self._save(state), False
             if now >= state.deadline_unix:
                 if accepted >= cfg.min_sites:
                     return state
