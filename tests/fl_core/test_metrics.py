@@ -1,11 +1,17 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from fl_core.metrics import (
     ClassHistogram,
     auprc_from_histogram,
     auroc_from_histogram,
+    bin_centers,
     bin_edges,
     sum_histograms,
 )
@@ -52,3 +58,43 @@ def test_bins_are_monotone_and_nan_scores_skipped():
     assert np.all(np.diff(edges) > 0)
     hist = ClassHistogram.from_scores([np.nan, 0.5, 0.0, 1.0], [1, 1, 0, 1], BINS)
     assert hist.num_examples == 3
+
+
+def _weighted_bin_points(histogram: ClassHistogram):
+    centers = bin_centers(histogram.positives.size)
+    labels = np.r_[np.ones(histogram.positives.size), np.zeros(histogram.negatives.size)]
+    weights = np.r_[histogram.positives, histogram.negatives]
+    keep = weights > 0
+    return labels[keep], np.r_[centers, centers][keep], weights[keep]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    bins=st.integers(2, 60),
+    seed=st.integers(0, 2**32 - 1),
+    density=st.floats(0.02, 1.0),
+)
+def test_binned_metrics_equal_scikit_learn_on_the_weighted_bins(bins, seed, density):
+    """Same numbers as scikit-learn scoring each bin centre with its count as weight."""
+    rng = np.random.default_rng(seed)
+    counts = rng.integers(0, 50, size=(2, bins)) * (rng.random((2, bins)) < density)
+    histogram = ClassHistogram(counts[0].astype(np.int64), counts[1].astype(np.int64))
+    if not (histogram.positives.any() and histogram.negatives.any()):
+        assert auroc_from_histogram(histogram) is None
+        assert auprc_from_histogram(histogram) is None
+        return
+    labels, scores, weights = _weighted_bin_points(histogram)
+    expected_auroc = roc_auc_score(labels, scores, sample_weight=weights)
+    expected_ap = average_precision_score(labels, scores, sample_weight=weights)
+    assert auroc_from_histogram(histogram) == pytest.approx(expected_auroc, abs=1e-12)
+    assert auprc_from_histogram(histogram) == pytest.approx(expected_ap, abs=1e-12)
+
+
+def test_round_path_does_not_import_scikit_learn():
+    """The aggregator and hospital workers import these modules; scikit-learn costs ~1 CPU-s."""
+    code = (
+        "import sys; import fl_core.metrics, fl_server.round_loop, fl_client.trainer; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
