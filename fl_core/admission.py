@@ -17,8 +17,7 @@ from fl_core.errors import CodecError, UpdateRejectedError
 from fl_core.exchange.manifests import Task, UpdateManifest
 from fl_core.serialization import (
     TensorSpec,
-    read_metadata,
-    read_tensor_specs,
+    read_header,
     sha256_hex,
     view_weights,
 )
@@ -151,11 +150,11 @@ def check_weights(manifest: UpdateManifest, weights_bytes: bytes, ctx: Admission
     if digest in ctx.seen_sha256:
         raise UpdateRejectedError("replayed", f"identical bytes {digest[:12]} were sent before")
     try:
-        specs = read_tensor_specs(weights_bytes)
-        metadata = read_metadata(weights_bytes)
+        header = read_header(weights_bytes)
     except CodecError as err:
         raise UpdateRejectedError("malformed_tensors", str(err)) from err
-    check_binding(metadata, manifest)
+    specs = header.specs
+    check_binding(header.metadata, manifest)
     missing = sorted(ctx.tensor_specs.keys() - specs.keys())
     extra = sorted(specs.keys() - ctx.tensor_specs.keys())
     if missing or extra:
@@ -170,7 +169,7 @@ def check_weights(manifest: UpdateManifest, weights_bytes: bytes, ctx: Admission
                 "wrong_shape", f"{name} has shape {specs[name].shape}, expected {expected.shape}"
             )
     try:
-        weights = view_weights(weights_bytes)
+        weights = view_weights(weights_bytes, header)
     except CodecError as err:
         raise UpdateRejectedError("malformed_tensors", str(err)) from err
     for name, array in weights.items():

@@ -54,13 +54,7 @@ def encode_weights(
 
 def read_metadata(data: bytes) -> dict[str, str]:
     """The ``__metadata__`` strings of a safetensors header (empty when there are none)."""
-    header = _read_header(data)
-    metadata = header.get("__metadata__") or {}
-    if not isinstance(metadata, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
-    ):
-        raise CodecError("safetensors __metadata__ must map strings to strings")
-    return metadata
+    return read_header(data).metadata
 
 
 def decode_weights(data: bytes) -> Weights:
@@ -104,15 +98,27 @@ def _read_header(data: bytes) -> dict[str, Any]:
     return header
 
 
-def read_tensor_specs(data: bytes) -> dict[str, TensorSpec]:
-    """Names, dtypes and shapes from the safetensors header, without touching tensor data.
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    """A safetensors header parsed and checked once: admission reads the specs, the metadata
+    and then the views of thousands of updates, and each used to parse the JSON again."""
 
-    Admission compares these with the global model before decoding anything, so a file that
-    claims a 10 GB tensor is refused by its header.
+    specs: dict[str, TensorSpec]
+    metadata: dict[str, str]
+    offsets: dict[str, tuple[int, int]]
+    data_start: int
+
+
+def read_header(data: bytes) -> SafetensorsHeader:
+    """Names, dtypes, shapes and metadata, without touching tensor data.
+
+    Admission compares the specs with the global model before decoding anything, so a file
+    that claims a 10 GB tensor is refused by its header.
     """
     header = _read_header(data)
     (header_len,) = struct.unpack("<Q", data[:_HEADER_LEN_BYTES])
     specs: dict[str, TensorSpec] = {}
+    offsets: dict[str, tuple[int, int]] = {}
     payload = len(data) - _HEADER_LEN_BYTES - header_len
     for name, entry in header.items():
         if name == "__metadata__":
@@ -126,31 +132,41 @@ def read_tensor_specs(data: bytes) -> dict[str, TensorSpec]:
         if not 0 <= start <= end <= payload:
             raise CodecError(f"tensor {name!r} points outside the file (truncated?)")
         specs[name] = TensorSpec(dtype=dtype, shape=shape)
+        offsets[name] = (start, end)
     if not specs:
         raise CodecError("safetensors file holds no tensors")
-    return specs
+    metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise CodecError("safetensors __metadata__ must map strings to strings")
+    return SafetensorsHeader(specs, metadata, offsets, _HEADER_LEN_BYTES + header_len)
 
 
-def view_weights(data: bytes) -> Weights:
+def read_tensor_specs(data: bytes) -> dict[str, TensorSpec]:
+    """Names, dtypes and shapes from the safetensors header (see ``read_header``)."""
+    return read_header(data).specs
+
+
+def view_weights(data: bytes, header: SafetensorsHeader | None = None) -> Weights:
     """Read-only numpy views into safetensors bytes, without copying tensor data.
 
     The aggregator's hot path: an update is read once, hashed, checked and summed, and a copy
     per update would double its memory traffic. Every view is checked to lie inside the file
-    and to hold exactly ``prod(shape)`` elements of its dtype before it is made.
+    and to hold exactly ``prod(shape)`` elements of its dtype before it is made. ``header``:
+    the one ``read_header`` already returned for these bytes.
     """
-    header = _read_header(data)
-    (header_len,) = struct.unpack("<Q", data[:_HEADER_LEN_BYTES])
-    base = _HEADER_LEN_BYTES + header_len
+    header = header or read_header(data)
     views: Weights = {}
-    for name, spec in read_tensor_specs(data).items():
+    for name, spec in header.specs.items():
         if spec.dtype == "bfloat16":
             raise CodecError(f"tensor {name!r} is bfloat16, which numpy cannot read")
-        start, end = (int(offset) for offset in header[name]["data_offsets"])
+        start, end = header.offsets[name]
         dtype = np.dtype(spec.dtype).newbyteorder("<")
         count = int(np.prod(spec.shape, dtype=np.int64))
         if end - start != count * dtype.itemsize:
             raise CodecError(f"tensor {name!r} byte range does not match its shape and dtype")
-        flat = np.frombuffer(data, dtype=dtype, count=count, offset=base + start)
+        flat = np.frombuffer(data, dtype=dtype, count=count, offset=header.data_start + start)
         views[name] = flat.reshape(spec.shape)
     return views
 
