@@ -32,6 +32,7 @@ from fl_core.errors import AccessDeniedError, ExchangeError, ObjectExistsError
 from fl_core.exchange.manifests import GlobalManifest, UpdateManifest
 from fl_core.exchange.protocol import Exchange
 from fl_core.serialization import decode_weights, encode_weights, sha256_hex
+from fl_core.types import Weights
 
 log = structlog.get_logger("fedsilo.client")
 
@@ -57,24 +58,46 @@ class Hospital:
         return self.data.site_id
 
 
+@dataclass(frozen=True)
+class GlobalModel:
+    """A round's global model, read, verified and decoded once for every site a process hosts.
+
+    Its arrays are read-only: every hosted site starts from them, so a site that changed one
+    in place would change its neighbours' round; numpy raises instead.
+    """
+
+    manifest: GlobalManifest
+    weights: Weights
+    controls: Weights
+
+    @classmethod
+    def read(cls, exchange: Exchange, manifest: GlobalManifest) -> GlobalModel:
+        weights, controls = split_controls(decode_weights(exchange.read_global_weights(manifest)))
+        for array in (*weights.values(), *controls.values()):
+            array.setflags(write=False)
+        return cls(manifest, weights, controls)
+
+
 def answer_round(
     exchange: Exchange,
     hospital: Hospital,
     manifest: GlobalManifest,
     config: FederationConfig,
     mask: Mask | None = None,
+    global_model: GlobalModel | None = None,
 ) -> bool:
     """Evaluate the global model, train on it if asked, and write the answer once.
 
+    ``global_model``: the round's model already read for another hosted site, if any.
     Returns False when the site is not invited or already answered this round.
     """
     site_id = hospital.site_id
     if site_id not in manifest.invited_sites:
         return False
-    global_bytes = exchange.read_global_weights(manifest)
+    if global_model is None or global_model.manifest.sha256 != manifest.sha256:
+        global_model = GlobalModel.read(exchange, manifest)
     trainer = hospital.trainer
-    global_model, controls = split_controls(decode_weights(global_bytes))
-    trainer.set_weights(global_model)
+    trainer.set_weights(global_model.weights)
     evaluation = trainer.evaluate(hospital.data.test, config.evaluation.histogram_bins)
     if manifest.final:
         evaluation = personalised_evaluation(
@@ -98,8 +121,8 @@ def answer_round(
     elif manifest.task == "train":
         seed = derive_seed(config.seed, site_id, manifest.round_index)
         local = begin_local_round(
-            trainer, config, site_id, manifest.round_index, global_model, controls,
-            hospital.control_variate,
+            trainer, config, site_id, manifest.round_index, global_model.weights,
+            global_model.controls, hospital.control_variate,
         )  # fmt: skip
         with private_training(trainer, hospital.privacy, manifest.round_index):
             trained = trainer.train(hospital.data, manifest.round_index, seed)
@@ -205,16 +228,27 @@ def serve_sites(
     served = 0
     while True:
         manifest = wait_for_global(exchange, round_index, config.round.poll_interval_s, timeout_s)
+        invited = set(manifest.invited_sites)
+        shared = (
+            GlobalModel.read(exchange, manifest)
+            if any(h.site_id in invited for h in hospitals)
+            else None
+        )
         if config.privacy.secagg.enabled and manifest.task == "train":
 
-            def answer(h: Hospital, m: Mask | None, g: GlobalManifest = manifest) -> bool:
-                return answer_round(exchange, h, g, config, m)
+            def answer(
+                h: Hospital,
+                m: Mask | None,
+                g: GlobalManifest = manifest,
+                model: GlobalModel | None = shared,
+            ) -> bool:
+                return answer_round(exchange, h, g, config, m, model)
 
             serve_secagg_round(exchange, hospitals, manifest, config, timeout_s, answer)
         else:
             for hospital in hospitals:
                 structlog.contextvars.bind_contextvars(site_id=hospital.site_id)
-                answer_round(exchange, hospital, manifest, config)
+                answer_round(exchange, hospital, manifest, config, global_model=shared)
         structlog.contextvars.unbind_contextvars("site_id")
         served += 1
         if manifest.final:
