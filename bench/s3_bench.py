@@ -42,6 +42,7 @@ from fl_core.exchange.manifests import (
     GlobalManifest,
     RoundResult,
     ScoreHistogram,
+    SparseCounts,
     UpdateManifest,
 )
 from fl_core.exchange.protocol import Exchange
@@ -240,7 +241,11 @@ class _Hospitals(RoundEvents):
         report = EvaluationReport(
             num_examples=10,
             loss_sum=1.0,
-            histogram=ScoreHistogram(positives=[1] * BINS, negatives=[0] * BINS),
+            histogram=ScoreHistogram(
+                bins=BINS,
+                positives=SparseCounts(index=list(range(BINS)), count=[1] * BINS),
+                negatives=SparseCounts(index=[], count=[]),
+            ),
         )
         for index, site in enumerate(self.sites):
             nonce = secrets.token_hex(16)

@@ -13,10 +13,8 @@ import html
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
-
 from fedsilo.status import read_update_manifest
-from fl_core.exchange.manifests import ScoreHistogram
+from fl_core.exchange.histograms import class_histogram
 from fl_core.exchange.protocol import Exchange
 from fl_core.metrics import ClassHistogram, auroc_from_histogram
 from fl_core.types import SiteId
@@ -49,12 +47,6 @@ class PersonalizationSummary:
         )
 
 
-def _histogram(document: ScoreHistogram) -> ClassHistogram:
-    return ClassHistogram(
-        np.asarray(document.positives, np.int64), np.asarray(document.negatives, np.int64)
-    )
-
-
 def personalization_summary(
     exchange: Exchange, round_index: int, site_ids: Iterable[SiteId]
 ) -> PersonalizationSummary | None:
@@ -73,8 +65,8 @@ def personalization_summary(
         finetuned_doc = manifest.evaluation.finetuned
         if finetuned_doc is None:
             continue
-        global_hist = _histogram(manifest.evaluation.histogram)
-        finetuned_hist = _histogram(finetuned_doc.histogram)
+        global_hist = class_histogram(manifest.evaluation.histogram)
+        finetuned_hist = class_histogram(finetuned_doc.histogram)
         if global_hist.positives.size != finetuned_hist.positives.size:
             continue
         if pooled_global is None or pooled_finetuned is None:

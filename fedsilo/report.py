@@ -30,10 +30,11 @@ from fedsilo.privacy_report import privacy_html
 from fedsilo.status import read_update_manifest, site_auroc
 from fl_core.config import FederationConfig
 from fl_core.errors import ConfigError
+from fl_core.exchange.histograms import class_histogram
 from fl_core.exchange.manifests import RoundResult
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
-from fl_core.metrics import bin_centers
+from fl_core.metrics import ClassHistogram, bin_centers
 from fl_core.types import SiteId
 
 CALIBRATION_GROUPS = 10
@@ -94,19 +95,14 @@ def load_run(run_dir: Path, endpoint_url: str | None = None) -> RunData:
     final = next((r for r in reversed(evaluated) if r.task == "evaluate"), None)
     final = final or (evaluated[-1] if evaluated else None)
     site_aurocs: dict[SiteId, float | None] = {}
-    positives = np.zeros(0, np.int64)
-    negatives = np.zeros(0, np.int64)
+    pooled = ClassHistogram.empty(0)  # stays empty without an evaluated round
     if final is not None:
         for decision in final.accepted:
             manifest = read_update_manifest(exchange, final.round_index, decision.site_id)
             if manifest is None or manifest.evaluation is None:
                 continue
-            histogram = manifest.evaluation.histogram
-            if positives.size == 0:
-                positives = np.zeros(len(histogram.positives), np.int64)
-                negatives = np.zeros(len(histogram.negatives), np.int64)
-            positives += np.asarray(histogram.positives, np.int64)
-            negatives += np.asarray(histogram.negatives, np.int64)
+            histogram = class_histogram(manifest.evaluation.histogram)
+            pooled = histogram if pooled.positives.size == 0 else pooled + histogram
             site_aurocs[decision.site_id] = site_auroc(manifest)
     return RunData(
         run_dir=run_dir,
@@ -115,8 +111,8 @@ def load_run(run_dir: Path, endpoint_url: str | None = None) -> RunData:
         results=results,
         evaluation_round=final.round_index if final else None,
         site_aurocs=dict(sorted(site_aurocs.items())),
-        positives=positives,
-        negatives=negatives,
+        positives=pooled.positives,
+        negatives=pooled.negatives,
         personalization=personalization_summary(exchange, final.round_index, site_aurocs)
         if final is not None
         else None,

@@ -10,14 +10,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import numpy as np
 from pydantic import ValidationError
 from rich.table import Table
 
 from fl_core.errors import ObjectNotFoundError
+from fl_core.exchange.histograms import class_histogram
 from fl_core.exchange.manifests import RoundResult, UpdateManifest
 from fl_core.exchange.protocol import Exchange
-from fl_core.metrics import ClassHistogram, auroc_from_histogram
+from fl_core.metrics import auroc_from_histogram
 from fl_core.types import RoundIndex, SiteId
 
 _LOOKBACK_ROUNDS = 50  # how far back a hospital's last rejection and AUROC are searched
@@ -53,12 +53,7 @@ def site_auroc(manifest: UpdateManifest) -> float | None:
     """AUROC of the global model on one hospital's own test histogram (None with one class)."""
     if manifest.evaluation is None:
         return None
-    histogram = manifest.evaluation.histogram
-    return auroc_from_histogram(
-        ClassHistogram(
-            np.asarray(histogram.positives, np.int64), np.asarray(histogram.negatives, np.int64)
-        )
-    )
+    return auroc_from_histogram(class_histogram(manifest.evaluation.histogram))
 
 
 def read_update_manifest(

@@ -18,7 +18,8 @@ from torch import nn
 
 from fl_client.local_objective import LocalObjective
 from fl_core.data.base import SiteData, Split
-from fl_core.exchange.manifests import EvaluationReport, ScoreHistogram
+from fl_core.exchange.histograms import histogram_document
+from fl_core.exchange.manifests import EvaluationReport
 from fl_core.metrics import ClassHistogram
 from fl_core.models import load_model_weights, model_weights
 from fl_core.types import SiteId, Weights
@@ -41,12 +42,6 @@ class TrainResult:
     num_examples: int
     train_loss: float
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def _histogram_document(histogram: ClassHistogram) -> ScoreHistogram:
-    return ScoreHistogram(
-        positives=histogram.positives.tolist(), negatives=histogram.negatives.tolist()
-    )
 
 
 class ClientTrainer(ABC):
@@ -102,19 +97,19 @@ class ClientTrainer(ABC):
     def evaluate(self, split: Split, num_bins: int) -> EvaluationReport:
         """Counts, loss sum and class histograms of the current model on one split."""
         if split.num_examples == 0:
-            empty = _histogram_document(ClassHistogram.empty(num_bins))
+            empty = histogram_document(ClassHistogram.empty(num_bins))
             return EvaluationReport(num_examples=0, loss_sum=0.0, histogram=empty)
         risk = self.predict_proba(split.x)
         clipped = np.clip(risk, 1e-12, 1 - 1e-12)
         labels = split.y.astype(np.float64)
         loss_sum = float(-(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)).sum())
         reference = {
-            name: _histogram_document(ClassHistogram.from_scores(scores, split.y, num_bins))
+            name: histogram_document(ClassHistogram.from_scores(scores, split.y, num_bins))
             for name, scores in split.reference_scores.items()
         }
         return EvaluationReport(
             num_examples=split.num_examples,
             loss_sum=loss_sum,
-            histogram=_histogram_document(ClassHistogram.from_scores(risk, split.y, num_bins)),
+            histogram=histogram_document(ClassHistogram.from_scores(risk, split.y, num_bins)),
             reference=reference,
         )

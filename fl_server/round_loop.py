@@ -31,6 +31,7 @@ from fl_core.errors import (
     RoundFailedError,
     UpdateRejectedError,
 )
+from fl_core.exchange.histograms import class_histogram
 from fl_core.exchange.manifests import (
     Decision,
     EvaluationReport,
@@ -79,12 +80,13 @@ def summarise_evaluations(
     references: dict[str, ClassHistogram] = {}
     loss_sum, count = 0.0, 0
     for report in reports:
-        model = model + _histogram(report.histogram.positives, report.histogram.negatives, num_bins)
+        _check_bins(report, num_bins)
+        model = model + class_histogram(report.histogram)
         loss_sum += report.loss_sum
         count += report.num_examples
         for name, hist in report.reference.items():
             found = references.get(name, ClassHistogram.empty(num_bins))
-            references[name] = found + _histogram(hist.positives, hist.negatives, num_bins)
+            references[name] = found + class_histogram(hist)
     return RoundMetrics(
         num_examples=count,
         num_sites=len(reports),
@@ -95,14 +97,19 @@ def summarise_evaluations(
     )
 
 
-def _histogram(positives: list[int], negatives: list[int], num_bins: int) -> ClassHistogram:
-    import numpy as np
+def _check_bins(report: EvaluationReport, num_bins: int) -> None:
+    """Every histogram the round sums must have the configured bins; raises at admission.
 
-    if len(positives) != num_bins:
-        raise UpdateRejectedError(
-            "malformed_manifest", f"histogram has {len(positives)} bins, expected {num_bins}"
-        )
-    return ClassHistogram(np.asarray(positives, np.int64), np.asarray(negatives, np.int64))
+    The reference histograms are checked too: summed at close, one of the wrong length would
+    otherwise fail the round after its hospital was accepted.
+    """
+    named = [("histogram", report.histogram)]
+    named += [(f"reference {name!r} histogram", hist) for name, hist in report.reference.items()]
+    for what, hist in named:
+        if hist.bins != num_bins:
+            raise UpdateRejectedError(
+                "malformed_manifest", f"{what} has {hist.bins} bins, expected {num_bins}"
+            )
 
 
 @dataclass
@@ -435,12 +442,7 @@ class RoundLoop:
             self.exchange.read_update_manifest_bytes(round_index, site_id), site_id, ctx
         )
         if manifest.evaluation is not None:
-            bins = len(manifest.evaluation.histogram.positives)
-            if bins != self.config.evaluation.histogram_bins:
-                raise UpdateRejectedError(
-                    "malformed_manifest",
-                    f"histogram has {bins} bins, expected {self.config.evaluation.histogram_bins}",
-                )
+            _check_bins(manifest.evaluation, self.config.evaluation.histogram_bins)
         if ctx.task == "train" and manifest.declined is None:
             try:
                 check_weights_size(self.exchange.update_weights_size(round_index, site_id), ctx)

@@ -16,6 +16,7 @@ from flwr.clientapp import ClientApp
 
 from bench import _federation
 from fl_core.config import FederationConfig
+from fl_core.exchange.histograms import class_histogram
 from fl_core.metrics import ClassHistogram, auroc_from_histogram
 
 client_app = ClientApp()
@@ -65,12 +66,13 @@ def evaluate(message: Message, context: Context) -> Message:
     site = _site(config_json, int(context.node_config["partition-id"]))
     trainer.set_weights(weights)
     report = trainer.evaluate(site.test, config.evaluation.histogram_bins)
+    histogram = class_histogram(report.histogram)  # Flower sums dense lists, bin by bin
     metrics = MetricRecord(
         {
             "num-examples": max(report.num_examples, 1),
             "loss_sum": report.loss_sum,
-            "positives": [int(x) for x in report.histogram.positives],
-            "negatives": [int(x) for x in report.histogram.negatives],
+            "positives": histogram.positives.tolist(),
+            "negatives": histogram.negatives.tolist(),
         }
     )
     return Message(RecordDict({"metrics": metrics}), reply_to=message)

@@ -6,7 +6,8 @@ malformed or hostile manifest fails admission with a reason instead of reaching 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import operator
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -19,20 +20,74 @@ class _Document(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class ScoreHistogram(_Document):
-    """Counts of predicted risk per fixed bin, split by true class (DESIGN.md step 6)."""
+MAX_HISTOGRAM_BINS = 1_000_000
+"""Far above ``evaluation.histogram_bins``'s limit: a bound on what a hospital may declare."""
+MAX_BIN_COUNT = 2**40
+"""Per bin: a million hospitals' summed counts still fit the int64 of ``ClassHistogram``."""
 
-    positives: list[int]
-    negatives: list[int]
+
+class SparseCounts(_Document):
+    """One class's non-zero bins: ``count[i]`` test examples fell in bin ``index[i]``.
+
+    Sparse because a hospital's test split (~130 stays) fills few of the ~2000 bins: dense
+    lists made the aggregator parse ~12,000 zeros per manifest. Two parallel lists rather than
+    ``[[bin, count], ...]`` pairs: plain int lists parse fastest and still read at a glance.
+    """
+
+    index: list[Annotated[int, Field(ge=0)]] = Field(
+        max_length=MAX_HISTOGRAM_BINS, description="bin indices, strictly increasing"
+    )
+    count: list[Annotated[int, Field(gt=0, le=MAX_BIN_COUNT)]] = Field(
+        max_length=MAX_HISTOGRAM_BINS, description="examples in each listed bin, all > 0"
+    )
 
     @model_validator(mode="after")
-    def _consistent(self) -> ScoreHistogram:
-        if len(self.positives) != len(self.negatives):
-            raise ValueError("positives and negatives histograms differ in length")
-        # min() runs in C: the aggregator checks thousands of bins per hospital per round
-        if min(self.positives, default=0) < 0 or min(self.negatives, default=0) < 0:
-            raise ValueError("histogram counts must be >= 0")
+    def _aligned_and_increasing(self) -> SparseCounts:
+        if len(self.index) != len(self.count):
+            raise ValueError(
+                f"index has {len(self.index)} entries but count has {len(self.count)}; "
+                "give one count per listed bin"
+            )
+        # map(lt) runs in C: cheap even for the longest list the manifest size limit allows
+        if not all(map(operator.lt, self.index, self.index[1:])):
+            at = next(i for i in range(1, len(self.index)) if self.index[i - 1] >= self.index[i])
+            raise ValueError(
+                f"index must be strictly increasing, but index[{at - 1}] = {self.index[at - 1]} "
+                f"and index[{at}] = {self.index[at]}; list each bin once, in order"
+            )
         return self
+
+    @property
+    def total(self) -> int:
+        return sum(self.count)
+
+
+class ScoreHistogram(_Document):
+    """Counts of predicted risk per fixed bin, split by true class (DESIGN.md step 6).
+
+    The wire form only, listing the non-zero bins: ``{"bins": 2000, "positives": {"index":
+    [3, 17], "count": [1, 2]}, "negatives": {...}}``. ``fl_core.exchange.histograms`` converts
+    to and from the dense ``fl_core.metrics.ClassHistogram`` that the metrics are computed on.
+    """
+
+    bins: int = Field(ge=2, le=MAX_HISTOGRAM_BINS, description="number of fixed risk bins")
+    positives: SparseCounts
+    negatives: SparseCounts
+
+    @model_validator(mode="after")
+    def _indices_below_bins(self) -> ScoreHistogram:
+        for name, counts in (("positives", self.positives), ("negatives", self.negatives)):
+            if counts.index and counts.index[-1] >= self.bins:
+                raise ValueError(
+                    f"{name} lists bin {counts.index[-1]}, but bins is {self.bins}; "
+                    f"bin indices run from 0 to {self.bins - 1}"
+                )
+        return self
+
+    @property
+    def num_examples(self) -> int:
+        """Examples counted in both classes (no dense array is built)."""
+        return self.positives.total + self.negatives.total
 
 
 class EvaluationReport(_Document):
@@ -50,7 +105,7 @@ class EvaluationReport(_Document):
 
     @model_validator(mode="after")
     def _counts_match(self) -> EvaluationReport:
-        counted = sum(self.histogram.positives) + sum(self.histogram.negatives)
+        counted = self.histogram.num_examples
         if counted != self.num_examples:
             raise ValueError(f"histogram counts {counted} != num_examples {self.num_examples}")
         if self.finetuned is not None:

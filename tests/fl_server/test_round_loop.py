@@ -26,6 +26,7 @@ from fl_core.exchange.manifests import (
     EvaluationReport,
     GlobalManifest,
     ScoreHistogram,
+    SparseCounts,
     UpdateManifest,
 )
 from fl_core.exchange.protocol import Exchange
@@ -62,15 +63,15 @@ def num_examples(site: str) -> int:
     return 10 * (SITES.index(site) + 1) if site in SITES else 7
 
 
-def evaluation(site: str) -> EvaluationReport:
-    positives = [0] * BINS
-    negatives = [0] * BINS
-    positives[7] = 2
-    negatives[2] = num_examples(site)
+def evaluation(site: str, bins: int = BINS) -> EvaluationReport:
     return EvaluationReport(
         num_examples=num_examples(site) + 2,
         loss_sum=1.0,
-        histogram=ScoreHistogram(positives=positives, negatives=negatives),
+        histogram=ScoreHistogram(
+            bins=bins,
+            positives=SparseCounts(index=[7], count=[2]),
+            negatives=SparseCounts(index=[2], count=[num_examples(site)]),
+        ),
     )
 
 
@@ -356,6 +357,52 @@ def test_hostile_updates_rejected_with_reasons_and_model_unaffected(tmp_path):
     assert ("bad-8", "non_finite") in [tuple(x) for x in ledger.rejected]
     details = {d.site_id: d.detail for d in result.rejected}
     assert "site-a" in details["bad-3"] and "NaN or Inf" in details["bad-14"]
+
+
+def _bad_histogram_writes(exchange: Exchange, manifest: GlobalManifest) -> None:
+    """Evaluation histograms of the wrong size, or still in the old dense form."""
+    if manifest.task != "train":
+        return
+    r = manifest.round_index
+    wrong = evaluation("bad-bins", bins=BINS + 5)
+    reference = evaluation("bad-reference").model_copy(
+        update={"reference": {"apache": wrong.histogram}}
+    )
+    for site, report in (("bad-bins", wrong), ("bad-reference", reference), ("old-dense", None)):
+        nonce = secrets.token_hex(16)
+        data = signed(honest_weights(site, r), manifest, site, nonce)
+        update = manifest_for(manifest, site, data, nonce=nonce, evaluation=report)
+        document = update.model_dump(mode="json")
+        if report is None:  # the dense lists manifests carried before they were sparse
+            document["evaluation"] = {
+                "num_examples": 2,
+                "loss_sum": 1.0,
+                "histogram": {"positives": [0] * 7 + [2] + [0] * 2, "negatives": [0] * BINS},
+            }
+        exchange.store.put_new(exchange.layout.update_weights_key(r, site), data)
+        exchange.store.put_new(
+            exchange.layout.update_manifest_key(r, site), json.dumps(document).encode()
+        )
+
+
+def test_histograms_of_the_wrong_size_or_form_are_malformed(tmp_path):
+    config = make_config()
+    exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
+    script = Script(exchange, SITES, on_open=_bad_histogram_writes)
+    bad = ["bad-bins", "bad-reference", "old-dense"]
+    _state, exchange = run_loop(tmp_path, config, script, sites=SITES + bad)
+    result = exchange.read_result(1)
+    reasons = {d.site_id: d.reason for d in result.rejected}
+    assert reasons == dict.fromkeys(bad, "malformed_manifest")
+    details = {d.site_id: d.detail for d in result.rejected}
+    assert details["bad-bins"] == f"histogram has {BINS + 5} bins, expected {BINS}"
+    assert details["bad-reference"] == (
+        f"reference 'apache' histogram has {BINS + 5} bins, expected {BINS}"
+    )
+    assert details["old-dense"].startswith("evaluation.histogram.")
+    # the round closes on the honest hospitals' histograms alone
+    assert result.evaluation is not None and result.evaluation.num_sites == len(SITES)
+    assert result.evaluation.auroc == 1.0
 
 
 def test_deadline_closes_with_quorum_and_records_missing(tmp_path):

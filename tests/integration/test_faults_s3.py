@@ -18,6 +18,7 @@ from fl_core.exchange.manifests import (
     EvaluationReport,
     GlobalManifest,
     ScoreHistogram,
+    SparseCounts,
     UpdateManifest,
 )
 from fl_core.serialization import decode_weights, encode_weights, sha256_hex
@@ -314,10 +315,11 @@ class _Rogue(RoundEvents):
             num_examples=12,
             loss_sum=1.0,
             histogram=ScoreHistogram(
-                positives=[0] * 7 + [2] + [0] * 2, negatives=[0, 0, 10] + [0] * 7
+                bins=bins,
+                positives=SparseCounts(index=[7], count=[2]),
+                negatives=SparseCounts(index=[2], count=[10]),
             ),
         )
-        assert len(report.histogram.positives) == bins
         global_weights = decode_weights(exchange.read_global_weights(manifest))
         for index, site in enumerate(("site-001", "site-002", "site-003")):
             nonce = secrets.token_hex(16)
