@@ -93,7 +93,7 @@ def auroc_from_histogram(histogram: ClassHistogram) -> float | None:
     negatives = histogram.negatives.astype(np.float64)
     negatives_below = np.cumsum(negatives) - negatives
     pairs = float(np.dot(positives, negatives_below + 0.5 * negatives))
-    return pairs / (positives.sum() * negatives.sum())
+    return pairs / float(positives.sum() * negatives.sum())
 
 
 def auprc_from_histogram(histogram: ClassHistogram) -> float | None:
