@@ -15,7 +15,7 @@ from torch import nn
 
 from fl_client.local_objective import LocalObjective
 from fl_client.private import HospitalPrivacy
-from fl_client.trainer import ClientTrainer, TrainResult
+from fl_client.trainer import ClientTrainer, TrainResult, seed_torch
 from fl_core.config import TrainingConfig
 from fl_core.data.base import SiteData
 
@@ -77,7 +77,7 @@ class TabularTrainer(ClientTrainer):
         n = split.num_examples
         if n == 0:
             return TrainResult(num_examples=0, train_loss=0.0)
-        torch.manual_seed(seed)
+        seed_torch(seed, self.device)
         generator = torch.Generator().manual_seed(seed)
         x = torch.from_numpy(split.x).to(self.device)
         y = torch.from_numpy(split.y.astype(np.float32)).to(self.device)
