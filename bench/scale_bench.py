@@ -40,6 +40,7 @@ from fedsilo.simulation import open_exchange
 from fl_core.config import FederationConfig, TwinDataConfig
 from fl_core.data.eicu.twin_source import materialize_twin
 from fl_core.data.prepared import PreparedFolderSource
+from fl_core.exchange.fs_store import LocalDirectoryStore
 
 HOSPITALS = 208
 STAYS = 200_000
@@ -62,6 +63,14 @@ class EngineRun:
     cpu_s: float
     timings: Timings
     final_auroc: float | None
+    put_us: float
+    """CPU per write-once 40 kB object in the same folder, before and after the run."""
+    objects_written: int
+
+    @property
+    def puts_share(self) -> float:
+        """Estimated share of compute spent creating the exchange's files, at the probe's cost."""
+        return self.objects_written * self.put_us / 1e6 / self.timings.compute_s
 
     @property
     def overhead_cpu_s(self) -> float:
@@ -140,6 +149,23 @@ def _final_auroc(run_dir: Path) -> float | None:
     return rows[-1]["auroc"] if rows else None
 
 
+def put_cost_us(work: Path, objects: int = 400) -> float:
+    """CPU microseconds per write-once object on this filesystem, measured beside each run.
+
+    Every answer is two such objects (tensors, then manifest). On the VMs these figures come
+    from, creating a file costs anywhere from 50 to 800 us of CPU from one minute to the
+    next, so the federation's overhead moves with it; the table shows what it was.
+    """
+    store = LocalDirectoryStore(work / "put-probe", durable=False)
+    payload = bytes(40_000)  # about one update of the default model
+    started = time.process_time()
+    for index in range(objects):
+        store.put_new(f"probe/{index // 100}/{index}.bin", payload)
+    spent = time.process_time() - started
+    shutil.rmtree(work / "put-probe")
+    return spent / objects * 1e6
+
+
 def run_engine(engine: str, prepared: Path, rounds: int, work: Path) -> EngineRun:
     """``fedsilo simulate --engine ENGINE`` in a fresh process, timed and CPU-accounted."""
     timings = work / f"timings-{engine}"
@@ -150,6 +176,7 @@ def run_engine(engine: str, prepared: Path, rounds: int, work: Path) -> EngineRu
     command += ["--data", str(prepared), "--rounds", str(rounds), "--workers", str(WORKERS)]
     command += ["--app", APP_REF, "--out", str(work), "--run-id", engine]
     command += ["--log-level", "ERROR"]
+    put_us = put_cost_us(work)
     cpu_before = _children_cpu_s()
     started = time.perf_counter()
     done = subprocess.run(
@@ -167,6 +194,8 @@ def run_engine(engine: str, prepared: Path, rounds: int, work: Path) -> EngineRu
         cpu_s=_children_cpu_s() - cpu_before,
         timings=read_timings(timings),
         final_auroc=_final_auroc(run_dir),
+        put_us=(put_us + put_cost_us(work)) / 2,
+        objects_written=sum(1 for p in (run_dir / "exchange").rglob("*") if p.is_file()),
     )
 
 
@@ -182,6 +211,7 @@ def _row(run: EngineRun) -> list[str]:
         f"{run.rounds_overhead_share:.1%}",
         f"{run.wall_share:.1%}",
         "-" if run.final_auroc is None else f"{run.final_auroc:.3f}",
+        f"{run.put_us:.0f}",
     ]
 
 
@@ -215,11 +245,17 @@ def main(quick: bool) -> None:
         "same, w/o start-up",
         "wall-clock share",
         "final AUROC",
+        "file put CPU us",
     ):
         table.add_column(column, justify="right")
     for run in runs:
         table.add_row(*_row(run))
     console.print(table)
+    for run in runs:
+        console.print(
+            f"{run.engine}: {run.objects_written:,} exchange files written; at the probe's "
+            f"{run.put_us:.0f} us each that is about {run.puts_share:.1%} of compute"
+        )
     if "mpi" not in engines:
         console.print("MPI engine not measured: mpirun not found (make install)")
 

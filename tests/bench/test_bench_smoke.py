@@ -57,3 +57,11 @@ def test_streamed_mean_equals_np_average(tmp_path: Path, admit: bool) -> None:
 
 def test_runner_discovers_the_aggregation_benchmark() -> None:
     assert "aggregation" in discover_benchmarks()
+
+
+def test_scale_bench_put_probe_measures_and_cleans_up(tmp_path: Path) -> None:
+    from bench import scale_bench
+
+    cost = scale_bench.put_cost_us(tmp_path, objects=20)
+    assert math.isfinite(cost) and cost > 0
+    assert list(tmp_path.iterdir()) == []  # probe objects removed
