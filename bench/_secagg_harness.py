@@ -5,6 +5,11 @@ Shared by ``bench/secagg_bench.py`` and ``tests/secagg``: the aggregator is a re
 that moves each parameter by a fixed, site-specific delta (so FedAvg of the round is known
 exactly). A hospital can be made to die (an exception nothing catches ends its thread, as
 SIGKILL ends a process) right before or right after its update is written.
+
+Hospitals are threads, not ``fedsilo.inline.InlineHospitals``: a secure-aggregation round
+waits for the hospitals' adverts before it opens, so nobody can answer it from inside the
+round loop, and the dropouts happen inside that round (between the masked update and the
+unmask answer). Plain rounds run the same way, so the bench compares the protocols alone.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ class Killed(BaseException):
 
 class DyingExchange(Exchange):
     """A hospital's exchange that dies around its training update: ``when`` is
-    ``before_update``, ``after_update`` or empty (lives)."""
+    ``before_update``, ``after_update``, ``hang_after_update`` or empty (lives)."""
 
     def __init__(self, store: LocalDirectoryStore, federation_id: str, when: str) -> None:
         super().__init__(store, federation_id)

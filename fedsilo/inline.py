@@ -7,11 +7,15 @@ local-directory exchange with the real round loop, admission and hospital code
 (``answer_round``). Only the process boundary is missing, so use it for tests and
 benchmarks of aggregation strategies, and ``simulate`` for anything else: hospital-side
 privacy (DP-SGD budgets, secure-aggregation keys) is set up by the worker loader, not here.
+
+``InlineHospitals`` is the one place that answers for hospitals inside the round loop;
+tests that need more (hospitals that restart, an aggregator that crashes) pass their own
+``HospitalsFor`` or subclass it rather than writing another answering loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,7 @@ import torch
 
 from fedsilo.runner import FederatedApp
 from fedsilo.simulation import initial_model_weights, rows_from_exchange
-from fl_client.hospital import Hospital, answer_round
+from fl_client.hospital import GlobalModel, Hospital, answer_round
 from fl_core.config import FederationConfig
 from fl_core.data.base import SiteData
 from fl_core.data.standardize import FeatureMoments
@@ -29,18 +33,46 @@ from fl_core.exchange.manifests import GlobalManifest
 from fl_core.exchange.protocol import Exchange
 from fl_server.round_loop import RoundEvents, RoundLoop
 
+HospitalsFor = Callable[[int], Sequence[Hospital]]
+"""The hospitals that answer round ``round_index``: a test swaps in fresh ones to restart them."""
 
-class _AnswerInline(RoundEvents):
+
+class InlineHospitals(RoundEvents):
+    """Answers for every hospital of a round as soon as the round loop opens it.
+
+    Extension points: ``hospitals_for`` says which hospitals answer which round, and a
+    subclass overrides ``answer`` to act around one hospital's answer (a crash or a dropout)
+    or ``round_closed`` to act on a round's result.
+    """
+
     def __init__(
-        self, exchange: Exchange, hospitals: Sequence[Hospital], config: FederationConfig
+        self, exchange: Exchange, config: FederationConfig, hospitals_for: HospitalsFor
     ) -> None:
+        if config.privacy.secagg.enabled:
+            raise ConfigError(
+                "privacy.secagg rounds cannot be answered inline: the round loop waits for the "
+                "hospitals' adverts before round_opened runs; run hospitals as serve_sites "
+                "threads (as bench/_secagg_harness.py does) or turn privacy.secagg off"
+            )
         self.exchange = exchange
-        self.hospitals = hospitals
         self.config = config
+        self.hospitals_for = hospitals_for
 
     def round_opened(self, manifest: GlobalManifest) -> None:
-        for hospital in self.hospitals:
-            answer_round(self.exchange, hospital, manifest, self.config)
+        hospitals = self.hospitals_for(manifest.round_index)
+        invited = set(manifest.invited_sites)
+        # read, verified and decoded once for every hospital, as a worker hosting them does
+        model = None
+        if any(hospital.site_id in invited for hospital in hospitals):
+            model = GlobalModel.read(self.exchange, manifest)
+        for hospital in hospitals:
+            self.answer(hospital, manifest, model)
+
+    def answer(
+        self, hospital: Hospital, manifest: GlobalManifest, model: GlobalModel | None
+    ) -> bool:
+        """One hospital's answer; False when it is not invited or already answered."""
+        return answer_round(self.exchange, hospital, manifest, self.config, global_model=model)
 
 
 def run_inline(
@@ -66,7 +98,7 @@ def run_inline(
         config,
         [site.site_id for site in sites],
         initial_weights=initial,
-        events=_AnswerInline(exchange, hospitals, config),
+        events=InlineHospitals(exchange, config, lambda _round: hospitals),
     )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each hospital worker does: small models, many hospitals

@@ -1,13 +1,12 @@
 """A whole federation in one process: the round loop, and real hospitals answering each round.
 
-Hospitals answer as a round opens (a ``RoundEvents`` hook), so nothing waits on wall time and
-no worker process pays for importing torch. Everything else is the production path: the
-local-directory exchange, admission, the strategy's aggregator, ``answer_round``.
+Hospitals answer as a round opens (``fedsilo.inline.InlineHospitals``), so nothing waits on
+wall time and no worker process pays for importing torch. Everything else is the production
+path: the local-directory exchange, admission, the strategy's aggregator, ``answer_round``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,16 +14,17 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fedsilo.inline import HospitalsFor, InlineHospitals
 from fedsilo.runner import DEFAULT_APP, build_source
 from fedsilo.simulation import initial_model_weights
-from fl_client.hospital import Hospital, answer_round
+from fl_client.hospital import Hospital
 from fl_core.config import FederationConfig, load_config
 from fl_core.data.standardize import FeatureMoments
 from fl_core.exchange.fs_store import LocalDirectoryStore
-from fl_core.exchange.manifests import GlobalManifest, RoundResult
+from fl_core.exchange.manifests import RoundResult
 from fl_core.exchange.protocol import Exchange
 from fl_core.serialization import decode_weights
-from fl_server.round_loop import RoundEvents, RoundLoop
+from fl_server.round_loop import RoundLoop
 from fl_server.strategies import build_aggregator
 
 
@@ -69,28 +69,23 @@ class Federation:
         return evaluation.auroc
 
 
-HospitalsFor = Callable[[int], list[Hospital]]
-
-
 class AggregatorCrashError(Exception):
     """Raised from ``round_closed``: the aggregator dies after result.json, before state.json."""
 
 
-class _Answer(RoundEvents):
+class _Recorded(InlineHospitals):
+    """Keeps each round's result; the aggregator crashes after ``crash_after_round``."""
+
     def __init__(
         self,
         exchange: Exchange,
         config: FederationConfig,
-        hospitals: HospitalsFor,
+        hospitals_for: HospitalsFor,
         crash_after_round: int | None,
-    ):
-        self.exchange, self.config, self.hospitals = exchange, config, hospitals
+    ) -> None:
+        super().__init__(exchange, config, hospitals_for)
         self.crash_after_round = crash_after_round
         self.results: list[RoundResult] = []
-
-    def round_opened(self, manifest: GlobalManifest) -> None:
-        for hospital in self.hospitals(manifest.round_index):
-            answer_round(self.exchange, hospital, manifest, self.config)
 
     def round_closed(self, result: RoundResult) -> None:
         self.results.append(result)
@@ -122,7 +117,7 @@ def run_federation(
 ) -> Federation:
     exchange = Exchange(LocalDirectoryStore(root / "exchange"), config.federation_id)
     fixed = [] if hospitals else make_hospitals(config)
-    events = _Answer(exchange, config, hospitals or (lambda _round: fixed), crash_after_round)
+    events = _Recorded(exchange, config, hospitals or (lambda _round: fixed), crash_after_round)
     sites = build_source(config).site_ids()
     loop = RoundLoop(
         exchange,
