@@ -23,9 +23,10 @@ from botocore.config import Config
 from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
+from fedsilo.inline import InlineHospitals
 from fedsilo.onboard_cli import s3_store_for
 from fedsilo.onboarding import CdkJson, approve, build_request, load_request, offboard, preflight
-from fl_client.hospital import Hospital, answer_round
+from fl_client.hospital import Hospital
 from fl_core.config import load_config
 from fl_core.data.synthetic import SyntheticSource
 from fl_core.errors import ConfigError
@@ -33,7 +34,7 @@ from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.s3_store import S3Store
 from fl_core.registry import activate_verified_sites
 from fl_server.aggregator import FedAvgAggregator
-from fl_server.round_loop import RoundEvents, RoundLoop
+from fl_server.round_loop import RoundLoop
 
 REPO = Path(__file__).resolve().parents[2]
 REGION = "eu-west-1"
@@ -152,17 +153,6 @@ def test_check_with_the_wrong_accounts_credentials_fails_and_stays_pending(aws, 
     assert exchange.read_registration("site-c").status == "pending"
 
 
-class Hospitals(RoundEvents):
-    """Real hospitals answering each round (including one that was offboarded)."""
-
-    def __init__(self, exchange, hospitals, config):
-        self.exchange, self.hospitals, self.config = exchange, hospitals, config
-
-    def round_opened(self, manifest):
-        for hospital in self.hospitals:
-            answer_round(self.exchange, hospital, manifest, self.config)
-
-
 def test_offboarded_hospital_that_keeps_writing_is_refused(aws, tmp_path, cdk_json):
     cdk = CdkJson.load(cdk_json)
     exchange = exchange_for(cdk)
@@ -201,7 +191,8 @@ def test_offboarded_hospital_that_keeps_writing_is_refused(aws, tmp_path, cdk_js
         config,
         ids,
         initial_weights={k: np.array(v) for k, v in weights.items()},
-        events=Hospitals(exchange, hospitals, config),
+        # real hospitals answering each round, including the one that was offboarded
+        events=InlineHospitals(exchange, config, lambda _round: hospitals),
     )
     loop.run()
     result = exchange.read_result(1)
