@@ -76,13 +76,24 @@ class LocalDirectoryStore(ObjectStore):
         return self.root / key
 
     def _write_temp(self, path: Path, data: bytes) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=_TMP_SUFFIX)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
+        # the folder usually exists (a round's updates folder gets hundreds of objects), so
+        # create it only when the temporary file cannot be made, not with a mkdir per write
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=_TMP_SUFFIX)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=_TMP_SUFFIX)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             if self.durable:
-                os.fsync(handle.fileno())
+                os.fsync(fd)
+        except BaseException:
+            os.unlink(tmp_name)
+            raise
+        finally:
+            os.close(fd)
         return Path(tmp_name)
 
     def put_new(self, key: ObjectKey, data: bytes) -> None:
