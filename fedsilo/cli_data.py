@@ -15,12 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fl_core.data.eicu.prepare import DEFAULT_MIN_STAYS as EICU_MIN_STAYS
-from fl_core.data.eicu.prepare import prepare_eicu
-from fl_core.data.eicu.synth import synthesize
+from fl_core.data.defaults import EICU_MIN_STAYS, TABLE_MIN_STAYS
 from fl_core.data.prepared import PreparedSchema
-from fl_core.data.tabular import DEFAULT_MIN_STAYS as TABLE_MIN_STAYS
-from fl_core.data.tabular import prepare_table
 from fl_core.errors import ConfigError
 
 data_app = typer.Typer(
@@ -46,6 +42,8 @@ def synth_command(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Write a synthetic twin of eICU-CRD v2.0 (same four tables) plus its true-risk file."""
+    from fl_core.data.eicu.synth import synthesize  # pandas: only this command pays for it
+
     summary = synthesize(out, hospitals=hospitals, stays=stays, seed=seed, overwrite=overwrite)
     sizes = np.array(summary.sizes)
     mortality = np.array(summary.hospital_mortality)
@@ -99,6 +97,10 @@ def prepare_command(
     """Write one folder per hospital (stratified train/valid/test Parquet) plus schema.json."""
     if (eicu_dir is None) == (csv is None):
         raise ConfigError("give exactly one of --eicu-dir DIR or --csv FILE")
+    # the preparers import pandas: only this command pays for it
+    from fl_core.data.eicu.prepare import prepare_eicu
+    from fl_core.data.tabular import prepare_table
+
     if eicu_dir is not None:
         for option, value in (("--site-column", site_column), ("--label-column", label_column)):
             if value is not None:

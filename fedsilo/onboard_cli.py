@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
-import boto3
 import typer
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
 from rich.console import Console
 from rich.table import Table
 
@@ -26,8 +23,12 @@ from fedsilo.secagg_keys import hospital_public_key, key_path
 from fl_core.errors import ConfigError, ExchangeError, FedsiloError
 from fl_core.exchange.layout import check_site_id
 from fl_core.exchange.protocol import Exchange
-from fl_core.exchange.s3_store import S3Store
 from fl_core.exchange.uri import open_store
+
+if TYPE_CHECKING:  # boto3 is imported by the commands that call AWS, not by every command
+    import boto3
+
+    from fl_core.exchange.s3_store import S3Store
 
 onboard_app = typer.Typer(no_args_is_help=True, help="Join a federation (hospital and centre).")
 console = Console()
@@ -37,6 +38,8 @@ CdkJsonOption = Annotated[Path, typer.Option("--cdk-json", help="the federation'
 
 
 def _sts(endpoint_url: str | None, region: str | None = None) -> object:
+    import boto3
+
     return boto3.client("sts", endpoint_url=endpoint_url, region_name=region)
 
 
@@ -48,6 +51,9 @@ def hospital_session(
     role_arn: str | None, external_id: str | None, endpoint_url: str | None
 ) -> boto3.Session:
     """The hospital's task role (assumed with STS) or, without --role-arn, the current one."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
     if role_arn is None:
         return boto3.Session()
     kwargs = {"RoleArn": role_arn, "RoleSessionName": "fedsilo-onboard-check"}
@@ -72,6 +78,10 @@ def s3_store_for(
     uri: str, session: boto3.Session, endpoint_url: str | None, kms_key_id: str | None
 ) -> S3Store:
     """An S3 store that acts with ``session``'s credentials."""
+    from botocore.config import Config
+
+    from fl_core.exchange.s3_store import S3Store
+
     parts = urlsplit(uri)
     if parts.scheme != "s3" or not parts.netloc:
         raise ConfigError(f"--exchange {uri!r}: the preflight runs against s3://bucket[/prefix]")

@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -75,6 +74,8 @@ def request_digest(fields: dict[str, Any]) -> str:
 
 def known_regions() -> list[str]:
     """Regions botocore knows for S3 (read from its bundled data, offline)."""
+    import boto3  # 0.2 s: only the commands that check a region pay for it
+
     regions: list[str] = boto3.session.Session().get_available_regions("s3")
     return regions
 

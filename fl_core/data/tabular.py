@@ -22,11 +22,11 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from fl_core.data.defaults import TABLE_MIN_STAYS
 from fl_core.data.prepared import FeatureEntry, PreparedSchema, PreparedWriter
 from fl_core.errors import ConfigError
 
-DEFAULT_MIN_STAYS = 10
-"""A site needs this many labelled rows to be kept (fewer cannot train or be evaluated)."""
+DEFAULT_MIN_STAYS = TABLE_MIN_STAYS
 MAX_CATEGORIES = 30
 """Text columns one-hot encode at most this many values (the most frequent); the rest: other."""
 NUMERIC_SHARE = 0.95

@@ -123,3 +123,17 @@ def test_json_logs_carry_no_tensors(tmp_path):
     assert {"global_published", "update_accepted", "round_closed"} <= names
     assert all(e.get("run_id") == "logs" for e in events)
     assert all(len(json.dumps(e)) < 2000 for e in events)
+
+
+def test_the_command_line_imports_no_heavy_library_before_a_command_needs_it():
+    """Every command (and --help) would pay ~1.5 CPU-s for torch, pandas, boto3, sklearn."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, fedsilo.cli; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'torch', 'pandas', 'boto3', 'sklearn'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from fl_core.data.defaults import EICU_MIN_STAYS
 from fl_core.data.eicu.cohort import Cohort, load_cohort
 from fl_core.data.eicu.features import VOCABULARY, build_features, feature_specs
 from fl_core.data.prepared import FeatureEntry, PreparedSchema, PreparedWriter
 from fl_core.errors import ConfigError
 
-DEFAULT_MIN_STAYS = 1
-"""eICU keeps every hospital by default: small hospitals are the normal case, not an error."""
+DEFAULT_MIN_STAYS = EICU_MIN_STAYS
 
 
 @dataclass(frozen=True)
