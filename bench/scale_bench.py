@@ -24,6 +24,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -115,17 +116,26 @@ def _become_subreaper() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
 
 
-def _reap_adopted(timeout_s: float = 60.0) -> None:
-    """Wait for every adopted descendant, so their CPU is in ``RUSAGE_CHILDREN``."""
-    give_up = time.monotonic() + timeout_s
-    while time.monotonic() < give_up:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            time.sleep(0.05)
-    raise RuntimeError("descendants of the benchmarked run did not exit")
+def _reap_adopted(timeout_s: int = 60) -> None:
+    """Wait for every adopted descendant, so their CPU is in ``RUSAGE_CHILDREN``.
+
+    A blocking ``waitpid`` per descendant, bounded by an alarm so that a descendant that
+    never exits fails the benchmark instead of hanging it.
+    """
+
+    def give_up(signum: int, frame: object) -> None:
+        raise RuntimeError(f"descendants of the benchmarked run did not exit in {timeout_s} s")
+
+    previous = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(timeout_s)
+    try:
+        while True:
+            os.waitpid(-1, 0)
+    except ChildProcessError:
+        return  # none left
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _children_cpu_s() -> float:

@@ -25,6 +25,7 @@ from fl_core.secagg.field import FieldParams, quantisation_error_bound
 from fl_core.secagg.messages import SecAggRoster, SecAggUnmaskRequest
 from fl_core.serialization import decode_weights, read_tensor_specs
 from fl_server.aggregator import FedAvgAggregator
+from fl_server.moments import gather_moments
 from fl_server.round_loop import RoundLoop
 
 SITES = [f"site-{c}" for c in "abcdef"]
@@ -196,10 +197,12 @@ def test_hospital_processes_sigkilled_after_masking(tmp_path: Path) -> None:
             target=serve_in_process, args=(tmp_path, sites, config, FEATURES, when), daemon=True
         )
         procs[name].start()
-    give_up = time.monotonic() + 120  # hospitals report their moments once they are up
-    while not all(exchange.store.exists(exchange.layout.moments_key(s)) for s in SITES):
-        assert time.monotonic() < give_up, "hospital processes did not start"
-        time.sleep(0.1)
+    # hospitals report their moments once they are up: wait for all of them as the aggregator
+    # does (a spawned process imports torch first, far longer than the round's 4 s deadline)
+    startup = config.model_copy(
+        update={"round": config.round.model_copy(update={"deadline_s": 120.0})}
+    )
+    assert len(gather_moments(exchange, SITES, FEATURES, startup)) == len(SITES)
     killed: list[str] = []
 
     def sleep_and_kill(seconds: float) -> None:
