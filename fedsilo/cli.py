@@ -350,27 +350,40 @@ def client_run(
     run_client(federation, site_id, state_dir)
 
 
-def main() -> None:
-    """Console entry point: expected faults become one line and their exit code."""
+def _run_app() -> int:
+    """The command's exit code: expected faults become one line and their exit code."""
     try:
-        app(standalone_mode=False)
+        returned = app(standalone_mode=False)
     except FedsiloError as err:
         message = str(err).strip()
         console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
-        sys.exit(err.exit_code)
+        return err.exit_code
     except typer.Abort:
         console.print("aborted")
-        sys.exit(130)
+        return 130
     except KeyboardInterrupt:
         console.print("interrupted")
-        sys.exit(130)
-    except Exception as err:  # click usage errors carry their own exit code
-        import click
+        return 130
+    except typer.TyperException as err:  # usage errors (typer's own click) carry their exit code
+        show = getattr(err, "show", None)
+        console.print(f"error: {err.format_message()}") if show is None else show()
+        return err.exit_code
+    return returned if isinstance(returned, int) else 0  # typer.Exit(code) arrives as a return
 
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        raise
+
+def main() -> None:
+    """Console entry point; the process leaves without tearing torch down (``process_exit``)."""
+    from fedsilo.process_exit import exit_process
+
+    try:
+        code = _run_app()
+    except SystemExit as done:  # typer.Exit from a command, or a library's sys.exit
+        if done.code is None or isinstance(done.code, int):
+            code = done.code or 0
+        else:
+            print(done.code, file=sys.stderr)
+            code = 1
+    exit_process(code)
 
 
 if __name__ == "__main__":

@@ -137,3 +137,26 @@ def test_the_command_line_imports_no_heavy_library_before_a_command_needs_it():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["simulate", "--rounds", "x"], "Error: Invalid value for '--rounds'"),
+        (["status"], "Error: Missing option '--federation'"),
+        (["no-such-command"], "Error: No such command 'no-such-command'"),
+    ],
+)
+def test_usage_errors_exit_2_without_a_traceback(tmp_path, args, needle):
+    """typer ships its own click: its usage errors must not fall through as tracebacks."""
+    done = fedsilo(*args, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert needle in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_no_arguments_prints_usage_and_exits_2(tmp_path):
+    done = fedsilo(cwd=tmp_path)
+    assert done.returncode == 2
+    assert "Usage: " in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr

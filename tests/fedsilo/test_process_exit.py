@@ -1,0 +1,90 @@
+"""Leaving without module teardown must not lose output, clean-ups or exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+CANARY = """
+import os as _os
+canary = open(_os.path.join(_os.environ["OUT"], "canary"), "w")  # noqa: SIM115
+canary.write("flushed by teardown")
+"""
+"""An unclosed, buffered file: module teardown flushes it, ``os._exit`` does not."""
+
+
+def run_python(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", CANARY + textwrap.dedent(code)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(REPO), "OUT": str(tmp_path)},
+    )
+
+
+def test_the_canary_sees_a_normal_teardown(tmp_path):
+    done = run_python("", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "canary").read_text() == "flushed by teardown"
+
+
+def test_exit_process_keeps_code_output_and_atexit_handlers(tmp_path):
+    done = run_python(
+        """
+        import atexit, os, sys
+        from pathlib import Path
+        from fedsilo.process_exit import exit_process
+        atexit.register(lambda: Path(os.environ["OUT"], "atexit-ran").write_text("yes"))
+        sys.stdout.write("buffered line, no newline")
+        sys.stderr.write("to stderr")
+        exit_process(7)
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 7, done.stderr
+    assert done.stdout == "buffered line, no newline"
+    assert done.stderr == "to stderr"
+    assert (tmp_path / "atexit-ran").read_text() == "yes"
+    assert (tmp_path / "canary").read_text() == "", "module teardown ran"
+
+
+def test_exit_process_waits_for_a_running_non_daemon_thread(tmp_path):
+    done = run_python(
+        """
+        import os, threading, time
+        from pathlib import Path
+        from fedsilo.process_exit import exit_process
+        def late_write():
+            time.sleep(1)
+            Path(os.environ["OUT"], "thread-finished").write_text("yes")
+        threading.Thread(target=late_write).start()
+        exit_process(3)
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 3, done.stderr
+    assert (tmp_path / "thread-finished").read_text() == "yes"
+
+
+def test_forkserver_exit_runs_earlier_handlers_and_leaves_with_0(tmp_path):
+    done = run_python(
+        """
+        import atexit, os
+        from pathlib import Path
+        atexit.register(lambda: Path(os.environ["OUT"], "earlier-handler").write_text("yes"))
+        import fedsilo.forkserver_exit
+        print("still printed", end="")
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "still printed"
+    assert (tmp_path / "earlier-handler").read_text() == "yes"
+    assert (tmp_path / "canary").read_text() == "", "module teardown ran"
