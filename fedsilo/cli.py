@@ -164,7 +164,10 @@ def simulate(
         from fedsilo.worker_pool import worker_context
 
         worker_context()  # the fork server imports torch on one core while we do on the other
-    from fedsilo.simulation import simulate as run_simulation
+    from fedsilo.gc_policy import start_up
+
+    with start_up():
+        from fedsilo.simulation import simulate as run_simulation
 
     overrides: dict[str, Any] = {
         "rounds": rounds,

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import structlog
 import torch
 
+from fedsilo.gc_policy import freeze_start_up
 from fedsilo.logs import LogFormat
 from fedsilo.mpi_launch import require_mpi
 from fedsilo.run_folder import start_run
@@ -239,6 +240,7 @@ def _serve(comm: Intracomm) -> None:
         key_dir = None if assignment.secagg_key_dir is None else Path(assignment.secagg_key_dir)
         hospitals = load_hospitals(app, config, assignment.site_ids, key_dir)
         exchange = open_exchange(assignment.exchange_uri, config)
+        freeze_start_up()
         served = serve_sites(exchange, hospitals, config, config.simulation.client_timeout_s)
     report = RankReport(
         rank=comm.Get_rank(),

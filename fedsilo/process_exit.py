@@ -11,7 +11,8 @@ clean-ups that do matter are registered with ``atexit`` (logging's flush, multip
 child reaping), which still run, in their usual order, before the standard streams are flushed
 and the process leaves with ``os._exit``. The one C-level exit hook we rely on, mpi4py's
 ``MPI_Finalize``, is called here: without it ``mpirun`` reports the rank as failed. Where a
-non-daemon thread is still running, the normal exit (which waits for it) is used instead.
+non-daemon thread is still running, or a profiler or tracer is installed, the normal exit is
+used instead.
 """
 
 from __future__ import annotations
@@ -51,9 +52,21 @@ def _other_threads_running() -> bool:
     return any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate())
 
 
+def _normal_exit_needed() -> bool:
+    """A running non-daemon thread (Python waits for it), a call off the main thread, or a
+    profiler or tracer (cProfile, coverage, a debugger), which writes its results only after the
+    program returns."""
+    return (
+        _other_threads_running()
+        or threading.current_thread() is not threading.main_thread()
+        or sys.getprofile() is not None
+        or sys.gettrace() is not None
+    )
+
+
 def exit_process(code: int) -> NoReturn:
     """End the process with ``code``: atexit handlers, flushed streams, no module teardown."""
-    if _other_threads_running() or threading.current_thread() is not threading.main_thread():
+    if _normal_exit_needed():
         sys.exit(code)
     _leave(code)
 
@@ -68,7 +81,7 @@ def skip_teardown_at_exit() -> None:
 
     def leave() -> None:
         atexit.unregister(leave)
-        if not _other_threads_running():
+        if not _normal_exit_needed():
             _leave(0)
 
     atexit.register(leave)

@@ -24,6 +24,7 @@ import numpy as np
 import structlog
 import torch
 
+from fedsilo.gc_policy import collect_in_child, freeze_start_up
 from fedsilo.logs import LogFormat, configure_logging
 from fedsilo.run_folder import start_run
 from fedsilo.runner import DEFAULT_APP, FederatedApp, build_source, load_app
@@ -62,6 +63,7 @@ class WorkerSpec:
 
 def _worker_main(spec: WorkerSpec, reports: Any) -> None:
     """A hospital worker: load its sites, report their moments, answer rounds until final."""
+    collect_in_child()
     torch.set_num_threads(1)
     configure_logging(spec.log_format, spec.log_level)
     structlog.contextvars.bind_contextvars(run_id=spec.run_id, worker=spec.index)
@@ -69,6 +71,7 @@ def _worker_main(spec: WorkerSpec, reports: Any) -> None:
         app = spec.app if spec.app is not None else load_app(spec.app_ref)
         hospitals = load_hospitals(app, spec.config, spec.site_ids, spec.secagg_key_dir)
         exchange = open_exchange(spec.exchange_uri, spec.config)
+        freeze_start_up()
         served = serve_sites(
             exchange, hospitals, spec.config, spec.config.simulation.client_timeout_s
         )
@@ -209,6 +212,7 @@ def run_rounds(
         events=events,
         sleep=sleep,
     )
+    freeze_start_up()
     loop.run()
 
 

@@ -14,19 +14,8 @@ import multiprocessing as mp
 from multiprocessing import forkserver
 from typing import Any
 
-_WORKER_PRELOAD = [
-    "fedsilo.simulation",
-    "torch",
-    "torch._dynamo",
-    "torch.optim",
-    "pandas",
-    "fedsilo.forkserver_exit",
-]
-"""Imported once by the fork server, so each hospital worker starts with them loaded.
-
-pandas: pyarrow imports it on a worker's first ``to_numpy`` of a prepared hospital's column
-(a quarter CPU-second per worker). ``fedsilo.forkserver_exit``: the fork server leaves without
-tearing all of that down again (about 0.8 CPU-s)."""
+_WORKER_PRELOAD = ["fedsilo.forkserver_preload"]
+"""The fork server's one preload module: what each hospital worker starts with."""
 
 
 def worker_context() -> Any:

@@ -73,13 +73,14 @@ def test_exit_process_waits_for_a_running_non_daemon_thread(tmp_path):
     assert (tmp_path / "thread-finished").read_text() == "yes"
 
 
-def test_forkserver_exit_runs_earlier_handlers_and_leaves_with_0(tmp_path):
+def test_skip_teardown_at_exit_runs_earlier_handlers_and_leaves_with_0(tmp_path):
     done = run_python(
         """
         import atexit, os
         from pathlib import Path
         atexit.register(lambda: Path(os.environ["OUT"], "earlier-handler").write_text("yes"))
-        import fedsilo.forkserver_exit
+        from fedsilo.process_exit import skip_teardown_at_exit
+        skip_teardown_at_exit()
         print("still printed", end="")
         """,
         tmp_path,
@@ -87,4 +88,35 @@ def test_forkserver_exit_runs_earlier_handlers_and_leaves_with_0(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout == "still printed"
     assert (tmp_path / "earlier-handler").read_text() == "yes"
+    assert (tmp_path / "canary").read_text() == "", "module teardown ran"
+
+
+def test_a_profiled_command_still_writes_its_profile(tmp_path):
+    """cProfile writes its file after the program returns, so the exit must stay normal."""
+    profile = tmp_path / "cli.prof"
+    done = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "fedsilo.cli", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert profile.stat().st_size > 0
+
+
+def test_the_fork_server_preload_freezes_its_imports_and_skips_teardown(tmp_path):
+    done = run_python(
+        """
+        import gc
+        import fedsilo.forkserver_preload
+        assert not gc.isenabled(), "the fork server runs without collection"
+        assert gc.get_freeze_count() > 100_000, gc.get_freeze_count()
+        import torch._dynamo, pandas  # already loaded: the workers start with them
+        print("ok", end="")
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "ok"
     assert (tmp_path / "canary").read_text() == "", "module teardown ran"
