@@ -26,6 +26,7 @@ import torch
 
 from fedsilo.gc_policy import collect_in_child, freeze_start_up
 from fedsilo.logs import LogFormat, configure_logging
+from fedsilo.round_signal import RoundSignal, WorkerNotifier
 from fedsilo.run_folder import start_run
 from fedsilo.runner import DEFAULT_APP, FederatedApp, build_source, load_app
 from fedsilo.secagg_keys import key_path, load_key, register_simulated_sites
@@ -35,7 +36,7 @@ from fl_core.config import FederationConfig
 from fl_core.control_variates import split_controls
 from fl_core.data.standardize import FeatureMoments, combine_moments
 from fl_core.errors import FedsiloError
-from fl_core.exchange.manifests import RoundResult
+from fl_core.exchange.manifests import Decision, GlobalManifest, RoundResult
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
 from fl_core.models import model_weights
@@ -61,7 +62,7 @@ class WorkerSpec:
     secagg_key_dir: Path | None = None
 
 
-def _worker_main(spec: WorkerSpec, reports: Any) -> None:
+def _worker_main(spec: WorkerSpec, reports: Any, signal: RoundSignal) -> None:
     """A hospital worker: load its sites, report their moments, answer rounds until final."""
     collect_in_child()
     torch.set_num_threads(1)
@@ -73,7 +74,11 @@ def _worker_main(spec: WorkerSpec, reports: Any) -> None:
         exchange = open_exchange(spec.exchange_uri, spec.config)
         freeze_start_up()
         served = serve_sites(
-            exchange, hospitals, spec.config, spec.config.simulation.client_timeout_s
+            exchange,
+            hospitals,
+            spec.config,
+            spec.config.simulation.client_timeout_s,
+            WorkerNotifier(signal, reports, spec.index),
         )
         reports.put(("done", spec.index, served))
     except FedsiloError as err:
@@ -160,11 +165,31 @@ def rows_from_exchange(exchange: Exchange, rounds: int) -> list[dict[str, Any]]:
     return rows
 
 
+class _AnnouncingEvents(RoundEvents):
+    """The caller's events, plus waking the workers when a round opens."""
+
+    def __init__(self, inner: RoundEvents, signal: RoundSignal) -> None:
+        self.inner = inner
+        self.signal = signal
+
+    def round_opened(self, manifest: GlobalManifest) -> None:
+        self.signal.publish(manifest.round_index)
+        self.inner.round_opened(manifest)
+
+    def decided(self, round_index: int, decision: Decision) -> None:
+        self.inner.decided(round_index, decision)
+
+    def round_closed(self, result: RoundResult) -> None:
+        self.inner.round_closed(result)
+
+
 def _watching_sleep(procs: list[Any], reports: Any) -> Any:
     """The aggregator's sleep, which also notices hospital workers that failed.
 
     Without it a federation whose workers all crashed would wait for deadlines and
-    extensions before failing; with it the simulation stops at once and says why.
+    extensions before failing; with it the simulation stops at once and says why. A worker
+    that has answered a round (``round_signal.ANSWERED``) ends the sleep early, so the
+    aggregator lists the answers at once instead of on its next poll.
     """
 
     def sleep(seconds: float) -> None:
@@ -197,7 +222,7 @@ def run_rounds(
     exchange: Exchange,
     sites: list[str],
     num_features: int,
-    events: SimulationEvents,
+    events: RoundEvents,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """The aggregator's side: gather the moments, build the first model, run every round."""
@@ -285,6 +310,7 @@ def simulate(
     if key_dir is not None:  # each hospital's key, registered as `onboard approve` would
         register_simulated_sites(exchange, sites, key_dir)
     reports = context.Queue()
+    signal = RoundSignal(context)
     procs = []
     for index in range(workers):
         spec = WorkerSpec(
@@ -302,7 +328,7 @@ def simulate(
         )
         proc = context.Process(
             target=_worker_main,
-            args=(spec, reports),
+            args=(spec, reports, signal),
             daemon=True,
             name=f"fedsilo-hospitals-{index}",
         )
@@ -312,7 +338,8 @@ def simulate(
     try:
         num_features = len(source.feature_names())
         sleep = _watching_sleep(procs, reports)
-        run_rounds(app, config, exchange, sites, num_features, events, sleep)
+        announcing = _AnnouncingEvents(events, signal)
+        run_rounds(app, config, exchange, sites, num_features, announcing, sleep)
     finally:
         for proc in procs:
             proc.join(timeout=5)

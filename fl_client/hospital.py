@@ -12,7 +12,9 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
@@ -204,11 +206,25 @@ def wait_for_global(
         interval = min(interval * 1.5, cap)
 
 
+class RoundNotifier(Protocol):
+    """Wake-ups from and to an aggregator on the same machine (a simulation's worker).
+
+    Only latency: the exchange remains the source of truth, and polling remains the fallback.
+    """
+
+    def wait_published(self, round_index: int, seconds: float) -> None:
+        """Sleep up to ``seconds``, returning early once ``round_index`` is published."""
+
+    def answered(self, round_index: int) -> None:
+        """Every hosted site has answered ``round_index``."""
+
+
 def serve_sites(
     exchange: Exchange,
     hospitals: Sequence[Hospital],
     config: FederationConfig,
     timeout_s: float,
+    notifier: RoundNotifier | None = None,
 ) -> int:
     """Answer every round for every hosted site until the final round; returns rounds served."""
     for hospital in hospitals:  # DP-SGD settings checked (exit 2) and accountants restored
@@ -227,7 +243,10 @@ def serve_sites(
             publish_moments(exchange, hospital.data)
     served = 0
     while True:
-        manifest = wait_for_global(exchange, round_index, config.round.poll_interval_s, timeout_s)
+        sleep = time.sleep if notifier is None else partial(notifier.wait_published, round_index)
+        manifest = wait_for_global(
+            exchange, round_index, config.round.poll_interval_s, timeout_s, sleep=sleep
+        )
         invited = set(manifest.invited_sites)
         shared = (
             GlobalModel.read(exchange, manifest)
@@ -250,6 +269,8 @@ def serve_sites(
                 structlog.contextvars.bind_contextvars(site_id=hospital.site_id)
                 answer_round(exchange, hospital, manifest, config, global_model=shared)
         structlog.contextvars.unbind_contextvars("site_id")
+        if notifier is not None:
+            notifier.answered(round_index)
         served += 1
         if manifest.final:
             return served
