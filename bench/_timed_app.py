@@ -90,6 +90,8 @@ class Timings:
     """CPU of the hospital processes up to their last answer (start-up and polling included)."""
     processes: int
     calls: int
+    compute_per_process_s: tuple[float, ...] = ()
+    """Train + evaluate CPU of each hospital process: how evenly the work was placed."""
 
     @property
     def compute_s(self) -> float:
@@ -100,9 +102,11 @@ def read_timings(folder: Path) -> Timings:
     sums = {"train": 0.0, "evaluate": 0.0, "startup": 0.0}
     calls = 0
     processes_s = 0.0
+    per_process = []
     files = sorted(folder.glob("*.tsv"))
     for path in files:
         last_total = 0.0
+        compute = 0.0
         for line in path.read_text(encoding="utf-8").splitlines():
             kind, seconds = line.split("\t")
             if kind == "total":
@@ -110,5 +114,15 @@ def read_timings(folder: Path) -> Timings:
                 continue
             sums[kind] += float(seconds)
             calls += kind != "startup"
+            compute += float(seconds) if kind != "startup" else 0.0
         processes_s += last_total
-    return Timings(sums["train"], sums["evaluate"], sums["startup"], processes_s, len(files), calls)
+        per_process.append(compute)
+    return Timings(
+        sums["train"],
+        sums["evaluate"],
+        sums["startup"],
+        processes_s,
+        len(files),
+        calls,
+        tuple(sorted(per_process)),
+    )

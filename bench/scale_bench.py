@@ -262,9 +262,11 @@ def main(quick: bool) -> None:
         table.add_row(*_row(run))
     console.print(table)
     for run in runs:
+        per_worker = " / ".join(f"{s:.1f}" for s in run.timings.compute_per_process_s)
         console.print(
             f"{run.engine}: {run.objects_written:,} exchange files written; at the probe's "
-            f"{run.put_us:.0f} us each that is about {run.puts_share:.1%} of compute"
+            f"{run.put_us:.0f} us each that is about {run.puts_share:.1%} of compute. "
+            f"Train + eval CPU s per hospital process: {per_worker}"
         )
     if "mpi" not in engines:
         console.print("MPI engine not measured: mpirun not found (make install)")

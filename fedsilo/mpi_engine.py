@@ -37,6 +37,7 @@ import torch
 from fedsilo.gc_policy import freeze_start_up
 from fedsilo.logs import LogFormat
 from fedsilo.mpi_launch import require_mpi
+from fedsilo.placement import place_sites
 from fedsilo.run_folder import start_run
 from fedsilo.runner import DEFAULT_APP, FederatedApp, build_source, load_app
 from fedsilo.secagg_keys import register_simulated_sites
@@ -127,11 +128,6 @@ def _receive(comm: Intracomm, source: int, tag: int, poll_s: float = _POLL_S) ->
     return comm.recv(source=status.Get_source(), tag=tag)
 
 
-def assign_sites(sites: list[str], hosts: int) -> list[tuple[str, ...]]:
-    """Deal sites round-robin over hosting ranks (rank r gets ``sites[r-1::hosts]``)."""
-    return [tuple(sites[index::hosts]) for index in range(hosts)]
-
-
 def simulate(
     config: FederationConfig,
     out_dir: Path,
@@ -177,7 +173,7 @@ def _aggregate(
     exchange = open_exchange(exchange_uri, config)
     source = build_source(config)
     sites = source.site_ids()
-    plan = assign_sites(sites, size - 1)
+    plan = place_sites(source, size - 1, config.training)
     key_dir = run_dir / "hospital-keys" if config.privacy.secagg.enabled else None
     if key_dir is not None:  # each hospital's key, registered as `onboard approve` would
         register_simulated_sites(exchange, sites, key_dir)

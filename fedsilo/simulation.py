@@ -26,6 +26,7 @@ import torch
 
 from fedsilo.gc_policy import collect_in_child, freeze_start_up
 from fedsilo.logs import LogFormat, configure_logging
+from fedsilo.placement import place_sites
 from fedsilo.round_signal import RoundSignal, WorkerNotifier
 from fedsilo.run_folder import start_run
 from fedsilo.runner import DEFAULT_APP, FederatedApp, build_source, load_app
@@ -306,6 +307,7 @@ def simulate(
     source = build_source(config)
     sites = source.site_ids()
     workers = min(config.simulation.workers or os.cpu_count() or 1, len(sites))
+    plan = place_sites(source, workers, config.training)
     key_dir = run_dir / "hospital-keys" if config.privacy.secagg.enabled else None
     if key_dir is not None:  # each hospital's key, registered as `onboard approve` would
         register_simulated_sites(exchange, sites, key_dir)
@@ -318,7 +320,7 @@ def simulate(
             config=config,
             exchange_uri=exchange_uri,
             endpoint_url=config.exchange.endpoint_url,
-            site_ids=tuple(sites[index::workers]),
+            site_ids=plan[index],
             app_ref=app_ref,
             app=None if app_ref else app,
             log_format=log_format,

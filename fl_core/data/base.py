@@ -82,3 +82,10 @@ class DataSource(ABC):
     @abstractmethod
     def describe(self) -> str:
         """One line for logs and the run summary."""
+
+    def train_rows(self) -> dict[SiteId, int] | None:
+        """Training rows per hospital when known without loading them (None: unknown).
+
+        Lets a simulation give its workers equal work instead of equal numbers of hospitals.
+        """
+        return None

@@ -344,6 +344,9 @@ class PreparedFolderSource(DataSource):
     def feature_names(self) -> tuple[str, ...]:
         return self._features
 
+    def train_rows(self) -> dict[SiteId, int]:
+        return {s.site_id: s.rows.get("train", 0) for s in self.schema.sites}
+
     def load_site(self, site_id: SiteId) -> SiteData:
         site = self._sites.get(site_id)
         if site is None:

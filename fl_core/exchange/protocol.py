@@ -155,9 +155,7 @@ class Exchange:
         key = self.layout.registry_key(registration.site_id)
         return self.store.replace(key, _dump(registration), if_match)
 
-    def read_registration_with_etag(
-        self, site_id: SiteId
-    ) -> tuple[Registration, ETag] | None:
+    def read_registration_with_etag(self, site_id: SiteId) -> tuple[Registration, ETag] | None:
         key = self.layout.registry_key(site_id)
         try:
             data, etag = self.store.get_with_etag(key)

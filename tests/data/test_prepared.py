@@ -150,3 +150,11 @@ def test_split_is_stratified_and_complete(negatives: int, positives: int, seed: 
             counts = np.bincount(codes[y == label], minlength=3)
             assert tuple(counts) == class_counts(n, (0.7, 0.15, 0.15))
     assert np.array_equal(codes, assign_splits(y, seed=seed, site_key="site-1"))
+
+
+def test_train_rows_are_known_without_loading_and_match_the_data(prepared: Path) -> None:
+    source = PreparedFolderSource(prepared)
+    rows = source.train_rows()
+    assert set(rows) == set(source.site_ids())
+    for site_id in source.site_ids():
+        assert rows[site_id] == source.load_site(site_id).train.num_examples

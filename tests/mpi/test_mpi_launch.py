@@ -8,23 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from fedsilo import mpi_engine, mpi_launch
+from fedsilo import mpi_launch
 from fl_core.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 FEDSILO = ROOT / ".venv" / "bin" / "fedsilo"
-
-
-def test_sites_are_dealt_round_robin_and_every_site_once() -> None:
-    sites = [f"site-{i:03d}" for i in range(1, 8)]
-    plan = mpi_engine.assign_sites(sites, 3)
-    assert plan == [
-        ("site-001", "site-004", "site-007"),
-        ("site-002", "site-005"),
-        ("site-003", "site-006"),
-    ]
-    assert sorted(s for part in plan for s in part) == sites
-    assert mpi_engine.assign_sites(sites[:1], 2) == [("site-001",), ()]
 
 
 def test_default_ranks_one_per_worker_plus_the_aggregator() -> None:
