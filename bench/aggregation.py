@@ -11,7 +11,7 @@ against the best a plain numpy loop can do with everything already in RAM. So fo
 - ``fedsilo``: every update read from its safetensors file through ``LocalDirectoryStore``,
   decoded with the codec and added to ``StreamingWeightedMean`` (float64);
 - ``fedsilo + admission``: the same with the manifest and weight checks the aggregator runs
-  (``check_manifest``, ``check_weights``: sha256, header, decode, NaN/Inf);
+  (``check_update_file``: header, manifest, sha256, views, NaN/Inf);
 - Flower-style "hold all N updates, then average": its memory, N x P x 4 bytes, computed.
 
 Each fedsilo measurement runs in a freshly spawned process so that its peak RSS
@@ -54,7 +54,13 @@ from fl_core.aggregation import StreamingWeightedMean
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import UpdateManifest
 from fl_core.exchange.protocol import Exchange
-from fl_core.serialization import TensorSpec, decode_weights, sha256_hex, view_weights
+from fl_core.serialization import (
+    TensorSpec,
+    decode_weights,
+    read_header,
+    sha256_hex,
+    view_weights,
+)
 from fl_core.types import SiteId, Weights
 from fl_server.allocator import keep_freed_buffers
 
@@ -111,16 +117,8 @@ def tensor_specs(num_params: int) -> dict[str, TensorSpec]:
 
 
 def _encode_update(arrays: dict[str, F32Array], manifest: UpdateManifest) -> bytes:
-    """Safetensors bytes as a hospital writes them.
-
-    When ``fl_core.admission`` binds an update file to its manifest (site, round and nonce in
-    the safetensors metadata), the file carries that metadata, so admission accepts it.
-    """
-    make_metadata: Callable[[UpdateManifest], dict[str, str]] | None = getattr(
-        admission, "update_metadata", None
-    )
-    metadata = make_metadata(manifest) if make_metadata is not None else None
-    return bytes(safetensors.numpy.save(arrays, metadata=metadata))
+    """Safetensors bytes as a hospital writes them: the tensors with the manifest inside."""
+    return bytes(safetensors.numpy.save(arrays, metadata=admission.update_metadata(manifest)))
 
 
 def write_updates(root: Path, num_updates: int, num_params: int, seed: int) -> UpdateSet:
@@ -144,11 +142,8 @@ def write_updates(root: Path, num_updates: int, num_params: int, seed: int) -> U
             "num_examples": examples,
             "nonce": rng.bytes(16).hex(),
         }
-        data = _encode_update(arrays, UpdateManifest(task="evaluate", **fields))
-        manifest = UpdateManifest(
-            task="train", sha256=sha256_hex(data), num_bytes=len(data), **fields
-        )
-        exchange.write_update(manifest, data)
+        manifest = UpdateManifest(task="train", **fields)
+        exchange.write_update(manifest, _encode_update(arrays, manifest))
     return UpdateSet(root, num_params, site_ids, num_examples)
 
 
@@ -190,8 +185,9 @@ def stream_fedsilo(updates: UpdateSet, num_updates: int, *, admit: bool) -> Weig
 
     Tensors are zero-copy views of the file's bytes (``view_weights``), as in admission.
 
-    With ``admit`` every update passes ``check_manifest`` and ``check_weights`` first, and its
-    nonce and sha256 are remembered, so a duplicate would be rejected as a replay.
+    With ``admit`` every update passes ``check_update_file`` first (its manifest inside it,
+    then its tensors), and its nonce and sha256 are remembered, so a duplicate would be
+    rejected as a replay.
     """
     exchange = Exchange(LocalDirectoryStore(updates.root), FEDERATION_ID)
     mean = StreamingWeightedMean(tensor_specs(updates.num_params))
@@ -199,17 +195,17 @@ def stream_fedsilo(updates: UpdateSet, num_updates: int, *, admit: bool) -> Weig
     seen_sha256: set[str] = set()
     ctx = _admission_context(updates, num_updates, seen_nonces, seen_sha256) if admit else None
     for site_id in updates.site_ids[:num_updates]:
-        manifest_bytes = exchange.read_update_manifest_bytes(ROUND_INDEX, site_id)
         data = exchange.read_update_weights(ROUND_INDEX, site_id)
         if ctx is None:
-            manifest = UpdateManifest.model_validate_json(manifest_bytes)
-            weights = view_weights(data)
+            header = read_header(data)
+            manifest = UpdateManifest.model_validate_json(
+                admission.embedded_manifest(header.metadata)
+            )
+            weights = view_weights(data, header)
         else:
-            manifest = admission.check_manifest(manifest_bytes, site_id, ctx)
-            weights = admission.check_weights(manifest, data, ctx)
+            manifest, digest, weights = admission.check_update_file(data, site_id, ctx)
             seen_nonces.add(manifest.nonce)
-            if manifest.sha256 is not None:
-                seen_sha256.add(manifest.sha256)
+            seen_sha256.add(digest)
         mean.add(weights, float(manifest.num_examples))
         del data, weights  # drop this update before reading the next: one in memory at a time
     return mean.result()

@@ -48,7 +48,7 @@ from fl_core.exchange.manifests import (
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.s3_store import S3Store
 from fl_core.exchange.store import ObjectStore
-from fl_core.serialization import decode_weights, encode_weights, sha256_hex
+from fl_core.serialization import decode_weights, encode_weights
 from fl_core.types import ETag, ObjectKey, Weights
 from fl_server.aggregator import FedAvgAggregator
 from fl_server.round_loop import RoundEvents, RoundLoop
@@ -261,12 +261,9 @@ class _Hospitals(RoundEvents):
             )
             data = None
             if manifest.task == "train":
-                probe = UpdateManifest(**fields)
+                fields.update(task="train", train_loss=0.5)
                 weights = {k: v + np.float32(index) for k, v in global_weights.items()}
-                data = encode_weights(weights, update_metadata(probe))
-                fields.update(
-                    task="train", sha256=sha256_hex(data), num_bytes=len(data), train_loss=0.5
-                )
+                data = encode_weights(weights, update_metadata(UpdateManifest(**fields)))
             self.exchange.write_update(UpdateManifest(**fields), data)
         if manifest.round_index == 1:
             self.upload_s = time.perf_counter() - started

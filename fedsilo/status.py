@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from rich.table import Table
 
-from fl_core.errors import ObjectNotFoundError
+from fl_core.errors import ExchangeError
 from fl_core.exchange.histograms import class_histogram
 from fl_core.exchange.manifests import RoundResult, UpdateManifest
 from fl_core.exchange.protocol import Exchange
@@ -63,7 +63,7 @@ def read_update_manifest(
     try:
         data = exchange.read_update_manifest_bytes(round_index, site_id)
         return UpdateManifest.model_validate_json(data)
-    except (ObjectNotFoundError, ValidationError):
+    except (ExchangeError, ValidationError):  # absent (ObjectNotFoundError) or unreadable
         return None
 
 

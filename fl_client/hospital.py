@@ -33,7 +33,7 @@ from fl_core.data.base import SiteData
 from fl_core.errors import AccessDeniedError, ExchangeError, ObjectExistsError
 from fl_core.exchange.manifests import GlobalManifest, UpdateManifest
 from fl_core.exchange.protocol import Exchange
-from fl_core.serialization import decode_weights, encode_weights, sha256_hex
+from fl_core.serialization import decode_weights, encode_weights
 from fl_core.types import Weights
 
 log = structlog.get_logger("fedsilo.client")
@@ -115,7 +115,7 @@ def answer_round(
         nonce=secrets.token_hex(16),
         evaluation=evaluation,
     )
-    weights: bytes | None = None
+    outgoing: Weights | None = None
     local = None
     declined = refuse_over_budget(hospital.privacy, update) if manifest.task == "train" else None
     if declined is not None:  # this round would exceed the hospital's privacy budget
@@ -131,18 +131,17 @@ def answer_round(
         outgoing = local.outgoing(trainer.get_weights(), trained)
         if mask is not None:  # secure aggregation: y_u replaces the weights
             outgoing = mask(outgoing, trained.num_examples)
-        weights = encode_weights(outgoing, update_metadata(update))
         update = update.model_copy(
             update={
                 "task": "train",
-                "sha256": sha256_hex(weights),
-                "num_bytes": len(weights),
                 "num_examples": trained.num_examples,
                 "train_loss": trained.train_loss,
             }
         )
     if hospital.privacy is not None:
         update = update.model_copy(update={"privacy": hospital.privacy.spent()})
+    # a training answer is one object: the tensors, with the finished manifest inside
+    weights = None if outgoing is None else encode_weights(outgoing, update_metadata(update))
     try:
         exchange.write_update(update, weights)
     except ObjectExistsError:

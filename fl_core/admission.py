@@ -14,8 +14,9 @@ import numpy as np
 from pydantic import ValidationError
 
 from fl_core.errors import CodecError, UpdateRejectedError
-from fl_core.exchange.manifests import Task, UpdateManifest
+from fl_core.exchange.manifests import MANIFEST_METADATA_KEY, Task, UpdateManifest
 from fl_core.serialization import (
+    SafetensorsHeader,
     TensorSpec,
     read_header,
     sha256_hex,
@@ -42,16 +43,6 @@ class AdmissionContext:
     seen_sha256: Set[Sha256Hex] = field(default_factory=frozenset)
     field_bits: int | None = None
     """Secure aggregation: updates are uint64 ring elements, each below 2**field_bits."""
-
-
-@dataclass(frozen=True)
-class AdmittedUpdate:
-    manifest: UpdateManifest
-    weights: Weights | None
-
-    @property
-    def site_id(self) -> SiteId:
-        return self.manifest.site_id
 
 
 def check_manifest(
@@ -97,10 +88,6 @@ def check_manifest(
             "bad_num_examples",
             f"num_examples {manifest.num_examples} outside 1..{ctx.max_num_examples}",
         )
-    if manifest.num_bytes is not None and manifest.num_bytes > ctx.max_update_bytes:
-        raise UpdateRejectedError(
-            "too_large", f"update declares {manifest.num_bytes} bytes, limit {ctx.max_update_bytes}"
-        )
     return manifest
 
 
@@ -113,48 +100,55 @@ def check_weights_size(num_bytes: int, ctx: AdmissionContext) -> None:
 
 
 def update_metadata(manifest: UpdateManifest) -> dict[str, str]:
-    """What an update file must say about itself, inside the bytes its sha256 covers."""
-    return {
-        "fedsilo.site_id": manifest.site_id,
-        "fedsilo.round_index": str(manifest.round_index),
-        "fedsilo.nonce": manifest.nonce,
-    }
+    """The metadata of a training answer's file: its manifest, inside the bytes it describes.
+
+    A copied file therefore names the site, round and nonce it was made for, and the ledger's
+    sha256 of the file covers the manifest too.
+    """
+    return {MANIFEST_METADATA_KEY: manifest.model_dump_json()}
 
 
-def check_binding(metadata: Mapping[str, str], manifest: UpdateManifest) -> None:
-    """The file must name the manifest's site, round and nonce: a copied file cannot."""
-    expected = update_metadata(manifest)
-    if metadata.get("fedsilo.site_id") != expected["fedsilo.site_id"]:
+def embedded_manifest(metadata: Mapping[str, str]) -> bytes:
+    """A training answer's manifest, as bytes for ``check_manifest``."""
+    document = metadata.get(MANIFEST_METADATA_KEY)
+    if document is None:
         raise UpdateRejectedError(
-            "site_mismatch",
-            f"update file was made by site {metadata.get('fedsilo.site_id')!r}, "
-            f"not {manifest.site_id!r}",
+            "malformed_manifest",
+            f"update file has no {MANIFEST_METADATA_KEY!r} metadata: a training answer carries "
+            "its manifest inside the safetensors file",
         )
-    if metadata.get("fedsilo.round_index") != expected["fedsilo.round_index"]:
-        raise UpdateRejectedError(
-            "stale_round",
-            f"update file was made for round {metadata.get('fedsilo.round_index')!r}",
-        )
-    if metadata.get("fedsilo.nonce") != expected["fedsilo.nonce"]:
-        raise UpdateRejectedError("replayed", "update file carries another answer's nonce")
+    return document.encode()
 
 
-def check_weights(manifest: UpdateManifest, weights_bytes: bytes, ctx: AdmissionContext) -> Weights:
-    """Verify and decode the tensors a manifest announced."""
-    check_weights_size(len(weights_bytes), ctx)
-    digest = sha256_hex(weights_bytes)
-    if digest != manifest.sha256 or len(weights_bytes) != manifest.num_bytes:
-        raise UpdateRejectedError(
-            "sha256_mismatch", "update bytes do not match the sha256/num_bytes of its manifest"
-        )
-    if digest in ctx.seen_sha256:
-        raise UpdateRejectedError("replayed", f"identical bytes {digest[:12]} were sent before")
+def _header(data: bytes) -> SafetensorsHeader:
     try:
-        header = read_header(weights_bytes)
+        return read_header(data)
     except CodecError as err:
         raise UpdateRejectedError("malformed_tensors", str(err)) from err
+
+
+def check_update_file(
+    data: bytes, key_site_id: SiteId, ctx: AdmissionContext
+) -> tuple[UpdateManifest, Sha256Hex, Weights]:
+    """A training answer: its manifest (``check_manifest``), then its tensors; cheapest first.
+
+    Returns the manifest, the file's sha256 (what the ledger and replay protection record)
+    and read-only views of the tensors.
+    """
+    check_weights_size(len(data), ctx)
+    header = _header(data)
+    manifest = check_manifest(embedded_manifest(header.metadata), key_site_id, ctx)
+    if manifest.declined is not None:
+        raise UpdateRejectedError("malformed_manifest", "a declined round carries no tensors")
+    digest = sha256_hex(data)
+    if digest in ctx.seen_sha256:
+        raise UpdateRejectedError("replayed", f"identical bytes {digest[:12]} were sent before")
+    return manifest, digest, _check_tensors(data, header, ctx)
+
+
+def _check_tensors(data: bytes, header: SafetensorsHeader, ctx: AdmissionContext) -> Weights:
+    """Names, dtypes and shapes against the global model, then the values themselves."""
     specs = header.specs
-    check_binding(header.metadata, manifest)
     missing = sorted(ctx.tensor_specs.keys() - specs.keys())
     extra = sorted(specs.keys() - ctx.tensor_specs.keys())
     if missing or extra:
@@ -169,7 +163,7 @@ def check_weights(manifest: UpdateManifest, weights_bytes: bytes, ctx: Admission
                 "wrong_shape", f"{name} has shape {specs[name].shape}, expected {expected.shape}"
             )
     try:
-        weights = view_weights(weights_bytes, header)
+        weights = view_weights(data, header)
     except CodecError as err:
         raise UpdateRejectedError("malformed_tensors", str(err)) from err
     for name, array in weights.items():

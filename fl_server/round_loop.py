@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from fl_core.admission import AdmissionContext, check_manifest, check_weights, check_weights_size
+from fl_core.admission import (
+    AdmissionContext,
+    check_manifest,
+    check_update_file,
+    check_weights_size,
+)
 from fl_core.config import FederationConfig
 from fl_core.errors import (
     ConfigError,
@@ -48,7 +53,7 @@ from fl_core.ledger import chain_hash
 from fl_core.metrics import ClassHistogram, auprc_from_histogram, auroc_from_histogram
 from fl_core.registry import activate_verified_sites
 from fl_core.serialization import decode_weights, encode_weights, read_tensor_specs, sha256_hex
-from fl_core.types import ETag, SiteId, Weights
+from fl_core.types import ETag, Sha256Hex, SiteId, Weights
 from fl_server.aggregator import AdmittedUpdate, ServerAggregator
 from fl_server.allocator import keep_freed_buffers
 from fl_server.privacy_round import declined_decision, round_privacy
@@ -380,7 +385,7 @@ class RoundLoop:
         """Check one answer; only an accepted update reaches the aggregator."""
         round_index = current.context.round_index
         try:
-            manifest, admitted = self._check_answer(current, site_id)
+            manifest, digest, admitted = self._check_answer(current, site_id)
         except (ObjectIntegrityError, ObjectNotFoundError) as err:
             # bytes that fail the store's own checksum, or that vanished: the hospital's fault,
             # never the federation's (a rogue write must not stop the aggregator)
@@ -404,7 +409,7 @@ class RoundLoop:
         return Decision(
             site_id=site_id,
             status="accepted",
-            sha256=manifest.sha256,
+            sha256=digest,
             nonce=manifest.nonce,
             num_examples=manifest.num_examples,
             decided_unix=self.clock(),
@@ -430,30 +435,43 @@ class RoundLoop:
 
     def _check_answer(
         self, current: _Round, site_id: SiteId
-    ) -> tuple[UpdateManifest, AdmittedUpdate | None]:
-        """Every admission check, cheapest first; raises ``UpdateRejectedError``."""
+    ) -> tuple[UpdateManifest, Sha256Hex | None, AdmittedUpdate | None]:
+        """Every admission check, cheapest first; raises ``UpdateRejectedError``.
+
+        In a training round the answer is the site's ``.safetensors`` file, manifest inside;
+        a ``.json`` alone is accepted there only as a declined round.
+        """
         ctx = current.context
         round_index = ctx.round_index
-        admitted: AdmittedUpdate | None = None
+        if ctx.task == "train":
+            try:
+                check_weights_size(self.exchange.update_weights_size(round_index, site_id), ctx)
+                data = self.exchange.read_update_weights(round_index, site_id)
+            except ObjectNotFoundError:
+                data = None
+            if data is not None:
+                manifest, digest, weights = check_update_file(data, site_id, ctx)
+                self._check_evaluation(manifest)
+                admitted = AdmittedUpdate(site_id, manifest.num_examples, data, weights)
+                return manifest, digest, admitted
         size = self.exchange.update_manifest_size(round_index, site_id)
         if size > ctx.max_manifest_bytes:
             raise UpdateRejectedError("too_large", f"manifest is {size} bytes")
         manifest = check_manifest(
             self.exchange.read_update_manifest_bytes(round_index, site_id), site_id, ctx
         )
+        self._check_evaluation(manifest)
+        if ctx.task == "train" and manifest.declined is None:
+            raise UpdateRejectedError(
+                "missing_tensors",
+                f"a training answer is {site_id}.safetensors with its manifest inside; "
+                f"{site_id} wrote only {site_id}.json",
+            )
+        return manifest, None, None
+
+    def _check_evaluation(self, manifest: UpdateManifest) -> None:
         if manifest.evaluation is not None:
             _check_bins(manifest.evaluation, self.config.evaluation.histogram_bins)
-        if ctx.task == "train" and manifest.declined is None:
-            try:
-                check_weights_size(self.exchange.update_weights_size(round_index, site_id), ctx)
-                data = self.exchange.read_update_weights(round_index, site_id)
-            except ObjectNotFoundError as err:
-                raise UpdateRejectedError(
-                    "missing_tensors", "manifest present but its safetensors file is not"
-                ) from err
-            weights = check_weights(manifest, data, ctx)
-            admitted = AdmittedUpdate(site_id, manifest.num_examples, data, weights)
-        return manifest, admitted
 
     def _collect(self, state: FederationState, current: _Round) -> FederationState:
         """Admit answers until everyone answered, or the deadline with a quorum."""

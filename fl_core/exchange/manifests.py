@@ -143,16 +143,24 @@ class SitePrivacy(_Document):
 DeclineReason = Literal["privacy_budget_exhausted"]
 
 
+MANIFEST_METADATA_KEY = "fedsilo.manifest"
+"""Where a training answer's safetensors file carries its manifest (compact JSON)."""
+
+
 class UpdateManifest(_Document):
-    """Written by a hospital beside its update; every field is checked at admission."""
+    """A hospital's answer to a round; every field is checked at admission.
+
+    A training answer is one object, its ``.safetensors`` file, with this manifest inside the
+    file's metadata (``fl_core.admission.update_metadata``): one write, so there is no state in
+    which tensors lack their manifest or a manifest names tensors that are not there. An
+    evaluation answer, or a declined round, is this manifest alone as ``.json``.
+    """
 
     federation_id: str
     site_id: str
     round_index: int = Field(ge=1)
     task: Task
     global_sha256: str = Field(pattern=SHA256_PATTERN)
-    sha256: str | None = Field(default=None, pattern=SHA256_PATTERN)
-    num_bytes: int | None = Field(default=None, gt=0)
     num_examples: int = Field(ge=0)
     nonce: str = Field(pattern=NONCE_PATTERN)
     train_loss: float | None = Field(default=None, allow_inf_nan=False)
@@ -165,16 +173,9 @@ class UpdateManifest(_Document):
     declined_detail: str | None = Field(default=None, max_length=500)
 
     @model_validator(mode="after")
-    def _weights_iff_training(self) -> UpdateManifest:
-        has_weights = self.sha256 is not None and self.num_bytes is not None
-        if self.declined is not None:
-            if self.task != "train" or has_weights:
-                raise ValueError("only a training round can be declined, and without weights")
-            return self
-        if self.task == "train" and not has_weights:
-            raise ValueError("a training update must give sha256 and num_bytes")
-        if self.task == "evaluate" and (self.sha256 is not None or self.num_bytes is not None):
-            raise ValueError("an evaluation answer carries no weights")
+    def _declined_only_training(self) -> UpdateManifest:
+        if self.declined is not None and self.task != "train":
+            raise ValueError("only a training round can be declined")
         return self
 
 

@@ -1,8 +1,10 @@
 """The exchange protocol: what is written where, in which order, verified how.
 
-It runs unchanged over any ``ObjectStore``. Writers put tensors first and the manifest last,
-so a manifest's presence means its tensors are complete; readers verify the sha256 the
-manifest names before anything is decoded.
+It runs unchanged over any ``ObjectStore``. The aggregator writes a global model's tensors
+first and its manifest last, so a manifest's presence means its tensors are complete, and
+readers verify the sha256 the manifest names before anything is decoded. A hospital's answer
+is one write-once object: a training answer's manifest travels inside its safetensors file,
+an evaluation answer (or a declined round) is the manifest alone.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from fl_core.errors import ExchangeError, ObjectExistsError, ObjectNotFoundError
+from fl_core.errors import CodecError, ExchangeError, ObjectExistsError, ObjectNotFoundError
 from fl_core.exchange.layout import ExchangeLayout
 from fl_core.exchange.manifests import (
+    MANIFEST_METADATA_KEY,
     FederationState,
     GlobalManifest,
     LedgerEntry,
@@ -24,7 +27,7 @@ from fl_core.exchange.manifests import (
     UpdateManifest,
 )
 from fl_core.exchange.store import ObjectStore
-from fl_core.serialization import sha256_hex
+from fl_core.serialization import read_header, sha256_hex
 from fl_core.types import ETag, RoundIndex, SiteId
 
 _Model = TypeVar("_Model", bound=BaseModel)
@@ -92,28 +95,42 @@ class Exchange:
     # ---- updates ------------------------------------------------------------------------
 
     def write_update(self, manifest: UpdateManifest, weights: bytes | None) -> None:
-        """Tensors first, manifest last: the manifest is the signal that the update is whole."""
+        """One write-once object: ``weights`` (which carry ``manifest`` in their metadata,
+        ``fl_core.admission.update_metadata``) for a training answer, else the manifest."""
         round_index, site_id = manifest.round_index, manifest.site_id
         if weights is not None:
             self.store.put_new(self.layout.update_weights_key(round_index, site_id), weights)
+            return
         # compact: every hospital writes one a round and its histograms are thousands of bins
         compact = manifest.model_dump_json().encode()
         self.store.put_new(self.layout.update_manifest_key(round_index, site_id), compact)
 
     def list_answered_sites(self, round_index: RoundIndex) -> list[SiteId]:
-        """Site ids whose manifest is present in a round (names as written, unchecked)."""
-        sites = []
+        """Site ids with an answer in a round, once each (names as written, unchecked)."""
+        sites: dict[SiteId, None] = {}
         for key in self.store.list_keys(self.layout.updates_prefix(round_index)):
             parsed = self.layout.site_of_update_key(key)
-            if parsed is not None and parsed[1] == "json":
-                sites.append(parsed[0])
-        return sites
+            if parsed is not None:
+                sites[parsed[0]] = None
+        return list(sites)
 
     def update_manifest_size(self, round_index: RoundIndex, site_id: SiteId) -> int:
         return self.store.size(self.layout.update_manifest_key(round_index, site_id))
 
     def read_update_manifest_bytes(self, round_index: RoundIndex, site_id: SiteId) -> bytes:
-        return self.store.get(self.layout.update_manifest_key(round_index, site_id))
+        """The manifest of a site's answer, standalone or from inside its training file."""
+        try:
+            return self.store.get(self.layout.update_manifest_key(round_index, site_id))
+        except ObjectNotFoundError:
+            data = self.read_update_weights(round_index, site_id)
+        try:
+            metadata = read_header(data).metadata
+        except CodecError as err:
+            raise ExchangeError(f"update of {site_id} in round {round_index}: {err}") from err
+        document = metadata.get(MANIFEST_METADATA_KEY)
+        if document is None:
+            raise ExchangeError(f"update of {site_id} in round {round_index} has no manifest")
+        return document.encode()
 
     def update_weights_size(self, round_index: RoundIndex, site_id: SiteId) -> int:
         return self.store.size(self.layout.update_weights_key(round_index, site_id))

@@ -23,6 +23,7 @@ from fl_core.config import FederationConfig, load_config
 from fl_core.errors import FederationLockedError, RoundFailedError
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import (
+    MANIFEST_METADATA_KEY,
     EvaluationReport,
     GlobalManifest,
     ScoreHistogram,
@@ -30,7 +31,7 @@ from fl_core.exchange.manifests import (
     UpdateManifest,
 )
 from fl_core.exchange.protocol import Exchange
-from fl_core.serialization import decode_weights, encode_weights, sha256_hex
+from fl_core.serialization import decode_weights, encode_weights
 from fl_server.aggregator import FedAvgAggregator
 from fl_server.round_loop import RoundEvents, RoundLoop
 
@@ -75,17 +76,13 @@ def evaluation(site: str, bins: int = BINS) -> EvaluationReport:
     )
 
 
-def manifest_for(
-    manifest: GlobalManifest, site: str, weights: bytes | None, **changes
-) -> UpdateManifest:
+def manifest_for(manifest: GlobalManifest, site: str, **changes) -> UpdateManifest:
     fields = dict(
         federation_id=manifest.federation_id,
         site_id=site,
         round_index=manifest.round_index,
         task=manifest.task,
         global_sha256=manifest.sha256,
-        sha256=sha256_hex(weights) if weights is not None else None,
-        num_bytes=len(weights) if weights is not None else None,
         num_examples=num_examples(site),
         nonce=secrets.token_hex(16),
         train_loss=0.5,
@@ -95,20 +92,16 @@ def manifest_for(
     return UpdateManifest(**fields)
 
 
-def signed(
-    weights: dict[str, np.ndarray], manifest: GlobalManifest, site: str, nonce: str
-) -> bytes:
-    """Weights bound to (site, round, nonce) in the file's metadata, as a hospital writes them."""
-    probe = manifest_for(manifest, site, None, task="evaluate", nonce=nonce)
-    return encode_weights(weights, update_metadata(probe))
+def signed(weights: dict[str, np.ndarray], update: UpdateManifest) -> bytes:
+    """A training answer as a hospital writes it: the weights, its manifest inside."""
+    return encode_weights(weights, update_metadata(update))
 
 
 def answer(exchange: Exchange, manifest: GlobalManifest, site: str, weights=None) -> UpdateManifest:
-    nonce = secrets.token_hex(16)
+    update = manifest_for(manifest, site)
     data = None
     if manifest.task == "train":
-        data = signed(weights or honest_weights(site, manifest.round_index), manifest, site, nonce)
-    update = manifest_for(manifest, site, data, nonce=nonce)
+        data = signed(weights or honest_weights(site, manifest.round_index), update)
     exchange.write_update(update, data)
     return update
 
@@ -195,14 +188,15 @@ def test_clean_round_is_fedavg_and_writes_layout(tmp_path):
         "state.json",
         "rounds/000001/global.safetensors",
         "rounds/000001/global.json",
-        "rounds/000001/updates/site-a.safetensors",
-        "rounds/000001/updates/site-a.json",
+        "rounds/000001/updates/site-a.safetensors",  # a training answer: one file
+        "rounds/000002/updates/site-a.json",  # an evaluation answer: the manifest alone
         "rounds/000001/result.json",
         "ledger/000001.json",
         "ledger/000002.json",
         "rounds/000002/global.json",
     ):
         assert (root / rel).is_file(), rel
+    assert not (root / "rounds/000001/updates/site-a.json").exists()
     result = exchange.read_result(1)
     assert [d.site_id for d in result.accepted] == SITES
     assert result.evaluation is not None and result.evaluation.auroc == 1.0
@@ -227,13 +221,11 @@ def _hostile_writes(exchange: Exchange, manifest: GlobalManifest) -> None:
         manifest_site: str | None = None,
         **changes,
     ) -> None:
-        nonce = secrets.token_hex(16)
-        data = raw if raw is not None else signed(weights or base, manifest, site, nonce)
+        update = manifest_for(manifest, manifest_site or site, **changes)
+        data = raw if raw is not None else signed(weights or base, update)
         if tamper is not None:
             data = tamper(data)
-        update = manifest_for(manifest, manifest_site or site, data, nonce=nonce, **changes)
         store.put_new(layout.update_weights_key(r, site), data)
-        store.put_new(layout.update_manifest_key(r, site), update.model_dump_json().encode())
 
     put("bad-1", manifest_site="site-b")  # an update for another site's key
     put("bad-2", round_index=r + 1)  # stale round
@@ -249,8 +241,11 @@ def _hostile_writes(exchange: Exchange, manifest: GlobalManifest) -> None:
     inf = {k: v.copy() for k, v in base.items()}
     inf["b"][1] = np.inf
     put("bad-14", weights=inf)  # Inf
-    put("bad-9", weights={"w": base["w"], "b": np.zeros(200, np.float32)})  # over the limit
-    put("bad-10", sha256="0" * 64)  # manifest sha256 does not match the bytes
+    put("bad-9", weights={"w": base["w"], "b": np.zeros(2000, np.float32)})  # over the limit
+    # a manifest alone in a training round: the tensors never came
+    lone = manifest_for(manifest, "bad-10").model_dump_json().encode()
+    store.put_new(layout.update_manifest_key(r, "bad-10"), lone)
+    put("bad-15", raw=encode_weights(base))  # tensors without the manifest inside
     put("bad-11", weights={"w": np.zeros((2, 3), np.float32), "b": base["b"]})  # wrong shape
     put("stranger")  # not invited at all
     store.put_new(layout.update_manifest_key(r, "bad-12"), b"{not json")  # malformed manifest
@@ -270,7 +265,8 @@ EXPECTED_REASONS = {
     "bad-8": "non_finite",
     "bad-14": "non_finite",
     "bad-9": "too_large",
-    "bad-10": "sha256_mismatch",
+    "bad-10": "missing_tensors",
+    "bad-15": "malformed_manifest",
     "bad-11": "wrong_shape",
     "stranger": "unknown_site",
     "bad-12": "malformed_manifest",
@@ -287,31 +283,18 @@ def test_replays_from_earlier_rounds_rejected(tmp_path):
         layout, store = exchange.layout, exchange.store
         if manifest.round_index == 1:
             first_round["bytes"] = store.get(layout.update_weights_key(1, "site-a"))
-            first_round["manifest"] = UpdateManifest.model_validate_json(
-                store.get(layout.update_manifest_key(1, "site-a"))
-            )
             return
         if manifest.round_index != 2:
             return
-        old = first_round["manifest"]
-        # the same bytes again, under a manifest updated to the new round
-        data = first_round["bytes"]
-        update = old.model_copy(
-            update={
-                "site_id": "site-e",
-                "round_index": 2,
-                "global_sha256": manifest.sha256,
-                "nonce": secrets.token_hex(16),
-            }
-        )
-        store.put_new(layout.update_weights_key(2, "site-e"), data)
-        store.put_new(layout.update_manifest_key(2, "site-e"), update.model_dump_json().encode())
+        # site-a's accepted round-1 file, byte for byte, sent again in round 2: its manifest
+        # names site-a and round 1, and both are inside the bytes the ledger hashed
+        store.put_new(layout.update_weights_key(2, "site-e"), first_round["bytes"])
 
     sites = [*SITES, "site-e"]
     script = Script(exchange, SITES, on_open=replay)
     _state, exchange = run_loop(tmp_path, config, script, sites=sites)
     reasons = {d.site_id: d.reason for d in exchange.read_result(2).rejected}
-    assert reasons == {"site-e": "replayed"}
+    assert reasons == {"site-e": "site_mismatch"}
 
 
 def test_reused_nonce_from_earlier_round_rejected(tmp_path):
@@ -320,15 +303,14 @@ def test_reused_nonce_from_earlier_round_rejected(tmp_path):
     nonces: dict[int, str] = {}
 
     def reuse(exchange: Exchange, manifest: GlobalManifest) -> None:
-        store, layout = exchange.store, exchange.layout
+        _store, _layout = exchange.store, exchange.layout
         if manifest.round_index == 1:
             nonces[1] = UpdateManifest.model_validate_json(
-                store.get(layout.update_manifest_key(1, "site-b"))
+                exchange.read_update_manifest_bytes(1, "site-b")
             ).nonce
         elif manifest.round_index == 2:
-            data = signed(honest_weights("site-e", 2), manifest, "site-e", nonces[1])
-            update = manifest_for(manifest, "site-e", data, nonce=nonces[1])
-            exchange.write_update(update, data)
+            update = manifest_for(manifest, "site-e", nonce=nonces[1])
+            exchange.write_update(update, signed(honest_weights("site-e", 2), update))
 
     _state, exchange = run_loop(
         tmp_path, config, Script(exchange, SITES, on_open=reuse), sites=[*SITES, "site-e"]
@@ -340,7 +322,7 @@ def test_reused_nonce_from_earlier_round_rejected(tmp_path):
 def test_hostile_updates_rejected_with_reasons_and_model_unaffected(tmp_path):
     bad_sites = [s for s in EXPECTED_REASONS if s != "stranger"]
     invited = SITES + bad_sites
-    size_limit = len(encode_weights(honest_weights("site-a", 1))) + 400
+    size_limit = len(encode_weights(honest_weights("site-a", 1))) + 3000  # and the manifest
     config = make_config(**{"admission.max_update_bytes": size_limit})
     exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
     script = Script(exchange, SITES, on_open=_hostile_writes)
@@ -369,9 +351,7 @@ def _bad_histogram_writes(exchange: Exchange, manifest: GlobalManifest) -> None:
         update={"reference": {"apache": wrong.histogram}}
     )
     for site, report in (("bad-bins", wrong), ("bad-reference", reference), ("old-dense", None)):
-        nonce = secrets.token_hex(16)
-        data = signed(honest_weights(site, r), manifest, site, nonce)
-        update = manifest_for(manifest, site, data, nonce=nonce, evaluation=report)
+        update = manifest_for(manifest, site, evaluation=report)
         document = update.model_dump(mode="json")
         if report is None:  # the dense lists manifests carried before they were sparse
             document["evaluation"] = {
@@ -379,10 +359,9 @@ def _bad_histogram_writes(exchange: Exchange, manifest: GlobalManifest) -> None:
                 "loss_sum": 1.0,
                 "histogram": {"positives": [0] * 7 + [2] + [0] * 2, "negatives": [0] * BINS},
             }
+        metadata = {MANIFEST_METADATA_KEY: json.dumps(document)}
+        data = encode_weights(honest_weights(site, r), metadata)
         exchange.store.put_new(exchange.layout.update_weights_key(r, site), data)
-        exchange.store.put_new(
-            exchange.layout.update_manifest_key(r, site), json.dumps(document).encode()
-        )
 
 
 def test_histograms_of_the_wrong_size_or_form_are_malformed(tmp_path):
@@ -438,8 +417,8 @@ def test_below_quorum_extend_policy_waits_for_a_late_site(tmp_path):
     def late_site():
         state, _ = exchange.read_state()
         r = state.round_index
-        key = exchange.layout.update_manifest_key(r, "site-c")
-        if fake.now > start + 120 and not exchange.store.exists(key):
+        answered = "site-c" in exchange.list_answered_sites(r)
+        if fake.now > start + 120 and not answered:
             answer(exchange, exchange.read_global_manifest(r), "site-c")
 
     fake.on_sleep = late_site

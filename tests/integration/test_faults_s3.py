@@ -21,7 +21,7 @@ from fl_core.exchange.manifests import (
     SparseCounts,
     UpdateManifest,
 )
-from fl_core.serialization import decode_weights, encode_weights, sha256_hex
+from fl_core.serialization import decode_weights, encode_weights
 from fl_server.aggregator import FedAvgAggregator
 from fl_server.round_loop import RoundEvents, RoundLoop
 
@@ -152,7 +152,7 @@ HOSTILE_ROUND_1 = {
     "bad-7": "wrong_dtype",
     "bad-8": "non_finite",  # NaN
     "bad-9": "too_large",
-    "bad-10": "sha256_mismatch",
+    "bad-10": "missing_tensors",  # a manifest alone in a training round
     "bad-11": "wrong_shape",
     "bad-12": "malformed_manifest",
     "bad-13": "malformed_tensors",  # a pickle, never unpickled
@@ -162,21 +162,19 @@ HOSTILE_ROUND_1 = {
 }
 HOSTILE_ROUND_2 = {
     **HOSTILE_ROUND_1,
-    "bad-3": "replayed",  # site-001's round-1 bytes again
+    "bad-3": "site_mismatch",  # site-001's round-1 bytes again: they name site-001, round 1
     "bad-15": "replayed",  # site-002's round-1 nonce again
 }
 BAD_SITES = [s for s in HOSTILE_ROUND_1 if s != "stranger"]
 
 
-def _update(manifest: GlobalManifest, site: str, data: bytes | None, **changes) -> UpdateManifest:
+def _update(manifest: GlobalManifest, site: str, **changes) -> UpdateManifest:
     fields = dict(
         federation_id=manifest.federation_id,
         site_id=site,
         round_index=manifest.round_index,
         task=manifest.task,
         global_sha256=manifest.sha256,
-        sha256=sha256_hex(data) if data is not None else None,
-        num_bytes=len(data) if data is not None else None,
         num_examples=50,
         nonce=secrets.token_hex(16),
         train_loss=0.5,
@@ -185,9 +183,9 @@ def _update(manifest: GlobalManifest, site: str, data: bytes | None, **changes) 
     return UpdateManifest(**fields)
 
 
-def _signed(weights, manifest: GlobalManifest, site: str, nonce: str) -> bytes:
-    probe = _update(manifest, site, None, task="evaluate", nonce=nonce)
-    return encode_weights(weights, update_metadata(probe))
+def _signed(weights, update: UpdateManifest) -> bytes:
+    """A training answer as a hospital writes it: the weights, its manifest inside."""
+    return encode_weights(weights, update_metadata(update))
 
 
 def _write_hostile(federation, manifest: GlobalManifest) -> None:
@@ -208,13 +206,12 @@ def _write_hostile(federation, manifest: GlobalManifest) -> None:
 
     def put(site, weights=None, tamper=None, raw=None, manifest_site=None, nonce=None, **changes):
         nonce = nonce or secrets.token_hex(16)
-        data = raw if raw is not None else _signed(weights or base, manifest, site, nonce)
+        update = _update(manifest, manifest_site or site, nonce=nonce, **changes)
+        data = raw if raw is not None else _signed(weights or base, update)
         if tamper is not None:
             data = tamper(data)
-        update = _update(manifest, manifest_site or site, data, nonce=nonce, **changes)
         store = federation.store_for(site if site != "stranger" else "bad-15")
         store.put_new(layout.update_weights_key(r, site), data)
-        store.put_new(layout.update_manifest_key(r, site), update.model_dump_json().encode())
 
     # the uninvited site first: the round closes once every invited site answered, so a
     # stranger written last could miss it
@@ -228,7 +225,7 @@ def _write_hostile(federation, manifest: GlobalManifest) -> None:
         first = honest_store.get(layout.update_weights_key(1, "site-001"))
         put("bad-3", raw=first)
         old = UpdateManifest.model_validate_json(
-            honest_store.get(layout.update_manifest_key(1, "site-002"))
+            federation.exchange.read_update_manifest_bytes(1, "site-002")
         )
         put("bad-15", nonce=old.nonce)
     put("bad-4", tamper=lambda d: d[:-7])
@@ -242,7 +239,8 @@ def _write_hostile(federation, manifest: GlobalManifest) -> None:
     inf[names[-1]].flat[-1] = np.inf
     put("bad-14", weights=inf)
     put("bad-9", weights={**base, "pad": np.zeros(MAX_UPDATE_BYTES // 4 + 10, np.float32)})
-    put("bad-10", sha256="0" * 64)
+    lone = _update(manifest, "bad-10").model_dump_json().encode()
+    federation.store_for("bad-10").put_new(layout.update_manifest_key(r, "bad-10"), lone)
     wrong = {k: v.copy() for k, v in base.items()}
     wrong[names[0]] = np.zeros((*wrong[names[0]].shape, 2), np.float32)
     put("bad-11", weights=wrong)
@@ -322,12 +320,11 @@ class _Rogue(RoundEvents):
         )
         global_weights = decode_weights(exchange.read_global_weights(manifest))
         for index, site in enumerate(("site-001", "site-002", "site-003")):
-            nonce = secrets.token_hex(16)
+            update = _update(manifest, site, evaluation=report)
             data = None
             if manifest.task == "train":
                 weights = {k: v + np.float32(index) for k, v in global_weights.items()}
-                data = _signed(weights, manifest, site, nonce)
-            update = _update(manifest, site, data, nonce=nonce, evaluation=report)
+                data = _signed(weights, update)
             if site != "site-003":
                 exchange.write_update(update, data)
                 continue
@@ -336,10 +333,10 @@ class _Rogue(RoundEvents):
             if data is not None:
                 key = prefix + layout.update_weights_key(manifest.round_index, site)
                 self.s3.put_object(Bucket=self.federation.bucket, Key=key, Body=data)
-            key = prefix + layout.update_manifest_key(manifest.round_index, site)
-            self.s3.put_object(
-                Bucket=self.federation.bucket, Key=key, Body=update.model_dump_json().encode()
-            )
+            else:
+                key = prefix + layout.update_manifest_key(manifest.round_index, site)
+                body = update.model_dump_json().encode()
+                self.s3.put_object(Bucket=self.federation.bucket, Key=key, Body=body)
 
 
 def test_update_without_fedsilo_metadata_is_rejected_not_fatal(make_federation):

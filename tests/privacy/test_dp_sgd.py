@@ -101,7 +101,7 @@ def test_round_beyond_the_budget_is_refused_with_the_reason(source, tmp_path):
     assert declined is not None
     reread = UpdateManifest.model_validate_json(declined.model_dump_json())  # what admission parses
     assert reread.declined == "privacy_budget_exhausted"
-    assert reread.task == "train" and reread.sha256 is None
+    assert reread.task == "train"
     assert "above its target 4" in (reread.declined_detail or "")
     assert reread.privacy is not None and reread.privacy.epsilon == pytest.approx(spent)
     assert hospital.privacy.epsilon() == spent  # refusing spends nothing

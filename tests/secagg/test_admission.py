@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from fl_core.admission import AdmissionContext, check_weights, update_metadata
+from fl_core.admission import AdmissionContext, check_update_file, update_metadata
 from fl_core.errors import UpdateRejectedError
 from fl_core.exchange.manifests import UpdateManifest
 from fl_core.secagg.messages import SecAggUnmaskAnswer
-from fl_core.serialization import TensorSpec, encode_weights, sha256_hex
+from fl_core.serialization import TensorSpec, encode_weights
 
 
 def _context(bits: int) -> AdmissionContext:
@@ -33,16 +33,13 @@ def _admit(values: np.ndarray, bits: int) -> None:
         federation_id="sa",
         site_id="site-a",
         round_index=1,
-        task="evaluate",
+        task="train",
         global_sha256="0" * 64,
         num_examples=5,
         nonce="ab" * 16,
     )
     data = encode_weights({"w": values}, update_metadata(manifest))
-    manifest = manifest.model_copy(
-        update={"task": "train", "sha256": sha256_hex(data), "num_bytes": len(data)}
-    )
-    check_weights(manifest, data, _context(bits))
+    check_update_file(data, "site-a", _context(bits))
 
 
 def test_ring_elements_are_admitted_and_values_beyond_the_modulus_refused() -> None:

@@ -14,7 +14,6 @@ every later round.
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 
 import numpy as np
@@ -101,9 +100,9 @@ class Hospitals(RoundEvents):
                     ).astype(np.float32)
                     for name in sorted(global_weights)
                 }
-            nonce = secrets.token_hex(16)
-            data = None if weights is None else signed(weights, manifest, site, nonce)
-            self.exchange.write_update(manifest_for(manifest, site, data, nonce=nonce), data)
+            update = manifest_for(manifest, site)
+            data = None if weights is None else signed(weights, update)
+            self.exchange.write_update(update, data)
 
 
 def run(root: Path, config: FederationConfig, point: str | None, owner: str, fake: FakeTime):

@@ -1,0 +1,111 @@
+"""A training answer is one file, its manifest inside: what admission and readers make of it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fl_core.admission import AdmissionContext, check_update_file, update_metadata
+from fl_core.errors import UpdateRejectedError
+from fl_core.exchange.fs_store import LocalDirectoryStore
+from fl_core.exchange.manifests import UpdateManifest
+from fl_core.exchange.protocol import Exchange
+from fl_core.serialization import TensorSpec, encode_weights, sha256_hex
+
+WEIGHTS = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.float32)}
+
+
+def context(**changes) -> AdmissionContext:
+    fields = dict(
+        federation_id="f",
+        round_index=2,
+        task="train",
+        global_sha256="1" * 64,
+        invited_sites=frozenset({"site-a"}),
+        tensor_specs={"w": TensorSpec("float32", (2, 3)), "b": TensorSpec("float32", (3,))},
+        max_update_bytes=1 << 20,
+        max_manifest_bytes=1 << 16,
+        max_num_examples=1000,
+    )
+    fields.update(changes)
+    return AdmissionContext(**fields)
+
+
+def manifest(**changes) -> UpdateManifest:
+    fields = dict(
+        federation_id="f",
+        site_id="site-a",
+        round_index=2,
+        task="train",
+        global_sha256="1" * 64,
+        num_examples=40,
+        nonce="ab" * 16,
+        train_loss=0.3,
+    )
+    fields.update(changes)
+    return UpdateManifest(**fields)
+
+
+def test_a_good_file_gives_its_manifest_digest_and_views():
+    update = manifest()
+    data = encode_weights(WEIGHTS, update_metadata(update))
+    got, digest, weights = check_update_file(data, "site-a", context())
+    assert got == update
+    assert digest == sha256_hex(data)
+    np.testing.assert_array_equal(weights["w"], WEIGHTS["w"])
+
+
+@pytest.mark.parametrize(
+    ("data", "ctx", "reason"),
+    [
+        (encode_weights(WEIGHTS), context(), "malformed_manifest"),  # no manifest inside
+        (
+            encode_weights(WEIGHTS, {"fedsilo.manifest": "{not json"}),
+            context(),
+            "malformed_manifest",
+        ),
+        (
+            encode_weights(WEIGHTS, update_metadata(manifest(declined="privacy_budget_exhausted"))),
+            context(),
+            "malformed_manifest",  # a decline has no tensors
+        ),
+        (
+            encode_weights(WEIGHTS, update_metadata(manifest())),
+            context(
+                seen_sha256=frozenset(
+                    {sha256_hex(encode_weights(WEIGHTS, update_metadata(manifest())))}
+                )
+            ),
+            "replayed",
+        ),
+        (
+            encode_weights(WEIGHTS, update_metadata(manifest(site_id="site-b"))),
+            context(),
+            "site_mismatch",
+        ),
+        (
+            encode_weights(WEIGHTS, update_metadata(manifest())),
+            context(max_update_bytes=100),
+            "too_large",
+        ),
+    ],
+    ids=["no-manifest", "not-json", "declined", "same-bytes", "other-site", "oversized"],
+)
+def test_bad_files_are_refused_with_a_reason(data, ctx, reason):
+    with pytest.raises(UpdateRejectedError) as rejected:
+        check_update_file(data, "site-a", ctx)
+    assert rejected.value.reason == reason
+
+
+def test_one_object_per_answer_and_its_manifest_readable_either_way(tmp_path):
+    exchange = Exchange(LocalDirectoryStore(tmp_path), "f")
+    trained = manifest()
+    exchange.write_update(trained, encode_weights(WEIGHTS, update_metadata(trained)))
+    evaluated = manifest(site_id="site-b", task="evaluate", train_loss=None)
+    exchange.write_update(evaluated, None)
+    files = sorted(p.name for p in (tmp_path / "federations/f/rounds/000002/updates").iterdir())
+    assert files == ["site-a.safetensors", "site-b.json"]
+    assert sorted(exchange.list_answered_sites(2)) == ["site-a", "site-b"]
+    for update in (trained, evaluated):
+        raw = exchange.read_update_manifest_bytes(2, update.site_id)
+        assert UpdateManifest.model_validate_json(raw) == update
