@@ -162,9 +162,10 @@ def _final_auroc(run_dir: Path) -> float | None:
 def put_cost_us(work: Path, objects: int = 400) -> float:
     """CPU microseconds per write-once object on this filesystem, measured beside each run.
 
-    Every answer is two such objects (tensors, then manifest). On the VMs these figures come
-    from, creating a file costs anywhere from 50 to 800 us of CPU from one minute to the
-    next, so the federation's overhead moves with it; the table shows what it was.
+    Every answer is one such object (a training answer's manifest is inside its tensors
+    file). On the VMs these figures come from, creating a file costs anywhere from 50 to
+    800 us of CPU from one minute to the next, so the federation's overhead moves with it;
+    the table shows what it was.
     """
     store = LocalDirectoryStore(work / "put-probe", durable=False)
     payload = bytes(40_000)  # about one update of the default model
