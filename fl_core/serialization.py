@@ -52,11 +52,6 @@ def encode_weights(
     return bytes(safetensors.numpy.save(arrays, metadata=dict(metadata) if metadata else None))
 
 
-def read_metadata(data: bytes) -> dict[str, str]:
-    """The ``__metadata__`` strings of a safetensors header (empty when there are none)."""
-    return read_header(data).metadata
-
-
 def decode_weights(data: bytes) -> Weights:
     """Parse safetensors bytes into numpy arrays; anything else raises ``CodecError``."""
     read_tensor_specs(data)  # header sanity first: a clear error before any large allocation
@@ -135,12 +130,35 @@ def read_header(data: bytes) -> SafetensorsHeader:
         offsets[name] = (start, end)
     if not specs:
         raise CodecError("safetensors file holds no tensors")
+    return SafetensorsHeader(specs, _metadata(header), offsets, _HEADER_LEN_BYTES + header_len)
+
+
+def _metadata(header: dict[str, Any]) -> dict[str, str]:
     metadata = header.get("__metadata__") or {}
     if not isinstance(metadata, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         raise CodecError("safetensors __metadata__ must map strings to strings")
-    return SafetensorsHeader(specs, metadata, offsets, _HEADER_LEN_BYTES + header_len)
+    return metadata
+
+
+def header_span(head: bytes) -> int:
+    """Bytes from the start of a safetensors file to the end of its header, from its first 8."""
+    if len(head) < _HEADER_LEN_BYTES:
+        raise CodecError(f"file of {len(head)} bytes is too short to be safetensors")
+    (header_len,) = struct.unpack("<Q", head[:_HEADER_LEN_BYTES])
+    if header_len > _MAX_HEADER_BYTES:
+        raise CodecError(f"safetensors header of {header_len} bytes is over the limit")
+    return _HEADER_LEN_BYTES + int(header_len)
+
+
+def read_metadata(head: bytes) -> dict[str, str]:
+    """The ``__metadata__`` strings of a safetensors file (empty when there are none).
+
+    Needs only the first ``header_span`` bytes: the tensor data need not be there, so a
+    header can be read without downloading the file.
+    """
+    return _metadata(_read_header(head))
 
 
 def read_tensor_specs(data: bytes) -> dict[str, TensorSpec]:

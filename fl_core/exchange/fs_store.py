@@ -114,6 +114,15 @@ class LocalDirectoryStore(ObjectStore):
         except OSError as err:
             raise ExchangeError(f"cannot read {key} in {self.describe()}: {err}") from err
 
+    def get_head(self, key: ObjectKey, length: int) -> bytes:
+        try:
+            with open(self._path(key), "rb") as handle:
+                return handle.read(length)
+        except FileNotFoundError as err:
+            raise ObjectNotFoundError(f"{key} not found in {self.describe()}") from err
+        except OSError as err:
+            raise ExchangeError(f"cannot read {key} in {self.describe()}: {err}") from err
+
     def get_with_etag(self, key: ObjectKey) -> tuple[bytes, ETag]:
         data = self.get(key)
         return data, _etag_of(data)

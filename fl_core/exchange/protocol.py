@@ -27,10 +27,12 @@ from fl_core.exchange.manifests import (
     UpdateManifest,
 )
 from fl_core.exchange.store import ObjectStore
-from fl_core.serialization import read_header, sha256_hex
+from fl_core.serialization import header_span, read_metadata, sha256_hex
 from fl_core.types import ETag, RoundIndex, SiteId
 
 _Model = TypeVar("_Model", bound=BaseModel)
+_HEAD_BYTES = 64 * 1024
+"""First read of a training answer's header: its manifest is a few kB; longer ones need two."""
 
 
 def _dump(document: BaseModel) -> bytes:
@@ -122,9 +124,13 @@ class Exchange:
         try:
             return self.store.get(self.layout.update_manifest_key(round_index, site_id))
         except ObjectNotFoundError:
-            data = self.read_update_weights(round_index, site_id)
-        try:
-            metadata = read_header(data).metadata
+            key = self.layout.update_weights_key(round_index, site_id)
+        try:  # the header alone: status reads hundreds of these and the tensors may be large
+            head = self.store.get_head(key, _HEAD_BYTES)
+            span = header_span(head)
+            if span > len(head):
+                head = self.store.get_head(key, span)
+            metadata = read_metadata(head)
         except CodecError as err:
             raise ExchangeError(f"update of {site_id} in round {round_index}: {err}") from err
         document = metadata.get(MANIFEST_METADATA_KEY)

@@ -130,6 +130,16 @@ def test_size_and_exists(store: ObjectStore) -> None:
     assert not store.exists(KEY + ".json")
 
 
+def test_get_head_reads_the_first_bytes_only(store: ObjectStore) -> None:
+    store.put_new("a/head.bin", bytes(range(200)))
+    assert store.get_head("a/head.bin", 8) == bytes(range(8))
+    assert store.get_head("a/head.bin", 1000) == bytes(range(200))  # shorter than asked
+    store.put_new("a/empty.bin", b"")
+    assert store.get_head("a/empty.bin", 8) == b""
+    with pytest.raises(ObjectNotFoundError):
+        store.get_head("a/missing.bin", 8)
+
+
 def test_list_keys_sorted_and_prefix_scoped(store: ObjectStore) -> None:
     keys = [
         "federations/f1/rounds/000002/updates/site-b.json",

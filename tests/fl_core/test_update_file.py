@@ -8,7 +8,12 @@ import pytest
 from fl_core.admission import AdmissionContext, check_update_file, update_metadata
 from fl_core.errors import UpdateRejectedError
 from fl_core.exchange.fs_store import LocalDirectoryStore
-from fl_core.exchange.manifests import UpdateManifest
+from fl_core.exchange.manifests import (
+    EvaluationReport,
+    ScoreHistogram,
+    SparseCounts,
+    UpdateManifest,
+)
 from fl_core.exchange.protocol import Exchange
 from fl_core.serialization import TensorSpec, encode_weights, sha256_hex
 
@@ -109,3 +114,35 @@ def test_one_object_per_answer_and_its_manifest_readable_either_way(tmp_path):
     for update in (trained, evaluated):
         raw = exchange.read_update_manifest_bytes(2, update.site_id)
         assert UpdateManifest.model_validate_json(raw) == update
+
+
+class CountingStore(LocalDirectoryStore):
+    """A local store that records which keys were read whole."""
+
+    def __init__(self, root) -> None:
+        super().__init__(root)
+        self.whole_reads: list[str] = []
+
+    def get(self, key: str) -> bytes:
+        self.whole_reads.append(key)
+        return super().get(key)
+
+
+@pytest.mark.parametrize("bins", [10, 50_000], ids=["short-header", "header-over-64kB"])
+def test_a_training_answers_manifest_is_read_from_its_header_alone(tmp_path, bins):
+    store = CountingStore(tmp_path)
+    exchange = Exchange(store, "f")
+    counts = SparseCounts(index=list(range(bins)), count=[1] * bins)
+    report = EvaluationReport(
+        num_examples=bins,
+        loss_sum=1.0,
+        histogram=ScoreHistogram(
+            bins=bins, positives=counts, negatives=SparseCounts(index=[], count=[])
+        ),
+    )
+    update = manifest(evaluation=report)
+    big = {"w": np.zeros((2000, 500), np.float32)}  # 4 MB of tensors that must not be read
+    exchange.write_update(update, encode_weights(big, update_metadata(update)))
+    raw = exchange.read_update_manifest_bytes(2, "site-a")
+    assert UpdateManifest.model_validate_json(raw) == update
+    assert not any(key.endswith(".safetensors") for key in store.whole_reads)
