@@ -207,6 +207,16 @@ class _TimedStore(ObjectStore):
         result: list[ObjectKey] = self.clock.timed("transfer", self.inner.list_keys)(prefix)
         return result
 
+    def list_versions(self, prefix: str) -> dict[ObjectKey, str]:
+        result: dict[ObjectKey, str] = self.clock.timed("transfer", self.inner.list_versions)(
+            prefix
+        )
+        return result
+
+    def get_head(self, key: ObjectKey, length: int) -> bytes:
+        result: bytes = self.clock.timed("transfer", self.inner.get_head)(key, length)
+        return result
+
     def describe(self) -> str:
         return self.inner.describe()
 

@@ -163,6 +163,17 @@ class LocalDirectoryStore(ObjectStore):
     def exists(self, key: ObjectKey) -> bool:
         return self._path(key).is_file()
 
+    def list_versions(self, prefix: str) -> dict[ObjectKey, str]:
+        # every write makes a new file (temporary file, then link or rename): a new inode
+        versions = {}
+        for key in self.list_keys(prefix):
+            try:
+                stat = self._path(key).stat()
+            except FileNotFoundError:
+                continue  # removed since the listing
+            versions[key] = f"{stat.st_ino}-{stat.st_mtime_ns}-{stat.st_size}"
+        return versions
+
     def list_keys(self, prefix: str) -> list[ObjectKey]:
         # a string prefix, as in S3: "federations/f1" also matches "federations/f10/..."
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""

@@ -776,11 +776,19 @@ class S3Store(ObjectStore):
         return head
 
     def list_keys(self, prefix: str) -> list[ObjectKey]:
+        return sorted(self._listing(prefix))
+
+    def list_versions(self, prefix: str) -> dict[ObjectKey, str]:
+        return dict(sorted(self._listing(prefix).items()))
+
+    def _listing(self, prefix: str) -> dict[ObjectKey, str]:
+        """Keys under ``prefix`` and their ETags, from LIST alone."""
         if prefix.startswith("/") or ".." in prefix.split("/"):
             raise ExchangeError(f"invalid key prefix {prefix!r}")
-        keys: list[ObjectKey] = []
+        found: dict[ObjectKey, str] = {}
         with self._mapped("list", prefix or "(all keys)"):
             paginator = self.client.get_paginator("list_objects_v2")
             for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}{prefix}"):
-                keys.extend(item["Key"][len(self.prefix) :] for item in page.get("Contents", []))
-        return sorted(keys)
+                for item in page.get("Contents", []):
+                    found[item["Key"][len(self.prefix) :]] = str(item["ETag"])
+        return found

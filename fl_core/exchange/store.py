@@ -61,5 +61,13 @@ class ObjectStore(ABC):
         """Every key under ``prefix``, sorted."""
 
     @abstractmethod
+    def list_versions(self, prefix: str) -> dict[ObjectKey, str]:
+        """Every key under ``prefix`` with a token that changes whenever it is written.
+
+        S3 gives its ETags in the same LIST request, so a reader that polls many small
+        objects (the registry, at every admission) re-reads only those that changed.
+        """
+
+    @abstractmethod
     def describe(self) -> str:
         """Where this store points, for messages (never credentials)."""

@@ -140,6 +140,19 @@ def test_get_head_reads_the_first_bytes_only(store: ObjectStore) -> None:
         store.get_head("a/missing.bin", 8)
 
 
+def test_list_versions_change_exactly_when_an_object_is_written(store: ObjectStore) -> None:
+    etag = store.replace("reg/a.json", b"one", None)
+    store.put_new("reg/b.json", b"two")
+    store.put_new("other/c.json", b"three")
+    first = store.list_versions("reg/")
+    assert sorted(first) == store.list_keys("reg/") == ["reg/a.json", "reg/b.json"]
+    assert store.list_versions("reg/") == first  # nothing written: nothing changed
+    store.replace("reg/a.json", b"one, revised", etag)
+    second = store.list_versions("reg/")
+    assert second["reg/a.json"] != first["reg/a.json"]
+    assert second["reg/b.json"] == first["reg/b.json"]
+
+
 def test_list_keys_sorted_and_prefix_scoped(store: ObjectStore) -> None:
     keys = [
         "federations/f1/rounds/000002/updates/site-b.json",

@@ -10,6 +10,7 @@ from fl_core.errors import UpdateRejectedError
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import (
     EvaluationReport,
+    Registration,
     ScoreHistogram,
     SparseCounts,
     UpdateManifest,
@@ -146,3 +147,22 @@ def test_a_training_answers_manifest_is_read_from_its_header_alone(tmp_path, bin
     raw = exchange.read_update_manifest_bytes(2, "site-a")
     assert UpdateManifest.model_validate_json(raw) == update
     assert not any(key.endswith(".safetensors") for key in store.whole_reads)
+
+
+def test_registrations_are_re_read_only_when_written(tmp_path):
+    store = CountingStore(tmp_path)
+    exchange = Exchange(store, "f")
+    etags = {}
+    for site in ("site-a", "site-b", "site-c"):
+        etags[site] = exchange.write_registration(
+            Registration(site_id=site, joined_unix=1.0, status="active"), None
+        )
+    assert {r.site_id for r in exchange.list_registrations()} == {"site-a", "site-b", "site-c"}
+    store.whole_reads.clear()
+    assert len(exchange.list_registrations()) == 3
+    assert store.whole_reads == []  # one listing, no reads: nothing changed
+    revoked = Registration(site_id="site-b", joined_unix=1.0, status="revoked")
+    exchange.write_registration(revoked, etags["site-b"])
+    statuses = {r.site_id: r.status for r in exchange.list_registrations()}
+    assert statuses == {"site-a": "active", "site-b": "revoked", "site-c": "active"}
+    assert store.whole_reads == [exchange.layout.registry_key("site-b")]
