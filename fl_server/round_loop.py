@@ -162,6 +162,9 @@ class RoundLoop:
         self.config_hash = config.config_hash()
         self._etag: ETag | None = None
         self._last_write = 0.0
+        self._seen_nonces: set[str] = set()
+        self._seen_digests: set[str] = set()
+        self._seen_through = 0  # rounds whose results are in the two sets above
         keep_freed_buffers()
 
     # ---- state and lease ------------------------------------------------------------------
@@ -287,20 +290,23 @@ class RoundLoop:
 
     # ---- one round -------------------------------------------------------------------------
 
-    def _history(self, round_index: int) -> tuple[set[str], set[str]]:
-        """Nonces and update digests accepted in earlier rounds (replay protection)."""
-        nonces: set[str] = set()
-        digests: set[str] = set()
-        for earlier in range(1, round_index):
+    def _history(self, round_index: int) -> tuple[frozenset[str], frozenset[str]]:
+        """Nonces and update digests accepted in earlier rounds (replay protection).
+
+        Each result.json is read once per process, not once per later round: round 1000 of
+        a long federation would otherwise re-read 999 results of 208 decisions each.
+        """
+        for earlier in range(self._seen_through + 1, round_index):
             result = self.exchange.read_result(earlier)
             if result is None:
                 continue
             for decision in result.accepted:
                 if decision.nonce:
-                    nonces.add(decision.nonce)
+                    self._seen_nonces.add(decision.nonce)
                 if decision.sha256:
-                    digests.add(decision.sha256)
-        return nonces, digests
+                    self._seen_digests.add(decision.sha256)
+        self._seen_through = max(self._seen_through, round_index - 1)
+        return frozenset(self._seen_nonces), frozenset(self._seen_digests)
 
     def _revoked_sites(self) -> frozenset[SiteId]:
         """Revoked sites, after activating those whose onboarding preflight passed."""
