@@ -164,11 +164,6 @@ def simulate(
         from fedsilo.worker_pool import worker_context
 
         worker_context()  # the fork server imports torch on one core while we do on the other
-    from fedsilo.gc_policy import start_up
-
-    with start_up():
-        from fedsilo.simulation import simulate as run_simulation
-
     overrides: dict[str, Any] = {
         "rounds": rounds,
         "seed": seed,
@@ -195,6 +190,11 @@ def simulate(
         if run_unless_aggregator(federation, out, run_id=run_id, options=mpi_options):
             return  # re-launched under mpirun, or this rank hosted hospitals
         from fedsilo.mpi_engine import simulate as run_simulation
+    else:
+        from fedsilo.gc_policy import start_up
+
+        with start_up():  # torch, after the config is known to be good
+            from fedsilo.simulation import simulate as run_simulation
     ui = _ProgressEvents(federation)
     from fedsilo.tensorboard_sink import with_tensorboard
 

@@ -136,7 +136,10 @@ def run_unless_aggregator(
         if status != 0:
             raise SystemExit(status)
         return True
-    from fedsilo import mpi_engine
+    from fedsilo.gc_policy import start_up
+
+    with start_up():  # torch and the engine; the launcher outside mpirun never imports them
+        from fedsilo import mpi_engine
 
     if mpi_engine.is_aggregator_rank(mpi_engine.world()):
         return False

@@ -61,3 +61,36 @@ def test_missing_mpirun_exits_2_with_how_to_install(tmp_path: Path) -> None:
     assert len(lines) == 1, done.stderr
     assert "mpirun not found" in lines[0]
     assert "make install" in lines[0]
+
+
+def test_the_launcher_outside_mpirun_never_imports_torch(tmp_path: Path) -> None:
+    """It only re-launches under mpirun: torch there was a CPU-second for nothing."""
+    code = """
+import sys
+from fedsilo import mpi_launch, cli
+launched = []
+mpi_launch.relaunch = lambda *args, **kwargs: launched.append(args) or 0
+sys.argv = ["fedsilo", "simulate", "--engine", "mpi", "--hospitals", "3", "--rounds", "1",
+            "--out", sys.argv[1]]
+try:
+    cli.app(standalone_mode=False)
+finally:
+    assert launched, "did not re-launch"
+    assert "torch" not in sys.modules, "the launcher imported torch"
+print("ok")
+"""
+    env = {
+        key: value
+        for key, value in mpi_launch.rank_environment().items()
+        if key not in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("ok")
