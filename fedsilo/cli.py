@@ -369,7 +369,10 @@ def _run_app() -> int:
         return 130
     except typer.TyperException as err:  # usage errors (typer's own click) carry their exit code
         show = getattr(err, "show", None)
-        console.print(f"error: {err.format_message()}") if show is None else show()
+        if show is None:
+            console.print(f"error: {err.format_message()}")
+        else:
+            show()
         return err.exit_code
     return returned if isinstance(returned, int) else 0  # typer.Exit(code) arrives as a return
 
@@ -380,7 +383,7 @@ def main() -> None:
 
     try:
         code = _run_app()
-    except SystemExit as done:  # typer.Exit from a command, or a library's sys.exit
+    except SystemExit as done:  # a sys.exit in a command or a library (typer.Exit returns)
         if done.code is None or isinstance(done.code, int):
             code = done.code or 0
         else:

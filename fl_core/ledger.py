@@ -138,10 +138,27 @@ def _check_model(
 
 
 def _check_updates(exchange: Exchange, entry: LedgerEntry) -> list[LedgerProblem]:
-    """Every admitted update (file and manifest) against the sha256 the ledger recorded."""
+    """Every admitted answer against what the ledger recorded.
+
+    A training answer is one file, its manifest inside, so the sha256 the ledger recorded
+    covers both: the file is read once and hashed. An evaluation answer is a manifest alone.
+    """
     problems = []
     round_index = entry.round_index
     for site_id, sha256 in entry.accepted:
+        if sha256:
+            try:
+                data = exchange.read_update_weights(round_index, site_id)
+            except ObjectNotFoundError:
+                problems.append(LedgerProblem(round_index, f"update file of {site_id} is missing"))
+                continue
+            if sha256_hex(data) != sha256:
+                problems.append(
+                    LedgerProblem(
+                        round_index, f"update file of {site_id} was altered (sha256 differs)"
+                    )
+                )
+            continue
         try:
             manifest = UpdateManifest.model_validate_json(
                 exchange.read_update_manifest_bytes(round_index, site_id)
@@ -157,18 +174,6 @@ def _check_updates(exchange: Exchange, entry: LedgerEntry) -> list[LedgerProblem
         if manifest.global_sha256 != entry.global_sha256:
             problems.append(
                 LedgerProblem(round_index, f"update manifest of {site_id} disagrees with ledger")
-            )
-        if not sha256:
-            continue  # an evaluation answer carries no weights
-        # a training answer's manifest is inside its file, so the file's sha256 covers both
-        try:
-            data = exchange.read_update_weights(round_index, site_id)
-        except ObjectNotFoundError:
-            problems.append(LedgerProblem(round_index, f"update file of {site_id} is missing"))
-            continue
-        if sha256_hex(data) != sha256:
-            problems.append(
-                LedgerProblem(round_index, f"update file of {site_id} was altered (sha256 differs)")
             )
     return problems
 

@@ -28,14 +28,14 @@ class ObjectStore(ABC):
     def get(self, key: ObjectKey) -> bytes:
         """Read ``key``; raise ``ObjectNotFoundError`` if absent."""
 
+    @abstractmethod
     def get_head(self, key: ObjectKey, length: int) -> bytes:
         """The first ``length`` bytes of ``key`` (all of it if shorter), unverified.
 
         For reading a file's header without downloading its body (a training answer's
         manifest, for ``fedsilo status``); whoever needs the object itself reads it with
-        ``get``, which verifies it. Stores override this with a ranged read.
+        ``get``, which verifies it. A ranged read: never the whole object.
         """
-        return self.get(key)[:length]
 
     @abstractmethod
     def get_with_etag(self, key: ObjectKey) -> tuple[bytes, ETag]:
