@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from fl_core.errors import ConfigError
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
 
@@ -62,8 +63,25 @@ def ledger_verify(
 
 
 def status_command(
-    federation: FederationArg,
-    exchange: ExchangeArg,
+    run: Annotated[
+        Path | None,
+        typer.Argument(
+            help="a run folder, or the folder given to `simulate --out` (its newest run); "
+            "instead of --federation/--exchange"
+        ),
+    ] = None,
+    federation: Annotated[
+        str | None,
+        typer.Option("--federation", envvar="FEDSILO_FEDERATION_ID", help="federation id"),
+    ] = None,
+    exchange: Annotated[
+        str | None,
+        typer.Option(
+            "--exchange",
+            envvar="FEDSILO_EXCHANGE",
+            help="s3://bucket/prefix, file://DIR or a folder",
+        ),
+    ] = None,
     endpoint_url: EndpointArg = None,
     watch: Annotated[
         bool, typer.Option("--watch", help="refresh until the federation ends")
@@ -77,7 +95,7 @@ def status_command(
 
     from fedsilo.status import collect_status, status_table
 
-    store = open_exchange(exchange, federation, endpoint_url)
+    store = _status_exchange(run, federation, exchange, endpoint_url)
     status = collect_status(store)
     if not watch:
         stdout.print(status_table(status))
@@ -89,8 +107,34 @@ def status_command(
             live.update(status_table(status), refresh=True)
 
 
+def _status_exchange(
+    run: Path | None, federation: str | None, exchange: str | None, endpoint_url: str | None
+) -> Exchange:
+    """The exchange named by a run folder (its config.json) or by --federation/--exchange."""
+    if run is not None:
+        from fedsilo.report import open_run_exchange
+        from fedsilo.run_folder import resolve_run_folder
+
+        run_dir, note = resolve_run_folder(run)
+        if note:
+            stdout.print(note, highlight=False, soft_wrap=True)
+        found = open_run_exchange(run_dir, endpoint_url)
+        if exchange is None:
+            return Exchange(found.store, federation or found.federation_id)
+        federation = federation or found.federation_id
+    if exchange is None or federation is None:
+        raise ConfigError(
+            "fedsilo status needs a run folder (fedsilo status runs/) or both --federation "
+            "and --exchange"
+        )
+    return open_exchange(exchange, federation, endpoint_url)
+
+
 def report_command(
-    run: Annotated[Path, typer.Argument(help="run folder written by fedsilo simulate")],
+    run: Annotated[
+        Path,
+        typer.Argument(help="a run folder, or the folder given to `simulate --out` (its newest)"),
+    ],
     out: Annotated[Path, typer.Option("-o", "--out", help="HTML file to write")] = Path(
         "report.html"
     ),
@@ -99,7 +143,11 @@ def report_command(
 ) -> None:
     """One self-contained HTML page of a run's metrics, hospitals, calibration, rejections."""
     from fedsilo.report import write_report
+    from fedsilo.run_folder import resolve_run_folder
 
+    run, note = resolve_run_folder(run, needs="metrics.jsonl")
+    if note:
+        stdout.print(note, highlight=False, soft_wrap=True)
     figures = write_report(run, out, png, endpoint_url)
     stdout.print(f"report: {out} ({len(figures)} figures)", highlight=False)
     if png is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import structlog
 
 from fl_core.config import FederationConfig
+from fl_core.errors import ConfigError
 
 
 def new_run_id(config: FederationConfig) -> str:
@@ -30,3 +31,34 @@ def start_run(config: FederationConfig, out_dir: Path, run_id: str | None) -> tu
     exchange_uri = config.exchange.uri or private
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
     return run_dir, exchange_uri
+
+
+def is_run_folder(path: Path) -> bool:
+    """A folder ``start_run`` made: it holds the run's config.json."""
+    return (path / "config.json").is_file()
+
+
+def resolve_run_folder(path: Path, needs: str | None = None) -> tuple[Path, str | None]:
+    """The run folder ``path`` names: itself, or the newest run inside the ``--out`` folder.
+
+    ``fedsilo simulate --out D`` writes ``D/<run-id>/``; operators hand the commands ``D``.
+    ``needs`` names a file the run must hold (``metrics.jsonl``: a run that finished), so a
+    run that stopped early is passed over. Returns the run folder and, when it was chosen
+    among several, a line saying which.
+    """
+    if is_run_folder(path):
+        return path, None
+    if not path.is_dir():
+        raise ConfigError(f"{path} is not a folder; pass a run folder or simulate's --out folder")
+    runs = [child for child in path.iterdir() if child.is_dir() and is_run_folder(child)]
+    usable = [run for run in runs if needs is None or (run / needs).is_file()]
+    if not usable:
+        holding = f" with a {needs}" if needs and runs else ""
+        raise ConfigError(
+            f"{path} holds no run folder{holding} (no config.json in it or its subfolders); "
+            "pass the folder given to `fedsilo simulate --out` or one of its run folders"
+        )
+    newest = max(usable, key=lambda run: ((run / "config.json").stat().st_mtime, run.name))
+    kind = "finished run" if needs == "metrics.jsonl" else "run"
+    note = f"run folder: {newest} (the newest {kind} of {len(runs)} in {path})"
+    return newest, note

@@ -27,6 +27,7 @@ _LOOKBACK_ROUNDS = 50  # how far back a hospital's last rejection and AUROC are 
 class SiteStatus:
     site_id: SiteId
     registration: str  # pending / active / revoked, or "-" without a registry entry
+    state: str  # what the hospital is doing now (``site_state``)
     invited: bool
     answered: bool
     decision: str  # accepted / rejected / "-" (not decided yet in the current round)
@@ -47,6 +48,37 @@ class FederationStatus:
     message: str | None
     sites: list[SiteStatus]
     dp_fedavg_epsilon: float | None = None  # client-level epsilon of the model so far
+    final: bool = False  # the current round is the final evaluation (after the last training)
+
+    @property
+    def training_round(self) -> RoundIndex | None:
+        """The last training round: the final evaluation is one exchange round past it."""
+        if self.round_index is None:
+            return None
+        return self.round_index - 1 if self.final else self.round_index
+
+
+def site_state(
+    registration: str, invited: bool, answered: bool, decision: str, phase: str, final: bool
+) -> str:
+    """One word for what a hospital is doing, from its registration and the current round."""
+    if registration in ("pending", "revoked"):
+        return registration
+    if phase == "not started":
+        return "waiting"
+    if not invited:
+        return "not invited"  # e.g. activated after the round opened: it joins the next one
+    if phase == "failed":
+        return "round failed"
+    if phase == "collecting":
+        if decision != "-":
+            return decision
+        if answered:
+            return "answered"
+        return "evaluating" if final else "training"
+    if final:
+        return "finished" if decision == "accepted" else f"finished ({decision})"
+    return decision
 
 
 def site_auroc(manifest: UpdateManifest) -> float | None:
@@ -134,6 +166,7 @@ def collect_status(exchange: Exchange, now: float | None = None) -> FederationSt
     epsilons = _last_epsilons(results)
     aurocs = _last_aurocs(exchange, sites, round_index) if round_index else {}
     phase = state.phase if state else "not started"
+    final = bool(manifest and manifest.final)
     deadline = state.deadline_unix - now if state and state.phase == "collecting" else None
     return FederationStatus(
         federation_id=exchange.federation_id,
@@ -147,6 +180,14 @@ def collect_status(exchange: Exchange, now: float | None = None) -> FederationSt
             SiteStatus(
                 site_id=site_id,
                 registration=registrations.get(site_id, "-"),
+                state=site_state(
+                    registrations.get(site_id, "-"),
+                    site_id in invited,
+                    site_id in answered,
+                    decisions[site_id].status if site_id in decisions else "-",
+                    phase,
+                    final,
+                ),
                 invited=site_id in invited,
                 answered=site_id in answered,
                 decision=decisions[site_id].status if site_id in decisions else "-",
@@ -158,6 +199,7 @@ def collect_status(exchange: Exchange, now: float | None = None) -> FederationSt
             for site_id in sites
         ],
         dp_fedavg_epsilon=_dp_fedavg_epsilon(results),
+        final=final,
     )
 
 
@@ -171,11 +213,18 @@ def format_countdown(seconds: float | None) -> str:
     return f"{hours:d}:{minutes:02d}:{secs:02d}"
 
 
+def round_text(status: FederationStatus) -> str:
+    """The training round a person counts; the final evaluation is named, not numbered."""
+    if status.round_index is None:
+        return "round -"
+    if status.final:
+        return f"round {status.training_round} (last), final evaluation"
+    return f"round {status.round_index}" + (f" ({status.task})" if status.task else "")
+
+
 def status_title(status: FederationStatus) -> str:
-    round_text = "-" if status.round_index is None else str(status.round_index)
-    task = f" ({status.task})" if status.task else ""
     line = (
-        f"federation {status.federation_id}  round {round_text}{task}  phase {status.phase}  "
+        f"federation {status.federation_id}  {round_text(status)}  phase {status.phase}  "
         f"deadline {format_countdown(status.deadline_in_s)}"
     )
     if status.dp_fedavg_epsilon is not None:
@@ -185,10 +234,14 @@ def status_title(status: FederationStatus) -> str:
 
 def status_table(status: FederationStatus) -> Table:
     """One row per hospital, for a terminal."""
-    table = Table(title=status_title(status), caption=status.exchange)
+    caption = status.exchange
+    if any(site.registration == "-" for site in status.sites):
+        caption += "\nregistry -: not in the registry (simulate, or server run --sites)"
+    table = Table(title=status_title(status), caption=caption)
     for column in (
         "site",
         "state",
+        "registry",
         "invited",
         "answered",
         "decision",
@@ -199,10 +252,13 @@ def status_table(status: FederationStatus) -> Table:
         table.add_column(column)
     for site in status.sites:
         auroc = (
-            "-" if site.last_auroc is None else f"{site.last_auroc:.3f} (r{site.last_auroc_round})"
+            "-"
+            if site.last_auroc is None
+            else f"{site.last_auroc:.3f} ({_round_label(status, site)})"
         )
         table.add_row(
             site.site_id,
+            site.state,
             site.registration,
             "yes" if site.invited else "no",
             "yes" if site.answered else "no",
@@ -212,3 +268,9 @@ def status_table(status: FederationStatus) -> Table:
             auroc,
         )
     return table
+
+
+def _round_label(status: FederationStatus, site: SiteStatus) -> str:
+    if status.final and site.last_auroc_round == status.round_index:
+        return "final"
+    return f"r{site.last_auroc_round}"

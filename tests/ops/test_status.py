@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,8 +44,51 @@ def test_status_from_folder(exchange_dir: Path) -> None:
     assert all(s.answered and s.decision == "accepted" for s in status.sites)
     assert {s.site_id: s.registration for s in status.sites}["site-002"] == "revoked"
     assert any(s.last_auroc is not None for s in status.sites)
+    assert status.training_round == 2 and status.final
+    states = {s.site_id: s.state for s in status.sites}
+    assert states == {"site-001": "finished", "site-002": "revoked"} | {
+        f"site-00{i}": "finished" for i in (3, 4)
+    }
     text = _render(exchange)
-    assert "round 3 (evaluate)" in text and "revoked" in text and "site-004" in text
+    assert "round 2 (last), final evaluation" in text and "revoked" in text
+    assert "site-004" in text and "(final)" in text
+
+
+def test_status_and_report_take_the_out_folder(finished_run: Path, tmp_path: Path) -> None:
+    """`simulate --out D` writes D/<run-id>/; status and report take D and say which run."""
+    script = Path(sys.executable).parent / "fedsilo"
+    out = tmp_path / "runs"
+    shutil.copytree(finished_run, out / "r1")
+    time.sleep(0.01)
+    (out / "stopped-early").mkdir()  # newer, and it never wrote metrics.jsonl
+    (out / "stopped-early" / "config.json").write_text((finished_run / "config.json").read_text())
+    status = subprocess.run(
+        [str(script), "status", str(out)], capture_output=True, text=True, timeout=60
+    )
+    assert status.returncode == 0, status.stderr
+    assert "run folder: " in status.stdout and "phase" in status.stdout
+    report = subprocess.run(
+        [str(script), "report", str(out), "-o", str(tmp_path / "r.html")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert report.returncode == 0, report.stderr
+    assert f"run folder: {out / 'r1'} (the newest finished run of 2" in report.stdout
+    assert (tmp_path / "r.html").is_file()
+
+
+def test_status_without_a_run_or_an_exchange_names_the_flags() -> None:
+    script = Path(sys.executable).parent / "fedsilo"
+    done = subprocess.run(
+        [str(script), "status"], capture_output=True, text=True, timeout=60, env=_no_fedsilo_env()
+    )
+    assert done.returncode == 2
+    assert "--federation and --exchange" in done.stderr
+
+
+def _no_fedsilo_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("FEDSILO_")}
 
 
 def test_status_cli_from_folder(exchange_dir: Path) -> None:
