@@ -10,6 +10,7 @@ carries a lease, so two aggregators can never both advance a round.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import socket
 import time
 import uuid
@@ -52,14 +53,24 @@ from fl_core.exchange.protocol import Exchange
 from fl_core.ledger import chain_hash
 from fl_core.metrics import ClassHistogram, auprc_from_histogram, auroc_from_histogram
 from fl_core.registry import activate_verified_sites
-from fl_core.serialization import decode_weights, encode_weights, read_tensor_specs, sha256_hex
+from fl_core.serialization import (
+    decode_weights,
+    encode_weights,
+    read_tensor_specs,
+    sha256_hex,
+    view_weights,
+)
 from fl_core.types import ETag, Sha256Hex, SiteId, Weights
 from fl_server.aggregator import AdmittedUpdate, ServerAggregator
 from fl_server.allocator import keep_freed_buffers
+from fl_server.lookahead import checked_ahead
 from fl_server.privacy_round import declined_decision, round_privacy
 from fl_server.secagg_server import SecAggServer
 
 log = structlog.get_logger("fedsilo.server")
+
+_CheckedAnswer = tuple[UpdateManifest, Sha256Hex | None, AdmittedUpdate | None]
+"""An answer that passed admission: its manifest, file sha256 and update (training rounds)."""
 
 
 class RoundEvents:
@@ -373,7 +384,7 @@ class RoundLoop:
                     "after admission; the exchange was altered"
                 )
             self.aggregator.add_admitted(
-                AdmittedUpdate(decision.site_id, decision.num_examples, data, decode_weights(data))
+                AdmittedUpdate(decision.site_id, decision.num_examples, data, view_weights(data))
             )
 
     def _remember(self, current: _Round, update: UpdateManifest) -> None:
@@ -387,11 +398,14 @@ class RoundLoop:
         if update.privacy is not None:
             current.epsilons[update.site_id] = update.privacy.epsilon
 
-    def _admit(self, current: _Round, site_id: SiteId) -> Decision:
-        """Check one answer; only an accepted update reaches the aggregator."""
+    def _admit(
+        self, current: _Round, site_id: SiteId, checked: Callable[[], _CheckedAnswer]
+    ) -> Decision:
+        """Take one answer's checks (``_check_answer``, run ahead on a worker thread); only an
+        accepted update reaches the aggregator."""
         round_index = current.context.round_index
         try:
-            manifest, digest, admitted = self._check_answer(current, site_id)
+            manifest, digest, admitted = checked()
         except (ObjectIntegrityError, ObjectNotFoundError) as err:
             # bytes that fail the store's own checksum, or that vanished: the hospital's fault,
             # never the federation's (a rogue write must not stop the aggregator)
@@ -439,10 +453,11 @@ class RoundLoop:
             decided_unix=self.clock(),
         )
 
-    def _check_answer(
-        self, current: _Round, site_id: SiteId
-    ) -> tuple[UpdateManifest, Sha256Hex | None, AdmittedUpdate | None]:
+    def _check_answer(self, current: _Round, site_id: SiteId) -> _CheckedAnswer:
         """Every admission check, cheapest first; raises ``UpdateRejectedError``.
+
+        Runs on a worker thread (``checked_ahead``): it reads the exchange and the round's
+        admission context, and changes nothing.
 
         In a training round the answer is the site's ``.safetensors`` file, manifest inside;
         a ``.json`` alone is accepted there only as a declined round.
@@ -496,8 +511,12 @@ class RoundLoop:
                     current.context, revoked_sites=self._revoked_sites()
                 )
                 decisions = dict(state.decisions)
-                for site_id in new:
-                    decision = self._admit(current, site_id)
+                # the next answers are read and checked on worker threads while this one is
+                # added to the sum; decisions and the sum follow the order of `new`
+                check = functools.partial(self._check_answer, current)
+                for site_id, checked in checked_ahead(check, new):
+                    decision = self._admit(current, site_id, checked)
+                    del checked  # this update's bytes: one fewer in memory while checking on
                     decisions[site_id] = decision
                     self.events.decided(state.round_index, decision)
                 state = state.model_copy(update={"decisions": decisions})

@@ -60,3 +60,17 @@ def test_streaming_refuses_bad_input():
         mean.add({"v": np.ones(2, np.float32)}, 1)
     with pytest.raises(AggregationError):
         weighted_mean([])
+
+
+def test_updates_larger_than_a_slice_are_summed_whole():
+    """Adding slice by slice covers every element, including a short last slice."""
+    from fl_core.aggregation import CHUNK_ELEMENTS
+
+    rng = np.random.default_rng(7)
+    shape = (3, CHUNK_ELEMENTS // 2 + 5)  # 1.5 slices and a few elements
+    updates = [({"w": rng.random(shape, np.float32), "b": rng.random(3)}, n) for n in (3, 11)]
+    out = weighted_mean(updates)
+    for name in ("w", "b"):
+        expected = np.average([u[name] for u, _ in updates], axis=0, weights=[3, 11])
+        assert out[name].shape == expected.shape
+        np.testing.assert_allclose(out[name], expected, rtol=1e-6)

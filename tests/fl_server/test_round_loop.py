@@ -241,6 +241,9 @@ def _hostile_writes(exchange: Exchange, manifest: GlobalManifest) -> None:
     inf = {k: v.copy() for k, v in base.items()}
     inf["b"][1] = np.inf
     put("bad-14", weights=inf)  # Inf
+    late = {k: v.copy() for k, v in base.items()}
+    late[sorted(late)[-1]].reshape(-1)[-1] = np.nan
+    put("bad-16", weights=late)  # NaN in the very last value the file holds
     put("bad-9", weights={"w": base["w"], "b": np.zeros(2000, np.float32)})  # over the limit
     # a manifest alone in a training round: the tensors never came
     lone = manifest_for(manifest, "bad-10").model_dump_json().encode()
@@ -264,6 +267,7 @@ EXPECTED_REASONS = {
     "bad-7": "wrong_dtype",
     "bad-8": "non_finite",
     "bad-14": "non_finite",
+    "bad-16": "non_finite",
     "bad-9": "too_large",
     "bad-10": "missing_tensors",
     "bad-15": "malformed_manifest",

@@ -1,0 +1,70 @@
+"""Admission checks run ahead of the running sum, on worker threads.
+
+Checking an update (reading it, its sha256, the NaN/Inf scan) costs about twice as much as
+adding it to the sum, and one file's sha256 runs on one core. File and socket reads, hashlib
+and numpy release the GIL, so the next updates are checked on worker threads while the caller
+adds the current one. The caller takes the results in the order of the keys, whatever order
+the threads finish in, so the sum (and the model) is the same as a one-by-one loop's; a
+check's exception is raised when the caller takes that key's result, exactly where the
+one-by-one loop would have raised it.
+
+At most ``ahead`` checks are submitted beyond the result the caller holds, so at most
+``ahead + 1`` updates are in memory at once: memory stays O(model). Closing the iterator early
+(an exception in the caller) cancels the checks not yet started and waits for the running
+ones: no thread outlives the call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+_K = TypeVar("_K")
+_T = TypeVar("_T")
+
+MAX_WORKERS = 4
+"""More threads would hold more updates in memory for little gain: the sum is one stream."""
+
+
+def default_workers() -> int:
+    """One checking thread per core, up to ``MAX_WORKERS``."""
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
+
+def checked_ahead(
+    check: Callable[[_K], _T],
+    keys: Sequence[_K],
+    *,
+    workers: int | None = None,
+    ahead: int | None = None,
+) -> Iterator[tuple[_K, Callable[[], _T]]]:
+    """Yield ``(key, result)`` in the order of ``keys``; ``result()`` returns ``check(key)``.
+
+    ``check`` runs on up to ``workers`` threads (default ``default_workers()``), at most
+    ``ahead`` keys (default ``workers``) beyond the one whose result was last yielded. The
+    caller drops its ``result`` before asking for the next key, or one more update stays in
+    memory.
+    """
+    count = workers if workers is not None else default_workers()
+    limit = ahead if ahead is not None else count
+    if count < 1 or limit < 1:
+        raise ValueError(f"workers ({count}) and ahead ({limit}) must be >= 1")
+    pending: deque[tuple[_K, Future[_T]]] = deque()
+    submitted = 0
+    with ThreadPoolExecutor(max_workers=count, thread_name_prefix="fedsilo-check") as pool:
+        try:
+            while True:
+                while submitted < len(keys) and len(pending) <= limit:
+                    pending.append((keys[submitted], pool.submit(check, keys[submitted])))
+                    submitted += 1
+                if not pending:
+                    return
+                key, future = pending.popleft()
+                yield key, future.result
+                del future  # a result may be a whole update: hold none beyond the caller's
+        finally:
+            for _, waiting in pending:
+                waiting.cancel()
