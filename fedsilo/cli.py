@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from fedsilo.logs import LogFormat, configure_logging
+from fedsilo.strategy_fit import planned_hospitals
 from fl_core.config import FederationConfig, load_config
 from fl_core.errors import FedsiloError
 from fl_core.exchange.manifests import Decision, GlobalManifest
@@ -49,6 +50,25 @@ console = Console(stderr=True)
 stdout = Console()
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="YAML or TOML config file")]
+DpEpsilonOption = Annotated[
+    float | None,
+    typer.Option(
+        "--dp-epsilon",
+        help="differential privacy: target epsilon (simulate: DP-SGD at every hospital unless "
+        "--dp-level client; server run: DP-FedAvg at the aggregator)",
+    ),
+]
+DpDeltaOption = Annotated[
+    float | None,
+    typer.Option("--dp-delta", help="differential privacy: delta (< 1/rows; client: < 1/sites)"),
+]
+SecAggOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--secure-aggregation/--no-secure-aggregation",
+        help="pairwise-masked secure aggregation: the aggregator learns only the sum",
+    ),
+]
 LogFormatOption = Annotated[str, typer.Option("--log-format", help="auto, json or console")]
 
 
@@ -156,6 +176,17 @@ def simulate(
     tensorboard: Annotated[
         Path | None, typer.Option(help="also write per-round metrics as TensorBoard events here")
     ] = None,
+    dp_epsilon: DpEpsilonOption = None,
+    dp_delta: DpDeltaOption = None,
+    dp_level: Annotated[
+        str,
+        typer.Option(
+            "--dp-level",
+            help="sample: DP-SGD at each hospital (protects patients); client: DP-FedAvg at "
+            "the aggregator (protects hospitals)",
+        ),
+    ] = "sample",
+    secure_aggregation: SecAggOption = None,
     log_format: LogFormatOption = "auto",
     log_level: Annotated[str, typer.Option(help="log level")] = "WARNING",
 ) -> None:
@@ -174,6 +205,7 @@ def simulate(
         "simulation.workers": workers,
         "strategy.name": strategy,
         "round.min_sites": min_sites,
+        **privacy_overrides(dp_epsilon, dp_delta, _check_dp_level(dp_level), secure_aggregation),
     }
     if data is not None:
         overrides.update({"data.source": "prepared", "data.path": str(data)})
@@ -181,6 +213,7 @@ def simulate(
         overrides["data.source"] = "twin"
         overrides["data.twin.hospitals"] = overrides.pop("data.synthetic.hospitals")
     federation = load_config(config, overrides)
+    federation = _fit_strategy(federation, planned_hospitals(federation))
     configure_logging(_check_format(log_format), log_level)
     if federation.simulation.engine == "mpi":
         from fedsilo.mpi_launch import run_unless_aggregator
@@ -215,6 +248,7 @@ def simulate(
         )
     stdout.print(metrics_table(result.rows))
     _print_personalization(federation, result.exchange_uri)
+    _print_privacy(federation, result.exchange_uri)
     stdout.print(f"run folder: {result.run_dir}  ({result.seconds:.1f} s)")
     stdout.print(f"  metrics:  {result.run_dir / 'metrics.jsonl'}")
     stdout.print(f"  model:    {result.run_dir / 'model.safetensors'}")
@@ -232,6 +266,48 @@ def _print_personalization(federation: FederationConfig, exchange_uri: str) -> N
     store = open_store(exchange_uri, endpoint_url=federation.exchange.endpoint_url)
     exchange = Exchange(store, federation.federation_id)
     for line in simulation_summary_lines(exchange, federation.rounds):
+        stdout.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
+def privacy_overrides(
+    epsilon: float | None, delta: float | None, level: str, secure_aggregation: bool | None
+) -> dict[str, Any]:
+    """Dotted config keys for the privacy flags (None: the config file decides)."""
+    section = "privacy.dp_sgd" if level == "sample" else "privacy.dp_fedavg"
+    return {
+        f"{section}.target_epsilon": epsilon,
+        f"{section}.delta": delta,
+        "privacy.secagg.enabled": secure_aggregation,
+    }
+
+
+def _check_dp_level(value: str) -> str:
+    if value not in ("sample", "client"):
+        raise typer.BadParameter(f"--dp-level {value!r}: use sample or client")
+    return value
+
+
+def _fit_strategy(federation: FederationConfig, hospitals: int | None) -> FederationConfig:
+    """The strategy's quorum fitted to the federation; each change is said on stderr."""
+    from fedsilo.strategy_fit import fit_strategy
+
+    fitted, notes = fit_strategy(federation, hospitals)
+    for note in notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    return fitted
+
+
+def _print_privacy(federation: FederationConfig, exchange_uri: str) -> None:
+    """Epsilon spent per hospital (DP-SGD) and by the model (DP-FedAvg), when DP ran."""
+    privacy = federation.privacy
+    if privacy.dp_sgd is None and privacy.dp_fedavg is None:
+        return
+    from fedsilo.privacy_report import epsilon_summary, read_results
+    from fl_core.exchange.protocol import Exchange
+    from fl_core.exchange.uri import open_store
+
+    store = open_store(exchange_uri, endpoint_url=federation.exchange.endpoint_url)
+    for line in epsilon_summary(read_results(Exchange(store, federation.federation_id))):
         stdout.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
@@ -269,11 +345,13 @@ def _service_config(
     federation_id: str | None,
     data: str | None,
     endpoint_url: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> FederationConfig:
     overrides: dict[str, Any] = {
         "exchange.uri": exchange,
         "federation_id": federation_id,
         "exchange.endpoint_url": endpoint_url,
+        **(extra or {}),
     }
     if data is not None:
         if data.startswith("s3://"):
@@ -291,17 +369,45 @@ def server_run(
     exchange: ExchangeOption = None,
     federation_id: FederationOption = None,
     sites: Annotated[
-        str | None, typer.Option(envvar="FEDSILO_SITES", help="comma-separated site ids")
+        str | None,
+        typer.Option(
+            envvar="FEDSILO_SITES",
+            help="comma-separated site ids (default: the registry's active hospitals)",
+        ),
     ] = None,
     endpoint_url: EndpointUrlOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="also write a run folder here (config, metrics, final model)"),
+    ] = None,
+    dp_epsilon: Annotated[
+        float | None,
+        typer.Option(
+            "--dp-epsilon",
+            help="DP-FedAvg (client-level DP at the aggregator): target epsilon; hospitals set "
+            "their own DP-SGD with `client run --dp-target-epsilon`",
+        ),
+    ] = None,
+    dp_delta: Annotated[
+        float | None, typer.Option("--dp-delta", help="DP-FedAvg delta (< 1/hospitals)")
+    ] = None,
+    secure_aggregation: SecAggOption = None,
     log_format: ServiceLogFormat = "json",
 ) -> None:
     """The aggregator loop for one federation (resumes from what the exchange holds)."""
     from fedsilo.services import run_server
 
     configure_logging(_check_format(log_format))
-    federation = _service_config(config, exchange, federation_id, None, endpoint_url)
-    run_server(federation, [s for s in (sites or "").split(",") if s])
+    federation = _service_config(
+        config,
+        exchange,
+        federation_id,
+        None,
+        endpoint_url,
+        privacy_overrides(dp_epsilon, dp_delta, "client", secure_aggregation),
+    )
+    federation = run_server(federation, [s for s in (sites or "").split(",") if s], out)
+    _print_privacy(federation, federation.exchange.uri or "")
 
 
 @client_app.command("run")

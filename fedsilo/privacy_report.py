@@ -11,6 +11,7 @@ import html
 from collections.abc import Callable, Sequence
 
 from fl_core.exchange.manifests import RoundResult
+from fl_core.exchange.protocol import Exchange
 
 NOT_AVAILABLE = "not available in this run"
 TableRenderer = Callable[[list[str], list[list[str]], set[int]], str]
@@ -73,3 +74,38 @@ def privacy_html(results: Sequence[RoundResult], table: TableRenderer) -> str:
         else "<p>No hospital declined a round.</p>"
     )
     return "\n".join(parts)
+
+
+def epsilon_summary(results: Sequence[RoundResult]) -> list[str]:
+    """Lines printed at the end of a run: each hospital's DP-SGD epsilon spent, DP-FedAvg's.
+
+    The newest value the results record for each; no line when the run used no DP.
+    """
+    spent: dict[str, float] = {}
+    model: tuple[float, float | None] | None = None
+    for result in results:  # oldest first: later rounds overwrite
+        if result.privacy is None:
+            continue
+        spent.update(result.privacy.site_epsilon)
+        if result.privacy.dp_fedavg_epsilon is not None:
+            model = (result.privacy.dp_fedavg_epsilon, result.privacy.dp_fedavg_delta)
+    lines = []
+    if spent:
+        pairs = ", ".join(f"{site} {epsilon:.2f}" for site, epsilon in sorted(spent.items()))
+        lines.append(f"privacy: DP-SGD epsilon spent per hospital (sample-level): {pairs}")
+    if model is not None:
+        delta = "" if model[1] is None else f" (delta {model[1]:g})"
+        lines.append(
+            f"privacy: DP-FedAvg epsilon of the model (client-level): {model[0]:.2f}{delta}"
+        )
+    return lines
+
+
+def read_results(exchange: Exchange) -> list[RoundResult]:
+    """Every round's result.json, oldest first, up to the first missing one."""
+    results = []
+    round_index = 1
+    while (result := exchange.read_result(round_index)) is not None:
+        results.append(result)
+        round_index += 1
+    return results

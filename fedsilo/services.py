@@ -8,20 +8,26 @@ run`` gathers them (or resumes a federation that has state).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import structlog
 
+from fedsilo.run_folder import start_run
 from fedsilo.runner import DEFAULT_APP, build_source
 from fedsilo.secagg_keys import key_path, load_key
-from fedsilo.simulation import initial_model_weights
+from fedsilo.simulation import finish_run, initial_model_weights
+from fedsilo.strategy_fit import fit_strategy
 from fl_client.hospital import Hospital, serve_sites
 from fl_core.config import FederationConfig
 from fl_core.errors import ConfigError
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
+from fl_core.registry import activate_verified_sites
 from fl_server.moments import gather_moments
 from fl_server.round_loop import RoundLoop
+
+log = structlog.get_logger("fedsilo.server")
 
 
 def _exchange(config: FederationConfig) -> Exchange:
@@ -35,11 +41,46 @@ def _exchange(config: FederationConfig) -> Exchange:
     return Exchange(store, config.federation_id)
 
 
-def run_server(config: FederationConfig, sites: list[str]) -> None:
+def invited_sites(exchange: Exchange, given: list[str], source_sites: list[str]) -> list[str]:
+    """Who the aggregator invites: ``--sites``, else the registry's active hospitals, else the
+    data source's sites (a federation run without onboarding, as in tests and benchmarks).
+
+    Pending registrations whose preflight passed are activated first, so hospitals that ran
+    ``fedsilo onboard check`` before the aggregator started are in its first round.
+    """
+    if given:
+        return given
+    activate_verified_sites(exchange, time.time())
+    registrations = exchange.list_registrations()
+    if not registrations:
+        return source_sites
+    active = sorted(r.site_id for r in registrations if r.status == "active")
+    if not active:
+        pending = sorted(r.site_id for r in registrations if r.status == "pending")
+        raise ConfigError(
+            f"the registry of federation {exchange.federation_id} has no active hospital "
+            f"({len(pending)} pending: {', '.join(pending[:5]) or 'none'}); each hospital runs "
+            "`fedsilo onboard check` first, or pass --sites"
+        )
+    return active
+
+
+def run_server(
+    config: FederationConfig, sites: list[str], out_dir: Path | None = None
+) -> FederationConfig:
+    """Run the aggregator to the end; with ``out_dir``, write a run folder as simulate does.
+
+    Returns the config it ran (its strategy quorum fitted to the invited hospitals).
+    """
     structlog.contextvars.bind_contextvars(run_id=config.federation_id)
     exchange = _exchange(config)
     source = build_source(config)
-    invited = sites or source.site_ids()
+    invited = invited_sites(exchange, sites, source.site_ids())
+    config, notes = fit_strategy(config, len(invited))
+    for note in notes:
+        log.warning("strategy_fitted", note=note)
+    run = start_run(config, out_dir, None) if out_dir is not None else None
+    started = time.monotonic()
     initial = None
     if exchange.read_state() is None:
         # a new federation: its first model standardises with the hospitals' moments
@@ -49,6 +90,9 @@ def run_server(config: FederationConfig, sites: list[str]) -> None:
     RoundLoop(
         exchange, DEFAULT_APP.aggregator(config), config, invited, initial_weights=initial
     ).run()
+    if run is not None:
+        finish_run(exchange, config, run[0], run[1], started)
+    return config
 
 
 def run_client(config: FederationConfig, site_id: str, state_dir: Path | None = None) -> None:

@@ -143,7 +143,7 @@ def test_the_command_line_imports_no_heavy_library_before_a_command_needs_it():
     ("args", "needle"),
     [
         (["simulate", "--rounds", "x"], "Error: Invalid value for '--rounds'"),
-        (["status"], "Error: Missing option '--federation'"),
+        (["status"], "needs a run folder (fedsilo status runs/) or both --federation"),
         (["no-such-command"], "Error: No such command 'no-such-command'"),
     ],
 )
@@ -153,6 +153,45 @@ def test_usage_errors_exit_2_without_a_traceback(tmp_path, args, needle):
     assert done.returncode == 2, done.stderr
     assert needle in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_krum_on_a_small_federation_names_the_flag_before_training(tmp_path):
+    done = fedsilo("simulate", "--hospitals", "4", "--strategy", "krum", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "this federation has 4: add hospitals (--hospitals 5)" in done.stderr
+    assert not (tmp_path / "runs").exists()  # refused before any run folder or worker
+    done = fedsilo(
+        "simulate", "--hospitals", "6", "--strategy", "krum", "--min-sites", "3", cwd=tmp_path
+    )
+    assert done.returncode == 2 and "use --min-sites 5 or more" in done.stderr
+
+
+def test_krum_raises_a_default_quorum_and_says_so():
+    from fedsilo.strategy_fit import fit_strategy
+    from fl_core.config import load_config
+
+    config = load_config(overrides={"strategy.name": "krum", "data.synthetic.hospitals": 5})
+    fitted, notes = fit_strategy(config, 5)
+    assert fitted.round.min_sites == 5 and config.round.min_sites == 2
+    assert notes and "raised from 2 to 5" in notes[0]
+    same, none = fit_strategy(load_config(), 20)
+    assert none == [] and same.round.min_sites == 2
+
+
+def test_privacy_flags_are_in_help_and_set_the_config(tmp_path):
+    from fedsilo.cli import privacy_overrides
+    from fl_core.config import load_config
+
+    for command in (["simulate"], ["server", "run"]):
+        shown = fedsilo(*command, "--help", cwd=tmp_path)
+        for flag in ("--dp-epsilon", "--dp-delta", "--secure-aggregation"):
+            assert flag in shown.stdout, (command, flag)
+    sample = load_config(overrides=privacy_overrides(3.0, 1e-6, "sample", True))
+    assert sample.privacy.dp_sgd is not None and sample.privacy.dp_sgd.target_epsilon == 3.0
+    assert sample.privacy.dp_sgd.delta == 1e-6 and sample.privacy.secagg.enabled
+    client = load_config(overrides=privacy_overrides(8.0, None, "client", None))
+    assert client.privacy.dp_fedavg is not None and client.privacy.dp_fedavg.target_epsilon == 8
+    assert client.privacy.dp_sgd is None and not client.privacy.secagg.enabled
 
 
 def test_no_arguments_prints_usage_and_exits_2(tmp_path):

@@ -1,0 +1,72 @@
+"""Fit a strategy's defaults to the federation at hand, before any training starts.
+
+Krum and Multi-Krum tolerate ``f`` hostile hospitals (``strategy.byzantine``, default 1) only
+when at least ``2f + 3`` updates are aggregated in a round, so they need ``round.min_sites``
+that high; its default (2) suits FedAvg. Rather than let the aggregator refuse the run after
+the hospitals have started, the commands raise a quorum the user left at its default (and
+say so), and refuse, naming the flag to change, what no quorum can fix: a federation with
+fewer hospitals than Krum needs, or a ``--min-sites`` the user chose too low.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fl_core.config import FederationConfig, KrumStrategy
+from fl_core.errors import ConfigError
+
+
+def krum_quorum(byzantine: int) -> int:
+    """Updates Krum needs in a round to tolerate ``byzantine`` hostile ones (n > 2f + 2)."""
+    return 2 * byzantine + 3
+
+
+def fit_strategy(
+    config: FederationConfig, hospitals: int | None
+) -> tuple[FederationConfig, list[str]]:
+    """The config with a valid quorum for its strategy, and a line per change made.
+
+    ``hospitals`` is the number of hospitals that will be invited (None when unknown).
+    Raises ``ConfigError`` (exit 2) naming the flag to change when no setting fits.
+    """
+    strategy = config.strategy
+    if not isinstance(strategy, KrumStrategy):
+        return config, []
+    needed = krum_quorum(strategy.byzantine)
+    name, f = strategy.name, strategy.byzantine
+    if hospitals is not None and hospitals < needed:
+        raise ConfigError(
+            f"--strategy {name} tolerates {f} hostile hospital(s) only when at least {needed} "
+            f"(2f + 3) answer each round; this federation has {hospitals}: add hospitals "
+            f"(--hospitals {needed}), lower strategy.byzantine in --config, or pick "
+            "--strategy median or trimmed_mean, which run with any number"
+        )
+    if config.round.min_sites >= needed:
+        return config, []
+    if "min_sites" in config.round.model_fields_set:
+        raise ConfigError(
+            f"--min-sites {config.round.min_sites} is too low for --strategy {name}: with "
+            f"byzantine {f} it aggregates at least {needed} updates (2f + 3); use "
+            f"--min-sites {needed} or more"
+        )
+    fitted = config.model_copy(
+        update={"round": config.round.model_copy(update={"min_sites": needed})}
+    )
+    note = (
+        f"strategy {name} (byzantine {f}) needs {needed} updates per round: quorum "
+        f"round.min_sites raised from {config.round.min_sites} to {needed} (--min-sites to set it)"
+    )
+    return fitted, [note]
+
+
+def planned_hospitals(config: FederationConfig) -> int | None:
+    """How many hospitals ``simulate`` will run, where the config alone says it."""
+    if config.data.source == "synthetic":
+        return config.data.synthetic.hospitals
+    if config.data.source == "twin":
+        return config.data.twin.hospitals  # at most: min_stays may keep some out
+    if config.data.source == "prepared" and config.data.path is not None:
+        from fl_core.data.prepared import read_schema
+
+        return len(read_schema(Path(config.data.path)).sites)
+    return None
