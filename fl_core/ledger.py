@@ -48,6 +48,10 @@ class LedgerReport:
     rounds_checked: int
     head_hash: str | None
     problems: list[LedgerProblem] = field(default_factory=list)
+    closing_round: RoundIndex | None = None
+    """A round whose close is under way or was cut short by a crash: its ``result.json`` is
+    written and ``state.json`` has not moved past it. Its ledger entry and the next global
+    model may still be missing; the aggregator writes them when it resumes."""
 
     @property
     def ok(self) -> bool:
@@ -60,9 +64,15 @@ class LedgerReport:
     def summary(self) -> str:
         """One line: the verdict, naming the first bad round and what is wrong with it."""
         if self.ok:
+            closing = (
+                f"; round {self.closing_round} is closing (the aggregator finishes its ledger "
+                "entry and next model when it runs)"
+                if self.closing_round is not None
+                else ""
+            )
             return (
                 f"ledger of federation {self.federation_id} verified: {self.rounds_checked} "
-                f"rounds, head hash {self.head_hash}"
+                f"rounds, head hash {self.head_hash}{closing}"
             )
         first = self.problems[0]
         more = len(self.problems) - 1
@@ -103,6 +113,21 @@ def _closed_rounds_expected(exchange: Exchange) -> RoundIndex:
             last = max(last, round_index)
         round_index += 1
     return last
+
+
+def _closing_round(exchange: Exchange) -> RoundIndex | None:
+    """The round whose close is in progress or was interrupted, if any.
+
+    The aggregator closes round r by writing result.json, the ledger entry, round r+1's global
+    model, then state.json (which moves to r+1). A crash in between leaves result.json with
+    state.json still at r: the entry and the next model are missing because they were never
+    written, not because they were removed, and a resumed aggregator writes them.
+    """
+    found = exchange.read_state()
+    if found is None or found[0].phase != "collecting":
+        return None
+    round_index = found[0].round_index
+    return round_index if exchange.read_result(round_index) is not None else None
 
 
 def _stored_ledger_rounds(exchange: Exchange) -> list[RoundIndex]:
@@ -233,6 +258,7 @@ def verify_ledger(exchange: Exchange) -> LedgerReport:
     """
     stored = _stored_ledger_rounds(exchange)
     last = max([_closed_rounds_expected(exchange), *stored])
+    closing = _closing_round(exchange)
     problems: list[LedgerProblem] = []
     previous: LedgerEntry | None = None
     for round_index in range(1, last + 1):
@@ -242,6 +268,8 @@ def verify_ledger(exchange: Exchange) -> LedgerReport:
             problems.append(LedgerProblem(round_index, "entry is malformed (altered)"))
             previous = None
             continue
+        if entry is None and round_index == closing == last:
+            break  # written when the aggregator resumes the close
         if entry is None:
             problems.append(LedgerProblem(round_index, "entry is missing (removed)"))
             previous = None
@@ -251,7 +279,12 @@ def verify_ledger(exchange: Exchange) -> LedgerReport:
         except ExchangeError as err:
             problems.append(LedgerProblem(round_index, f"stored files are unreadable: {err}"))
         previous = entry
-    if previous is not None and previous.next_global_sha256 is not None:
+    next_pending = (
+        previous is not None
+        and previous.round_index == closing
+        and exchange.read_global_manifest(previous.round_index + 1) is None
+    )
+    if previous is not None and previous.next_global_sha256 is not None and not next_pending:
         # the newest model is vouched for by the last entry before its own round closes
         problems += _check_model(
             exchange, previous.round_index + 1, previous.next_global_sha256, previous.global_sha256
@@ -261,4 +294,5 @@ def verify_ledger(exchange: Exchange) -> LedgerReport:
         rounds_checked=last,
         head_hash=previous.entry_hash if previous else None,
         problems=sorted(problems, key=lambda p: p.round_index),
+        closing_round=closing,
     )
