@@ -1,0 +1,324 @@
+"""A federation of separate ``fedsilo server run`` / ``client run`` processes for the suite.
+
+The exchange is a local folder or a bucket on moto_server (127.0.0.1); every process reads
+one YAML config, as an ECS task would. Waits poll the exchange with a bound, never a fixed
+sleep; every process is killed when the scenario ends, whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.chaos.hooks import JOURNAL_ENV, KILL_ENV
+from fl_core.exchange.protocol import Exchange
+from fl_core.exchange.store import ObjectStore
+
+REPO = Path(__file__).resolve().parents[2]
+REGION = "eu-west-1"
+FEDERATION_ID = "chaos"
+SEED = 11
+WAIT_S = 240.0
+POLL_S = 0.05
+_AWS_VARIABLES = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+)
+
+
+class ChaosError(AssertionError):
+    """The suite itself could not go on (a process hung, a wait ran out)."""
+
+
+def process_env(folder: Path) -> dict[str, str]:
+    """No real AWS account, profile or metadata service can be reached from a process."""
+    env = {k: v for k, v in os.environ.items() if k not in _AWS_VARIABLES}
+    empty = folder / "no-aws-config"
+    env.update(
+        {
+            "AWS_CONFIG_FILE": str(empty),
+            "AWS_SHARED_CREDENTIALS_FILE": str(empty),
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": str(REPO),
+        }
+    )
+    env.pop(KILL_ENV, None)
+    return env
+
+
+def site_ids(count: int) -> list[str]:
+    """The synthetic source's site ids."""
+    return [f"site-{i:03d}" for i in range(1, count + 1)]
+
+
+@dataclass
+class Proc:
+    """One process and its output files."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    out: Path
+    err: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def wait(self, timeout_s: float = WAIT_S) -> int:
+        try:
+            return self.popen.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise ChaosError(
+                f"{self.name} did not exit in {timeout_s:.0f} s\n{self.tail()}"
+            ) from None
+
+    def kill(self) -> None:
+        if self.alive():
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait(timeout=30)
+
+    def tail(self) -> str:
+        out = self.out.read_text(errors="replace")[-2000:]
+        err = self.err.read_text(errors="replace")[-2000:]
+        return f"--- {self.name} rc={self.popen.poll()}\n{out}\n--- stderr\n{err}"
+
+
+class Zygote:
+    """The fork server of ``bench.chaos.zygote``: one aggregator life per ``start``."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "bench.chaos.zygote"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            cwd=REPO,
+            text=True,
+            start_new_session=True,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.put(line.strip())
+
+    def _expect(self, word: str, timeout_s: float) -> list[str]:
+        try:
+            line = self.lines.get(timeout=timeout_s)
+        except queue.Empty:
+            raise ChaosError(f"the fork server said nothing for {timeout_s:.0f} s") from None
+        parts = line.split()
+        if not parts or parts[0] != word:
+            raise ChaosError(f"the fork server said {line!r}, expected {word}")
+        return parts
+
+    def start(self, argv: list[str], env: dict[str, str], out: Path, err: Path) -> int:
+        assert self.popen.stdin is not None
+        request = {"argv": argv, "env": env, "stdout": str(out), "stderr": str(err)}
+        self.popen.stdin.write(json.dumps(request) + "\n")
+        self.popen.stdin.flush()
+        return int(self._expect("started", 60)[1])
+
+    def wait(self, timeout_s: float = WAIT_S) -> int:
+        """The exit status of the running child (minus the signal if it was killed)."""
+        return int(self._expect("exited", timeout_s)[2])
+
+    def poll(self, timeout_s: float) -> int | None:
+        """The child's exit status if it ends within ``timeout_s``, else None."""
+        try:
+            line = self.lines.get(timeout=timeout_s)
+        except queue.Empty:
+            return None
+        parts = line.split()
+        if len(parts) != 3 or parts[0] != "exited":
+            raise ChaosError(f"the fork server said {line!r}, expected exited")
+        return int(parts[2])
+
+    def close(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(timeout=30)
+
+
+@dataclass
+class Federation:
+    """One federation's config, processes and exchange, in ``folder``."""
+
+    folder: Path
+    uri: str
+    store: ObjectStore
+    hospitals: int = 3
+    rounds: int = 3
+    endpoint_url: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    procs: list[Proc] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.exchange = Exchange(self.store, FEDERATION_ID)
+        self.honest = site_ids(self.hospitals)
+        self.journal = self.folder / "writes.journal"
+
+    # ---- config and processes -----------------------------------------------------------
+
+    def config_file(self, endpoint_url: str | None = None) -> Path:
+        settings: dict[str, Any] = {
+            "federation_id": FEDERATION_ID,
+            "rounds": self.rounds,
+            "seed": SEED,
+            "data": {"synthetic": {"hospitals": self.hospitals, "mean_stays": 40}},
+            "round": {
+                "min_sites": 2,
+                "deadline_s": 600.0,  # rounds close when everyone answered, never by the clock
+                "poll_interval_s": 0.05,
+                "lease_s": 0.5,
+                "checkpoint_interval_s": 0.2,
+                "below_quorum": "fail",
+            },
+            "simulation": {"client_timeout_s": 600.0},
+            "exchange": {"uri": self.uri, "endpoint_url": endpoint_url or self.endpoint_url},
+        }
+        for section, values in self.settings.items():
+            settings.setdefault(section, {}).update(values)
+        path = self.folder / f"config-{uuid.uuid4().hex[:8]}.yaml"
+        path.write_text(yaml.safe_dump(settings))
+        return path
+
+    def env(self, kill_rule: dict[str, Any] | None = None) -> dict[str, str]:
+        env = process_env(self.folder)
+        env[JOURNAL_ENV] = str(self.journal)
+        if kill_rule is not None:
+            env[KILL_ENV] = json.dumps(kill_rule)
+        return env
+
+    def spawn(self, name: str, args: list[str], kill_rule: dict[str, Any] | None = None) -> Proc:
+        out = self.folder / f"{name}-{uuid.uuid4().hex[:6]}.out"
+        err = out.with_suffix(".err")
+        with open(out, "wb") as stdout, open(err, "wb") as stderr:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "bench.chaos.shim", *args],
+                stdout=stdout,
+                stderr=stderr,
+                env=self.env(kill_rule),
+                cwd=REPO,
+                start_new_session=True,
+            )
+        proc = Proc(name, popen, out, err)
+        self.procs.append(proc)
+        return proc
+
+    def server_args(
+        self, sites: list[str] | None = None, endpoint_url: str | None = None
+    ) -> list[str]:
+        args = ["server", "run", "--config", str(self.config_file(endpoint_url))]
+        return args + (["--sites", ",".join(sites)] if sites else [])
+
+    def start_server(
+        self,
+        sites: list[str] | None = None,
+        kill_rule: dict[str, Any] | None = None,
+        name: str = "server",
+        endpoint_url: str | None = None,
+    ) -> Proc:
+        return self.spawn(name, self.server_args(sites, endpoint_url), kill_rule)
+
+    def start_client(
+        self, site: str, kill_rule: dict[str, Any] | None = None, endpoint_url: str | None = None
+    ) -> Proc:
+        args = ["client", "run", "--site-id", site, "--config", str(self.config_file(endpoint_url))]
+        return self.spawn(site, args, kill_rule)
+
+    def start_clients(self) -> dict[str, Proc]:
+        return {site: self.start_client(site) for site in self.honest}
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+
+    def logs(self) -> str:
+        return "\n".join(proc.tail() for proc in self.procs)
+
+    def run_to_end(self, server: Proc, clients: dict[str, Proc]) -> None:
+        for proc in [server, *clients.values()]:
+            rc = proc.wait()
+            if rc != 0:
+                raise ChaosError(f"{proc.name} exited {rc}\n{self.logs()}")
+
+    # ---- what the exchange holds -----------------------------------------------------------
+
+    def wait_for(
+        self, what: str, predicate: Callable[[], Any], watch: list[Proc] | None = None
+    ) -> Any:
+        give_up = time.monotonic() + WAIT_S
+        while True:
+            value = predicate()
+            if value:
+                return value
+            dead = [p for p in watch or [] if not p.alive()]
+            if dead:
+                raise ChaosError(f"{dead[0].name} exited while waiting for {what}\n{self.logs()}")
+            if time.monotonic() > give_up:
+                raise ChaosError(f"timed out waiting for {what}\n{self.logs()}")
+            time.sleep(POLL_S)
+
+    def final_sha256(self) -> str | None:
+        manifest = self.exchange.read_global_manifest(self.rounds + 1)
+        return manifest.sha256 if manifest is not None and manifest.final else None
+
+    def ledger_ok(self) -> bool:
+        return self.ledger_problem() is None
+
+    def ledger_problem(self) -> str | None:
+        """``fedsilo ledger verify``'s one line when it fails, else None."""
+        from fl_core.ledger import verify_ledger
+
+        report = verify_ledger(self.exchange)
+        return None if report.ok else report.summary()
+
+    def creations(self, suffix: str) -> dict[str, int]:
+        """How many distinct contents were written under each key ending in ``suffix``."""
+        seen: dict[str, set[str]] = {}
+        if self.journal.exists():
+            for line in self.journal.read_text().splitlines():
+                key, digest = line.rsplit(" ", 1)
+                if key.endswith(suffix):
+                    seen.setdefault(key, set()).add(digest)
+        return {key: len(digests) for key, digests in seen.items()}
+
+
+@contextlib.contextmanager
+def running(federation: Federation) -> Iterator[Federation]:
+    """Kill every process of ``federation`` when the block ends, however it ends."""
+    try:
+        yield federation
+    finally:
+        federation.kill_all()

@@ -1,0 +1,1 @@
+"""Storage faults, two aggregators, and bad tables (filled in below)."""
