@@ -104,3 +104,28 @@ def test_app_py_exits_2_naming_the_field(raw_context: dict[str, Any], tmp_path: 
     )
     assert result.returncode == 2, result.stderr
     assert "fedsilo.hospitals.0.account_id" in result.stderr
+
+
+def test_python_app_py_reads_the_project_as_the_cdk_cli_does(
+    raw_context: dict[str, Any], tmp_path: Any
+) -> None:
+    """``python app.py`` in a CDK project folder: its cdk.json and cdk.context.json, and the
+    settings the CLI adds (path/asset metadata, version reporting), so the templates match
+    ``npx cdk synth`` byte for byte (checked by hand with the pinned CLI 2.1148.1)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fedsilo_cdk_app", REPO / "app.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (tmp_path / "cdk.json").write_text(
+        json.dumps({"app": "python app.py", "output": "out", "context": {"fedsilo": raw_context}})
+    )
+    (tmp_path / "cdk.context.json").write_text(json.dumps({"cached:lookup": 1}))
+    context, outdir = module.project_settings(tmp_path)
+    assert outdir == "out" and context["fedsilo"] == raw_context
+    assert context["cached:lookup"] == 1
+    assert context["aws:cdk:enable-path-metadata"] is True
+    assert context["aws:cdk:version-reporting"] is True
+    elsewhere, _ = module.project_settings(tmp_path / "no-project-here")
+    assert elsewhere["fedsilo"] == json.loads((REPO / "cdk.json").read_text())["context"]["fedsilo"]
