@@ -135,7 +135,8 @@ class FederationContext(_Frozen):
     federation_id: FederationId
     coordinating_account: AccountId
     region: Region
-    hospitals: tuple[HospitalSite, ...] = Field(min_length=1, max_length=500)
+    # empty at first: the centre deploys the aggregator (its bucket) before approving anyone
+    hospitals: tuple[HospitalSite, ...] = Field(default=(), max_length=500)
     availability_zones: tuple[str, ...] | None = Field(
         default=None,
         min_length=2,

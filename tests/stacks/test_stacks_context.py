@@ -47,7 +47,7 @@ def test_the_repositorys_cdk_json_is_valid(raw_context: dict[str, Any]) -> None:
         ("hospitals.1.account_id", "abc", "hospitals.1.account_id"),
         ("hospitals.1.site_id", "site-a", "site-a"),
         ("hospitals.1.account_id", "111111111111", "coordinating account"),
-        ("hospitals", [], "hospitals"),
+        ("hospitals", "site-a", "hospitals"),
         ("hospital.instance_type", "m5.xlarge", "hospital.instance_type"),
         ("aggregator.gpu_instance_type", "t3.large", "aggregator.gpu_instance_type"),
         (
@@ -129,3 +129,8 @@ def test_python_app_py_reads_the_project_as_the_cdk_cli_does(
     assert context["aws:cdk:version-reporting"] is True
     elsewhere, _ = module.project_settings(tmp_path / "no-project-here")
     assert elsewhere["fedsilo"] == json.loads((REPO / "cdk.json").read_text())["context"]["fedsilo"]
+
+
+def test_a_federation_starts_with_no_hospital(raw_context: dict[str, Any]) -> None:
+    """The centre deploys the aggregator (its bucket) before it can approve the first join."""
+    assert parse_context({**raw_context, "hospitals": []}).hospitals == ()
