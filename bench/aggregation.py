@@ -1,43 +1,53 @@
-"""Streaming FedAvg from update files, next to in-place numpy accumulation (issue 3).
+"""Weighted FedAvg of N update files: fedsilo's server path next to the limit and to Flower.
 
-Why this benchmark exists: the aggregator must average N hospital updates while holding one
-update in memory at a time (DESIGN.md, round step 5), and that must not cost much throughput
-against the best a plain numpy loop can do with everything already in RAM. So for each cell
-(N updates of P float32 parameters) it measures, in the same run:
+Why this benchmark exists: the aggregator admits and averages N hospital updates of P float32
+parameters, holding one update (plus a few being checked ahead) in memory at a time (DESIGN.md,
+round steps 3 and 5). How close that comes to the limit of the machine, and what it costs
+against Flower, must be measured side by side, on the same files, in the same run. For each
+cell (N, P) a federation is written to a local exchange (global model of round 1, then N
+update files with their manifests inside, as hospitals write them), and these contenders run
+on it:
 
-- ``numpy f32`` / ``numpy f64``: ``acc += w * x`` in place (``np.multiply(..., out=)`` then
-  ``np.add(..., out=)``) over arrays already in memory, with a float32 or float64 accumulator:
-  the baseline, and the denominators of the ratios;
-- ``fedsilo``: every update read from its safetensors file through ``LocalDirectoryStore``,
-  decoded with the codec and added to ``StreamingWeightedMean`` (float64);
-- ``fedsilo + admission``: the same with the manifest and weight checks the aggregator runs
-  (``check_update_file``: header, manifest, sha256, views, NaN/Inf);
-- Flower-style "hold all N updates, then average": its memory, N x P x 4 bytes, computed.
+- ``limit``: numpy over the mmapped files, ``acc += w * x`` in place with a float32 accumulator
+  and a preallocated scratch (no allocation per update, no copy of the file): the practical
+  memory-bandwidth limit of averaging these files, and the denominator of "x limit";
+- ``sha256``: mmap and sha256 of every file on two threads, nothing else: the ceiling of any
+  path that hashes every byte, as admission must (the ledger records each update's sha256);
+- ``server``: what ``fedsilo server run`` runs for a round, on the same ``RoundLoop`` code:
+  open the round (read and decode the global model), admit every answer (size, header,
+  manifest, replay, sha256, names/dtypes/shapes, NaN/Inf; checked ahead on worker threads)
+  while FedAvg adds each to its float64 sum, then the mean;
+- ``no_admission``: fedsilo's codec and ``StreamingWeightedMean`` alone over the same files,
+  with no admission check (what admission costs);
+- ``flower``: Flower's ``aggregate`` in its own environment (``bench/.venv-flower``), as two
+  rows of the same processes: loading the N files into memory plus ``aggregate``, and
+  ``aggregate`` alone on inputs already in memory (its API takes all N updates at once).
 
-Each fedsilo measurement runs in a freshly spawned process so that its peak RSS
-(``ru_maxrss``) is its own and shows O(P), not O(N x P). A stage breakdown (read, sha256,
-decode, finite check, accumulate) and a few measured what-if variants say where the time goes
-and what a change to ``fl_core`` would buy. Files are read from the page cache (they were just
-written), which is the aggregator's best case on a local exchange.
+Every run is a freshly started process (so its peak RSS, ``VmHWM``, is its own); the clock runs
+inside it around the work only (not the interpreter's start or its imports). Contenders are
+interleaved: each repeat runs all of them once, in an order rotated from the last repeat, so
+load from elsewhere on the machine falls on all of them alike; rows give min and median.
+Files are in the page cache (just written), the aggregator's best case on a local exchange.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import functools
 import hashlib
 import json
-import math
+import logging
+import mmap
 import multiprocessing
 import os
-import resource
 import shutil
+import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,11 +56,13 @@ import numpy as np
 import numpy.typing as npt
 import psutil
 import safetensors.numpy
+import structlog
 from rich.console import Console
 from rich.table import Table
 
 from fl_core import admission
 from fl_core.aggregation import StreamingWeightedMean
+from fl_core.config import FederationConfig, load_config
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import UpdateManifest
 from fl_core.exchange.protocol import Exchange
@@ -58,15 +70,17 @@ from fl_core.serialization import (
     TensorSpec,
     decode_weights,
     read_header,
-    sha256_hex,
     view_weights,
 )
 from fl_core.types import SiteId, Weights
+from fl_server.aggregator import FedAvgAggregator
 from fl_server.allocator import keep_freed_buffers
+from fl_server.round_loop import RoundLoop
 
 FEDERATION_ID = "bench"
 ROUND_INDEX = 1
-GLOBAL_SHA256 = sha256_hex(b"fedsilo bench: stands in for the global model of round 1")
+OWNER_ID = "bench-aggregator"
+"""Every measured aggregator process takes the federation's lease under this one name."""
 NUM_TENSORS = 4
 """P parameters are split over a few tensors, as in a small model's layers."""
 BYTES_PER_PARAM = 4
@@ -74,33 +88,41 @@ FULL_NUM_UPDATES = (10, 50, 200)
 FULL_NUM_PARAMS = (1_000_000, 10_000_000)
 QUICK_NUM_UPDATES = (10, 50)
 QUICK_NUM_PARAMS = (1_000_000,)
-MIN_TOTAL_S = 1.0
-"""Repeat a measurement (best of up to ``MAX_REPEATS``) until this much time was spent."""
-MAX_REPEATS = 5
-MEMORY_MARGIN_BYTES = 2 * 2**30
-"""Left free for the rest of the machine when the in-memory baseline loads all N updates."""
+REPEATS = 3
+MEMORY_MARGIN_BYTES = 3 * 2**30
+"""Left free for the page cache holding the files and for everyone else on the machine."""
 DISK_MARGIN_BYTES = 2 * 2**30
+RUN_TIMEOUT_S = 1200
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 _T = TypeVar("_T")
 F32Array = npt.NDArray[np.float32]
-F64Array = npt.NDArray[np.float64]
 
 
-# ---- update files ---------------------------------------------------------------------------
+# ---- the federation on disk -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class UpdateSet:
-    """N update files written under ``root`` in the exchange layout (picklable for workers)."""
+    """A round-1 federation under ``root``: its global model and N update files (picklable)."""
 
     root: Path
     num_params: int
     site_ids: tuple[SiteId, ...]
     num_examples: tuple[int, ...]
+    global_sha256: str
 
     @property
     def model_bytes(self) -> int:
         return self.num_params * BYTES_PER_PARAM
+
+    def paths(self, num_updates: int | None = None) -> list[Path]:
+        layout = Exchange(LocalDirectoryStore(self.root), FEDERATION_ID).layout
+        return [
+            self.root / layout.update_weights_key(ROUND_INDEX, site_id)
+            for site_id in self.site_ids[:num_updates]
+        ]
 
 
 def tensor_sizes(num_params: int) -> dict[str, int]:
@@ -116,39 +138,66 @@ def tensor_specs(num_params: int) -> dict[str, TensorSpec]:
     return {name: TensorSpec("float32", (size,)) for name, size in tensor_sizes(num_params).items()}
 
 
-def _encode_update(arrays: dict[str, F32Array], manifest: UpdateManifest) -> bytes:
-    """Safetensors bytes as a hospital writes them: the tensors with the manifest inside."""
-    return bytes(safetensors.numpy.save(arrays, metadata=admission.update_metadata(manifest)))
+def bench_config(num_sites: int) -> FederationConfig:
+    """The aggregator's config: one training round, every site must answer."""
+    return load_config(
+        overrides={
+            "federation_id": FEDERATION_ID,
+            "rounds": 1,
+            "round.min_sites": max(2, num_sites),
+            "round.deadline_s": 3600.0,
+            "round.lease_s": 3600.0,
+            "data.synthetic.hospitals": max(2, num_sites),
+        }
+    )
+
+
+def _site_ids(num_updates: int) -> tuple[SiteId, ...]:
+    return tuple(f"site-{i:03d}" for i in range(num_updates))
+
+
+def _round_loop(root: Path, num_updates: int, initial: Weights | None = None) -> RoundLoop:
+    exchange = Exchange(LocalDirectoryStore(root), FEDERATION_ID)
+    config = bench_config(num_updates)
+    sites = list(_site_ids(num_updates))
+    return RoundLoop(exchange, FedAvgAggregator(), config, sites, initial, owner_id=OWNER_ID)
 
 
 def write_updates(root: Path, num_updates: int, num_params: int, seed: int) -> UpdateSet:
-    """Write ``num_updates`` distinct random updates and their manifests through the store.
+    """Start a federation under ``root`` and write ``num_updates`` distinct random updates.
 
-    Every file has its own random contents and nonce, so the sha256 and nonce replay rules of
-    admission see N genuinely different updates.
+    The aggregator publishes round 1 (``RoundLoop`` itself, as ``server run`` would), then each
+    site writes its update with its manifest inside, naming that round's global model. Every
+    file has its own random contents and nonce, so admission's sha256 and nonce rules see N
+    genuinely different updates.
     """
-    exchange = Exchange(LocalDirectoryStore(root), FEDERATION_ID)
-    rng = np.random.default_rng(seed)
     sizes = tensor_sizes(num_params)
-    site_ids = tuple(f"site-{i:03d}" for i in range(num_updates))
+    initial: Weights = {name: np.zeros(size, np.float32) for name, size in sizes.items()}
+    loop = _round_loop(root, num_updates, initial)
+    loop._acquire()
+    published = loop.exchange.read_global_manifest(ROUND_INDEX)
+    assert published is not None
+    rng = np.random.default_rng(seed)
+    site_ids = _site_ids(num_updates)
     num_examples = tuple(int(n) for n in rng.integers(50, 5_000, size=num_updates))
     for site_id, examples in zip(site_ids, num_examples, strict=True):
         arrays = {name: rng.random(size, dtype=np.float32) - 0.5 for name, size in sizes.items()}
-        fields: dict[str, Any] = {
-            "federation_id": FEDERATION_ID,
-            "site_id": site_id,
-            "round_index": ROUND_INDEX,
-            "global_sha256": GLOBAL_SHA256,
-            "num_examples": examples,
-            "nonce": rng.bytes(16).hex(),
-        }
-        manifest = UpdateManifest(task="train", **fields)
-        exchange.write_update(manifest, _encode_update(arrays, manifest))
-    return UpdateSet(root, num_params, site_ids, num_examples)
+        manifest = UpdateManifest(
+            task="train",
+            federation_id=FEDERATION_ID,
+            site_id=site_id,
+            round_index=ROUND_INDEX,
+            global_sha256=published.sha256,
+            num_examples=examples,
+            nonce=rng.bytes(16).hex(),
+        )
+        data = safetensors.numpy.save(arrays, metadata=admission.update_metadata(manifest))
+        loop.exchange.write_update(manifest, bytes(data))
+    return UpdateSet(root, num_params, site_ids, num_examples, published.sha256)
 
 
 def read_updates(updates: UpdateSet, stop: int, start: int = 0) -> list[tuple[Weights, float]]:
-    """Updates ``start..stop-1`` in memory with their weights (for baselines and tests)."""
+    """Updates ``start..stop-1`` in memory with their weights (for tests)."""
     exchange = Exchange(LocalDirectoryStore(updates.root), FEDERATION_ID)
     return [
         (decode_weights(exchange.read_update_weights(ROUND_INDEX, site_id)), float(examples))
@@ -158,167 +207,47 @@ def read_updates(updates: UpdateSet, stop: int, start: int = 0) -> list[tuple[We
     ]
 
 
-# ---- what is measured -----------------------------------------------------------------------
+# ---- the contenders (each runs in a fresh process) ------------------------------------------
 
 
-def _admission_context(
-    updates: UpdateSet, num_updates: int, seen_nonces: set[str], seen_sha256: set[str]
-) -> admission.AdmissionContext:
-    """What the aggregator would expect in round 1; the seen sets grow as updates are admitted."""
-    return admission.AdmissionContext(
-        federation_id=FEDERATION_ID,
-        round_index=ROUND_INDEX,
-        task="train",
-        global_sha256=GLOBAL_SHA256,
-        invited_sites=frozenset(updates.site_ids[:num_updates]),
-        tensor_specs=tensor_specs(updates.num_params),
-        max_update_bytes=updates.model_bytes + 2**20,
-        max_manifest_bytes=2**16,
-        max_num_examples=10**6,
-        seen_nonces=seen_nonces,
-        seen_sha256=seen_sha256,
-    )
+def run_server_round(updates: UpdateSet) -> Weights:
+    """One round as ``fedsilo server run`` does it, on ``RoundLoop``'s own methods.
 
-
-def stream_fedsilo(updates: UpdateSet, num_updates: int, *, admit: bool) -> Weights:
-    """FedAvg the way the aggregator does it: one update file at a time into a float64 sum.
-
-    Tensors are zero-copy views of the file's bytes (``view_weights``), as in admission.
-
-    With ``admit`` every update passes ``check_update_file`` first (its manifest inside it,
-    then its tensors), and its nonce and sha256 are remembered, so a duplicate would be
-    rejected as a replay.
+    Open the round (global model read, decoded, registry read), admit every answer with all
+    checks (ahead on worker threads, summed in listing order), then the mean. It stops short
+    of writing result.json, the ledger and the next global model, so the same files serve
+    every repeat.
     """
+    loop = _round_loop(updates.root, len(updates.site_ids))
+    state = loop._acquire()
+    current = loop._open(state)
+    state = loop._collect(state, current)
+    rejected = [d for d in state.decisions.values() if d.status != "accepted"]
+    if rejected or len(state.decisions) != len(updates.site_ids):
+        raise RuntimeError(f"the bench's own updates were not all accepted: {rejected[:3]}")
+    return loop.aggregator.finish()
+
+
+def stream_fedsilo(updates: UpdateSet, num_updates: int) -> Weights:
+    """fedsilo's codec and float64 streaming sum, one file at a time, with no admission check."""
     exchange = Exchange(LocalDirectoryStore(updates.root), FEDERATION_ID)
     mean = StreamingWeightedMean(tensor_specs(updates.num_params))
-    seen_nonces: set[str] = set()
-    seen_sha256: set[str] = set()
-    ctx = _admission_context(updates, num_updates, seen_nonces, seen_sha256) if admit else None
     for site_id in updates.site_ids[:num_updates]:
         data = exchange.read_update_weights(ROUND_INDEX, site_id)
-        if ctx is None:
-            header = read_header(data)
-            manifest = UpdateManifest.model_validate_json(
-                admission.embedded_manifest(header.metadata)
-            )
-            weights = view_weights(data, header)
-        else:
-            manifest, digest, weights = admission.check_update_file(data, site_id, ctx)
-            seen_nonces.add(manifest.nonce)
-            seen_sha256.add(digest)
-        mean.add(weights, float(manifest.num_examples))
-        del data, weights  # drop this update before reading the next: one in memory at a time
+        header = read_header(data)
+        manifest = UpdateManifest.model_validate_json(admission.embedded_manifest(header.metadata))
+        mean.add(view_weights(data, header), float(manifest.num_examples))
+        del data  # one update in memory at a time
     return mean.result()
 
 
-def accumulate_numpy(
-    in_memory: Sequence[tuple[Weights, float]], dtype: type[np.floating[Any]]
-) -> dict[str, npt.NDArray[Any]]:
-    """The baseline: in-place ``acc += w * x`` through a scratch buffer, then one division."""
-    first = in_memory[0][0]
-    acc = {name: np.zeros(array.shape, dtype=dtype) for name, array in first.items()}
-    scratch = {name: np.empty(array.shape, dtype=dtype) for name, array in first.items()}
-    total_weight = 0.0
-    for weights, weight in in_memory:
-        for name, total in acc.items():
-            np.multiply(weights[name], weight, out=scratch[name])
-            np.add(total, scratch[name], out=total)
-        total_weight += weight
-    return {name: total / total_weight for name, total in acc.items()}
-
-
-def _best_of(run: Callable[[], _T], min_total_s: float) -> tuple[float, _T]:
-    """Shortest wall time of ``run`` over repeats until ``min_total_s`` was spent (max 5)."""
-    best = math.inf
-    spent = 0.0
-    result: _T | None = None
-    for _ in range(MAX_REPEATS):
-        result = None  # free the previous run's output: it must not count in the next peak RSS
-        started = time.perf_counter()
-        result = run()
-        elapsed = time.perf_counter() - started
-        best, spent = min(best, elapsed), spent + elapsed
-        if spent >= min_total_s:
-            break
-    assert result is not None
-    return best, result
-
-
-@dataclass(frozen=True)
-class StreamMeasurement:
-    seconds: float
-    start_rss_bytes: int
-    peak_rss_bytes: int
-
-
-def _peak_rss_bytes() -> int:
-    """High-water mark of this process (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
-
-
-def measure_stream(
-    updates: UpdateSet, num_updates: int, admit: bool, min_total_s: float
-) -> StreamMeasurement:
-    """Worker body, meant for a fresh process: time ``stream_fedsilo`` and report its RSS.
-
-    The process is set up as the aggregator's is (``RoundLoop`` calls ``keep_freed_buffers``).
-    """
-    keep_freed_buffers()
-    start_rss = psutil.Process().memory_info().rss
-    seconds, _ = _best_of(lambda: stream_fedsilo(updates, num_updates, admit=admit), min_total_s)
-    return StreamMeasurement(seconds, start_rss, _peak_rss_bytes())
-
-
-@dataclass(frozen=True)
-class NumpyMeasurement:
-    seconds_f32: float | None
-    seconds_f64: float | None
-    note: str = ""
-
-
-def measure_numpy(
-    updates: UpdateSet, grid_num_updates: Sequence[int], min_total_s: float
-) -> dict[int, NumpyMeasurement]:
-    """Worker body: the in-memory baselines for every N, loading updates as N grows.
-
-    Holding N updates takes N x P x 4 bytes; an N that does not fit in the available memory
-    (with a margin for everyone else on the machine) is skipped with a note, not swapped.
-    """
-    results: dict[int, NumpyMeasurement] = {}
-    in_memory: list[tuple[Weights, float]] = []
-    for num_updates in sorted(grid_num_updates):
-        missing = num_updates - len(in_memory)
-        needed = missing * updates.model_bytes + 4 * updates.num_params * 8 + MEMORY_MARGIN_BYTES
-        available = psutil.virtual_memory().available
-        if needed > available:
-            results[num_updates] = NumpyMeasurement(
-                None,
-                None,
-                f"skipped: needs {needed / 2**30:.1f} GiB, {available / 2**30:.1f} GiB available",
-            )
-            continue
-        in_memory.extend(read_updates(updates, num_updates, start=len(in_memory)))
-        cell = in_memory[:num_updates]
-        f32, _ = _best_of(functools.partial(accumulate_numpy, cell, np.float32), min_total_s)
-        f64, _ = _best_of(functools.partial(accumulate_numpy, cell, np.float64), min_total_s)
-        results[num_updates] = NumpyMeasurement(f32, f64)
-    return results
-
-
-# ---- stage breakdown and what-ifs -----------------------------------------------------------
-
-
-def _payload_views(buffer: bytearray) -> dict[str, F32Array]:
-    """Zero-copy float32 views of the tensors in safetensors bytes held in ``buffer``.
-
-    Only for the what-if rows: the header was already checked by ``read_tensor_specs``.
-    """
+def _payload_views(buffer: Any) -> dict[str, F32Array]:
+    """Zero-copy float32 views of the tensors in safetensors bytes (the files are ours)."""
     (header_len,) = struct.unpack("<Q", buffer[:8])
     header = json.loads(bytes(buffer[8 : 8 + header_len]))
     base = 8 + header_len
     views: dict[str, F32Array] = {}
-    for name, entry in header.items():
+    for name, entry in sorted(header.items()):
         if name == "__metadata__":
             continue
         start, end = entry["data_offsets"]
@@ -328,171 +257,145 @@ def _payload_views(buffer: bytearray) -> dict[str, F32Array]:
     return views
 
 
-def _read_into(path: Path, buffer: bytearray) -> memoryview:
-    """Read a whole file into a reused buffer: no fresh allocation, no page faults."""
-    size = path.stat().st_size
-    view = memoryview(buffer)[:size]
-    with open(path, "rb", buffering=0) as handle:
-        done = 0
-        while done < size:
-            got = handle.readinto(view[done:])
-            if not got:
-                raise OSError(f"{path} shrank while being read")
-            done += got
-    return view
-
-
-def stream_lean(
-    updates: UpdateSet, num_updates: int, *, verify: bool, prefetch: bool
-) -> dict[str, F32Array]:
-    """What-if: the same FedAvg with reused read buffers, zero-copy views, float32 scaling.
-
-    ``verify`` adds the sha256 and NaN/Inf checks; ``prefetch`` reads and hashes the next file
-    in a thread (hashlib and file reads release the GIL) while this one is accumulated.
-    Products are rounded to float32 before the float64 sum (as ``StreamingWeightedMean.add``
-    does today under NumPy 2's NEP 50); each product is the same whatever the arrival order,
-    so the sum stays order-independent to float64 rounding. The mean is divided in place.
-    """
-    layout = Exchange(LocalDirectoryStore(updates.root), FEDERATION_ID).layout
-    paths = [
-        updates.root / layout.update_weights_key(ROUND_INDEX, site_id)
-        for site_id in updates.site_ids[:num_updates]
-    ]
-    capacity = max(path.stat().st_size for path in paths)
-    buffers = [bytearray(capacity) for _ in range(2 if prefetch else 1)]
-    totals = {
-        name: np.zeros(size, dtype=np.float64)
-        for name, size in tensor_sizes(updates.num_params).items()
-    }
-
-    def load(index: int) -> tuple[bytearray, str]:
-        buffer = buffers[index % len(buffers)]
-        view = _read_into(paths[index], buffer)
-        digest = hashlib.sha256(view).hexdigest() if verify else ""
-        return buffer, digest
-
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1) if prefetch else None
+@contextmanager
+def _mapped(path: Path) -> Iterator[mmap.mmap]:
+    with open(path, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     try:
-        pending = pool.submit(load, 0) if pool is not None else None
-        for index, weight in enumerate(updates.num_examples[:num_updates]):
-            if pending is not None and pool is not None:
-                buffer, _ = pending.result()
-                pending = pool.submit(load, index + 1) if index + 1 < len(paths) else None
-            else:
-                buffer, _ = load(index)
-            views = _payload_views(buffer)
-            if verify and not all(bool(np.isfinite(x).all()) for x in views.values()):
-                raise ValueError("non-finite update")
-            for name, x in views.items():
-                np.multiply(x, weight, out=x)
-                np.add(totals[name], x, out=totals[name])
+        yield mapped
     finally:
-        if pool is not None:
-            pool.shutdown()
-    total_weight = float(sum(updates.num_examples[:num_updates]))
-    return {
-        name: np.divide(total, total_weight, out=total).astype(np.float32)
-        for name, total in totals.items()
-    }
+        mapped.close()
 
 
-TUNED_MALLOC_ENV = {
-    "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
-    "MALLOC_TRIM_THRESHOLD_": str(2**28),
-}
-"""glibc keeps freed blocks up to 32 MiB for reuse instead of unmapping them (a what-if)."""
-STREAM_VARIANTS = (
-    ("plain", "fedsilo, files", False, False),
-    ("admit", "fedsilo + admission, files", True, False),
-    ("tuned", "if: fedsilo + MALLOC_* env", False, True),
-)
-"""(key, label, admit, tuned malloc) of the fedsilo measurements run for every cell."""
-STAGES = (
-    ("read", "read: store.get"),
-    ("sha256", "sha256 (admission)"),
-    ("decode", "decode_weights (copy)"),
-    ("finite", "isfinite(x).all()"),
-    ("accumulate", "StreamingWeightedMean.add"),
-)
-WHAT_IF_STAGES = (
-    ("read_into", "if: readinto reused buffer"),
-    ("zero_copy", "if: frombuffer views"),
-    ("add_product", "if: np.add(total, x*w)"),
-    ("scale_f32", "if: x*=w (f32); total+=x"),
-)
-WHAT_IF_STREAMS = (
-    ("lean", "if: lean stream", False, False),
-    ("lean_admit", "if: lean + sha256 + finite", True, False),
-    ("lean_admit_prefetch", "if: same, prefetch thread", True, True),
-)
+def accumulate_mmap(paths: Sequence[Path], weights: Sequence[float]) -> dict[str, F32Array]:
+    """The limit: ``acc += w * x`` in place over mmapped files, float32, no allocation per file."""
+    acc: dict[str, F32Array] = {}
+    scratch: dict[str, F32Array] = {}
+    for path, weight in zip(paths, weights, strict=True):
+        with _mapped(path) as mapped:
+            views = _payload_views(mapped)
+            if not acc:
+                acc = {name: np.zeros(x.shape, np.float32) for name, x in views.items()}
+                scratch = {name: np.empty(x.shape, np.float32) for name, x in views.items()}
+            for name, x in views.items():
+                np.multiply(x, np.float32(weight), out=scratch[name])
+                np.add(acc[name], scratch[name], out=acc[name])
+            del views, x  # the views must go before the mapping closes
+    total = np.float32(sum(weights))
+    return {name: np.divide(a, total, out=a) for name, a in acc.items()}
 
 
-def _time_stages(updates: UpdateSet, num_updates: int) -> dict[str, float]:
-    """Seconds per stage over ``num_updates`` files, each stage timed alone on each update."""
-    exchange = Exchange(LocalDirectoryStore(updates.root), FEDERATION_ID)
-    specs = tensor_specs(updates.num_params)
-    mean = StreamingWeightedMean(specs)
-    alt_totals = {name: np.zeros(spec.shape, dtype=np.float64) for name, spec in specs.items()}
-    buffer = bytearray(updates.model_bytes + 2**16)
-    seconds = dict.fromkeys([key for key, _ in STAGES + WHAT_IF_STAGES], 0.0)
+def hash_files(paths: Sequence[Path], threads: int = 2) -> list[str]:
+    """mmap and sha256 every file on ``threads`` threads (hashlib releases the GIL)."""
 
-    @contextlib.contextmanager
-    def timing(stage: str) -> Iterator[None]:
-        started = time.perf_counter()
-        yield
-        seconds[stage] += time.perf_counter() - started
+    def digest(path: Path) -> str:
+        with _mapped(path) as mapped:
+            return hashlib.sha256(mapped).hexdigest()
 
-    for site_id, examples in zip(
-        updates.site_ids[:num_updates], updates.num_examples[:num_updates], strict=True
-    ):
-        weight = float(examples)
-        with timing("read"):
-            data = exchange.read_update_weights(ROUND_INDEX, site_id)
-        with timing("sha256"):
-            sha256_hex(data)
-        with timing("decode"):
-            weights = decode_weights(data)
-        with timing("finite"):
-            all(bool(np.isfinite(x).all()) for x in weights.values())
-        with timing("accumulate"):
-            mean.add(weights, weight)
-        del data
-        key = exchange.layout.update_weights_key(ROUND_INDEX, site_id)
-        with timing("read_into"):
-            _read_into(updates.root / key, buffer)
-        with timing("zero_copy"):
-            _payload_views(buffer)
-        with timing("add_product"):
-            for name, x in weights.items():
-                np.add(alt_totals[name], np.multiply(x, weight), out=alt_totals[name])
-        with timing("scale_f32"):  # last: scales the decoded copy in place
-            for name, x in weights.items():
-                np.add(alt_totals[name], np.multiply(x, weight, out=x), out=alt_totals[name])
-        del weights
-    return seconds
+    with concurrent.futures.ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(digest, paths))
 
 
-def profile_stages(updates: UpdateSet, num_updates: int) -> dict[str, float]:
-    """Worker body: the stage breakdown.
+@dataclass(frozen=True)
+class Sample:
+    """One run of one contender: seconds inside the process, its RSS before and at peak."""
 
-    Stages are timed one after another on the same update, so each is measured alone; their
-    sum is close to, not exactly, the ``fedsilo + admission`` loop.
-    """
-    return _time_stages(updates, num_updates)
+    seconds: float
+    start_rss_bytes: int
+    peak_rss_bytes: int
+    load_seconds: float | None = None
+    """Flower only: loading its inputs, before ``seconds`` of ``aggregate``."""
+    before_load_rss_bytes: int | None = None
+    """Flower only: RSS before loading (``start_rss_bytes`` is after)."""
 
 
-def measure_lean(
-    updates: UpdateSet, num_updates: int, verify: bool, prefetch: bool, min_total_s: float
-) -> StreamMeasurement:
-    """Worker body: time and peak RSS of one what-if stream, in a fresh process."""
+def peak_rss_bytes() -> int:
+    """This process's ``VmHWM``: ``ru_maxrss`` would carry the parent's over ``execve``."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
+
+
+def _quiet_logs() -> None:
+    """The server path logs each decision; here at WARNING, so the table is not buried."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+
+def measure(contender: str, updates: UpdateSet) -> Sample:
+    """Worker body, run in a fresh process: one timed run of ``contender`` on ``updates``."""
+    _quiet_logs()
+    num_updates = len(updates.site_ids)
+    weights = [float(n) for n in updates.num_examples]
+    work: Callable[[], object]
+    if contender == "limit":
+        work = lambda: accumulate_mmap(updates.paths(), weights)  # noqa: E731
+    elif contender == "sha256":
+        work = lambda: hash_files(updates.paths())  # noqa: E731
+    elif contender == "server":
+        work = lambda: run_server_round(updates)  # noqa: E731
+    elif contender == "no_admission":
+        keep_freed_buffers()  # as RoundLoop sets it up
+        work = lambda: stream_fedsilo(updates, num_updates)  # noqa: E731
+    else:
+        raise ValueError(f"unknown contender {contender!r}")
     start_rss = psutil.Process().memory_info().rss
-    seconds, _ = _best_of(
-        lambda: stream_lean(updates, num_updates, verify=verify, prefetch=prefetch), min_total_s
+    started = time.perf_counter()
+    work()
+    seconds = time.perf_counter() - started
+    return Sample(seconds, start_rss, peak_rss_bytes())
+
+
+def _in_fresh_process(run: Callable[..., _T], *args: Any) -> _T:
+    """Run ``run(*args)`` in a newly spawned interpreter, so its peak RSS is its own."""
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(run, *args).result()
+
+
+def measure_flower(python: Path, updates: UpdateSet, result_path: Path | None = None) -> Sample:
+    """Flower's ``aggregate`` on the same files, in a fresh Flower-environment process."""
+    spec = {
+        "paths": [str(path) for path in updates.paths()],
+        "num_examples": list(updates.num_examples),
+        "min_total_s": 0.0,
+        "result": None if result_path is None else str(result_path),
+    }
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    done = subprocess.run(
+        [str(python), str(REPO_ROOT / "bench" / "flower" / "flower_aggregate.py")],
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+        env=env,
+        check=False,
     )
-    return StreamMeasurement(seconds, start_rss, _peak_rss_bytes())
+    if done.returncode != 0:
+        raise RuntimeError(f"Flower aggregate failed: {(done.stderr.strip() or '?')[-300:]}")
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return Sample(
+        out["seconds"],
+        out["start_rss_bytes"],
+        out["peak_rss_bytes"],
+        out["load_seconds"],
+        out["before_load_rss_bytes"],
+    )
 
 
-# ---- the grid and its table -----------------------------------------------------------------
+# ---- the grid --------------------------------------------------------------------------------
+
+CONTENDERS = ("limit", "sha256", "server", "no_admission", "flower")
+LABELS = {
+    "limit": "numpy mmap f32, acc += w*x in place (limit)",
+    "sha256": "mmap + sha256 only, 2 threads (hashing ceiling)",
+    "server": "fedsilo server run: admission + FedAvg",
+    "no_admission": "fedsilo codec + sum, no admission",
+    "flower_load": "Flower: load files + aggregate",
+    "flower": "Flower: aggregate, inputs in RAM (arithmetic only)",
+}
+ROW_ORDER = ("limit", "sha256", "server", "no_admission", "flower_load", "flower")
 
 
 @dataclass(frozen=True)
@@ -501,41 +404,23 @@ class Row:
 
     cell: str
     method: str
-    gbps: float | None = None
-    vs_numpy_f32: float | None = None
-    vs_numpy_f64: float | None = None
+    min_s: float | None = None
+    median_s: float | None = None
+    input_bytes: int = 0
+    x_limit: float | None = None
     peak_rss_mb: float | None = None
-    peak_per_model: float | None = None
+    growth_mb: float | None = None
     growth_per_model: float | None = None
     note: str = ""
+
+    def gbps(self, seconds: float | None) -> float | None:
+        return None if seconds is None else self.input_bytes / seconds / 1e9
 
 
 @dataclass
 class GridReport:
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-
-
-def _in_fresh_process(
-    run: Callable[..., _T], *args: Any, env: Mapping[str, str] | None = None
-) -> _T:
-    """Run ``run(*args)`` in a newly spawned interpreter, so its peak RSS is its own.
-
-    ``env`` is added to the child's environment (read by glibc at start-up, so it cannot be
-    set from inside the child).
-    """
-    saved = {name: os.environ.get(name) for name in env or {}}
-    os.environ.update(env or {})
-    try:
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            return pool.submit(run, *args).result()
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _label(num_params: int) -> str:
@@ -546,91 +431,81 @@ def _label(num_params: int) -> str:
     return str(num_params)
 
 
-def _ratio(gbps: float | None, baseline_seconds: float | None, input_bytes: int) -> float | None:
-    if gbps is None or baseline_seconds is None:
-        return None
-    return gbps / (input_bytes / baseline_seconds / 1e9)
+def _rotated(items: Sequence[str], by: int) -> list[str]:
+    shift = by % len(items)
+    return [*items[shift:], *items[:shift]]
+
+
+def measure_cell(
+    updates: UpdateSet,
+    flower_python: Path | None,
+    repeats: int,
+    log: Callable[[str], None] = lambda _: None,
+) -> tuple[dict[str, list[Sample]], dict[str, str]]:
+    """Every contender ``repeats`` times, interleaved; also why any was not measured."""
+    skipped: dict[str, str] = {}
+    if flower_python is None:
+        skipped["flower"] = "no Flower environment (make bench creates bench/.venv-flower)"
+    else:
+        # Flower holds N updates and N weighted copies of them at once
+        needed = 2 * len(updates.site_ids) * updates.model_bytes + MEMORY_MARGIN_BYTES
+        available = psutil.virtual_memory().available
+        if needed > available:
+            skipped["flower"] = (
+                f"skipped: holds 2 x N x P x 4 B, {needed / 2**30:.1f} GiB with a margin, "
+                f"{available / 2**30:.1f} GiB available"
+            )
+    contenders = [c for c in CONTENDERS if c not in skipped]
+    samples: dict[str, list[Sample]] = {c: [] for c in contenders}
+    for repeat in range(repeats):
+        for contender in _rotated(contenders, repeat):
+            log(f"  repeat {repeat + 1}/{repeats}: {contender}")
+            if contender == "flower":
+                assert flower_python is not None
+                samples[contender].append(measure_flower(flower_python, updates))
+            else:
+                samples[contender].append(_in_fresh_process(measure, contender, updates))
+    return samples, skipped
 
 
 def _cell_rows(
-    updates: UpdateSet,
-    num_updates: int,
-    numpy_result: NumpyMeasurement,
-    streams: dict[str, StreamMeasurement],
+    cell: str, updates: UpdateSet, samples: dict[str, list[Sample]], skipped: dict[str, str]
 ) -> list[Row]:
-    cell = f"N={num_updates} P={_label(updates.num_params)}"
-    input_bytes = num_updates * updates.model_bytes
-    model = updates.model_bytes
-    rows: list[Row] = []
-    for label, seconds in (
-        ("numpy f32 in place, in RAM", numpy_result.seconds_f32),
-        ("numpy f64 in place, in RAM", numpy_result.seconds_f64),
-    ):
-        gbps = None if seconds is None else input_bytes / seconds / 1e9
-        note = numpy_result.note or f"input in RAM: {input_bytes / 1e6:,.0f} MB"
+    input_bytes = len(updates.site_ids) * updates.model_bytes
+    limit_median = statistics.median(s.seconds for s in samples["limit"])
+    rows = []
+    for key in ROW_ORDER:
+        source = "flower" if key == "flower_load" else key
+        if source in skipped:
+            rows.append(Row(cell, LABELS[key], note=skipped[source]))
+            continue
+        runs = samples[source]
+        seconds = [s.seconds for s in runs]
+        starts = [s.start_rss_bytes for s in runs]
+        if key == "flower_load":
+            seconds = [s.seconds + (s.load_seconds or 0.0) for s in runs]
+            starts = [s.before_load_rss_bytes or s.start_rss_bytes for s in runs]
+        peak = max(s.peak_rss_bytes for s in runs)
+        growth = max(s.peak_rss_bytes - start for s, start in zip(runs, starts, strict=True))
+        median = statistics.median(seconds)
+        note = {
+            "server": "all checks on; decisions and sum in listing order",
+            "flower": "growth: from after loading all N",
+            "flower_load": "growth: from before loading",
+        }.get(key, "")
         rows.append(
             Row(
                 cell,
-                label,
-                gbps,
-                _ratio(gbps, numpy_result.seconds_f32, input_bytes),
-                _ratio(gbps, numpy_result.seconds_f64, input_bytes),
-                note=note,
+                LABELS[key],
+                min(seconds),
+                median,
+                input_bytes,
+                limit_median / median,
+                peak / 1e6,
+                growth / 1e6,
+                growth / updates.model_bytes,
+                note,
             )
-        )
-    for key, label, _, _ in STREAM_VARIANTS:
-        rows.append(_stream_row(cell, label, streams[key], input_bytes, model, numpy_result))
-    rows.append(
-        Row(
-            cell,
-            "Flower-style hold-all",
-            peak_rss_mb=input_bytes / 1e6,
-            peak_per_model=float(num_updates),
-            note="computed: N x P x 4 B",
-        )
-    )
-    return rows
-
-
-def _stream_row(
-    cell: str,
-    label: str,
-    measured: StreamMeasurement,
-    input_bytes: int,
-    model_bytes: int,
-    numpy_result: NumpyMeasurement,
-) -> Row:
-    gbps = input_bytes / measured.seconds / 1e9
-    return Row(
-        cell,
-        label,
-        gbps,
-        _ratio(gbps, numpy_result.seconds_f32, input_bytes),
-        _ratio(gbps, numpy_result.seconds_f64, input_bytes),
-        peak_rss_mb=measured.peak_rss_bytes / 1e6,
-        peak_per_model=measured.peak_rss_bytes / model_bytes,
-        growth_per_model=(measured.peak_rss_bytes - measured.start_rss_bytes) / model_bytes,
-        note=f"start RSS {measured.start_rss_bytes / 1e6:.0f} MB",
-    )
-
-
-def _stage_rows(
-    updates: UpdateSet,
-    num_updates: int,
-    seconds: dict[str, float],
-    lean: dict[str, StreamMeasurement],
-    numpy_result: NumpyMeasurement,
-) -> list[Row]:
-    cell = f"stages N={num_updates} P={_label(updates.num_params)}"
-    input_bytes = num_updates * updates.model_bytes
-    current = sum(seconds[key] for key, _ in STAGES)
-    rows = []
-    for key, label in STAGES + WHAT_IF_STAGES:
-        gbps = input_bytes / seconds[key] / 1e9
-        rows.append(Row(cell, label, gbps, note=f"share {seconds[key] / current:.0%}"))
-    for key, label, _, _ in WHAT_IF_STREAMS:
-        rows.append(
-            _stream_row(cell, label, lean[key], input_bytes, updates.model_bytes, numpy_result)
         )
     return rows
 
@@ -639,71 +514,33 @@ def run_grid(
     grid_num_updates: Sequence[int],
     grid_num_params: Sequence[int],
     *,
+    flower_python: Path | None = None,
     workdir: Path | None = None,
-    min_total_s: float = MIN_TOTAL_S,
-    with_stages: bool = True,
+    repeats: int = REPEATS,
     seed: int = 0,
     log: Callable[[str], None] = lambda _: None,
 ) -> GridReport:
-    """Measure every (N, P) cell; update files live in a temporary folder removed at the end.
-
-    Files for the largest N are written once per P and the first N of them used for each
-    cell, so disk use peaks at max(N) x max(P) x 4 bytes.
-    """
+    """Measure every (N, P) cell; each cell's federation is written, measured and removed."""
     report = GridReport()
-    largest = max(grid_num_updates)
     for num_params in grid_num_params:
-        folder = Path(tempfile.mkdtemp(prefix="fedsilo-bench-", dir=workdir))
-        try:
-            needed = largest * num_params * BYTES_PER_PARAM + DISK_MARGIN_BYTES
-            free = shutil.disk_usage(folder).free
-            if needed > free:
-                report.notes.append(
-                    f"P={_label(num_params)} skipped: needs {needed / 2**30:.1f} GiB of disk in "
-                    f"{folder.parent}, {free / 2**30:.1f} GiB free"
-                )
-                continue
-            log(f"P={_label(num_params)}: writing {largest} update files to {folder}")
-            started = time.perf_counter()
-            updates = write_updates(folder, largest, num_params, seed)
-            written = largest * num_params * BYTES_PER_PARAM
-            report.notes.append(
-                f"P={_label(num_params)}: generated and wrote {largest} files "
-                f"({written / 1e9:.2f} GB, fsync'd) in {time.perf_counter() - started:.1f} s"
-            )
-            streams: dict[int, dict[str, StreamMeasurement]] = {}
-            for num_updates in grid_num_updates:
-                log(f"P={_label(num_params)} N={num_updates}: fedsilo (fresh processes)")
-                streams[num_updates] = {
-                    key: _in_fresh_process(
-                        measure_stream,
-                        updates,
-                        num_updates,
-                        admit,
-                        min_total_s,
-                        env=TUNED_MALLOC_ENV if tuned else None,
+        for num_updates in grid_num_updates:
+            cell = f"N={num_updates} P={_label(num_params)}"
+            folder = Path(tempfile.mkdtemp(prefix="fedsilo-bench-", dir=workdir))
+            try:
+                needed = num_updates * num_params * BYTES_PER_PARAM + DISK_MARGIN_BYTES
+                free = shutil.disk_usage(folder).free
+                if needed > free:
+                    report.notes.append(
+                        f"{cell} skipped: needs {needed / 2**30:.1f} GiB of disk, "
+                        f"{free / 2**30:.1f} GiB free"
                     )
-                    for key, _, admit, tuned in STREAM_VARIANTS
-                }
-            stages: dict[str, float] | None = None
-            lean: dict[str, StreamMeasurement] = {}
-            if with_stages:
-                log(f"P={_label(num_params)} N={largest}: stage breakdown and what-ifs")
-                stages = _in_fresh_process(profile_stages, updates, largest)
-                for key, _, verify, prefetch in WHAT_IF_STREAMS:
-                    lean[key] = _in_fresh_process(
-                        measure_lean, updates, largest, verify, prefetch, min_total_s
-                    )
-            log(f"P={_label(num_params)}: numpy in-memory baselines")
-            baselines = _in_fresh_process(measure_numpy, updates, grid_num_updates, min_total_s)
-            for num_updates in grid_num_updates:
-                report.rows.extend(
-                    _cell_rows(updates, num_updates, baselines[num_updates], streams[num_updates])
-                )
-            if stages is not None:
-                report.rows.extend(_stage_rows(updates, largest, stages, lean, baselines[largest]))
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+                    continue
+                log(f"{cell}: writing the federation")
+                updates = write_updates(folder, num_updates, num_params, seed)
+                samples, skipped = measure_cell(updates, flower_python, repeats, log)
+                report.rows.extend(_cell_rows(cell, updates, samples, skipped))
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
     return report
 
 
@@ -711,12 +548,13 @@ def _fmt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def render(report: GridReport, title: str) -> Table:
+def render(report: GridReport, title: str, repeats: int = REPEATS) -> Table:
     table = Table(title=title, title_justify="left", caption_justify="left")
-    for header in ("cell", "method", "GB/s", "x numpy f32", "x numpy f64"):
-        table.add_column(header, justify="right" if header.startswith(("GB", "x ")) else "left")
-    for header in ("peak RSS MB", "peak / model", "growth / model"):
+    table.add_column("cell")
+    table.add_column("method")
+    for header in ("GB/s min-time", "GB/s median", "x limit", "peak RSS MB", "growth MB"):
         table.add_column(header, justify="right")
+    table.add_column("growth / model", justify="right")
     table.add_column("note")
     previous_cell = None
     for row in report.rows:
@@ -726,28 +564,29 @@ def render(report: GridReport, title: str) -> Table:
         table.add_row(
             row.cell,
             row.method,
-            _fmt(row.gbps, ".2f"),
-            _fmt(row.vs_numpy_f32, ".2f"),
-            _fmt(row.vs_numpy_f64, ".2f"),
+            _fmt(row.gbps(row.min_s), ".2f"),
+            _fmt(row.gbps(row.median_s), ".2f"),
+            _fmt(row.x_limit, ".2f"),
             _fmt(row.peak_rss_mb, ",.0f"),
-            _fmt(row.peak_per_model, ".1f"),
+            _fmt(row.growth_mb, ",.0f"),
             _fmt(row.growth_per_model, ".1f"),
             row.note,
         )
     table.caption = "\n".join(
         [
-            "GB/s: N x P x 4 bytes of float32 input consumed per second, best of up to "
-            f"{MAX_REPEATS} runs. Update files are in the page cache (just written).",
-            "peak RSS: ru_maxrss of a freshly spawned process running one measurement; "
-            "model = P x 4 bytes; growth = peak minus the RSS before the loop "
-            "(interpreter, numpy, fedsilo imports).",
-            "Stage rows time each step alone over the largest N; share = of the sum of the five "
-            "current stages. 'if:' rows are what-ifs, not fedsilo code today: lean stream = "
-            "readinto a reused buffer, zero-copy views, x *= w in float32, float64 sum "
-            "(bypasses the store API); prefetch = read + sha256 of the next file in a thread; "
-            f"MALLOC_* env = {' '.join(f'{k}={v}' for k, v in TUNED_MALLOC_ENV.items())}.",
-            "Stage rows run in one process after other work, so their allocator is warm: the "
-            "'read' stage can look faster there than inside the fresh-process 'fedsilo' rows.",
+            f"GB/s: N x P x 4 bytes of float32 updates per second; {repeats} runs of each "
+            "contender, interleaved (each repeat in a rotated order), each a fresh process "
+            "timed inside around the work; 'min-time' from the fastest run, 'median' from the "
+            "median run. Files are in the page cache (just written).",
+            "x limit: median time of the limit row / median time of this row (1.00 = as fast "
+            "as numpy over the mmapped files).",
+            "peak RSS: VmHWM of the process (interpreter and imports included), largest of "
+            "the runs; growth: peak minus the RSS before the timed work; model = P x 4 bytes.",
+            "Flower rows come from the same processes: each loads the N files (timed), then "
+            "runs aggregate once (timed); 'arithmetic only' counts only the latter.",
+            f"Machine: {os.cpu_count()} cores, load average at the end "
+            f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} (other work on the machine "
+            "slows every contender alike only on average: read medians, not single runs).",
             *report.notes,
         ]
     )
@@ -756,10 +595,22 @@ def render(report: GridReport, title: str) -> Table:
 
 def main(quick: bool) -> None:
     """Entry point for ``python -m bench``."""
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    from bench.flower_compare import flower_env
+
+    console = Console() if sys.stdout.isatty() else Console(width=180)
+
+    def log(line: str) -> None:
+        console.print(f"  {line}", markup=False, highlight=False)
+
+    env = flower_env(create=True, log=log)
+    if env.python is None:
+        log(f"Flower rows will not be measured: {env.reason}")
     grid_n = QUICK_NUM_UPDATES if quick else FULL_NUM_UPDATES
     grid_p = QUICK_NUM_PARAMS if quick else FULL_NUM_PARAMS
     started = time.perf_counter()
-    report = run_grid(grid_n, grid_p, log=lambda line: console.print(f"  {line}"))
-    title = f"Streaming FedAvg from files vs in-place numpy ({time.perf_counter() - started:.0f} s)"
+    report = run_grid(grid_n, grid_p, flower_python=env.python, log=log)
+    title = (
+        "Weighted FedAvg of N update files: fedsilo's server path, the limit and Flower "
+        f"({time.perf_counter() - started:.0f} s)"
+    )
     console.print(render(report, title))

@@ -1,12 +1,11 @@
 """fedsilo side by side with Flower, and both against a plain PyTorch loop (issue 8).
 
 Why: "is the framework's overhead worth it" needs a peer and a floor measured in the same run
-on the same machine, never figures copied from elsewhere. Two tables:
+on the same machine, never figures copied from elsewhere.
 
-- Aggregation: fedsilo's streaming FedAvg (from safetensors update files, as the aggregator
-  reads them, and from updates already in memory) against Flower's
-  ``flwr.server.strategy.aggregate.aggregate`` on the same N x P float32 update files. Each
-  measurement runs in a fresh process, so its peak RSS is its own. Ratios are fedsilo/Flower.
+- Aggregation lives in ``bench/aggregation.py``: fedsilo's server path, Flower's ``aggregate``
+  (with and without loading its inputs) and the numpy limit on the same update files,
+  interleaved in one table.
 - Whole federation: the same hospitals, model, local training and rounds
   (``bench/_federation.py``) run by ``fedsilo simulate``, by Flower's simulation engine
   (``run_simulation`` with a ``ClientApp``/``ServerApp``) and by ``bench/plain_loop.py``; wall
@@ -31,31 +30,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import safetensors.numpy
 from rich.console import Console
 from rich.table import Table
 
-from bench.aggregation import (
-    FEDERATION_ID,
-    ROUND_INDEX,
-    UpdateSet,
-    _best_of,
-    _in_fresh_process,
-    _label,
-    read_updates,
-    stream_fedsilo,
-    tensor_specs,
-    write_updates,
-)
-from fl_core.aggregation import StreamingWeightedMean
 from fl_core.config import FederationConfig
-from fl_core.exchange.layout import ExchangeLayout
-from fl_core.types import Weights
-from fl_server.allocator import keep_freed_buffers
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FLOWER_LOCK = REPO_ROOT / "bench" / "requirements-flower.lock"
@@ -64,10 +46,6 @@ FLOWER_VENV = Path(os.environ.get("FEDSILO_FLOWER_VENV", REPO_ROOT / "bench" / "
 STAMP_NAME = ".fedsilo-lock-sha256"
 INSTALL_TIMEOUT_S = 1800
 RUN_TIMEOUT_S = 1200
-FULL_NUM_UPDATES = (10, 50)
-FULL_NUM_PARAMS = (1_000_000, 10_000_000)
-QUICK_NUM_UPDATES = (5, 10)
-QUICK_NUM_PARAMS = (200_000,)
 FULL_FEDERATION = (20, 10, 1500)
 """(hospitals, rounds, mean stays): the issue's 20 hospitals, 10 rounds, ``make run``'s data."""
 QUICK_FEDERATION = (6, 3, 300)
@@ -131,184 +109,6 @@ def _flower_subprocess_env() -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO_ROOT)
     env.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     return env
-
-
-# ---- aggregation ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AggMeasurement:
-    seconds: float
-    start_rss_bytes: int
-    peak_rss_bytes: int
-
-
-def peak_rss_bytes() -> int:
-    """This process's ``VmHWM``.
-
-    Not ``ru_maxrss``: Linux carries that across ``execve`` from the parent, so a fresh child
-    of a bench process that has imported torch would report at least the parent's RSS.
-    """
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
-
-
-def measure_files(updates: UpdateSet, num_updates: int, min_total_s: float) -> AggMeasurement:
-    """Worker body: fedsilo's aggregator path, one update file at a time (no admission)."""
-    keep_freed_buffers()
-    start_rss = psutil.Process().memory_info().rss
-    seconds, _ = _best_of(lambda: stream_fedsilo(updates, num_updates, admit=False), min_total_s)
-    return AggMeasurement(seconds, start_rss, peak_rss_bytes())
-
-
-def measure_in_memory(updates: UpdateSet, num_updates: int, min_total_s: float) -> AggMeasurement:
-    """Worker body: fedsilo's ``StreamingWeightedMean`` over updates already in memory.
-
-    The same input Flower's ``aggregate`` gets, so the two times compare the arithmetic alone.
-    """
-    in_memory = read_updates(updates, num_updates)
-    start_rss = psutil.Process().memory_info().rss
-
-    def average() -> Weights:
-        mean = StreamingWeightedMean(tensor_specs(updates.num_params))
-        for weights, weight in in_memory:
-            mean.add(weights, weight)
-        return mean.result()
-
-    seconds, _ = _best_of(average, min_total_s)
-    return AggMeasurement(seconds, start_rss, peak_rss_bytes())
-
-
-def update_paths(updates: UpdateSet, num_updates: int) -> list[str]:
-    layout = ExchangeLayout(FEDERATION_ID)
-    return [
-        str(updates.root / layout.update_weights_key(ROUND_INDEX, site_id))
-        for site_id in updates.site_ids[:num_updates]
-    ]
-
-
-def measure_flower_aggregate(
-    env: FlowerEnv,
-    updates: UpdateSet,
-    num_updates: int,
-    min_total_s: float,
-    result_path: Path | None = None,
-) -> AggMeasurement | str:
-    """Flower's ``aggregate`` in a fresh Flower-environment process, or why not measured."""
-    if env.python is None:
-        return env.reason
-    spec = {
-        "paths": update_paths(updates, num_updates),
-        "num_examples": list(updates.num_examples[:num_updates]),
-        "min_total_s": min_total_s,
-        "result": None if result_path is None else str(result_path),
-    }
-    script = REPO_ROOT / "bench" / "flower" / "flower_aggregate.py"
-    done = subprocess.run(
-        [str(env.python), str(script)],
-        input=json.dumps(spec),
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT_S,
-        env=_flower_subprocess_env(),
-        check=False,
-    )
-    if done.returncode != 0:
-        return f"Flower aggregate failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}"
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    return AggMeasurement(out["seconds"], out["start_rss_bytes"], out["peak_rss_bytes"])
-
-
-@dataclass(frozen=True)
-class AggRow:
-    cell: str
-    method: str
-    measured: AggMeasurement | str
-    flower: AggMeasurement | str
-
-
-@dataclass
-class AggReport:
-    rows: list[AggRow] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
-def run_aggregation(
-    env: FlowerEnv,
-    grid_num_updates: Sequence[int],
-    grid_num_params: Sequence[int],
-    *,
-    workdir: Path | None = None,
-    min_total_s: float = 1.0,
-    log: Callable[[str], None] = lambda _: None,
-) -> AggReport:
-    """Every (N, P) cell: fedsilo from files, fedsilo in memory, Flower in memory."""
-    report = AggReport()
-    for num_params in grid_num_params:
-        folder = Path(tempfile.mkdtemp(prefix="fedsilo-flower-agg-", dir=workdir))
-        try:
-            log(f"P={_label(num_params)}: writing {max(grid_num_updates)} update files")
-            updates = write_updates(folder, max(grid_num_updates), num_params, seed=0)
-            for num_updates in grid_num_updates:
-                cell = f"N={num_updates} P={_label(num_params)}"
-                log(f"{cell}: fedsilo and Flower, each in a fresh process")
-                files = _in_fresh_process(measure_files, updates, num_updates, min_total_s)
-                in_ram = _in_fresh_process(measure_in_memory, updates, num_updates, min_total_s)
-                flower = measure_flower_aggregate(env, updates, num_updates, min_total_s)
-                report.rows += [
-                    AggRow(cell, "Flower aggregate, in RAM", flower, flower),
-                    AggRow(cell, "fedsilo streaming, in RAM", in_ram, flower),
-                    AggRow(cell, "fedsilo streaming, files", files, flower),
-                ]
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-    return report
-
-
-def render_aggregation(report: AggReport, title: str) -> Table:
-    table = Table(title=title, title_justify="left", caption_justify="left")
-    table.add_column("cell")
-    table.add_column("method")
-    for header in ("s", "x Flower time", "peak RSS MB", "growth MB", "x Flower peak"):
-        table.add_column(header, justify="right")
-    previous = None
-    for row in report.rows:
-        if previous is not None and row.cell != previous:
-            table.add_section()
-        previous = row.cell
-        if isinstance(row.measured, str):
-            table.add_row(row.cell, row.method, NOT_MEASURED, "-", "-", "-", "-")
-            continue
-        m, f = row.measured, row.flower
-        time_ratio = "-" if isinstance(f, str) else f"{m.seconds / f.seconds:.2f}"
-        peak_ratio = "-" if isinstance(f, str) else f"{m.peak_rss_bytes / f.peak_rss_bytes:.2f}"
-        table.add_row(
-            row.cell,
-            row.method,
-            f"{m.seconds:.3f}",
-            time_ratio,
-            f"{m.peak_rss_bytes / 1e6:,.0f}",
-            f"{max(m.peak_rss_bytes - m.start_rss_bytes, 0) / 1e6:,.0f}",
-            peak_ratio,
-        )
-    flower_reasons = {r.flower for r in report.rows if isinstance(r.flower, str)}
-    table.caption = "\n".join(
-        [
-            "s: best of up to 5 runs. peak RSS: VmHWM of the fresh process doing it "
-            "(interpreter and imports included); growth: peak minus RSS before averaging "
-            "(in-RAM rows: after loading all N updates, which Flower's API needs).",
-            "x Flower: fedsilo / Flower (below 1: fedsilo faster or smaller). Flower's "
-            "aggregate keeps N weighted copies (N x P x 4 B more) and sums in float32; "
-            "fedsilo keeps one float64 sum and one update at a time when reading files.",
-            *(f"Flower not measured: {reason}" for reason in sorted(flower_reasons)),
-            *report.notes,
-            _load_note(),
-        ]
-    )
-    return table
 
 
 # ---- whole federation -----------------------------------------------------------------------
@@ -557,15 +357,7 @@ def main(quick: bool) -> None:
     env = flower_env(create=True, log=log)
     if env.python is None:
         log(f"Flower rows will read '{NOT_MEASURED}': {env.reason}")
-    started = time.perf_counter()
-    report = run_aggregation(
-        env,
-        QUICK_NUM_UPDATES if quick else FULL_NUM_UPDATES,
-        QUICK_NUM_PARAMS if quick else FULL_NUM_PARAMS,
-        log=log,
-    )
-    title = f"FedAvg: fedsilo vs Flower's aggregate ({time.perf_counter() - started:.0f} s)"
-    console.print(render_aggregation(report, title))
+    log("aggregation alone (server path, limit, Flower): python -m bench --only aggregation")
     hospitals, rounds, mean_stays = QUICK_FEDERATION if quick else FULL_FEDERATION
     from bench import _federation
 

@@ -3,10 +3,15 @@
 The aggregator reads one update, sums it and frees it, N times per round. glibc returns
 every block above its (dynamic) mmap threshold to the OS on free, so each update's buffer
 is a fresh mapping and every page faults again on first touch: measured 4-5x slower end to
-end than the same loop with blocks kept (bench/aggregation.py, "fedsilo, files" against
-the MALLOC_* environment variant). Raising the thresholds with ``mallopt`` keeps blocks of
-up to 32 MiB in the heap (glibc's maximum) and trims only above 256 MiB, so memory stays
-O(model) while the page faults go away.
+end than the same loop with blocks kept. Raising the mmap threshold with ``mallopt`` keeps
+blocks of up to 32 MiB (glibc's largest threshold) in the heap, and trimming only above
+256 MiB keeps them there. Updates above 32 MiB (models over 8M float32 parameters) would
+still be mapped and unmapped one by one, and with admission checking ahead on worker threads
+each unmapping also interrupts the other core (a TLB shootdown): measured 1.4-2.0 CPU-s per GB
+admitted at 10M parameters against 1.0 one by one (bench/aggregation.py). So mmap for
+allocations is switched off altogether (``M_MMAP_MAX`` 0): every block comes from a heap and
+is reused. Memory stays O(model): the heap holds what the round holds at its peak (the sum
+and the few updates in flight), and its free top above 256 MiB is returned.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import ctypes.util
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_MMAP_MAX = -4
 MMAP_THRESHOLD_BYTES = 32 * 1024 * 1024
 TRIM_THRESHOLD_BYTES = 256 * 1024 * 1024
 
@@ -35,4 +41,5 @@ def keep_freed_buffers() -> bool:
     return bool(
         mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
         and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1
+        and mallopt(_M_MMAP_MAX, 0) == 1
     )

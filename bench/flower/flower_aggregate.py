@@ -5,8 +5,8 @@ files, as fedsilo's hospitals write them), ``num_examples`` (one per file), ``mi
 and optionally ``result`` (a path to write the average to, so a test can compare it with
 fedsilo's). Loads every update into memory first, which is what Flower's API takes
 (``list[tuple[NDArrays, int]]``), then times ``flwr.server.strategy.aggregate.aggregate`` best
-of up to 5 runs. Prints one JSON line: seconds, RSS before aggregating (all updates loaded)
-and the process's peak RSS (VmHWM).
+of up to 5 runs. Prints one JSON line: seconds, the seconds loading took, RSS before loading
+and before aggregating (all updates loaded), and the process's peak RSS (VmHWM).
 """
 
 from __future__ import annotations
@@ -42,11 +42,14 @@ def main() -> int:
     spec = json.load(sys.stdin)
     names: list[str] = []
     results = []
+    before_load_rss = _rss_bytes()
+    load_started = time.perf_counter()
     for path, num_examples in zip(spec["paths"], spec["num_examples"], strict=True):
         tensors = safetensors.numpy.load_file(path)
         names = sorted(tensors)
         results.append(([tensors[name] for name in names], int(num_examples)))
         del tensors
+    load_seconds = time.perf_counter() - load_started
     start_rss = _rss_bytes()
     best, spent = math.inf, 0.0
     averaged: list[np.ndarray] = []
@@ -61,7 +64,17 @@ def main() -> int:
     if spec.get("result"):
         safetensors.numpy.save_file(dict(zip(names, averaged, strict=True)), spec["result"])
     peak = _peak_rss_bytes()
-    print(json.dumps({"seconds": best, "start_rss_bytes": start_rss, "peak_rss_bytes": peak}))
+    print(
+        json.dumps(
+            {
+                "seconds": best,
+                "load_seconds": load_seconds,
+                "before_load_rss_bytes": before_load_rss,
+                "start_rss_bytes": start_rss,
+                "peak_rss_bytes": peak,
+            }
+        )
+    )
     return 0
 
 
