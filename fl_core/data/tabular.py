@@ -28,6 +28,9 @@ from fl_core.errors import ConfigError
 
 DEFAULT_MIN_STAYS = TABLE_MIN_STAYS
 MAX_CATEGORIES = 30
+MAX_TABLE_BYTES = 1024**3
+"""Largest table file read: the whole table is held in memory (as text, then as columns) at
+several times its size on disk, so a bigger file is refused before it is opened."""
 """Text columns one-hot encode at most this many values (the most frequent); the rest: other."""
 NUMERIC_SHARE = 0.95
 """A text column whose non-empty values parse as numbers this often is read as numeric."""
@@ -77,6 +80,13 @@ def read_any_table(path: Path) -> pd.DataFrame:
     """A CSV (``.csv``, ``.csv.gz``, ``.tsv``) or Parquet file as a DataFrame; else ConfigError."""
     if not path.is_file():
         raise ConfigError(f"--csv {path}: file not found; give the path of a CSV or Parquet file")
+    size = path.stat().st_size
+    if size > MAX_TABLE_BYTES:
+        raise ConfigError(
+            f"--csv {path}: {size / 1024**3:.1f} GiB is over the {MAX_TABLE_BYTES / 1024**3:.0f} "
+            "GiB limit (the table is read into memory); keep only the columns and rows the "
+            "model needs and try again"
+        )
     name = path.name.lower()
     try:
         if name.endswith((".parquet", ".pq")):
@@ -167,6 +177,7 @@ def prepare_table(
     sites = site_values(frame[site_column])
     keep = ~np.isnan(label)
     report.dropped_rows["label_missing"] = int((~keep).sum())
+    sites_read = set(sites.dropna().tolist())
     site_missing = sites.isna().to_numpy(dtype=bool) & keep
     report.dropped_rows["site_missing"] = int(site_missing.sum())
     keep &= ~site_missing
@@ -187,6 +198,10 @@ def prepare_table(
     order = np.argsort(site.to_numpy(dtype=object).astype(str), kind="stable")
     ordered = site.to_numpy(dtype=object)[order].astype(str)
     bounds = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    for source in sorted(sites_read - set(site.tolist())):  # every row of it was dropped
+        writer.exclude(
+            str(source), np.zeros(0, np.int8), "0 rows left (label missing or impossible values)"
+        )
     for rows in np.split(order, bounds):
         if rows.shape[0] == 0:
             continue
