@@ -151,6 +151,14 @@ def metrics_row(trained: RoundResult, evaluated: RoundResult) -> dict[str, Any]:
         "sites_missing": len(trained.missing),
         "seconds": round(trained.closed_unix - trained.started_unix, 3),
         "reference_auroc": evaluation.reference_auroc if evaluation else {},
+        "calibration": (
+            evaluation.calibration.model_dump() if evaluation and evaluation.calibration else None
+        ),
+        "reference_calibration": (
+            {k: v.model_dump() for k, v in evaluation.reference_calibration.items()}
+            if evaluation
+            else {}
+        ),
         "eval_sites": evaluation.num_sites if evaluation else 0,
     }
 

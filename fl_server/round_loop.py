@@ -25,6 +25,7 @@ from fl_core.admission import (
     check_update_file,
     check_weights_size,
 )
+from fl_core.calibration import calibration_from_histogram
 from fl_core.config import FederationConfig
 from fl_core.errors import (
     ConfigError,
@@ -39,6 +40,7 @@ from fl_core.errors import (
 )
 from fl_core.exchange.histograms import class_histogram
 from fl_core.exchange.manifests import (
+    CalibrationFigures,
     Decision,
     EvaluationReport,
     FederationState,
@@ -103,6 +105,7 @@ def summarise_evaluations(
         for name, hist in report.reference.items():
             found = references.get(name, ClassHistogram.empty(num_bins))
             references[name] = found + class_histogram(hist)
+    reference_calibration = {name: calibration_figures(h) for name, h in sorted(references.items())}
     return RoundMetrics(
         num_examples=count,
         num_sites=len(reports),
@@ -110,6 +113,18 @@ def summarise_evaluations(
         auprc=auprc_from_histogram(model),
         loss=loss_sum / count if count else None,
         reference_auroc={name: auroc_from_histogram(h) for name, h in sorted(references.items())},
+        calibration=calibration_figures(model),
+        reference_calibration={k: v for k, v in reference_calibration.items() if v is not None},
+    )
+
+
+def calibration_figures(histogram: ClassHistogram) -> CalibrationFigures | None:
+    """The calibration document of one summed histogram (None: no stays in it)."""
+    figures = calibration_from_histogram(histogram)
+    if figures is None:
+        return None
+    return CalibrationFigures(
+        brier=figures.brier, ece=figures.ece, intercept=figures.intercept, slope=figures.slope
     )
 
 

@@ -192,6 +192,15 @@ class Decision(_Document):
     decided_unix: float
 
 
+class CalibrationFigures(_Document):
+    """``fl_core.calibration.Calibration`` of one model, as the round's result records it."""
+
+    brier: float
+    ece: float
+    intercept: float | None = None
+    slope: float | None = None
+
+
 class RoundMetrics(_Document):
     """Metrics of one global model, from the summed histograms of the hospitals' test splits."""
 
@@ -201,6 +210,8 @@ class RoundMetrics(_Document):
     auprc: float | None
     loss: float | None
     reference_auroc: dict[str, float | None] = Field(default_factory=dict)
+    calibration: CalibrationFigures | None = None
+    reference_calibration: dict[str, CalibrationFigures] = Field(default_factory=dict)
 
 
 class RoundPrivacy(_Document):
