@@ -54,24 +54,15 @@ def run(folder: Path, quick: bool, kills: int, only: set[str]) -> list[Figure]:
             ),
         )
     if "crash" in only:
-        last = 1 if quick else None
         step(
             "aggregator killed at every write",
-            lambda: scenarios.crashes(
-                local_federation(folder / "kill-at-writes", rounds=rounds),
-                ref,
-                0,
-                points=scenarios.write_points(rounds, last_round=last),
-            ),
+            lambda: scenarios.write_crashes(folder, ref, rounds, 1 if quick else None),
         )
     if "random" in only:
+        longer = rounds + 3
         step(
             "aggregator killed at random instants",
-            lambda: scenarios.crashes(
-                local_federation(folder / "kill-at-random", rounds=rounds + 2),
-                ref_for(folder, ref, rounds + 2),
-                kills,
-            ),
+            lambda: scenarios.random_crashes(folder, ref_for(folder, ref, longer), longer, kills),
         )
     s3_groups = needs_federation & {"hostile", "two", "storage"}
     if not s3_groups or (quick and s3_groups == {"hostile"}):

@@ -79,6 +79,7 @@ def _install_midwrite(rule: dict[str, Any]) -> None:
 
     def torn(self: Any, path: Path, data: bytes) -> Path:
         if wanted in path.as_posix():
+            path.parent.mkdir(parents=True, exist_ok=True)
             fd, _ = fs_store.tempfile.mkstemp(
                 dir=path.parent, prefix=".", suffix=fs_store._TMP_SUFFIX
             )

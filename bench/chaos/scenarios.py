@@ -11,7 +11,7 @@ import os
 import random
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.chaos.attacks import Attack, HostileWriter, invited_bad_sites
@@ -200,25 +200,96 @@ def _life(
             raise ChaosError(f"aggregator life {number} hung\n{out.read_text()[-2000:]}")
 
 
+@dataclass
+class CrashTally:
+    """What one or more crash runs counted."""
+
+    federations: int = 0
+    lives: int = 0
+    kills: int = 0
+    hospital_kills: int = 0
+    rounds_closed: int = 0
+    rounds_planned: int = 0
+    finished: int = 0
+    lost: int = 0
+    twice: int = 0
+    identical: int = 0
+    torn_listed: int = 0
+    torn_on_disk: int = 0
+    unplanned: list[str] = field(default_factory=list)
+    ledger_problems: list[str] = field(default_factory=list)
+
+    def figures(self, group: str, what: str) -> list[Figure]:
+        runs = f" over {self.federations} federations" if self.federations > 1 else ""
+        problems = self.ledger_problems
+        return [
+            Figure(
+                group,
+                f"aggregator SIGKILLs {what}{runs}",
+                f"{self.kills} in {self.lives} lives"
+                + (f"; unexpected: {'; '.join(self.unplanned[:3])}" if self.unplanned else ""),
+                "-",
+                not self.unplanned,
+            ),
+            Figure(
+                group,
+                "hospital SIGKILLs (entering training, mid-write), restarted",
+                str(self.hospital_kills),
+                str(2 * self.federations),
+                self.hospital_kills == 2 * self.federations,
+            ),
+            Figure(
+                group,
+                "rounds completed",
+                f"{self.rounds_closed}/{self.rounds_planned}",
+                "all",
+                self.rounds_closed == self.rounds_planned and self.finished == self.federations,
+            ),
+            Figure(group, "accepted updates lost", str(self.lost), "0", self.lost == 0),
+            Figure(group, "rounds aggregated twice", str(self.twice), "0", self.twice == 0),
+            Figure(
+                group,
+                "ledger verifies after every aggregator exit",
+                f"{self.lives - len(problems)}/{self.lives}"
+                + (f"; {'; '.join(problems[:3])}" if problems else ""),
+                "100 %",
+                not problems,
+            ),
+            Figure(
+                group,
+                "torn temporary files visible to readers",
+                f"{self.torn_listed} listed ({self.torn_on_disk} left on disk, unlisted)",
+                "0",
+                self.torn_listed == 0,
+            ),
+            Figure(
+                group,
+                "final model bit-identical to the uninterrupted run",
+                f"{self.identical}/{self.federations}",
+                "all",
+                self.identical == self.federations,
+            ),
+        ]
+
+
 def crashes(
     federation: Federation,
     ref: Reference,
-    random_kills: int,
+    tally: CrashTally,
+    random_kills: int = 0,
     seed: int = 5,
     points: list[dict[str, object]] | None = None,
-) -> list[Figure]:
-    """SIGKILL the aggregator at every write of a round's close (``points``), or at random
-    instants (``random_kills``); hospitals are killed on entering training and mid-write."""
-    group = federation.folder.name
+) -> None:
+    """SIGKILL the aggregator at every write of a round's close (``points``), then at random
+    instants until ``random_kills`` more kills or the federation ends; hospitals are killed on
+    entering training (round 2) and half-way through writing their round-1 answer."""
     rng = random.Random(seed)
     lives = kills = 0
-    unplanned: list[str] = []
-    ledger_problems: list[str] = []
 
     def verify(after: str) -> None:
         problem = federation.ledger_problem()
         if problem is not None:
-            ledger_problems.append(f"after {after}: {problem}")
+            tally.ledger_problems.append(f"after {after}: {problem}")
 
     with running(federation):
         zygote = Zygote(federation.env())
@@ -235,95 +306,82 @@ def crashes(
                 },
             )
             for rule in points or []:
-                code = _life(zygote, federation, hospitals, rule, None, lives)
+                code = _life(zygote, federation, hospitals, rule, None, tally.lives + lives)
                 lives += 1
                 if code == -signal.SIGKILL:
                     kills += 1
                 else:
-                    unplanned.append(f"{rule}: exit {code}")
+                    tally.unplanned.append(f"{rule}: exit {code}")
                 verify(f"{rule}")
-            while kills < random_kills + len(points or []):
-                code = _life(zygote, federation, hospitals, None, rng.uniform(0.0, 1.5), lives)
+            planned = kills + random_kills
+            while kills < planned:
+                delay = rng.uniform(0.0, 1.5)
+                code = _life(zygote, federation, hospitals, None, delay, tally.lives + lives)
                 lives += 1
-                verify(f"random life {lives}")
+                verify(f"random life {tally.lives + lives}")
                 if code == -signal.SIGKILL:
                     kills += 1
                 elif code == 0:
                     break  # the federation finished before the planned kills were spent
                 else:
-                    unplanned.append(f"random life {lives}: exit {code}")
-            final = _life(zygote, federation, hospitals, None, None, lives)
+                    tally.unplanned.append(f"random life {lives}: exit {code}")
+            final = _life(zygote, federation, hospitals, None, None, tally.lives + lives)
             lives += 1
             verify("the last life")
             if final != 0:
-                unplanned.append(f"last life: exit {final}")
+                tally.unplanned.append(f"last life: exit {final}")
             for site, proc in hospitals.procs.items():
                 rc = proc.wait()
                 if rc != 0:
-                    unplanned.append(f"{site}: exit {rc}")
+                    tally.unplanned.append(f"{site}: exit {rc}")
         finally:
             zygote.close()
     state = federation.exchange.read_state()
-    done = state is not None and state[0].phase == "done"
-    closed = sum(
+    torn = _torn_files(federation)
+    tally.federations += 1
+    tally.lives += lives
+    tally.kills += kills
+    tally.hospital_kills += len(hospitals.killed)
+    tally.rounds_planned += federation.rounds + 1
+    tally.rounds_closed += sum(
         federation.exchange.read_result(r) is not None for r in range(1, federation.rounds + 2)
     )
-    twice = sum(
+    tally.finished += state is not None and state[0].phase == "done"
+    tally.lost += honest_losses(federation)
+    tally.twice += sum(
         count > 1 for suffix in ROUND_FILES for count in federation.creations(suffix).values()
     )
-    lost = honest_losses(federation)
-    what = "at every write of a round's close" if points else "at random instants"
-    torn = _torn_files(federation)
-    return [
-        Figure(
-            group,
-            f"aggregator SIGKILLs {what}",
-            f"{kills} in {lives} lives"
-            + (f"; unexpected: {'; '.join(unplanned[:3])}" if unplanned else ""),
-            "-",
-            not unplanned,
-        ),
-        Figure(
-            group,
-            "hospital SIGKILLs (entering training, mid-write), restarted",
-            str(len(hospitals.killed)),
-            "2",
-            len(hospitals.killed) == 2,
-        ),
-        Figure(
-            group,
-            "rounds completed",
-            f"{closed}/{federation.rounds + 1}",
-            "all",
-            done and closed == federation.rounds + 1,
-        ),
-        Figure(group, "accepted updates lost", str(lost), "0", lost == 0),
-        Figure(group, "rounds aggregated twice", str(twice), "0", twice == 0),
-        Figure(
-            group,
-            "ledger verifies after every aggregator exit",
-            f"{lives - len(ledger_problems)}/{lives}"
-            + (f"; {'; '.join(ledger_problems[:3])}" if ledger_problems else ""),
-            "100 %",
-            not ledger_problems,
-        ),
-        Figure(
-            group,
-            "torn temporary files visible to readers",
-            f"0 listed ({torn} on disk)",
-            "0",
-            True,
-        ),
-        _same(federation, ref),
-    ]
+    tally.identical += federation.final_sha256() == ref.sha256
+    tally.torn_listed += torn[0]
+    tally.torn_on_disk += torn[1]
 
 
-def _torn_files(federation: Federation) -> int:
-    root = (
-        Path(federation.uri.removeprefix("file://"))
-        if federation.uri.startswith("file://")
-        else None
-    )
-    if root is None:
-        return 0
-    return sum(1 for path in root.rglob("*.fedsilo-tmp"))
+def random_crashes(folder: Path, ref: Reference, rounds: int, kills: int) -> list[Figure]:
+    """``kills`` SIGKILLs at random instants, over as many federations as that takes."""
+    tally = CrashTally()
+    number = 0
+    while tally.kills < kills:
+        number += 1
+        federation = local_federation(folder / f"kill-at-random-{number}", rounds=rounds)
+        crashes(federation, ref, tally, random_kills=kills - tally.kills, seed=number)
+    return tally.figures("kill-at-random", "at random instants")
+
+
+def write_crashes(
+    folder: Path, ref: Reference, rounds: int, last_round: int | None
+) -> list[Figure]:
+    """One SIGKILL before and after every write of each round's close, in order."""
+    tally = CrashTally()
+    federation = local_federation(folder / "kill-at-writes", rounds=rounds)
+    points = write_points(rounds, last_round=last_round)
+    crashes(federation, ref, tally, points=points)
+    return tally.figures("kill-at-writes", "at every write of a round's close")
+
+
+def _torn_files(federation: Federation) -> tuple[int, int]:
+    """Temporary files a killed writer left: (listed by the store, lying on disk)."""
+    listed = sum(key.endswith(".fedsilo-tmp") for key in federation.store.list_keys("federations/"))
+    if not federation.uri.startswith("file://"):
+        return listed, 0
+    root = Path(federation.uri.removeprefix("file://"))
+    return listed, sum(1 for _ in root.rglob("*.fedsilo-tmp"))
