@@ -7,7 +7,7 @@ STAMP := $(VENV)/.fedsilo-installed
 SYSTEM_PACKAGES ?= chromium openmpi-bin libopenmpi-dev
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install run test lint bench synth clean
+.PHONY: install run test lint bench chaos synth clean
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ lint: install
 
 bench: install
 	$(PY) -m bench
+
+# Faults and attacks against real server/client processes (127.0.0.1, a temporary folder):
+# one table of figures, exit 1 if any misses its goal. `--quick` is the slow test's size.
+chaos: install
+	$(PY) -m bench.chaos
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund

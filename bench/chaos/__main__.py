@@ -12,94 +12,11 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
-from bench.chaos import scenarios, storage
-from bench.chaos.scenarios import Figure, Reference
-from bench.chaos.stores import local_federation, moto_server, s3_federation
-
-GROUPS = ("hostile", "crash", "random", "two", "storage", "data")
-
-
-def run(folder: Path, quick: bool, kills: int, only: set[str]) -> list[Figure]:
-    rounds = 2 if quick else 3
-    figures: list[Figure] = []
-    say = Console(stderr=True)
-
-    def step(name: str, body: Callable[[], list[Figure]]) -> None:
-        started = time.monotonic()
-        say.print(f"chaos: {name} ...", highlight=False)
-        found = body()
-        figures.extend(found)
-        say.print(f"chaos: {name} done in {time.monotonic() - started:.0f} s", highlight=False)
-
-    if "data" in only:
-        step("bad tables at data prepare", lambda: storage.bad_data(folder / "data"))
-    needs_federation = only - {"data"}
-    if not needs_federation:
-        return figures
-    started = time.monotonic()
-    ref: Reference = scenarios.reference(folder, rounds)
-    say.print(f"chaos: reference run in {time.monotonic() - started:.0f} s", highlight=False)
-    limit = {"admission": {"max_update_bytes": 4 * ref.update_bytes}}
-    if "hostile" in only:
-        step(
-            "hostile files, local folder",
-            lambda: scenarios.hostile(
-                local_federation(folder / "hostile-folder", rounds=rounds, settings=limit), ref
-            ),
-        )
-    if "crash" in only:
-        step(
-            "aggregator killed at every write",
-            lambda: scenarios.write_crashes(folder, ref, rounds, 1 if quick else None),
-        )
-    if "random" in only:
-        longer = rounds + 3
-        step(
-            "aggregator killed at random instants",
-            lambda: scenarios.random_crashes(folder, ref_for(folder, ref, longer), longer, kills),
-        )
-    s3_groups = needs_federation & {"hostile", "two", "storage"}
-    if not s3_groups or (quick and s3_groups == {"hostile"}):
-        return figures
-    with moto_server(folder) as endpoint:
-        if "hostile" in only:
-            step(
-                "hostile files, moto S3",
-                lambda: scenarios.hostile(
-                    s3_federation(folder / "hostile-s3", endpoint, rounds=rounds, settings=limit),
-                    ref,
-                ),
-            )
-        if "two" in only:
-            step("two aggregators", lambda: storage.two_aggregators(folder, endpoint, rounds, ref))
-        if "storage" in only:
-            step("storage faults", lambda: storage.storage_faults(folder, endpoint, rounds, ref))
-    return figures
-
-
-_extra_refs: dict[int, Reference] = {}
-
-
-def ref_for(folder: Path, ref: Reference, rounds: int) -> Reference:
-    """The reference of a run with another number of rounds (the random-kill run is longer)."""
-    if rounds not in _extra_refs:
-        _extra_refs[rounds] = scenarios.reference(folder / f"r{rounds}", rounds)
-    return _extra_refs[rounds]
-
-
-def table(figures: list[Figure]) -> Table:
-    out = Table(title="What fedsilo survives (bench/chaos)")
-    for column in ("scenario", "figure", "value", "goal", ""):
-        out.add_column(column)
-    for f in figures:
-        out.add_row(f.group, f.figure, f.value, f.goal, "ok" if f.ok else "[red]MISS[/]")
-    return out
+from bench.chaos.suite import GROUPS, run, table
 
 
 def main(argv: list[str] | None = None) -> int:
