@@ -101,7 +101,7 @@ def status_command(
         stdout.print(status_table(status))
         return
     with Live(status_table(status), console=stdout, auto_refresh=False) as live:
-        while status.phase == "collecting" or status.phase == "not started":
+        while not status.ended:
             time.sleep(interval_s)
             status = collect_status(store)
             live.update(status_table(status), refresh=True)

@@ -51,6 +51,14 @@ class FederationStatus:
     final: bool = False  # the current round is the final evaluation (after the last training)
 
     @property
+    def ended(self) -> bool:
+        """The federation is over: its final evaluation closed, or a round failed.
+
+        Between two rounds the phase is ``done`` for a moment too, so that alone is no end.
+        """
+        return self.phase == "failed" or (self.phase == "done" and self.final)
+
+    @property
     def training_round(self) -> RoundIndex | None:
         """The last training round: the final evaluation is one exchange round past it."""
         if self.round_index is None:
