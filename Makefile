@@ -7,7 +7,7 @@ STAMP := $(VENV)/.fedsilo-installed
 SYSTEM_PACKAGES ?= chromium openmpi-bin libopenmpi-dev
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
-.PHONY: install run test lint bench chaos synth clean
+.PHONY: install run test lint bench chaos synth demo-aws clean
 
 install: $(STAMP)
 
@@ -49,6 +49,11 @@ node_modules/.package-lock.json: package.json package-lock.json
 # Synthesises every stack offline with the pinned CDK v2 CLI (cdk.json points at .venv).
 synth: install node_modules/.package-lock.json
 	npx cdk synth --quiet
+
+# README's operator path end to end, offline: moto_server, stacks created by moto's
+# CloudFormation from python app.py's templates, onboarding, a federation of separate processes.
+demo-aws: install
+	$(PY) examples/demo_aws.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache cdk.out node_modules
