@@ -52,6 +52,8 @@ QUICK_FEDERATION = (6, 3, 300)
 TARGET_VS_PLAIN = 1.3
 """The issue's target: fedsilo as a whole process within 1.3x of the plain loop."""
 NOT_MEASURED = "not measured"
+REPEATS = 3
+PLAIN_NAMES = {1: "plain PyTorch loop, 1 process", 2: "plain PyTorch loop, 2 processes"}
 
 
 # ---- the Flower environment -----------------------------------------------------------------
@@ -162,24 +164,29 @@ def _final_auroc(config: FederationConfig, weights_path: Path) -> float:
     return _federation.pooled_auroc(trainer, weights, sites)
 
 
-def run_plain_process(config: FederationConfig, work: Path) -> FederationRun:
+def run_plain_process(config: FederationConfig, work: Path, processes: int = 1) -> FederationRun:
     out, weights = work / "plain.json", work / "plain.safetensors"
     synthetic = config.data.synthetic
     whole, _ = _timed(
         [sys.executable, "-m", "bench.plain_loop", "--hospitals", str(synthetic.hospitals),
          "--rounds", str(config.rounds), "--mean-stays", str(synthetic.mean_stays),
-         "--seed", str(config.seed), "--threads", "1", "--out", str(out),
-         "--weights", str(weights)]
+         "--seed", str(config.seed), "--threads", "1", "--processes", str(processes),
+         "--out", str(out), "--weights", str(weights)]
     )  # fmt: skip
     result = json.loads(out.read_text())
+    what = (
+        "one process, 1 torch thread"
+        if processes == 1
+        else (f"{processes} training processes, 1 torch thread each (fedsilo's cores)")
+    )
     return FederationRun(
-        "plain PyTorch loop",
+        PLAIN_NAMES[processes],
         whole_s=whole,
         inside_s=result["seconds"],
         round_s=tuple(result["round_seconds"]),
         final_auroc=_final_auroc(config, weights),
         own_auroc=result["round_auroc"][-1],
-        note="one process, 1 torch thread",
+        note=what,
     )
 
 
@@ -198,7 +205,15 @@ def run_fedsilo_inside(config: FederationConfig, work: Path) -> FederationRun:
 
     configure_logging("auto", "WARNING")  # as the CLI does: no per-update lines in the table
     result = simulate(config, work, run_id="fedsilo-inside")
-    return _fedsilo_row(config, result.run_dir, None, result.seconds)
+    inside = _fedsilo_row(config, result.run_dir, None, result.seconds)
+    return FederationRun(
+        "fedsilo simulate, in the bench process",
+        inside_s=inside.inside_s,
+        round_s=inside.round_s,
+        final_auroc=inside.final_auroc,
+        own_auroc=inside.own_auroc,
+        note=inside.note,
+    )
 
 
 def _fedsilo_row(
@@ -244,36 +259,74 @@ def run_flower(env: FlowerEnv, config: FederationConfig, work: Path) -> Federati
     )
 
 
+@dataclass(frozen=True)
+class Repeated:
+    """One contender's runs of the federation, in the order they ran."""
+
+    name: str
+    runs: tuple[FederationRun, ...]
+
+    @property
+    def note(self) -> str:
+        return self.runs[-1].note if self.runs else ""
+
+    def values(self, what: Callable[[FederationRun], float | None]) -> list[float]:
+        return [v for v in (what(run) for run in self.runs) if v is not None]
+
+    def min(self, what: Callable[[FederationRun], float | None]) -> float | None:
+        values = self.values(what)
+        return min(values) if values else None
+
+    def median(self, what: Callable[[FederationRun], float | None]) -> float | None:
+        values = self.values(what)
+        return statistics.median(values) if values else None
+
+
+def _whole(run: FederationRun) -> float | None:
+    return run.whole_s
+
+
+def _inside(run: FederationRun) -> float | None:
+    return run.inside_s
+
+
+def _steady(run: FederationRun) -> float | None:
+    return run.steady_round_s
+
+
+def _rotated(items: Sequence[str], by: int) -> list[str]:
+    shift = by % len(items)
+    return [*items[shift:], *items[:shift]]
+
+
 def run_federations(
     env: FlowerEnv,
     config: FederationConfig,
     *,
     workdir: Path | None = None,
+    repeats: int = REPEATS,
     log: Callable[[str], None] = lambda _: None,
-) -> list[FederationRun]:
-    """The plain loop, fedsilo (whole process, then in process) and Flower, one after another."""
-    work = Path(tempfile.mkdtemp(prefix="fedsilo-flower-fed-", dir=workdir))
-    try:
-        log("plain PyTorch loop (whole process)")
-        plain = run_plain_process(config, work)
-        log("fedsilo simulate (whole process: the fedsilo CLI)")
-        fedsilo_whole = run_fedsilo_process(config, work)
-        log("fedsilo simulate (in this process)")
-        fedsilo_inside = run_fedsilo_inside(config, work)
-        log("Flower simulation (whole process, times itself inside)")
-        flower = run_flower(env, config, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    fedsilo = FederationRun(
-        fedsilo_whole.name,
-        whole_s=fedsilo_whole.whole_s,
-        inside_s=fedsilo_inside.inside_s,
-        round_s=fedsilo_whole.round_s,
-        final_auroc=fedsilo_whole.final_auroc,
-        own_auroc=fedsilo_whole.own_auroc,
-        note=fedsilo_whole.note + "; inside: a second run",
-    )
-    return [plain, fedsilo, flower]
+) -> list[Repeated]:
+    """The plain loop (1 and 2 processes), fedsilo (whole process, and in this process) and
+    Flower, ``repeats`` times, interleaved: each repeat runs every contender once, in an
+    order rotated from the last repeat's."""
+    runners: dict[str, Callable[[Path], FederationRun]] = {
+        "plain": lambda work: run_plain_process(config, work),
+        "plain2": lambda work: run_plain_process(config, work, processes=2),
+        "fedsilo": lambda work: run_fedsilo_process(config, work),
+        "fedsilo_inside": lambda work: run_fedsilo_inside(config, work),
+        "flower": lambda work: run_flower(env, config, work),
+    }
+    runs: dict[str, list[FederationRun]] = {name: [] for name in runners}
+    for repeat in range(repeats):
+        for name in _rotated(list(runners), repeat):
+            log(f"repeat {repeat + 1}/{repeats}: {name}")
+            work = Path(tempfile.mkdtemp(prefix="fedsilo-flower-fed-", dir=workdir))
+            try:
+                runs[name].append(runners[name](work))
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+    return [Repeated(found[0].name, tuple(found)) for found in runs.values()]
 
 
 def _load_note() -> str:
@@ -290,57 +343,63 @@ def _over(value: float | None, floor: float | None) -> float | None:
     return None if value is None or floor is None else value / floor
 
 
-def verdict(run: FederationRun, plain: FederationRun) -> str:
+def verdict(run: Repeated, plain: Repeated) -> str:
     """What the table says about the issue's target (fedsilo within 1.3x as a whole process)."""
-    ratio = _over(run.whole_s, plain.whole_s)
-    if ratio is None or run is plain:
+    ratio = _over(run.median(_whole), plain.median(_whole))
+    if ratio is None or run is plain or run.name.startswith("plain"):
         return ""
     if ratio <= TARGET_VS_PLAIN:
-        return f"within {TARGET_VS_PLAIN}x of the floor"
+        return f"within {TARGET_VS_PLAIN}x of the 1-process floor"
     return f"SLOWER than {TARGET_VS_PLAIN}x target ({ratio:.2f}x)"
 
 
-def render_federations(
-    runs: Sequence[FederationRun], config: FederationConfig, title: str
-) -> Table:
-    plain = runs[0]
+def render_federations(runs: Sequence[Repeated], config: FederationConfig, title: str) -> Table:
+    plain, plain2 = runs[0], runs[1]
     table = Table(title=title, title_justify="left", caption_justify="left")
     table.add_column("framework")
-    for header in ("whole s", "x plain", "inside s", "x plain", "steady round s", "x plain",
+    for header in ("whole s min", "whole s median", "x plain 1p", "x plain 2p", "inside s median",
+                   "steady round s min", "steady median", "x plain 1p", "x plain 2p",
                    "final AUROC", "own AUROC"):  # fmt: skip
         table.add_column(header, justify="right")
     table.add_column("verdict")
     table.add_column("note")
     for run in runs:
-        if run.whole_s is None and run.inside_s is None:
-            table.add_row(run.name, NOT_MEASURED, *(["-"] * 7), "", run.note)
+        if not run.values(_whole) and not run.values(_inside):
+            table.add_row(run.name, NOT_MEASURED, *(["-"] * 10), "", run.note)
             continue
         table.add_row(
             run.name,
-            _fmt(run.whole_s, ".2f"),
-            _fmt(_over(run.whole_s, plain.whole_s), ".2f"),
-            _fmt(run.inside_s, ".2f"),
-            _fmt(_over(run.inside_s, plain.inside_s), ".2f"),
-            _fmt(run.steady_round_s, ".3f"),
-            _fmt(_over(run.steady_round_s, plain.steady_round_s), ".2f"),
-            _fmt(run.final_auroc, ".4f"),
-            _fmt(run.own_auroc, ".4f"),
+            _fmt(run.min(_whole), ".2f"),
+            _fmt(run.median(_whole), ".2f"),
+            _fmt(_over(run.median(_whole), plain.median(_whole)), ".2f"),
+            _fmt(_over(run.median(_whole), plain2.median(_whole)), ".2f"),
+            _fmt(run.median(_inside), ".2f"),
+            _fmt(run.min(_steady), ".3f"),
+            _fmt(run.median(_steady), ".3f"),
+            _fmt(_over(run.median(_steady), plain.median(_steady)), ".2f"),
+            _fmt(_over(run.median(_steady), plain2.median(_steady)), ".2f"),
+            _fmt(run.runs[-1].final_auroc, ".4f"),
+            _fmt(run.runs[-1].own_auroc, ".4f"),
             verdict(run, plain),
             run.note,
         )
     synthetic = config.data.synthetic
+    repeats = max(len(run.runs) for run in runs)
     table.caption = "\n".join(
         [
             f"{synthetic.hospitals} synthetic hospitals (~{synthetic.mean_stays} stays each), "
             f"{config.rounds} rounds, TabularMLP{config.training.hidden_sizes}, "
             f"{config.training.optimizer} lr {config.training.learning_rate}, batch "
             f"{config.training.batch_size}, min_local_steps {config.training.min_local_steps}; "
-            "same data, initial model, trainer and seeds in all three.",
-            "whole: wall time of the whole process from outside (interpreter start, imports, "
-            "workers, data, rounds); inside: measured within the process around the run.",
-            "steady round: median of rounds 2..R (round 1 carries worker start-up). final "
-            "AUROC: exact (scikit-learn) on the pooled test splits of each run's final model; "
-            "own: what the run itself reported (fedsilo and Flower: from summed histograms).",
+            "same data, initial model, trainer and seeds in all.",
+            f"{repeats} runs of each, interleaved (each repeat in a rotated order); min and "
+            "median over the runs; ratios of medians. whole: wall time of the whole process "
+            "from outside (interpreter start, imports, workers, data, rounds); inside: "
+            "measured within the process around the run.",
+            "steady round: median of rounds 2..R of a run (round 1 carries worker start-up). "
+            "final AUROC: exact (scikit-learn) on the pooled test splits of the last run's final "
+            "model; own: what the run itself reported (fedsilo and Flower: from summed "
+            "histograms). x plain 2p: against the plain loop given the same cores as fedsilo.",
             _load_note(),
         ]
     )

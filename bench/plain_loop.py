@@ -8,6 +8,11 @@ the work fedsilo and Flower also do per round. Training is fedsilo's ``TabularTr
 the same seeds (``bench/_federation.py``), so the final model matches fedsilo's up to float
 summation order.
 
+``--processes 2`` gives the plain loop the cores fedsilo's simulation uses: the hospitals of a
+round are trained in that many worker processes (one torch thread each, hospital i in worker
+i mod K), the parent averages and evaluates. The averaging order is the hospitals' order, so
+the model is the same as the one-process loop's.
+
 ``python -m bench.plain_loop --hospitals 20 --rounds 10 --out result.json`` runs it as a whole
 process (what ``bench/flower_compare.py`` times from outside); ``run_plain`` runs it in
 process. There is no ``main(quick)``: it is a part of the comparison, not a benchmark alone.
@@ -17,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,7 +33,9 @@ import safetensors.numpy
 import torch
 
 from bench import _federation
+from fl_client.tabular import TabularTrainer
 from fl_core.config import FederationConfig
+from fl_core.data.base import SiteData
 from fl_core.types import Weights
 
 
@@ -39,38 +48,102 @@ class PlainResult:
     round_seconds: list[float]
     round_auroc: list[float]
     torch_threads: int
+    processes: int = 1
 
 
-def run_plain(config: FederationConfig, threads: int | None = None) -> tuple[PlainResult, Weights]:
-    """Train ``config.rounds`` rounds of FedAvg over every hospital; return timings and model."""
+_worker: tuple[FederationConfig, list[SiteData], TabularTrainer] | None = None
+"""A training worker's config, hospitals and trainer (set once per worker process)."""
+
+
+def _start_worker(config: FederationConfig) -> None:
+    global _worker
+    torch.set_num_threads(1)
+    _worker = (config, _federation.load_sites(config), _federation.new_trainer(config))
+
+
+def _train_share(
+    indices: Sequence[int], weights: Weights, round_index: int
+) -> list[tuple[int, Weights, int]]:
+    """In a worker: the local rounds of hospitals ``indices`` from ``weights``."""
+    assert _worker is not None, "worker not started"
+    config, sites, trainer = _worker
+    trained = []
+    for index in indices:
+        local, num_examples, _ = _federation.train_site(
+            trainer, sites[index], weights, config, round_index
+        )
+        trained.append((index, local, num_examples))
+    return trained
+
+
+def run_plain(
+    config: FederationConfig, threads: int | None = None, processes: int = 1
+) -> tuple[PlainResult, Weights]:
+    """Train ``config.rounds`` rounds of FedAvg over every hospital; return timings and model.
+
+    ``processes`` > 1 trains each round's hospitals in that many worker processes (started,
+    with their data loaded, before the rounds: counted in ``setup_seconds``).
+    """
     started = time.perf_counter()
     if threads is not None:
         torch.set_num_threads(threads)
     sites = _federation.load_sites(config)
     weights = _federation.initial_weights(config, sites)
     trainer = _federation.new_trainer(config)
+    pool = None
+    if processes > 1:
+        context = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(
+            processes, context, initializer=_start_worker, initargs=(config,)
+        )
+        for ready in [pool.submit(_train_share, [], weights, 0) for _ in range(processes)]:
+            ready.result()  # every worker started and holding its data
     setup_seconds = time.perf_counter() - started
     round_seconds: list[float] = []
     round_auroc: list[float] = []
-    for round_index in range(1, config.rounds + 1):
-        round_started = time.perf_counter()
-        updates = []
-        for site in sites:
-            local, num_examples, _ = _federation.train_site(
-                trainer, site, weights, config, round_index
-            )
-            updates.append((local, num_examples))
-        weights = _federation.weighted_average(updates)
-        round_auroc.append(_federation.pooled_auroc(trainer, weights, sites))
-        round_seconds.append(time.perf_counter() - round_started)
+    try:
+        for round_index in range(1, config.rounds + 1):
+            round_started = time.perf_counter()
+            updates = _train_round(config, sites, trainer, weights, round_index, pool, processes)
+            weights = _federation.weighted_average(updates)
+            round_auroc.append(_federation.pooled_auroc(trainer, weights, sites))
+            round_seconds.append(time.perf_counter() - round_started)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     result = PlainResult(
         seconds=time.perf_counter() - started,
         setup_seconds=setup_seconds,
         round_seconds=round_seconds,
         round_auroc=round_auroc,
         torch_threads=torch.get_num_threads(),
+        processes=processes,
     )
     return result, weights
+
+
+def _train_round(
+    config: FederationConfig,
+    sites: Sequence[SiteData],
+    trainer: TabularTrainer,
+    weights: Weights,
+    round_index: int,
+    pool: ProcessPoolExecutor | None,
+    processes: int,
+) -> list[tuple[Weights, int]]:
+    """Every hospital's local round, in the hospitals' order (so the average is the same)."""
+    if pool is None:
+        updates = []
+        for site in sites:
+            local, num_examples, _ = _federation.train_site(
+                trainer, site, weights, config, round_index
+            )
+            updates.append((local, num_examples))
+        return updates
+    shares = [list(range(k, len(sites), processes)) for k in range(processes)]
+    futures = [pool.submit(_train_share, share, weights, round_index) for share in shares]
+    trained = sorted((item for f in futures for item in f.result()), key=lambda item: item[0])
+    return [(local, num_examples) for _, local, num_examples in trained]
 
 
 def cli(argv: Sequence[str] | None = None) -> int:
@@ -82,11 +155,14 @@ def cli(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
+    parser.add_argument(
+        "--processes", type=int, default=1, help="worker processes training the hospitals"
+    )
     parser.add_argument("--out", type=Path, required=True, help="result JSON")
     parser.add_argument("--weights", type=Path, help="also write the final model (safetensors)")
     args = parser.parse_args(argv)
     config = _federation.benchmark_config(args.hospitals, args.rounds, args.mean_stays, args.seed)
-    result, weights = run_plain(config, args.threads)
+    result, weights = run_plain(config, args.threads, args.processes)
     args.out.write_text(json.dumps(asdict(result)))
     if args.weights is not None:
         safetensors.numpy.save_file(weights, str(args.weights))

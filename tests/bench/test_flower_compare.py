@@ -63,15 +63,21 @@ def test_weighted_average_by_hand_is_fedavg() -> None:
 def test_federation_table_without_flower(tmp_path: Path) -> None:
     config = _tiny(mean_stays=60)
 
-    runs = flower_compare.run_federations(ABSENT, config, workdir=tmp_path)
+    runs = flower_compare.run_federations(ABSENT, config, workdir=tmp_path, repeats=1)
 
-    plain, fedsilo, flower = runs
-    for run in (plain, fedsilo):
-        assert _finite_positive(run.whole_s) and _finite_positive(run.inside_s), run
-        assert len(run.round_s) == 2 and _finite_positive(run.steady_round_s), run
-        assert run.final_auroc is not None and 0.5 < run.final_auroc <= 1.0, run
-    assert fedsilo.final_auroc == pytest.approx(plain.final_auroc, abs=1e-3)
-    assert flower.whole_s is None and flower.note.startswith(flower_compare.NOT_MEASURED)
+    plain, plain2, fedsilo, inside, flower = runs
+    assert plain2.name.endswith("2 processes")
+    for run in (plain, plain2, fedsilo):
+        assert len(run.runs) == 1
+        assert _finite_positive(run.median(flower_compare._whole)), run
+        assert _finite_positive(run.median(flower_compare._steady)), run
+        assert run.runs[0].final_auroc is not None and 0.5 < run.runs[0].final_auroc <= 1.0
+    assert _finite_positive(inside.median(flower_compare._inside))
+    # the plain loop on two processes trains the very same model as on one
+    assert plain2.runs[0].final_auroc == plain.runs[0].final_auroc
+    assert fedsilo.runs[0].final_auroc == pytest.approx(plain.runs[0].final_auroc, abs=1e-3)
+    assert not flower.values(flower_compare._whole)
+    assert flower.note.startswith(flower_compare.NOT_MEASURED)
     assert list(tmp_path.iterdir()) == []  # run folders removed
     flower_compare.render_federations(runs, config, "smoke")
 
