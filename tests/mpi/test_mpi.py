@@ -90,6 +90,23 @@ def test_a_failing_rank_stops_the_run_quickly_with_one_line(tmp_path: Path) -> N
     assert not (tmp_path / "fault" / "model.safetensors").exists()
 
 
+def test_secure_aggregation_runs_on_mpi_ranks(tmp_path: Path) -> None:
+    """--secure-aggregation: each rank loads its hospitals' keys; every round is unmasked."""
+    done = _run(
+        tmp_path,
+        *(FEDSILO, "simulate", "--engine", "mpi", "--hospitals", "4", "--rounds", "2"),
+        *("--workers", "2", "--secure-aggregation", "--out", str(tmp_path), "--run-id", "sa"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_dir = tmp_path / "sa"
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["sites_accepted"] for row in rows] == [4, 4]
+    rounds = run_dir / "exchange" / "federations" / "demo" / "rounds"
+    for round_index in (1, 2):
+        assert (rounds / f"{round_index:06d}" / "global.secagg-unmask.json").is_file()
+    assert len(list((run_dir / "hospital-keys").iterdir())) == 4
+
+
 def test_one_rank_is_refused_with_exit_2(tmp_path: Path) -> None:
     mpirun = shutil.which("mpirun")
     assert mpirun is not None
