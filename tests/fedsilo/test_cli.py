@@ -194,6 +194,24 @@ def test_privacy_flags_are_in_help_and_set_the_config(tmp_path):
     assert client.privacy.dp_sgd is None and not client.privacy.secagg.enabled
 
 
+def test_simulate_with_dp_prints_the_epsilon_each_hospital_spent(tmp_path):
+    done = fedsilo(
+        "simulate",
+        "--hospitals",
+        "3",
+        "--rounds",
+        "1",
+        "--dp-epsilon",
+        "3",
+        "--out",
+        str(tmp_path / "runs"),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    [line] = [x for x in done.stdout.splitlines() if x.startswith("privacy: DP-SGD")]
+    assert "site-001" in line and "site-003" in line
+
+
 def test_no_arguments_prints_usage_and_exits_2(tmp_path):
     done = fedsilo(cwd=tmp_path)
     assert done.returncode == 2
