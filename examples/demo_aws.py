@@ -317,7 +317,11 @@ def _tail(text: str, lines: int = 12) -> str:
 
 
 def federation_yaml(rounds: int, kms_key_arn: str) -> str:
-    """The federation's settings, which the centre hands every hospital with its approval."""
+    """The federation's settings, which the centre hands every hospital with its approval.
+
+    Secure aggregation is on: each hospital masks its update with the key ``onboard request``
+    made in its ``fedsilo-state`` folder, so the aggregator only ever sees the sum.
+    """
     return (
         f"federation_id: {FEDERATION}\n"
         f"rounds: {rounds}\n"
@@ -325,6 +329,7 @@ def federation_yaml(rounds: int, kms_key_arn: str) -> str:
         f"data: {{synthetic: {{hospitals: {len(HOSPITALS)}, mean_stays: 80}}}}\n"
         "round: {min_sites: 2, deadline_s: 120, poll_interval_s: 0.2}\n"
         f"exchange: {{kms_key_id: '{kms_key_arn}'}}\n"
+        "privacy: {secagg: {enabled: true}}\n"
         "simulation: {client_timeout_s: 300}\n"
     )
 
@@ -463,6 +468,8 @@ def walk(w: Walkthrough) -> None:
                     "federation.yaml",
                     "--exchange",
                     exchange,
+                    "--state-dir",
+                    "fedsilo-state",
                 ],
                 folders[site],
                 tasks[site],
@@ -495,10 +502,13 @@ def walk(w: Walkthrough) -> None:
             raise StepError(f"round 1 accepted {accepted}")
     with w.step(f"coordinating centre: fedsilo offboard --site-id {OFFBOARDED}"):
         w.run("centre", ["fedsilo", "offboard", "--site-id", OFFBOARDED], centre, centre_admin)
-    with w.step("the aggregator and the three hospitals finish (exit 0)"):
-        w.wait_exit("server")
+    with w.step("the aggregator and the three hospitals finish (exit 0), every round unmasked"):
+        served = w.wait_exit("server")
         for site in HOSPITALS:
             w.wait_exit(site)
+        unmasked = served.count('"event": "secagg_unmasked"')
+        if unmasked != w.rounds:
+            raise StepError(f"{unmasked} rounds ran secure aggregation, not {w.rounds}")
     with w.step(f"a later round refused {OFFBOARDED}'s update (revoked_site)"):
         refused = [
             r
