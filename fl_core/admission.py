@@ -129,19 +129,21 @@ def _header(data: bytes) -> SafetensorsHeader:
 
 
 def check_update_file(
-    data: bytes, key_site_id: SiteId, ctx: AdmissionContext
+    data: bytes, key_site_id: SiteId, ctx: AdmissionContext, sha256: Sha256Hex | None = None
 ) -> tuple[UpdateManifest, Sha256Hex, Weights]:
     """A training answer: its manifest (``check_manifest``), then its tensors; cheapest first.
 
     Returns the manifest, the file's sha256 (what the ledger and replay protection record)
-    and read-only views of the tensors.
+    and read-only views of the tensors. ``sha256``: the digest of these very bytes where the
+    store already computed it to verify them (``ObjectStore.get_verified``); otherwise they
+    are hashed here.
     """
     check_weights_size(len(data), ctx)
     header = _header(data)
     manifest = check_manifest(embedded_manifest(header.metadata), key_site_id, ctx)
     if manifest.declined is not None:
         raise UpdateRejectedError("malformed_manifest", "a declined round carries no tensors")
-    digest = sha256_hex(data)
+    digest = sha256 if sha256 is not None else sha256_hex(data)
     if digest in ctx.seen_sha256:
         raise UpdateRejectedError("replayed", f"identical bytes {digest[:12]} were sent before")
     return manifest, digest, _check_tensors(data, header, ctx)

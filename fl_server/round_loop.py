@@ -482,11 +482,11 @@ class RoundLoop:
         if ctx.task == "train":
             try:
                 check_weights_size(self.exchange.update_weights_size(round_index, site_id), ctx)
-                data = self.exchange.read_update_weights(round_index, site_id)
+                data, known = self.exchange.read_update_weights_verified(round_index, site_id)
             except ObjectNotFoundError:
-                data = None
-            if data is not None:
-                manifest, digest, weights = check_update_file(data, site_id, ctx)
+                data, known = None, None
+            if data is not None:  # S3 hashed the bytes it verified: they are not hashed again
+                manifest, digest, weights = check_update_file(data, site_id, ctx, known)
                 self._check_evaluation(manifest)
                 admitted = AdmittedUpdate(site_id, manifest.num_examples, data, weights)
                 return manifest, digest, admitted

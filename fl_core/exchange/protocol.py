@@ -28,7 +28,7 @@ from fl_core.exchange.manifests import (
 )
 from fl_core.exchange.store import ObjectStore
 from fl_core.serialization import header_span, read_metadata, sha256_hex
-from fl_core.types import ETag, RoundIndex, SiteId
+from fl_core.types import ETag, RoundIndex, Sha256Hex, SiteId
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _HEAD_BYTES = 64 * 1024
@@ -145,6 +145,12 @@ class Exchange:
 
     def read_update_weights(self, round_index: RoundIndex, site_id: SiteId) -> bytes:
         return self.store.get(self.layout.update_weights_key(round_index, site_id))
+
+    def read_update_weights_verified(
+        self, round_index: RoundIndex, site_id: SiteId
+    ) -> tuple[bytes, Sha256Hex | None]:
+        """The update file and its sha256 where the store computed it (``get_verified``)."""
+        return self.store.get_verified(self.layout.update_weights_key(round_index, site_id))
 
     # ---- round results, ledger, state ------------------------------------------------------
 

@@ -67,7 +67,7 @@ from fl_core.errors import (
     PreconditionFailedError,
 )
 from fl_core.exchange.store import ObjectStore
-from fl_core.types import ETag, ObjectKey
+from fl_core.types import ETag, ObjectKey, Sha256Hex
 
 S3Client = Any
 """boto3 clients are generated at run time and carry no static type."""
@@ -655,9 +655,18 @@ class S3Store(ObjectStore):
     # ----------------------------------------------------------------- reads
 
     def get(self, key: ObjectKey) -> bytes:
-        return self.get_with_etag(key)[0]
+        return self._get(key)[0]
+
+    def get_verified(self, key: ObjectKey) -> tuple[bytes, Sha256Hex | None]:
+        data, _etag, digest = self._get(key)
+        return data, digest
 
     def get_with_etag(self, key: ObjectKey) -> tuple[bytes, ETag]:
+        data, etag, _digest = self._get(key)
+        return data, etag
+
+    def _get(self, key: ObjectKey) -> tuple[bytes, ETag, Sha256Hex]:
+        """The object, its etag and the sha256 it was verified against."""
         s3_key = self._s3_key(key)
         for attempt in range(1, _BODY_READ_ATTEMPTS + 1):
             try:
@@ -704,7 +713,7 @@ class S3Store(ObjectStore):
                 f"cannot read {key} in {self.describe()}: the connection dropped ({err})"
             ) from err
 
-    def _download(self, key: ObjectKey, s3_key: str) -> tuple[bytes, ETag]:
+    def _download(self, key: ObjectKey, s3_key: str) -> tuple[bytes, ETag, Sha256Hex]:
         response = self.client.get_object(Bucket=self.bucket, Key=s3_key, ChecksumMode="ENABLED")
         etag = str(response["ETag"])
         expected = response.get("Metadata", {}).get(SHA256_METADATA_KEY)
@@ -716,8 +725,7 @@ class S3Store(ObjectStore):
             data = self._download_ranges(s3_key, size, etag, first)
         else:
             data = _read_body(response, size)
-        self._verify(key, data, expected)
-        return data, etag
+        return data, etag, self._verify(key, data, expected)
 
     def _download_ranges(self, s3_key: str, size: int, etag: ETag, first: bytes) -> bytes:
         """Parallel ranged GETs pinned to one version with ``IfMatch``: never a torn read."""
@@ -739,7 +747,8 @@ class S3Store(ObjectStore):
         view.release()
         return bytes(buffer)
 
-    def _verify(self, key: ObjectKey, data: bytes, expected: str | None) -> None:
+    def _verify(self, key: ObjectKey, data: bytes, expected: str | None) -> Sha256Hex:
+        """The sha256 of ``data``, which must be the one its writer stored."""
         if expected is None:
             raise ObjectIntegrityError(
                 f"{key} in {self.describe()} has no sha256 metadata, so it was not written by "
@@ -751,6 +760,7 @@ class S3Store(ObjectStore):
                 f"{key} in {self.describe()} has sha256 {actual[:12]}… but was written with "
                 f"{expected[:12]}…; the object is corrupt or was altered"
             )
+        return actual
 
     def size(self, key: ObjectKey) -> int:
         head = self._head(key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from fl_core.types import ETag, ObjectKey
+from fl_core.types import ETag, ObjectKey, Sha256Hex
 
 
 class ObjectStore(ABC):
@@ -27,6 +27,15 @@ class ObjectStore(ABC):
     @abstractmethod
     def get(self, key: ObjectKey) -> bytes:
         """Read ``key``; raise ``ObjectNotFoundError`` if absent."""
+
+    def get_verified(self, key: ObjectKey) -> tuple[bytes, Sha256Hex | None]:
+        """``get``, and the sha256 of those bytes where the store computed it to verify them.
+
+        S3 hashes every object it reads (against the digest its writer stored), and admission
+        needs the same digest: handing it over saves hashing an update twice. None where the
+        store did not hash (the caller hashes the bytes itself).
+        """
+        return self.get(key), None
 
     @abstractmethod
     def get_head(self, key: ObjectKey, length: int) -> bytes:

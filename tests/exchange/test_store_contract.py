@@ -6,6 +6,7 @@ in-process mock, and ``S3Store`` over HTTP against moto_server.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -67,6 +68,18 @@ def test_put_new_then_get_round_trips(store: ObjectStore) -> None:
     assert store.get(KEY) == b"weights"
     data, etag = store.get_with_etag(KEY)
     assert data == b"weights" and etag
+
+
+def test_get_verified_gives_the_bytes_and_their_sha256_where_the_store_hashed_them(
+    store: ObjectStore,
+) -> None:
+    store.put_new(KEY, b"weights")
+    data, digest = store.get_verified(KEY)
+    assert data == b"weights"
+    if store.describe().startswith("s3://"):  # S3 verifies every read against its sha256
+        assert digest == hashlib.sha256(b"weights").hexdigest()
+    else:
+        assert digest is None  # a local file is hashed by whoever needs its digest
 
 
 def test_put_new_is_write_once(store: ObjectStore) -> None:

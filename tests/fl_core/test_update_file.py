@@ -61,6 +61,17 @@ def test_a_good_file_gives_its_manifest_digest_and_views():
     np.testing.assert_array_equal(weights["w"], WEIGHTS["w"])
 
 
+def test_a_digest_the_store_computed_is_used_not_computed_again():
+    update = manifest()
+    data = encode_weights(WEIGHTS, update_metadata(update))
+    verified = sha256_hex(data)  # what S3Store.get_verified hands over with the bytes
+    _, digest, _ = check_update_file(data, "site-a", context(), sha256=verified)
+    assert digest == verified
+    with pytest.raises(UpdateRejectedError) as rejected:  # replay protection sees it too
+        check_update_file(data, "site-a", context(seen_sha256={verified}), sha256=verified)
+    assert rejected.value.reason == "replayed"
+
+
 @pytest.mark.parametrize(
     ("data", "ctx", "reason"),
     [
