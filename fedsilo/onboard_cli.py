@@ -63,8 +63,10 @@ def hospital_session(
         found = boto3.client("sts", endpoint_url=endpoint_url).assume_role(**kwargs)
     except (ClientError, BotoCoreError) as err:
         raise ExchangeError(
-            f"cannot assume {role_arn} ({str(err).splitlines()[0]}); deploy HospitalStack and "
-            "run this with the hospital admin's credentials"
+            f"cannot assume {role_arn} ({str(err).splitlines()[0]}); the hospital stack's task "
+            "role trusts only ECS tasks: run `fedsilo onboard check` without --role-arn as a "
+            "one-off task of the hospital's task definition (aws ecs run-task), or pass a role "
+            "whose trust policy admits you"
         ) from err
     credentials = found["Credentials"]
     return boto3.Session(
