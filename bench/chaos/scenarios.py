@@ -368,14 +368,18 @@ def random_crashes(folder: Path, ref: Reference, rounds: int, kills: int) -> lis
 
 
 def write_crashes(
-    folder: Path, ref: Reference, rounds: int, last_round: int | None
+    folder: Path, ref: Reference, rounds: int, last_round: int | None, random_kills: int = 0
 ) -> list[Figure]:
-    """One SIGKILL before and after every write of each round's close, in order."""
+    """One SIGKILL before and after every write of each round's close (through
+    ``last_round``), in order; then ``random_kills`` at random instants in the same run."""
     tally = CrashTally()
     federation = local_federation(folder / "kill-at-writes", rounds=rounds)
     points = write_points(rounds, last_round=last_round)
-    crashes(federation, ref, tally, points=points)
-    return tally.figures("kill-at-writes", "at every write of a round's close")
+    crashes(federation, ref, tally, random_kills=random_kills, points=points)
+    what = "at every write of a round's close" + (
+        f" (rounds 1-{last_round}), then {random_kills} at random instants" if last_round else ""
+    )
+    return tally.figures("kill-at-writes", what)
 
 
 def _torn_files(federation: Federation) -> tuple[int, int]:

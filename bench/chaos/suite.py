@@ -8,8 +8,10 @@ faults, a vanished bucket) and the bad tables.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from rich.console import Console
@@ -21,81 +23,124 @@ from bench.chaos.stores import local_federation, moto_server, s3_federation
 
 GROUPS = ("hostile", "crash", "random", "two", "storage", "data")
 
+Step = tuple[str, Callable[[], list[Figure]]]
+
+
+class _Steps:
+    """Runs named steps, saying when each starts and ends (on stderr, the table on stdout)."""
+
+    def __init__(self) -> None:
+        self.say = Console(stderr=True)
+
+    def run(self, steps: list[Step]) -> list[Figure]:
+        figures = []
+        for name, body in steps:
+            started = time.monotonic()
+            self.say.print(f"chaos: {name} ...", highlight=False)
+            figures += body()
+            took = time.monotonic() - started
+            self.say.print(f"chaos: {name} done in {took:.0f} s", highlight=False)
+        return figures
+
 
 def run(folder: Path, quick: bool, kills: int, only: set[str]) -> list[Figure]:
+    """The chosen groups; the local-folder and the moto S3 scenarios run side by side (two
+    threads, each driving its own processes: they mostly wait on each other, not on CPU)."""
     rounds = 2 if quick else 3
+    steps = _Steps()
     figures: list[Figure] = []
-    say = Console(stderr=True)
-
-    def step(name: str, body: Callable[[], list[Figure]]) -> None:
-        started = time.monotonic()
-        say.print(f"chaos: {name} ...", highlight=False)
-        found = body()
-        figures.extend(found)
-        say.print(f"chaos: {name} done in {time.monotonic() - started:.0f} s", highlight=False)
-
     if "data" in only and not quick:  # tests/data covers these cases in the test suite
-        step("bad tables at data prepare", lambda: storage.bad_data(folder / "data"))
-    needs_federation = only - {"data"}
-    if not needs_federation:
-        return figures
-    started = time.monotonic()
-    ref: Reference = scenarios.reference(folder, rounds)
-    say.print(f"chaos: reference run in {time.monotonic() - started:.0f} s", highlight=False)
-    limit = {"admission": {"max_update_bytes": 4 * ref.update_bytes}}
-    if "hostile" in only:
-        step(
-            "hostile files, local folder",
-            lambda: scenarios.hostile(
-                local_federation(folder / "hostile-folder", rounds=rounds, settings=limit), ref
-            ),
+        figures += steps.run(
+            [("bad tables at data prepare", lambda: storage.bad_data(folder / "data"))]
         )
+    if not only - {"data"}:
+        return figures
+    ref = scenarios.reference(folder, rounds)
+    refs = _References(folder, ref)
+    limit = {"admission": {"max_update_bytes": 4 * ref.update_bytes}}
+    local: list[Step] = []
+    if "hostile" in only:
+        local.append(
+            (
+                "hostile files, local folder",
+                lambda: scenarios.hostile(
+                    local_federation(folder / "hostile-folder", rounds=rounds, settings=limit), ref
+                ),
+            )
+        )
+    crash: list[Step] = []
     if "crash" in only:
-        step(
-            "aggregator killed at every write",
-            lambda: scenarios.write_crashes(
-                folder, ref, rounds, 1 if quick else None, kills if quick else 0
-            ),
+        crash.append(
+            (
+                "aggregator killed at every write",
+                lambda: scenarios.write_crashes(
+                    folder, ref, rounds, 1 if quick else None, kills if quick else 0
+                ),
+            )
         )
     if "random" in only and not quick:
         longer = rounds + 3
-        step(
-            "aggregator killed at random instants",
-            lambda: scenarios.random_crashes(folder, ref_for(folder, ref, longer), longer, kills),
+        crash.append(
+            (
+                "aggregator killed at random instants",
+                lambda: scenarios.random_crashes(folder, refs.get(longer), longer, kills),
+            )
         )
-    s3_groups = needs_federation & {"hostile", "two", "storage"}
-    if not s3_groups or quick:  # the quick run (the slow test) stays on a local folder
-        return figures
-    with moto_server(folder) as endpoint:
-        if "hostile" in only:
-            step(
-                "hostile files, moto S3",
-                lambda: scenarios.hostile(
-                    s3_federation(folder / "hostile-s3", endpoint, rounds=rounds, settings=limit),
-                    ref,
-                ),
-            )
-        if "two" in only:
-            longer = rounds + 3  # time for the third to start while the rounds go on
-            step(
-                "two aggregators",
-                lambda: storage.two_aggregators(
-                    folder, endpoint, longer, ref_for(folder, ref, longer)
-                ),
-            )
-        if "storage" in only:
-            step("storage faults", lambda: storage.storage_faults(folder, endpoint, rounds, ref))
+    s3 = set() if quick else only & {"hostile", "two", "storage"}
+
+    def on_s3() -> list[Figure]:
+        if not s3:
+            return []
+        with moto_server(folder) as endpoint:
+            remote: list[Step] = []
+            if "hostile" in s3:
+                federation = s3_federation(
+                    folder / "hostile-s3", endpoint, rounds=rounds, settings=limit
+                )
+                remote.append(
+                    ("hostile files, moto S3", lambda: scenarios.hostile(federation, ref))
+                )
+            if "two" in s3:
+                longer = rounds + 3  # time for the third to start while the rounds go on
+                remote.append(
+                    (
+                        "two aggregators",
+                        lambda: storage.two_aggregators(folder, endpoint, longer, refs.get(longer)),
+                    )
+                )
+            if "storage" in s3:
+                remote.append(
+                    (
+                        "storage faults",
+                        lambda: storage.storage_faults(folder, endpoint, rounds, ref),
+                    )
+                )
+            return steps.run(remote)
+
+    if quick:  # the slow test: the hostile run beside the crash run
+        sides = [lambda: steps.run(local), lambda: steps.run(crash)]
+    else:
+        sides = [lambda: steps.run(local + crash), on_s3]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for future in [pool.submit(side) for side in sides]:
+            figures += future.result()
     return figures
 
 
-_extra_refs: dict[int, Reference] = {}
+class _References:
+    """Uninterrupted runs of other lengths (the random-kill and two-aggregator runs are
+    longer), made once each even when both sides ask at the same time."""
 
+    def __init__(self, folder: Path, ref: Reference) -> None:
+        self.folder = folder
+        self.made: dict[int, Reference] = {}
+        self.lock = threading.Lock()
 
-def ref_for(folder: Path, ref: Reference, rounds: int) -> Reference:
-    """The reference of a run with another number of rounds (the random-kill run is longer)."""
-    if rounds not in _extra_refs:
-        _extra_refs[rounds] = scenarios.reference(folder / f"r{rounds}", rounds)
-    return _extra_refs[rounds]
+    def get(self, rounds: int) -> Reference:
+        with self.lock:
+            if rounds not in self.made:
+                self.made[rounds] = scenarios.reference(self.folder / f"r{rounds}", rounds)
+            return self.made[rounds]
 
 
 def table(figures: list[Figure]) -> Table:
