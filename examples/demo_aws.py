@@ -320,7 +320,8 @@ def federation_yaml(rounds: int, kms_key_arn: str) -> str:
     """The federation's settings, which the centre hands every hospital with its approval.
 
     Secure aggregation is on: each hospital masks its update with the key ``onboard request``
-    made in its ``fedsilo-state`` folder, so the aggregator only ever sees the sum.
+    made in its ``fedsilo-state`` folder, so the aggregator only ever sees the sum; each
+    hospital also trains with DP-SGD of its own choosing (``client run --dp-target-epsilon``).
     """
     return (
         f"federation_id: {FEDERATION}\n"
@@ -470,6 +471,8 @@ def walk(w: Walkthrough) -> None:
                     exchange,
                     "--state-dir",
                     "fedsilo-state",
+                    "--dp-target-epsilon",
+                    "8",
                 ],
                 folders[site],
                 tasks[site],
@@ -509,6 +512,10 @@ def walk(w: Walkthrough) -> None:
         unmasked = served.count('"event": "secagg_unmasked"')
         if unmasked != w.rounds:
             raise StepError(f"{unmasked} rounds ran secure aggregation, not {w.rounds}")
+        spent = [x for x in served.splitlines() if x.startswith("privacy: DP-SGD epsilon")]
+        if not spent or any(site not in spent[0] for site in HOSPITALS):
+            raise StepError(f"server run printed no epsilon per hospital: {_tail(served)}")
+        print(f"    {spent[0]}", flush=True)
     with w.step(f"a later round refused {OFFBOARDED}'s update (revoked_site)"):
         refused = [
             r

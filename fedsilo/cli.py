@@ -298,10 +298,11 @@ def _fit_strategy(federation: FederationConfig, hospitals: int | None) -> Federa
 
 
 def _print_privacy(federation: FederationConfig, exchange_uri: str) -> None:
-    """Epsilon spent per hospital (DP-SGD) and by the model (DP-FedAvg), when DP ran."""
-    privacy = federation.privacy
-    if privacy.dp_sgd is None and privacy.dp_fedavg is None:
-        return
+    """Epsilon spent per hospital (DP-SGD) and by the model (DP-FedAvg), when DP ran.
+
+    Read from the results, not the config: under ``server run`` the hospitals choose their
+    own DP-SGD (``client run --dp-target-epsilon``), which the aggregator's config never says.
+    """
     from fedsilo.privacy_report import epsilon_summary, read_results
     from fl_core.exchange.protocol import Exchange
     from fl_core.exchange.uri import open_store

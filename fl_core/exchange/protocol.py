@@ -53,7 +53,7 @@ class Exchange:
         return self.layout.federation_id
 
     def describe(self) -> str:
-        return f"{self.store.describe()}/{self.layout.root}"
+        return f"{self.store.describe().rstrip('/')}/{self.layout.root}"
 
     def _read_model(self, key: str, model: type[_Model]) -> _Model | None:
         try:
