@@ -10,9 +10,10 @@ fewer hospitals than Krum needs, or a ``--min-sites`` the user chose too low.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-from fl_core.config import FederationConfig, KrumStrategy
+from fl_core.config import FederationConfig, KrumStrategy, TrimmedMeanStrategy
 from fl_core.errors import ConfigError
 
 
@@ -30,6 +31,8 @@ def fit_strategy(
     Raises ``ConfigError`` (exit 2) naming the flag to change when no setting fits.
     """
     strategy = config.strategy
+    if isinstance(strategy, TrimmedMeanStrategy):
+        return config, _trimmed_mean_notes(strategy, hospitals)
     if not isinstance(strategy, KrumStrategy):
         return config, []
     needed = krum_quorum(strategy.byzantine)
@@ -57,6 +60,20 @@ def fit_strategy(
         f"round.min_sites raised from {config.round.min_sites} to {needed} (--min-sites to set it)"
     )
     return fitted, [note]
+
+
+def _trimmed_mean_notes(strategy: TrimmedMeanStrategy, hospitals: int | None) -> list[str]:
+    """Trimmed mean drops floor(trim_fraction * n) updates per side: none in a small round."""
+    if hospitals is None or strategy.trim_fraction == 0:
+        return []
+    if int(strategy.trim_fraction * hospitals) >= 1:
+        return []
+    needed = math.ceil(1 / strategy.trim_fraction)
+    return [
+        f"strategy trimmed_mean with trim_fraction {strategy.trim_fraction:g} trims nothing "
+        f"below {needed} updates: with {hospitals} hospitals it is plain FedAvg (add hospitals, "
+        "raise strategy.trim_fraction in --config, or use --strategy median)"
+    ]
 
 
 def planned_hospitals(config: FederationConfig) -> int | None:

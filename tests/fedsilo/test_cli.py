@@ -176,6 +176,9 @@ def test_krum_raises_a_default_quorum_and_says_so():
     assert notes and "raised from 2 to 5" in notes[0]
     same, none = fit_strategy(load_config(), 20)
     assert none == [] and same.round.min_sites == 2
+    trimmed = load_config(overrides={"strategy.name": "trimmed_mean"})
+    assert "it is plain FedAvg" in fit_strategy(trimmed, 4)[1][0]
+    assert fit_strategy(trimmed, 5)[1] == []
 
 
 def test_privacy_flags_are_in_help_and_set_the_config(tmp_path):
