@@ -7,6 +7,7 @@ dropped connection before or after forwarding, or a body cut in half.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -129,8 +130,71 @@ def storage_faults(folder: Path, endpoint: str, rounds: int, ref: Reference) -> 
             "yes",
             sha == ref.sha256,
         ),
+        store_timeouts(folder, endpoint),
         *vanished_bucket(folder, endpoint),
     ]
+
+
+def store_timeouts(folder: Path, endpoint: str, objects: int = 8) -> Figure:
+    """Requests that stall past the read timeout, at the store (in this process: the
+    commands' 60 s timeout is not configurable, so a process-level stall would cost minutes).
+
+    Every third request is held 1.5 s against a 0.5 s read timeout, then forwarded anyway:
+    botocore times out and retries, and a stalled PUT lands late, beside its retry.
+    """
+    import boto3
+    from botocore.config import Config
+
+    sys.path.insert(0, str(REPO))
+    from tests.integration.conftest import FaultProxy
+
+    class StallProxy(FaultProxy):
+        stalls = 0
+
+        def handle(self, handler: object) -> None:
+            with self._lock:
+                self.requests += 1
+                stall = self.requests % 3 == 0
+                self.stalls += stall
+            if stall:
+                time.sleep(1.5)
+            with contextlib.suppress(OSError):  # the client gave up on this one
+                super().handle(handler)
+
+    federation = s3_federation(folder / "timeouts", endpoint)
+    store = federation.store
+    assert isinstance(store, S3Store)
+    proxy = StallProxy(endpoint, every=10**9, max_faults=0)
+    try:
+        client = boto3.client(
+            "s3",
+            endpoint_url=proxy.url,
+            region_name="eu-west-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            config=Config(
+                retries={"mode": "standard", "max_attempts": 8},
+                read_timeout=0.5,
+                connect_timeout=0.5,
+                s3={"addressing_style": "path"},
+            ),
+        )
+        flaky = S3Store(store.bucket, store.prefix, client=client)
+        payloads = {f"timeouts/{i}.bin": bytes([i]) * (1000 + i) for i in range(objects)}
+        for key, data in payloads.items():
+            flaky.put_new(key, data)
+        intact = sum(flaky.get(key) == data for key, data in payloads.items())
+        single = sum(versions(federation, key) == 1 for key in payloads)
+    finally:
+        proxy.close()
+    ok = intact == single == objects and proxy.stalls > 0
+    return Figure(
+        "s3-timeouts",
+        "requests stalled past a 0.5 s read timeout (store level): objects intact, written once",
+        f"{proxy.stalls} stalls; {intact}/{objects} intact, {single}/{objects} one version",
+        "all",
+        ok,
+    )
 
 
 def _delete_bucket(store: S3Store) -> None:
