@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.chaos.attacks import Attack, HostileWriter, invited_bad_sites
 from bench.chaos.federation import ChaosError, Federation, Proc, Zygote, running
-from bench.chaos.stores import local_federation
+from bench.chaos.stores import local_federation, s3_federation
 
 ROUND_FILES = ("result.json", "global.safetensors", "global.json")
 
@@ -233,7 +233,7 @@ class CrashTally:
             ),
             Figure(
                 group,
-                "hospital SIGKILLs (entering training, mid-write), restarted",
+                "hospital SIGKILLs (entering training; writing its answer), restarted",
                 str(self.hospital_kills),
                 str(2 * self.federations),
                 self.hospital_kills == 2 * self.federations,
@@ -294,17 +294,7 @@ def crashes(
     with running(federation):
         zygote = Zygote(federation.env())
         try:
-            hospitals = _Hospitals(
-                federation,
-                {
-                    federation.honest[1]: {"at": "train", "round": 2},
-                    federation.honest[2]: {
-                        "at": "midwrite",
-                        "key": f"updates/{federation.honest[2]}",
-                        "round": 1,
-                    },
-                },
-            )
+            hospitals = _Hospitals(federation, _hospital_rules(federation))
             for rule in points or []:
                 code = _life(zygote, federation, hospitals, rule, None, tally.lives + lives)
                 lives += 1
@@ -356,6 +346,19 @@ def crashes(
     tally.torn_on_disk += torn[1]
 
 
+def _hospital_rules(federation: Federation) -> dict[str, dict[str, object]]:
+    """One hospital dies entering round 2's training, another while writing its round-1
+    answer: half-way through the temporary file in a folder; in S3, whose PUT is atomic (an
+    object is whole or absent), just after the PUT landed, before the hospital noted it."""
+    third = federation.honest[2]
+    if federation.uri.startswith("s3://"):
+        key = federation.exchange.layout.update_weights_key(1, third)
+        torn: dict[str, object] = {"at": "write", "key": key, "when": "after"}
+    else:
+        torn = {"at": "midwrite", "key": f"updates/{third}", "round": 1}
+    return {federation.honest[1]: {"at": "train", "round": 2}, third: torn}
+
+
 def random_crashes(folder: Path, ref: Reference, rounds: int, kills: int) -> list[Figure]:
     """``kills`` SIGKILLs at random instants, over as many federations as that takes."""
     tally = CrashTally()
@@ -368,18 +371,28 @@ def random_crashes(folder: Path, ref: Reference, rounds: int, kills: int) -> lis
 
 
 def write_crashes(
-    folder: Path, ref: Reference, rounds: int, last_round: int | None, random_kills: int = 0
+    folder: Path,
+    ref: Reference,
+    rounds: int,
+    last_round: int | None,
+    random_kills: int = 0,
+    endpoint: str | None = None,
 ) -> list[Figure]:
     """One SIGKILL before and after every write of each round's close (through
     ``last_round``), in order; then ``random_kills`` at random instants in the same run."""
     tally = CrashTally()
-    federation = local_federation(folder / "kill-at-writes", rounds=rounds)
+    if endpoint is None:
+        federation = local_federation(folder / "kill-at-writes", rounds=rounds)
+    else:
+        federation = s3_federation(folder / "kill-at-writes-s3", endpoint, rounds=rounds)
     points = write_points(rounds, last_round=last_round)
     crashes(federation, ref, tally, random_kills=random_kills, points=points)
     what = "at every write of a round's close" + (
-        f" (rounds 1-{last_round}), then {random_kills} at random instants" if last_round else ""
+        f" (through round {last_round}), then {random_kills} at random instants"
+        if last_round
+        else ""
     )
-    return tally.figures("kill-at-writes", what)
+    return tally.figures(federation.folder.name, what)
 
 
 def _torn_files(federation: Federation) -> tuple[int, int]:

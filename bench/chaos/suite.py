@@ -86,7 +86,7 @@ def run(folder: Path, quick: bool, kills: int, only: set[str]) -> list[Figure]:
                 lambda: scenarios.random_crashes(folder, refs.get(longer), longer, kills),
             )
         )
-    s3 = set() if quick else only & {"hostile", "two", "storage"}
+    s3 = set() if quick else only & {"hostile", "two", "storage", "crash"}
 
     def on_s3() -> list[Figure]:
         if not s3:
@@ -106,6 +106,13 @@ def run(folder: Path, quick: bool, kills: int, only: set[str]) -> list[Figure]:
                     (
                         "two aggregators",
                         lambda: storage.two_aggregators(folder, endpoint, longer, refs.get(longer)),
+                    )
+                )
+            if "crash" in s3:
+                remote.append(
+                    (
+                        "aggregator killed at every write of round 1, then at random, moto S3",
+                        lambda: scenarios.write_crashes(folder, ref, rounds, 1, 10, endpoint),
                     )
                 )
             if "storage" in s3:
