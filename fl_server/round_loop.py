@@ -207,6 +207,13 @@ class RoundLoop:
         try:
             self._etag = self.exchange.write_state(renewed, self._etag)
         except PreconditionFailedError as err:
+            if self._etag is not None and self.exchange.read_state() is None:
+                # not a rival: the checkpoint itself is gone (deleted, or its bucket emptied)
+                raise ExchangeError(
+                    f"state.json of federation {self.exchange.federation_id} vanished from "
+                    f"{self.exchange.describe()}; it was deleted: restore its last version "
+                    "(the bucket is versioned) before restarting the aggregator"
+                ) from err
             raise FederationLockedError(
                 f"another aggregator took over federation {self.exchange.federation_id}; "
                 "this one stops (only one aggregator may run per federation)"

@@ -1,0 +1,69 @@
+"""An aggregator whose state.json is deleted under it says so, instead of blaming a rival.
+
+Found by ``make chaos``: emptying the exchange bucket mid-run made the aggregator report
+"another aggregator took over" (its compare-and-swap failed on a missing object).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fl_core.config import load_config
+from fl_core.errors import ExchangeError, FederationLockedError
+from fl_core.exchange.fs_store import LocalDirectoryStore
+from fl_core.exchange.manifests import GlobalManifest
+from fl_core.exchange.protocol import Exchange
+from fl_server.aggregator import FedAvgAggregator
+from fl_server.round_loop import RoundEvents, RoundLoop
+
+INITIAL = {"w": np.zeros((3, 2), np.float32)}
+
+
+class _Meddle(RoundEvents):
+    """When round 1 opens, delete state.json, or replace it as a rival aggregator would."""
+
+    def __init__(self, root: Path, exchange: Exchange, rival: bool) -> None:
+        self.root, self.exchange, self.rival = root, exchange, rival
+
+    def round_opened(self, manifest: GlobalManifest) -> None:
+        if self.rival:
+            found = self.exchange.read_state()
+            assert found is not None
+            rival = found[0].model_copy(update={"owner_id": "rival"})
+            self.exchange.write_state(rival, found[1])
+        else:
+            (self.root / self.exchange.layout.state_key()).unlink()
+
+
+def _loop(tmp_path: Path, rival: bool) -> RoundLoop:
+    config = load_config(
+        overrides={
+            "federation_id": "test",
+            "rounds": 1,
+            "round.min_sites": 2,
+            "round.poll_interval_s": 0.01,
+            "round.lease_s": 0.1,
+            "data.synthetic.hospitals": 2,
+        }
+    )
+    root = tmp_path / "exchange"
+    exchange = Exchange(LocalDirectoryStore(root), "test")
+    events = _Meddle(root, exchange, rival)
+    sites = ["site-a", "site-b"]
+    return RoundLoop(
+        exchange, FedAvgAggregator(), config, sites, initial_weights=INITIAL, events=events
+    )
+
+
+def test_deleted_state_is_named_not_blamed_on_a_rival(tmp_path: Path) -> None:
+    with pytest.raises(ExchangeError, match=r"state\.json of federation test vanished") as err:
+        _loop(tmp_path, rival=False).run()
+    assert not isinstance(err.value, FederationLockedError)
+
+
+def test_a_rival_that_replaced_the_state_still_stops_the_loop(tmp_path: Path) -> None:
+    with pytest.raises(FederationLockedError, match="only one aggregator may run"):
+        _loop(tmp_path, rival=True).run()
