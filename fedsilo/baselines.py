@@ -42,10 +42,11 @@ class BaselineResult:
     local_sites_scored: int
 
 
-def pooled_auroc(
+def pooled_predictions(
     app: FederatedApp, config: FederationConfig, sites: Sequence[SiteData]
-) -> float | None:
-    """One model on every site's training rows, one ``train`` call per round (as a site)."""
+) -> np.ndarray:
+    """Predicted risk on every site's test rows (in site order) of one model trained on all
+    the sites' training rows, one ``train`` call per round, as a single site would."""
     train = _concat([s.train for s in sites])
     test = _concat([s.test for s in sites])
     pooled = SiteData(
@@ -54,22 +55,48 @@ def pooled_auroc(
     trainer = _fresh_trainer(app, config, train.x)
     for round_index in range(1, config.rounds + 1):
         trainer.train(pooled, round_index, derive_seed(config.seed, "pooled", round_index))
-    return exact_auroc(trainer.predict_proba(test.x), test.y)
+    return trainer.predict_proba(test.x)
+
+
+def pooled_auroc(
+    app: FederatedApp, config: FederationConfig, sites: Sequence[SiteData]
+) -> float | None:
+    """AUROC on the pooled test rows of ``pooled_predictions``."""
+    test = _concat([s.test for s in sites])
+    return exact_auroc(pooled_predictions(app, config, sites), test.y)
+
+
+def local_only_predictions(
+    app: FederatedApp, config: FederationConfig, sites: Sequence[SiteData]
+) -> dict[str, np.ndarray]:
+    """Per site with training and test rows: its test rows' risk from a model of its own.
+
+    Each model is trained on its site's training rows alone, ``config.rounds`` train calls,
+    as that hospital would train outside the federation (one class only is kept: that is
+    what such a hospital has).
+    """
+    predictions = {}
+    for site in sites:
+        if site.test.num_examples == 0 or site.train.num_examples == 0:
+            continue
+        trainer = _fresh_trainer(app, config, site.train.x)
+        for round_index in range(1, config.rounds + 1):
+            trainer.train(site, round_index, derive_seed(config.seed, site.site_id, round_index))
+        predictions[site.site_id] = trainer.predict_proba(site.test.x)
+    return predictions
 
 
 def local_only_aurocs(
     app: FederatedApp, config: FederationConfig, sites: Sequence[SiteData]
 ) -> list[float]:
     """Each site trained alone, scored on its own test split (sites with one class skipped)."""
+    scorable = [s for s in sites if s.test.num_examples and s.test.y.min() != s.test.y.max()]
+    predictions = local_only_predictions(app, config, scorable)
     scores = []
-    for site in sites:
-        test = site.test
-        if test.num_examples == 0 or test.y.min() == test.y.max() or site.train.num_examples == 0:
+    for site in scorable:
+        if site.site_id not in predictions:
             continue
-        trainer = _fresh_trainer(app, config, site.train.x)
-        for round_index in range(1, config.rounds + 1):
-            trainer.train(site, round_index, derive_seed(config.seed, site.site_id, round_index))
-        auroc = exact_auroc(trainer.predict_proba(site.test.x), site.test.y)
+        auroc = exact_auroc(predictions[site.site_id], site.test.y)
         if auroc is not None:
             scores.append(auroc)
     return scores

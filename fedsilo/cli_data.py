@@ -7,8 +7,9 @@ with a site column and writes the folders ``fedsilo simulate --data`` trains on.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -18,6 +19,9 @@ from rich.table import Table
 from fl_core.data.defaults import EICU_MIN_STAYS, TABLE_MIN_STAYS
 from fl_core.data.prepared import PreparedSchema
 from fl_core.errors import ConfigError
+
+if TYPE_CHECKING:  # evaluation imports torch: only the evaluate command pays for it
+    from fedsilo.evaluate_eicu import CrossValidation
 
 data_app = typer.Typer(
     no_args_is_help=True,
@@ -153,8 +157,12 @@ def evaluate_command(
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="fold deals")] = 1,
     seed: SeedOption = 0,
     local_only: Annotated[
-        bool, typer.Option("--local-only/--no-local-only", help="also train each site alone")
-    ] = False,
+        bool,
+        typer.Option(
+            "--local-only/--no-local-only",
+            help="also train each site alone: the per-hospital view (federated vs alone)",
+        ),
+    ] = True,
 ) -> None:
     """Cross-validate a federation per hospital beside pooled training and the yardsticks.
 
@@ -172,25 +180,68 @@ def evaluate_command(
     cv = cross_validate(
         data, out, federation, folds=folds, repeats=repeats, split_seed=seed, local_only=local_only
     )
+    console.print(cross_validation_table(cv, local_only=local_only))
+    if local_only:
+        console.print(hospital_view_table(cv))
+    deaths = sum(scores.test_deaths for scores in cv.per_fold)
+    stays = sum(scores.test_stays for scores in cv.per_fold)
+    console.print(f"{stays} test stays, {deaths} deaths over all folds; work folder {out}")
+
+
+def _cell(value: float | None, digits: int = 4) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def cross_validation_table(cv: CrossValidation, *, local_only: bool) -> Table:
+    """AUROC over folds, and out-of-fold calibration, of each model and yardstick."""
     names = ["federated", "pooled", *(["local_only_mean"] if local_only else [])]
     names += sorted({name for scores in cv.per_fold for name in scores.references})
-    table = Table(title=f"{folds}-fold cross-validation per hospital x {repeats} (AUROC)")
-    for column in ("model", "mean", "sd", "folds", "out-of-fold"):
+    table = Table(
+        title=f"{cv.folds}-fold cross-validation per hospital x {cv.repeats}",
+        caption="AUROC: mean and sd over folds, and over every stay out of fold; calibration "
+        "out of fold: Brier score, expected calibration error, Cox intercept (0) and slope (1)",
+    )
+    for column in ("model", "AUROC", "sd", "folds", "OOF AUROC", "Brier", "ECE", "icpt", "slope"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name in names:
         mean, sd, count = cv.spread(name)
         oof, _, pooled_over = cv.out_of_fold_spread(name)
+        calibration = cv.out_of_fold_calibration_mean(name)
         table.add_row(
             name,
-            f"{mean:.4f}",
-            f"{sd:.4f}",
+            _cell(mean),
+            _cell(sd),
             str(count),
-            f"{oof:.4f}" if pooled_over else "n/a",
+            _cell(oof) if pooled_over else "n/a",
+            _cell(calibration.get("brier")),
+            _cell(calibration.get("ece")),
+            _cell(calibration.get("intercept"), 3),
+            _cell(calibration.get("slope"), 3),
         )
-    console.print(table)
-    deaths = sum(scores.test_deaths for scores in cv.per_fold)
-    stays = sum(scores.test_stays for scores in cv.per_fold)
-    console.print(f"{stays} test stays, {deaths} deaths over all folds; work folder {out}")
+    return table
+
+
+def hospital_view_table(cv: CrossValidation) -> Table:
+    """Per fold: the share of hospitals served better federated than alone, the worst decile."""
+    table = Table(
+        title="each hospital's own test stays: federated vs a model of its own (Brier score)",
+        caption="better: share of hospitals whose stays the federated model predicts with a "
+        "lower Brier score; worst decile: the tenth of hospitals where it gains least",
+    )
+    for column in ("fold", "hospitals", "better", "worst 10%: federated", "alone"):
+        table.add_column(column, justify="right")
+    for index, scores in enumerate(cv.per_fold):
+        view = scores.hospitals
+        if view is None:
+            continue
+        table.add_row(
+            f"r{index // cv.folds}-f{index % cv.folds}",
+            str(view.hospitals),
+            f"{view.share_better:.1%}",
+            _cell(view.worst_decile_federated_brier),
+            _cell(view.worst_decile_local_brier),
+        )
+    return table
 
 
 def _print_summary(schema: PreparedSchema, out: Path) -> None:

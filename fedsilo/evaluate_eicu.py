@@ -29,9 +29,11 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fedsilo.baselines import federated_test_auroc, local_only_aurocs, pooled_auroc
+from fedsilo.baselines import local_only_predictions, pooled_predictions
+from fedsilo.hospital_view import HospitalComparison, compare_hospitals
 from fedsilo.runner import DEFAULT_APP, FederatedApp
 from fedsilo.simulation import simulate
+from fl_core.calibration import Calibration, calibration_from_histogram
 from fl_core.config import FederationConfig
 from fl_core.data.base import SiteData, Split
 from fl_core.data.prepared import (
@@ -44,7 +46,7 @@ from fl_core.data.prepared import (
 )
 from fl_core.data.split import SPLIT_NAMES, assign_folds
 from fl_core.errors import ConfigError
-from fl_core.metrics import exact_auroc
+from fl_core.metrics import ClassHistogram, exact_auroc
 
 DEFAULT_FOLDS = 5
 
@@ -63,6 +65,10 @@ class Scores:
     """``apache`` (APACHE IVa's prediction), ``bayes`` (true risk; synthetic twin only)."""
     test_stays: int
     test_deaths: int
+    calibration: dict[str, Calibration | None] = field(default_factory=dict)
+    """``federated``, ``pooled`` and each reference, from the histogram of their test risks."""
+    hospitals: HospitalComparison | None = None
+    """Each hospital's own test stays, federated vs a model of its own (``local_only``)."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,8 @@ class CrossValidation:
     repeats: int
     per_fold: list[Scores]
     out_of_fold: list[dict[str, float | None]] = field(default_factory=list)
-    """Per repeat: ``federated`` and each reference, over every stay scored once."""
+    """Per repeat: ``federated``, ``pooled`` and each reference, over every stay scored once."""
+    out_of_fold_calibration: list[dict[str, Calibration | None]] = field(default_factory=list)
 
     def spread(self, name: str) -> tuple[float, float, int]:
         """Mean, standard deviation (ddof 1) and count of one figure over folds and repeats."""
@@ -89,6 +96,15 @@ class CrossValidation:
             return math.nan, math.nan, 0
         sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
         return float(np.mean(values)), sd, len(values)
+
+    def out_of_fold_calibration_mean(self, name: str) -> dict[str, float | None]:
+        """Mean over repeats of each out-of-fold calibration figure of one model."""
+        found = [c for c in (r.get(name) for r in self.out_of_fold_calibration) if c is not None]
+        means: dict[str, float | None] = {}
+        for figure in ("brier", "ece", "intercept", "slope"):
+            values = [v for v in (getattr(c, figure) for c in found) if v is not None]
+            means[figure] = float(np.mean(values)) if values else None
+        return means
 
 
 def _figure(scores: Scores, name: str) -> float | None:
@@ -127,6 +143,21 @@ def _config_for(config: FederationConfig, data_path: Path) -> FederationConfig:
     return FederationConfig.model_validate(tree)
 
 
+def calibration_of(
+    risk: npt.NDArray[np.float64], labels: npt.NDArray[np.int8], num_bins: int
+) -> Calibration | None:
+    """Calibration from the histogram of ``risk``, as a round's evaluation computes it."""
+    return calibration_from_histogram(ClassHistogram.from_scores(risk, labels, num_bins))
+
+
+def _by_site(
+    sites: Sequence[SiteData], risk: npt.NDArray[np.float64]
+) -> dict[str, npt.NDArray[np.float64]]:
+    """Cut a prediction over the concatenated test splits back into each site's rows."""
+    bounds = np.cumsum([0, *(s.test.num_examples for s in sites)])
+    return {s.site_id: risk[bounds[i] : bounds[i + 1]] for i, s in enumerate(sites)}
+
+
 def score_federation(
     config: FederationConfig,
     data_path: Path,
@@ -138,8 +169,8 @@ def score_federation(
 ) -> tuple[Scores, dict[str, npt.NDArray[np.float64]], npt.NDArray[np.int8]]:
     """One real federation on a prepared folder, scored with its yardsticks on its test split.
 
-    Returns the scores and, for out-of-fold pooling, the federated model's predicted risk and
-    every reference score per test stay, with the labels.
+    Returns the scores and, for out-of-fold pooling, the federated and pooled models'
+    predicted risk and every reference score per test stay, with the labels.
     """
     fold_config = _config_for(config, data_path)
     result = simulate(fold_config, runs, app=app, run_id=run_id)
@@ -148,20 +179,36 @@ def score_federation(
     test = _concat([s.test for s in sites])
     trainer = app.build_trainer(test.x.shape[1], fold_config)
     trainer.set_weights(result.final_weights)
-    predictions = {"federated": np.asarray(trainer.predict_proba(test.x), np.float64)}
+    predictions = {
+        "federated": np.asarray(trainer.predict_proba(test.x), np.float64),
+        "pooled": np.asarray(pooled_predictions(app, fold_config, sites), np.float64),
+    }
     predictions.update(test.reference_scores)
-    # local_only_aurocs cannot take a site with an empty test split (too small to split)
-    scorable = [s for s in sites if s.test.num_examples > 0]
-    local = local_only_aurocs(app, fold_config, scorable) if local_only else []
+    bins = fold_config.evaluation.histogram_bins
+    local = local_only_predictions(app, fold_config, sites) if local_only else {}
+    local_aurocs = [
+        a
+        for site in sites
+        if site.site_id in local
+        and (a := exact_auroc(local[site.site_id], site.test.y)) is not None
+    ]
     scores = Scores(
-        federated=federated_test_auroc(app, fold_config, result.final_weights, sites),
+        federated=exact_auroc(predictions["federated"], test.y),
         federated_histogram=result.rows[-1]["auroc"] if result.rows else None,
-        pooled=pooled_auroc(app, fold_config, sites),
-        local_only_mean=float(np.mean(local)) if local else None,
-        local_only_sites=len(local),
+        pooled=exact_auroc(predictions["pooled"], test.y),
+        local_only_mean=float(np.mean(local_aurocs)) if local_aurocs else None,
+        local_only_sites=len(local_aurocs),
         references={name: reference_auroc(test, name) for name in test.reference_scores},
         test_stays=test.num_examples,
         test_deaths=test.num_positive,
+        calibration={name: calibration_of(p, test.y, bins) for name, p in predictions.items()},
+        hospitals=compare_hospitals(
+            _by_site(sites, predictions["federated"]),
+            local,
+            {s.site_id: s.test.y for s in sites},
+        )
+        if local_only
+        else None,
     )
     return scores, predictions, test.y
 
@@ -239,17 +286,17 @@ def write_fold_folders(prepared: Path, out: Path, *, folds: int, seed: int) -> l
 def _out_of_fold(
     predictions: Sequence[Mapping[str, npt.NDArray[np.float64]]],
     labels: Sequence[npt.NDArray[np.int8]],
-) -> dict[str, float | None]:
+    num_bins: int,
+) -> tuple[dict[str, float | None], dict[str, Calibration | None]]:
     y = np.concatenate(labels)
     figures: dict[str, float | None] = {}
+    calibration: dict[str, Calibration | None] = {}
     for name in predictions[0]:
-        split = Split(
-            x=np.zeros((y.shape[0], 0), np.float32),
-            y=y,
-            reference_scores={name: np.concatenate([p[name] for p in predictions])},
-        )
+        risk = np.concatenate([p[name] for p in predictions])
+        split = Split(x=np.zeros((y.shape[0], 0), np.float32), y=y, reference_scores={name: risk})
         figures[name] = reference_auroc(split, name)
-    return figures
+        calibration[name] = calibration_of(risk, y, num_bins)
+    return figures, calibration
 
 
 def cross_validate(
@@ -271,6 +318,7 @@ def cross_validate(
         raise ConfigError(f"repeats {repeats}: must be at least 1")
     per_fold: list[Scores] = []
     out_of_fold: list[dict[str, float | None]] = []
+    out_of_fold_calibration: list[dict[str, Calibration | None]] = []
     for repeat in range(repeats):
         roots = write_fold_folders(
             prepared, work / f"folds_r{repeat}", folds=folds, seed=split_seed + repeat
@@ -283,5 +331,7 @@ def cross_validate(
             per_fold.append(scores)
             predictions.append(predicted)
             labels.append(y)
-        out_of_fold.append(_out_of_fold(predictions, labels))
-    return CrossValidation(folds, repeats, per_fold, out_of_fold)
+        figures, calibration = _out_of_fold(predictions, labels, config.evaluation.histogram_bins)
+        out_of_fold.append(figures)
+        out_of_fold_calibration.append(calibration)
+    return CrossValidation(folds, repeats, per_fold, out_of_fold, out_of_fold_calibration)

@@ -148,6 +148,10 @@ class FedOptStrategy(_Frozen):
     beta1: float = Field(default=0.9, ge=0, lt=1)
     beta2: float = Field(default=0.99, ge=0, lt=1)
     tau: float = Field(default=1e-3, gt=0, description="adaptivity floor (epsilon)")
+    bias_correction: bool = Field(
+        default=True,
+        description="divide the moments by Adam's zero-start factors (1 - beta**round)",
+    )
 
 
 class FedProxStrategy(_Frozen):

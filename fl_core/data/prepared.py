@@ -348,14 +348,24 @@ class PreparedFolderSource(DataSource):
         return {s.site_id: s.rows.get("train", 0) for s in self.schema.sites}
 
     def load_site(self, site_id: SiteId) -> SiteData:
+        site = self._entry(site_id)
+        splits = [self._read_split(site, name) for name in SPLIT_NAMES]
+        return SiteData(site_id, self._features, splits[0], splits[1], splits[2])
+
+    def load_split(self, site_id: SiteId, name: str) -> Split:
+        """One split of one site, the others left unread (a model selection reads no test)."""
+        if name not in SPLIT_NAMES:
+            raise ConfigError(f"split {name!r}: use one of {', '.join(SPLIT_NAMES)}")
+        return self._read_split(self._entry(site_id), name)
+
+    def _entry(self, site_id: SiteId) -> SiteEntry:
         site = self._sites.get(site_id)
         if site is None:
             raise ConfigError(
                 f"site {site_id!r} is not in {self.root / SCHEMA_FILE}; known: "
                 f"{', '.join(list(self._sites)[:5])}{' ...' if len(self._sites) > 5 else ''}"
             )
-        splits = [self._read_split(site, name) for name in SPLIT_NAMES]
-        return SiteData(site_id, self._features, splits[0], splits[1], splits[2])
+        return site
 
     def describe(self) -> str:
         rows = sum(sum(s.rows.values()) for s in self.schema.sites)

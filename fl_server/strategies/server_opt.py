@@ -9,6 +9,11 @@ is then treated as a gradient step and fed to a server optimizer:
   ``m = b1 * m + (1 - b1) * delta`` and ``x = x + lr * m / (sqrt(v) + tau)``, with
   ``v = b2 * v + (1 - b2) * delta**2`` (Adam),
   ``v = v - (1 - b2) * delta**2 * sign(v - delta**2)`` (Yogi), ``v = v + delta**2`` (Adagrad).
+- ``bias_correction`` (the config's default) divides the step by Adam's zero-start factors
+  (Kingma & Ba 2015; as Flower's FedAdam does): ``m / (1 - b1**t)``, and for Adam and Yogi
+  ``v / (1 - b2**t)``. Without it the first rounds move ``1 - b1`` (a tenth) as far as the
+  moments' steady state, and Adagrad's, whose ``v`` only grows, never catches up: measured on
+  the default federation, FedAdagrad sat at AUROC 0.45 after 3 rounds where FedAvg passed 0.7.
 
 Only floating-point tensors are optimized; integer buffers take the plain weighted mean. The
 moments are kept in float32 and saved in ``state.json`` after every round, so a restarted
@@ -47,6 +52,7 @@ class ServerOptimizerAggregator(ServerAggregator):
         beta1: float = 0.0,
         beta2: float = 0.0,
         tau: float = 1e-3,
+        bias_correction: bool = False,
     ) -> None:
         if server_learning_rate <= 0:
             raise ConfigError("strategy.server_learning_rate must be > 0")
@@ -55,6 +61,7 @@ class ServerOptimizerAggregator(ServerAggregator):
         self.beta1 = beta1
         self.beta2 = beta2
         self.tau = tau
+        self.bias_correction = bias_correction
         self.step = 0
         self._moments: dict[str, npt.NDArray[np.float32]] = {}
         self._global: Weights | None = None
@@ -118,6 +125,11 @@ class ServerOptimizerAggregator(ServerAggregator):
         moments[f"v.{name}"] = v.astype(np.float32)
         m32 = moments[f"m.{name}"].astype(np.float64)
         v32 = moments[f"v.{name}"].astype(np.float64)
+        if self.bias_correction:
+            t = self.step + 1  # this round's step, counted from 1
+            m32 = m32 / (1.0 - self.beta1**t)
+            if self.rule != "fedadagrad":  # Adagrad's v is a plain sum: no zero-start decay
+                v32 = v32 / (1.0 - self.beta2**t)
         out: Float64 = m32 / (np.sqrt(np.maximum(v32, 0.0)) + self.tau)
         return out
 
@@ -175,6 +187,7 @@ def _fedopt(config: FederationConfig) -> ServerAggregator:
         beta1=strategy.beta1,
         beta2=strategy.beta2,
         tau=strategy.tau,
+        bias_correction=strategy.bias_correction,
     )
 
 

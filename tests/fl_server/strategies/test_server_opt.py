@@ -118,6 +118,44 @@ def test_two_rounds_follow_the_published_formulas():
             np.testing.assert_allclose(model["w"], x, rtol=1e-5, atol=1e-6, err_msg=rule)
 
 
+def test_bias_correction_divides_by_the_zero_start_factors():
+    """Kingma & Ba's correction: m / (1 - b1**t), and v / (1 - b2**t) except for Adagrad."""
+    lr, b1, b2, tau = 0.1, 0.9, 0.99, 1e-3
+    start = np.array([0.5, -0.2, 0.0], np.float32)
+    targets = [np.array([0.7, -0.1, 0.3]), np.array([0.2, 0.4, -0.5])]
+    for rule in RULES[1:]:
+        aggregator = ServerOptimizerAggregator(
+            rule,  # type: ignore[arg-type]
+            server_learning_rate=lr,
+            beta1=b1,
+            beta2=b2,
+            tau=tau,
+            bias_correction=True,
+        )
+        x, m, v = start.astype(np.float64), np.zeros(3), np.zeros(3)
+        model = {"w": start}
+        for t, target in enumerate(targets, start=1):
+            model = aggregate(
+                aggregator, model, [("site-a", {"w": target.astype(np.float32)}, 3)], t
+            )
+            delta = target.astype(np.float32).astype(np.float64) - x
+            m = b1 * m + (1 - b1) * delta
+            if rule == "fedadam":
+                v = b2 * v + (1 - b2) * delta**2
+            elif rule == "fedyogi":
+                v = v - (1 - b2) * delta**2 * np.sign(v - delta**2)
+            else:
+                v = v + delta**2
+            v_hat = v if rule == "fedadagrad" else v / (1 - b2**t)
+            x = x + lr * (m / (1 - b1**t)) / (np.sqrt(v_hat) + tau)
+            x = x.astype(np.float32).astype(np.float64)
+            np.testing.assert_allclose(model["w"], x, rtol=1e-5, atol=1e-6, err_msg=rule)
+        # the first round moves every coordinate by about the server learning rate
+    first = ServerOptimizerAggregator("fedadam", server_learning_rate=lr, bias_correction=True)
+    moved = aggregate(first, {"w": start}, [("site-a", {"w": targets[0].astype(np.float32)}, 3)])
+    np.testing.assert_allclose(np.abs(moved["w"] - start), lr, rtol=0.02)
+
+
 @pytest.mark.parametrize("rule", RULES)
 def test_state_through_json_resumes_bit_for_bit(rule):
     rng = np.random.default_rng(1)
