@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from fedsilo.calibration_view import calibration_table
 from fedsilo.logs import LogFormat, configure_logging
 from fedsilo.strategy_fit import planned_hospitals
 from fl_core.config import FederationConfig, load_config
@@ -247,6 +248,9 @@ def simulate(
             run_id=run_id,
         )
     stdout.print(metrics_table(result.rows))
+    calibration = calibration_table(result.rows)
+    if calibration is not None:
+        stdout.print(calibration)
     _print_personalization(federation, result.exchange_uri)
     _print_privacy(federation, result.exchange_uri)
     stdout.print(f"run folder: {result.run_dir}  ({result.seconds:.1f} s)")

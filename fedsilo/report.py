@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 from matplotlib.figure import Figure
 
+from fedsilo.calibration_view import calibration_html
 from fedsilo.personalization_report import (
     PersonalizationSummary,
     personalization_summary,
@@ -382,6 +383,8 @@ def render_html(data: RunData, figures: list[ReportFigure]) -> str:
                     set(),
                 )
             )
+        if figure.name == "calibration":
+            parts.append(calibration_html(data.rows, _table))
         if figure.name == "rejections":
             rejected = [
                 [str(r.round_index), d.site_id, d.reason or "-", d.detail or "-"]
