@@ -14,11 +14,17 @@ and the process leaves with ``os._exit``. The one C-level exit hook we rely on, 
 ``MPI_Finalize``, is called here: without it ``mpirun`` reports the rank as failed. Where a
 non-daemon thread is still running, or a profiler or tracer is installed, the normal exit is
 used instead.
+
+Either way the helper processes multiprocessing started for this one (the hospitals' fork
+server, the resource tracker) are stopped and waited for before it leaves. Left alone they
+notice the end of their parent only after it, so a command's process group outlived the
+command (``fedsilo simulate``: both still there right after it exited).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 import threading
@@ -41,8 +47,26 @@ def _finalize_mpi() -> None:
         mpi.Finalize()
 
 
+def _stop_multiprocessing_helpers() -> None:
+    """Stop and reap the fork server and resource tracker this process started, if any.
+
+    Only in the process that started them (a fork server inherits the tracker's pipe but is
+    not its parent).
+    """
+    forkserver = sys.modules.get("multiprocessing.forkserver")
+    if forkserver is not None and forkserver._forkserver._forkserver_pid is not None:
+        # it closes the server's pipe and reaps it, then unlinks its socket, which
+        # multiprocessing's own exit handler has already removed with its temporary folder
+        with contextlib.suppress(FileNotFoundError):
+            forkserver._forkserver._stop()
+    tracker = sys.modules.get("multiprocessing.resource_tracker")
+    if tracker is not None and tracker._resource_tracker._pid is not None:
+        tracker._resource_tracker._stop()
+
+
 def _leave(code: int) -> NoReturn:
-    atexit._run_exitfuncs()
+    atexit._run_exitfuncs()  # multiprocessing's among them: pools shut, children joined
+    _stop_multiprocessing_helpers()
     _finalize_mpi()
     _flush_standard_streams()
     os._exit(code)
@@ -68,6 +92,7 @@ def _normal_exit_needed() -> bool:
 def exit_process(code: int) -> NoReturn:
     """End the process with ``code``: atexit handlers, flushed streams, no module teardown."""
     if _normal_exit_needed():
+        atexit.register(_stop_multiprocessing_helpers)
         sys.exit(code)
     _leave(code)
 

@@ -120,3 +120,43 @@ def test_the_fork_server_preload_freezes_its_imports_and_skips_teardown(tmp_path
     assert done.returncode == 0, done.stderr
     assert done.stdout == "ok"
     assert (tmp_path / "canary").read_text() == "", "module teardown ran"
+
+
+def _group_members(pgid: int) -> list[str]:
+    """Live processes of process group ``pgid`` (zombies excluded), as their command lines."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:  # it ended while we looked
+            continue
+        state, _ppid, group = stat.rsplit(")", 1)[1].split()[:3]
+        if int(group) == pgid and state != "Z":
+            members.append(command[:120])
+    return members
+
+
+def _run_in_own_group(command: list[str], tmp_path: Path) -> tuple[int, list[str], str]:
+    started = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        start_new_session=True,  # its own process group, led by its pid
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, stderr = started.communicate(timeout=600)
+    return started.returncode, _group_members(started.pid), stderr
+
+
+def test_simulate_leaves_no_process_behind(tmp_path):
+    """Its fork server and resource tracker used to outlive it by a moment (still in its
+    process group right after it exited)."""
+    fedsilo = Path(sys.executable).with_name("fedsilo")
+    command = [str(fedsilo), "simulate", "--hospitals", "3", "--rounds", "1", "--out", "run"]
+    status, left, stderr = _run_in_own_group(command, tmp_path)
+    assert status == 0, stderr[-2000:]
+    assert left == [], "processes outlived the command"
