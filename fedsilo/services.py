@@ -65,6 +65,25 @@ def invited_sites(exchange: Exchange, given: list[str], source_sites: list[str])
     return active
 
 
+def require_secagg_keys(exchange: Exchange, config: FederationConfig, invited: list[str]) -> None:
+    """Under secure aggregation every invited hospital's public key must be registered.
+
+    Checked before the hospitals are asked for anything: found at round 1's roster instead,
+    it stopped the federation after they had reported their moments and trained.
+    """
+    if not config.privacy.secagg.enabled:
+        return
+    keys = {r.site_id: r.secagg_public_key for r in exchange.list_registrations()}
+    missing = [site for site in invited if not keys.get(site)]
+    if missing:
+        raise ConfigError(
+            f"secure aggregation (--secure-aggregation, privacy.secagg): sites {missing[:5]} have "
+            "no secagg public key in their "
+            f"registration ({len(missing)} in all); onboard them (`fedsilo onboard request "
+            "--state-dir DIR` makes the key, `approve` registers it) or turn it off"
+        )
+
+
 def run_server(
     config: FederationConfig, sites: list[str], out_dir: Path | None = None
 ) -> FederationConfig:
@@ -76,6 +95,7 @@ def run_server(
     exchange = _exchange(config)
     source = build_source(config)
     invited = invited_sites(exchange, sites, source.site_ids())
+    require_secagg_keys(exchange, config, invited)
     config, notes = fit_strategy(config, len(invited))
     for note in notes:
         log.warning("strategy_fitted", note=note)

@@ -215,6 +215,18 @@ def test_simulate_with_dp_prints_the_epsilon_each_hospital_spent(tmp_path):
     assert "site-001" in line and "site-003" in line
 
 
+def test_server_run_with_secure_aggregation_refuses_unregistered_keys_first(tmp_path):
+    """Before the hospitals report anything: not at round 1, after they trained."""
+    exchange = f"file://{tmp_path / 'exchange'}"
+    done = fedsilo(
+        "server", "run", "--exchange", exchange, "--sites", "site-001,site-002",
+        "--secure-aggregation", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "have no secagg public key" in done.stderr
+    assert not list((tmp_path / "exchange").rglob("*.moments.json"))
+
+
 def test_no_arguments_prints_usage_and_exits_2(tmp_path):
     done = fedsilo(cwd=tmp_path)
     assert done.returncode == 2
