@@ -207,19 +207,33 @@ class RoundLoop:
         try:
             self._etag = self.exchange.write_state(renewed, self._etag)
         except PreconditionFailedError as err:
-            if self._etag is not None and self.exchange.read_state() is None:
-                # not a rival: the checkpoint itself is gone (deleted, or its bucket emptied)
-                raise ExchangeError(
-                    f"state.json of federation {self.exchange.federation_id} vanished from "
-                    f"{self.exchange.describe()}; it was deleted: restore its last version "
-                    "(the bucket is versioned) before restarting the aggregator"
-                ) from err
+            self._check_not_altered(err)
             raise FederationLockedError(
                 f"another aggregator took over federation {self.exchange.federation_id}; "
                 "this one stops (only one aggregator may run per federation)"
             ) from err
         self._last_write = now
         return renewed
+
+    def _check_not_altered(self, err: PreconditionFailedError) -> None:
+        """Our compare-and-swap failed: a rival took over, unless state.json was deleted or
+        rolled back to an earlier version of ours (an emptied bucket, deleted versions)."""
+        if self._etag is None:
+            return  # creating: whoever wrote it first is the rival
+        found = self.exchange.read_state()
+        where = self.exchange.describe()
+        federation = self.exchange.federation_id
+        if found is None:
+            raise ExchangeError(
+                f"state.json of federation {federation} vanished from {where}; it was "
+                "deleted: restore its last version (the bucket is versioned) and restart"
+            ) from err
+        if found[0].owner_id == self.owner_id:
+            raise ExchangeError(
+                f"state.json of federation {federation} in {where} was rolled back under this "
+                "aggregator (it holds an earlier version of ours): the exchange was altered; "
+                "restore its last version and restart"
+            ) from err
 
     def _acquire(self) -> FederationState:
         """Create the federation, or take over a state whose owner's lease has lapsed."""

@@ -23,22 +23,27 @@ INITIAL = {"w": np.zeros((3, 2), np.float32)}
 
 
 class _Meddle(RoundEvents):
-    """When round 1 opens, delete state.json, or replace it as a rival aggregator would."""
+    """When round 1 opens: delete state.json, roll it back to an earlier version of the
+    same aggregator, or replace it as a rival aggregator would."""
 
-    def __init__(self, root: Path, exchange: Exchange, rival: bool) -> None:
-        self.root, self.exchange, self.rival = root, exchange, rival
+    def __init__(self, root: Path, exchange: Exchange, how: str) -> None:
+        self.root, self.exchange, self.how = root, exchange, how
 
     def round_opened(self, manifest: GlobalManifest) -> None:
-        if self.rival:
-            found = self.exchange.read_state()
-            assert found is not None
-            rival = found[0].model_copy(update={"owner_id": "rival"})
-            self.exchange.write_state(rival, found[1])
-        else:
-            (self.root / self.exchange.layout.state_key()).unlink()
+        path = self.root / self.exchange.layout.state_key()
+        if self.how == "delete":
+            path.unlink()
+            return
+        found = self.exchange.read_state()
+        assert found is not None
+        if self.how == "rival":
+            change = {"owner_id": "rival"}
+        else:  # an older version of ours: same owner, an older lease
+            change = {"lease_expires_unix": found[0].lease_expires_unix - 1}
+        self.exchange.write_state(found[0].model_copy(update=change), found[1])
 
 
-def _loop(tmp_path: Path, rival: bool) -> RoundLoop:
+def _loop(tmp_path: Path, how: str) -> RoundLoop:
     config = load_config(
         overrides={
             "federation_id": "test",
@@ -51,7 +56,7 @@ def _loop(tmp_path: Path, rival: bool) -> RoundLoop:
     )
     root = tmp_path / "exchange"
     exchange = Exchange(LocalDirectoryStore(root), "test")
-    events = _Meddle(root, exchange, rival)
+    events = _Meddle(root, exchange, how)
     sites = ["site-a", "site-b"]
     return RoundLoop(
         exchange, FedAvgAggregator(), config, sites, initial_weights=INITIAL, events=events
@@ -60,10 +65,16 @@ def _loop(tmp_path: Path, rival: bool) -> RoundLoop:
 
 def test_deleted_state_is_named_not_blamed_on_a_rival(tmp_path: Path) -> None:
     with pytest.raises(ExchangeError, match=r"state\.json of federation test vanished") as err:
-        _loop(tmp_path, rival=False).run()
+        _loop(tmp_path, "delete").run()
+    assert not isinstance(err.value, FederationLockedError)
+
+
+def test_state_rolled_back_to_our_own_earlier_version_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ExchangeError, match="was rolled back under this aggregator") as err:
+        _loop(tmp_path, "rollback").run()
     assert not isinstance(err.value, FederationLockedError)
 
 
 def test_a_rival_that_replaced_the_state_still_stops_the_loop(tmp_path: Path) -> None:
     with pytest.raises(FederationLockedError, match="only one aggregator may run"):
-        _loop(tmp_path, rival=True).run()
+        _loop(tmp_path, "rival").run()
