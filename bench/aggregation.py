@@ -112,6 +112,9 @@ class UpdateSet:
     site_ids: tuple[SiteId, ...]
     num_examples: tuple[int, ...]
     global_sha256: str
+    config_json: str
+    """The aggregator's config as written: a measured process uses it as it was (code edited
+    while the bench runs, new defaults, must not make it a different federation)."""
 
     @property
     def model_bytes(self) -> int:
@@ -156,9 +159,10 @@ def _site_ids(num_updates: int) -> tuple[SiteId, ...]:
     return tuple(f"site-{i:03d}" for i in range(num_updates))
 
 
-def _round_loop(root: Path, num_updates: int, initial: Weights | None = None) -> RoundLoop:
+def _round_loop(
+    root: Path, config: FederationConfig, num_updates: int, initial: Weights | None = None
+) -> RoundLoop:
     exchange = Exchange(LocalDirectoryStore(root), FEDERATION_ID)
-    config = bench_config(num_updates)
     sites = list(_site_ids(num_updates))
     return RoundLoop(exchange, FedAvgAggregator(), config, sites, initial, owner_id=OWNER_ID)
 
@@ -173,7 +177,8 @@ def write_updates(root: Path, num_updates: int, num_params: int, seed: int) -> U
     """
     sizes = tensor_sizes(num_params)
     initial: Weights = {name: np.zeros(size, np.float32) for name, size in sizes.items()}
-    loop = _round_loop(root, num_updates, initial)
+    config = bench_config(num_updates)
+    loop = _round_loop(root, config, num_updates, initial)
     loop._acquire()
     published = loop.exchange.read_global_manifest(ROUND_INDEX)
     assert published is not None
@@ -193,7 +198,9 @@ def write_updates(root: Path, num_updates: int, num_params: int, seed: int) -> U
         )
         data = safetensors.numpy.save(arrays, metadata=admission.update_metadata(manifest))
         loop.exchange.write_update(manifest, bytes(data))
-    return UpdateSet(root, num_params, site_ids, num_examples, published.sha256)
+    return UpdateSet(
+        root, num_params, site_ids, num_examples, published.sha256, config.model_dump_json()
+    )
 
 
 def read_updates(updates: UpdateSet, stop: int, start: int = 0) -> list[tuple[Weights, float]]:
@@ -216,10 +223,15 @@ def run_server_round(updates: UpdateSet) -> Weights:
     Open the round (global model read, decoded, registry read), admit every answer with all
     checks (ahead on worker threads, summed in listing order), then the mean. It stops short
     of writing result.json, the ledger and the next global model, so the same files serve
-    every repeat.
+    every repeat. Taking the lease (``_acquire``, once per aggregator process, which also
+    compares the config's hash) is not part of a round: the state is read as it stands.
     """
-    loop = _round_loop(updates.root, len(updates.site_ids))
-    state = loop._acquire()
+    config = FederationConfig.model_validate_json(updates.config_json)
+    loop = _round_loop(updates.root, config, len(updates.site_ids))
+    found = loop.exchange.read_state()
+    if found is None:
+        raise RuntimeError(f"no federation state under {updates.root}")
+    state, loop._etag = found
     current = loop._open(state)
     state = loop._collect(state, current)
     rejected = [d for d in state.decisions.values() if d.status != "accepted"]
