@@ -19,6 +19,8 @@ from bench.chaos.federation import ChaosError, Federation, Proc, Zygote, running
 from bench.chaos.stores import local_federation, s3_federation
 
 ROUND_FILES = ("result.json", "global.safetensors", "global.json")
+"""Written once per round by its close; with the ledger entries, what "aggregated twice"
+would write twice."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ def hostile(federation: Federation, ref: Reference) -> list[Figure]:
         if got != attack.expected:
             misses.append(f"r{round_index} {attack.name}: {got}")
     kinds = len({a.name for _, a in tried})
+    lost = honest_losses(federation)
     right = len(tried) - len(misses)
     figures = [
         Figure(
@@ -115,13 +118,7 @@ def hostile(federation: Federation, ref: Reference) -> list[Figure]:
             "100 %",
             not misses,
         ),
-        Figure(
-            group,
-            "honest updates lost",
-            str(honest_losses(federation)),
-            "0",
-            honest_losses(federation) == 0,
-        ),
+        Figure(group, "honest updates lost", str(lost), "0", lost == 0),
         _same(federation, ref),
         _ledger(federation),
     ]
@@ -338,8 +335,11 @@ def crashes(
     )
     tally.finished += state is not None and state[0].phase == "done"
     tally.lost += honest_losses(federation)
+    ledger = {k: n for k, n in federation.creations(".json").items() if "/ledger/" in k}
     tally.twice += sum(
-        count > 1 for suffix in ROUND_FILES for count in federation.creations(suffix).values()
+        count > 1
+        for counts in [*(federation.creations(suffix) for suffix in ROUND_FILES), ledger]
+        for count in counts.values()
     )
     tally.identical += federation.final_sha256() == ref.sha256
     tally.torn_listed += torn[0]
