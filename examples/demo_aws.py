@@ -562,6 +562,8 @@ def main(argv: list[str] | None = None) -> int:
     (work / "logs").mkdir(parents=True, exist_ok=True)
     print(f"walk-through in {work} (logs in {work / 'logs'})", flush=True)
     walkthrough = Walkthrough(work, max(2, args.rounds))
+    # a TERM (a timeout, a CI cancel) unwinds like a failure: the processes are stopped below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     code = 0
     try:
         walk(walkthrough)

@@ -1,6 +1,7 @@
 """``make demo-aws``: README's operator path, run by the same script, must pass end to end.
 
-About 2.5 minutes on two busy cores, most of it the two ``python app.py`` syntheses.
+About 2.5 minutes on two cores (most of it the two ``python app.py`` syntheses), 10 with four
+other test suites on them (load average 15).
 """
 
 from __future__ import annotations
@@ -12,23 +13,29 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+WALK_TIMEOUT_S = 900  # 2.5 min on two quiet cores; 10 min measured with the load at 15
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(WALK_TIMEOUT_S + 60)
 def test_the_readme_walk_through_passes(tmp_path: Path) -> None:
     work = tmp_path / "demo"
-    done = subprocess.run(
+    walk = subprocess.Popen(
         [sys.executable, str(REPO / "examples" / "demo_aws.py"), "--work", str(work)],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=590,
-        check=False,
     )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert "walk-through passed" in done.stdout
-    assert "✗" not in done.stdout
+    try:
+        output, _ = walk.communicate(timeout=WALK_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        walk.terminate()  # the script stops its moto_server and fedsilo processes on TERM
+        output, _ = walk.communicate(timeout=30)
+        pytest.fail(f"walk-through still running after {WALK_TIMEOUT_S} s:\n{output[-4000:]}")
+    assert walk.returncode == 0, output[-6000:]
+    assert "walk-through passed" in output
+    assert "✗" not in output
     commands = (work / "commands.txt").read_text()
     readme = (REPO / "README.md").read_text()
     for line in commands.splitlines():  # every command it ran is shown in README as typed
@@ -48,4 +55,5 @@ def _without_values_all(text: str) -> str:
 
 
 def _is_value(word: str) -> bool:
-    return word.startswith(("s3://", "arn:", "site-", "join-request-")) or word.isdigit()
+    placeholders = ("s3://", "arn:", "site-", "join-request-", "<")  # README: <ExchangeKeyArn>
+    return word.startswith(placeholders) or word.isdigit()
