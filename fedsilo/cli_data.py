@@ -198,25 +198,24 @@ def cross_validation_table(cv: CrossValidation, *, local_only: bool) -> Table:
     names += sorted({name for scores in cv.per_fold for name in scores.references})
     table = Table(
         title=f"{cv.folds}-fold cross-validation per hospital x {cv.repeats}",
-        caption="AUROC: mean and sd over folds, and over every stay out of fold; calibration "
-        "out of fold: Brier score, expected calibration error, Cox intercept (0) and slope (1)",
+        caption="AUROC: mean +- sd over the folds, and over every stay out of fold (OOF); "
+        "calibration out of fold: Brier score, expected calibration error (ECE), Cox "
+        "intercept (0 when calibrated) and slope (1)",
     )
-    for column in ("model", "AUROC", "sd", "folds", "OOF AUROC", "Brier", "ECE", "icpt", "slope"):
+    for column in ("model", "AUROC", "OOF", "Brier", "ECE", "icpt", "slope"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name in names:
         mean, sd, count = cv.spread(name)
         oof, _, pooled_over = cv.out_of_fold_spread(name)
         calibration = cv.out_of_fold_calibration_mean(name)
         table.add_row(
-            name,
-            _cell(mean),
-            _cell(sd),
-            str(count),
+            "local-only" if name == "local_only_mean" else name,
+            f"{_cell(mean)} +- {_cell(sd, 3)}" if count else "n/a",
             _cell(oof) if pooled_over else "n/a",
             _cell(calibration.get("brier")),
             _cell(calibration.get("ece")),
-            _cell(calibration.get("intercept"), 3),
-            _cell(calibration.get("slope"), 3),
+            _cell(calibration.get("intercept"), 2),
+            _cell(calibration.get("slope"), 2),
         )
     return table
 
@@ -228,7 +227,7 @@ def hospital_view_table(cv: CrossValidation) -> Table:
         caption="better: share of hospitals whose stays the federated model predicts with a "
         "lower Brier score; worst decile: the tenth of hospitals where it gains least",
     )
-    for column in ("fold", "hospitals", "better", "worst 10%: federated", "alone"):
+    for column in ("fold", "hospitals", "federated better", "worst 10%: federated", "alone"):
         table.add_column(column, justify="right")
     for index, scores in enumerate(cv.per_fold):
         view = scores.hospitals

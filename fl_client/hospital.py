@@ -120,6 +120,16 @@ def answer_round(
     declined = refuse_over_budget(hospital.privacy, update) if manifest.task == "train" else None
     if declined is not None:  # this round would exceed the hospital's privacy budget
         update = declined
+    elif manifest.task == "train" and hospital.data.train.num_examples == 0:
+        # nothing to learn from (a cross-validation fold that holds all its stays): an update
+        # of zero rows would be refused every round; saying so is an answer, not a fault
+        update = update.model_copy(
+            update={
+                "task": "train",
+                "declined": "no_training_rows",
+                "declined_detail": f"site {site_id} has no training rows; it evaluates only",
+            }
+        )
     elif manifest.task == "train":
         seed = derive_seed(config.seed, site_id, manifest.round_index)
         local = begin_local_round(

@@ -84,7 +84,8 @@ def check_manifest(
         raise UpdateRejectedError("wrong_task", f"round asks for {ctx.task}, got {manifest.task}")
     if manifest.nonce in ctx.seen_nonces:
         raise UpdateRejectedError("replayed", f"nonce {manifest.nonce[:12]} was used before")
-    if ctx.task == "train" and not 0 < manifest.num_examples <= ctx.max_num_examples:
+    low = 0 if manifest.declined == "no_training_rows" else 1  # a decline says why it has none
+    if ctx.task == "train" and not low <= manifest.num_examples <= ctx.max_num_examples:
         raise UpdateRejectedError(
             "bad_num_examples",
             f"num_examples {manifest.num_examples} outside 1..{ctx.max_num_examples}",

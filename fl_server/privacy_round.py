@@ -22,7 +22,9 @@ log = structlog.get_logger("fedsilo.server")
 
 def declined_decision(manifest: UpdateManifest, now: float) -> Decision:
     """An admitted answer whose hospital refused to train; it counts as answered, not accepted."""
-    log.warning(
+    expected = manifest.declined == "no_training_rows"  # a fold without its rows, not a fault
+    emit = log.info if expected else log.warning
+    emit(
         "update_declined",
         round_index=manifest.round_index,
         site_id=manifest.site_id,

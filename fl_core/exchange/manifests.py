@@ -140,7 +140,7 @@ class SitePrivacy(_Document):
     steps: int = Field(ge=0)
 
 
-DeclineReason = Literal["privacy_budget_exhausted"]
+DeclineReason = Literal["privacy_budget_exhausted", "no_training_rows"]
 
 
 MANIFEST_METADATA_KEY = "fedsilo.manifest"
