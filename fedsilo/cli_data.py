@@ -224,10 +224,13 @@ def hospital_view_table(cv: CrossValidation) -> Table:
     """Per fold: the share of hospitals served better federated than alone, the worst decile."""
     table = Table(
         title="each hospital's own test stays: federated vs a model of its own (Brier score)",
-        caption="better: share of hospitals whose stays the federated model predicts with a "
-        "lower Brier score; worst decile: the tenth of hospitals where it gains least",
+        caption="fed. better: share of hospitals whose stays the federated model predicts with "
+        "a lower Brier score; with a death: the same over the hospitals with a death among "
+        "their test stays; worst 10%: mean Brier over the tenth of hospitals where the "
+        "federated model gains least",
     )
-    for column in ("fold", "hospitals", "federated better", "worst 10%: federated", "alone"):
+    columns = ("fold", "hospitals", "fed. better", "with a death", "worst 10%: fed.", "alone")
+    for column in columns:
         table.add_column(column, justify="right")
     for index, scores in enumerate(cv.per_fold):
         view = scores.hospitals
@@ -237,6 +240,9 @@ def hospital_view_table(cv: CrossValidation) -> Table:
             f"r{index // cv.folds}-f{index % cv.folds}",
             str(view.hospitals),
             f"{view.share_better:.1%}",
+            "n/a"
+            if view.share_better_with_deaths is None
+            else f"{view.share_better_with_deaths:.0%} of {view.with_deaths}",
             _cell(view.worst_decile_federated_brier),
             _cell(view.worst_decile_local_brier),
         )

@@ -27,6 +27,10 @@ class HospitalComparison:
     hospitals: int
     share_better: float
     """Share of hospitals whose own stays the federated model predicts better (lower Brier)."""
+    with_deaths: int
+    share_better_with_deaths: float | None
+    """The same over the hospitals with a death among those stays: a model of a hospital's own
+    that predicts no risk at all wins wherever no one died, and loses only here."""
     worst_decile_federated_brier: float
     worst_decile_local_brier: float
     """Mean Brier of the two models over the worst decile (the largest federated - local)."""
@@ -49,9 +53,12 @@ def compare_hospitals(
     fed = np.array([brier(federated[s], labels[s]) for s in sites])
     alone = np.array([brier(local_only[s], labels[s]) for s in sites])
     worst = np.argsort(alone - fed, kind="stable")[: max(1, math.ceil(WORST_SHARE * len(sites)))]
+    died = np.array([bool(labels[s].any()) for s in sites])
     return HospitalComparison(
         hospitals=len(sites),
         share_better=float(np.mean(fed < alone)),
+        with_deaths=int(died.sum()),
+        share_better_with_deaths=float(np.mean((fed < alone)[died])) if died.any() else None,
         worst_decile_federated_brier=float(fed[worst].mean()),
         worst_decile_local_brier=float(alone[worst].mean()),
     )
