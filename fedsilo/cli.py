@@ -396,7 +396,15 @@ def server_run(
     dp_delta: Annotated[
         float | None, typer.Option("--dp-delta", help="DP-FedAvg delta (< 1/hospitals)")
     ] = None,
-    secure_aggregation: SecAggOption = None,
+    secure_aggregation: Annotated[
+        bool | None,
+        typer.Option(
+            "--secure-aggregation/--no-secure-aggregation",
+            help="pairwise-masked secure aggregation: the aggregator learns only the sum; every "
+            "invited hospital must be registered with its key, and its own config must enable "
+            "privacy.secagg too",
+        ),
+    ] = None,
     log_format: ServiceLogFormat = "json",
 ) -> None:
     """The aggregator loop for one federation (resumes from what the exchange holds)."""
