@@ -9,10 +9,13 @@ fold is the validation split. Every candidate runs a real federation (``fedsilo.
 round loop, admission and FedAvg over a local exchange) on the inner training rows and is
 scored, after every round, on the validation rows by the aggregator's own summed histograms.
 
-Selection: the highest validation AUROC averaged over the outer folds, over every candidate
-and round count in ``ROUND_CHOICES``; a candidate within ``TIE`` of the best with a lower
-Brier score wins the tie (a mortality model is read as a probability). The chosen settings
-are ``fl_core.config``'s defaults; the table is printed so that the choice can be checked.
+Selection: the highest validation AUROC averaged over the outer folds, over every eligible
+candidate and round count in ``ROUND_CHOICES``; a candidate within ``TIE`` of the best with a
+lower Brier score wins the tie (a mortality model is read as a probability). Rows that change
+the strategy (FedProx) are printed for the record but are not eligible: the sweep chooses the
+training defaults under the default strategy, FedAvg, which composes with every privacy
+setting (FedProx excludes DP-SGD). The chosen settings are ``fl_core.config``'s defaults; the
+table is printed so that the choice can be checked.
 Only then is the test side read, by ``fedsilo data evaluate`` (``bench/eicu_bench.py``).
 """
 
@@ -152,6 +155,11 @@ def score_candidate(
     )
 
 
+def eligible(overrides: dict[str, Any]) -> bool:
+    """A training setting under the default strategy (a strategy row is for the record)."""
+    return "strategy" not in overrides
+
+
 def choose(
     scores: Sequence[CandidateScore], round_choices: Sequence[int] = ROUND_CHOICES
 ) -> tuple[CandidateScore, int]:
@@ -160,7 +168,7 @@ def choose(
         (score, rounds)
         for score in scores
         for rounds in round_choices
-        if rounds <= len(score.auroc)
+        if rounds <= len(score.auroc) and eligible(score.overrides)
     ]
     best = max(score.auroc[rounds - 1] for score, rounds in options)
     close = [(s, r) for s, r in options if s.auroc[r - 1] >= best - TIE]
@@ -198,12 +206,12 @@ def main(quick: bool) -> None:
     table.add_column("candidate")
     for r in ROUND_CHOICES:
         table.add_column(f"{r} rounds", justify="right")
-    table.add_column("slope", justify="right")
+    table.add_column(f"slope at {rounds}", justify="right")
     table.add_column("s", justify="right")
     for score in scores:
         cells = [f"{score.auroc[r - 1]:.4f} / {score.brier[r - 1]:.4f}" for r in ROUND_CHOICES]
-        last = score.slope[-1]
-        mark = " <- chosen" if score is chosen else ""
+        last = score.slope[rounds - 1]
+        mark = " <- chosen" if score is chosen else "" if eligible(score.overrides) else " (record)"
         table.add_row(
             _describe(score.overrides) + mark,
             *cells,

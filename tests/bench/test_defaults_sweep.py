@@ -72,3 +72,8 @@ def test_choose_takes_the_best_auroc_and_breaks_near_ties_by_brier() -> None:
     worse = _score([0.60, 0.70, 0.700], [0.01, 0.01, 0.010])
     chosen, rounds = choose([sharp, calibrated, worse], round_choices=(1, 2, 3))
     assert chosen is calibrated and rounds == 3
+    # a strategy row is printed for the record, never chosen as the training default
+    fedprox = CandidateScore(
+        {"strategy": {"name": "fedprox"}}, [0.9] * 3, [0.01] * 3, [None] * 3, 0
+    )
+    assert choose([sharp, fedprox], round_choices=(1, 2, 3))[0] is sharp
