@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.chaos.federation import Federation, Proc
+from bench.chaos.federation import Federation
+from fedsilo.testing.processes import Proc
 from fl_core.admission import update_metadata
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import GlobalManifest, Registration, UpdateManifest

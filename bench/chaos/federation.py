@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,50 +24,27 @@ from typing import Any
 import yaml
 
 from bench.chaos.hooks import JOURNAL_ENV, KILL_ENV
+from fedsilo.testing.moto_s3 import FAKE_KEY, offline_env
+from fedsilo.testing.processes import Proc, ProcessGroup, ProcessWaitError
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.store import ObjectStore
 
 REPO = Path(__file__).resolve().parents[2]
-REGION = "eu-west-1"
 FEDERATION_ID = "chaos"
 SEED = 11
 WAIT_S = 240.0
 POLL_S = 0.05
-_AWS_VARIABLES = (
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_REGION",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_S3",
-    "AWS_ROLE_ARN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-)
 
 
-class ChaosError(AssertionError):
+class ChaosError(ProcessWaitError):
     """The suite itself could not go on (a process hung, a wait ran out)."""
 
 
 def process_env(folder: Path) -> dict[str, str]:
     """No real AWS account, profile or metadata service can be reached from a process."""
-    env = {k: v for k, v in os.environ.items() if k not in _AWS_VARIABLES}
-    empty = folder / "no-aws-config"
-    env.update(
-        {
-            "AWS_CONFIG_FILE": str(empty),
-            "AWS_SHARED_CREDENTIALS_FILE": str(empty),
-            "AWS_EC2_METADATA_DISABLED": "true",
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONPATH": str(REPO),
-        }
-    )
+    env = offline_env(folder)
+    env.update({"AWS_ACCESS_KEY_ID": FAKE_KEY, "AWS_SECRET_ACCESS_KEY": FAKE_KEY})
+    env["PYTHONPATH"] = str(REPO)
     env.pop(KILL_ENV, None)
     return env
 
@@ -76,38 +52,6 @@ def process_env(folder: Path) -> dict[str, str]:
 def site_ids(count: int) -> list[str]:
     """The synthetic source's site ids."""
     return [f"site-{i:03d}" for i in range(1, count + 1)]
-
-
-@dataclass
-class Proc:
-    """One process and its output files."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    out: Path
-    err: Path
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def wait(self, timeout_s: float = WAIT_S) -> int:
-        try:
-            return self.popen.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise ChaosError(
-                f"{self.name} did not exit in {timeout_s:.0f} s\n{self.tail()}"
-            ) from None
-
-    def kill(self) -> None:
-        if self.alive():
-            self.popen.send_signal(signal.SIGKILL)
-            self.popen.wait(timeout=30)
-
-    def tail(self) -> str:
-        out = self.out.read_text(errors="replace")[-2000:]
-        err = self.err.read_text(errors="replace")[-2000:]
-        return f"--- {self.name} rc={self.popen.poll()}\n{out}\n--- stderr\n{err}"
 
 
 class Zygote:
@@ -180,10 +124,10 @@ class Federation:
     rounds: int = 3
     endpoint_url: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
-    procs: list[Proc] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
+        self.processes = ProcessGroup(self.folder, "bench.chaos.shim", REPO, WAIT_S)
         self.exchange = Exchange(self.store, FEDERATION_ID)
         self.honest = site_ids(self.hospitals)
         self.journal = self.folder / "writes.journal"
@@ -221,20 +165,7 @@ class Federation:
         return env
 
     def spawn(self, name: str, args: list[str], kill_rule: dict[str, Any] | None = None) -> Proc:
-        out = self.folder / f"{name}-{uuid.uuid4().hex[:6]}.out"
-        err = out.with_suffix(".err")
-        with open(out, "wb") as stdout, open(err, "wb") as stderr:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "bench.chaos.shim", *args],
-                stdout=stdout,
-                stderr=stderr,
-                env=self.env(kill_rule),
-                cwd=REPO,
-                start_new_session=True,
-            )
-        proc = Proc(name, popen, out, err)
-        self.procs.append(proc)
-        return proc
+        return self.processes.spawn(name, args, self.env(kill_rule))
 
     def server_args(
         self, sites: list[str] | None = None, endpoint_url: str | None = None
@@ -261,34 +192,20 @@ class Federation:
         return {site: self.start_client(site) for site in self.honest}
 
     def kill_all(self) -> None:
-        for proc in self.procs:
-            proc.kill()
+        self.processes.kill_all()
 
     def logs(self) -> str:
-        return "\n".join(proc.tail() for proc in self.procs)
+        return self.processes.logs()
 
     def run_to_end(self, server: Proc, clients: dict[str, Proc]) -> None:
-        for proc in [server, *clients.values()]:
-            rc = proc.wait()
-            if rc != 0:
-                raise ChaosError(f"{proc.name} exited {rc}\n{self.logs()}")
+        self.processes.run_to_end(server, clients)
 
     # ---- what the exchange holds -----------------------------------------------------------
 
     def wait_for(
         self, what: str, predicate: Callable[[], Any], watch: list[Proc] | None = None
     ) -> Any:
-        give_up = time.monotonic() + WAIT_S
-        while True:
-            value = predicate()
-            if value:
-                return value
-            dead = [p for p in watch or [] if not p.alive()]
-            if dead:
-                raise ChaosError(f"{dead[0].name} exited while waiting for {what}\n{self.logs()}")
-            if time.monotonic() > give_up:
-                raise ChaosError(f"timed out waiting for {what}\n{self.logs()}")
-            time.sleep(POLL_S)
+        return self.processes.wait_for(what, predicate, WAIT_S, POLL_S, watch or [])
 
     def final_sha256(self) -> str | None:
         manifest = self.exchange.read_global_manifest(self.rounds + 1)
@@ -299,7 +216,7 @@ class Federation:
 
     def ledger_problem(self) -> str | None:
         """``fedsilo ledger verify``'s one line when it fails, else None."""
-        from fl_core.ledger import verify_ledger
+        from fl_core.exchange.ledger import verify_ledger
 
         report = verify_ledger(self.exchange)
         return None if report.ok else report.summary()

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.chaos.attacks import Attack, HostileWriter, invited_bad_sites
-from bench.chaos.federation import ChaosError, Federation, Proc, Zygote, running
+from bench.chaos.federation import ChaosError, Federation, Zygote, running
 from bench.chaos.stores import local_federation, s3_federation
+from fedsilo.testing.processes import Proc
 
 ROUND_FILES = ("result.json", "global.safetensors", "global.json")
 """Written once per round by its close; with the ledger entries, what "aggregated twice"

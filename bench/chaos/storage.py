@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.chaos.federation import REPO, ChaosError, Federation, process_env, running
+from bench.chaos.federation import ChaosError, Federation, process_env, running
 from bench.chaos.scenarios import Figure, Reference, honest_losses
 from bench.chaos.stores import s3_federation, versions
+from fedsilo.testing.fault_proxy import FaultProxy
+from fedsilo.testing.moto_s3 import moto_client
 from fl_core.exchange.s3_store import S3Store
 
 WRITE_ONCE = ("global.json", "global.safetensors", "result.json", ".safetensors", ".json")
@@ -68,8 +70,6 @@ def two_aggregators(folder: Path, endpoint: str, rounds: int, ref: Reference) ->
             refused.append(proc.name)
     winners = [p.name for p, c in zip((first, second, third), codes, strict=True) if c == 0]
     doubled = _double_published(federation)
-    ok = federation.ledger_ok()
-    sha = federation.final_sha256()
     return [
         Figure(
             group,
@@ -79,6 +79,16 @@ def two_aggregators(folder: Path, endpoint: str, rounds: int, ref: Reference) ->
             len(winners) == 1 and len(refused) == 2,
         ),
         Figure(group, "double-published objects (S3 versions > 1)", str(doubled), "0", not doubled),
+        *_ledger_and_final_model(federation, ref),
+    ]
+
+
+def _ledger_and_final_model(federation: Federation, ref: Reference) -> list[Figure]:
+    """The ledger verifies; the final model is the uninterrupted run's, bit for bit."""
+    group = federation.folder.name
+    ok = federation.ledger_ok()
+    sha = federation.final_sha256()
+    return [
         Figure(group, "ledger verifies", "yes" if ok else "NO", "yes", ok),
         Figure(
             group,
@@ -92,9 +102,6 @@ def two_aggregators(folder: Path, endpoint: str, rounds: int, ref: Reference) ->
 
 def storage_faults(folder: Path, endpoint: str, rounds: int, ref: Reference) -> list[Figure]:
     """503 SlowDown, dropped connections and cut bodies between the processes and S3."""
-    sys.path.insert(0, str(REPO))
-    from tests.integration.conftest import FaultProxy
-
     federation = s3_federation(folder / "flaky-s3", endpoint, rounds=rounds)
     group = federation.folder.name
     server_proxy = FaultProxy(endpoint, every=4, max_faults=60)
@@ -116,20 +123,11 @@ def storage_faults(folder: Path, endpoint: str, rounds: int, ref: Reference) -> 
     shown = ", ".join(f"{k} {v}" for k, v in injected.items())
     lost = honest_losses(federation)
     doubled = _double_published(federation)
-    ok = federation.ledger_ok()
-    sha = federation.final_sha256()
     return [
         Figure(group, "faults injected, all retried (botocore standard mode)", shown, "-", True),
         Figure(group, "accepted updates lost", str(lost), "0", lost == 0),
         Figure(group, "write-once objects written twice", str(doubled), "0", not doubled),
-        Figure(group, "ledger verifies", "yes" if ok else "NO", "yes", ok),
-        Figure(
-            group,
-            "final model bit-identical to the uninterrupted run",
-            "yes" if sha == ref.sha256 else "no",
-            "yes",
-            sha == ref.sha256,
-        ),
+        *_ledger_and_final_model(federation, ref),
         store_timeouts(folder, endpoint),
         *vanished_bucket(folder, endpoint),
     ]
@@ -142,11 +140,7 @@ def store_timeouts(folder: Path, endpoint: str, objects: int = 8) -> Figure:
     Every third request is held 1.5 s against a 0.5 s read timeout, then forwarded anyway:
     botocore times out and retries, and a stalled PUT lands late, beside its retry.
     """
-    import boto3
     from botocore.config import Config
-
-    sys.path.insert(0, str(REPO))
-    from tests.integration.conftest import FaultProxy
 
     class StallProxy(FaultProxy):
         stalls = 0
@@ -166,12 +160,8 @@ def store_timeouts(folder: Path, endpoint: str, objects: int = 8) -> Figure:
     assert isinstance(store, S3Store)
     proxy = StallProxy(endpoint, every=10**9, max_faults=0)
     try:
-        client = boto3.client(
-            "s3",
-            endpoint_url=proxy.url,
-            region_name="eu-west-1",
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
+        client = moto_client(
+            proxy.url,
             config=Config(
                 retries={"mode": "standard", "max_attempts": 8},
                 read_timeout=0.5,
