@@ -23,7 +23,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,43 +33,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedsilo.testing.moto_iam import (
+    ALLOW_EVERYTHING,
+    FAKE_CREDENTIALS,
+    Credentials,
+    assume_role,
+    create_user_key,
+    enforce_iam,
+)
+from fedsilo.testing.moto_s3 import REGION, offline_env, start_moto_process
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-REGION = "eu-west-1"
 FEDERATION = "eicu-mortality"
 CENTRE_ACCOUNT = "111111111111"  # cdk.json's coordinating_account
 HOSPITALS = {"site-001": "444444444444", "site-002": "555555555555", "site-003": "666666666666"}
 OFFBOARDED = "site-003"
 WAIT_S = 240.0
 
-# What could make a process reach a real account or a developer's profile.
-_UNSET = (
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_ROLE_ARN",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_ENDPOINT_URL_S3",
-    "FEDSILO_EXCHANGE",
-    "FEDSILO_ENDPOINT_URL",
-    "FEDSILO_FEDERATION_ID",
-)
+# The federation's settings come from the walk-through's arguments, never the caller's shell.
+_UNSET = ("FEDSILO_EXCHANGE", "FEDSILO_ENDPOINT_URL", "FEDSILO_FEDERATION_ID")
 
 
 class StepError(Exception):
     """A step's check did not hold; the message says what was found."""
-
-
-@dataclass(frozen=True)
-class Credentials:
-    access_key_id: str
-    secret_access_key: str
-    session_token: str | None = None
 
 
 @dataclass
@@ -97,17 +83,11 @@ class Walkthrough:
 
     def env(self, credentials: Credentials | None) -> dict[str, str]:
         """A process environment: moto's endpoint, the given credentials, nothing else of AWS."""
-        env = {k: v for k, v in os.environ.items() if k not in _UNSET}
-        empty = self.work / "no-aws-config"
+        env = offline_env(self.work, unset=_UNSET)
         env.update(
             {
-                "AWS_CONFIG_FILE": str(empty),
-                "AWS_SHARED_CREDENTIALS_FILE": str(empty),
-                "AWS_EC2_METADATA_DISABLED": "true",
-                "AWS_DEFAULT_REGION": REGION,
                 "AWS_ENDPOINT_URL": self.endpoint,
                 "COLUMNS": "160",
-                "PYTHONUNBUFFERED": "1",
                 "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
             }
         )
@@ -211,72 +191,20 @@ class Walkthrough:
     # ---- moto ------------------------------------------------------------------------------
 
     def start_moto(self) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        self.endpoint = f"http://127.0.0.1:{port}"
-        log = self.work / "logs" / "moto_server.log"
-        with open(log, "wb") as out:
-            self.procs["moto_server"] = subprocess.Popen(
-                [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        import requests
-
-        def ready() -> bool:
-            try:
-                return requests.get(f"{self.endpoint}/moto-api/", timeout=1).ok
-            except requests.RequestException:
-                return False
-
-        self.wait_for("moto_server to answer", ready, watch=("moto_server",))
+        moto = start_moto_process(self.work / "logs" / "moto_server.log")
+        self.endpoint = moto.endpoint
+        self.procs["moto_server"] = moto.popen
+        self.wait_for("moto_server to answer", moto.ready, watch=("moto_server",))
 
     def client(self, service: str, account: str | None, creds: Credentials | None = None) -> Any:
         """boto3 against moto; before IAM is enforced ``account`` picks moto's account."""
-        import boto3
-
-        creds = creds or Credentials("testing", "testing")
-        made = boto3.client(
-            service,
-            endpoint_url=self.endpoint,
-            region_name=REGION,
-            aws_access_key_id=creds.access_key_id,
-            aws_secret_access_key=creds.secret_access_key,
-            aws_session_token=creds.session_token,
-        )
-        if account is not None:
-
-            def add_header(request: Any, **_: Any) -> None:
-                request.headers["x-moto-account-id"] = account
-
-            made.meta.events.register("before-sign.*.*", add_header)
-        return made
+        return (creds or FAKE_CREDENTIALS).client(self.endpoint, service, account=account)
 
     def admin_credentials(self, account: str, user: str) -> Credentials:
         """An administrator of ``account`` (what ``aws sso login`` gives a person)."""
-        iam = self.client("iam", account)
-        iam.create_user(UserName=user)
-        everything = {
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
-        }
-        iam.put_user_policy(
-            UserName=user, PolicyName="administrator", PolicyDocument=json.dumps(everything)
+        return create_user_key(
+            self.endpoint, account, user, policy=ALLOW_EVERYTHING, policy_name="administrator"
         )
-        key = iam.create_access_key(UserName=user)["AccessKey"]
-        return Credentials(key["AccessKeyId"], key["SecretAccessKey"])
-
-    def enforce_iam(self) -> None:
-        import requests
-
-        requests.post(
-            f"{self.endpoint}/moto-api/reset-auth",
-            data=b"0",
-            headers={"Content-Type": "text/plain"},
-            timeout=10,
-        ).raise_for_status()
 
     def deploy(self, stack: str, cdk_out: Path, creds: Credentials) -> dict[str, str]:
         """``cdk deploy`` of one synthesised template through moto's CloudFormation."""
@@ -306,10 +234,8 @@ class Walkthrough:
 
     def assume(self, role_arn: str, creds: Credentials) -> Credentials:
         """The task role's credentials, as ECS hands them to the hospital's container."""
-        found = self.client("sts", None, creds).assume_role(
-            RoleArn=role_arn, RoleSessionName="fedsilo-client", DurationSeconds=3600
-        )["Credentials"]
-        return Credentials(found["AccessKeyId"], found["SecretAccessKey"], found["SessionToken"])
+        sts = self.client("sts", None, creds)
+        return assume_role(sts, role_arn, "fedsilo-client", duration_s=3600)
 
 
 def _tail(text: str, lines: int = 12) -> str:
@@ -410,7 +336,7 @@ def walk(w: Walkthrough) -> None:
             tasks[site] = w.assume(roles[site], admins[site])
 
     with w.step("IAM enforced from here on (moto-api/reset-auth)"):
-        w.enforce_iam()
+        enforce_iam(w.endpoint)
     for site in HOSPITALS:
         with w.step(f"{site}: fedsilo onboard check (inside its task role)"):
             w.run(
