@@ -9,7 +9,6 @@ are asserted on the synthesised templates in tests/stacks.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import shutil
@@ -18,21 +17,35 @@ from pathlib import Path
 import boto3
 import numpy as np
 import pytest
-import requests
 from botocore.config import Config
 from moto import mock_aws
-from moto.server import ThreadedMotoServer
 
-from fedsilo.inline import InlineHospitals
-from fedsilo.onboard_cli import s3_store_for
-from fedsilo.onboarding import CdkJson, approve, build_request, load_request, offboard, preflight
+from fedsilo.engine.inline import InlineHospitals
+from fedsilo.ops.aws_session import s3_store_for
+from fedsilo.ops.onboarding import (
+    CdkJson,
+    approve,
+    build_request,
+    load_request,
+    offboard,
+    preflight,
+)
+from fedsilo.testing.cli import run_fedsilo
+from fedsilo.testing.moto_iam import (
+    assume_role,
+    create_role,
+    enforce_iam,
+    stop_enforcing_iam,
+    trust_policy,
+)
+from fedsilo.testing.moto_s3 import create_bucket, moto_client, reset_moto, threaded_moto_server
 from fl_client.hospital import Hospital
 from fl_core.config import load_config
 from fl_core.data.synthetic import SyntheticSource
 from fl_core.errors import ConfigError
 from fl_core.exchange.protocol import Exchange
+from fl_core.exchange.registry import activate_verified_sites
 from fl_core.exchange.s3_store import S3Store
-from fl_core.registry import activate_verified_sites
 from fl_server.aggregator import FedAvgAggregator
 from fl_server.round_loop import RoundLoop
 
@@ -66,8 +79,7 @@ def as_account(monkeypatch, account: str) -> None:
 def exchange_for(cdk: CdkJson) -> Exchange:
     bucket = cdk.bucket_uri().removeprefix("s3://")
     s3 = boto3.client("s3", region_name=REGION)
-    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    create_bucket(s3, bucket, exist_ok=True)
     return Exchange(S3Store(bucket, client=s3), cdk.federation_id)
 
 
@@ -177,7 +189,7 @@ def test_offboarded_hospital_that_keeps_writing_is_refused(aws, tmp_path, cdk_js
     )
     source = SyntheticSource(3, 60, 0)
     ids = ["site-a", "site-b", "site-c"]
-    from fedsilo.runner import DEFAULT_APP
+    from fedsilo.engine.app import DEFAULT_APP
 
     trainer = DEFAULT_APP.build_trainer(len(source.feature_names()), config)
     hospitals = [
@@ -202,21 +214,12 @@ def test_offboarded_hospital_that_keeps_writing_is_refused(aws, tmp_path, cdk_js
 
 @pytest.fixture
 def moto_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    # moto's backends are process-wide: start from an empty world, whatever ran before
-    requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
-    yield endpoint
-    requests.post(
-        f"{endpoint}/moto-api/reset-auth",
-        data=b"1000000",
-        headers={"Content-Type": "text/plain"},
-        timeout=10,
-    )
-    requests.post(f"{endpoint}/moto-api/reset", timeout=10)  # leave nothing for later tests
-    server.stop()
+    with threaded_moto_server() as endpoint:
+        # moto's backends are process-wide: start from an empty world, whatever ran before
+        reset_moto(endpoint)
+        yield endpoint
+        stop_enforcing_iam(endpoint)
+        reset_moto(endpoint)  # leave nothing for later tests
 
 
 def test_preflight_from_inside_the_hospital_role_then_activation(
@@ -253,38 +256,17 @@ def test_preflight_from_inside_the_hospital_role_then_activation(
         "Version": "2012-10-17",
         "Statement": [s.to_json() for s in hospital_identity_statements(context, site)],
     }
-    iam = admin.client("iam", endpoint_url=moto_endpoint)
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"AWS": f"arn:aws:iam::{moto_account}:root"},
-                "Action": "sts:AssumeRole",
-            }
-        ],
-    }
-    name = hospital_role_name(context.federation_id, "site-c")
-    role = iam.create_role(
-        RoleName=name,
-        Path=HOSPITAL_ROLE_PATH,
-        AssumeRolePolicyDocument=json.dumps(trust),
-        Tags=[{"Key": SITE_TAG_KEY, "Value": "site-c"}],
-    )["Role"]
-    iam.put_role_policy(RoleName=name, PolicyName="exchange", PolicyDocument=json.dumps(policy))
-    credentials = sts.assume_role(RoleArn=role["Arn"], RoleSessionName="check")["Credentials"]
-    hospital = boto3.Session(
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-        region_name=REGION,
+    role_arn = create_role(
+        admin.client("iam", endpoint_url=moto_endpoint),
+        hospital_role_name(context.federation_id, "site-c"),
+        path=HOSPITAL_ROLE_PATH,
+        trust=trust_policy({"AWS": f"arn:aws:iam::{moto_account}:root"}),
+        tags={SITE_TAG_KEY: "site-c"},
+        policy_name="exchange",
+        policy=policy,
     )
-    requests.post(
-        f"{moto_endpoint}/moto-api/reset-auth",
-        data=b"0",
-        headers={"Content-Type": "text/plain"},
-        timeout=10,
-    ).raise_for_status()
+    hospital = assume_role(sts, role_arn, "check").session()
+    enforce_iam(moto_endpoint)
 
     as_hospital = Exchange(
         s3_store_for(cdk.bucket_uri(), hospital, moto_endpoint, None), cdk.federation_id
@@ -301,12 +283,7 @@ def test_preflight_from_inside_the_hospital_role_then_activation(
     assert "denied" in report.checks[2].detail
 
     # the coordinating account's own credentials: outside this hospital's rule
-    requests.post(
-        f"{moto_endpoint}/moto-api/reset-auth",
-        data=b"1000000",
-        headers={"Content-Type": "text/plain"},
-        timeout=10,
-    ).raise_for_status()
+    stop_enforcing_iam(moto_endpoint)
     assert activate_verified_sites(coordinator, now=3000.0) == ["site-c"]
     assert coordinator.read_registration("site-c").status == "active"
 
@@ -315,37 +292,19 @@ def test_readme_steps_through_the_command_line(tmp_path, cdk_json, moto_endpoint
     """The onboarding section of README.md, command by command, against moto_server."""
     import os
     import subprocess
-    import sys
 
     env = {
         **os.environ,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": REGION,
-        "COLUMNS": "200",
     }
     env.pop("AWS_PROFILE", None)
     cdk = CdkJson.load(cdk_json)
-    boto3.client(
-        "s3",
-        endpoint_url=moto_endpoint,
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ).create_bucket(
-        Bucket=cdk.bucket_uri().removeprefix("s3://"),
-        CreateBucketConfiguration={"LocationConstraint": REGION},
-    )
+    create_bucket(moto_client(moto_endpoint), cdk.bucket_uri().removeprefix("s3://"))
 
     def fedsilo(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "fedsilo.cli", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_fedsilo(*args, cwd=tmp_path, env=env, timeout_s=120)
 
     readme = (REPO / "README.md").read_text()
     for command in (
@@ -371,37 +330,15 @@ def test_readme_steps_through_the_command_line(tmp_path, cdk_json, moto_endpoint
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "join-request-site-c.json").is_file()
-    done = fedsilo(
-        "onboard",
-        "approve",
-        "join-request-site-c.json",
-        "--cdk-json",
-        str(cdk_json),
-        "--endpoint-url",
-        moto_endpoint,
-    )
+    approve_request = ("onboard", "approve", "join-request-site-c.json")
+    on_moto = ("--cdk-json", str(cdk_json), "--endpoint-url", moto_endpoint)
+    done = fedsilo(*approve_request, *on_moto)
     assert done.returncode == 0, done.stderr
     assert "npx cdk deploy FedsiloEicuMortalityHospitalSiteC" in done.stdout
-    again = fedsilo(
-        "onboard",
-        "approve",
-        "join-request-site-c.json",
-        "--cdk-json",
-        str(cdk_json),
-        "--endpoint-url",
-        moto_endpoint,
-    )
+    again = fedsilo(*approve_request, *on_moto)
     assert again.returncode == 2
     assert "site id 'site-c' is already registered" in again.stderr
     assert len([line for line in again.stderr.splitlines() if line.strip()]) == 1
-    done = fedsilo(
-        "offboard",
-        "--site-id",
-        "site-c",
-        "--cdk-json",
-        str(cdk_json),
-        "--endpoint-url",
-        moto_endpoint,
-    )
+    done = fedsilo("offboard", "--site-id", "site-c", *on_moto)
     assert done.returncode == 0, done.stderr
     assert "site-c" not in json.dumps(json.loads(cdk_json.read_text())["context"]["fedsilo"])
