@@ -22,13 +22,12 @@ from fl_client.private import HospitalPrivacy, open_hospital_privacy
 from fl_core.config import FederationConfig, describe_validation_error
 from fl_core.errors import ConfigError
 from fl_core.exchange.manifests import UpdateManifest
+from fl_core.privacy import within_target
 
 if TYPE_CHECKING:
     from fl_client.hospital import Hospital
 
 log = structlog.get_logger("fedsilo.client")
-
-_EPSILON_SLACK = 1e-9
 
 
 def attach_privacy(hospital: Hospital, config: FederationConfig) -> None:
@@ -61,7 +60,7 @@ def refuse_over_budget(
         return None
     after = privacy.epsilon_after_round()
     target = privacy.settings.target_epsilon
-    if after <= target + _EPSILON_SLACK:
+    if within_target(epsilon=after, target_epsilon=target):
         return None
     spent = privacy.epsilon()
     detail = (

@@ -23,7 +23,7 @@ import json
 import os
 import secrets
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,9 @@ from fl_core.exchange.manifests import SitePrivacy
 from fl_core.privacy import (
     Accountant,
     DpSgdConfig,
-    check_delta,
-    check_noise_keeps_target,
-    noise_for_target,
+    DpSgdPlan,
+    check_dp_sgd_strategy,
+    plan_dp_sgd,
 )
 
 log = structlog.get_logger("fedsilo.client")
@@ -52,54 +52,10 @@ warnings.filterwarnings("ignore", message="Full backward hook is firing when gra
 
 STATE_FILE = "dp_sgd_accountant.json"
 STATE_VERSION = 1
-# local objectives that change gradients outside Opacus's per-sample clipping
-DP_SGD_EXCLUSIVE_STRATEGIES = ("fedprox", "scaffold")
 
 
 def _secret_generator(device: torch.device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(secrets.randbits(63))
-
-
-@dataclass(frozen=True)
-class DpSgdPlan:
-    """What one round of DP-SGD costs at this hospital."""
-
-    noise_multiplier: float
-    sample_rate: float  # Poisson rate: expected batch / rows = 1 / batches per epoch
-    steps_per_round: int
-    planned_rounds: int
-
-
-def plan_dp_sgd(
-    settings: DpSgdConfig, *, site_id: str, num_examples: int, batch_size: int, epochs: int,
-    rounds: int,
-) -> DpSgdPlan:  # fmt: skip
-    """Check the settings against this hospital's data and derive the noise multiplier."""
-    what = f"privacy.dp_sgd for site {site_id}"
-    check_delta(what=what, delta=settings.delta, population=num_examples, unit="training rows")
-    batches = -(-num_examples // batch_size)
-    sample_rate = 1.0 / batches
-    steps_per_round = epochs * batches
-    planned = settings.rounds or rounds
-    steps = steps_per_round * planned
-    if settings.noise_multiplier is None:
-        noise = noise_for_target(
-            target_epsilon=settings.target_epsilon,
-            delta=settings.delta,
-            sample_rate=sample_rate,
-            steps=steps,
-        )
-    else:
-        noise = settings.noise_multiplier
-        check_noise_keeps_target(
-            what=what,
-            noise_multiplier=noise,
-            target_epsilon=settings.target_epsilon,
-            delta=settings.delta,
-            sample_rate=sample_rate,
-            steps=steps,
-        )
-    return DpSgdPlan(noise, sample_rate, steps_per_round, planned)
 
 
 @dataclass
@@ -275,12 +231,7 @@ def open_hospital_privacy(
     dp_sgd = config.privacy.dp_sgd
     if dp_sgd is None:
         return None
-    if config.strategy.name in DP_SGD_EXCLUSIVE_STRATEGIES:
-        raise ConfigError(
-            f"privacy.dp_sgd cannot run with strategy {config.strategy.name!r}: its local "
-            "objective changes the gradients outside Opacus's per-sample clipping; use "
-            "fedavg, fedavgm, fedadam/yogi/adagrad or a robust strategy with dp_sgd"
-        )
+    check_dp_sgd_strategy(config.strategy.name)
     if num_examples == 0:
         log.info("dp_sgd_nothing_to_protect", site_id=site_id, reason="no training rows")
         return None  # it never trains, so it spends nothing
@@ -303,10 +254,7 @@ def open_hospital_privacy(
     log.info(
         "dp_sgd_ready",
         site_id=site_id,
-        noise_multiplier=plan.noise_multiplier,
-        sample_rate=plan.sample_rate,
-        steps_per_round=plan.steps_per_round,
-        planned_rounds=plan.planned_rounds,
+        **asdict(plan),
         epsilon=privacy.epsilon(),
         target_epsilon=settings.target_epsilon,
     )

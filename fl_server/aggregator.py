@@ -34,6 +34,25 @@ class AdmittedUpdate:
 
 
 class ServerAggregator(ABC):
+    """How the admitted updates of a round become the next global model: subclass this.
+
+    The round loop calls, once per round and in this order: ``set_invited_sites``,
+    ``begin_round`` (with the model the round started from), ``add_admitted`` for every
+    admitted update, then ``finish``. Updates arrive already verified (names, shapes, dtypes,
+    finite values), so an aggregator only does the arithmetic; it never sees the exchange.
+
+    A crash may come at any point of a round. A restarted aggregator gets its state back
+    through ``load_state_dict`` and the round loop replays the round's admitted updates into
+    ``begin_round``/``add_admitted``; if the round had closed, it checks that ``finish`` gives
+    the model ``result.json`` records. So the next model must depend only on the saved state,
+    the global model and the set of admitted updates: never on arrival order, a fresh random
+    draw, or anything held only in memory.
+
+    Implement ``begin_round``, ``add`` and ``finish``. Override ``state_dict`` and
+    ``load_state_dict`` if anything must outlive a round (e.g. optimizer moments), and
+    ``add_admitted`` to use the file bytes (e.g. spool them to disk).
+    """
+
     def initial_global(self, weights: Weights) -> Weights:
         """Round 1's model from the initial weights; a strategy may add tensors (SCAFFOLD's
         zero control variates). The default is the identity."""
@@ -62,9 +81,22 @@ class ServerAggregator(ABC):
         """The next global model."""
 
     def state_dict(self) -> dict[str, Any]:
+        """What must survive a restart, as JSON-ready values (saved in ``state.json``).
+
+        Called when the federation starts and after every ``finish``; the result is saved
+        with the next round, so a restarted aggregator resumes exactly where the last finished
+        round left it. Tensors go through ``fl_server.strategies.tensor_state``. The default
+        keeps nothing.
+        """
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned; called at every (re)start of the loop.
+
+        Refuse (``AggregationError``, naming the fix) a state this aggregator did not write,
+        rather than guess: a wrong resume would silently change the model. The default
+        accepts only an empty state.
+        """
         if state:
             raise AggregationError(f"{type(self).__name__} keeps no state but got {sorted(state)}")
 

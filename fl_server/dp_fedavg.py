@@ -27,7 +27,16 @@ import numpy.typing as npt
 
 from fl_core.config import FederationConfig
 from fl_core.errors import AggregationError
-from fl_core.privacy import Accountant, DpFedAvgConfig, check_delta, dp_fedavg_noise
+from fl_core.privacy import (
+    Accountant,
+    DpFedAvgConfig,
+    check_delta,
+    clip_factor,
+    dp_fedavg_noise,
+    l2_norm,
+    noise_std,
+    noisy_mean,
+)
 from fl_core.types import SiteId, Weights
 from fl_server.aggregator import ServerAggregator
 
@@ -36,11 +45,6 @@ SAMPLE_RATE = 1.0  # every site is invited every round (see the module docstring
 
 def _new_seed() -> int:
     return secrets.randbits(63)
-
-
-def clip_factor(norm: float, clip_norm: float) -> float:
-    """The factor that brings a delta of L2 norm ``norm`` within ``clip_norm``."""
-    return 1.0 if norm <= clip_norm else clip_norm / norm
 
 
 class DpFedAvgAggregator(ServerAggregator):
@@ -85,8 +89,7 @@ class DpFedAvgAggregator(ServerAggregator):
             name: np.asarray(weights[name], np.float64) - np.asarray(self._global[name], np.float64)
             for name in self._sums
         }
-        norm = float(np.sqrt(sum(float(np.vdot(d, d)) for d in deltas.values())))
-        factor = clip_factor(norm, self.config.clip_norm)
+        factor = clip_factor(norm=l2_norm(deltas.values()), clip_norm=self.config.clip_norm)
         self.clipped += factor < 1.0
         for name, delta in deltas.items():
             self._sums[name] += delta * factor
@@ -98,14 +101,14 @@ class DpFedAvgAggregator(ServerAggregator):
         if self._num_sites is None:
             raise AggregationError("DP-FedAvg needs the invited sites before the round begins")
         rng = np.random.Generator(np.random.PCG64(self._noise_seed))
-        std = self.noise_multiplier * self.config.clip_norm
+        std = noise_std(noise_multiplier=self.noise_multiplier, clip_norm=self.config.clip_norm)
         result: Weights = {}
         for name, array in self._global.items():
             total = self._sums.get(name)
             if total is None:
                 result[name] = array.copy()
                 continue
-            noisy = (total + rng.normal(0.0, std, size=total.shape)) / self._num_sites
+            noisy = noisy_mean(total=total, std=std, denominator=self._num_sites, rng=rng)
             result[name] = (np.asarray(array, np.float64) + noisy).astype(array.dtype)
         self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=SAMPLE_RATE)
         self._noise_seed = _new_seed()  # the next round's, saved with the state

@@ -3,34 +3,23 @@
 A hostile hospital can still push the model, but by at most ``clip_norm`` (times its share of
 the examples) per round, instead of arbitrarily far (Sun et al. 2019, "Can you really backdoor
 federated learning?"). The norm is the L2 norm of ``update - global`` over every tensor of the
-model together. Streaming like FedAvg: one update in memory at a time, memory O(model).
+model together, clipped as DP-FedAvg clips (``fl_core.privacy.mechanisms``), without noise.
+Streaming like FedAvg: one update in memory at a time, memory O(model).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import structlog
 
 from fl_core.aggregation import StreamingWeightedMean
-from fl_core.config import FederationConfig, NormBoundedStrategy
 from fl_core.errors import AggregationError, ConfigError
+from fl_core.privacy.mechanisms import clip_factor, delta_norm
 from fl_core.serialization import specs_of
 from fl_core.types import Weights
 from fl_server.aggregator import ServerAggregator
-from fl_server.strategies import register
 
 log = structlog.get_logger("fedsilo.server")
-
-
-def delta_norm(weights: Weights, global_weights: Weights) -> float:
-    """L2 norm of ``weights - global_weights`` over all tensors, accumulated in float64."""
-    total = 0.0
-    for name, start in global_weights.items():
-        delta = weights[name].astype(np.float64) - start.astype(np.float64)
-        total += float(np.einsum("i,i->", delta.reshape(-1), delta.reshape(-1)))
-    return math.sqrt(total)
 
 
 class NormBoundedAggregator(ServerAggregator):
@@ -53,12 +42,12 @@ class NormBoundedAggregator(ServerAggregator):
     def add(self, weights: Weights, num_examples: int) -> None:
         if self._mean is None or self._global is None:
             raise AggregationError("add() before begin_round()")
-        norm = delta_norm(weights, self._global)
+        norm = delta_norm(update=weights, reference=self._global)
         if norm <= self.clip_norm:
             self._mean.add(weights, float(num_examples))
             return
         self.clipped += 1
-        scale = self.clip_norm / norm
+        scale = clip_factor(norm=norm, clip_norm=self.clip_norm)
         clipped = {
             name: start.astype(np.float64)
             + scale * (weights[name].astype(np.float64) - start.astype(np.float64))
@@ -71,13 +60,3 @@ class NormBoundedAggregator(ServerAggregator):
             raise AggregationError("finish() before begin_round()")
         log.info("updates_clipped", clipped=self.clipped, clip_norm=self.clip_norm)
         return self._mean.result()
-
-
-def _norm_bounded(config: FederationConfig) -> ServerAggregator:
-    strategy = config.strategy
-    if not isinstance(strategy, NormBoundedStrategy):
-        raise ConfigError(f"strategy {strategy.name!r} is not norm_bounded")
-    return NormBoundedAggregator(strategy.clip_norm)
-
-
-register("norm_bounded", _norm_bounded)

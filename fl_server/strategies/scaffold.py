@@ -13,7 +13,6 @@ from collections.abc import Sequence
 import numpy as np
 
 from fl_core.aggregation import StreamingWeightedMean
-from fl_core.config import FederationConfig, ScaffoldStrategy
 from fl_core.control_variates import (
     has_controls,
     join_controls,
@@ -21,11 +20,10 @@ from fl_core.control_variates import (
     split_controls,
     zero_controls,
 )
-from fl_core.errors import AggregationError, ConfigError
+from fl_core.errors import AggregationError
 from fl_core.serialization import specs_of
 from fl_core.types import SiteId, Weights
 from fl_server.aggregator import ServerAggregator
-from fl_server.strategies import register
 
 
 class ScaffoldAggregator(ServerAggregator):
@@ -90,13 +88,3 @@ class ScaffoldAggregator(ServerAggregator):
             server_learning_rate=self.server_learning_rate,
         )
         return join_controls(model, control)
-
-
-def _build(config: FederationConfig) -> ServerAggregator:
-    strategy = config.strategy
-    if not isinstance(strategy, ScaffoldStrategy):
-        raise ConfigError(f"strategy {strategy.name!r} is not scaffold")
-    return ScaffoldAggregator(strategy.server_learning_rate)
-
-
-register("scaffold", _build)
