@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from fedsilo.testing.cli import run_fedsilo
+
 REPO = Path(__file__).resolve().parents[2]
 
 
 def fedsilo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "fedsilo.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    return run_fedsilo(*args, cwd=cwd)
+
+
+def simulate(
+    tmp_path: Path, run_id: str, hospitals: int, rounds: int, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``fedsilo simulate`` with ``args``, its run folder ``tmp_path/run_id``."""
+    return fedsilo(
+        "simulate", "--hospitals", str(hospitals), "--rounds", str(rounds), *args,
+        "--out", str(tmp_path), "--run-id", run_id, cwd=tmp_path,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -56,18 +59,7 @@ def test_unknown_key_in_config_file(tmp_path):
 
 @pytest.mark.slow
 def test_small_simulation_prints_table_and_writes_run(tmp_path):
-    done = fedsilo(
-        "simulate",
-        "--hospitals",
-        "4",
-        "--rounds",
-        "2",
-        "--out",
-        str(tmp_path),
-        "--run-id",
-        "small",
-        cwd=tmp_path,
-    )
+    done = simulate(tmp_path, "small", 4, 2)
     assert done.returncode == 0, done.stderr
     assert "AUROC" in done.stdout and "federated rounds" in done.stdout
     rows = [json.loads(x) for x in (tmp_path / "small" / "metrics.jsonl").read_text().splitlines()]
@@ -77,19 +69,8 @@ def test_small_simulation_prints_table_and_writes_run(tmp_path):
 
 @pytest.mark.slow
 def test_custom_trainer_example_trains_through_simulate(tmp_path):
-    done = fedsilo(
-        "simulate",
-        "--app",
-        str(REPO / "examples" / "custom_trainer.py") + ":app",
-        "--hospitals",
-        "6",
-        "--rounds",
-        "3",
-        "--out",
-        str(tmp_path),
-        "--run-id",
-        "custom",
-        cwd=tmp_path,
+    done = simulate(
+        tmp_path, "custom", 6, 3, "--app", f"{REPO / 'examples' / 'custom_trainer.py'}:app"
     )
     assert done.returncode == 0, done.stderr
     model = (tmp_path / "custom" / "model.safetensors").read_bytes()
@@ -101,22 +82,7 @@ def test_custom_trainer_example_trains_through_simulate(tmp_path):
 
 
 def test_json_logs_carry_no_tensors(tmp_path):
-    done = fedsilo(
-        "simulate",
-        "--hospitals",
-        "3",
-        "--rounds",
-        "1",
-        "--out",
-        str(tmp_path),
-        "--run-id",
-        "logs",
-        "--log-format",
-        "json",
-        "--log-level",
-        "INFO",
-        cwd=tmp_path,
-    )
+    done = simulate(tmp_path, "logs", 3, 1, "--log-format", "json", "--log-level", "INFO")
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     names = {e["event"] for e in events}
@@ -128,7 +94,6 @@ def test_json_logs_carry_no_tensors(tmp_path):
 def test_the_command_line_imports_no_heavy_library_before_a_command_needs_it():
     """Every command (and --help) would pay ~1.5 CPU-s for torch, pandas, boto3, sklearn."""
     import subprocess
-    import sys
 
     code = (
         "import sys, fedsilo.cli; "
@@ -167,7 +132,7 @@ def test_krum_on_a_small_federation_names_the_flag_before_training(tmp_path):
 
 
 def test_krum_raises_a_default_quorum_and_says_so():
-    from fedsilo.strategy_fit import fit_strategy
+    from fedsilo.engine.strategy_fit import fit_strategy
     from fl_core.config import load_config
 
     config = load_config(overrides={"strategy.name": "krum", "data.synthetic.hospitals": 5})
@@ -182,7 +147,7 @@ def test_krum_raises_a_default_quorum_and_says_so():
 
 
 def test_privacy_flags_are_in_help_and_set_the_config(tmp_path):
-    from fedsilo.cli import privacy_overrides
+    from fedsilo.cli.options import privacy_overrides
     from fl_core.config import load_config
 
     for command in (["simulate"], ["server", "run"]):
