@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fedsilo.testing.manifests import update_manifest
 from fl_core.admission import AdmissionContext, check_update_file, update_metadata
 from fl_core.errors import UpdateRejectedError
 from fl_core.exchange.fs_store import LocalDirectoryStore
@@ -37,23 +38,8 @@ def context(**changes) -> AdmissionContext:
     return AdmissionContext(**fields)
 
 
-def manifest(**changes) -> UpdateManifest:
-    fields = dict(
-        federation_id="f",
-        site_id="site-a",
-        round_index=2,
-        task="train",
-        global_sha256="1" * 64,
-        num_examples=40,
-        nonce="ab" * 16,
-        train_loss=0.3,
-    )
-    fields.update(changes)
-    return UpdateManifest(**fields)
-
-
 def test_a_good_file_gives_its_manifest_digest_and_views():
-    update = manifest()
+    update = update_manifest()
     data = encode_weights(WEIGHTS, update_metadata(update))
     got, digest, weights = check_update_file(data, "site-a", context())
     assert got == update
@@ -62,7 +48,7 @@ def test_a_good_file_gives_its_manifest_digest_and_views():
 
 
 def test_a_digest_the_store_computed_is_used_not_computed_again():
-    update = manifest()
+    update = update_manifest()
     data = encode_weights(WEIGHTS, update_metadata(update))
     verified = sha256_hex(data)  # what S3Store.get_verified hands over with the bytes
     _, digest, _ = check_update_file(data, "site-a", context(), sha256=verified)
@@ -82,26 +68,28 @@ def test_a_digest_the_store_computed_is_used_not_computed_again():
             "malformed_manifest",
         ),
         (
-            encode_weights(WEIGHTS, update_metadata(manifest(declined="privacy_budget_exhausted"))),
+            encode_weights(
+                WEIGHTS, update_metadata(update_manifest(declined="privacy_budget_exhausted"))
+            ),
             context(),
             "malformed_manifest",  # a decline has no tensors
         ),
         (
-            encode_weights(WEIGHTS, update_metadata(manifest())),
+            encode_weights(WEIGHTS, update_metadata(update_manifest())),
             context(
                 seen_sha256=frozenset(
-                    {sha256_hex(encode_weights(WEIGHTS, update_metadata(manifest())))}
+                    {sha256_hex(encode_weights(WEIGHTS, update_metadata(update_manifest())))}
                 )
             ),
             "replayed",
         ),
         (
-            encode_weights(WEIGHTS, update_metadata(manifest(site_id="site-b"))),
+            encode_weights(WEIGHTS, update_metadata(update_manifest(site_id="site-b"))),
             context(),
             "site_mismatch",
         ),
         (
-            encode_weights(WEIGHTS, update_metadata(manifest())),
+            encode_weights(WEIGHTS, update_metadata(update_manifest())),
             context(max_update_bytes=100),
             "too_large",
         ),
@@ -116,9 +104,9 @@ def test_bad_files_are_refused_with_a_reason(data, ctx, reason):
 
 def test_one_object_per_answer_and_its_manifest_readable_either_way(tmp_path):
     exchange = Exchange(LocalDirectoryStore(tmp_path), "f")
-    trained = manifest()
+    trained = update_manifest()
     exchange.write_update(trained, encode_weights(WEIGHTS, update_metadata(trained)))
-    evaluated = manifest(site_id="site-b", task="evaluate", train_loss=None)
+    evaluated = update_manifest(site_id="site-b", task="evaluate", train_loss=None)
     exchange.write_update(evaluated, None)
     files = sorted(p.name for p in (tmp_path / "federations/f/rounds/000002/updates").iterdir())
     assert files == ["site-a.safetensors", "site-b.json"]
@@ -152,7 +140,7 @@ def test_a_training_answers_manifest_is_read_from_its_header_alone(tmp_path, bin
             bins=bins, positives=counts, negatives=SparseCounts(index=[], count=[])
         ),
     )
-    update = manifest(evaluation=report)
+    update = update_manifest(evaluation=report)
     big = {"w": np.zeros((2000, 500), np.float32)}  # 4 MB of tensors that must not be read
     exchange.write_update(update, encode_weights(big, update_metadata(update)))
     raw = exchange.read_update_manifest_bytes(2, "site-a")

@@ -8,7 +8,6 @@ test waits on wall time.
 from __future__ import annotations
 
 import json
-import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedsilo.testing.manifests import answer_to
 from fl_core.admission import update_metadata
 from fl_core.aggregation import weighted_mean
 from fl_core.config import FederationConfig, load_config
@@ -77,19 +77,9 @@ def evaluation(site: str, bins: int = BINS) -> EvaluationReport:
 
 
 def manifest_for(manifest: GlobalManifest, site: str, **changes) -> UpdateManifest:
-    fields = dict(
-        federation_id=manifest.federation_id,
-        site_id=site,
-        round_index=manifest.round_index,
-        task=manifest.task,
-        global_sha256=manifest.sha256,
-        num_examples=num_examples(site),
-        nonce=secrets.token_hex(16),
-        train_loss=0.5,
-        evaluation=evaluation(site),
-    )
-    fields.update(changes)
-    return UpdateManifest(**fields)
+    """``site``'s answer: its own example count and evaluation unless ``changes`` say."""
+    mine = {"num_examples": num_examples(site), "evaluation": evaluation(site)}
+    return answer_to(manifest, site, **{**mine, **changes})
 
 
 def signed(weights: dict[str, np.ndarray], update: UpdateManifest) -> bytes:
@@ -278,9 +268,16 @@ EXPECTED_REASONS = {
 }
 
 
-def test_replays_from_earlier_rounds_rejected(tmp_path):
+def round_2_rejections(tmp_path: Path, on_open) -> dict[str, str]:
+    """Run two rounds in which ``on_open`` may write as site-e; round 2's rejections."""
     config = make_config(rounds=2)
     exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
+    script = Script(exchange, SITES, on_open=on_open)
+    _state, exchange = run_loop(tmp_path, config, script, sites=[*SITES, "site-e"])
+    return {d.site_id: d.reason for d in exchange.read_result(2).rejected}
+
+
+def test_replays_from_earlier_rounds_rejected(tmp_path):
     first_round: dict[str, object] = {}
 
     def replay(exchange: Exchange, manifest: GlobalManifest) -> None:
@@ -294,20 +291,13 @@ def test_replays_from_earlier_rounds_rejected(tmp_path):
         # names site-a and round 1, and both are inside the bytes the ledger hashed
         store.put_new(layout.update_weights_key(2, "site-e"), first_round["bytes"])
 
-    sites = [*SITES, "site-e"]
-    script = Script(exchange, SITES, on_open=replay)
-    _state, exchange = run_loop(tmp_path, config, script, sites=sites)
-    reasons = {d.site_id: d.reason for d in exchange.read_result(2).rejected}
-    assert reasons == {"site-e": "site_mismatch"}
+    assert round_2_rejections(tmp_path, replay) == {"site-e": "site_mismatch"}
 
 
 def test_reused_nonce_from_earlier_round_rejected(tmp_path):
-    config = make_config(rounds=2)
-    exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
     nonces: dict[int, str] = {}
 
     def reuse(exchange: Exchange, manifest: GlobalManifest) -> None:
-        _store, _layout = exchange.store, exchange.layout
         if manifest.round_index == 1:
             nonces[1] = UpdateManifest.model_validate_json(
                 exchange.read_update_manifest_bytes(1, "site-b")
@@ -316,11 +306,7 @@ def test_reused_nonce_from_earlier_round_rejected(tmp_path):
             update = manifest_for(manifest, "site-e", nonce=nonces[1])
             exchange.write_update(update, signed(honest_weights("site-e", 2), update))
 
-    _state, exchange = run_loop(
-        tmp_path, config, Script(exchange, SITES, on_open=reuse), sites=[*SITES, "site-e"]
-    )
-    reasons = {d.site_id: d.reason for d in exchange.read_result(2).rejected}
-    assert reasons == {"site-e": "replayed"}
+    assert round_2_rejections(tmp_path, reuse) == {"site-e": "replayed"}
 
 
 def test_hostile_updates_rejected_with_reasons_and_model_unaffected(tmp_path):

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from fedsilo.testing.manifests import answer_to
 from fl_core.admission import update_metadata
 from fl_core.aggregation import weighted_mean
 from fl_core.config import load_config
@@ -168,21 +169,6 @@ HOSTILE_ROUND_2 = {
 BAD_SITES = [s for s in HOSTILE_ROUND_1 if s != "stranger"]
 
 
-def _update(manifest: GlobalManifest, site: str, **changes) -> UpdateManifest:
-    fields = dict(
-        federation_id=manifest.federation_id,
-        site_id=site,
-        round_index=manifest.round_index,
-        task=manifest.task,
-        global_sha256=manifest.sha256,
-        num_examples=50,
-        nonce=secrets.token_hex(16),
-        train_loss=0.5,
-    )
-    fields.update(changes)
-    return UpdateManifest(**fields)
-
-
 def _signed(weights, update: UpdateManifest) -> bytes:
     """A training answer as a hospital writes it: the weights, its manifest inside."""
     return encode_weights(weights, update_metadata(update))
@@ -206,7 +192,7 @@ def _write_hostile(federation, manifest: GlobalManifest) -> None:
 
     def put(site, weights=None, tamper=None, raw=None, manifest_site=None, nonce=None, **changes):
         nonce = nonce or secrets.token_hex(16)
-        update = _update(manifest, manifest_site or site, nonce=nonce, **changes)
+        update = answer_to(manifest, manifest_site or site, nonce=nonce, **changes)
         data = raw if raw is not None else _signed(weights or base, update)
         if tamper is not None:
             data = tamper(data)
@@ -239,7 +225,7 @@ def _write_hostile(federation, manifest: GlobalManifest) -> None:
     inf[names[-1]].flat[-1] = np.inf
     put("bad-14", weights=inf)
     put("bad-9", weights={**base, "pad": np.zeros(MAX_UPDATE_BYTES // 4 + 10, np.float32)})
-    lone = _update(manifest, "bad-10").model_dump_json().encode()
+    lone = answer_to(manifest, "bad-10").model_dump_json().encode()
     federation.store_for("bad-10").put_new(layout.update_manifest_key(r, "bad-10"), lone)
     wrong = {k: v.copy() for k, v in base.items()}
     wrong[names[0]] = np.zeros((*wrong[names[0]].shape, 2), np.float32)
@@ -320,7 +306,7 @@ class _Rogue(RoundEvents):
         )
         global_weights = decode_weights(exchange.read_global_weights(manifest))
         for index, site in enumerate(("site-001", "site-002", "site-003")):
-            update = _update(manifest, site, evaluation=report)
+            update = answer_to(manifest, site, evaluation=report)
             data = None
             if manifest.task == "train":
                 weights = {k: v + np.float32(index) for k, v in global_weights.items()}

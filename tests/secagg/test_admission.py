@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from fedsilo.testing.manifests import update_manifest
 from fl_core.admission import AdmissionContext, check_update_file, update_metadata
 from fl_core.errors import UpdateRejectedError
-from fl_core.exchange.manifests import UpdateManifest
 from fl_core.secagg.messages import SecAggUnmaskAnswer
 from fl_core.serialization import TensorSpec, encode_weights
 
@@ -29,14 +29,8 @@ def _context(bits: int) -> AdmissionContext:
 
 
 def _admit(values: np.ndarray, bits: int) -> None:
-    manifest = UpdateManifest(
-        federation_id="sa",
-        site_id="site-a",
-        round_index=1,
-        task="train",
-        global_sha256="0" * 64,
-        num_examples=5,
-        nonce="ab" * 16,
+    manifest = update_manifest(
+        federation_id="sa", round_index=1, global_sha256="0" * 64, num_examples=5, train_loss=None
     )
     data = encode_weights({"w": values}, update_metadata(manifest))
     check_update_file(data, "site-a", _context(bits))
