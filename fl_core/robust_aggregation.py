@@ -64,7 +64,8 @@ def trimmed_mean(rows: Float64, counts: Float64, *, trim_fraction: float) -> Flo
     Weighting only what survived the trim keeps FedAvg's convergence on hospitals of very
     different sizes, and stays safe: with at most ``k`` hostile updates every kept value lies
     between two honest ones, so however many examples a hostile site claims, each coordinate
-    stays inside the honest range.
+    stays inside the honest range. Equal values of different weights are trimmed in row
+    order, so pass rows in a fixed order (the aggregator passes them in ``site_id`` order).
     """
     if not 0 <= trim_fraction < 0.5:
         raise ConfigError("strategy.trim_fraction must be in [0, 0.5)")
