@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import secrets
 import struct
 import tempfile
 import time
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.chaos.federation import Federation
+from fedsilo.testing.manifests import answer_to
 from fedsilo.testing.processes import Proc
 from fl_core.admission import update_metadata
 from fl_core.exchange.fs_store import LocalDirectoryStore
@@ -84,21 +84,6 @@ def attacks(on_s3: bool, round_index: int) -> list[Attack]:
 
 def invited_bad_sites(on_s3: bool) -> list[str]:
     return [a.site for a in attacks(on_s3, 2) if a.site != STRANGER]
-
-
-def _manifest(global_manifest: GlobalManifest, site: str, **changes: object) -> UpdateManifest:
-    fields: dict[str, object] = {
-        "federation_id": global_manifest.federation_id,
-        "site_id": site,
-        "round_index": global_manifest.round_index,
-        "task": global_manifest.task,
-        "global_sha256": global_manifest.sha256,
-        "num_examples": 50,
-        "nonce": secrets.token_hex(16),
-        "train_loss": 0.5,
-    }
-    fields.update(changes)
-    return UpdateManifest.model_validate(fields)
 
 
 def _signed(weights: Weights, manifest: UpdateManifest) -> bytes:
@@ -217,7 +202,7 @@ class HostileWriter:
             return found is not None and CHANGED in found[0].decisions
 
         self.federation.wait_for(f"a decision on {CHANGED}", decided, watch)
-        self._overwrite(key, _signed(weights, _manifest(manifest, CHANGED)))
+        self._overwrite(key, _signed(weights, answer_to(manifest, CHANGED)))
 
     def _craft(
         self,
@@ -229,31 +214,31 @@ class HostileWriter:
     ) -> bytes:
         site = attack.site
         names = sorted(weights)
-        signed = _signed(weights, _manifest(manifest, site))
+        signed = _signed(weights, answer_to(manifest, site))
         builders: dict[str, Callable[[], bytes]] = {
             "bad-impostor": lambda: _signed(
-                weights, _manifest(manifest, self.federation.honest[1])
+                weights, answer_to(manifest, self.federation.honest[1])
             ),
             "bad-stale": lambda: _signed(
-                weights, _manifest(manifest, site, round_index=manifest.round_index + 1)
+                weights, answer_to(manifest, site, round_index=manifest.round_index + 1)
             ),
             "bad-copy": lambda: copied,
             "bad-truncated": lambda: signed[:-7],
             "bad-extra": lambda: _signed(
-                {**weights, "evil": np.ones(3, np.float32)}, _manifest(manifest, site)
+                {**weights, "evil": np.ones(3, np.float32)}, answer_to(manifest, site)
             ),
             "bad-missing": lambda: _signed(
-                {k: weights[k] for k in names[:-1]}, _manifest(manifest, site)
+                {k: weights[k] for k in names[:-1]}, answer_to(manifest, site)
             ),
             "bad-dtype": lambda: _signed(
-                {k: v.astype(np.float64) for k, v in weights.items()}, _manifest(manifest, site)
+                {k: v.astype(np.float64) for k, v in weights.items()}, answer_to(manifest, site)
             ),
             "bad-shape": lambda: _signed(
                 {**weights, names[0]: np.zeros((*weights[names[0]].shape, 2), np.float32)},
-                _manifest(manifest, site),
+                answer_to(manifest, site),
             ),
-            "bad-nan": lambda: _signed(_poisoned(weights, np.nan), _manifest(manifest, site)),
-            "bad-inf": lambda: _signed(_poisoned(weights, np.inf), _manifest(manifest, site)),
+            "bad-nan": lambda: _signed(_poisoned(weights, np.nan), answer_to(manifest, site)),
+            "bad-inf": lambda: _signed(_poisoned(weights, np.inf), answer_to(manifest, site)),
             "bad-oversize": lambda: self._oversize(weights, manifest, site, len(signed)),
             "bad-disagree": lambda: _disagree(signed),
             REVOKED: lambda: signed,
@@ -262,10 +247,10 @@ class HostileWriter:
             "bad-offsets": lambda: _offsets_past_end(signed),
             "bad-header-claim": lambda: struct.pack("<Q", HEADER_BYTES) + signed[8:],
             CHANGED: lambda: _signed(
-                weights, _manifest(manifest, site, round_index=manifest.round_index + 1)
+                weights, answer_to(manifest, site, round_index=manifest.round_index + 1)
             ),
             "bad-replay": lambda: (
-                _signed(weights, _manifest(manifest, site, nonce=old_nonce))
+                _signed(weights, answer_to(manifest, site, nonce=old_nonce))
                 if old_nonce
                 else copied
             ),
@@ -279,7 +264,7 @@ class HostileWriter:
     ) -> bytes:
         """Ten times an honest answer (the run's ``admission.max_update_bytes`` is 4x)."""
         pad = np.zeros(9 * honest // 4, np.float32)
-        data = _signed({**weights, "pad": pad}, _manifest(manifest, site))
+        data = _signed({**weights, "pad": pad}, answer_to(manifest, site))
         self.oversize_ratio = len(data) / honest
         return data
 

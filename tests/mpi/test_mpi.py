@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from fedsilo.mpi_engine import MPI_REPORT_FILE
-from fedsilo.mpi_launch import rank_environment
+from fedsilo.engine.mpi_engine import MPI_REPORT_FILE
+from fedsilo.engine.mpi_launch import rank_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 FEDSILO = str(ROOT / ".venv" / "bin" / "fedsilo")
@@ -45,14 +45,27 @@ def _run(cwd: Path, *command: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_hand_typed_mpirun_multiplexes_hospitals_and_writes_the_run(tmp_path: Path) -> None:
-    mpirun = shutil.which("mpirun")
-    assert mpirun is not None
-    done = _run(
-        tmp_path,
-        *(mpirun, "--oversubscribe", "-n", "3", FEDSILO, "simulate", "--engine", "mpi"),
-        *("--hospitals", "6", "--rounds", "2", "--out", str(tmp_path), "--run-id", "mpi"),
-    )
+def _simulate(
+    tmp_path: Path, *args: str, mpirun: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """``fedsilo simulate --engine mpi --out tmp_path *args``, under ``mpirun`` when given."""
+    mpi = (FEDSILO, "simulate", "--engine", "mpi", "--out", str(tmp_path))
+    return _run(tmp_path, *mpirun, *mpi, *args)
+
+
+@pytest.fixture
+def mpirun() -> str:
+    found = shutil.which("mpirun")
+    assert found is not None
+    return found
+
+
+def test_hand_typed_mpirun_multiplexes_hospitals_and_writes_the_run(
+    tmp_path: Path, mpirun: str
+) -> None:
+    hand_typed = (mpirun, "--oversubscribe", "-n", "3")
+    args = ("--hospitals", "6", "--rounds", "2", "--run-id", "mpi")
+    done = _simulate(tmp_path, *args, mpirun=hand_typed)
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = tmp_path / "mpi"
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -75,11 +88,8 @@ def test_hand_typed_mpirun_multiplexes_hospitals_and_writes_the_run(tmp_path: Pa
 
 def test_a_failing_rank_stops_the_run_quickly_with_one_line(tmp_path: Path) -> None:
     started = time.monotonic()
-    done = _run(
-        tmp_path,
-        *(FEDSILO, "simulate", "--engine", "mpi", "--hospitals", "4", "--rounds", "3"),
-        *("--workers", "2", "--app", FAULT_APP, "--out", str(tmp_path), "--run-id", "fault"),
-    )
+    args = ("--hospitals", "4", "--rounds", "3", "--workers", "2", "--app", FAULT_APP)
+    done = _simulate(tmp_path, *args, "--run-id", "fault")
     elapsed = time.monotonic() - started
     assert done.returncode == 1, done.stderr[-3000:]
     assert elapsed < 60, f"the failed run took {elapsed:.0f} s to stop"
@@ -92,11 +102,8 @@ def test_a_failing_rank_stops_the_run_quickly_with_one_line(tmp_path: Path) -> N
 
 def test_secure_aggregation_runs_on_mpi_ranks(tmp_path: Path) -> None:
     """--secure-aggregation: each rank loads its hospitals' keys; every round is unmasked."""
-    done = _run(
-        tmp_path,
-        *(FEDSILO, "simulate", "--engine", "mpi", "--hospitals", "4", "--rounds", "2"),
-        *("--workers", "2", "--secure-aggregation", "--out", str(tmp_path), "--run-id", "sa"),
-    )
+    args = ("--hospitals", "4", "--rounds", "2", "--workers", "2", "--secure-aggregation")
+    done = _simulate(tmp_path, *args, "--run-id", "sa")
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = tmp_path / "sa"
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -107,14 +114,9 @@ def test_secure_aggregation_runs_on_mpi_ranks(tmp_path: Path) -> None:
     assert len(list((run_dir / "hospital-keys").iterdir())) == 4
 
 
-def test_one_rank_is_refused_with_exit_2(tmp_path: Path) -> None:
-    mpirun = shutil.which("mpirun")
-    assert mpirun is not None
-    done = _run(
-        tmp_path,
-        *(mpirun, "--quiet", "-n", "1", FEDSILO, "simulate", "--engine", "mpi"),
-        *("--hospitals", "2", "--rounds", "1", "--out", str(tmp_path)),
-    )
+def test_one_rank_is_refused_with_exit_2(tmp_path: Path, mpirun: str) -> None:
+    one_rank = (mpirun, "--quiet", "-n", "1")
+    done = _simulate(tmp_path, "--hospitals", "2", "--rounds", "1", mpirun=one_rank)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "needs at least 2 ranks" in done.stderr
 
