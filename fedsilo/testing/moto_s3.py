@@ -238,15 +238,12 @@ def moto_client(
     ``account`` sends ``x-moto-account-id``, which routes the call to that moto account
     (before IAM is enforced; once it is, the key decides the account).
     """
-    made = boto3.client(
-        service,
-        endpoint_url=endpoint,
-        region_name=region,
-        aws_access_key_id=access_key_id,
-        aws_secret_access_key=secret_access_key,
-        aws_session_token=session_token,
-        config=config,
-    )
+    keys = {
+        "aws_access_key_id": access_key_id,
+        "aws_secret_access_key": secret_access_key,
+        "aws_session_token": session_token,
+    }
+    made = boto3.client(service, endpoint_url=endpoint, region_name=region, config=config, **keys)
     if account is not None:
 
         def add_header(request: Any, **_: Any) -> None:
