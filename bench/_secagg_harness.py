@@ -6,7 +6,7 @@ that moves each parameter by a fixed, site-specific delta (so FedAvg of the roun
 exactly). A hospital can be made to die (an exception nothing catches ends its thread, as
 SIGKILL ends a process) right before or right after its update is written.
 
-Hospitals are threads, not ``fedsilo.inline.InlineHospitals``: a secure-aggregation round
+Hospitals are threads, not ``fedsilo.engine.inline.InlineHospitals``: a secure-aggregation round
 waits for the hospitals' adverts before it opens, so nobody can answer it from inside the
 round loop, and the dropouts happen inside that round (between the masked update and the
 unmask answer). Plain rounds run the same way, so the bench compares the protocols alone.
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedsilo.secagg_keys import key_path, load_key, register_simulated_sites
+from fedsilo.engine.secagg_keys import key_path, load_key, register_simulated_sites
 from fl_client.hospital import Hospital, serve_sites
 from fl_client.trainer import ClientTrainer, TrainResult
 from fl_core.config import FederationConfig

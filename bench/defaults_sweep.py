@@ -5,7 +5,7 @@ deaths each) is dealt into the same outer folds as ``fedsilo data evaluate`` (se
 outer fold only its **training** split is read (``PreparedFolderSource.load_split``: the test
 fold's file is never opened, which ``tests/bench/test_defaults_sweep.py`` proves by corrupting
 it); inside every hospital the training rows are dealt again into ``INNER_FOLDS`` and one inner
-fold is the validation split. Every candidate runs a real federation (``fedsilo.inline``: the
+fold is the validation split. Every candidate runs a real federation (``fedsilo.engine.inline``: the
 round loop, admission and FedAvg over a local exchange) on the inner training rows and is
 scored, after every round, on the validation rows by the aggregator's own summed histograms.
 
@@ -33,9 +33,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from fedsilo.evaluate_eicu import write_fold_folders
-from fedsilo.inline import run_inline
-from fedsilo.logs import configure_logging
+from fedsilo.engine.inline import run_inline
+from fedsilo.engine.logs import configure_logging
+from fedsilo.ops.evaluate import write_fold_folders
 from fl_core.config import FederationConfig, load_config
 from fl_core.data.base import SiteData, Split
 from fl_core.data.eicu.prepare import prepare_eicu

@@ -5,7 +5,7 @@ the config's defaults (``bench/defaults_sweep.py`` chose them; no setting is ove
 - The synthetic twin, 40 hospitals x 20,000 unit stays and 208 x 200,000 (quick: the first),
   scored on its prepared test split (thousands of deaths), Bayes = the twin's true risk.
 - The real eICU-CRD Demo (when ``../shared/data/eicu-demo`` exists), cross-validated per
-  hospital (``fedsilo.evaluate_eicu``: 5 folds x 3 split seeds, quick: 1), beside the issue's
+  hospital (``fedsilo.ops.evaluate``: 5 folds x 3 split seeds, quick: 1), beside the issue's
   published figures: pooled LR on APS variables 0.824 (5-fold CV), APACHE IVa 0.865.
 No thresholds: numbers only (the tests hold the bars).
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from fedsilo.evaluate_eicu import CrossValidation, Scores, cross_validate, score_federation
+from fedsilo.ops.evaluate import CrossValidation, Scores, cross_validate, score_federation
 from fl_core.config import FederationConfig, load_config
 from fl_core.data.eicu.prepare import prepare_eicu
 from fl_core.data.eicu.synth import synthesize

@@ -200,8 +200,8 @@ def run_fedsilo_process(config: FederationConfig, work: Path) -> FederationRun:
 
 
 def run_fedsilo_inside(config: FederationConfig, work: Path) -> FederationRun:
-    from fedsilo.logs import configure_logging
-    from fedsilo.simulation import simulate
+    from fedsilo.engine.logs import configure_logging
+    from fedsilo.engine.process_engine import simulate
 
     configure_logging("auto", "WARNING")  # as the CLI does: no per-update lines in the table
     result = simulate(config, work, run_id="fedsilo-inside")

@@ -28,7 +28,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fedsilo.simulation import simulate
+from fedsilo.engine.process_engine import simulate
 from fl_core.config import load_config
 from fl_core.data.eicu.prepare import prepare_eicu
 from fl_core.data.eicu.synth import synthesize

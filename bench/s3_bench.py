@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 import fl_server.round_loop as round_loop_module
-from fedsilo.logs import configure_logging
+from fedsilo.engine.logs import configure_logging
 from fl_core.admission import update_metadata
 from fl_core.config import load_config
 from fl_core.exchange.manifests import (

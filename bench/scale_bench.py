@@ -36,8 +36,8 @@ from rich.console import Console
 from rich.table import Table
 
 from bench._timed_app import TIMINGS_ENV, Timings, read_timings
-from fedsilo.mpi_launch import rank_environment
-from fedsilo.simulation import open_exchange
+from fedsilo.engine.federation import open_exchange
+from fedsilo.engine.mpi_launch import rank_environment
 from fl_core.config import FederationConfig, TwinDataConfig
 from fl_core.data.eicu.twin_source import materialize_twin
 from fl_core.data.prepared import PreparedFolderSource

@@ -30,7 +30,7 @@ from rich.table import Table
 from torch import nn
 
 from bench._secagg_harness import Logistic, run_round
-from fedsilo.logs import configure_logging
+from fedsilo.engine.logs import configure_logging
 from fl_client.secagg_client import build_advert, build_answer, masked_weights
 from fl_core.config import FederationConfig, load_config
 from fl_core.secagg import masking, shamir, transport

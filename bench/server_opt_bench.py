@@ -6,7 +6,7 @@ momentum, betas and tau, on the default federation of ``fedsilo simulate`` (20 s
 hospitals) and on the eICU-shaped twin (40 hospitals): AUROC of the global model after each of
 the first ``ROUNDS`` rounds (the aggregator's summed test histograms), the mean over them, and
 the first round within ``WITHIN`` of FedAvg's best. Federations run in one process with the
-real round loop (``fedsilo.inline``); AUROC is deterministic under the seed, so one run each.
+real round loop (``fedsilo.engine.inline``); AUROC is deterministic under the seed, so one run each.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from fedsilo.inline import run_inline
-from fedsilo.logs import configure_logging
-from fedsilo.runner import build_source
+from fedsilo.engine.app import build_source
+from fedsilo.engine.inline import run_inline
+from fedsilo.engine.logs import configure_logging
 from fl_core.config import FederationConfig, load_config
 
 STRATEGIES = ("fedavg", "fedavgm", "fedadam", "fedyogi", "fedadagrad")

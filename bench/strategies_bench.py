@@ -6,7 +6,7 @@ strategy, with its default parameters: the final AUROC (pooled test histograms o
 model), the best AUROC over the rounds, the first round within 0.01 of that best, and the
 final AUROC when 20 % of the hospitals are hostile (sign-flipped x10 updates, as in
 ``tests/fl_server/strategies/test_poisoning.py``). Krum and Multi-Krum are told how many
-hostile hospitals to expect. Federations run in one process (``fedsilo.inline``).
+hostile hospitals to expect. Federations run in one process (``fedsilo.engine.inline``).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from fedsilo.attacks import hostile_app
-from fedsilo.inline import run_inline
-from fedsilo.runner import FederatedApp, build_source
+from fedsilo.engine.app import FederatedApp, build_source
+from fedsilo.engine.attacks import hostile_app
+from fedsilo.engine.inline import run_inline
 from fl_core.config import FederationConfig, StrategyConfig, load_config
 from fl_core.data.base import SiteData
 from fl_core.errors import ConfigError, FedsiloError

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedsilo.runner import FederatedApp
+from fedsilo.engine.app import FederatedApp
 from fl_client.trainer import ClientTrainer, TrainResult
 from fl_core.config import FederationConfig
 from fl_core.data.base import SiteData
@@ -82,7 +82,7 @@ app = FederatedApp(model=make_model, trainer=make_trainer)
 
 
 if __name__ == "__main__":
-    from fedsilo.simulation import simulate
+    from fedsilo.engine.process_engine import simulate
     from fl_core.config import load_config
 
     result = simulate(

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fl_core.errors import ConfigError
-from fl_core.exchange.layout import check_federation_id
+from fl_core.ids import check_federation_id
 from fl_core.privacy import DpFedAvgConfig, DpSgdConfig, check_dp_settings
 
 

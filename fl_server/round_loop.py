@@ -52,9 +52,9 @@ from fl_core.exchange.manifests import (
     UpdateManifest,
 )
 from fl_core.exchange.protocol import Exchange
-from fl_core.ledger import chain_hash
+from fl_core.exchange.ledger import chain_hash
 from fl_core.metrics import ClassHistogram, auprc_from_histogram, auroc_from_histogram
-from fl_core.registry import activate_verified_sites
+from fl_core.exchange.registry import activate_verified_sites
 from fl_core.serialization import (
     decode_weights,
     encode_weights,

@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from fl_core.errors import ConfigError
-from fl_core.exchange.layout import check_federation_id, check_site_id
+from fl_core.ids import ACCOUNT_ID_REGEX, check_federation_id, check_site_id
 
 CONTEXT_KEY = "fedsilo"
 """The key under ``context`` in ``cdk.json`` that holds a ``FederationContext``."""
@@ -30,7 +30,7 @@ CONTEXT_KEY = "fedsilo"
 ROLE_NAME_MAX = 64
 BUCKET_NAME_MAX = 63
 
-AccountId = Annotated[str, Field(pattern=r"^\d{12}$", description="12-digit AWS account id")]
+AccountId = Annotated[str, Field(pattern=ACCOUNT_ID_REGEX, description="12-digit AWS account id")]
 Region = Annotated[str, Field(pattern=r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")]
 InstanceType = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]
 

@@ -39,7 +39,7 @@ def _child(request: dict[str, Any]) -> None:
 
 def serve() -> None:
     import fedsilo.cli
-    import fedsilo.services  # noqa: F401
+    import fedsilo.engine.services  # noqa: F401
 
     for line in sys.stdin:
         if not line.strip():

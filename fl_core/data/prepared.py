@@ -15,7 +15,6 @@ hospitals kept out and why. ``PreparedFolderSource`` reads it back as a ``DataSo
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fl_core.data.base import DataSource, SiteData, Split
 from fl_core.data.split import DEFAULT_FRACTIONS, MIN_STAYS_TO_SPLIT, SPLIT_NAMES, assign_splits
 from fl_core.errors import ConfigError
-from fl_core.exchange.layout import check_site_id
+from fl_core.ids import check_site_id, site_names
 from fl_core.types import SiteId
 
 SCHEMA_FILE = "schema.json"
@@ -38,7 +37,6 @@ FORMAT_NAME = "fedsilo-prepared"
 FORMAT_VERSION = 1
 LABEL_COLUMN = "_label"
 REFERENCE_PREFIX = "_ref_"
-_SITE_KEY_CHARS = re.compile(r"[^a-z0-9]+")
 
 _THREADED_READ_ROWS = 200_000
 """Splits this large are read with Arrow's threads (a single big hospital, not many small)."""
@@ -95,23 +93,6 @@ class PreparedSchema(_Frozen):
     sites: tuple[SiteEntry, ...]
     excluded_sites: tuple[ExcludedSite, ...]
     input_report: dict[str, object]
-
-
-def site_key(value: str) -> str:
-    """The lower-case key of a hospital: ``73`` -> ``73``, ``St. Mary's`` -> ``st-mary-s``."""
-    return _SITE_KEY_CHARS.sub("-", value.strip().lower()).strip("-")
-
-
-def site_names(value: str) -> tuple[SiteId, str]:
-    """``(site_id, folder)`` of a hospital: ``site-<key>`` and ``site_<key>``.
-
-    The folder keeps the ``site_<hospitalid>`` name users of eICU expect; the site id uses a
-    dash because it becomes an S3 key segment and IAM prefix (``check_site_id``).
-    """
-    key = site_key(value)
-    if not key:
-        raise ConfigError(f"site value {value!r} has no letter or digit; rename that site")
-    return check_site_id(f"site-{key}"[:63].rstrip("-")), f"site_{key}"
 
 
 class PreparedWriter:

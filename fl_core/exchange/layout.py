@@ -1,5 +1,7 @@
 """Every key of the exchange, built in one place (DESIGN.md, "Exchange layout").
 
+The ids in the keys are checked by ``fl_core.ids`` (``check_site_id`` is re-exported here).
+
 IAM policies in ``stacks/`` grant prefixes that must match these keys; the tests check both
 against this module.
 """
@@ -9,32 +11,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from fl_core.errors import ConfigError
+from fl_core.ids import ID_REGEX, check_federation_id, check_site_id
 from fl_core.types import ObjectKey, RoundIndex, SiteId
 
-SITE_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-FEDERATION_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 SECAGG_GLOBAL_DOCUMENTS = ("roster", "setup", "unmask")
 SECAGG_SITE_DOCUMENTS = ("advert", "answer")
-
-
-def check_site_id(site_id: str) -> SiteId:
-    """Site ids become key segments and IAM prefixes: lower-case letters, digits and dashes."""
-    if not SITE_ID_PATTERN.fullmatch(site_id):
-        raise ConfigError(
-            f"site id {site_id!r} is invalid; use 1-63 lower-case letters, digits or dashes, "
-            "starting with a letter or digit"
-        )
-    return site_id
-
-
-def check_federation_id(federation_id: str) -> str:
-    if not FEDERATION_ID_PATTERN.fullmatch(federation_id):
-        raise ConfigError(
-            f"federation id {federation_id!r} is invalid; use 1-63 lower-case letters, digits "
-            "or dashes"
-        )
-    return federation_id
 
 
 @dataclass(frozen=True)
@@ -114,7 +95,7 @@ class ExchangeLayout:
 
     def site_of_preflight_key(self, key: ObjectKey) -> SiteId | None:
         name = key.rsplit("/", 1)[-1]
-        match = re.fullmatch(r"([a-z0-9][a-z0-9-]{0,62})\.preflight-[0-9a-z]{1,40}\.json", name)
+        match = re.fullmatch(rf"({ID_REGEX})\.preflight-[0-9a-z]{{1,40}}\.json", name)
         return match.group(1) if match else None
 
     def result_key(self, round_index: RoundIndex) -> ObjectKey:

@@ -15,7 +15,7 @@ from bench.defaults_sweep import (
     score_candidate,
     training_only_sites,
 )
-from fedsilo.evaluate_eicu import write_fold_folders
+from fedsilo.ops.evaluate import write_fold_folders
 from fl_core.data.eicu.prepare import prepare_eicu
 from fl_core.data.eicu.synth import synthesize
 

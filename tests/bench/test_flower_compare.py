@@ -42,7 +42,7 @@ def test_plain_loop_and_fedsilo_train_the_same_model(tmp_path: Path) -> None:
 
     assert len(result.round_seconds) == 2 and all(s > 0 for s in result.round_seconds)
     assert all(0.5 < auroc <= 1.0 for auroc in result.round_auroc)
-    from fedsilo.simulation import simulate
+    from fedsilo.engine.process_engine import simulate
 
     fedsilo_run = simulate(config, tmp_path, run_id="same-model")
     assert plain_weights.keys() == fedsilo_run.final_weights.keys()

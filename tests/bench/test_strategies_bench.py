@@ -6,7 +6,7 @@ import typing
 from pathlib import Path
 
 from bench import strategies_bench
-from fedsilo.runner import build_source
+from fedsilo.engine.app import build_source
 from fl_core.config import FedAvgStrategy
 
 

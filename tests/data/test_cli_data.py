@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from fedsilo.cli_data import data_app, run_data_command
+from fedsilo.cli.data import data_app, run_data_command
 from fl_core.data.prepared import PreparedFolderSource
 from fl_core.errors import ConfigError
 

@@ -1,7 +1,7 @@
 """Issue 4's quality bars for federated training: the synthetic twin and the real eICU demo.
 
 The twin: a federation within 0.02 of pooled training and within 0.05 of the Bayes AUROC.
-The demo: cross-validated per hospital (``fedsilo.evaluate_eicu``), because its prepared test
+The demo: cross-validated per hospital (``fedsilo.ops.evaluate``), because its prepared test
 split holds 4 deaths; every figure is printed beside pooled training and APACHE IVa.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from fedsilo.evaluate_eicu import cross_validate, score_federation
+from fedsilo.ops.evaluate import cross_validate, score_federation
 from fl_client.tabular import TabularTrainer
 from fl_core.config import TrainingConfig, load_config
 from fl_core.data.base import SiteData, Split

@@ -16,7 +16,7 @@ from fl_core.data.eicu.prepare import prepare_eicu
 from fl_core.data.prepared import PreparedFolderSource, read_schema, site_names
 from fl_core.data.split import TEST, TRAIN, VALID, assign_splits, class_counts
 from fl_core.errors import ConfigError
-from fl_core.exchange.layout import check_site_id
+from fl_core.ids import check_site_id
 
 
 @pytest.fixture(scope="module")

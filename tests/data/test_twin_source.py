@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fedsilo.runner import build_source
+from fedsilo.engine.app import build_source
 from fl_core.config import TwinDataConfig, load_config
 from fl_core.data.eicu.twin_source import materialize_twin
 from fl_core.errors import ConfigError

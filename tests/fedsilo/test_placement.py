@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedsilo.placement import ANSWER_STEPS, balanced, place_sites, round_robin
+from fedsilo.engine.placement import ANSWER_STEPS, balanced, place_sites, round_robin
 from fl_client.tabular import TabularTrainer, planned_steps
 from fl_core.config import TrainingConfig
 from fl_core.data.base import DataSource, SiteData

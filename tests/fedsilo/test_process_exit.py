@@ -40,7 +40,7 @@ def test_exit_process_keeps_code_output_and_atexit_handlers(tmp_path):
         """
         import atexit, os, sys
         from pathlib import Path
-        from fedsilo.process_exit import exit_process
+        from fedsilo.engine.process_exit import exit_process
         atexit.register(lambda: Path(os.environ["OUT"], "atexit-ran").write_text("yes"))
         sys.stdout.write("buffered line, no newline")
         sys.stderr.write("to stderr")
@@ -60,7 +60,7 @@ def test_exit_process_waits_for_a_running_non_daemon_thread(tmp_path):
         """
         import os, threading, time
         from pathlib import Path
-        from fedsilo.process_exit import exit_process
+        from fedsilo.engine.process_exit import exit_process
         def late_write():
             time.sleep(1)
             Path(os.environ["OUT"], "thread-finished").write_text("yes")
@@ -79,7 +79,7 @@ def test_skip_teardown_at_exit_runs_earlier_handlers_and_leaves_with_0(tmp_path)
         import atexit, os
         from pathlib import Path
         atexit.register(lambda: Path(os.environ["OUT"], "earlier-handler").write_text("yes"))
-        from fedsilo.process_exit import skip_teardown_at_exit
+        from fedsilo.engine.process_exit import skip_teardown_at_exit
         skip_teardown_at_exit()
         print("still printed", end="")
         """,
@@ -109,7 +109,7 @@ def test_the_fork_server_preload_freezes_its_imports_and_skips_teardown(tmp_path
     done = run_python(
         """
         import gc
-        import fedsilo.forkserver_preload
+        import fedsilo.engine.forkserver_preload
         assert not gc.isenabled(), "the fork server runs without collection"
         assert gc.get_freeze_count() > 100_000, gc.get_freeze_count()
         import torch._dynamo, pandas  # already loaded: the workers start with them

@@ -6,7 +6,7 @@ import multiprocessing as mp
 import queue
 import time
 
-from fedsilo.round_signal import ANSWERED, RoundSignal, WorkerNotifier
+from fedsilo.engine.round_signal import ANSWERED, RoundSignal, WorkerNotifier
 
 
 def _wait_then_report(signal: RoundSignal, round_index: int, done: mp.Queue) -> None:

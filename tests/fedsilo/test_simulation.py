@@ -8,9 +8,10 @@ import numpy as np
 import psutil
 import pytest
 
-from fedsilo.baselines import federated_test_auroc, local_only_aurocs, pooled_auroc
-from fedsilo.runner import DEFAULT_APP, build_source
-from fedsilo.simulation import SimulationEvents, simulate
+from fedsilo.engine.app import DEFAULT_APP, build_source
+from fedsilo.engine.federation import SimulationEvents
+from fedsilo.engine.process_engine import simulate
+from fedsilo.ops.baselines import federated_test_auroc, local_only_aurocs, pooled_auroc
 from fl_core.config import load_config
 from fl_core.serialization import decode_weights
 

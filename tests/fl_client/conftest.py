@@ -1,6 +1,6 @@
 """A whole federation in one process: the round loop, and real hospitals answering each round.
 
-Hospitals answer as a round opens (``fedsilo.inline.InlineHospitals``), so nothing waits on
+Hospitals answer as a round opens (``fedsilo.engine.inline.InlineHospitals``), so nothing waits on
 wall time and no worker process pays for importing torch. Everything else is the production
 path: the local-directory exchange, admission, the strategy's aggregator, ``answer_round``.
 """
@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fedsilo.inline import HospitalsFor, InlineHospitals
-from fedsilo.runner import DEFAULT_APP, build_source
-from fedsilo.simulation import initial_model_weights
+from fedsilo.engine.app import DEFAULT_APP, build_source
+from fedsilo.engine.federation import initial_model_weights
+from fedsilo.engine.inline import HospitalsFor, InlineHospitals
 from fl_client.hospital import Hospital
 from fl_core.config import FederationConfig, load_config
 from fl_core.data.standardize import FeatureMoments

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from fedsilo.inline import run_inline
-from fedsilo.runner import build_source
+from fedsilo.engine.app import build_source
+from fedsilo.engine.inline import run_inline
 from fl_core.config import load_config
 from fl_core.data.base import SiteData, Split
 from fl_core.exchange.fs_store import LocalDirectoryStore

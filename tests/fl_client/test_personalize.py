@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 
-from fedsilo.personalization_report import (
+from fedsilo.engine.federation import rows_from_exchange
+from fedsilo.ops.personalization_report import (
     PersonalizationSummary,
     SitePersonalization,
     personalization_summary,
     summary_html,
     summary_lines,
 )
-from fedsilo.report import write_report
-from fedsilo.simulation import rows_from_exchange
+from fedsilo.ops.report import write_report
 from fl_client.hospital import answer_round
 from fl_core.control_variates import has_controls
 

@@ -11,11 +11,11 @@ import time
 import pytest
 import yaml
 
-from fedsilo.runner import build_source
+from fedsilo.engine.app import build_source
 from fl_client.moments import publish_moments
 from fl_core.config import load_config
+from fl_core.exchange.ledger import verify_ledger
 from fl_core.exchange.protocol import Exchange
-from fl_core.ledger import verify_ledger
 from fl_core.serialization import decode_weights
 
 pytestmark = pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fedsilo import mpi_launch
+from fedsilo.engine import mpi_launch
 from fl_core.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +67,8 @@ def test_the_launcher_outside_mpirun_never_imports_torch(tmp_path: Path) -> None
     """It only re-launches under mpirun: torch there was a CPU-second for nothing."""
     code = """
 import sys
-from fedsilo import mpi_launch, cli
+from fedsilo import cli
+from fedsilo.engine import mpi_launch
 launched = []
 mpi_launch.relaunch = lambda *args, **kwargs: launched.append(args) or 0
 sys.argv = ["fedsilo", "simulate", "--engine", "mpi", "--hospitals", "3", "--rounds", "1",

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fedsilo.simulation import SimulationEvents, simulate
-from fedsilo.tensorboard_sink import TensorBoardEvents
+from fedsilo.engine.federation import SimulationEvents
+from fedsilo.engine.process_engine import simulate
+from fedsilo.ops.tensorboard_sink import TensorBoardEvents
 from fl_core.config import load_config
 
 TRAIN_ROUNDS = 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedsilo.hospital_view import compare_hospitals
+from fedsilo.ops.hospital_view import compare_hospitals
 
 
 def test_shares_and_worst_decile_by_hand() -> None:

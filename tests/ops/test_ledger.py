@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from fl_core.exchange.layout import ExchangeLayout
+from fl_core.exchange.ledger import chain_hash, verify_ledger
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
-from fl_core.ledger import chain_hash, verify_ledger
 
 FEDERATION = "demo"
 LAYOUT = ExchangeLayout(FEDERATION)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from fl_core.exchange.layout import ExchangeLayout
+from fl_core.exchange.ledger import verify_ledger
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
-from fl_core.ledger import verify_ledger
 
 LAYOUT = ExchangeLayout("demo")
 

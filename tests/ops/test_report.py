@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from fedsilo.report import NOT_AVAILABLE, calibration_points, write_report
+from fedsilo.ops.report import NOT_AVAILABLE, calibration_points, write_report
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [

@@ -14,11 +14,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from fedsilo.status import collect_status, status_table
+from fedsilo.ops.status import collect_status, status_table
+from fl_core.exchange.ledger import verify_ledger
 from fl_core.exchange.manifests import Registration
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
-from fl_core.ledger import verify_ledger
 from fl_core.serialization import sha256_hex
 
 FEDERATION = "demo"

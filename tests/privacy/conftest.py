@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from fedsilo.runner import DEFAULT_APP
+from fedsilo.engine.app import DEFAULT_APP
 from fl_client.hospital import Hospital
 from fl_core.config import FederationConfig, load_config
 from fl_core.data.synthetic import SyntheticSource

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from fedsilo.runner import DEFAULT_APP
-from fedsilo.status import collect_status, status_table
+from fedsilo.engine.app import DEFAULT_APP
+from fedsilo.ops.status import collect_status, status_table
 from fl_client.hospital import serve_sites
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.protocol import Exchange

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fedsilo.privacy_report import epsilon_table, privacy_html
-from fedsilo.report import _table
+from fedsilo.ops.privacy_report import epsilon_table, privacy_html
+from fedsilo.ops.report import _table
 from fl_core.exchange.manifests import Decision, RoundPrivacy, RoundResult
 
 

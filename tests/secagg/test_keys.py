@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fedsilo.onboarding import JoinRequest, load_request, request_digest
-from fedsilo.secagg_keys import hospital_public_key, key_path, load_key
+from fedsilo.engine.secagg_keys import hospital_public_key, key_path, load_key
+from fedsilo.ops.onboarding import JoinRequest, load_request, request_digest
 from fl_core.errors import ConfigError
 from fl_core.secagg import masking
 

@@ -183,7 +183,7 @@ def test_hospital_processes_sigkilled_after_masking(tmp_path: Path) -> None:
     import signal
 
     from bench._secagg_harness import serve_in_process
-    from fedsilo.secagg_keys import register_simulated_sites
+    from fedsilo.engine.secagg_keys import register_simulated_sites
 
     config = make_config(**{"round.deadline_s": 4.0})
     exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "sa")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fedsilo.simulation import simulate
+from fedsilo.engine.process_engine import simulate
 from fl_core.config import load_config
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.protocol import Exchange

@@ -4,7 +4,7 @@ Four of twenty hospitals (spread over the size ranking, about 15 % of the stays)
 their trained model by ``global - 10 * (trained - global)`` (sign-flipped, x10) or by a
 constant (garbage within the admitted shape and finite range). FedAvg collapses; median,
 trimmed mean, Krum and Multi-Krum stay within 0.03 AUROC of the clean FedAvg run. Federations
-run in one process (``fedsilo.inline``) through the real round loop, admission and hospital
+run in one process (``fedsilo.engine.inline``) through the real round loop, admission and hospital
 code; AUROC is the pooled-histogram AUROC of the final model on every hospital's test split.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from fedsilo.attacks import AttackMode, hostile_app
-from fedsilo.inline import run_inline
-from fedsilo.runner import build_source
+from fedsilo.engine.app import build_source
+from fedsilo.engine.attacks import AttackMode, hostile_app
+from fedsilo.engine.inline import run_inline
 from fl_core.config import FederationConfig, load_config
 from fl_core.data.base import SiteData
 

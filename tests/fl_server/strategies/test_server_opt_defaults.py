@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fedsilo.inline import run_inline
-from fedsilo.runner import build_source
+from fedsilo.engine.app import build_source
+from fedsilo.engine.inline import run_inline
 from fl_core.config import load_config
 
 ROUNDS = 3

@@ -13,7 +13,7 @@ import html
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from fedsilo.status import read_update_manifest
+from fedsilo.ops.status import read_update_manifest
 from fl_core.exchange.histograms import class_histogram
 from fl_core.exchange.protocol import Exchange
 from fl_core.metrics import ClassHistogram, auroc_from_histogram

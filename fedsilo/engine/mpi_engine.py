@@ -16,7 +16,7 @@ stop every rank and exit with that rank's code. A plain non-zero exit would not 
 finalises MPI at exit, and Open MPI's finalise waits for the other ranks, which may be waiting
 for a round that never comes.
 
-``mpirun -n 1`` (no rank left for hospitals) is refused with exit 2; ``fedsilo.mpi_launch``
+``mpirun -n 1`` (no rank left for hospitals) is refused with exit 2; ``fedsilo.engine.mpi_launch``
 starts mpirun when the user did not.
 """
 
@@ -34,21 +34,17 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import structlog
 import torch
 
-from fedsilo.gc_policy import freeze_start_up
-from fedsilo.logs import LogFormat
-from fedsilo.mpi_launch import require_mpi
-from fedsilo.placement import place_sites
-from fedsilo.run_folder import start_run
-from fedsilo.runner import DEFAULT_APP, FederatedApp, build_source, load_app
-from fedsilo.secagg_keys import register_simulated_sites
-from fedsilo.simulation import (
+from fedsilo.engine.app import FederatedApp, load_app
+from fedsilo.engine.federation import (
     SimulationEvents,
     SimulationResult,
-    finish_run,
     load_hospitals,
     open_exchange,
-    run_rounds,
+    prepare_federation,
 )
+from fedsilo.engine.gc_policy import freeze_start_up
+from fedsilo.engine.logs import LogFormat
+from fedsilo.engine.mpi_setup import require_mpi
 from fl_client.hospital import serve_sites
 from fl_core.config import FederationConfig
 from fl_core.errors import ConfigError, FedsiloError
@@ -141,7 +137,7 @@ def simulate(
 ) -> SimulationResult:
     """Rank 0's side of an MPI federation: assign sites, run the rounds, write the run folder.
 
-    The same signature as ``fedsilo.simulation.simulate`` so the CLI drives both alike
+    The same signature as ``fedsilo.engine.process_engine.simulate`` so the CLI drives both alike
     (``log_format`` and ``log_level`` are each rank's own command-line flags here).
     """
     comm = world()
@@ -160,40 +156,31 @@ def _aggregate(
     events: SimulationEvents | None,
     run_id: str | None,
 ) -> SimulationResult:
-    started = time.monotonic()
     size = comm.Get_size()
     if size < 2:
         raise ConfigError(
             "--engine mpi needs at least 2 ranks (rank 0 aggregates, the others host the "
             "hospitals): use mpirun -n 2 or more, or run fedsilo without mpirun"
         )
-    if app is None:
-        app = DEFAULT_APP if app_ref is None else load_app(app_ref)
-    run_dir, exchange_uri = start_run(config, out_dir, run_id)
-    exchange = open_exchange(exchange_uri, config)
-    source = build_source(config)
-    sites = source.site_ids()
-    plan = place_sites(source, size - 1, config.training)
-    key_dir = run_dir / "hospital-keys" if config.privacy.secagg.enabled else None
-    if key_dir is not None:  # each hospital's key, registered as `onboard approve` would
-        register_simulated_sites(exchange, sites, key_dir)
+    federation = prepare_federation(config, out_dir, app=app, app_ref=app_ref, run_id=run_id)
+    plan = federation.placement(size - 1)
+    key_dir = federation.secagg_key_dir
     for rank, site_ids in enumerate(plan, start=1):
         assignment = Assignment(
             config_json=config.model_dump_json(),
-            exchange_uri=exchange_uri,
-            run_id=run_dir.name,
+            exchange_uri=federation.exchange_uri,
+            run_id=federation.run_dir.name,
             site_ids=site_ids,
             app_ref=app_ref,
-            app=None if app_ref else app,
+            app=None if app_ref else federation.app,
             secagg_key_dir=None if key_dir is None else str(key_dir),
         )
         comm.send(assignment, dest=rank, tag=_TAG_ASSIGN)
-    log.info("mpi_sites_assigned", ranks=size, sites=len(sites))
-    events = events or SimulationEvents(config.rounds)
-    run_rounds(app, config, exchange, sites, len(source.feature_names()), events)
+    log.info("mpi_sites_assigned", ranks=size, sites=len(federation.sites))
+    federation.run_rounds(events or SimulationEvents(config.rounds))
     reports = [_receive(comm, rank, _TAG_REPORT) for rank in range(1, size)]
-    result = finish_run(exchange, config, run_dir, exchange_uri, started)
-    _write_rank_report(run_dir, size, reports)
+    result = federation.finish()
+    _write_rank_report(federation.run_dir, size, reports)
     for rank in range(1, size):
         comm.send(None, dest=rank, tag=_TAG_RELEASE)
     return result

@@ -13,32 +13,17 @@ from pathlib import Path
 
 import structlog
 
-from fedsilo.run_folder import start_run
-from fedsilo.runner import DEFAULT_APP, build_source
-from fedsilo.secagg_keys import key_path, load_key
-from fedsilo.simulation import finish_run, initial_model_weights
-from fedsilo.strategy_fit import fit_strategy
-from fl_client.hospital import Hospital, serve_sites
+from fedsilo.engine.app import DEFAULT_APP, build_source
+from fedsilo.engine.federation import finish_run, load_hospitals, open_exchange, run_rounds
+from fedsilo.engine.run_folder import start_run
+from fedsilo.engine.strategy_fit import fit_strategy
+from fl_client.hospital import serve_sites
 from fl_core.config import FederationConfig
 from fl_core.errors import ConfigError
 from fl_core.exchange.protocol import Exchange
-from fl_core.exchange.uri import open_store
-from fl_core.registry import activate_verified_sites
-from fl_server.moments import gather_moments
-from fl_server.round_loop import RoundLoop
+from fl_core.exchange.registry import activate_verified_sites
 
 log = structlog.get_logger("fedsilo.server")
-
-
-def _exchange(config: FederationConfig) -> Exchange:
-    if config.exchange.uri is None:
-        raise ConfigError("exchange.uri is not set; pass --exchange s3://bucket/prefix")
-    store = open_store(
-        config.exchange.uri,
-        endpoint_url=config.exchange.endpoint_url,
-        kms_key_id=config.exchange.kms_key_id,
-    )
-    return Exchange(store, config.federation_id)
 
 
 def invited_sites(exchange: Exchange, given: list[str], source_sites: list[str]) -> list[str]:
@@ -92,7 +77,7 @@ def run_server(
     Returns the config it ran (its strategy quorum fitted to the invited hospitals).
     """
     structlog.contextvars.bind_contextvars(run_id=config.federation_id)
-    exchange = _exchange(config)
+    exchange = open_exchange(config.exchange.uri, config)
     source = build_source(config)
     invited = invited_sites(exchange, sites, source.site_ids())
     require_secagg_keys(exchange, config, invited)
@@ -101,15 +86,10 @@ def run_server(
         log.warning("strategy_fitted", note=note)
     run = start_run(config, out_dir, None) if out_dir is not None else None
     started = time.monotonic()
-    initial = None
-    if exchange.read_state() is None:
-        # a new federation: its first model standardises with the hospitals' moments
-        num_features = len(source.feature_names())
-        moments = gather_moments(exchange, invited, num_features, config)
-        initial = initial_model_weights(DEFAULT_APP, config, num_features, moments)
-    RoundLoop(
-        exchange, DEFAULT_APP.aggregator(config), config, invited, initial_weights=initial
-    ).run()
+    # a new federation's first model standardises with the hospitals' moments
+    resume = exchange.read_state() is not None
+    num_features = len(source.feature_names())
+    run_rounds(DEFAULT_APP, config, exchange, invited, num_features, resume=resume)
     if run is not None:
         finish_run(exchange, config, run[0], run[1], started)
     return config
@@ -117,21 +97,14 @@ def run_server(
 
 def run_client(config: FederationConfig, site_id: str, state_dir: Path | None = None) -> None:
     structlog.contextvars.bind_contextvars(run_id=config.federation_id, site_id=site_id)
-    exchange = _exchange(config)
-    source = build_source(config)
-    data = source.load_site(site_id)
-    trainer = DEFAULT_APP.build_trainer(len(source.feature_names()), config)
-    key = None
+    exchange = open_exchange(config.exchange.uri, config)
+    key_dir = None
     if config.privacy.secagg.enabled:  # made by `fedsilo onboard request --state-dir`
         if state_dir is None:
             raise ConfigError(
                 "privacy.secagg needs --state-dir: the folder holding this "
                 "hospital's key from `fedsilo onboard request`"
             )
-        key = load_key(key_path(state_dir, site_id))
-    serve_sites(
-        exchange,
-        [Hospital(data=data, trainer=trainer, state_dir=state_dir, secagg_key=key)],
-        config,
-        config.simulation.client_timeout_s,
-    )
+        key_dir = state_dir
+    hospitals = load_hospitals(DEFAULT_APP, config, [site_id], key_dir, state_dir)
+    serve_sites(exchange, hospitals, config, config.simulation.client_timeout_s)

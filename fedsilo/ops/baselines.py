@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fedsilo.runner import FederatedApp
+from fedsilo.engine.app import FederatedApp
 from fl_client.trainer import ClientTrainer, derive_seed
 from fl_core.config import FederationConfig
 from fl_core.data.base import SiteData, Split

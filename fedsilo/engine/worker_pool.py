@@ -14,7 +14,7 @@ import multiprocessing as mp
 from multiprocessing import forkserver
 from typing import Any
 
-_WORKER_PRELOAD = ["fedsilo.forkserver_preload"]
+_WORKER_PRELOAD = ["fedsilo.engine.forkserver_preload"]
 """The fork server's one preload module: what each hospital worker starts with."""
 
 

@@ -84,7 +84,9 @@ def load_app(reference: str | None) -> FederatedApp:
             raise ConfigError(f"--app {reference}: cannot import {target}: {err}") from err
     app = getattr(module, attribute, None)
     if not isinstance(app, FederatedApp):
-        raise ConfigError(f"--app {reference}: {attribute} is not a fedsilo.runner.FederatedApp")
+        raise ConfigError(
+            f"--app {reference}: {attribute} is not a fedsilo.engine.app.FederatedApp"
+        )
     return app
 
 

@@ -9,7 +9,7 @@ hospital's one death lands in any fold with equal chance, ``fl_core.data.split.a
 For fold k every hospital trains on its other folds and tests on fold k, so each fold's test
 stays are held out at every hospital, and over the folds every stay is tested exactly once
 (~175 deaths on the demo instead of 4). Each fold is a real federation (``simulate``: hospital
-processes, the exchange, FedAvg), scored beside pooled training (``fedsilo.baselines``, trained
+processes, the exchange, FedAvg), scored beside pooled training (``fedsilo.ops.baselines``, trained
 the same way on the same training stays) and APACHE IVa's ``predictedhospitalmortality`` on the
 same test stays. Results: per-fold mean and spread, and the out-of-fold AUROC over every stay.
 
@@ -29,10 +29,10 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fedsilo.baselines import local_only_predictions, pooled_predictions
-from fedsilo.hospital_view import HospitalComparison, compare_hospitals
-from fedsilo.runner import DEFAULT_APP, FederatedApp
-from fedsilo.simulation import simulate
+from fedsilo.engine.app import DEFAULT_APP, FederatedApp
+from fedsilo.engine.process_engine import simulate
+from fedsilo.ops.baselines import local_only_predictions, pooled_predictions
+from fedsilo.ops.hospital_view import HospitalComparison, compare_hospitals
 from fl_core.calibration import Calibration, calibration_from_histogram
 from fl_core.config import FederationConfig
 from fl_core.data.base import SiteData, Split

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from fedsilo.runner import FederatedApp
-from fedsilo.simulation import initial_model_weights, rows_from_exchange
+from fedsilo.engine.app import FederatedApp
+from fedsilo.engine.federation import initial_model_weights, rows_from_exchange
 from fl_client.hospital import GlobalModel, Hospital, answer_round
 from fl_core.config import FederationConfig
 from fl_core.data.base import SiteData

@@ -21,14 +21,14 @@ import numpy as np
 import numpy.typing as npt
 from matplotlib.figure import Figure
 
-from fedsilo.calibration_view import calibration_html
-from fedsilo.personalization_report import (
+from fedsilo.ops.calibration_view import calibration_html
+from fedsilo.ops.personalization_report import (
     PersonalizationSummary,
     personalization_summary,
     summary_html,
 )
-from fedsilo.privacy_report import privacy_html
-from fedsilo.status import read_update_manifest, site_auroc
+from fedsilo.ops.privacy_report import privacy_html
+from fedsilo.ops.status import read_update_manifest, site_auroc
 from fl_core.config import FederationConfig
 from fl_core.errors import ConfigError
 from fl_core.exchange.histograms import class_histogram

@@ -8,7 +8,7 @@
    registration (pending) and prints the one ``cdk deploy`` command to run.
 3. ``check``: after deploying its stack, the hospital runs a preflight from inside its role and
    leaves the report under its own update prefix; the aggregator then turns the registration
-   active (``fl_core.registry``).
+   active (``fl_core.exchange.registry``).
 
 ``offboard`` revokes a registration (the aggregator refuses the site from its next admission
 on) and removes the hospital from ``cdk.json``; its past contributions stay in the ledger.
@@ -17,7 +17,6 @@ on) and removes the hospital from ``cdk.json``; its past contributions stay in t
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import time
 from collections.abc import Callable
@@ -35,12 +34,11 @@ from fl_core.errors import (
     FedsiloError,
     ObjectNotFoundError,
 )
-from fl_core.exchange.layout import check_federation_id, check_site_id
 from fl_core.exchange.manifests import PreflightCheck, PreflightReport, Registration
 from fl_core.exchange.protocol import Exchange
+from fl_core.ids import ACCOUNT_ID_REGEX, check_account_id, check_federation_id, check_site_id
 from fl_core.serialization import sha256_hex
 
-ACCOUNT_PATTERN = re.compile(r"^\d{12}$")
 ROLE_PATH = "/fedsilo/"  # stacks.context.HOSPITAL_ROLE_PATH: the stacks grant exactly this role
 
 
@@ -51,7 +49,7 @@ class JoinRequest(BaseModel):
 
     federation_id: str
     site_id: str
-    account_id: str = Field(pattern=ACCOUNT_PATTERN.pattern)
+    account_id: str = Field(pattern=ACCOUNT_ID_REGEX)
     region: str
     requested_by: str
     requested_unix: float
@@ -103,8 +101,7 @@ def build_request(
 ) -> JoinRequest:
     check_federation_id(federation_id)
     check_site_id(site_id)
-    if not ACCOUNT_PATTERN.fullmatch(account_id):
-        raise ConfigError(f"--account-id {account_id!r} must be the 12-digit AWS account id")
+    check_account_id(account_id)
     if region not in known_regions():
         raise ConfigError(f"--region {region!r} is not an AWS region; e.g. eu-west-1")
     account, arn = caller_identity(sts)

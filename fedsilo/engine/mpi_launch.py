@@ -10,44 +10,22 @@ the ranks themselves should do.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import structlog
 
-from fedsilo.run_folder import start_run
+from fedsilo.engine.mpi_setup import RANK_ENVIRONMENT, inside_mpirun, require_mpi
+from fedsilo.engine.run_folder import start_run
 from fl_core.config import FederationConfig
-from fl_core.errors import ConfigError, FedsiloError
+from fl_core.errors import FedsiloError
 
 log = structlog.get_logger("fedsilo.mpi")
 
-RANK_ENVIRONMENT = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")
-"""Set by Open MPI's mpirun, by MPICH's hydra and by Slurm's srun in every rank."""
 RELAUNCHED = "FEDSILO_MPI_RELAUNCHED"
 _ROOT_OVERRIDES = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
-_INSTALL_HINT = (
-    "install Open MPI and mpi4py with make install (apt-get install openmpi-bin "
-    "libopenmpi-dev; pip install -r requirements-dev.lock), or use --engine process"
-)
-
-
-def inside_mpirun() -> bool:
-    """True when a process manager (mpirun, mpiexec, srun) started this process."""
-    return any(name in os.environ for name in RANK_ENVIRONMENT)
-
-
-def require_mpi() -> str:
-    """The mpirun executable; exit 2 with how to install when Open MPI or mpi4py is missing."""
-    mpirun = shutil.which("mpirun")
-    if mpirun is None:
-        raise ConfigError(f"--engine mpi: mpirun not found on PATH; {_INSTALL_HINT}")
-    if importlib.util.find_spec("mpi4py") is None:
-        raise ConfigError(f"--engine mpi: the mpi4py package is not installed; {_INSTALL_HINT}")
-    return mpirun
 
 
 def default_ranks(config: FederationConfig) -> int:
@@ -136,10 +114,10 @@ def run_unless_aggregator(
         if status != 0:
             raise SystemExit(status)
         return True
-    from fedsilo.gc_policy import start_up
+    from fedsilo.engine.gc_policy import start_up
 
     with start_up():  # torch and the engine; the launcher outside mpirun never imports them
-        from fedsilo import mpi_engine
+        from fedsilo.engine import mpi_engine
 
     if mpi_engine.is_aggregator_rank(mpi_engine.world()):
         return False

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from fl_core.errors import ConfigError
-from fl_core.exchange.protocol import Exchange
-from fl_core.exchange.uri import open_store
+if TYPE_CHECKING:  # the exchange imports pydantic and numpy: the commands import it, not --help
+    from fl_core.exchange.protocol import Exchange
 
 ledger_app = typer.Typer(no_args_is_help=True, help="The audit ledger of a federation.")
 
@@ -39,6 +38,9 @@ EndpointArg = Annotated[
 
 def open_exchange(uri: str, federation_id: str, endpoint_url: str | None) -> Exchange:
     """The exchange of one federation; a plain folder path is accepted as a local store."""
+    from fl_core.exchange.protocol import Exchange
+    from fl_core.exchange.uri import open_store
+
     if "://" not in uri:
         uri = Path(uri).resolve().as_uri()
     return Exchange(open_store(uri, endpoint_url=endpoint_url), federation_id)
@@ -54,7 +56,7 @@ def ledger_verify(
 
     Exit 0 when every closed round verifies; exit 8 with one line naming the first bad round.
     """
-    from fl_core.ledger import LedgerVerificationError, verify_ledger
+    from fl_core.exchange.ledger import LedgerVerificationError, verify_ledger
 
     report = verify_ledger(open_exchange(exchange, federation, endpoint_url))
     if not report.ok:
@@ -93,7 +95,7 @@ def status_command(
     """Current round and phase, deadline countdown, and per hospital what it did."""
     from rich.live import Live
 
-    from fedsilo.status import collect_status, status_table
+    from fedsilo.ops.status import collect_status, status_table
 
     store = _status_exchange(run, federation, exchange, endpoint_url)
     status = collect_status(store)
@@ -111,9 +113,12 @@ def _status_exchange(
     run: Path | None, federation: str | None, exchange: str | None, endpoint_url: str | None
 ) -> Exchange:
     """The exchange named by a run folder (its config.json) or by --federation/--exchange."""
+    from fl_core.errors import ConfigError
+    from fl_core.exchange.protocol import Exchange
+
     if run is not None:
-        from fedsilo.report import open_run_exchange
-        from fedsilo.run_folder import resolve_run_folder
+        from fedsilo.engine.run_folder import resolve_run_folder
+        from fedsilo.ops.report import open_run_exchange
 
         run_dir, note = resolve_run_folder(run)
         if note:
@@ -142,8 +147,8 @@ def report_command(
     endpoint_url: EndpointArg = None,
 ) -> None:
     """One self-contained HTML page of a run's metrics, hospitals, calibration, rejections."""
-    from fedsilo.report import write_report
-    from fedsilo.run_folder import resolve_run_folder
+    from fedsilo.engine.run_folder import resolve_run_folder
+    from fedsilo.ops.report import write_report
 
     run, note = resolve_run_folder(run, needs="metrics.jsonl")
     if note:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fedsilo.runner import FederatedApp, TrainerFactory, default_trainer
+from fedsilo.engine.app import FederatedApp, TrainerFactory, default_trainer
 from fl_client.trainer import ClientTrainer, TrainResult
 from fl_core.config import FederationConfig
 from fl_core.data.base import SiteData

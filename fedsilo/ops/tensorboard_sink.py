@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fedsilo.simulation import SimulationEvents
+from fedsilo.engine.federation import SimulationEvents
 from fl_core.exchange.manifests import Decision, GlobalManifest, RoundResult
 
 SCALARS = ("auroc", "auprc", "loss", "train_loss", "sites_accepted", "sites_rejected", "seconds")

@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from fl_core.errors import ConfigError
-from fl_core.exchange.layout import check_site_id
 from fl_core.exchange.manifests import Registration
 from fl_core.exchange.protocol import Exchange
+from fl_core.ids import check_site_id
 from fl_core.secagg import masking
 from fl_core.types import SiteId
 

@@ -5,30 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
-from urllib.parse import urlsplit
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedsilo.onboarding import (
-    CdkJson,
-    approve,
-    build_request,
-    load_request,
-    offboard,
-    preflight,
-)
-from fedsilo.secagg_keys import hospital_public_key, key_path
-from fl_core.errors import ConfigError, ExchangeError, FedsiloError
-from fl_core.exchange.layout import check_site_id
-from fl_core.exchange.protocol import Exchange
-from fl_core.exchange.uri import open_store
-
-if TYPE_CHECKING:  # boto3 is imported by the commands that call AWS, not by every command
-    import boto3
-
-    from fl_core.exchange.s3_store import S3Store
+if TYPE_CHECKING:  # the exchange and boto3 are imported by the commands, not by --help
+    from fl_core.exchange.protocol import Exchange
 
 onboard_app = typer.Typer(no_args_is_help=True, help="Join a federation (hospital and centre).")
 console = Console()
@@ -44,58 +27,10 @@ def _sts(endpoint_url: str | None, region: str | None = None) -> object:
 
 
 def _exchange(uri: str, federation: str, endpoint_url: str | None) -> Exchange:
+    from fl_core.exchange.protocol import Exchange
+    from fl_core.exchange.uri import open_store
+
     return Exchange(open_store(uri, endpoint_url=endpoint_url), federation)
-
-
-def hospital_session(
-    role_arn: str | None, external_id: str | None, endpoint_url: str | None
-) -> boto3.Session:
-    """The hospital's task role (assumed with STS) or, without --role-arn, the current one."""
-    import boto3
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    if role_arn is None:
-        return boto3.Session()
-    kwargs = {"RoleArn": role_arn, "RoleSessionName": "fedsilo-onboard-check"}
-    if external_id:
-        kwargs["ExternalId"] = external_id
-    try:
-        found = boto3.client("sts", endpoint_url=endpoint_url).assume_role(**kwargs)
-    except (ClientError, BotoCoreError) as err:
-        raise ExchangeError(
-            f"cannot assume {role_arn} ({str(err).splitlines()[0]}); the hospital stack's task "
-            "role trusts only ECS tasks: run `fedsilo onboard check` without --role-arn as a "
-            "one-off task of the hospital's task definition (aws ecs run-task), or pass a role "
-            "whose trust policy admits you"
-        ) from err
-    credentials = found["Credentials"]
-    return boto3.Session(
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-    )
-
-
-def s3_store_for(
-    uri: str, session: boto3.Session, endpoint_url: str | None, kms_key_id: str | None
-) -> S3Store:
-    """An S3 store that acts with ``session``'s credentials."""
-    from botocore.config import Config
-
-    from fl_core.exchange.s3_store import S3Store
-
-    parts = urlsplit(uri)
-    if parts.scheme != "s3" or not parts.netloc:
-        raise ConfigError(f"--exchange {uri!r}: the preflight runs against s3://bucket[/prefix]")
-    config = Config(s3={"addressing_style": "path"}) if endpoint_url else None
-    client = session.client("s3", endpoint_url=endpoint_url, config=config)
-    return S3Store(
-        parts.netloc,
-        parts.path.strip("/"),
-        client=client,
-        kms_key_id=kms_key_id,
-        endpoint_url=endpoint_url,
-    )
 
 
 @onboard_app.command("request")
@@ -116,6 +51,10 @@ def request_command(
     ] = Path("fedsilo-state"),
 ) -> None:
     """Hospital admin: check the inputs and write a signed join request to send."""
+    from fedsilo.engine.secagg_keys import hospital_public_key, key_path
+    from fedsilo.ops.onboarding import build_request
+    from fl_core.ids import check_site_id
+
     sts = _sts(endpoint_url, region)
     check_site_id(site_id)
     public_key = hospital_public_key(key_path(state_dir, site_id))
@@ -139,6 +78,8 @@ def approve_command(
     endpoint_url: EndpointOption = None,
 ) -> None:
     """Coordinating centre: register the hospital (pending) and print its deploy command."""
+    from fedsilo.ops.onboarding import CdkJson, approve, load_request
+
     request = load_request(request_file)
     cdk = CdkJson.load(cdk_json)
     store = _exchange(exchange or cdk.bucket_uri(), cdk.federation_id, endpoint_url)
@@ -167,6 +108,11 @@ def check_command(
     endpoint_url: EndpointOption = None,
 ) -> None:
     """Hospital admin: preflight from inside the hospital's role, as a checklist."""
+    from fedsilo.ops.aws_session import hospital_session, s3_store_for
+    from fedsilo.ops.onboarding import preflight
+    from fl_core.errors import FedsiloError
+    from fl_core.exchange.protocol import Exchange
+
     session = hospital_session(role_arn, external_id, endpoint_url)
     store = Exchange(s3_store_for(exchange, session, endpoint_url, kms_key_id), federation)
     sts = session.client("sts", endpoint_url=endpoint_url)
@@ -191,6 +137,8 @@ def offboard_command(
     endpoint_url: EndpointOption = None,
 ) -> None:
     """Coordinating centre: revoke a hospital now; its later updates are refused."""
+    from fedsilo.ops.onboarding import CdkJson, offboard
+
     cdk = CdkJson.load(cdk_json)
     store = _exchange(exchange or cdk.bucket_uri(), cdk.federation_id, endpoint_url)
     offboard(site_id, cdk, store, time.time())

@@ -11,8 +11,8 @@ Imported only by the fork server, as its one preload module:
 
 import gc
 
-from fedsilo.gc_policy import start_up
-from fedsilo.process_exit import skip_teardown_at_exit
+from fedsilo.engine.gc_policy import start_up
+from fedsilo.engine.process_exit import skip_teardown_at_exit
 
 with start_up():
     import pandas  # noqa: F401
@@ -20,7 +20,7 @@ with start_up():
     import torch._dynamo
     import torch.optim  # noqa: F401
 
-    import fedsilo.simulation  # noqa: F401
+    import fedsilo.engine.process_engine  # noqa: F401
 
 gc.disable()  # the fork server allocates next to nothing; its workers enable collection
 skip_teardown_at_exit()

@@ -11,17 +11,15 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from fl_core.data.defaults import EICU_MIN_STAYS, TABLE_MIN_STAYS
-from fl_core.data.prepared import PreparedSchema
-from fl_core.errors import ConfigError
 
-if TYPE_CHECKING:  # evaluation imports torch: only the evaluate command pays for it
-    from fedsilo.evaluate_eicu import CrossValidation
+if TYPE_CHECKING:  # numpy, pandas and torch: only the command that needs one pays for it
+    from fedsilo.ops.evaluate import CrossValidation
+    from fl_core.data.prepared import PreparedSchema
 
 data_app = typer.Typer(
     no_args_is_help=True,
@@ -46,6 +44,8 @@ def synth_command(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Write a synthetic twin of eICU-CRD v2.0 (same four tables) plus its true-risk file."""
+    import numpy as np
+
     from fl_core.data.eicu.synth import synthesize  # pandas: only this command pays for it
 
     summary = synthesize(out, hospitals=hospitals, stays=stays, seed=seed, overwrite=overwrite)
@@ -99,6 +99,8 @@ def prepare_command(
     overwrite: OverwriteOption = False,
 ) -> None:
     """Write one folder per hospital (stratified train/valid/test Parquet) plus schema.json."""
+    from fl_core.errors import ConfigError
+
     if (eicu_dir is None) == (csv is None):
         raise ConfigError("give exactly one of --eicu-dir DIR or --csv FILE")
     # the preparers import pandas: only this command pays for it
@@ -169,9 +171,10 @@ def evaluate_command(
     Small hospitals (eICU demo: ~11 stays, one death or none) leave a held-out test split
     with a handful of deaths; k folds dealt inside every hospital test each stay once.
     """
-    from fedsilo.evaluate_eicu import cross_validate
-    from fedsilo.logs import configure_logging
+    from fedsilo.engine.logs import configure_logging
+    from fedsilo.ops.evaluate import cross_validate
     from fl_core.config import load_config
+    from fl_core.errors import ConfigError
 
     configure_logging("auto", "WARNING")
     if not (data / "schema.json").is_file():

@@ -1,0 +1,193 @@
+"""``fedsilo simulate``: a whole federation on this machine, with a progress bar per round."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fedsilo.cli.options import (
+    ConfigOption,
+    DpDeltaOption,
+    DpEpsilonOption,
+    LogFormatOption,
+    SecAggOption,
+    check_dp_level,
+    check_format,
+    privacy_overrides,
+)
+from fedsilo.cli.output import (
+    console,
+    fit_strategy,
+    fmt,
+    metrics_table,
+    print_personalization,
+    print_privacy,
+    stdout,
+)
+
+if TYPE_CHECKING:
+    from fl_core.config import FederationConfig
+    from fl_core.exchange.manifests import Decision, GlobalManifest
+
+
+class ProgressEvents:
+    """Draws a progress bar per round and prints each round's row when it is known."""
+
+    def __init__(self, config: FederationConfig) -> None:
+        from fedsilo.engine.federation import SimulationEvents
+
+        self.config = config
+        events = self
+
+        class Events(SimulationEvents):
+            def round_opened(self, manifest: GlobalManifest) -> None:
+                events.opened(manifest)
+
+            def decided(self, round_index: int, decision: Decision) -> None:
+                events.progress.advance(events.task)
+
+            def row_ready(self, row: dict[str, Any]) -> None:
+                events.print_row(row)
+
+        self.events = Events(config.rounds)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("sites"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self.task = self.progress.add_task("waiting", total=1, visible=False)
+
+    def opened(self, manifest: GlobalManifest) -> None:
+        self.progress.remove_task(self.task)
+        label = (
+            f"round {manifest.round_index}/{self.config.rounds}"
+            if manifest.task == "train"
+            else "final evaluation"
+        )
+        self.task = self.progress.add_task(label, total=len(manifest.invited_sites))
+
+    def print_row(self, row: dict[str, Any]) -> None:
+        self.progress.console.print(
+            f"round {row['round']:>3}  AUROC {fmt(row['auroc'])}  AUPRC {fmt(row['auprc'])}  "
+            f"loss {fmt(row['loss'])}  sites {row['sites_accepted']}/"
+            f"{row['sites_rejected']}  {row['seconds']:.1f}s",
+            soft_wrap=True,
+            highlight=False,
+        )
+
+
+def simulate_command(
+    config: ConfigOption = None,
+    hospitals: Annotated[int | None, typer.Option(help="synthetic hospitals")] = None,
+    data: Annotated[Path | None, typer.Option(help="prepared per-hospital folders")] = None,
+    twin: Annotated[
+        bool, typer.Option("--twin", help="the eICU-shaped twin, read by the real reader")
+    ] = False,
+    rounds: Annotated[int | None, typer.Option(help="training rounds")] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of data, model and training")] = None,
+    out: Annotated[Path, typer.Option(help="folder that receives the run folder")] = Path("runs"),
+    exchange: Annotated[str | None, typer.Option(help="file://DIR or s3://bucket/prefix")] = None,
+    endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint")] = None,
+    engine: Annotated[str | None, typer.Option(help="process or mpi")] = None,
+    strategy: Annotated[str | None, typer.Option(help="aggregation strategy")] = None,
+    workers: Annotated[int | None, typer.Option(help="hospital worker processes")] = None,
+    min_sites: Annotated[int | None, typer.Option(help="quorum per round")] = None,
+    app_ref: Annotated[
+        str | None, typer.Option("--app", help="FILE.py:NAME of a FederatedApp")
+    ] = None,
+    run_id: Annotated[str | None, typer.Option(help="name of the run folder")] = None,
+    tensorboard: Annotated[
+        Path | None, typer.Option(help="also write per-round metrics as TensorBoard events here")
+    ] = None,
+    dp_epsilon: DpEpsilonOption = None,
+    dp_delta: DpDeltaOption = None,
+    dp_level: Annotated[
+        str,
+        typer.Option(
+            "--dp-level",
+            help="sample: DP-SGD at each hospital (protects patients); client: DP-FedAvg at "
+            "the aggregator (protects hospitals)",
+        ),
+    ] = "sample",
+    secure_aggregation: SecAggOption = None,
+    log_format: LogFormatOption = "auto",
+    log_level: Annotated[str, typer.Option(help="log level")] = "WARNING",
+) -> None:
+    """Train a whole federation on this machine (hospitals in worker processes)."""
+    from fedsilo.engine.logs import configure_logging
+    from fedsilo.engine.strategy_fit import planned_hospitals
+    from fedsilo.ops.calibration_view import calibration_table
+    from fl_core.config import load_config
+
+    if engine != "mpi":
+        from fedsilo.engine.worker_pool import worker_context
+
+        worker_context()  # the fork server imports torch on one core while we do on the other
+    overrides: dict[str, Any] = {
+        "rounds": rounds,
+        "seed": seed,
+        "data.synthetic.hospitals": hospitals,
+        "exchange.uri": exchange,
+        "exchange.endpoint_url": endpoint_url,
+        "simulation.engine": engine,
+        "simulation.workers": workers,
+        "strategy.name": strategy,
+        "round.min_sites": min_sites,
+        **privacy_overrides(dp_epsilon, dp_delta, check_dp_level(dp_level), secure_aggregation),
+    }
+    if data is not None:
+        overrides.update({"data.source": "prepared", "data.path": str(data)})
+    elif twin:
+        overrides["data.source"] = "twin"
+        overrides["data.twin.hospitals"] = overrides.pop("data.synthetic.hospitals")
+    federation = load_config(config, overrides)
+    federation = fit_strategy(federation, planned_hospitals(federation))
+    configure_logging(check_format(log_format), log_level)
+    if federation.simulation.engine == "mpi":
+        from fedsilo.engine.mpi_launch import run_unless_aggregator
+
+        mpi_options = {"--app": app_ref, "--log-format": log_format, "--log-level": log_level}
+        mpi_options["--tensorboard"] = None if tensorboard is None else str(tensorboard)
+        if run_unless_aggregator(federation, out, run_id=run_id, options=mpi_options):
+            return  # re-launched under mpirun, or this rank hosted hospitals
+        from fedsilo.engine.mpi_engine import simulate as run_simulation
+    else:
+        from fedsilo.engine.gc_policy import start_up
+
+        with start_up():  # torch, after the config is known to be good
+            from fedsilo.engine.process_engine import simulate as run_simulation
+    ui = ProgressEvents(federation)
+    from fedsilo.ops.tensorboard_sink import with_tensorboard
+
+    events = ui.events if tensorboard is None else with_tensorboard(tensorboard, ui.events)
+    console.print(
+        f"[bold]fedsilo[/] federation [cyan]{federation.federation_id}[/]: "
+        f"{federation.rounds} rounds, seed {federation.seed}"
+    )
+    with ui.progress:
+        result = run_simulation(
+            federation,
+            out,
+            app_ref=app_ref,
+            events=events,
+            log_format=check_format(log_format),
+            log_level=log_level,
+            run_id=run_id,
+        )
+    stdout.print(metrics_table(result.rows))
+    calibration = calibration_table(result.rows)
+    if calibration is not None:
+        stdout.print(calibration)
+    print_personalization(federation, result.exchange_uri)
+    print_privacy(federation, result.exchange_uri)
+    stdout.print(f"run folder: {result.run_dir}  ({result.seconds:.1f} s)")
+    stdout.print(f"  metrics:  {result.run_dir / 'metrics.jsonl'}")
+    stdout.print(f"  model:    {result.run_dir / 'model.safetensors'}")
+    stdout.print(f"  exchange: {result.exchange_uri}")

@@ -1,0 +1,296 @@
+"""What every way of running a federation shares: set-up, the aggregator's rounds, the run files.
+
+The process engine, the MPI engine and ``server run`` differ only in where the hospitals
+live; each used to repeat the same set-up (load the app, start the run folder, open the
+exchange, build the data source, place the sites, register secure-aggregation keys) and the
+same ending (final model and metrics.jsonl from the exchange). ``prepare_federation`` and
+``finish_run`` are that set-up and ending, once. Nothing here starts a process, so the
+deployed path (``fedsilo.engine.services``) imports this module and never an engine.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fedsilo.engine.app import DEFAULT_APP, FederatedApp, build_source, load_app
+from fedsilo.engine.gc_policy import freeze_start_up
+from fedsilo.engine.placement import place_sites
+from fedsilo.engine.run_folder import start_run
+from fedsilo.engine.secagg_keys import key_path, load_key, register_simulated_sites
+from fl_client.hospital import Hospital
+from fl_core.config import FederationConfig
+from fl_core.control_variates import split_controls
+from fl_core.data.base import DataSource
+from fl_core.data.standardize import FeatureMoments, combine_moments
+from fl_core.errors import ConfigError, FedsiloError
+from fl_core.exchange.manifests import RoundResult
+from fl_core.exchange.protocol import Exchange
+from fl_core.exchange.uri import open_store
+from fl_core.models import model_weights
+from fl_core.serialization import decode_weights, encode_weights
+from fl_core.types import SiteId
+from fl_server.moments import gather_moments
+from fl_server.round_loop import RoundEvents, RoundLoop
+
+Sleep = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class PreparedFederation:
+    """A federation ready to run: its app, run folder, exchange, data and hospitals."""
+
+    config: FederationConfig
+    app: FederatedApp
+    run_dir: Path
+    exchange_uri: str
+    exchange: Exchange
+    source: DataSource
+    sites: list[SiteId]
+    secagg_key_dir: Path | None
+    """Each simulated hospital's secure-aggregation key, registered as ``onboard approve`` would."""
+    started: float = field(default_factory=time.monotonic)
+
+    def placement(self, hosts: int) -> list[tuple[SiteId, ...]]:
+        """The sites each of ``hosts`` hosts serves (balanced by expected training time)."""
+        return place_sites(self.source, hosts, self.config.training)
+
+    def num_features(self) -> int:
+        return len(self.source.feature_names())
+
+    def run_rounds(self, events: RoundEvents | None = None, sleep: Sleep = time.sleep) -> None:
+        """The aggregator's side of the whole federation (see ``run_rounds``)."""
+        run_rounds(
+            self.app, self.config, self.exchange, self.sites, self.num_features(), events, sleep
+        )
+
+    def finish(self) -> SimulationResult:
+        """The run folder's final model and metrics.jsonl (see ``finish_run``)."""
+        return finish_run(self.exchange, self.config, self.run_dir, self.exchange_uri, self.started)
+
+
+def prepare_federation(
+    config: FederationConfig,
+    out_dir: Path,
+    *,
+    app: FederatedApp | None = None,
+    app_ref: str | None = None,
+    run_id: str | None = None,
+) -> PreparedFederation:
+    """Everything an engine needs before it starts hosting hospitals."""
+    started = time.monotonic()
+    if app is None:
+        app = DEFAULT_APP if app_ref is None else load_app(app_ref)
+    run_dir, exchange_uri = start_run(config, out_dir, run_id)
+    exchange = open_exchange(exchange_uri, config)
+    source = build_source(config)
+    sites = source.site_ids()
+    key_dir = run_dir / "hospital-keys" if config.privacy.secagg.enabled else None
+    if key_dir is not None:
+        register_simulated_sites(exchange, sites, key_dir)
+    return PreparedFederation(
+        config=config,
+        app=app,
+        run_dir=run_dir,
+        exchange_uri=exchange_uri,
+        exchange=exchange,
+        source=source,
+        sites=sites,
+        secagg_key_dir=key_dir,
+        started=started,
+    )
+
+
+def open_exchange(uri: str | None, config: FederationConfig) -> Exchange:
+    """The federation's exchange at ``uri`` with the config's endpoint and KMS key."""
+    if uri is None:
+        raise ConfigError("exchange.uri is not set; pass --exchange s3://bucket/prefix")
+    store = open_store(
+        uri, endpoint_url=config.exchange.endpoint_url, kms_key_id=config.exchange.kms_key_id
+    )
+    return Exchange(store, config.federation_id)
+
+
+def load_hospitals(
+    app: FederatedApp,
+    config: FederationConfig,
+    site_ids: Sequence[SiteId],
+    secagg_key_dir: Path | None = None,
+    state_dir: Path | None = None,
+) -> list[Hospital]:
+    """Load the hosted sites; one trainer (one model in memory) serves them all in turn.
+
+    Shared by both engines and ``client run`` so a hospital is set up alike whatever hosts it.
+    """
+    source = build_source(config)
+    trainer = app.build_trainer(len(source.feature_names()), config)
+    return [
+        Hospital(
+            data=source.load_site(site_id),
+            trainer=trainer,
+            state_dir=state_dir,
+            secagg_key=load_key(key_path(secagg_key_dir, site_id)) if secagg_key_dir else None,
+        )
+        for site_id in site_ids
+    ]
+
+
+class SimulationEvents(RoundEvents):
+    """Collects per-round rows; the CLI subclasses it to draw progress."""
+
+    def __init__(self, rounds: int) -> None:
+        self.rounds = rounds
+        self.results: dict[int, RoundResult] = {}
+        self.rows: list[dict[str, Any]] = []
+
+    def round_closed(self, result: RoundResult) -> None:
+        self.results[result.round_index] = result
+        previous = self.results.get(result.round_index - 1)
+        if previous is not None and previous.task == "train":
+            row = metrics_row(previous, result)
+            self.rows.append(row)
+            self.row_ready(row)
+
+    def row_ready(self, row: dict[str, Any]) -> None:
+        """A round's metrics are known (one round later: the next round evaluates its model)."""
+
+
+def metrics_row(trained: RoundResult, evaluated: RoundResult) -> dict[str, Any]:
+    """One metrics.jsonl line: round ``r``'s counts with the evaluation of the model it made."""
+    evaluation = evaluated.evaluation
+    return {
+        "round": trained.round_index,
+        "auroc": evaluation.auroc if evaluation else None,
+        "auprc": evaluation.auprc if evaluation else None,
+        "loss": evaluation.loss if evaluation else None,
+        "train_loss": trained.train_loss,
+        "sites_accepted": len(trained.accepted),
+        "sites_rejected": len(trained.rejected),
+        "sites_missing": len(trained.missing),
+        "seconds": round(trained.closed_unix - trained.started_unix, 3),
+        "reference_auroc": evaluation.reference_auroc if evaluation else {},
+        "calibration": (
+            evaluation.calibration.model_dump() if evaluation and evaluation.calibration else None
+        ),
+        "reference_calibration": (
+            {k: v.model_dump() for k, v in evaluation.reference_calibration.items()}
+            if evaluation
+            else {}
+        ),
+        "eval_sites": evaluation.num_sites if evaluation else 0,
+    }
+
+
+def rows_from_exchange(exchange: Exchange, rounds: int) -> list[dict[str, Any]]:
+    """Rebuild every metrics row from result.json files (the source of truth)."""
+    rows = []
+    for round_index in range(1, rounds + 1):
+        trained = exchange.read_result(round_index)
+        evaluated = exchange.read_result(round_index + 1)
+        if trained is not None and evaluated is not None:
+            rows.append(metrics_row(trained, evaluated))
+    return rows
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    run_dir: Path
+    rows: list[dict[str, Any]]
+    final_weights: dict[str, np.ndarray]
+    exchange_uri: str
+    seconds: float
+
+
+def initial_model_weights(
+    app: FederatedApp,
+    config: FederationConfig,
+    num_features: int,
+    moments: list[FeatureMoments],
+) -> dict[str, np.ndarray]:
+    """Round 1's model: the app's model at the config's seed, standardised by the moments."""
+    torch.manual_seed(config.seed)
+    model = app.model(num_features, config)
+    set_standardisation = getattr(model, "set_standardisation", None)
+    if callable(set_standardisation):
+        mean, std = combine_moments(moments)
+        set_standardisation(mean, std)
+    return model_weights(model)
+
+
+def first_model(
+    app: FederatedApp,
+    config: FederationConfig,
+    exchange: Exchange,
+    sites: list[SiteId],
+    num_features: int,
+    sleep: Sleep = time.sleep,
+) -> dict[str, np.ndarray]:
+    """Gather the hospitals' feature moments through the exchange, then build round 1's model."""
+    moments = gather_moments(exchange, sites, num_features, config, sleep=sleep)
+    return initial_model_weights(app, config, num_features, moments)
+
+
+def run_rounds(
+    app: FederatedApp,
+    config: FederationConfig,
+    exchange: Exchange,
+    sites: list[SiteId],
+    num_features: int,
+    events: RoundEvents | None = None,
+    sleep: Sleep = time.sleep,
+    *,
+    resume: bool = False,
+) -> None:
+    """The aggregator's side: the first model (unless resuming), then every round.
+
+    ``resume``: the exchange already holds the federation's state, so the rounds continue
+    from it and no first model is built.
+    """
+    initial = None if resume else first_model(app, config, exchange, sites, num_features, sleep)
+    loop = RoundLoop(
+        exchange,
+        app.aggregator(config),
+        config,
+        sites,
+        initial_weights=initial,
+        events=events,
+        sleep=sleep,
+    )
+    freeze_start_up()
+    loop.run()
+
+
+def finish_run(
+    exchange: Exchange,
+    config: FederationConfig,
+    run_dir: Path,
+    exchange_uri: str,
+    started: float,
+) -> SimulationResult:
+    """Write the final model and metrics.jsonl from what the exchange holds."""
+    final_manifest = exchange.read_global_manifest(config.rounds + 1)
+    if final_manifest is None:
+        raise FedsiloError("the federation ended without a final model; see the log")
+    final_bytes = exchange.read_global_weights(final_manifest)
+    final_weights, controls = split_controls(decode_weights(final_bytes))
+    if controls:  # SCAFFOLD's c stays in the exchange; the run's model is the model alone
+        final_bytes = encode_weights(final_weights)
+    (run_dir / "model.safetensors").write_bytes(final_bytes)
+    rows = rows_from_exchange(exchange, config.rounds)
+    with open(run_dir / "metrics.jsonl", "w") as handle:
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+    return SimulationResult(
+        run_dir=run_dir,
+        rows=rows,
+        final_weights=final_weights,
+        exchange_uri=exchange_uri,
+        seconds=time.monotonic() - started,
+    )

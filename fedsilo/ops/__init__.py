@@ -1,0 +1,1 @@
+"""Reading what federations leave: status, reports, the privacy spent, evaluation, onboarding."""

@@ -1,0 +1,65 @@
+"""Every id and name the federation trusts, checked in one place.
+
+Site and federation ids become S3 key segments and IAM prefixes, so the exchange, the config,
+the data preparers, onboarding and the CDK stacks must all accept exactly the same strings.
+This module imports nothing from the rest of fedsilo (only the error type), so each of them
+can use it without depending on the others: the exchange imports it, never the other way.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fl_core.errors import ConfigError
+
+ID_REGEX = r"[a-z0-9][a-z0-9-]{0,62}"
+"""Site and federation ids: 1-63 lower-case letters, digits or dashes, not starting with a dash."""
+SITE_ID_PATTERN = re.compile(rf"^{ID_REGEX}$")
+FEDERATION_ID_PATTERN = re.compile(rf"^{ID_REGEX}$")
+ACCOUNT_ID_REGEX = r"^\d{12}$"
+ACCOUNT_ID_PATTERN = re.compile(ACCOUNT_ID_REGEX)
+_SITE_KEY_CHARS = re.compile(r"[^a-z0-9]+")
+
+
+def check_site_id(site_id: str) -> str:
+    """Site ids become key segments and IAM prefixes: lower-case letters, digits and dashes."""
+    if not SITE_ID_PATTERN.fullmatch(site_id):
+        raise ConfigError(
+            f"site id {site_id!r} is invalid; use 1-63 lower-case letters, digits or dashes, "
+            "starting with a letter or digit"
+        )
+    return site_id
+
+
+def check_federation_id(federation_id: str) -> str:
+    """Federation ids name the exchange's top folder and every stack: same rule as site ids."""
+    if not FEDERATION_ID_PATTERN.fullmatch(federation_id):
+        raise ConfigError(
+            f"federation id {federation_id!r} is invalid; use 1-63 lower-case letters, digits "
+            "or dashes"
+        )
+    return federation_id
+
+
+def check_account_id(account_id: str, flag: str = "--account-id") -> str:
+    """An AWS account id is exactly twelve digits (the trust boundary of a hospital)."""
+    if not ACCOUNT_ID_PATTERN.fullmatch(account_id):
+        raise ConfigError(f"{flag} {account_id!r} must be the 12-digit AWS account id")
+    return account_id
+
+
+def site_key(value: str) -> str:
+    """The lower-case key of a hospital: ``73`` -> ``73``, ``St. Mary's`` -> ``st-mary-s``."""
+    return _SITE_KEY_CHARS.sub("-", value.strip().lower()).strip("-")
+
+
+def site_names(value: str) -> tuple[str, str]:
+    """``(site_id, folder)`` of a hospital value in a data table: ``site-<key>``, ``site_<key>``.
+
+    The folder keeps the ``site_<hospitalid>`` name users of eICU expect; the site id uses a
+    dash because it becomes an S3 key segment and IAM prefix (``check_site_id``).
+    """
+    key = site_key(value)
+    if not key:
+        raise ConfigError(f"site value {value!r} has no letter or digit; rename that site")
+    return check_site_id(f"site-{key}"[:63].rstrip("-")), f"site_{key}"
