@@ -212,6 +212,17 @@ class SecAggServer:
         save(state.model_copy(update={"phase": "failed", "message": message}))
         return RoundFailedError(message)
 
+    def _below_threshold(
+        self, state: FederationState, save: Save, threshold: int, heard: str, advice: str
+    ) -> RoundFailedError:
+        """Fewer than ``threshold`` hospitals took a step: the round fails (``_fail``)."""
+        return self._fail(
+            state,
+            save,
+            f"round {state.round_index}: {heard}, fewer than the secure aggregation threshold "
+            f"t={threshold}; {advice}",
+        )
+
     def _key(self, round_index: int, document: str) -> str:
         return self.exchange.layout.secagg_global_key(round_index, document)
 
@@ -300,12 +311,13 @@ class SecAggServer:
                 state = self._keep_alive(state, save)
                 self.sleep(self.config.round.poll_interval_s)
             if len(self._adverts) < roster.threshold:
-                raise self._fail(
+                raise self._below_threshold(
                     state,
                     save,
-                    f"round {r}: only {len(self._adverts)} of {len(sites)} hospitals sent their "
-                    f"secure aggregation keys in {wait_s:.0f} s, fewer "
-                    f"than the threshold t={roster.threshold}; check the hospitals that did not",
+                    roster.threshold,
+                    f"only {len(self._adverts)} of {len(sites)} hospitals sent their secure "
+                    f"aggregation keys in {wait_s:.0f} s",
+                    "check the hospitals that did not",
                 )
             setup = SecAggSetup(
                 federation_id=roster.federation_id,
@@ -343,13 +355,14 @@ class SecAggServer:
         survivors = sorted(participants & accepted)
         dropped = sorted(participants - accepted)
         if len(survivors) < self.roster.threshold:
-            raise self._fail(
+            raise self._below_threshold(
                 state,
                 save,
-                f"round {r}: {len(survivors)} of {len(participants)} hospitals delivered a masked "
-                f"update ({len(dropped)} dropped), fewer than the secure aggregation threshold "
-                f"t={self.roster.threshold}; the sum cannot be unmasked. Check the dropped "
-                "hospitals, or lower privacy.secagg.threshold (it must stay above half)",
+                self.roster.threshold,
+                f"{len(survivors)} of {len(participants)} hospitals delivered a masked update "
+                f"({len(dropped)} dropped)",
+                "the sum cannot be unmasked. Check the dropped hospitals, or lower "
+                "privacy.secagg.threshold (it must stay above half)",
             )
         request = SecAggUnmaskRequest(
             federation_id=self.roster.federation_id,
@@ -485,12 +498,13 @@ class SecAggServer:
             self.aggregator.resum(lambda: [verified_update(self.exchange, r, d) for d in survivors])
         state, answers = self._answers(state, save, request)
         if len(answers) < self.roster.threshold:
-            raise self._fail(
+            raise self._below_threshold(
                 state,
                 save,
-                f"round {r}: {len(answers)} of {len(request.survivors)} surviving hospitals "
-                f"answered the unmask request in {self.settings.unmask_timeout_s:.0f} s, fewer "
-                f"than the threshold t={self.roster.threshold}; the sum cannot be unmasked",
+                self.roster.threshold,
+                f"{len(answers)} of {len(request.survivors)} surviving hospitals answered the "
+                f"unmask request in {self.settings.unmask_timeout_s:.0f} s",
+                "the sum cannot be unmasked",
             )
         material, problems = self._reconstruct(request, answers)
         if problems:

@@ -8,16 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
+from fl_core import robust_aggregation as rules
 from fl_core.errors import AggregationError, ConfigError
-from fl_core.robust_aggregation import (
-    coordinate_median,
-    krum_keep_count,
-    krum_scores,
-    krum_select,
-    pairwise_distances,
-    trimmed_mean,
-    weighted_rows_mean,
-)
 
 SETTINGS = settings(max_examples=60, deadline=None)
 finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)
@@ -38,7 +30,7 @@ def blocks(draw: st.DrawFn, min_rows: int = 1) -> tuple[np.ndarray, np.ndarray]:
 def test_rules_are_order_invariant(block, fraction, data):
     rows, counts = block
     order = np.array(data.draw(st.permutations(range(rows.shape[0]))))
-    for rule in (coordinate_median, weighted_rows_mean):
+    for rule in (rules.coordinate_median, rules.weighted_rows_mean):
         np.testing.assert_allclose(
             rule(rows, counts), rule(rows[order], counts[order]), rtol=1e-12, atol=1e-9
         )
@@ -46,8 +38,8 @@ def test_rules_are_order_invariant(block, fraction, data):
     # aggregator always passes rows in site_id order); with equal weights order cannot matter
     equal = np.ones_like(counts)
     np.testing.assert_allclose(
-        trimmed_mean(rows, equal, trim_fraction=fraction),
-        trimmed_mean(rows[order], equal, trim_fraction=fraction),
+        rules.trimmed_mean(rows, equal, trim_fraction=fraction),
+        rules.trimmed_mean(rows[order], equal, trim_fraction=fraction),
         rtol=1e-12,
         atol=1e-9,
     )
@@ -62,10 +54,10 @@ def test_rules_are_order_invariant(block, fraction, data):
 def test_identical_updates_unchanged(row, counts, fraction):
     rows = np.tile(row, (len(counts), 1))
     weights = np.array(counts, np.float64)
-    np.testing.assert_allclose(coordinate_median(rows, weights), row, rtol=1e-12, atol=1e-9)
-    np.testing.assert_allclose(weighted_rows_mean(rows, weights), row, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(rules.coordinate_median(rows, weights), row, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(rules.weighted_rows_mean(rows, weights), row, rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(
-        trimmed_mean(rows, weights, trim_fraction=fraction), row, rtol=1e-12, atol=1e-9
+        rules.trimmed_mean(rows, weights, trim_fraction=fraction), row, rtol=1e-12, atol=1e-9
     )
 
 
@@ -76,18 +68,18 @@ def test_trimmed_mean_stays_within_the_kept_range(block, fraction):
     k = int(fraction * rows.shape[0])
     ordered = np.sort(rows, axis=0)
     low, high = ordered[k], ordered[rows.shape[0] - k - 1]
-    out = trimmed_mean(rows, counts, trim_fraction=fraction)
+    out = rules.trimmed_mean(rows, counts, trim_fraction=fraction)
     assert np.all(out >= low - 1e-9) and np.all(out <= high + 1e-9)
 
 
 def test_trimmed_mean_refuses_a_fraction_of_half_or_more():
     with pytest.raises(ConfigError, match="trim_fraction"):
-        trimmed_mean(np.zeros((3, 1)), np.ones(3), trim_fraction=0.5)
+        rules.trimmed_mean(np.zeros((3, 1)), np.ones(3), trim_fraction=0.5)
 
 
 def test_a_rule_refuses_counts_that_do_not_match_the_rows():
     with pytest.raises(AggregationError, match="one per update"):
-        coordinate_median(np.zeros((3, 2)), np.ones(2))
+        rules.coordinate_median(np.zeros((3, 2)), np.ones(2))
 
 
 @SETTINGS
@@ -96,7 +88,7 @@ def test_pairwise_distances_match_the_direct_sum_whatever_the_blocks(block, cut)
     rows, _ = block
     direct = ((rows[:, None, :] - rows[None, :, :]) ** 2).sum(axis=2)
     pieces = [rows[:, i : i + cut] for i in range(0, rows.shape[1], cut)]
-    out = pairwise_distances(iter(pieces), rows.shape[0])
+    out = rules.pairwise_distances(iter(pieces), rows.shape[0])
     np.testing.assert_allclose(out, direct, rtol=1e-9, atol=1e-6)
     assert np.all(np.diag(out) == 0.0) and np.all(out >= 0.0)
 
@@ -108,30 +100,30 @@ def test_krum_scores_follow_the_updates_when_reordered(block, data):
     n = rows.shape[0]
     byzantine = data.draw(st.integers(0, (n - 3) // 2))
     order = np.array(data.draw(st.permutations(range(n))))
-    distances = pairwise_distances([rows], n)
-    scores = krum_scores(distances, byzantine)
-    moved = krum_scores(pairwise_distances([rows[order]], n), byzantine)
+    distances = rules.pairwise_distances([rows], n)
+    scores = rules.krum_scores(distances, byzantine)
+    moved = rules.krum_scores(rules.pairwise_distances([rows[order]], n), byzantine)
     np.testing.assert_allclose(moved, scores[order], rtol=1e-9, atol=1e-6)
 
 
 def test_krum_keeps_the_update_closest_to_its_peers():
     rows = np.array([[0.0], [0.1], [0.2], [0.3], [50.0]])
-    scores = krum_scores(pairwise_distances([rows], 5), byzantine=1)
-    assert krum_select(scores, 1) == [1] or krum_select(scores, 1) == [2]
-    assert 4 not in krum_select(scores, 4)
+    scores = rules.krum_scores(rules.pairwise_distances([rows], 5), byzantine=1)
+    assert rules.krum_select(scores, 1) == [1] or rules.krum_select(scores, 1) == [2]
+    assert 4 not in rules.krum_select(scores, 4)
 
 
 def test_krum_select_breaks_ties_by_position():
-    assert krum_select(np.array([1.0, 0.0, 0.0, 0.0]), 2) == [1, 2]
+    assert rules.krum_select(np.array([1.0, 0.0, 0.0, 0.0]), 2) == [1, 2]
 
 
 def test_krum_refuses_too_few_updates_for_its_byzantine_count():
     with pytest.raises(AggregationError, match="at least 5"):
-        krum_scores(np.zeros((4, 4)), byzantine=1)
+        rules.krum_scores(np.zeros((4, 4)), byzantine=1)
 
 
 def test_multikrum_keep_count_defaults_to_n_minus_f_and_checks_selected():
-    assert krum_keep_count(num_updates=7, byzantine=2, multi=True, selected=None) == 5
-    assert krum_keep_count(num_updates=7, byzantine=2, multi=False, selected=None) == 1
+    assert rules.krum_keep_count(num_updates=7, byzantine=2, multi=True, selected=None) == 5
+    assert rules.krum_keep_count(num_updates=7, byzantine=2, multi=False, selected=None) == 1
     with pytest.raises(AggregationError, match="between 1 and the 7"):
-        krum_keep_count(num_updates=7, byzantine=2, multi=True, selected=8)
+        rules.krum_keep_count(num_updates=7, byzantine=2, multi=True, selected=8)
