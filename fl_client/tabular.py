@@ -30,8 +30,8 @@ def local_epochs(num_examples: int, config: TrainingConfig) -> int:
 def planned_steps(num_examples: int, config: TrainingConfig) -> int:
     """Optimizer steps a round of training makes on ``num_examples`` rows (no data needed).
 
-    Each step costs about the same whatever its batch (0.3 ms for the default model at 2 to
-    128 rows), so this is what a round costs a hospital, and what the simulation balances its
+    For the small default model a step costs about the same whatever its batch (from 2 to 128
+    rows), so this is what a round costs a hospital, and what the simulation balances its
     workers by.
     """
     return local_epochs(num_examples, config) * -(-num_examples // config.batch_size)

@@ -1,17 +1,17 @@
 """Keep freed update-sized buffers in the heap so the next update reuses warm pages.
 
-The aggregator reads one update, sums it and frees it, N times per round. glibc returns
-every block above its (dynamic) mmap threshold to the OS on free, so each update's buffer
-is a fresh mapping and every page faults again on first touch: measured 4-5x slower end to
-end than the same loop with blocks kept. Raising the mmap threshold with ``mallopt`` keeps
-blocks of up to 32 MiB (glibc's largest threshold) in the heap, and trimming only above
-256 MiB keeps them there. Updates above 32 MiB (models over 8M float32 parameters) would
-still be mapped and unmapped one by one, and with admission checking ahead on worker threads
-each unmapping also interrupts the other core (a TLB shootdown): measured 1.4-2.0 CPU-s per GB
-admitted at 10M parameters against 1.0 one by one (bench/aggregation.py). So mmap for
-allocations is switched off altogether (``M_MMAP_MAX`` 0): every block comes from a heap and
-is reused. Memory stays O(model): the heap holds what the round holds at its peak (the sum
-and the few updates in flight), and its free top above 256 MiB is returned.
+The aggregator reads one update, sums it and frees it, N times per round. glibc returns every
+block above its (dynamic) mmap threshold to the OS on free, so each update's buffer is a fresh
+mapping and every page faults again on first touch, several times slower end to end than the
+same loop with blocks kept (``bench/aggregation.py`` measures both). Raising the mmap threshold
+with ``mallopt`` keeps blocks of up to 32 MiB (glibc's largest threshold) in the heap, and
+trimming only above 256 MiB keeps them there. Updates above 32 MiB (models over 8M float32
+parameters) would still be mapped and unmapped one by one, and with admission checking ahead on
+worker threads each unmapping also interrupts the other core (a TLB shootdown), which cost more
+CPU per GB admitted than checking one update at a time. So mmap for allocations is switched off
+altogether (``M_MMAP_MAX`` 0): every block comes from a heap and is reused. Memory stays
+O(model): the heap holds what the round holds at its peak (the sum and the few updates in
+flight), and its free top above 256 MiB is returned.
 """
 
 from __future__ import annotations

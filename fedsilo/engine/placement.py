@@ -1,9 +1,10 @@
 """Which hospitals each simulation worker (or MPI rank) hosts.
 
 A round ends when the slowest worker has answered for all its hospitals, so the workers should
-get equal work, not equal numbers of hospitals. On the eICU-size twin, dealing 208 hospitals
-round-robin left one of two workers with 6 % more training than the other, the other core idle
-for the difference every round. Where the data source knows each hospital's training rows
+get equal work, not equal numbers of hospitals: hospitals differ in size by orders of
+magnitude, so dealing them round-robin leaves one worker with more training than the other
+and the other core idle for the difference every round. Where the data source knows each
+hospital's training rows
 without loading them, hospitals are placed by the steps a round of training makes on them
 (longest first, each to the least-loaded worker); otherwise they are dealt round-robin.
 """
@@ -20,7 +21,7 @@ from fl_core.types import SiteId
 
 ANSWER_STEPS = 3
 """What answering costs a worker besides training (evaluation, reading the global model,
-writing the update: about 1 ms), in 0.3 ms optimizer steps."""
+writing the update), counted in optimizer steps of the default model."""
 
 
 def round_robin(sites: Sequence[SiteId], hosts: int) -> list[tuple[SiteId, ...]]:

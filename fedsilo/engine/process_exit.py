@@ -1,11 +1,9 @@
 """Leaving a process that has torch loaded without Python's module teardown.
 
 After the last line of a command, CPython clears every module and collects what is left. With
-torch, torch._dynamo and pandas loaded that teardown costs 0.8-1.2 CPU-s and as much wall time
-(importing them and fedsilo.engine.process_engine, then exiting: 3.4-3.7 CPU-s; the same ending in
-``os._exit``: 2.5-2.6), paid once by every command that trains or aggregates and once by the
-hospital workers' fork server. On the 208-hospital benchmark the aggregator and fork server
-went from 8.5 to 7.2 CPU-s.
+torch, torch._dynamo and pandas loaded that teardown costs about as much as a second import of
+them, paid once by every command that trains or aggregates and once by the hospital workers'
+fork server (``tests/fedsilo/test_process_exit.py`` runs both endings).
 
 Nothing the teardown does is needed by us: files are closed by their ``with`` blocks, and the
 clean-ups that do matter are registered with ``atexit`` (logging's flush, multiprocessing's

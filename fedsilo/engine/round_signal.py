@@ -2,12 +2,11 @@
 
 The exchange stays the only source of truth: a worker still reads the global model from it,
 and the aggregator still lists the answers in it. What this adds is latency: without it each
-side learns of the other's write on its next poll. On the 208-hospital benchmark the first
-answer of a round was written 39 ms after its global model (13 ms of it training) and the
-aggregator saw a round's last answer 32 ms after it was written, on average, with cores idle
-meanwhile, every round. Now the
-aggregator announces each opened round and each worker says when it has answered a round;
-polling remains the fallback (a missed or early wake-up costs nothing but a re-check).
+side learns of the other's write on its next poll, with the cores idle meanwhile, every round
+(on a federation of many small hospitals the polls took longer than the training; ``bench
+scale_bench`` measures it). So the aggregator announces each opened round and each worker says
+when it has answered a round; polling remains the fallback (a missed or early wake-up costs
+nothing but a re-check).
 """
 
 from __future__ import annotations

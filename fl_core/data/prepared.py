@@ -371,8 +371,8 @@ class PreparedFolderSource(DataSource):
                     f"{path}: column {missing[0]!r} missing ({len(missing)} in all); "
                     "prepare the folder again"
                 )
-            # Arrow's thread pool doubles the CPU of reading a small split (1.3 -> 2.7 ms for
-            # a hospital's 100 columns), and a worker hosts hundreds of them on one core
+            # Arrow's thread pool costs more CPU than it saves on a small split, and a worker
+            # hosts hundreds of them on one core
             threads = file.metadata.num_rows >= _THREADED_READ_ROWS
             table = file.read(columns=wanted, use_threads=threads)
         except (OSError, pa.ArrowException) as err:
