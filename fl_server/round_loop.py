@@ -39,6 +39,7 @@ from fl_core.errors import (
     UpdateRejectedError,
 )
 from fl_core.exchange.histograms import class_histogram
+from fl_core.exchange.ledger import chain_hash
 from fl_core.exchange.manifests import (
     CalibrationFigures,
     Decision,
@@ -52,9 +53,8 @@ from fl_core.exchange.manifests import (
     UpdateManifest,
 )
 from fl_core.exchange.protocol import Exchange
-from fl_core.exchange.ledger import chain_hash
-from fl_core.metrics import ClassHistogram, auprc_from_histogram, auroc_from_histogram
 from fl_core.exchange.registry import activate_verified_sites
+from fl_core.metrics import ClassHistogram, auprc_from_histogram, auroc_from_histogram
 from fl_core.serialization import (
     decode_weights,
     encode_weights,
@@ -76,7 +76,12 @@ _CheckedAnswer = tuple[UpdateManifest, Sha256Hex | None, AdmittedUpdate | None]
 
 
 class RoundEvents:
-    """Hooks for a user interface; the default does nothing."""
+    """What the round loop tells an observer; subclass it for a user interface or a sink.
+
+    Every hook runs on the aggregator's thread between two steps of the round, so it must
+    return quickly and must not raise: the CLI's progress bar, the TensorBoard sink and the
+    simulation's per-round rows are subclasses. The default does nothing.
+    """
 
     def round_opened(self, manifest: GlobalManifest) -> None:
         """A round's global model is published (or found, on resume)."""

@@ -48,11 +48,32 @@ def default_aggregator(config: FederationConfig) -> ServerAggregator:
 
 @dataclass(frozen=True)
 class FederatedApp:
+    """A user's federation: how to build the model, the hospitals' trainer and the aggregator.
+
+    Give it to ``fedsilo simulate --app FILE.py:NAME`` (or to ``simulate(..., app=...)``);
+    every field defaults to fedsilo's tabular model, ``TabularTrainer`` and the aggregator
+    the config's ``strategy.name`` picks. Each field is a factory, called once per process
+    that needs one (each hospital worker builds its own trainer), so it must be a top-level
+    callable that a spawned process can import.
+
+    Attributes
+    ----------
+    model
+        ``(num_features, config) -> nn.Module``; the first round's weights come from it at
+        the config's seed, standardised by the hospitals' feature moments when the module
+        has ``set_standardisation(mean, std)``.
+    trainer
+        ``(model, config, device) -> ClientTrainer``: what trains and evaluates at a hospital.
+    aggregator
+        ``config -> ServerAggregator``: how the coordinating centre combines admitted updates.
+    """
+
     model: ModelFactory = default_model
     trainer: TrainerFactory = default_trainer
     aggregator: AggregatorFactory = default_aggregator
 
     def build_trainer(self, num_features: int, config: FederationConfig) -> ClientTrainer:
+        """One hospital process's trainer, on the device the config asks for."""
         model = self.model(num_features, config)
         return self.trainer(model, config, pick_device(config.training.device))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fedsilo.runner import FederatedApp
+from fedsilo.engine.app import FederatedApp
 from fl_client.tabular import TabularTrainer
 from fl_client.trainer import ClientTrainer, TrainResult
 from fl_core.config import FederationConfig
