@@ -19,7 +19,7 @@ from typing import TextIO
 import torch
 from torch import nn
 
-from fedsilo.runner import FederatedApp
+from fedsilo.engine.app import FederatedApp
 from fl_client.tabular import TabularTrainer
 from fl_client.trainer import ClientTrainer, TrainResult
 from fl_core.config import FederationConfig, TrainingConfig
