@@ -56,8 +56,8 @@ def main() -> int:
     if run_by_cdk_cli():  # the CLI passes cdk.json's context and the output folder itself
         app = cdk.App()
     else:  # ``python app.py``: read the project as the CLI would, write where it would
-        context, outdir = project_settings(Path.cwd())
-        app = cdk.App(context=context, outdir=outdir)
+        cli_context, outdir = project_settings(Path.cwd())
+        app = cdk.App(context=cli_context, outdir=outdir)
     try:
         context = parse_context(app.node.try_get_context(CONTEXT_KEY))
         build_federation(app, context)

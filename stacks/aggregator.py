@@ -11,20 +11,13 @@ from constructs import Construct
 from fl_core.errors import ConfigError
 from stacks.audit import AuditTrail
 from stacks.base import FederationStack
-from stacks.compute import (
-    FederationCluster,
-    FederationService,
-    GpuCapacity,
-    log_retention,
-    task_role,
-)
+from stacks.compute import FederationCluster, FederationService, GpuCapacity, task_role
 from stacks.context import FederationContext, exchange_key_alias
 from stacks.encryption import FederationKey
+from stacks.grants import grant_managed_policy
 from stacks.images import SERVER_DOCKERFILE, container_image
-from stacks.nag import acknowledge
-from stacks.network import PrivateNetwork
-from stacks.policies import ExchangeArns, hospital_key_statement
-from stacks.storage import AccessLogBucket, ExchangeBucket
+from stacks.policies import ExchangeArns, aggregator_exchange_statements, hospital_key_statement
+from stacks.storage import ExchangeBucket
 
 KEY_POLICY_LIMIT_BYTES = 32 * 1024
 AGGREGATOR_CIDR = "10.20.0.0/16"
@@ -37,32 +30,18 @@ class AggregatorStack(FederationStack):
         super().__init__(
             scope,
             construct_id,
+            context=context,
             account=context.coordinating_account,
-            region=context.region,
-            zones=context.availability_zones,
             description=f"fedsilo coordinating centre for federation {context.federation_id}",
         )
         fid = context.federation_id
-        retention = log_retention(context.log_retention_days)
-        self.exchange_key = FederationKey(
-            self,
-            "ExchangeKey",
-            alias=exchange_key_alias(fid),
-            description=f"fedsilo exchange of federation {fid}: models and updates",
-        )
-        key_statement = hospital_key_statement(context)
-        self.exchange_key.key.add_to_resource_policy(key_statement)
-        self._check_key_policy_size(key_statement)
-        self.operations_key = FederationKey(
-            self,
+        self.exchange_key = self._exchange_key()
+        self.operations_key = self.add_logs_key(
             "OperationsKey",
             alias=f"alias/fedsilo/{fid}/operations",
             description=f"fedsilo federation {fid}: logs, audit trail, volumes",
         )
-        self.operations_key.allow_cloudwatch_logs()
-        self.access_logs = AccessLogBucket(
-            self, "AccessLogs", retention_days=max(context.log_retention_days, 365)
-        ).bucket
+        self.access_logs = self.add_access_logs()
         self.exchange = ExchangeBucket(
             self,
             "Exchange",
@@ -70,100 +49,106 @@ class AggregatorStack(FederationStack):
             key=self.exchange_key.key,
             access_logs=self.access_logs,
         ).bucket
-        self.audit = AuditTrail(
-            self,
-            "Audit",
-            trail_name=f"fedsilo-{fid}",
-            key=self.operations_key,
-            access_logs=self.access_logs,
-            log_retention=retention,
-            noncurrent_retention_days=context.noncurrent_version_retention_days,
-        )
-        self.audit.record_data_events(self.exchange)
-
-        self.network = PrivateNetwork(
-            self,
-            "Network",
-            cidr=AGGREGATOR_CIDR,
-            zones=context.availability_zones,
+        self.audit = self._audit_trail()
+        self.network = self.add_network(
+            AGGREGATOR_CIDR,
             logs_key=self.operations_key.key,
-            log_retention=retention,
             with_ecs_instances=context.aggregator.gpu,
+            bucket_arns=[self.exchange.bucket_arn],
         )
-        self.network.limit_s3_to([self.exchange.bucket_arn])
         self.cluster = FederationCluster(self, "Compute", network=self.network)
-        gpu = None
-        if context.aggregator.gpu:
-            gpu = GpuCapacity(
-                self,
-                "GpuCapacity",
-                cluster=self.cluster,
-                instance_type=context.aggregator.gpu_instance_type,
-                max_instances=1,
-                root_volume_gib=100,
-                ebs_key=self.operations_key.key,
-            )
+        gpu = self._gpu_capacity() if context.aggregator.gpu else None
         self.role = task_role(
             self, "AggregatorRole", description=f"fedsilo aggregator of federation {fid}"
         )
-        self._grant_exchange(context)
-        self.service = FederationService(
+        self._grant_exchange()
+        self.service = self._aggregator_service(gpu)
+        CfnOutput(self, "ExchangeBucketName", value=self.exchange.bucket_name)
+        CfnOutput(self, "ExchangeKeyArn", value=self.exchange_key.key.key_arn)
+
+    def _exchange_key(self) -> FederationKey:
+        """The exchange's key; its policy lets the listed hospitals use it through S3."""
+        fid = self.context.federation_id
+        key = FederationKey(
+            self,
+            "ExchangeKey",
+            alias=exchange_key_alias(fid),
+            description=f"fedsilo exchange of federation {fid}: models and updates",
+        )
+        statement = hospital_key_statement(self.context)
+        key.key.add_to_resource_policy(statement)
+        self._check_key_policy_size(statement)
+        return key
+
+    def _audit_trail(self) -> AuditTrail:
+        """CloudTrail of the account, with every object read and write of the exchange."""
+        audit = AuditTrail(
+            self,
+            "Audit",
+            trail_name=f"fedsilo-{self.context.federation_id}",
+            key=self.operations_key,
+            access_logs=self.access_logs,
+            log_retention=self.log_retention,
+            noncurrent_retention_days=self.context.noncurrent_version_retention_days,
+        )
+        audit.record_data_events(self.exchange)
+        return audit
+
+    def _gpu_capacity(self) -> GpuCapacity:
+        """One GPU instance at most, for an aggregator that the context puts on a GPU."""
+        return GpuCapacity(
+            self,
+            "GpuCapacity",
+            cluster=self.cluster,
+            instance_type=self.context.aggregator.gpu_instance_type,
+            max_instances=1,
+            root_volume_gib=100,
+            ebs_key=self.operations_key.key,
+        )
+
+    def _grant_exchange(self) -> None:
+        """The aggregator reads, lists and writes its federation's prefix; it deletes nothing."""
+        arns = ExchangeArns(self.context)
+        grant_managed_policy(
+            self,
+            "AggregatorExchangeAccess",
+            role=self.role,
+            description=(
+                f"fedsilo aggregator: federation {self.context.federation_id} in the exchange"
+            ),
+            statements=aggregator_exchange_statements(self.context, self.exchange_key.key.key_arn),
+            wildcard_reasons={
+                arns.root: "The aggregator owns the whole federation prefix (rounds, registry, "
+                "ledger, state); the wildcard is the key below federations/{id}/ and deletes "
+                "are not granted."
+            },
+        )
+
+    def _aggregator_service(self, gpu: GpuCapacity | None) -> FederationService:
+        """``fedsilo server run`` as the one aggregator task, on Fargate or on ``gpu``."""
+        context = self.context
+        image = container_image(
+            self, "ServerImage", pinned=context.images.server, dockerfile=SERVER_DOCKERFILE
+        )
+        return FederationService(
             self,
             "Aggregator",
             cluster=self.cluster,
-            image=container_image(
-                self, "ServerImage", pinned=context.images.server, dockerfile=SERVER_DOCKERFILE
-            ),
+            image=image,
             command=["server", "run", "--log-format", "json"],
             environment={
-                "FEDSILO_FEDERATION_ID": fid,
+                "FEDSILO_FEDERATION_ID": context.federation_id,
                 "FEDSILO_EXCHANGE": f"s3://{context.bucket_name}",
                 "FEDSILO_LOG_FORMAT": "json",
                 "AWS_REGION": context.region,
             },
             role=self.role,
             logs_key=self.operations_key.key,
-            log_retention=retention,
+            log_retention=self.log_retention,
             desired_count=1,
             cpu_units=context.aggregator.cpu_units,
             memory_mib=context.aggregator.memory_mib,
             gpu_capacity=gpu,
-        )
-        CfnOutput(self, "ExchangeBucketName", value=self.exchange.bucket_name)
-        CfnOutput(self, "ExchangeKeyArn", value=self.exchange_key.key.key_arn)
-
-    def _grant_exchange(self, context: FederationContext) -> None:
-        """The aggregator reads, lists and writes its federation's prefix; it deletes nothing."""
-        arns = ExchangeArns(context)
-        policy = iam.ManagedPolicy(
-            self,
-            "AggregatorExchangeAccess",
-            description=f"fedsilo aggregator: federation {context.federation_id} in the exchange",
-            roles=[self.role],
-            statements=[
-                iam.PolicyStatement(
-                    sid="ReadWriteFederationObjects",
-                    actions=["s3:GetObject", "s3:PutObject"],
-                    resources=[arns.root],
-                ),
-                iam.PolicyStatement(
-                    sid="ListFederationPrefix",
-                    actions=["s3:ListBucket"],
-                    resources=[arns.bucket],
-                    conditions={"StringLike": {"s3:prefix": f"{arns.layout.root}*"}},
-                ),
-                iam.PolicyStatement(
-                    sid="UseExchangeKey",
-                    actions=["kms:Decrypt", "kms:GenerateDataKey"],
-                    resources=[self.exchange_key.key.key_arn],
-                ),
-            ],
-        )
-        acknowledge(
-            policy,
-            f"AwsSolutions-IAM5[Resource::{arns.root}]",
-            "The aggregator owns the whole federation prefix (rounds, registry, ledger, state); "
-            "the wildcard is the key below federations/{id}/ and deletes are not granted.",
         )
 
     def _check_key_policy_size(self, statement: iam.PolicyStatement) -> None:

@@ -1,13 +1,32 @@
-"""What both stacks share: zones known at synthesis, so that no AWS lookup is ever needed."""
+"""What both stacks share: their binding to the context, and the pieces every member runs."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aws_cdk import Environment, Stack
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_s3 as s3
 from constructs import Construct
+
+from stacks.compute import log_retention
+from stacks.context import FederationContext
+from stacks.encryption import FederationKey
+from stacks.network import PrivateNetwork
+from stacks.storage import AccessLogBucket
+
+MIN_ACCESS_LOG_RETENTION_DAYS = 365
+"""S3 access logs are kept at least a year, longer when the context keeps logs longer."""
 
 
 class FederationStack(Stack):
-    """A stack bound to one account and region whose zones never need a context lookup.
+    """Base of the stacks of one federation: ``AggregatorStack`` and ``HospitalStack``.
+
+    Subclass it for another kind of member. It binds the stack to ``account`` and the
+    federation's region, keeps the validated ``context`` and the CloudWatch ``log_retention``,
+    and its ``add_*`` methods build what every member runs. Each of them gives its construct a
+    fixed id that deployed stacks already carry: call each at most once per stack, and never
+    change an id (CloudFormation would replace the resource).
 
     CDK asks the account for its zone names (a ``cdk synth`` with credentials) whenever a VPC
     is built in a stack with an explicit environment. The zones here are either the context's
@@ -20,19 +39,53 @@ class FederationStack(Stack):
         scope: Construct,
         construct_id: str,
         *,
+        context: FederationContext,
         account: str,
-        region: str,
-        zones: tuple[str, ...] | None,
         description: str,
     ) -> None:
+        region = context.region
         super().__init__(
             scope,
             construct_id,
             env=Environment(account=account, region=region),
             description=description,
         )
-        self._zones = list(zones or (f"{region}a", f"{region}b"))
+        self.context = context
+        self.log_retention = log_retention(context.log_retention_days)
+        self._zones = list(context.availability_zones or (f"{region}a", f"{region}b"))
 
     @property
     def availability_zones(self) -> list[str]:
         return list(self._zones)
+
+    def add_logs_key(self, construct_id: str, *, alias: str, description: str) -> FederationKey:
+        """A key that CloudWatch Logs may use for this account's log groups."""
+        key = FederationKey(self, construct_id, alias=alias, description=description)
+        key.allow_cloudwatch_logs()
+        return key
+
+    def add_access_logs(self) -> s3.IBucket:
+        """The ``AccessLogs`` bucket that receives the S3 server access logs of the stack."""
+        days = max(self.context.log_retention_days, MIN_ACCESS_LOG_RETENTION_DAYS)
+        return AccessLogBucket(self, "AccessLogs", retention_days=days).bucket
+
+    def add_network(
+        self,
+        cidr: str,
+        *,
+        logs_key: kms.IKey,
+        with_ecs_instances: bool,
+        bucket_arns: Sequence[str],
+    ) -> PrivateNetwork:
+        """The ``Network``: flow logs under ``logs_key``, S3 limited to ``bucket_arns``."""
+        network = PrivateNetwork(
+            self,
+            "Network",
+            cidr=cidr,
+            zones=self.context.availability_zones,
+            logs_key=logs_key,
+            log_retention=self.log_retention,
+            with_ecs_instances=with_ecs_instances,
+        )
+        network.limit_s3_to(bucket_arns)
+        return network

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TypedDict
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_autoscaling as autoscaling
@@ -16,6 +17,9 @@ from constructs import Construct
 from stacks.context import LOG_RETENTION_CHOICES
 from stacks.nag import acknowledge, acknowledge_generated_policy
 from stacks.network import PrivateNetwork
+
+ECS_AGENT_POLICY = "service-role/AmazonEC2ContainerServiceforEC2Role"
+"""AWS's managed policy for the ECS agent on container instances."""
 
 _RETENTIONS = dict(
     zip(
@@ -90,48 +94,71 @@ class GpuCapacity(Construct):
         ebs_key: kms.IKey,
     ) -> None:
         super().__init__(scope, construct_id)
-        vpc = cluster.network.vpc
         self.security_group = ec2.SecurityGroup(
             self,
             "InstanceSecurityGroup",
-            vpc=vpc,
+            vpc=cluster.network.vpc,
             description="GPU container instances: no inbound rule, HTTPS out to VPC endpoints",
             allow_all_outbound=True,
         )
         cluster.network.admit_to_endpoints(self.security_group)
-        self.role = iam.Role(
+        self.role = self._instance_role()
+        launch_template = self._launch_template(instance_type, root_volume_gib, ebs_key)
+        self.group = self._scaling_group(cluster.network, launch_template, max_instances)
+        self.provider = ecs.AsgCapacityProvider(
+            self,
+            "Provider",
+            auto_scaling_group=self.group,
+            enable_managed_scaling=True,
+            enable_managed_termination_protection=True,
+            target_capacity_percent=100,
+        )
+        cluster.cluster.add_asg_capacity_provider(self.provider)
+
+    def _instance_role(self) -> iam.Role:
+        """The ECS agent's role, with AWS's managed agent policy and CDK's draining grants."""
+        role = iam.Role(
             self,
             "InstanceRole",
             assumed_by=iam.ServicePrincipal("ec2.amazonaws.com"),
             description="ECS agent on fedsilo GPU instances",
-            managed_policies=[
-                iam.ManagedPolicy.from_aws_managed_policy_name(
-                    "service-role/AmazonEC2ContainerServiceforEC2Role"
-                )
-            ],
+            managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name(ECS_AGENT_POLICY)],
         )
         acknowledge(
-            self.role,
-            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonEC2ContainerServiceforEC2Role]",
+            role,
+            f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{ECS_AGENT_POLICY}]",
             "AWS's ECS agent policy, maintained by AWS as the agent's API calls change; the "
             "instance role never reaches the tasks (they have their own roles) and the "
             "instances have no route to the internet.",
         )
-        acknowledge_generated_policy(self.role)
+        acknowledge_generated_policy(role)
         acknowledge(
-            self.role,
+            role,
             "AwsSolutions-IAM5[Resource::*]",
             "CDK grants the ECS capacity provider's draining calls (ecs:DescribeContainerInstances "
             "and the like) that AWS only defines on all resources; the role belongs to the "
             "instances of this cluster only.",
         )
         acknowledge(
-            self.role,
+            role,
             "AwsSolutions-IAM5[Action::ecs:Submit*]",
             "The ECS agent reports task and container state changes with ecs:Submit*, scoped by "
             "CDK to this cluster; the wildcard covers only the Submit*StateChange calls.",
         )
-        launch_template = ec2.LaunchTemplate(
+        return role
+
+    def _launch_template(
+        self, instance_type: str, root_volume_gib: int, ebs_key: kms.IKey
+    ) -> ec2.LaunchTemplate:
+        """GPU AMI, IMDSv2 only, no public address, an encrypted gp3 root volume."""
+        root_volume = ec2.BlockDeviceVolume.ebs(
+            root_volume_gib,
+            encrypted=True,
+            kms_key=ebs_key,
+            volume_type=ec2.EbsDeviceVolumeType.GP3,
+            delete_on_termination=True,
+        )
+        return ec2.LaunchTemplate(
             self,
             "LaunchTemplate",
             instance_type=ec2.InstanceType(instance_type),
@@ -143,51 +170,50 @@ class GpuCapacity(Construct):
             detailed_monitoring=True,
             associate_public_ip_address=False,
             user_data=ec2.UserData.for_linux(),
-            block_devices=[
-                ec2.BlockDevice(
-                    device_name="/dev/xvda",
-                    volume=ec2.BlockDeviceVolume.ebs(
-                        root_volume_gib,
-                        encrypted=True,
-                        kms_key=ebs_key,
-                        volume_type=ec2.EbsDeviceVolumeType.GP3,
-                        delete_on_termination=True,
-                    ),
-                )
-            ],
+            block_devices=[ec2.BlockDevice(device_name="/dev/xvda", volume=root_volume)],
         )
-        self.group = autoscaling.AutoScalingGroup(
+
+    def _scaling_group(
+        self, network: PrivateNetwork, launch_template: ec2.LaunchTemplate, max_instances: int
+    ) -> autoscaling.AutoScalingGroup:
+        """From 0 to ``max_instances`` instances in the private subnets, as ECS asks."""
+        group = autoscaling.AutoScalingGroup(
             self,
             "Group",
-            vpc=vpc,
-            vpc_subnets=cluster.network.subnets,
+            vpc=network.vpc,
+            vpc_subnets=network.subnets,
             launch_template=launch_template,
             min_capacity=0,
             max_capacity=max_instances,
         )
         acknowledge(
-            self.group,
+            group,
             "AwsSolutions-AS3",
             "Scaling is driven by the ECS capacity provider (0 to max instances as GPU tasks "
             "start and stop); every scaling activity is recorded in the account's CloudTrail "
             "and the Auto Scaling activity history, so no notification topic is added.",
         )
-        self.provider = ecs.AsgCapacityProvider(
-            self,
-            "Provider",
-            auto_scaling_group=self.group,
-            enable_managed_scaling=True,
-            enable_managed_termination_protection=True,
-            target_capacity_percent=100,
-        )
-        cluster.cluster.add_asg_capacity_provider(self.provider)
+        return group
+
+
+class _ServiceOptions(TypedDict):
+    """What the Fargate and the GPU service share: private, one copy at most, rolled back."""
+
+    cluster: ecs.ICluster
+    task_definition: ecs.TaskDefinition
+    desired_count: int
+    min_healthy_percent: int
+    max_healthy_percent: int
+    vpc_subnets: ec2.SubnetSelection
+    security_groups: list[ec2.ISecurityGroup]
+    circuit_breaker: ecs.DeploymentCircuitBreaker
 
 
 class FederationService(Construct):
     """One long-running fedsilo container as an ECS service (no load balancer, no ingress).
 
-    ``gpu`` places it on the cluster's GPU capacity provider with one GPU, otherwise on
-    Fargate. Logs go to an encrypted log group with retention. At most one copy runs: a
+    ``gpu_capacity`` places it on the cluster's GPU capacity provider with one GPU, otherwise
+    on Fargate. Logs go to an encrypted log group with retention. At most one copy runs: a
     deployment stops the old task before starting the new one.
     """
 
@@ -209,7 +235,6 @@ class FederationService(Construct):
         gpu_capacity: GpuCapacity | None,
     ) -> None:
         super().__init__(scope, construct_id)
-        network = cluster.network
         self.log_group = logs.LogGroup(
             self,
             "Logs",
@@ -217,23 +242,7 @@ class FederationService(Construct):
             retention=log_retention,
             removal_policy=RemovalPolicy.RETAIN,
         )
-        self.task_definition: ecs.TaskDefinition
-        if gpu_capacity is None:
-            self.task_definition = ecs.FargateTaskDefinition(
-                self,
-                "Task",
-                cpu=cpu_units,
-                memory_limit_mib=memory_mib,
-                task_role=role,
-                runtime_platform=ecs.RuntimePlatform(
-                    cpu_architecture=ecs.CpuArchitecture.X86_64,
-                    operating_system_family=ecs.OperatingSystemFamily.LINUX,
-                ),
-            )
-        else:
-            self.task_definition = ecs.Ec2TaskDefinition(
-                self, "Task", network_mode=ecs.NetworkMode.AWS_VPC, task_role=role
-            )
+        self.task_definition = self._task_definition(role, cpu_units, memory_mib, gpu_capacity)
         self.container = self.task_definition.add_container(
             "Fedsilo",
             image=image,
@@ -244,6 +253,38 @@ class FederationService(Construct):
             gpu_count=1 if gpu_capacity is not None else None,
             essential=True,
         )
+        self._acknowledge_task_findings()
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "SecurityGroup",
+            vpc=cluster.network.vpc,
+            description="fedsilo task: no inbound rule; outbound HTTPS to VPC endpoints and S3",
+            allow_all_outbound=True,
+        )
+        cluster.network.admit_to_endpoints(self.security_group)
+        self.service = self._service(cluster, desired_count, gpu_capacity)
+
+    def _task_definition(
+        self, role: iam.IRole, cpu_units: int, memory_mib: int, gpu_capacity: GpuCapacity | None
+    ) -> ecs.TaskDefinition:
+        """A Fargate task of ``cpu_units``/``memory_mib``, or an EC2 task for the GPU capacity."""
+        if gpu_capacity is not None:
+            return ecs.Ec2TaskDefinition(
+                self, "Task", network_mode=ecs.NetworkMode.AWS_VPC, task_role=role
+            )
+        return ecs.FargateTaskDefinition(
+            self,
+            "Task",
+            cpu=cpu_units,
+            memory_limit_mib=memory_mib,
+            task_role=role,
+            runtime_platform=ecs.RuntimePlatform(
+                cpu_architecture=ecs.CpuArchitecture.X86_64,
+                operating_system_family=ecs.OperatingSystemFamily.LINUX,
+            ),
+        )
+
+    def _acknowledge_task_findings(self) -> None:
         execution_role = self.task_definition.obtain_execution_role()
         acknowledge_generated_policy(execution_role)
         acknowledge(
@@ -258,45 +299,35 @@ class FederationService(Construct):
             "The environment holds only non-secret identifiers (federation id, site id, bucket "
             "name, region); credentials come from the task role, never from variables.",
         )
-        self.security_group = ec2.SecurityGroup(
-            self,
-            "SecurityGroup",
-            vpc=network.vpc,
-            description="fedsilo task: no inbound rule; outbound HTTPS to VPC endpoints and S3",
-            allow_all_outbound=True,
-        )
-        network.admit_to_endpoints(self.security_group)
-        self.service: ecs.BaseService
+
+    def _service(
+        self, cluster: FederationCluster, desired_count: int, gpu_capacity: GpuCapacity | None
+    ) -> ecs.BaseService:
+        """The service: on Fargate, or on the GPU capacity provider."""
+        shared: _ServiceOptions = {
+            "cluster": cluster.cluster,
+            "task_definition": self.task_definition,
+            "desired_count": desired_count,
+            "min_healthy_percent": 0,
+            "max_healthy_percent": 100,
+            "vpc_subnets": cluster.network.subnets,
+            "security_groups": [self.security_group],
+            "circuit_breaker": ecs.DeploymentCircuitBreaker(rollback=True),
+        }
         if gpu_capacity is None:
-            self.service = ecs.FargateService(
+            return ecs.FargateService(
                 self,
                 "Service",
-                cluster=cluster.cluster,
-                task_definition=self.task_definition,
-                desired_count=desired_count,
-                min_healthy_percent=0,
-                max_healthy_percent=100,
+                **shared,
                 assign_public_ip=False,
-                vpc_subnets=network.subnets,
-                security_groups=[self.security_group],
-                circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
                 platform_version=ecs.FargatePlatformVersion.LATEST,
             )
-        else:
-            self.service = ecs.Ec2Service(
-                self,
-                "Service",
-                cluster=cluster.cluster,
-                task_definition=self.task_definition,
-                desired_count=desired_count,
-                min_healthy_percent=0,
-                max_healthy_percent=100,
-                vpc_subnets=network.subnets,
-                security_groups=[self.security_group],
-                circuit_breaker=ecs.DeploymentCircuitBreaker(rollback=True),
-                capacity_provider_strategies=[
-                    ecs.CapacityProviderStrategy(
-                        capacity_provider=gpu_capacity.provider.capacity_provider_name, weight=1
-                    )
-                ],
-            )
+        provider = gpu_capacity.provider.capacity_provider_name
+        return ecs.Ec2Service(
+            self,
+            "Service",
+            **shared,
+            capacity_provider_strategies=[
+                ecs.CapacityProviderStrategy(capacity_provider=provider, weight=1)
+            ],
+        )

@@ -33,56 +33,54 @@ class FederationKey(Construct):
     def allow_cloudwatch_logs(self) -> None:
         """Let CloudWatch Logs encrypt this account's log groups in this region with the key."""
         stack = Stack.of(self)
-        self.key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="CloudWatchLogsEncryptsThisAccountsLogGroups",
-                principals=[iam.ServicePrincipal(f"logs.{stack.region}.amazonaws.com")],
-                actions=[
-                    "kms:Encrypt*",
-                    "kms:Decrypt*",
-                    "kms:ReEncrypt*",
-                    "kms:GenerateDataKey*",
-                    "kms:Describe*",
-                ],
-                resources=["*"],
-                conditions={
-                    "ArnLike": {
-                        "kms:EncryptionContext:aws:logs:arn": (
-                            f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:log-group:*"
-                        )
-                    }
-                },
-            )
+        log_groups = f"arn:{stack.partition}:logs:{stack.region}:{stack.account}:log-group:*"
+        self._allow_service(
+            "CloudWatchLogsEncryptsThisAccountsLogGroups",
+            f"logs.{stack.region}.amazonaws.com",
+            [
+                "kms:Encrypt*",
+                "kms:Decrypt*",
+                "kms:ReEncrypt*",
+                "kms:GenerateDataKey*",
+                "kms:Describe*",
+            ],
+            {"ArnLike": {"kms:EncryptionContext:aws:logs:arn": log_groups}},
         )
 
     def allow_cloudtrail(self, trail_name: str) -> None:
         """Let CloudTrail encrypt the log files of this account's trail ``trail_name``."""
         stack = Stack.of(self)
-        trail_arn = (
-            f"arn:{stack.partition}:cloudtrail:{stack.region}:{stack.account}:trail/{trail_name}"
+        prefix = f"arn:{stack.partition}:cloudtrail"
+        this_trail = {
+            "aws:SourceArn": f"{prefix}:{stack.region}:{stack.account}:trail/{trail_name}"
+        }
+        trails = f"{prefix}:*:{stack.account}:trail/*"
+        self._allow_service(
+            "CloudTrailEncryptsThisTrailsLogs",
+            "cloudtrail.amazonaws.com",
+            ["kms:GenerateDataKey*"],
+            {
+                "StringEquals": this_trail,
+                "StringLike": {"kms:EncryptionContext:aws:cloudtrail:arn": trails},
+            },
         )
+        self._allow_service(
+            "CloudTrailDescribesKey",
+            "cloudtrail.amazonaws.com",
+            ["kms:DescribeKey"],
+            {"StringEquals": this_trail},
+        )
+
+    def _allow_service(
+        self, sid: str, service: str, actions: list[str], conditions: dict[str, dict[str, str]]
+    ) -> None:
+        """Let the AWS ``service`` call ``actions`` with the key under ``conditions``."""
         self.key.add_to_resource_policy(
             iam.PolicyStatement(
-                sid="CloudTrailEncryptsThisTrailsLogs",
-                principals=[iam.ServicePrincipal("cloudtrail.amazonaws.com")],
-                actions=["kms:GenerateDataKey*"],
+                sid=sid,
+                principals=[iam.ServicePrincipal(service)],
+                actions=actions,
                 resources=["*"],
-                conditions={
-                    "StringEquals": {"aws:SourceArn": trail_arn},
-                    "StringLike": {
-                        "kms:EncryptionContext:aws:cloudtrail:arn": (
-                            f"arn:{stack.partition}:cloudtrail:*:{stack.account}:trail/*"
-                        )
-                    },
-                },
-            )
-        )
-        self.key.add_to_resource_policy(
-            iam.PolicyStatement(
-                sid="CloudTrailDescribesKey",
-                principals=[iam.ServicePrincipal("cloudtrail.amazonaws.com")],
-                actions=["kms:DescribeKey"],
-                resources=["*"],
-                conditions={"StringEquals": {"aws:SourceArn": trail_arn}},
+                conditions=conditions,
             )
         )

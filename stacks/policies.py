@@ -49,6 +49,7 @@ from stacks.context import (
     hospital_role_arn,
     hospital_role_name,
 )
+from stacks.grants import allow
 
 SITE_VARIABLE = f"${{aws:PrincipalTag/{SITE_TAG_KEY}}}"
 """IAM policy variable: the site id tag of the calling role (or of its session)."""
@@ -99,71 +100,101 @@ def hospital_principal_arns(context: FederationContext) -> list[str]:
     return [hospital_role_arn(context.federation_id, site) for site in context.hospitals]
 
 
+def exchange_key_arns(context: FederationContext) -> str:
+    """Any key of the coordinating account in the region: the exchange key's id is made there."""
+    return (
+        f"arn:{partition(context.region)}:kms:{context.region}:{context.coordinating_account}:key/*"
+    )
+
+
 def _role_matches_tag(context: FederationContext) -> str:
     """ARN pattern that only a role whose name ends in its own site-id tag satisfies."""
     name = hospital_role_name(context.federation_id, SITE_VARIABLE)
     return f"arn:{partition(context.region)}:iam::*:role{HOSPITAL_ROLE_PATH}{name}"
 
 
-def _outsider(context: FederationContext) -> dict[str, dict[str, str]]:
-    return {"StringNotEquals": {"aws:PrincipalAccount": context.coordinating_account}}
+def _listed_hospital(context: FederationContext) -> dict[str, dict[str, object]]:
+    """Conditions of the resource-side allows: a listed task role whose tag names its site."""
+    return {
+        "ArnEquals": {"aws:PrincipalArn": hospital_principal_arns(context)},
+        "ArnLike": {"aws:PrincipalArn": _role_matches_tag(context)},
+    }
+
+
+def _deny_outsiders(
+    context: FederationContext,
+    sid: str,
+    *,
+    actions: list[str] | None = None,
+    not_actions: list[str] | None = None,
+    resources: list[str] | None = None,
+    not_resources: list[str] | None = None,
+    conditions: dict[str, dict[str, str]] | None = None,
+) -> iam.PolicyStatement:
+    """Deny the given actions and resources to every principal outside the coordinating account.
+
+    ``conditions`` are added to the outsider condition (``aws:PrincipalAccount``).
+    """
+    outsider = {"StringNotEquals": {"aws:PrincipalAccount": context.coordinating_account}}
+    return iam.PolicyStatement(
+        sid=sid,
+        effect=iam.Effect.DENY,
+        principals=[iam.AnyPrincipal()],
+        actions=actions,
+        not_actions=not_actions,
+        resources=resources,
+        not_resources=not_resources,
+        conditions={**outsider, **(conditions or {})},
+    )
 
 
 def hospital_bucket_statements(context: FederationContext) -> list[iam.PolicyStatement]:
     """Exchange bucket policy statements for all hospitals (see the module docstring)."""
     arns = ExchangeArns(context)
-    everyone = [iam.AnyPrincipal()]
-    allow = iam.PolicyStatement(
+    get_put = ["s3:GetObject", "s3:PutObject"]
+    listed_hospitals = iam.PolicyStatement(
         sid="HospitalsReadGlobalAndOwnRegistryWriteOwnUpdate",
-        principals=everyone,
-        actions=["s3:GetObject", "s3:PutObject"],
-        resources=[
-            arns.global_models,
-            arns.registry_of(SITE_VARIABLE),
-            arns.updates_of(SITE_VARIABLE),
-        ],
-        conditions={
-            "ArnEquals": {"aws:PrincipalArn": hospital_principal_arns(context)},
-            "ArnLike": {"aws:PrincipalArn": _role_matches_tag(context)},
-        },
+        principals=[iam.AnyPrincipal()],
+        actions=get_put,
+        resources=_hospital_objects(arns),
+        conditions=_listed_hospital(context),
     )
-    only_get_put = iam.PolicyStatement(
-        sid="OutsidersOnlyGetAndPut",
-        effect=iam.Effect.DENY,
-        principals=everyone,
-        not_actions=["s3:GetObject", "s3:PutObject"],
-        resources=[arns.bucket, arns.objects("*")],
-        conditions=_outsider(context),
-    )
-    read_published = iam.PolicyStatement(
-        sid="OutsidersReadOnlyGlobalModelsAndRegistry",
-        effect=iam.Effect.DENY,
-        principals=everyone,
-        actions=["s3:GetObject"],
-        not_resources=[arns.global_models, arns.registry],
-        conditions=_outsider(context),
-    )
-    write_updates = iam.PolicyStatement(
-        sid="OutsidersWriteOnlyUpdates",
-        effect=iam.Effect.DENY,
-        principals=everyone,
-        actions=["s3:PutObject"],
-        not_resources=[arns.updates],
-        conditions=_outsider(context),
-    )
-    write_once = iam.PolicyStatement(
-        sid="OutsidersWriteOnce",
-        effect=iam.Effect.DENY,
-        principals=everyone,
-        actions=["s3:PutObject"],
-        resources=[arns.objects("*")],
-        conditions={
-            **_outsider(context),
-            "Null": {"s3:if-none-match": "true"},
-            "Bool": {"s3:ObjectCreationOperation": "true"},
-        },
-    )
-    return [allow, only_get_put, read_published, write_updates, write_once]
+    return [
+        listed_hospitals,
+        _deny_outsiders(
+            context,
+            "OutsidersOnlyGetAndPut",
+            not_actions=get_put,
+            resources=[arns.bucket, arns.objects("*")],
+        ),
+        _deny_outsiders(
+            context,
+            "OutsidersReadOnlyGlobalModelsAndRegistry",
+            actions=["s3:GetObject"],
+            not_resources=[arns.global_models, arns.registry],
+        ),
+        _deny_outsiders(
+            context,
+            "OutsidersWriteOnlyUpdates",
+            actions=["s3:PutObject"],
+            not_resources=[arns.updates],
+        ),
+        _deny_outsiders(
+            context,
+            "OutsidersWriteOnce",
+            actions=["s3:PutObject"],
+            resources=[arns.objects("*")],
+            conditions={
+                "Null": {"s3:if-none-match": "true"},
+                "Bool": {"s3:ObjectCreationOperation": "true"},
+            },
+        ),
+    ]
+
+
+def _hospital_objects(arns: ExchangeArns) -> list[str]:
+    """What any listed hospital may touch, its own site named by the policy variable."""
+    return [arns.global_models, arns.registry_of(SITE_VARIABLE), arns.updates_of(SITE_VARIABLE)]
 
 
 def hospital_key_statement(context: FederationContext) -> iam.PolicyStatement:
@@ -175,23 +206,16 @@ def hospital_key_statement(context: FederationContext) -> iam.PolicyStatement:
     registry entry, GenerateDataKey serves writing the own update; the bucket policy's denies
     stop the cross product (e.g. writing a global) before KMS is asked.
     """
-    arns = ExchangeArns(context)
+    objects = _hospital_objects(ExchangeArns(context))
     return iam.PolicyStatement(
         sid="HospitalsUseKeyOnlyViaS3ForTheirObjects",
         principals=[iam.AnyPrincipal()],
         actions=["kms:Decrypt", "kms:GenerateDataKey"],
         resources=["*"],
         conditions={
-            "ArnEquals": {"aws:PrincipalArn": hospital_principal_arns(context)},
-            "ArnLike": {"aws:PrincipalArn": _role_matches_tag(context)},
+            **_listed_hospital(context),
             "StringEquals": {"kms:ViaService": f"s3.{context.region}.amazonaws.com"},
-            "StringLike": {
-                "kms:EncryptionContext:aws:s3:arn": [
-                    arns.global_models,
-                    arns.registry_of(SITE_VARIABLE),
-                    arns.updates_of(SITE_VARIABLE),
-                ]
-            },
+            "StringLike": {"kms:EncryptionContext:aws:s3:arn": objects},
         },
     )
 
@@ -201,29 +225,40 @@ def hospital_identity_statements(
 ) -> list[iam.PolicyStatement]:
     """The hospital task role's own policy on the exchange: its site id, written literally."""
     arns = ExchangeArns(context)
-    key_arn = (
-        f"arn:{partition(context.region)}:kms:{context.region}:{context.coordinating_account}:key/*"
-    )
+    via_s3_with_exchange_alias = {
+        "StringEquals": {"kms:ViaService": f"s3.{context.region}.amazonaws.com"},
+        "ForAnyValue:StringEquals": {
+            "kms:ResourceAliases": exchange_key_alias(context.federation_id)
+        },
+    }
     return [
-        iam.PolicyStatement(
-            sid="ReadGlobalModelsAndOwnRegistration",
-            actions=["s3:GetObject"],
-            resources=[arns.global_models, arns.registry_of(site.site_id)],
+        allow(
+            "ReadGlobalModelsAndOwnRegistration",
+            ["s3:GetObject"],
+            [arns.global_models, arns.registry_of(site.site_id)],
         ),
-        iam.PolicyStatement(
-            sid="WriteOwnUpdates",
-            actions=["s3:PutObject"],
-            resources=[arns.updates_of(site.site_id)],
+        allow("WriteOwnUpdates", ["s3:PutObject"], [arns.updates_of(site.site_id)]),
+        allow(
+            "UseExchangeKeyViaS3",
+            ["kms:Decrypt", "kms:GenerateDataKey"],
+            [exchange_key_arns(context)],
+            via_s3_with_exchange_alias,
         ),
-        iam.PolicyStatement(
-            sid="UseExchangeKeyViaS3",
-            actions=["kms:Decrypt", "kms:GenerateDataKey"],
-            resources=[key_arn],
-            conditions={
-                "StringEquals": {"kms:ViaService": f"s3.{context.region}.amazonaws.com"},
-                "ForAnyValue:StringEquals": {
-                    "kms:ResourceAliases": exchange_key_alias(context.federation_id)
-                },
-            },
+    ]
+
+
+def aggregator_exchange_statements(
+    context: FederationContext, exchange_key_arn: str
+) -> list[iam.PolicyStatement]:
+    """The aggregator reads, lists and writes its federation's prefix; it deletes nothing."""
+    arns = ExchangeArns(context)
+    return [
+        allow("ReadWriteFederationObjects", ["s3:GetObject", "s3:PutObject"], [arns.root]),
+        allow(
+            "ListFederationPrefix",
+            ["s3:ListBucket"],
+            [arns.bucket],
+            {"StringLike": {"s3:prefix": f"{arns.layout.root}*"}},
         ),
+        allow("UseExchangeKey", ["kms:Decrypt", "kms:GenerateDataKey"], [exchange_key_arn]),
     ]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
@@ -18,6 +20,38 @@ BUCKET_POLICY_LIMIT_BYTES = 20 * 1024
 """S3 rejects a bucket policy over 20 KB."""
 
 
+def retained_private_bucket(
+    scope: Construct,
+    *,
+    encryption: s3.BucketEncryption,
+    lifecycle_rule: s3.LifecycleRule,
+    encryption_key: kms.IKey | None = None,
+    bucket_key_enabled: bool | None = None,
+    bucket_name: str | None = None,
+    access_logs: s3.IBucket | None = None,
+) -> s3.Bucket:
+    """The ``Bucket`` of ``scope``: never public, TLS only, versioned, no ACLs, kept on delete.
+
+    ``access_logs`` receives its server access logs under the prefix ``{scope id}/``.
+    """
+    return s3.Bucket(
+        scope,
+        "Bucket",
+        bucket_name=bucket_name,
+        encryption=encryption,
+        encryption_key=encryption_key,
+        bucket_key_enabled=bucket_key_enabled,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        enforce_ssl=True,
+        versioned=True,
+        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        server_access_logs_bucket=access_logs,
+        server_access_logs_prefix=None if access_logs is None else f"{scope.node.id}/",
+        removal_policy=RemovalPolicy.RETAIN,
+        lifecycle_rules=[lifecycle_rule],
+    )
+
+
 class AccessLogBucket(Construct):
     """Target of S3 server access logs for the other buckets of the stack.
 
@@ -28,23 +62,15 @@ class AccessLogBucket(Construct):
 
     def __init__(self, scope: Construct, construct_id: str, *, retention_days: int) -> None:
         super().__init__(scope, construct_id)
-        self.bucket = s3.Bucket(
+        self.bucket = retained_private_bucket(
             self,
-            "Bucket",
             encryption=s3.BucketEncryption.S3_MANAGED,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            versioned=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            removal_policy=RemovalPolicy.RETAIN,
-            lifecycle_rules=[
-                s3.LifecycleRule(
-                    id="ExpireOldAccessLogs",
-                    expiration=Duration.days(retention_days),
-                    noncurrent_version_expiration=Duration.days(30),
-                    abort_incomplete_multipart_upload_after=Duration.days(7),
-                )
-            ],
+            lifecycle_rule=s3.LifecycleRule(
+                id="ExpireOldAccessLogs",
+                expiration=Duration.days(retention_days),
+                noncurrent_version_expiration=Duration.days(30),
+                abort_incomplete_multipart_upload_after=Duration.days(7),
+            ),
         )
         acknowledge(
             self.bucket,
@@ -90,27 +116,18 @@ class EncryptedBucket(Construct):
         bucket_key_enabled: bool = True,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.bucket = s3.Bucket(
+        self.bucket = retained_private_bucket(
             self,
-            "Bucket",
             bucket_name=bucket_name,
             encryption=s3.BucketEncryption.KMS,
             encryption_key=key,
             bucket_key_enabled=bucket_key_enabled,
-            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
-            enforce_ssl=True,
-            versioned=True,
-            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            server_access_logs_bucket=access_logs,
-            server_access_logs_prefix=f"{construct_id}/",
-            removal_policy=RemovalPolicy.RETAIN,
-            lifecycle_rules=[
-                s3.LifecycleRule(
-                    id="ExpireOldVersions",
-                    noncurrent_version_expiration=Duration.days(noncurrent_retention_days),
-                    abort_incomplete_multipart_upload_after=Duration.days(7),
-                )
-            ],
+            access_logs=access_logs,
+            lifecycle_rule=s3.LifecycleRule(
+                id="ExpireOldVersions",
+                noncurrent_version_expiration=Duration.days(noncurrent_retention_days),
+                abort_incomplete_multipart_upload_after=Duration.days(7),
+            ),
         )
         acknowledge(
             self.bucket,
@@ -152,10 +169,10 @@ class ExchangeBucket(EncryptedBucket):
             self.bucket.add_to_resource_policy(statement)
         self._check_policy_size(statements)
 
-    def _check_policy_size(self, statements: list[object]) -> None:
+    def _check_policy_size(self, statements: Sequence[iam.PolicyStatement]) -> None:
         stack = Stack.of(self)
         rendered = json.dumps(
-            [stack.resolve(statement.to_statement_json()) for statement in statements],  # type: ignore[attr-defined]
+            [stack.resolve(statement.to_statement_json()) for statement in statements],
             separators=(",", ":"),
         )
         # The TLS-only statement CDK adds is under 400 bytes; keep 1 KB of headroom for it.

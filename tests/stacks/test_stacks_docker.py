@@ -82,14 +82,18 @@ def test_entrypoint_is_the_console_script_of_pyproject(role: str, command: list[
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert entrypoint == ["fedsilo"] and "fedsilo" in scripts
     module, _, function = scripts["fedsilo"].partition(":")
-    source = REPO / (module.replace(".", "/") + ".py")
-    assert source.exists(), f"{scripts['fedsilo']} points at a missing module"
-    defined = {
-        node.name
-        for node in ast.parse(source.read_text()).body
-        if isinstance(node, ast.FunctionDef)
+    path = REPO / module.replace(".", "/")
+    source = next((p for p in (path.with_suffix(".py"), path / "__init__.py") if p.exists()), None)
+    assert source is not None, f"{scripts['fedsilo']} points at a missing module"
+    body = ast.parse(source.read_text()).body
+    defined = {node.name for node in body if isinstance(node, ast.FunctionDef)}
+    imported = {
+        alias.asname or alias.name
+        for node in body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
     }
-    assert function in defined, f"{source} defines no {function}()"
+    assert function in defined | imported, f"{source} defines or imports no {function}()"
     run = " ".join(args for keyword, args in steps if keyword == "RUN")
     assert "pip install --no-cache-dir --no-deps ." in run and "fedsilo --help" in run
 
