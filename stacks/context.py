@@ -2,8 +2,8 @@
 
 A wrong or missing value fails synthesis before any construct is built, with the field named
 (``fedsilo.hospitals.1.account_id: ...``), so that a typo never reaches CloudFormation.
-Site and federation ids are checked by ``fl_core.exchange.layout``, the module that turns them
-into exchange keys: an id that synthesises is an id the exchange accepts.
+Site, federation and account ids are checked by ``fl_core.ids``, the checks the exchange uses
+to build its keys: an id that synthesises is an id the exchange accepts.
 """
 
 from __future__ import annotations
