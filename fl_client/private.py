@@ -1,14 +1,14 @@
 """Sample-level DP at a hospital: DP-SGD through Opacus, with an accountant that survives restarts.
 
-``HospitalPrivacy`` holds one hospital's resolved settings and its Opacus RDP accountant. At
-client start it checks that the settings can be met for this hospital's data (delta < 1/rows,
-a given noise multiplier keeps the target epsilon over the planned rounds) and derives the
-noise multiplier from the target epsilon otherwise (``get_noise_multiplier`` over every step
-of the planned rounds). During a round, ``make_private`` hands the trainer Opacus's
-``DPOptimizer`` and a Poisson-sampled ``DPDataLoader`` of row indices (``PrivacyEngine``
-with ``wrap_model=False``: the model keeps its own tensor names, so no ``_module.`` prefix can
-leak into the update file). After the round the accountant's history is saved as JSON in the
-hospital's own state folder, before the update is written.
+This is the hospital's edge of ``fl_core.privacy``: it holds no privacy formula. At client
+start ``open_hospital_privacy`` resolves the hospital's settings and has
+``fl_core.privacy.plan_dp_sgd`` check them against its data (delta < 1/rows, a given noise
+multiplier keeps the target epsilon over the planned rounds) or derive the noise multiplier.
+``HospitalPrivacy`` then holds the plan and the accountant. During a round, ``make_private``
+hands the trainer Opacus's ``DPOptimizer`` and a Poisson-sampled ``DPDataLoader`` of row
+indices (``PrivacyEngine`` with ``wrap_model=False``: the model keeps its own tensor names, so
+no ``_module.`` prefix can leak into the update file). After the round the accountant's
+history is saved as JSON in the hospital's own state folder, before the update is written.
 
 The noise and the Poisson sample come from secret random seeds, never from the federation
 seed: a party who knows the seed (the coordinating centre) could otherwise subtract the noise.
