@@ -36,24 +36,29 @@ class Accountant:
         return self._opacus
 
     def step(self, *, noise_multiplier: float, sample_rate: float, steps: int = 1) -> None:
+        """Spend ``steps`` steps of the subsampled Gaussian mechanism."""
         for _ in range(steps):
             self._opacus.step(noise_multiplier=noise_multiplier, sample_rate=sample_rate)
 
     @property
     def steps(self) -> int:
+        """Steps spent so far, over every noise and sample rate."""
         return sum(int(entry[2]) for entry in self._opacus.history)
 
     def epsilon(self, delta: float) -> float:
+        """Epsilon spent so far at ``delta`` (0 before the first step)."""
         if not self._opacus.history:
             return 0.0
         return float(self._opacus.get_epsilon(delta=delta))
 
     def copy(self) -> Accountant:
+        """An independent twin (to ask what one more round would cost)."""
         twin = Accountant()
         twin.load_state_dict(self.state_dict())
         return twin
 
     def state_dict(self) -> dict[str, Any]:
+        """The history as JSON-ready lists ``[noise_multiplier, sample_rate, steps]``."""
         return {
             "mechanism": self.mechanism,
             "history": [
