@@ -60,6 +60,8 @@ import structlog
 from rich.console import Console
 from rich.table import Table
 
+from bench._timing import fmt as _fmt
+from bench._timing import rotated as _rotated
 from fl_core import admission
 from fl_core.aggregation import StreamingWeightedMean
 from fl_core.config import FederationConfig, load_config
@@ -443,11 +445,6 @@ def _label(num_params: int) -> str:
     return str(num_params)
 
 
-def _rotated(items: Sequence[str], by: int) -> list[str]:
-    shift = by % len(items)
-    return [*items[shift:], *items[:shift]]
-
-
 def measure_cell(
     updates: UpdateSet,
     flower_python: Path | None,
@@ -557,10 +554,6 @@ def run_grid(
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
     return report
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def render(report: GridReport, title: str, repeats: int = REPEATS) -> Table:

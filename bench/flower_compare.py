@@ -37,6 +37,9 @@ import safetensors.numpy
 from rich.console import Console
 from rich.table import Table
 
+from bench._timing import fmt as _fmt
+from bench._timing import load_note as _load_note
+from bench._timing import rotated as _rotated
 from fl_core.config import FederationConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -294,11 +297,6 @@ def _steady(run: FederationRun) -> float | None:
     return run.steady_round_s
 
 
-def _rotated(items: Sequence[str], by: int) -> list[str]:
-    shift = by % len(items)
-    return [*items[shift:], *items[:shift]]
-
-
 def run_federations(
     env: FlowerEnv,
     config: FederationConfig,
@@ -327,16 +325,6 @@ def run_federations(
             finally:
                 shutil.rmtree(work, ignore_errors=True)
     return [Repeated(found[0].name, tuple(found)) for found in runs.values()]
-
-
-def _load_note() -> str:
-    """The machine may be shared: the load says how much to trust a wall time."""
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    return f"load average (1, 5, 15 min) when the table was drawn: {load} on {os.cpu_count()} cores"
-
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 def _over(value: float | None, floor: float | None) -> float | None:

@@ -33,11 +33,6 @@ def test_tiny_grid_gives_finite_positive_rows_and_cleans_up(tmp_path: Path) -> N
     aggregation.render(report, "smoke", repeats=1)  # renders without error
 
 
-def test_contenders_are_interleaved_in_rotated_order() -> None:
-    orders = [aggregation._rotated(["a", "b", "c"], repeat) for repeat in range(3)]
-    assert orders == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
-
-
 def test_every_contender_averages_the_same_updates(tmp_path: Path) -> None:
     updates = aggregation.write_updates(tmp_path, num_updates=5, num_params=1_003, seed=3)
     in_memory = aggregation.read_updates(updates, 5)
