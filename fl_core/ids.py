@@ -23,22 +23,21 @@ _SITE_KEY_CHARS = re.compile(r"[^a-z0-9]+")
 
 def check_site_id(site_id: str) -> str:
     """Site ids become key segments and IAM prefixes: lower-case letters, digits and dashes."""
-    if not SITE_ID_PATTERN.fullmatch(site_id):
-        raise ConfigError(
-            f"site id {site_id!r} is invalid; use 1-63 lower-case letters, digits or dashes, "
-            "starting with a letter or digit"
-        )
-    return site_id
+    return _check_id(site_id, SITE_ID_PATTERN, "site id")
 
 
 def check_federation_id(federation_id: str) -> str:
     """Federation ids name the exchange's top folder and every stack: same rule as site ids."""
-    if not FEDERATION_ID_PATTERN.fullmatch(federation_id):
+    return _check_id(federation_id, FEDERATION_ID_PATTERN, "federation id")
+
+
+def _check_id(value: str, pattern: re.Pattern[str], what: str) -> str:
+    if not pattern.fullmatch(value):
         raise ConfigError(
-            f"federation id {federation_id!r} is invalid; use 1-63 lower-case letters, digits "
-            "or dashes"
+            f"{what} {value!r} is invalid; use 1-63 lower-case letters, digits or dashes, "
+            "starting with a letter or digit"
         )
-    return federation_id
+    return value
 
 
 def check_account_id(account_id: str, flag: str = "--account-id") -> str:

@@ -15,13 +15,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
 
 from fedsilo.engine.app import DEFAULT_APP, FederatedApp, build_source, load_app
 from fedsilo.engine.gc_policy import freeze_start_up
+from fedsilo.engine.logs import LogFormat
 from fedsilo.engine.placement import place_sites
 from fedsilo.engine.run_folder import start_run
 from fedsilo.engine.secagg_keys import key_path, load_key, register_simulated_sites
@@ -76,19 +77,34 @@ class PreparedFederation:
         return finish_run(self.exchange, self.config, self.run_dir, self.exchange_uri, self.started)
 
 
+class RunOptions(TypedDict, total=False):
+    """What an engine's ``simulate`` takes besides the config and the output folder.
+
+    One definition for the process and the MPI engine, so the CLI, tests and benchmarks drive
+    both alike (``simulate(config, out_dir, app=..., run_id=...)``).
+    """
+
+    app: FederatedApp | None
+    """The user's app (default: fedsilo's tabular model, trainer and strategy table)."""
+    app_ref: str | None
+    """Or where it lies (``FILE.py:NAME``), for hospital processes to import it themselves."""
+    events: SimulationEvents | None
+    """Round hooks (the CLI's progress bar); default: collect the rows only."""
+    log_format: LogFormat
+    log_level: str
+    run_id: str | None
+    """The run folder's name under the output folder (default: time, federation, seed, pid)."""
+
+
 def prepare_federation(
-    config: FederationConfig,
-    out_dir: Path,
-    *,
-    app: FederatedApp | None = None,
-    app_ref: str | None = None,
-    run_id: str | None = None,
+    config: FederationConfig, out_dir: Path, options: RunOptions
 ) -> PreparedFederation:
     """Everything an engine needs before it starts hosting hospitals."""
     started = time.monotonic()
+    app, app_ref = options.get("app"), options.get("app_ref")
     if app is None:
         app = DEFAULT_APP if app_ref is None else load_app(app_ref)
-    run_dir, exchange_uri = start_run(config, out_dir, run_id)
+    run_dir, exchange_uri = start_run(config, out_dir, options.get("run_id"))
     exchange = open_exchange(exchange_uri, config)
     source = build_source(config)
     sites = source.site_ids()

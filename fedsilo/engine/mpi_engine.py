@@ -29,13 +29,14 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Unpack
 
 import structlog
 import torch
 
 from fedsilo.engine.app import FederatedApp, load_app
 from fedsilo.engine.federation import (
+    RunOptions,
     SimulationEvents,
     SimulationResult,
     load_hospitals,
@@ -43,7 +44,6 @@ from fedsilo.engine.federation import (
     prepare_federation,
 )
 from fedsilo.engine.gc_policy import freeze_start_up
-from fedsilo.engine.logs import LogFormat
 from fedsilo.engine.mpi_setup import require_mpi
 from fl_client.hospital import serve_sites
 from fl_core.config import FederationConfig
@@ -125,36 +125,22 @@ def _receive(comm: Intracomm, source: int, tag: int, poll_s: float = _POLL_S) ->
 
 
 def simulate(
-    config: FederationConfig,
-    out_dir: Path,
-    *,
-    app: FederatedApp | None = None,
-    app_ref: str | None = None,
-    events: SimulationEvents | None = None,
-    log_format: LogFormat = "auto",
-    log_level: str = "WARNING",
-    run_id: str | None = None,
+    config: FederationConfig, out_dir: Path, **options: Unpack[RunOptions]
 ) -> SimulationResult:
     """Rank 0's side of an MPI federation: assign sites, run the rounds, write the run folder.
 
-    The same signature as ``fedsilo.engine.process_engine.simulate`` so the CLI drives both alike
-    (``log_format`` and ``log_level`` are each rank's own command-line flags here).
+    Driven as ``fedsilo.engine.process_engine.simulate`` is (``log_format`` and ``log_level``
+    are each rank's own command-line flags here).
     """
     comm = world()
     try:
-        return _aggregate(comm, config, out_dir, app, app_ref, events, run_id)
+        return _aggregate(comm, config, out_dir, options)
     except Exception as err:  # any failure must stop the hospital ranks, not leave them waiting
         abort(comm, err, "aggregator")
 
 
 def _aggregate(
-    comm: Intracomm,
-    config: FederationConfig,
-    out_dir: Path,
-    app: FederatedApp | None,
-    app_ref: str | None,
-    events: SimulationEvents | None,
-    run_id: str | None,
+    comm: Intracomm, config: FederationConfig, out_dir: Path, options: RunOptions
 ) -> SimulationResult:
     size = comm.Get_size()
     if size < 2:
@@ -162,8 +148,9 @@ def _aggregate(
             "--engine mpi needs at least 2 ranks (rank 0 aggregates, the others host the "
             "hospitals): use mpirun -n 2 or more, or run fedsilo without mpirun"
         )
-    federation = prepare_federation(config, out_dir, app=app, app_ref=app_ref, run_id=run_id)
+    federation = prepare_federation(config, out_dir, options)
     plan = federation.placement(size - 1)
+    app_ref = options.get("app_ref")
     key_dir = federation.secagg_key_dir
     for rank, site_ids in enumerate(plan, start=1):
         assignment = Assignment(
@@ -177,7 +164,7 @@ def _aggregate(
         )
         comm.send(assignment, dest=rank, tag=_TAG_ASSIGN)
     log.info("mpi_sites_assigned", ranks=size, sites=len(federation.sites))
-    federation.run_rounds(events or SimulationEvents(config.rounds))
+    federation.run_rounds(options.get("events") or SimulationEvents(config.rounds))
     reports = [_receive(comm, rank, _TAG_REPORT) for rank in range(1, size)]
     result = federation.finish()
     _write_rank_report(federation.run_dir, size, reports)

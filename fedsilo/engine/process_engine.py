@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import structlog
 import torch
 
 from fedsilo.engine.app import FederatedApp, load_app
 from fedsilo.engine.federation import (
+    RunOptions,
     SimulationEvents,
     SimulationResult,
     Sleep,
@@ -130,19 +131,12 @@ def _watching_sleep(procs: Sequence[BaseProcess], reports: Queue[Report]) -> Sle
 
 
 def simulate(
-    config: FederationConfig,
-    out_dir: Path,
-    *,
-    app: FederatedApp | None = None,
-    app_ref: str | None = None,
-    events: SimulationEvents | None = None,
-    log_format: LogFormat = "auto",
-    log_level: str = "WARNING",
-    run_id: str | None = None,
+    config: FederationConfig, out_dir: Path, **options: Unpack[RunOptions]
 ) -> SimulationResult:
     """Run a federation to the end; returns where its files are and its metrics."""
     context = worker_context()
-    federation = prepare_federation(config, out_dir, app=app, app_ref=app_ref, run_id=run_id)
+    federation = prepare_federation(config, out_dir, options)
+    app_ref = options.get("app_ref")
     workers = min(config.simulation.workers or os.cpu_count() or 1, len(federation.sites))
     plan = federation.placement(workers)
     reports = context.Queue()
@@ -157,8 +151,8 @@ def simulate(
             site_ids=plan[index],
             app_ref=app_ref,
             app=None if app_ref else federation.app,
-            log_format=log_format,
-            log_level=log_level,
+            log_format=options.get("log_format", "auto"),
+            log_level=options.get("log_level", "WARNING"),
             run_id=federation.run_dir.name,
             secagg_key_dir=federation.secagg_key_dir,
         )
@@ -170,7 +164,7 @@ def simulate(
         )
         proc.start()
         procs.append(proc)
-    events = events or SimulationEvents(config.rounds)
+    events = options.get("events") or SimulationEvents(config.rounds)
     try:
         federation.run_rounds(_AnnouncingEvents(events, signal), _watching_sleep(procs, reports))
     finally:

@@ -60,6 +60,17 @@ class Exchange:
             data = self.store.get(key)
         except ObjectNotFoundError:
             return None
+        return self._parse(key, data, model)
+
+    def _read_model_with_etag(self, key: str, model: type[_Model]) -> tuple[_Model, ETag] | None:
+        """The object at ``key`` as ``model`` with its ETag (for a conditional replace)."""
+        try:
+            data, etag = self.store.get_with_etag(key)
+        except ObjectNotFoundError:
+            return None
+        return self._parse(key, data, model), etag
+
+    def _parse(self, key: str, data: bytes, model: type[_Model]) -> _Model:
         try:
             return model.model_validate_json(data)
         except ValidationError as err:
@@ -167,15 +178,7 @@ class Exchange:
         return self._read_model(self.layout.ledger_key(round_index), LedgerEntry)
 
     def read_state(self) -> tuple[FederationState, ETag] | None:
-        key = self.layout.state_key()
-        try:
-            data, etag = self.store.get_with_etag(key)
-        except ObjectNotFoundError:
-            return None
-        try:
-            return FederationState.model_validate_json(data), etag
-        except ValidationError as err:
-            raise ExchangeError(f"{key} is malformed: {err}") from err
+        return self._read_model_with_etag(self.layout.state_key(), FederationState)
 
     def write_state(self, state: FederationState, if_match: ETag | None) -> ETag:
         return self.store.replace(self.layout.state_key(), _dump(state), if_match)
@@ -187,15 +190,7 @@ class Exchange:
         return self.store.replace(key, _dump(registration), if_match)
 
     def read_registration_with_etag(self, site_id: SiteId) -> tuple[Registration, ETag] | None:
-        key = self.layout.registry_key(site_id)
-        try:
-            data, etag = self.store.get_with_etag(key)
-        except ObjectNotFoundError:
-            return None
-        try:
-            return Registration.model_validate_json(data), etag
-        except ValidationError as err:
-            raise ExchangeError(f"{key} is malformed: {err}") from err
+        return self._read_model_with_etag(self.layout.registry_key(site_id), Registration)
 
     def write_preflight(self, report: PreflightReport, stamp: str) -> None:
         self.store.put_new(self.layout.preflight_key(report.site_id, stamp), _dump(report))

@@ -129,12 +129,7 @@ def _drop_impossible(patient: pd.DataFrame, report: CohortReport) -> pd.DataFram
         "negative_weight": patient["admissionweight"] < 0,
         "negative_height": patient["admissionheight"] < 0,
     }
-    bad = np.zeros(len(patient), dtype=bool)
-    for reason, mask in rules.items():
-        hit = mask.fillna(False).to_numpy(dtype=bool)
-        report.impossible_dropped[reason] = int((hit & ~bad).sum())
-        bad |= hit
-    return patient.loc[~bad].copy()
+    return _drop_rows(patient, rules, report.impossible_dropped)
 
 
 def _select_cohort(patient: pd.DataFrame, report: CohortReport) -> pd.DataFrame:
@@ -146,12 +141,19 @@ def _select_cohort(patient: pd.DataFrame, report: CohortReport) -> pd.DataFrame:
         "under_18": patient["age"] < ADULT_AGE,
         "outcome_unknown": ~status.isin(["Alive", "Expired"]),
     }
-    out = np.zeros(len(patient), dtype=bool)
+    return _drop_rows(patient, rules, report.excluded)
+
+
+def _drop_rows(
+    patient: pd.DataFrame, rules: dict[str, pd.Series], counts: dict[str, int]
+) -> pd.DataFrame:
+    """The rows no rule hits; ``counts[reason]``: rows first hit by that rule, in rule order."""
+    dropped = np.zeros(len(patient), dtype=bool)
     for reason, mask in rules.items():
         hit = mask.fillna(False).to_numpy(dtype=bool)
-        report.excluded[reason] = int((hit & ~out).sum())
-        out |= hit
-    return patient.loc[~out].copy()
+        counts[reason] = int((hit & ~dropped).sum())
+        dropped |= hit
+    return patient.loc[~dropped].copy()
 
 
 def _mask_implausible(patient: pd.DataFrame, report: CohortReport) -> None:
