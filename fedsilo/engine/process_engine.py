@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from pathlib import Path
-from typing import Any, Unpack
+from typing import Unpack
 
 import structlog
 import torch
@@ -35,16 +35,13 @@ from fedsilo.engine.federation import (
 )
 from fedsilo.engine.gc_policy import collect_in_child, freeze_start_up
 from fedsilo.engine.logs import LogFormat, configure_logging
-from fedsilo.engine.round_signal import RoundSignal, WorkerNotifier
+from fedsilo.engine.round_signal import Report, RoundSignal, WorkerNotifier
 from fedsilo.engine.worker_pool import worker_context
 from fl_client.hospital import serve_sites
 from fl_core.config import FederationConfig
 from fl_core.errors import FedsiloError
 from fl_core.exchange.manifests import Decision, GlobalManifest, RoundResult
 from fl_server.round_loop import RoundEvents
-
-Report = tuple[str, int, Any]
-"""What a worker tells the aggregator: ("done" | "error" | an answered round, worker, payload)."""
 
 log = structlog.get_logger("fedsilo.simulate")
 

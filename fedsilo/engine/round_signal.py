@@ -12,10 +12,14 @@ nothing but a re-check).
 from __future__ import annotations
 
 from multiprocessing.context import BaseContext
+from multiprocessing.queues import Queue
 from typing import Any
 
 ANSWERED = "answered"
 """Kind of the worker's message on the reports queue, which the aggregator's sleep waits on."""
+
+Report = tuple[str, int, Any]
+"""What a worker tells the aggregator: (``ANSWERED``, "done" or "error"; worker; payload)."""
 
 
 class RoundSignal:
@@ -45,7 +49,7 @@ class RoundSignal:
 class WorkerNotifier:
     """A simulation worker's ``fl_client.hospital.RoundNotifier``."""
 
-    def __init__(self, signal: RoundSignal, reports: Any, worker: int) -> None:
+    def __init__(self, signal: RoundSignal, reports: Queue[Report], worker: int) -> None:
         self.signal = signal
         self.reports = reports
         self.worker = worker
