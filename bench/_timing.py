@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import os
 import statistics
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
+
+from rich.table import Table
 
 _T = TypeVar("_T")
 
@@ -51,6 +54,17 @@ def interleave(
     return results
 
 
+def timed(work: Callable[[], object]) -> Callable[[], float]:
+    """A contender that runs ``work`` once and returns its wall seconds (``perf_counter``)."""
+
+    def run() -> float:
+        started = time.perf_counter()
+        work()
+        return time.perf_counter() - started
+
+    return run
+
+
 @dataclass(frozen=True)
 class Spread:
     """Min and median of one contender's runs (seconds, or whatever the runs measured)."""
@@ -76,6 +90,11 @@ def spread_cells(values: Sequence[float], baseline: Sequence[float], spec: str) 
     """Table cells ``[min, median, x baseline]`` for one row's runs (ratio of medians)."""
     own, base = Spread.of(values), Spread.of(baseline)
     return [format(own.min, spec), format(own.median, spec), f"{own.over(base):.2f}"]
+
+
+def new_table(title: str) -> Table:
+    """A table whose title says what was compared and which row is the baseline."""
+    return Table(title=title, title_justify="left", caption_justify="left")
 
 
 def fmt(value: float | None, spec: str) -> str:

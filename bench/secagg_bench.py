@@ -1,26 +1,29 @@
 """Secure aggregation's cost per round (issue 10): time and bytes, against plain FedAvg.
 
-Two tables for 20 hospitals:
+Two tables for ``NUM_SITES`` hospitals:
 
-- **a whole round**: the aggregator (``RoundLoop``) and 20 hospitals (threads running the
-  real client loop) over a local-directory exchange, with trivial training, so what differs
-  between the two rows of a model is the protocol: round seconds (publish to result) and the
-  bytes the round wrote, split into model updates and secagg documents;
-- **each step's CPU** (called directly, median of repeats): a hospital's advert (Shamir
-  shares of two secrets for every site, 20 encryptions), its masking (quantise + 20 AES-CTR
-  mask streams), its unmask answer; the aggregator's reconstruction (Shamir for every site)
-  and mask removal.
+- **a whole round**: the aggregator (``RoundLoop``, admission on, as production runs it) and
+  the hospitals (threads running the real client loop) over a local-directory exchange, with
+  trivial training, so what differs between secagg off and on is the protocol: round seconds
+  (publish to result) and the bytes the round wrote, split into model updates and secagg
+  documents (file sizes on disk, not computed). Off and on run interleaved, ``REPEATS`` times
+  each per model; the baseline of each model is its secagg-off row.
+- **each step's time** (called directly, interleaved with the other steps): a hospital's
+  advert (Shamir shares of two secrets for every site, one encryption per site), its masking
+  (quantise + one AES-CTR mask stream per site), its unmask answer; the aggregator's
+  reconstruction (Shamir for every surviving site) and mask removal. The steps are parts of
+  one protocol, not alternatives: that table has no baseline.
 
-Masked updates are uint64 (2x a float32 update); the adverts and the unmask request grow as
-n^2 (every hospital's shares for every other): 0.36 MB a round for 20 hospitals (18 kB per
-hospital), whatever the model.
+Why: masked updates are ring elements wider than float32, and the adverts and the unmask
+request grow with the square of the number of hospitals, so both the bytes and the time of a
+secure round must be read next to a plain one measured in the same run.
 """
 
 from __future__ import annotations
 
-import statistics
+import os
+import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from bench import _timing
 from bench._secagg_harness import Logistic, run_round
 from fedsilo.engine.logs import configure_logging
 from fl_client.secagg_client import build_advert, build_answer, masked_weights
@@ -39,6 +43,8 @@ from fl_core.secagg.messages import RosterEntry, SecAggRoster, SecAggSetup, SecA
 from fl_core.serialization import TensorSpec
 
 NUM_SITES = 20
+REPEATS = _timing.MIN_REPEATS
+STEP_REPEATS = 7
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "mlp 30-32-1": lambda: Logistic(30, (32,)),
     "mlp 64-256-256-1": lambda: Logistic(64, (256, 256)),
@@ -84,17 +90,8 @@ def measure_round(model: Callable[[], nn.Module], secagg: bool) -> tuple[float, 
         return result.closed_unix - result.started_unix, _round_bytes(Path(tmp))
 
 
-def _median_s(step: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
-def measure_steps(model: Callable[[], nn.Module], repeats: int) -> dict[str, float]:
-    """Seconds of each protocol step for one hospital / the aggregator, 20 sites."""
+def measure_steps(model: Callable[[], nn.Module], repeats: int) -> dict[str, list[float]]:
+    """Seconds of each protocol step for one hospital / the aggregator, every run, interleaved."""
     sites = [f"site-{i:02d}" for i in range(NUM_SITES)]
     keys = {s: masking.new_private_key() for s in sites}
     max_weight = 10_000_000
@@ -150,56 +147,108 @@ def measure_steps(model: Callable[[], nn.Module], repeats: int) -> dict[str, flo
     total = np.zeros(size, np.uint64)
     seeds = [bytes([i]) * 32 for i in range(len(survivors))]
     pairs = [(u, v, bytes([7]) * 32) for v in dropped for u in survivors]
-    return {
-        "hospital: advert (shares for 20)": _median_s(
-            lambda: build_advert(first, keys[first], roster), repeats
+    steps: dict[str, Callable[[], object]] = {
+        f"hospital: advert (shares for {NUM_SITES})": lambda: build_advert(
+            first, keys[first], roster
         ),
-        "hospital: mask update": _median_s(
-            lambda: masked_weights(built[first][1], setup, global_w, trained, 100), repeats
+        "hospital: mask update": lambda: masked_weights(
+            built[first][1], setup, global_w, trained, 100
         ),
-        "hospital: unmask answer": _median_s(
-            lambda: build_answer(request, setup, roster, first, keys[first]), repeats
-        ),
-        "aggregator: reconstruct 18 seeds": _median_s(reconstruct, repeats),
-        "aggregator: remove masks (18 self, 36 pair)": _median_s(
-            lambda: masking.remove_masks(total, seeds, pairs, params), repeats
+        "hospital: unmask answer": lambda: build_answer(request, setup, roster, first, keys[first]),
+        f"aggregator: reconstruct {len(survivors)} seeds": reconstruct,
+        f"aggregator: remove masks ({len(survivors)} self, {len(pairs)} pair)": lambda: (
+            masking.remove_masks(total, seeds, pairs, params)
         ),
     }
+    return _timing.interleave({name: _timing.timed(step) for name, step in steps.items()}, repeats)
 
 
 def _spec(array: np.ndarray) -> TensorSpec:
     return TensorSpec(str(array.dtype), tuple(array.shape))
 
 
-def main(quick: bool) -> None:
-    configure_logging("console", "WARNING")
-    console = Console()
-    models = dict(list(MODELS.items())[:1]) if quick else MODELS
-    table = Table(title=f"secure aggregation: one round, {NUM_SITES} hospitals (file exchange)")
-    for column in ("model", "params", "secagg", "round s", "update MB", "secagg MB", "total MB"):
+def measure_rounds(
+    model: Callable[[], nn.Module], repeats: int
+) -> dict[bool, list[tuple[float, dict[str, int]]]]:
+    """Secagg off and on, ``repeats`` rounds each, interleaved: (seconds, bytes) per run."""
+    runs = _timing.interleave(
+        {"off": lambda: measure_round(model, False), "on": lambda: measure_round(model, True)},
+        repeats,
+    )
+    return {False: runs["off"], True: runs["on"]}
+
+
+def round_table(models: dict[str, Callable[[], nn.Module]], repeats: int) -> Table:
+    table = _timing.new_table(
+        f"secure aggregation: one round, {NUM_SITES} hospitals (file exchange); "
+        "baseline: secagg off, per model"
+    )
+    for column in ("model", "params", "secagg", "round s min", "round s median", "x off",
+                   "update MB", "secagg MB", "total MB"):  # fmt: skip
         table.add_column(column, justify="right")
     for name, model in models.items():
         params = sum(int(p.numel()) for p in model().parameters())
+        runs = measure_rounds(model, repeats)
+        baseline = [seconds for seconds, _ in runs[False]]
         for secagg in (False, True):
-            seconds, kinds = measure_round(model, secagg)
+            kinds = {
+                kind: _timing.Spread.of([found[kind] for _, found in runs[secagg]]).median
+                for kind in runs[secagg][0][1]
+            }
             table.add_row(
                 name,
                 f"{params:,}",
                 "on" if secagg else "off",
-                f"{seconds:.2f}",
+                *_timing.spread_cells([seconds for seconds, _ in runs[secagg]], baseline, ".2f"),
                 f"{kinds['updates'] / 1e6:.3f}",
                 f"{kinds['secagg'] / 1e6:.3f}",
                 f"{sum(kinds.values()) / 1e6:.3f}",
             )
-    console.print(table)
-    steps = Table(title=f"secure aggregation: CPU per step, {NUM_SITES} hospitals (median)")
+        table.add_section()
+    table.caption = "\n".join(
+        [
+            _timing.method_note(
+                repeats,
+                "off",
+                "round s: wall seconds from the round's publication to its result.json "
+                "(aggregator and hospitals as threads of one process)",
+            ),
+            "MB: bytes the round wrote to the exchange (file sizes on disk), median over the runs "
+            "(JSON documents carry timestamps and nonces, so sizes vary by a few bytes).",
+            _timing.load_note(),
+        ]
+    )
+    return table
+
+
+def steps_table(models: dict[str, Callable[[], nn.Module]], repeats: int) -> Table:
+    steps = _timing.new_table(
+        f"secure aggregation: time per step, {NUM_SITES} hospitals (min / median ms); "
+        "no baseline (steps of one protocol)"
+    )
     steps.add_column("step")
     for name in models:
-        steps.add_column(name, justify="right")
-    timings = {name: measure_steps(model, 3 if quick else 7) for name, model in models.items()}
+        steps.add_column(f"{name} min / median", justify="right")
+    timings = {name: measure_steps(model, repeats) for name, model in models.items()}
     for step in next(iter(timings.values())):
-        steps.add_row(step, *(f"{timings[m][step] * 1e3:.1f} ms" for m in models))
-    console.print(steps)
+        spreads = [_timing.Spread.of(timings[model][step]) for model in models]
+        steps.add_row(step, *(f"{s.min * 1e3:.1f} / {s.median * 1e3:.1f}" for s in spreads))
+    steps.caption = "\n".join(
+        [
+            f"Each step called directly in this process, {repeats} times, interleaved with the "
+            f"other steps (rotated order); wall time in this process, on {os.cpu_count()} cores.",
+            _timing.load_note(),
+        ]
+    )
+    return steps
+
+
+def main(quick: bool) -> None:
+    configure_logging("console", "WARNING")
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    models = dict(list(MODELS.items())[:1]) if quick else MODELS
+    console.print(round_table(models, REPEATS))
+    console.print(steps_table(models, _timing.MIN_REPEATS if quick else STEP_REPEATS))
 
 
 if __name__ == "__main__":

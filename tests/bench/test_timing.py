@@ -6,7 +6,7 @@ from functools import partial
 
 import pytest
 
-from bench._timing import Spread, interleave, rotated, spread_cells
+from bench._timing import Spread, interleave, rotated, spread_cells, timed
 
 
 def test_contenders_run_interleaved_in_rotated_order() -> None:
@@ -49,3 +49,9 @@ def test_spread_of_nothing_fails_loudly() -> None:
         Spread.of([])
     with pytest.raises(ValueError, match="must be > 0"):
         Spread.of([1.0]).over(Spread.of([0.0]))
+
+
+def test_timed_returns_the_seconds_of_the_work() -> None:
+    calls: list[int] = []
+    seconds = timed(lambda: calls.append(1))()
+    assert calls == [1] and 0 <= seconds < 1
