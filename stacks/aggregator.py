@@ -11,7 +11,13 @@ from constructs import Construct
 from fl_core.errors import ConfigError
 from stacks.audit import AuditTrail
 from stacks.base import FederationStack
-from stacks.compute import FederationCluster, FederationService, GpuCapacity, task_role
+from stacks.compute import (
+    FederationCluster,
+    FederationService,
+    GpuCapacity,
+    task_environment,
+    task_role,
+)
 from stacks.context import FederationContext, exchange_key_alias
 from stacks.encryption import FederationKey
 from stacks.grants import grant_managed_policy
@@ -34,13 +40,8 @@ class AggregatorStack(FederationStack):
             account=context.coordinating_account,
             description=f"fedsilo coordinating centre for federation {context.federation_id}",
         )
-        fid = context.federation_id
         self.exchange_key = self._exchange_key()
-        self.operations_key = self.add_logs_key(
-            "OperationsKey",
-            alias=f"alias/fedsilo/{fid}/operations",
-            description=f"fedsilo federation {fid}: logs, audit trail, volumes",
-        )
+        self.operations_key = self._operations_key()
         self.access_logs = self.add_access_logs()
         self.exchange = ExchangeBucket(
             self,
@@ -59,7 +60,9 @@ class AggregatorStack(FederationStack):
         self.cluster = FederationCluster(self, "Compute", network=self.network)
         gpu = self._gpu_capacity() if context.aggregator.gpu else None
         self.role = task_role(
-            self, "AggregatorRole", description=f"fedsilo aggregator of federation {fid}"
+            self,
+            "AggregatorRole",
+            description=f"fedsilo aggregator of federation {context.federation_id}",
         )
         self._grant_exchange()
         self.service = self._aggregator_service(gpu)
@@ -79,6 +82,15 @@ class AggregatorStack(FederationStack):
         key.key.add_to_resource_policy(statement)
         self._check_key_policy_size(statement)
         return key
+
+    def _operations_key(self) -> FederationKey:
+        """The key of everything else the centre keeps: logs, the audit trail, volumes."""
+        fid = self.context.federation_id
+        return self.add_logs_key(
+            "OperationsKey",
+            alias=f"alias/fedsilo/{fid}/operations",
+            description=f"fedsilo federation {fid}: logs, audit trail, volumes",
+        )
 
     def _audit_trail(self) -> AuditTrail:
         """CloudTrail of the account, with every object read and write of the exchange."""
@@ -127,28 +139,18 @@ class AggregatorStack(FederationStack):
     def _aggregator_service(self, gpu: GpuCapacity | None) -> FederationService:
         """``fedsilo server run`` as the one aggregator task, on Fargate or on ``gpu``."""
         context = self.context
-        image = container_image(
-            self, "ServerImage", pinned=context.images.server, dockerfile=SERVER_DOCKERFILE
-        )
-        return FederationService(
-            self,
+        return self.add_service(
             "Aggregator",
-            cluster=self.cluster,
-            image=image,
-            command=["server", "run", "--log-format", "json"],
-            environment={
-                "FEDSILO_FEDERATION_ID": context.federation_id,
-                "FEDSILO_EXCHANGE": f"s3://{context.bucket_name}",
-                "FEDSILO_LOG_FORMAT": "json",
-                "AWS_REGION": context.region,
-            },
-            role=self.role,
+            container_image(
+                self, "ServerImage", pinned=context.images.server, dockerfile=SERVER_DOCKERFILE
+            ),
+            arguments=["server", "run"],
+            environment=task_environment(context),
             logs_key=self.operations_key.key,
-            log_retention=self.log_retention,
+            gpu_capacity=gpu,
             desired_count=1,
             cpu_units=context.aggregator.cpu_units,
             memory_mib=context.aggregator.memory_mib,
-            gpu_capacity=gpu,
         )
 
     def _check_key_policy_size(self, statement: iam.PolicyStatement) -> None:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from aws_cdk import RemovalPolicy, Stack
+from aws_cdk import Stack
 from aws_cdk import aws_cloudtrail as cloudtrail
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
-from constructs import Construct
+from constructs import Construct, IConstruct
 
-from stacks.encryption import FederationKey
+from stacks.encryption import FederationKey, encrypted_log_group
 from stacks.nag import acknowledge_generated_policy
 from stacks.storage import EncryptedBucket
 
@@ -40,12 +40,8 @@ class AuditTrail(Construct):
             access_logs=access_logs,
             noncurrent_retention_days=noncurrent_retention_days,
         ).bucket
-        self.log_group = logs.LogGroup(
-            self,
-            "TrailLogs",
-            encryption_key=key.key,
-            retention=log_retention,
-            removal_policy=RemovalPolicy.RETAIN,
+        self.log_group = encrypted_log_group(
+            self, "TrailLogs", key=key.key, retention=log_retention
         )
         self.trail = cloudtrail.Trail(
             self,
@@ -62,9 +58,14 @@ class AuditTrail(Construct):
         )
         logs_role = self.trail.node.find_child("LogsRole")
         acknowledge_generated_policy(logs_role)
-        # CDK makes the trail depend on the whole role construct; the role itself is already
-        # referenced (CloudWatchLogsRoleArn), so listing it again draws cfn-lint's W3005.
-        # Keep only the dependencies that are not implied by a reference.
+        self._depend_only_on_unreferenced(logs_role)
+
+    def _depend_only_on_unreferenced(self, logs_role: IConstruct) -> None:
+        """Drop the trail's ``DependsOn`` entries that a reference already implies.
+
+        CDK makes the trail depend on the whole role construct; the role itself is already
+        referenced (CloudWatchLogsRoleArn), so listing it again draws cfn-lint's W3005.
+        """
         cfn_trail = self.trail.node.default_child
         assert isinstance(cfn_trail, cloudtrail.CfnTrail)
         stack = Stack.of(self)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aws_cdk import Environment, Stack
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.compute import log_retention
+from stacks.compute import FederationCluster, FederationService, GpuCapacity, log_retention
 from stacks.context import FederationContext
 from stacks.encryption import FederationKey
 from stacks.network import PrivateNetwork
@@ -26,13 +28,17 @@ class FederationStack(Stack):
     federation's region, keeps the validated ``context`` and the CloudWatch ``log_retention``,
     and its ``add_*`` methods build what every member runs. Each of them gives its construct a
     fixed id that deployed stacks already carry: call each at most once per stack, and never
-    change an id (CloudFormation would replace the resource).
+    change an id (CloudFormation would replace the resource). A subclass sets ``cluster`` and
+    ``role`` (the task role) before it calls ``add_service``.
 
     CDK asks the account for its zone names (a ``cdk synth`` with credentials) whenever a VPC
     is built in a stack with an explicit environment. The zones here are either the context's
     ``availability_zones`` or placeholders that ``PrivateNetwork`` replaces with ``Fn::GetAZs``
     in the template, so synthesis stays offline.
     """
+
+    cluster: FederationCluster
+    role: iam.Role
 
     def __init__(
         self,
@@ -89,3 +95,33 @@ class FederationStack(Stack):
         )
         network.limit_s3_to(bucket_arns)
         return network
+
+    def add_service(
+        self,
+        construct_id: str,
+        image: ecs.ContainerImage,
+        *,
+        arguments: Sequence[str],
+        environment: Mapping[str, str],
+        logs_key: kms.IKey,
+        gpu_capacity: GpuCapacity | None,
+        desired_count: int,
+        cpu_units: int,
+        memory_mib: int,
+    ) -> FederationService:
+        """The stack's task ``fedsilo ARGUMENTS --log-format json``, in ``cluster`` as ``role``."""
+        return FederationService(
+            self,
+            construct_id,
+            cluster=self.cluster,
+            image=image,
+            command=[*arguments, "--log-format", "json"],
+            environment=environment,
+            role=self.role,
+            logs_key=logs_key,
+            log_retention=self.log_retention,
+            desired_count=desired_count,
+            cpu_units=cpu_units,
+            memory_mib=memory_mib,
+            gpu_capacity=gpu_capacity,
+        )

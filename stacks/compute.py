@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TypedDict
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_autoscaling as autoscaling
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
@@ -14,7 +14,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from stacks.context import LOG_RETENTION_CHOICES
+from stacks.context import LOG_RETENTION_CHOICES, FederationContext
+from stacks.encryption import encrypted_log_group
 from stacks.nag import acknowledge, acknowledge_generated_policy
 from stacks.network import PrivateNetwork
 
@@ -94,14 +95,11 @@ class GpuCapacity(Construct):
         ebs_key: kms.IKey,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.security_group = ec2.SecurityGroup(
+        self.security_group = cluster.network.workload_security_group(
             self,
             "InstanceSecurityGroup",
-            vpc=cluster.network.vpc,
             description="GPU container instances: no inbound rule, HTTPS out to VPC endpoints",
-            allow_all_outbound=True,
         )
-        cluster.network.admit_to_endpoints(self.security_group)
         self.role = self._instance_role()
         launch_template = self._launch_template(instance_type, root_volume_gib, ebs_key)
         self.group = self._scaling_group(cluster.network, launch_template, max_instances)
@@ -196,6 +194,24 @@ class GpuCapacity(Construct):
         return group
 
 
+def task_environment(
+    context: FederationContext, *, site_id: str | None = None, data_url: str | None = None
+) -> dict[str, str]:
+    """A fedsilo task's variables: identifiers and locations, never a secret (see ECS2 below).
+
+    ``site_id`` and ``data_url`` (the hospital's own data) are set for a hospital's client only.
+    """
+    variables = {
+        "FEDSILO_FEDERATION_ID": context.federation_id,
+        "FEDSILO_SITE_ID": site_id,
+        "FEDSILO_EXCHANGE": f"s3://{context.bucket_name}",
+        "FEDSILO_DATA": data_url,
+        "FEDSILO_LOG_FORMAT": "json",
+        "AWS_REGION": context.region,
+    }
+    return {name: value for name, value in variables.items() if value is not None}
+
+
 class _ServiceOptions(TypedDict):
     """What the Fargate and the GPU service share: private, one copy at most, rolled back."""
 
@@ -235,13 +251,7 @@ class FederationService(Construct):
         gpu_capacity: GpuCapacity | None,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.log_group = logs.LogGroup(
-            self,
-            "Logs",
-            encryption_key=logs_key,
-            retention=log_retention,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
+        self.log_group = encrypted_log_group(self, "Logs", key=logs_key, retention=log_retention)
         self.task_definition = self._task_definition(role, cpu_units, memory_mib, gpu_capacity)
         self.container = self.task_definition.add_container(
             "Fedsilo",
@@ -254,14 +264,11 @@ class FederationService(Construct):
             essential=True,
         )
         self._acknowledge_task_findings()
-        self.security_group = ec2.SecurityGroup(
+        self.security_group = cluster.network.workload_security_group(
             self,
             "SecurityGroup",
-            vpc=cluster.network.vpc,
             description="fedsilo task: no inbound rule; outbound HTTPS to VPC endpoints and S3",
-            allow_all_outbound=True,
         )
-        cluster.network.admit_to_endpoints(self.security_group)
         self.service = self._service(cluster, desired_count, gpu_capacity)
 
     def _task_definition(

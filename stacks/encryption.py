@@ -1,10 +1,11 @@
-"""Customer managed KMS keys: rotation on, kept when a stack is deleted."""
+"""Customer managed KMS keys (rotation on, kept on stack deletion) and log groups under them."""
 
 from __future__ import annotations
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 
@@ -84,3 +85,16 @@ class FederationKey(Construct):
                 conditions=conditions,
             )
         )
+
+
+def encrypted_log_group(
+    scope: Construct, construct_id: str, *, key: kms.IKey, retention: logs.RetentionDays
+) -> logs.LogGroup:
+    """A log group encrypted with ``key``, kept ``retention`` long and when the stack is deleted."""
+    return logs.LogGroup(
+        scope,
+        construct_id,
+        encryption_key=key,
+        retention=retention,
+        removal_policy=RemovalPolicy.RETAIN,
+    )

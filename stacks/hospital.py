@@ -7,7 +7,13 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from stacks.base import FederationStack
-from stacks.compute import FederationCluster, FederationService, GpuCapacity, task_role
+from stacks.compute import (
+    FederationCluster,
+    FederationService,
+    GpuCapacity,
+    task_environment,
+    task_role,
+)
 from stacks.context import (
     HOSPITAL_ROLE_PATH,
     SITE_TAG_KEY,
@@ -34,12 +40,9 @@ class HospitalStack(FederationStack):
     def __init__(
         self, scope: Construct, construct_id: str, *, context: FederationContext, site: HospitalSite
     ) -> None:
+        description = f"fedsilo hospital {site.site_id} in federation {context.federation_id}"
         super().__init__(
-            scope,
-            construct_id,
-            context=context,
-            account=site.account_id,
-            description=f"fedsilo hospital {site.site_id} in federation {context.federation_id}",
+            scope, construct_id, context=context, account=site.account_id, description=description
         )
         self.site = site
         self.data_key = self.add_logs_key(
@@ -133,28 +136,18 @@ class HospitalStack(FederationStack):
     def _client_service(self) -> FederationService:
         """``fedsilo client run`` for this site, on the GPU capacity."""
         context, site_id = self.context, self.site.site_id
-        image = container_image(
-            self, "ClientImage", pinned=context.images.client, dockerfile=CLIENT_DOCKERFILE
-        )
-        return FederationService(
-            self,
+        return self.add_service(
             "Client",
-            cluster=self.cluster,
-            image=image,
-            command=["client", "run", "--site-id", site_id, "--log-format", "json"],
-            environment={
-                "FEDSILO_FEDERATION_ID": context.federation_id,
-                "FEDSILO_SITE_ID": site_id,
-                "FEDSILO_EXCHANGE": f"s3://{context.bucket_name}",
-                "FEDSILO_DATA": f"s3://{self.data.bucket_name}",
-                "FEDSILO_LOG_FORMAT": "json",
-                "AWS_REGION": context.region,
-            },
-            role=self.role,
+            container_image(
+                self, "ClientImage", pinned=context.images.client, dockerfile=CLIENT_DOCKERFILE
+            ),
+            arguments=["client", "run", "--site-id", site_id],
+            environment=task_environment(
+                context, site_id=site_id, data_url=f"s3://{self.data.bucket_name}"
+            ),
             logs_key=self.data_key.key,
-            log_retention=self.log_retention,
+            gpu_capacity=self.gpu,
             desired_count=context.hospital.desired_tasks,
             cpu_units=0,
             memory_mib=context.hospital.memory_mib,
-            gpu_capacity=self.gpu,
         )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import Fn, RemovalPolicy, Stack
+from aws_cdk import Fn, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from stacks.encryption import encrypted_log_group
 from stacks.nag import acknowledge, acknowledge_generated_policy
 
 BASE_ENDPOINTS = {
@@ -50,36 +51,11 @@ class PrivateNetwork(Construct):
         with_ecs_instances: bool,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.vpc = ec2.Vpc(
-            self,
-            "Vpc",
-            ip_addresses=ec2.IpAddresses.cidr(cidr),
-            availability_zones=list(zones or Stack.of(self).availability_zones),
-            nat_gateways=0,
-            subnet_configuration=[
-                ec2.SubnetConfiguration(
-                    name="Private", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=22
-                )
-            ],
-            restrict_default_security_group=False,
-        )
+        self.vpc = self._vpc(cidr, zones)
         if zones is None:
             self._let_cloudformation_pick_zones()
         self._close_default_security_group()
-        flow_log_group = logs.LogGroup(
-            self,
-            "FlowLogs",
-            encryption_key=logs_key,
-            retention=log_retention,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
-        flow_log = self.vpc.add_flow_log(
-            "FlowLog",
-            destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group),
-            traffic_type=ec2.FlowLogTrafficType.ALL,
-        )
-        if flow_log.iam_role is not None:
-            acknowledge_generated_policy(flow_log.iam_role)
+        self._log_flows(logs_key, log_retention)
         self.subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_ISOLATED)
         self.s3_endpoint = self.vpc.add_gateway_endpoint(
             "S3", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=[self.subnets]
@@ -93,6 +69,35 @@ class PrivateNetwork(Construct):
             )
             for name, service in services.items()
         ]
+
+    def _vpc(self, cidr: str, zones: Sequence[str] | None) -> ec2.Vpc:
+        """Isolated private subnets only (``/22`` per zone), no NAT gateway."""
+        return ec2.Vpc(
+            self,
+            "Vpc",
+            ip_addresses=ec2.IpAddresses.cidr(cidr),
+            availability_zones=list(zones or Stack.of(self).availability_zones),
+            nat_gateways=0,
+            subnet_configuration=[
+                ec2.SubnetConfiguration(
+                    name="Private", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=22
+                )
+            ],
+            restrict_default_security_group=False,
+        )
+
+    def _log_flows(self, logs_key: kms.IKey, log_retention: logs.RetentionDays) -> None:
+        """Flow logs of all traffic into an encrypted ``FlowLogs`` group."""
+        flow_log_group = encrypted_log_group(
+            self, "FlowLogs", key=logs_key, retention=log_retention
+        )
+        flow_log = self.vpc.add_flow_log(
+            "FlowLog",
+            destination=ec2.FlowLogDestination.to_cloud_watch_logs(flow_log_group),
+            traffic_type=ec2.FlowLogTrafficType.ALL,
+        )
+        if flow_log.iam_role is not None:
+            acknowledge_generated_policy(flow_log.iam_role)
 
     def _let_cloudformation_pick_zones(self) -> None:
         """Place subnet i in the account's i-th zone (``Fn::GetAZs``), resolved at deploy.
@@ -120,6 +125,16 @@ class PrivateNetwork(Construct):
             "No network interface is ever placed in the default security group: every task, "
             "instance and endpoint gets its own group, and the subnets have no internet route.",
         )
+
+    def workload_security_group(
+        self, scope: Construct, construct_id: str, *, description: str
+    ) -> ec2.SecurityGroup:
+        """A group for a workload in this VPC: no inbound rule, admitted to the endpoints."""
+        group = ec2.SecurityGroup(
+            scope, construct_id, vpc=self.vpc, description=description, allow_all_outbound=True
+        )
+        self.admit_to_endpoints(group)
+        return group
 
     def admit_to_endpoints(self, workload: ec2.ISecurityGroup) -> None:
         """Allow HTTPS from ``workload`` into every interface endpoint (the only ingress rules)."""

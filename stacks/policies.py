@@ -152,15 +152,14 @@ def hospital_bucket_statements(context: FederationContext) -> list[iam.PolicySta
     """Exchange bucket policy statements for all hospitals (see the module docstring)."""
     arns = ExchangeArns(context)
     get_put = ["s3:GetObject", "s3:PutObject"]
-    listed_hospitals = iam.PolicyStatement(
-        sid="HospitalsReadGlobalAndOwnRegistryWriteOwnUpdate",
-        principals=[iam.AnyPrincipal()],
-        actions=get_put,
-        resources=_hospital_objects(arns),
-        conditions=_listed_hospital(context),
-    )
     return [
-        listed_hospitals,
+        iam.PolicyStatement(
+            sid="HospitalsReadGlobalAndOwnRegistryWriteOwnUpdate",
+            principals=[iam.AnyPrincipal()],
+            actions=get_put,
+            resources=_hospital_objects(arns),
+            conditions=_listed_hospital(context),
+        ),
         _deny_outsiders(
             context,
             "OutsidersOnlyGetAndPut",

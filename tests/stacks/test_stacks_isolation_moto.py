@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -120,16 +121,16 @@ def hospital_clients(
     )
     admin_s3.put_object(Bucket=ctx.bucket_name, Key=layout.state_key(), Body=b"{}")
     assert first != second
-    requests.post(
-        f"{moto_endpoint}/moto-api/reset-auth",
-        data=b"0",
-        headers={"Content-Type": "text/plain"},
-        timeout=10,
-    ).raise_for_status()
+    enforce_iam_after(moto_endpoint, 0).raise_for_status()
     yield clients
-    requests.post(
-        f"{moto_endpoint}/moto-api/reset-auth",
-        data=b"1000000",
+    enforce_iam_after(moto_endpoint, 1_000_000)  # i.e. not for the rest of the session
+
+
+def enforce_iam_after(endpoint: str, requests_count: int) -> requests.Response:
+    """Make moto enforce IAM once ``requests_count`` more requests have been served."""
+    return requests.post(
+        f"{endpoint}/moto-api/reset-auth",
+        data=str(requests_count).encode(),
         headers={"Content-Type": "text/plain"},
         timeout=10,
     )
@@ -143,14 +144,30 @@ def denied(call: Any, **kwargs: Any) -> bool:
     return False
 
 
-def test_hospital_a_writes_its_update_and_reads_the_global_model(
-    federation: Federation, hospital_clients: dict[str, BaseClient]
-) -> None:
+@dataclass(frozen=True)
+class Exchange:
+    """The exchange as the tests see it: its bucket, its keys, and the first two site ids."""
+
+    bucket: str
+    layout: ExchangeLayout
+    sites: tuple[str, str]
+
+
+@pytest.fixture(scope="module")
+def exchange(federation: Federation) -> Exchange:
     ctx = federation.context
-    layout = ExchangeLayout(ctx.federation_id)
-    site_a = ctx.hospitals[0].site_id
+    return Exchange(
+        bucket=ctx.bucket_name,
+        layout=ExchangeLayout(ctx.federation_id),
+        sites=(ctx.hospitals[0].site_id, ctx.hospitals[1].site_id),
+    )
+
+
+def test_hospital_a_writes_its_update_and_reads_the_global_model(
+    exchange: Exchange, hospital_clients: dict[str, BaseClient]
+) -> None:
+    bucket, layout, site_a = exchange.bucket, exchange.layout, exchange.sites[0]
     s3 = hospital_clients[site_a]
-    bucket = ctx.bucket_name
     assert s3.get_object(Bucket=bucket, Key=layout.global_weights_key(ROUND))["Body"].read() == b"w"
     assert (
         s3.get_object(Bucket=bucket, Key=layout.global_manifest_key(ROUND))["Body"].read() == b"{}"
@@ -161,13 +178,11 @@ def test_hospital_a_writes_its_update_and_reads_the_global_model(
 
 
 def test_hospital_a_is_denied_hospital_b_and_everything_else(
-    federation: Federation, hospital_clients: dict[str, BaseClient]
+    exchange: Exchange, hospital_clients: dict[str, BaseClient]
 ) -> None:
-    ctx = federation.context
-    layout = ExchangeLayout(ctx.federation_id)
-    site_a, site_b = ctx.hospitals[0].site_id, ctx.hospitals[1].site_id
+    bucket, layout = exchange.bucket, exchange.layout
+    site_a, site_b = exchange.sites
     s3 = hospital_clients[site_a]
-    bucket = ctx.bucket_name
     reads = [
         layout.update_weights_key(ROUND, site_b),
         layout.update_manifest_key(ROUND, site_b),
@@ -194,20 +209,13 @@ def test_hospital_a_is_denied_hospital_b_and_everything_else(
     assert denied(s3.delete_object, Bucket=bucket, Key=layout.update_weights_key(ROUND, site_a))
 
 
-def test_hospital_b_is_symmetric(
-    federation: Federation, hospital_clients: dict[str, BaseClient]
+@pytest.mark.parametrize(("own", "other"), [(0, 1), (1, 0)], ids=["a-to-b", "b-to-a"])
+def test_each_hospital_writes_its_own_update_not_the_others(
+    own: int, other: int, exchange: Exchange, hospital_clients: dict[str, BaseClient]
 ) -> None:
-    ctx = federation.context
-    layout = ExchangeLayout(ctx.federation_id)
-    site_a, site_b = ctx.hospitals[0].site_id, ctx.hospitals[1].site_id
-    s3 = hospital_clients[site_b]
-    s3.put_object(Bucket=ctx.bucket_name, Key=layout.update_manifest_key(ROUND, site_b), Body=b"{}")
-    assert denied(
-        s3.get_object, Bucket=ctx.bucket_name, Key=layout.update_weights_key(ROUND, site_a)
-    )
-    assert denied(
-        s3.put_object,
-        Bucket=ctx.bucket_name,
-        Key=layout.update_weights_key(ROUND, site_a),
-        Body=b"x",
-    )
+    s3 = hospital_clients[exchange.sites[own]]
+    own_manifest = exchange.layout.update_manifest_key(ROUND, exchange.sites[own])
+    other_weights = exchange.layout.update_weights_key(ROUND, exchange.sites[other])
+    s3.put_object(Bucket=exchange.bucket, Key=own_manifest, Body=b"{}")
+    assert denied(s3.get_object, Bucket=exchange.bucket, Key=other_weights)
+    assert denied(s3.put_object, Bucket=exchange.bucket, Key=other_weights, Body=b"x")
