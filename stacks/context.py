@@ -87,6 +87,8 @@ EcrImage = Annotated[str, AfterValidator(_ecr_image)]
 
 
 class _Frozen(BaseModel):
+    """Base of the context models: immutable, and an unknown field is an error."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
