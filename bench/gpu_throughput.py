@@ -3,7 +3,9 @@
 Why: hospitals train on a GPU when their task has one (DESIGN.md, a round, step 2), and the
 default model is a small MLP, for which a GPU may not pay off at the default batch size.
 This measures fedsilo's own ``TabularTrainer.train`` (the code a hospital runs) on one large
-synthetic hospital, on ``cpu`` and on ``cuda``, at the default batch size and a large one.
+synthetic hospital, on ``cpu`` (the baseline) and on ``cuda``, at the default batch size and a
+large one. For each batch size the two devices run interleaved, ``REPEATS`` times each; a run
+is whole local rounds for at least ``MIN_TOTAL_S`` after one untimed warm-up round.
 
 It needs a GPU: on a machine without one it prints "no GPU on this machine" and measures
 nothing (run it where one is lent: ``python -m bench --only gpu_throughput``).
@@ -12,13 +14,13 @@ nothing (run it where one is lent: ``python -m bench --only gpu_throughput``).
 from __future__ import annotations
 
 import sys
-import time
+from collections.abc import Callable, Sequence
+from itertools import count
 
 import torch
 from rich.console import Console
-from rich.table import Table
 
-from bench import _federation
+from bench import _federation, _timing
 from fl_client.tabular import TabularTrainer
 from fl_client.trainer import derive_seed
 from fl_core.config import FederationConfig, TrainingConfig
@@ -27,15 +29,19 @@ FULL_STAYS = 50_000
 QUICK_STAYS = 5_000
 BATCH_SIZES = (128, 1024)
 MIN_TOTAL_S = 2.0
+QUICK_MIN_TOTAL_S = 0.5
+REPEATS = _timing.MIN_REPEATS
+BASELINE = "cpu"
 
 
-def stays_per_second(
+def round_timer(
     config: FederationConfig, device: str, batch_size: int, min_total_s: float
-) -> tuple[float, int]:
-    """(stays trained per second, stays per round) of one hospital's local round on ``device``.
+) -> tuple[Callable[[], float], int]:
+    """(a contender returning seconds per local round on ``device``, stays per round).
 
-    One untimed round first (CUDA context, kernels, allocator warm-up), then whole rounds
-    until ``min_total_s``; stays counted are rows times local epochs.
+    The trainer is built and warmed up here (one untimed round: CUDA context, kernels,
+    allocator); each call of the contender then trains whole rounds until ``min_total_s``
+    and returns the mean seconds of one. Stays per round are rows times local epochs.
     """
     training = TrainingConfig.model_validate(
         {**config.training.model_dump(), "device": device, "batch_size": batch_size}
@@ -44,16 +50,40 @@ def stays_per_second(
     model = _federation.new_model(config)
     trainer = TabularTrainer(model, training, torch.device(device))
     stays = site.train.num_examples * trainer.local_epochs(site.train.num_examples)
-    trainer.train(site, 1, derive_seed(config.seed, site.site_id, 1))
-    rounds, spent = 0, 0.0
-    while spent < min_total_s:
-        started = time.perf_counter()
-        trainer.train(site, rounds + 2, derive_seed(config.seed, site.site_id, rounds + 2))
+    rounds = count(1)
+
+    def train_round() -> None:
+        round_index = next(rounds)
+        trainer.train(site, round_index, derive_seed(config.seed, site.site_id, round_index))
         if device == "cuda":
             torch.cuda.synchronize()
-        spent += time.perf_counter() - started
-        rounds += 1
-    return rounds * stays / spent, stays
+
+    train_round()
+
+    def seconds_per_round() -> float:
+        done, spent = 0, 0.0
+        while spent < min_total_s:
+            spent += _timing.timed(train_round)()
+            done += 1
+        return spent / done
+
+    return seconds_per_round, stays
+
+
+def measure_batch(
+    config: FederationConfig,
+    devices: Sequence[str],
+    batch_size: int,
+    repeats: int,
+    min_total_s: float,
+) -> tuple[dict[str, list[float]], int]:
+    """Seconds per round of every device's runs (interleaved), and stays per round."""
+    timers = {device: round_timer(config, device, batch_size, min_total_s) for device in devices}
+    stays = {per_round for _, per_round in timers.values()}
+    if len(stays) != 1:
+        raise RuntimeError(f"devices trained different stays per round: {sorted(stays)}")
+    runs = _timing.interleave({device: timer for device, (timer, _) in timers.items()}, repeats)
+    return runs, stays.pop()
 
 
 def main(quick: bool) -> None:
@@ -63,23 +93,41 @@ def main(quick: bool) -> None:
         console.print("gpu_throughput: no GPU on this machine; nothing measured")
         return
     stays = QUICK_STAYS if quick else FULL_STAYS
+    min_total_s = QUICK_MIN_TOTAL_S if quick else MIN_TOTAL_S
     # One hospital of ~``stays`` rows: a mean that the log-normal sizes keep near it.
     config = _federation.benchmark_config(hospitals=2, rounds=1, mean_stays=stays)
-    table = Table(
-        title=f"Client training throughput, {torch.cuda.get_device_name(0)} vs CPU",
-        title_justify="left",
+    table = _timing.new_table(
+        f"Client training, {torch.cuda.get_device_name(0)} vs CPU; baseline: {BASELINE} at "
+        "the same batch size"
     )
-    for header in ("batch", "stays/round", "cpu stays/s", "cuda stays/s", "cuda / cpu"):
+    for header in ("batch", "device", "stays/round", "s/round min", "s/round median",
+                   f"x {BASELINE}", "stays/s (median)"):  # fmt: skip
         table.add_column(header, justify="right")
     for batch_size in BATCH_SIZES:
-        cpu, per_round = stays_per_second(config, "cpu", batch_size, MIN_TOTAL_S)
-        cuda, _ = stays_per_second(config, "cuda", batch_size, MIN_TOTAL_S)
-        table.add_row(
-            str(batch_size), f"{per_round:,}", f"{cpu:,.0f}", f"{cuda:,.0f}", f"{cuda / cpu:.2f}"
+        runs, per_round = measure_batch(
+            config, (BASELINE, "cuda"), batch_size, REPEATS, min_total_s
         )
-    table.caption = (
-        f"fedsilo's TabularTrainer.train, TabularMLP{config.training.hidden_sizes}, "
-        f"{config.training.optimizer}; mean over whole rounds for {MIN_TOTAL_S:.0f} s after one "
-        f"warm-up round; CPU with torch's {torch.get_num_threads()} threads."
+        for device, seconds in runs.items():
+            median = _timing.Spread.of(seconds).median
+            table.add_row(
+                str(batch_size),
+                device,
+                f"{per_round:,}",
+                *_timing.spread_cells(seconds, runs[BASELINE], ".4f"),
+                f"{per_round / median:,.0f}",
+            )
+        table.add_section()
+    table.caption = "\n".join(
+        [
+            _timing.method_note(
+                REPEATS,
+                BASELINE,
+                f"fedsilo's TabularTrainer.train, TabularMLP{config.training.hidden_sizes}, "
+                f"{config.training.optimizer}; a run: mean seconds of whole local rounds for "
+                f"{min_total_s:g} s after one warm-up round; CPU with torch's "
+                f"{torch.get_num_threads()} threads",
+            ),
+            _timing.load_note(),
+        ]
     )
     console.print(table)

@@ -1,19 +1,20 @@
-"""Issue 8's scale figure: the eICU-size twin on 2 cores, process engine and MPI engine.
+"""Issue 8's scale figure: the eICU-size twin on ``WORKERS`` cores, process and MPI engines.
 
-``python -m bench --only scale_bench`` (``--quick``: 40 hospitals x 20,000 stays, 5 rounds).
-- Data: the twin, 208 hospitals x 200,000 unit stays, written as the four eICU tables and read
-  by the real reader (``fedsilo data synth`` + ``data prepare``; cached between runs, its
-  one-off build time is printed, not counted).
+``python -m bench --only scale_bench`` (``--quick``: the ``QUICK_*`` twin and rounds).
+- Data: the twin at eICU's size (``HOSPITALS`` x ``STAYS`` unit stays), written as the four
+  eICU tables and read by the real reader (``fedsilo data synth`` + ``data prepare``; cached
+  between runs, its one-off build time is printed, not counted).
 - Each engine runs as the user runs it, ``fedsilo simulate --engine E --workers 2`` in a fresh
-  process, with the default app's trainer wrapped to record the CPU spent in
-  ``ClientTrainer.train`` / ``evaluate`` (``bench/_timed_app.py``).
+  process (admission on, as in production), with the default app's trainer wrapped to record
+  the CPU spent in ``ClientTrainer.train`` / ``evaluate`` (``bench/_timed_app.py``). The
+  engines run interleaved, ``REPEATS`` times each; the process engine is the baseline.
 - Training compute = that CPU, summed over hospital processes. Federation overhead = every
   other CPU second of the run's processes (aggregator, hospital processes, mpirun): exchange
   reads and writes, sha256 and admission checks, aggregation, polling, serialisation, process
   start-up (interpreters, torch import, loading data). Shown as a share of the training
-  compute (target < 20 %), with start-up also split out. CPU, not wall, so that other load on a
-  shared machine does not pass for overhead; the wall-clock share (2 cores x rounds wall minus
-  compute) is printed beside it for the same run.
+  compute (target: below ``TARGET_SHARE``), with start-up also split out. CPU, not wall, so
+  that other load on a shared machine does not pass for overhead; the wall-clock share
+  (``WORKERS`` cores x rounds wall minus compute) is printed beside it for the same runs.
 No thresholds: numbers only.
 """
 
@@ -29,12 +30,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
+from bench import _timing
 from bench._timed_app import TIMINGS_ENV, Timings, read_timings
 from fedsilo.engine.federation import open_exchange
 from fedsilo.engine.mpi_launch import rank_environment
@@ -50,6 +52,8 @@ QUICK_HOSPITALS = 40
 QUICK_STAYS = 20_000
 QUICK_ROUNDS = 5
 WORKERS = 2
+REPEATS = _timing.MIN_REPEATS
+BASELINE = "process"
 TARGET_SHARE = 0.20
 _PR_SET_CHILD_SUBREAPER = 36
 APP_REF = str(Path(__file__).with_name("_timed_app.py")) + ":app"
@@ -163,9 +167,8 @@ def put_cost_us(work: Path, objects: int = 400) -> float:
     """CPU microseconds per write-once object on this filesystem, measured beside each run.
 
     Every answer is one such object (a training answer's manifest is inside its tensors
-    file). On the VMs these figures come from, creating a file costs anywhere from 50 to
-    800 us of CPU from one minute to the next, so the federation's overhead moves with it;
-    the table shows what it was.
+    file). On shared VMs the CPU cost of creating a file moves a lot from one minute to the
+    next, and the federation's overhead moves with it; the table shows what it was.
     """
     store = LocalDirectoryStore(work / "put-probe", durable=False)
     payload = bytes(40_000)  # about one update of the default model
@@ -177,15 +180,18 @@ def put_cost_us(work: Path, objects: int = 400) -> float:
     return spent / objects * 1e6
 
 
-def run_engine(engine: str, prepared: Path, rounds: int, work: Path) -> EngineRun:
+def run_engine(
+    engine: str, prepared: Path, rounds: int, work: Path, run_id: str | None = None
+) -> EngineRun:
     """``fedsilo simulate --engine ENGINE`` in a fresh process, timed and CPU-accounted."""
-    timings = work / f"timings-{engine}"
+    run_id = run_id or engine
+    timings = work / f"timings-{run_id}"
     timings.mkdir(parents=True)
     environment = rank_environment()
     environment[TIMINGS_ENV] = str(timings)
     command = [sys.executable, "-m", "fedsilo.cli", "simulate", "--engine", engine]
     command += ["--data", str(prepared), "--rounds", str(rounds), "--workers", str(WORKERS)]
-    command += ["--app", APP_REF, "--out", str(work), "--run-id", engine]
+    command += ["--app", APP_REF, "--out", str(work), "--run-id", run_id]
     command += ["--log-level", "ERROR"]
     put_us = put_cost_us(work)
     cpu_before = _children_cpu_s()
@@ -197,7 +203,7 @@ def run_engine(engine: str, prepared: Path, rounds: int, work: Path) -> EngineRu
     _reap_adopted()
     if done.returncode != 0:
         raise RuntimeError(f"{engine} engine failed ({done.returncode}): {done.stderr[-2000:]}")
-    run_dir = work / engine
+    run_dir = work / run_id
     return EngineRun(
         engine=engine,
         wall_s=wall,
@@ -210,20 +216,42 @@ def run_engine(engine: str, prepared: Path, rounds: int, work: Path) -> EngineRu
     )
 
 
-def _row(run: EngineRun) -> list[str]:
-    t = run.timings
+def _median(runs: list[EngineRun], figure: Callable[[EngineRun], float]) -> float:
+    return _timing.Spread.of([figure(run) for run in runs]).median
+
+
+def _row(engine: str, runs: list[EngineRun], baseline: list[EngineRun]) -> list[str]:
+    aurocs = {run.final_auroc for run in runs}
+    auroc = runs[-1].final_auroc
     return [
-        run.engine,
-        f"{run.wall_s:.1f}",
-        f"{run.rounds_wall_s:.1f}",
-        f"{t.train_s:.1f} + {t.evaluate_s:.1f}",
-        f"{t.startup_s:.1f} / {run.hospital_rounds_overhead_s:.1f} / {run.aggregator_s:.1f}",
-        f"{run.overhead_share:.1%}",
-        f"{run.rounds_overhead_share:.1%}",
-        f"{run.wall_share:.1%}",
-        "-" if run.final_auroc is None else f"{run.final_auroc:.3f}",
-        f"{run.put_us:.0f}",
+        engine,
+        *_timing.spread_cells(
+            [run.wall_s for run in runs], [run.wall_s for run in baseline], ".1f"
+        ),
+        f"{_median(runs, lambda r: r.rounds_wall_s):.1f}",
+        f"{_median(runs, lambda r: r.timings.train_s):.1f} + "
+        f"{_median(runs, lambda r: r.timings.evaluate_s):.1f}",
+        f"{_median(runs, lambda r: r.timings.startup_s):.1f} / "
+        f"{_median(runs, lambda r: r.hospital_rounds_overhead_s):.1f} / "
+        f"{_median(runs, lambda r: r.aggregator_s):.1f}",
+        f"{_median(runs, lambda r: r.overhead_share):.1%}",
+        f"{_median(runs, lambda r: r.rounds_overhead_share):.1%}",
+        f"{_median(runs, lambda r: r.wall_share):.1%}",
+        "-" if auroc is None else f"{auroc:.3f}" + ("" if len(aurocs) == 1 else " (varies)"),
+        f"{_median(runs, lambda r: r.put_us):.0f}",
     ]
+
+
+def run_engines(
+    engines: list[str], prepared: Path, rounds: int, work: Path, repeats: int
+) -> dict[str, list[EngineRun]]:
+    """Every engine ``repeats`` times, interleaved, each run in its own folder under ``work``."""
+    count = iter(range(len(engines) * repeats))
+
+    def contender(engine: str) -> Callable[[], EngineRun]:
+        return lambda: run_engine(engine, prepared, rounds, work, f"{engine}-{next(count)}")
+
+    return _timing.interleave({engine: contender(engine) for engine in engines}, repeats)
 
 
 def main(quick: bool) -> None:
@@ -239,16 +267,19 @@ def main(quick: bool) -> None:
         f"({time.perf_counter() - started:.1f} s, cached after the first build)"
     )
     _become_subreaper()
-    engines = ["process"] + (["mpi"] if shutil.which("mpirun") else [])
+    engines = [BASELINE] + (["mpi"] if shutil.which("mpirun") else [])
     with tempfile.TemporaryDirectory(prefix="fedsilo-scale-") as scratch:
-        runs = [run_engine(engine, prepared, rounds, Path(scratch)) for engine in engines]
-    table = Table(
-        title=f"{sites} hospitals, {stays:,} stays, {rounds} rounds, {WORKERS} hospital "
-        f"workers on {os.cpu_count()} cores (target: overhead < {TARGET_SHARE:.0%} of compute)"
+        runs = run_engines(engines, prepared, rounds, Path(scratch), REPEATS)
+    table = _timing.new_table(
+        f"{sites} hospitals, {stays:,} stays, {rounds} rounds, {WORKERS} hospital "
+        f"workers (target: overhead < {TARGET_SHARE:.0%} of compute); baseline: "
+        f"{BASELINE} engine"
     )
     for column in (
         "engine",
-        "wall s",
+        "wall s min",
+        "wall s median",
+        f"x {BASELINE}",
         "rounds wall s",
         "train + eval CPU s",
         "overhead CPU s: start-up / hospitals / rest",
@@ -259,15 +290,29 @@ def main(quick: bool) -> None:
         "file put CPU us",
     ):
         table.add_column(column, justify="right")
-    for run in runs:
-        table.add_row(*_row(run))
+    for engine, found in runs.items():
+        table.add_row(*_row(engine, found, runs[BASELINE]))
+    table.caption = "\n".join(
+        [
+            _timing.method_note(
+                REPEATS,
+                BASELINE,
+                "wall: the whole `fedsilo simulate` process from outside, "
+                f"{WORKERS} hospital workers",
+            ),
+            "Columns after 'x process' are medians over the same runs, each figure on its own "
+            "(CPU seconds of the run's processes; shares of the training compute).",
+            _timing.load_note(),
+        ]
+    )
     console.print(table)
-    for run in runs:
-        per_worker = " / ".join(f"{s:.1f}" for s in run.timings.compute_per_process_s)
+    for engine, found in runs.items():
+        last = found[-1]
+        per_worker = " / ".join(f"{s:.1f}" for s in last.timings.compute_per_process_s)
         console.print(
-            f"{run.engine}: {run.objects_written:,} exchange files written; at the probe's "
-            f"{run.put_us:.0f} us each that is about {run.puts_share:.1%} of compute. "
-            f"Train + eval CPU s per hospital process: {per_worker}"
+            f"{engine}: {last.objects_written:,} exchange files written a run; at the probe's "
+            f"{last.put_us:.0f} us each that is about {last.puts_share:.1%} of compute (last "
+            f"run). Train + eval CPU s per hospital process, last run: {per_worker}"
         )
     if "mpi" not in engines:
         console.print("MPI engine not measured: mpirun not found (make install)")
