@@ -168,6 +168,19 @@ class SyntheticSource(DataSource):
     def describe(self) -> str:
         return f"synthetic ICU data: {self.hospitals} hospitals, ~{self.mean_stays} stays each"
 
+    def train_rows(self) -> dict[SiteId, int]:
+        """Each hospital's training rows from its drawn size, without generating its stays.
+
+        The split is stratified by label, so the true count can differ from this by one row;
+        it is what the simulation balances its workers by, where a row is noise. Without it
+        a synthetic federation was dealt round-robin: hospital sizes are long-tailed, and one
+        worker got twice the training of the other.
+        """
+        return {
+            site_id: round(_SPLIT_FRACTIONS[0] * _hospital_size(self.seed, index, self.mean_stays))
+            for index, site_id in enumerate(self._ids)
+        }
+
     def load_site(self, site_id: SiteId) -> SiteData:
         try:
             index = self._ids.index(site_id)

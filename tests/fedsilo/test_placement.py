@@ -48,9 +48,29 @@ def test_round_robin_deals_every_site_once_in_order():
     assert round_robin(sites[:1], 2) == [("site-001",), ()]
 
 
+class UnsizedSource(SizedSource):
+    def train_rows(self) -> None:  # type: ignore[override]
+        return None
+
+
 def test_a_source_without_sizes_is_dealt_round_robin():
-    source = SyntheticSource(hospitals=5, mean_stays=50, seed=0)
+    source = UnsizedSource({f"site-{i}": 10 for i in range(5)})
     assert place_sites(source, 2, TrainingConfig()) == round_robin(source.site_ids(), 2)
+
+
+@pytest.mark.parametrize(("hospitals", "mean_stays", "seed"), [(20, 1500, 0), (40, 300, 3)])
+def test_a_synthetic_federation_knows_its_sizes_and_is_balanced(hospitals, mean_stays, seed):
+    """Its sizes are long-tailed: dealt round-robin, one of two workers trained twice as much."""
+    source = SyntheticSource(hospitals=hospitals, mean_stays=mean_stays, seed=seed)
+    rows = source.train_rows()
+    actual = {site: source.load_site(site).train.num_examples for site in source.site_ids()}
+    assert all(abs(rows[site] - actual[site]) <= 1 for site in actual), (rows, actual)
+    training = TrainingConfig()
+    cost = {site: planned_steps(n, training) + ANSWER_STEPS for site, n in actual.items()}
+    plan = place_sites(source, 2, training)
+    assert sorted(s for part in plan for s in part) == sorted(actual)
+    assert makespan(plan, cost) <= sum(cost.values()) / 2 + max(cost.values())
+    assert makespan(plan, cost) < makespan(round_robin(source.site_ids(), 2), cost)
 
 
 @pytest.mark.parametrize("hosts", [1, 2, 3, 7])
