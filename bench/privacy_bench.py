@@ -128,7 +128,8 @@ def run(root: Path, quick: bool) -> Table:
 def main(quick: bool) -> None:
     configure_logging("auto", "WARNING")  # one line per update otherwise buries the table
     with tempfile.TemporaryDirectory(prefix="fedsilo-privacy-bench-") as scratch:
-        Console().print(run(Path(scratch), quick))
+        console = Console() if sys.stdout.isatty() else Console(width=160)
+        console.print(run(Path(scratch), quick))
 
 
 if __name__ == "__main__":
