@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from rich.console import Console
 from rich.table import Table
 
 _T = TypeVar("_T")
@@ -125,3 +126,16 @@ def method_note(repeats: int, baseline: str, what: str) -> str:
         f"and median over the runs; 'x {baseline}' = this row's median / the median of the "
         f"baseline row '{baseline}' (> 1 = more)."
     )
+
+
+def bench_console() -> tuple[Console, Callable[[str], None]]:
+    """The console a benchmark prints its table to, and an indented plain-text progress log.
+
+    Wide (180 columns) when not a terminal, so a table written to a log file never wraps.
+    """
+    console = Console() if os.isatty(1) else Console(width=180)
+
+    def log(line: str) -> None:
+        console.print(f"  {line}", markup=False, highlight=False)
+
+    return console, log

@@ -43,7 +43,6 @@ import shutil
 import statistics
 import struct
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -57,9 +56,9 @@ import numpy.typing as npt
 import psutil
 import safetensors.numpy
 import structlog
-from rich.console import Console
 from rich.table import Table
 
+from bench._timing import bench_console
 from bench._timing import fmt as _fmt
 from bench._timing import rotated as _rotated
 from fl_core import admission
@@ -603,16 +602,10 @@ def render(report: GridReport, title: str, repeats: int = REPEATS) -> Table:
 
 def main(quick: bool) -> None:
     """Entry point for ``python -m bench``."""
-    from bench.flower_compare import flower_env
+    from bench.flower_compare import flower_env_for_bench
 
-    console = Console() if sys.stdout.isatty() else Console(width=180)
-
-    def log(line: str) -> None:
-        console.print(f"  {line}", markup=False, highlight=False)
-
-    env = flower_env(create=True, log=log)
-    if env.python is None:
-        log(f"Flower rows will not be measured: {env.reason}")
+    console, log = bench_console()
+    env = flower_env_for_bench(log)
     grid_n = QUICK_NUM_UPDATES if quick else FULL_NUM_UPDATES
     grid_p = QUICK_NUM_PARAMS if quick else FULL_NUM_PARAMS
     started = time.perf_counter()

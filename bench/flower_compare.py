@@ -34,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import safetensors.numpy
-from rich.console import Console
 from rich.table import Table
 
+from bench._timing import bench_console
 from bench._timing import fmt as _fmt
 from bench._timing import load_note as _load_note
 from bench._timing import rotated as _rotated
@@ -72,6 +72,14 @@ class FlowerEnv:
 
 def _lock_digest() -> str:
     return hashlib.sha256(FLOWER_LOCK.read_bytes()).hexdigest()
+
+
+def flower_env_for_bench(log: Callable[[str], None]) -> FlowerEnv:
+    """``flower_env``, created on first use, saying why its rows go unmeasured when it fails."""
+    env = flower_env(create=True, log=log)
+    if env.python is None:
+        log(f"Flower rows will read '{NOT_MEASURED}': {env.reason}")
+    return env
 
 
 def flower_env(create: bool = True, log: Callable[[str], None] = lambda _: None) -> FlowerEnv:
@@ -396,14 +404,8 @@ def render_federations(runs: Sequence[Repeated], config: FederationConfig, title
 
 def main(quick: bool) -> None:
     """Entry point for ``python -m bench``."""
-    console = Console() if sys.stdout.isatty() else Console(width=180)
-
-    def log(line: str) -> None:
-        console.print(f"  {line}", markup=False, highlight=False)
-
-    env = flower_env(create=True, log=log)
-    if env.python is None:
-        log(f"Flower rows will read '{NOT_MEASURED}': {env.reason}")
+    console, log = bench_console()
+    env = flower_env_for_bench(log)
     log("aggregation alone (server path, limit, Flower): python -m bench --only aggregation")
     hospitals, rounds, mean_stays = QUICK_FEDERATION if quick else FULL_FEDERATION
     from bench import _federation
