@@ -139,3 +139,10 @@ def bench_console() -> tuple[Console, Callable[[str], None]]:
         console.print(f"  {line}", markup=False, highlight=False)
 
     return console, log
+
+
+def quality_note(measured: str, runs: str) -> str:
+    """The caption of a table that measures model quality: says it is not a speed comparison."""
+    return (
+        f"Model quality, not speed: {measured}, {runs} (deterministic under the seed); no timing."
+    )

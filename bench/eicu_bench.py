@@ -22,6 +22,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from bench import _timing
 from fedsilo.engine.logs import configure_logging
 from fedsilo.ops.evaluate import CrossValidation, Scores, cross_validate, score_federation
 from fl_core.config import FederationConfig, load_config
@@ -115,10 +116,7 @@ def main(quick: bool = False) -> None:
             )
         else:
             console.print(f"eICU demo not at {DEMO_DIR}: its rows are left out")
-    table.caption = (
-        "Model quality, not speed: AUROC on held-out stays, one run per row (deterministic "
-        "under the seed); no timing."
-    )
+    table.caption = _timing.quality_note("AUROC on held-out stays", "one run per row")
     console.print(table)
     console.print(
         "published on the demo's first adult stays: "

@@ -21,6 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench import _timing
 from fedsilo.engine.app import build_source
 from fedsilo.engine.inline import run_inline
 from fedsilo.engine.logs import configure_logging
@@ -84,9 +85,9 @@ def main(quick: bool) -> None:
                     f"{np.mean(curve):.4f}",
                     first_round_within(curve, best),
                 )
-            table.caption = (
-                "Model quality, not speed: pooled test AUROC of the global model after each "
-                "round, one run per strategy (deterministic under the seed); no timing."
+            table.caption = _timing.quality_note(
+                "pooled test AUROC of the global model after each round",
+                "one run per strategy",
             )
             console.print(table)
 

@@ -23,6 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from bench import _timing
 from fedsilo.engine.app import FederatedApp, build_source
 from fedsilo.engine.attacks import hostile_app
 from fedsilo.engine.inline import run_inline
@@ -123,9 +124,9 @@ def main(quick: bool) -> None:
         for name in strategy_names():
             table.add_row(*_row(root, grid, name, sites, hostile))
             console.print(f"{name} done", highlight=False)
-        table.caption = (
-            "Model quality, not speed: pooled test AUROC from the hospitals' summed histograms, "
-            "one run per strategy and setting (deterministic under the seed); no timing."
+        table.caption = _timing.quality_note(
+            "pooled test AUROC from the hospitals' summed histograms",
+            "one run per strategy and setting",
         )
         console.print(table)
 
