@@ -65,7 +65,7 @@ from fl_core.serialization import (
 from fl_core.types import ETag, Sha256Hex, SiteId, Weights
 from fl_server.aggregator import AdmittedUpdate, ServerAggregator
 from fl_server.allocator import keep_freed_buffers
-from fl_server.lookahead import checked_ahead
+from fl_server.lookahead import checked_ahead, workers_for
 from fl_server.privacy_round import declined_decision, round_privacy
 from fl_server.secagg_server import SecAggServer
 
@@ -158,6 +158,8 @@ class _Round:
     evaluations: dict[SiteId, EvaluationReport] = field(default_factory=dict)
     train_losses: dict[SiteId, tuple[float, int]] = field(default_factory=dict)
     epsilons: dict[SiteId, float] = field(default_factory=dict)  # DP-SGD spent per hospital
+    check_workers: int = 0
+    """Threads checking answers ahead (``lookahead.workers_for``): 0 for small updates."""
 
 
 class RoundLoop:
@@ -398,7 +400,9 @@ class RoundLoop:
         if weights is not None:
             self.aggregator.set_invited_sites(manifest.invited_sites)
             self.aggregator.begin_round(state.round_index, weights)
-        current = _Round(manifest=manifest, global_weights=weights, context=context)
+        # an answer is the size of the global model in a training round, a manifest otherwise
+        workers = workers_for(len(global_bytes)) if manifest.task == "train" else 0
+        current = _Round(manifest, weights, context, check_workers=workers)
         for decision in state.decisions.values():
             if decision.status in ("accepted", "declined"):
                 self._replay(current, decision)
@@ -552,10 +556,10 @@ class RoundLoop:
                     current.context, revoked_sites=self._revoked_sites()
                 )
                 decisions = dict(state.decisions)
-                # the next answers are read and checked on worker threads while this one is
-                # added to the sum; decisions and the sum follow the order of `new`
+                # large updates: the next answers are read and checked on worker threads while
+                # this one is added to the sum; decisions and the sum follow the order of `new`
                 check = functools.partial(self._check_answer, current)
-                for site_id, checked in checked_ahead(check, new):
+                for site_id, checked in checked_ahead(check, new, workers=current.check_workers):
                     decision = self._admit(current, site_id, checked)
                     del checked  # this update's bytes: one fewer in memory while checking on
                     decisions[site_id] = decision

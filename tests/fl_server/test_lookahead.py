@@ -5,7 +5,12 @@ import time
 
 import pytest
 
-from fl_server.lookahead import checked_ahead
+from fl_server.lookahead import (
+    THREADED_MIN_UPDATE_BYTES,
+    checked_ahead,
+    default_workers,
+    workers_for,
+)
 
 
 def test_results_come_in_key_order_whatever_order_the_threads_finish_in():
@@ -72,4 +77,32 @@ def test_leaving_early_cancels_the_rest_and_leaves_no_thread():
 def test_no_keys_no_threads_and_bad_sizes_refused():
     assert list(checked_ahead(lambda k: k, [])) == []
     with pytest.raises(ValueError):
-        list(checked_ahead(lambda k: k, [1], workers=0))
+        list(checked_ahead(lambda k: k, [1], workers=-1))
+    with pytest.raises(ValueError):
+        list(checked_ahead(lambda k: k, [1], workers=2, ahead=0))
+
+
+def test_inline_checks_in_the_callers_thread_in_order_and_raises_at_the_result():
+    caller = threading.get_ident()
+    ran: list[tuple[str, int]] = []
+
+    def check(key: str) -> str:
+        ran.append((key, threading.get_ident()))
+        if key == "bad":
+            raise ValueError(key)
+        return key.upper()
+
+    taken = []
+    for key, result in checked_ahead(check, ["a", "bad", "c"], workers=0):
+        assert [k for k, _ in ran] == taken  # nothing is checked before its result is taken
+        try:
+            taken.append(key)
+            assert result() == key.upper()
+        except ValueError:
+            assert key == "bad"
+    assert ran == [("a", caller), ("bad", caller), ("c", caller)]
+
+
+def test_small_updates_are_checked_inline_large_ones_on_threads():
+    assert workers_for(THREADED_MIN_UPDATE_BYTES - 1) == 0
+    assert workers_for(THREADED_MIN_UPDATE_BYTES) == default_workers() >= 1
