@@ -6,6 +6,12 @@ user does (``fedsilo simulate --app bench/_timed_app.py:app``), so the measureme
 back from the hospital processes: each appends one line per call to its own file in the folder
 named by ``FEDSILO_BENCH_TIMINGS``. CPU time (``time.process_time``), not wall time, so that
 other load on the machine does not count as training.
+
+The coordinating side's start-up is recorded too, when the aggregator is built (just before
+round 1, after the imports, the run's set-up and the feature moments): the aggregator
+process's CPU so far, and the process engine's fork server's (its whole life is start-up:
+importing what the hospital workers start with, then forking them). The scale benchmark
+counts both as start-up, so that its per-round overhead is the rounds' alone.
 """
 
 from __future__ import annotations
@@ -19,13 +25,14 @@ from typing import TextIO
 import torch
 from torch import nn
 
-from fedsilo.engine.app import FederatedApp
+from fedsilo.engine.app import FederatedApp, default_aggregator
 from fl_client.tabular import TabularTrainer
 from fl_client.trainer import ClientTrainer, TrainResult
 from fl_core.config import FederationConfig, TrainingConfig
 from fl_core.data.base import SiteData, Split
 from fl_core.errors import ConfigError
 from fl_core.exchange.manifests import EvaluationReport
+from fl_server.aggregator import ServerAggregator
 
 TIMINGS_ENV = "FEDSILO_BENCH_TIMINGS"
 
@@ -76,7 +83,38 @@ def timed_trainer(
     return TimedTrainer(model, config.training, device, Path(folder))
 
 
-app = FederatedApp(trainer=timed_trainer)
+COORDINATOR_SUFFIX = ".coordinator"
+"""The coordinating side's start-up lines (not a hospital process's ``.tsv``)."""
+
+
+def _fork_server_cpu_s() -> float:
+    """CPU of this process's multiprocessing fork server so far (0 when it has none)."""
+    from multiprocessing import forkserver
+
+    import psutil
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)  # noqa: SLF001
+    if pid is None:
+        return 0.0
+    try:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.Error:
+        return 0.0
+    return float(times.user + times.system)
+
+
+def timed_aggregator(config: FederationConfig) -> ServerAggregator:
+    """The config's aggregator, after writing the coordinating side's start-up CPU."""
+    folder = os.environ.get(TIMINGS_ENV)
+    if folder:
+        path = Path(folder) / f"{os.uname().nodename}-{os.getpid()}{COORDINATOR_SUFFIX}"
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(f"aggregator\t{time.process_time():.6f}\n")
+            handle.write(f"fork_server\t{_fork_server_cpu_s():.6f}\n")
+    return default_aggregator(config)
+
+
+app = FederatedApp(trainer=timed_trainer, aggregator=timed_aggregator)
 
 
 @dataclass(frozen=True)
@@ -92,6 +130,8 @@ class Timings:
     calls: int
     compute_per_process_s: tuple[float, ...] = ()
     """Train + evaluate CPU of each hospital process: how evenly the work was placed."""
+    coordinator_startup_s: float = 0.0
+    """The aggregator process's CPU before round 1, plus its fork server's (0 if unrecorded)."""
 
     @property
     def compute_s(self) -> float:
@@ -117,6 +157,11 @@ def read_timings(folder: Path) -> Timings:
             compute += float(seconds) if kind != "startup" else 0.0
         processes_s += last_total
         per_process.append(compute)
+    coordinator = sum(
+        float(line.split("\t")[1])
+        for path in folder.glob(f"*{COORDINATOR_SUFFIX}")
+        for line in path.read_text(encoding="utf-8").splitlines()
+    )
     return Timings(
         sums["train"],
         sums["evaluate"],
@@ -125,4 +170,5 @@ def read_timings(folder: Path) -> Timings:
         len(files),
         calls,
         tuple(sorted(per_process)),
+        coordinator,
     )
