@@ -9,9 +9,12 @@ the same seeds (``bench/_federation.py``), so the final model matches fedsilo's 
 summation order.
 
 ``--processes 2`` gives the plain loop the cores fedsilo's simulation uses: the hospitals of a
-round are trained in that many worker processes (one torch thread each, hospital i in worker
-i mod K), the parent averages and evaluates. The averaging order is the hospitals' order, so
-the model is the same as the one-process loop's.
+round are trained in that many worker processes (one torch thread each), the parent averages
+and evaluates. Hospitals are split between the workers as fedsilo places them (longest first
+by planned training steps, ``fedsilo.engine.placement.balanced``): dealt round-robin, the
+long-tailed sizes left one worker training for longer than the other every round, and that
+baseline was slower than one that shares the cores well. The averaging order is the
+hospitals' order, so the model is the same as the one-process loop's.
 
 ``python -m bench.plain_loop --hospitals 20 --rounds 10 --out result.json`` runs it as a whole
 process (what ``bench/flower_compare.py`` times from outside); ``run_plain`` runs it in
@@ -33,7 +36,8 @@ import safetensors.numpy
 import torch
 
 from bench import _federation
-from fl_client.tabular import TabularTrainer
+from fedsilo.engine.placement import balanced
+from fl_client.tabular import TabularTrainer, planned_steps
 from fl_core.config import FederationConfig
 from fl_core.data.base import SiteData
 from fl_core.types import Weights
@@ -98,13 +102,14 @@ def run_plain(
         )
         for ready in [pool.submit(_train_share, [], weights, 0) for _ in range(processes)]:
             ready.result()  # every worker started and holding its data
+    shares = _shares(config, sites, processes)
     setup_seconds = time.perf_counter() - started
     round_seconds: list[float] = []
     round_auroc: list[float] = []
     try:
         for round_index in range(1, config.rounds + 1):
             round_started = time.perf_counter()
-            updates = _train_round(config, sites, trainer, weights, round_index, pool, processes)
+            updates = _train_round(config, sites, trainer, weights, round_index, pool, shares)
             weights = _federation.weighted_average(updates)
             round_auroc.append(_federation.pooled_auroc(trainer, weights, sites))
             round_seconds.append(time.perf_counter() - round_started)
@@ -122,6 +127,18 @@ def run_plain(
     return result, weights
 
 
+def _shares(
+    config: FederationConfig, sites: Sequence[SiteData], processes: int
+) -> list[list[int]]:
+    """Hospital indices per worker, balanced by planned training steps (as fedsilo places)."""
+    names = [str(index) for index in range(len(sites))]
+    cost = {
+        str(index): float(planned_steps(site.train.num_examples, config.training))
+        for index, site in enumerate(sites)
+    }
+    return [[int(name) for name in part] for part in balanced(names, processes, cost)]
+
+
 def _train_round(
     config: FederationConfig,
     sites: Sequence[SiteData],
@@ -129,7 +146,7 @@ def _train_round(
     weights: Weights,
     round_index: int,
     pool: ProcessPoolExecutor | None,
-    processes: int,
+    shares: Sequence[Sequence[int]],
 ) -> list[tuple[Weights, int]]:
     """Every hospital's local round, in the hospitals' order (so the average is the same)."""
     if pool is None:
@@ -140,7 +157,6 @@ def _train_round(
             )
             updates.append((local, num_examples))
         return updates
-    shares = [list(range(k, len(sites), processes)) for k in range(processes)]
     futures = [pool.submit(_train_share, share, weights, round_index) for share in shares]
     trained = sorted((item for f in futures for item in f.result()), key=lambda item: item[0])
     return [(local, num_examples) for _, local, num_examples in trained]

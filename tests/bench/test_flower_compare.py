@@ -110,3 +110,18 @@ def test_flower_aggregate_averages_the_same_updates(tmp_path: Path) -> None:
     assert averaged.keys() == expected.keys()
     for name, array in averaged.items():
         np.testing.assert_allclose(array, expected[name], rtol=1e-5, atol=1e-7)
+
+
+def test_plain_loop_workers_get_balanced_shares_of_every_hospital() -> None:
+    from bench.plain_loop import _shares
+    from fl_client.tabular import planned_steps
+
+    config = _federation.benchmark_config(hospitals=12, rounds=1, mean_stays=300)
+    sites = _federation.load_sites(config)
+    shares = _shares(config, sites, 2)
+    assert sorted(i for share in shares for i in share) == list(range(len(sites)))
+    steps = [planned_steps(site.train.num_examples, config.training) for site in sites]
+    loads = [sum(steps[i] for i in share) for share in shares]
+    assert abs(loads[0] - loads[1]) <= max(steps)  # LPT: within one hospital of even
+    dealt = [sum(steps[k::2]) for k in range(2)]
+    assert max(loads) <= max(dealt)  # never worse than dealing round-robin
