@@ -93,7 +93,7 @@ def _fork_server_cpu_s() -> float:
 
     import psutil
 
-    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)  # noqa: SLF001
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
     if pid is None:
         return 0.0
     try:

@@ -127,9 +127,7 @@ def run_plain(
     return result, weights
 
 
-def _shares(
-    config: FederationConfig, sites: Sequence[SiteData], processes: int
-) -> list[list[int]]:
+def _shares(config: FederationConfig, sites: Sequence[SiteData], processes: int) -> list[list[int]]:
     """Hospital indices per worker, balanced by planned training steps (as fedsilo places)."""
     names = [str(index) for index in range(len(sites))]
     cost = {

@@ -187,9 +187,11 @@ FINITE_CHUNK_ELEMENTS = 1 << 17
 
 def all_finite(array: npt.NDArray[np.generic]) -> bool:
     """Whether every value is finite (integers always are), a slice at a time."""
-    if not np.issubdtype(array.dtype, np.inexact):
+    if array.dtype.kind not in "fc":  # integers and booleans are always finite
         return True
     flat = array.reshape(-1)
+    if flat.size <= FINITE_CHUNK_ELEMENTS:  # one slice: no scratch, no loop (small models)
+        return bool(np.isfinite(flat).all())
     flags = np.empty(min(flat.size, FINITE_CHUNK_ELEMENTS), dtype=np.bool_)
     for start in range(0, flat.size, FINITE_CHUNK_ELEMENTS):
         part = flat[start : start + FINITE_CHUNK_ELEMENTS]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -181,7 +182,7 @@ def view_weights(data: bytes, header: SafetensorsHeader | None = None) -> Weight
             raise CodecError(f"tensor {name!r} is bfloat16, which numpy cannot read")
         start, end = header.offsets[name]
         dtype = np.dtype(spec.dtype).newbyteorder("<")
-        count = int(np.prod(spec.shape, dtype=np.int64))
+        count = math.prod(spec.shape)  # Python ints: no overflow, and no numpy call per tensor
         if end - start != count * dtype.itemsize:
             raise CodecError(f"tensor {name!r} byte range does not match its shape and dtype")
         flat = np.frombuffer(data, dtype=dtype, count=count, offset=header.data_start + start)

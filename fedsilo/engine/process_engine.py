@@ -35,7 +35,7 @@ from fedsilo.engine.federation import (
 )
 from fedsilo.engine.gc_policy import collect_in_child, freeze_start_up
 from fedsilo.engine.logs import LogFormat, configure_logging
-from fedsilo.engine.round_signal import Report, RoundSignal, WorkerNotifier
+from fedsilo.engine.round_signal import ANSWERED, Report, RoundSignal, WorkerNotifier
 from fedsilo.engine.worker_pool import worker_context
 from fl_client.hospital import serve_sites
 from fl_core.config import FederationConfig
@@ -119,6 +119,8 @@ def _watching_sleep(procs: Sequence[BaseProcess], reports: Queue[Report]) -> Sle
             kind = None
         if kind == "error":
             raise FedsiloError(f"hospital worker {who} failed: {payload}")
+        if kind == ANSWERED:
+            return  # a worker that just answered is alive; the others are checked when quiet
         crashed = [p for p in procs if p.exitcode not in (None, 0)]
         if crashed and all(p.exitcode is not None for p in procs):
             codes = ", ".join(f"{p.name}: {p.exitcode}" for p in crashed)
