@@ -79,9 +79,10 @@ def _install_midwrite(rule: dict[str, Any]) -> None:
 
     def torn(self: Any, path: Path, data: bytes) -> Path:
         if wanted in path.as_posix():
-            folder = self.staging_folder(path)  # where the store itself stages this write
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, _ = fs_store.tempfile.mkstemp(dir=folder, prefix=".", suffix=fs_store._TMP_SUFFIX)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, _ = fs_store.tempfile.mkstemp(
+                dir=path.parent, prefix=".", suffix=fs_store._TMP_SUFFIX
+            )
             os.write(fd, data[: len(data) // 2])
             die()
         return original(self, path, data)

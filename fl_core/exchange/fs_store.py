@@ -4,24 +4,15 @@ Write-once is a hard link of a fully written temporary file onto the final name:
 fails if the name exists, so readers never see a partial file and two writers never both win.
 Compare-and-swap holds an ``flock`` on a sidecar lock file while it compares the etag and
 renames the new content into place.
-
-Temporary files are made in one staging folder under the root (``.fedsilo-staging``), not
-beside their final name. A round's updates folder is where every hospital writes and the
-aggregator lists; creating and removing each temporary file there took that folder's lock
-twice more per write, and with two hospital workers writing while the aggregator listed, a
-40 kB write cost 0.86 ms of CPU instead of 0.50 (``tempfile.mkstemp``, link, unlink; 2
-writers and a lister, 400 writes each). Where the staging folder is on another filesystem
-than a final name (a mount inside the root), that write stages beside its name as before.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,8 +27,6 @@ from fl_core.types import ETag, ObjectKey
 
 _TMP_SUFFIX = ".fedsilo-tmp"
 _LOCK_SUFFIX = ".fedsilo-lock"
-STAGING_DIR = ".fedsilo-staging"
-"""Under the root: where temporary files are written before they are linked into place."""
 
 
 def _etag_of(data: bytes) -> ETag:
@@ -73,7 +62,6 @@ class LocalDirectoryStore(ObjectStore):
     def __init__(self, root: Path, *, durable: bool = True) -> None:
         self.durable = durable
         self.root = root.resolve()
-        self._stage_in_place = False
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -87,19 +75,14 @@ class LocalDirectoryStore(ObjectStore):
             raise ExchangeError(f"invalid object key {key!r}")
         return self.root / key
 
-    def staging_folder(self, path: Path) -> Path:
-        """Where the temporary file of a write to ``path`` is made (the module's docstring)."""
-        return path.parent if self._stage_in_place else self.root / STAGING_DIR
-
     def _write_temp(self, path: Path, data: bytes) -> Path:
-        # the folder usually exists, so create it only when the temporary file cannot be
-        # made, not with a mkdir per write
-        folder = self.staging_folder(path)
+        # the folder usually exists (a round's updates folder gets hundreds of objects), so
+        # create it only when the temporary file cannot be made, not with a mkdir per write
         try:
-            fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".", suffix=_TMP_SUFFIX)
+            fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=_TMP_SUFFIX)
         except FileNotFoundError:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=".", suffix=_TMP_SUFFIX)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=_TMP_SUFFIX)
         try:
             view = memoryview(data)
             while view:
@@ -117,29 +100,11 @@ class LocalDirectoryStore(ObjectStore):
         path = self._path(key)
         tmp = self._write_temp(path, data)
         try:
-            self._place(tmp, path, os.link)
+            os.link(tmp, path)
         except FileExistsError as err:
             raise ObjectExistsError(f"{key} already exists in {self.describe()}") from err
         finally:
             tmp.unlink(missing_ok=True)
-
-    def _place(self, tmp: Path, path: Path, move: Callable[[Path, Path], None]) -> None:
-        """``move`` (link or replace) the staged file onto ``path``, making its folder when
-        needed; across filesystems, stage beside ``path`` from now on and write it again."""
-        try:
-            move(tmp, path)
-        except FileNotFoundError:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            move(tmp, path)
-        except OSError as err:
-            if err.errno != errno.EXDEV or self._stage_in_place:
-                raise
-            self._stage_in_place = True
-            again = self._write_temp(path, tmp.read_bytes())
-            try:
-                move(again, path)
-            finally:
-                again.unlink(missing_ok=True)
 
     def get(self, key: ObjectKey) -> bytes:
         try:
@@ -186,10 +151,7 @@ class LocalDirectoryStore(ObjectStore):
                     f"{key} changed under us (expected {expected}); another writer advanced it"
                 )
             tmp = self._write_temp(path, data)
-            try:
-                self._place(tmp, path, os.replace)
-            finally:
-                tmp.unlink(missing_ok=True)  # gone after a replace; left after a failed one
+            os.replace(tmp, path)
         return _etag_of(data)
 
     def size(self, key: ObjectKey) -> int:
