@@ -58,9 +58,8 @@ import safetensors.numpy
 import structlog
 from rich.table import Table
 
-from bench._timing import bench_console
+from bench._timing import bench_console, interleave
 from bench._timing import fmt as _fmt
-from bench._timing import rotated as _rotated
 from fl_core import admission
 from fl_core.aggregation import StreamingWeightedMean
 from fl_core.config import FederationConfig, load_config
@@ -465,16 +464,15 @@ def measure_cell(
                 f"skipped: holds 2 x N x P x 4 B beside the N files in the page cache, "
                 f"{needed / 2**30:.1f} GiB with a margin, {total / 2**30:.1f} GiB in the machine"
             )
-    contenders = [c for c in CONTENDERS if c not in skipped]
-    samples: dict[str, list[Sample]] = {c: [] for c in contenders}
-    for repeat in range(repeats):
-        for contender in _rotated(contenders, repeat):
-            log(f"  repeat {repeat + 1}/{repeats}: {contender}")
-            if contender == "flower":
-                assert flower_python is not None
-                samples[contender].append(measure_flower(flower_python, updates))
-            else:
-                samples[contender].append(_in_fresh_process(measure, contender, updates))
+
+    def run(contender: str) -> Callable[[], Sample]:
+        if contender == "flower":
+            assert flower_python is not None
+            return lambda: measure_flower(flower_python, updates)
+        return lambda: _in_fresh_process(measure, contender, updates)
+
+    contenders = {c: run(c) for c in CONTENDERS if c not in skipped}
+    samples = interleave(contenders, repeats, lambda line: log(f"  {line}"))
     return samples, skipped
 
 

@@ -36,10 +36,9 @@ from pathlib import Path
 import safetensors.numpy
 from rich.table import Table
 
-from bench._timing import bench_console
+from bench._timing import bench_console, interleave
 from bench._timing import fmt as _fmt
 from bench._timing import load_note as _load_note
-from bench._timing import rotated as _rotated
 from fl_core.config import FederationConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -323,15 +322,18 @@ def run_federations(
         "fedsilo_inside": lambda work: run_fedsilo_inside(config, work),
         "flower": lambda work: run_flower(env, config, work),
     }
-    runs: dict[str, list[FederationRun]] = {name: [] for name in runners}
-    for repeat in range(repeats):
-        for name in _rotated(list(runners), repeat):
-            log(f"repeat {repeat + 1}/{repeats}: {name}")
+
+    def in_scratch(runner: Callable[[Path], FederationRun]) -> Callable[[], FederationRun]:
+        def run() -> FederationRun:
             work = Path(tempfile.mkdtemp(prefix="fedsilo-flower-fed-", dir=workdir))
             try:
-                runs[name].append(runners[name](work))
+                return runner(work)
             finally:
                 shutil.rmtree(work, ignore_errors=True)
+
+        return run
+
+    runs = interleave({name: in_scratch(r) for name, r in runners.items()}, repeats, log)
     return [Repeated(found[0].name, tuple(found)) for found in runs.values()]
 
 
