@@ -23,6 +23,7 @@ import psutil
 from rich.console import Console
 
 import bench
+from bench import _timing
 
 BenchMain = Callable[[bool], None]
 
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             parser.error(f"no benchmark module {unknown}; choose from {available}")
         names = [name for name in available if name in args.only]
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = _timing.table_console()
     console.print(machine_header(), markup=False, highlight=False)
     console.print(f"benchmarks: {', '.join(names)}{' (quick)' if args.quick else ''}")
     failed = run_all(names, args.quick, console)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -128,12 +129,15 @@ def method_note(repeats: int, baseline: str, what: str) -> str:
     )
 
 
-def bench_console() -> tuple[Console, Callable[[str], None]]:
-    """The console a benchmark prints its table to, and an indented plain-text progress log.
+def table_console(width: int = 160) -> Console:
+    """The console a benchmark prints its tables to: the terminal's own width, or ``width``
+    columns when not a terminal, so a table written to a log file does not wrap."""
+    return Console() if sys.stdout.isatty() else Console(width=width)
 
-    Wide (180 columns) when not a terminal, so a table written to a log file never wraps.
-    """
-    console = Console() if os.isatty(1) else Console(width=180)
+
+def bench_console() -> tuple[Console, Callable[[str], None]]:
+    """A wide ``table_console`` (180 columns) and an indented plain-text progress log."""
+    console = table_console(width=180)
 
     def log(line: str) -> None:
         console.print(f"  {line}", markup=False, highlight=False)

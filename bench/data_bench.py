@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 from sklearn.metrics import roc_auc_score
 
@@ -82,7 +81,7 @@ def _run_in_fresh_folder(stays: int) -> PipelineRun:
 
 def main(quick: bool = False) -> None:
     stays = QUICK_STAYS if quick else STAYS
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = _timing.table_console()
     runs = _timing.interleave({"pipeline": lambda: _run_in_fresh_folder(stays)}, REPEATS)
     found = runs["pipeline"]
     table = _timing.new_table(

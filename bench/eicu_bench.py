@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from bench import _timing
@@ -85,7 +84,7 @@ def _demo(root: Path, quick: bool) -> tuple[CrossValidation, FederationConfig]:
 
 def main(quick: bool = False) -> None:
     configure_logging("auto", "WARNING")  # one line per update otherwise buries the table
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = _timing.table_console()
     table = Table(title="in-hospital mortality AUROC, default config (issues 4 and 17)")
     for column in ("data", "federated", "pooled", "local-only mean", "APACHE", "Bayes"):
         table.add_column(column)

@@ -13,12 +13,10 @@ nothing (run it where one is lent: ``python -m bench --only gpu_throughput``).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from itertools import count
 
 import torch
-from rich.console import Console
 
 from bench import _federation, _timing
 from fl_client.tabular import TabularTrainer
@@ -88,7 +86,7 @@ def measure_batch(
 
 def main(quick: bool) -> None:
     """Entry point for ``python -m bench``."""
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = _timing.table_console()
     if not torch.cuda.is_available():
         console.print("gpu_throughput: no GPU on this machine; nothing measured")
         return

@@ -129,12 +129,9 @@ def run_plain(
 
 def _shares(config: FederationConfig, sites: Sequence[SiteData], processes: int) -> list[list[int]]:
     """Hospital indices per worker, balanced by planned training steps (as fedsilo places)."""
-    names = [str(index) for index in range(len(sites))]
-    cost = {
-        str(index): float(planned_steps(site.train.num_examples, config.training))
-        for index, site in enumerate(sites)
-    }
-    return [[int(name) for name in part] for part in balanced(names, processes, cost)]
+    index = {site.site_id: i for i, site in enumerate(sites)}
+    cost = {s.site_id: float(planned_steps(s.train.num_examples, config.training)) for s in sites}
+    return [[index[site] for site in part] for part in balanced(list(index), processes, cost)]
 
 
 def _train_round(

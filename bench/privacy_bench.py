@@ -28,9 +28,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
+from bench import _timing
 from fedsilo.engine.logs import configure_logging
 from fedsilo.engine.process_engine import simulate
 from fl_core.config import load_config
@@ -128,7 +128,7 @@ def run(root: Path, quick: bool) -> Table:
 def main(quick: bool) -> None:
     configure_logging("auto", "WARNING")  # one line per update otherwise buries the table
     with tempfile.TemporaryDirectory(prefix="fedsilo-privacy-bench-") as scratch:
-        console = Console() if sys.stdout.isatty() else Console(width=160)
+        console = _timing.table_console()
         console.print(run(Path(scratch), quick))
 
 

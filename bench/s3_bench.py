@@ -37,7 +37,6 @@ from typing import Any
 import boto3
 import numpy as np
 from moto.server import ThreadedMotoServer
-from rich.console import Console
 from rich.table import Table
 
 import fl_server.round_loop as round_loop_module
@@ -425,7 +424,7 @@ def hospital_round(endpoint: str, hospitals: int, params: int, repeats: int) -> 
 
 def main(quick: bool) -> None:
     configure_logging("console", "WARNING")  # the round loop's per-update lines are noise here
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = _timing.table_console()
     with _moto_server() as endpoint:
         size = 20 * MB if quick else 100 * MB
         console.print(round_trip(endpoint, size, REPEATS))

@@ -36,8 +36,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.console import Console
-
 from bench import _timing
 from bench._timed_app import TIMINGS_ENV, Timings, read_timings
 from fedsilo.engine.federation import open_exchange
@@ -267,7 +265,7 @@ def main(quick: bool) -> None:
     hospitals = QUICK_HOSPITALS if quick else HOSPITALS
     stays = QUICK_STAYS if quick else STAYS
     rounds = QUICK_ROUNDS if quick else ROUNDS
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = _timing.table_console()
     started = time.perf_counter()
     prepared = materialize_twin(TwinDataConfig(hospitals=hospitals, stays=stays), 0)
     sites = len(PreparedFolderSource(prepared).site_ids())

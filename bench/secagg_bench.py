@@ -22,13 +22,11 @@ secure round must be read next to a plain one measured in the same run.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
 from rich.table import Table
 from torch import nn
 
@@ -245,7 +243,7 @@ def steps_table(models: dict[str, Callable[[], nn.Module]], repeats: int) -> Tab
 
 def main(quick: bool) -> None:
     configure_logging("console", "WARNING")
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = _timing.table_console()
     models = dict(list(MODELS.items())[:1]) if quick else MODELS
     console.print(round_table(models, REPEATS))
     console.print(steps_table(models, _timing.MIN_REPEATS if quick else STEP_REPEATS))
