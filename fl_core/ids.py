@@ -14,11 +14,14 @@ from fl_core.errors import ConfigError
 
 ID_REGEX = r"[a-z0-9][a-z0-9-]{0,62}"
 """Site and federation ids: 1-63 lower-case letters, digits or dashes, not starting with a dash."""
-SITE_ID_PATTERN = re.compile(rf"^{ID_REGEX}$")
-FEDERATION_ID_PATTERN = re.compile(rf"^{ID_REGEX}$")
-ACCOUNT_ID_REGEX = r"^\d{12}$"
-ACCOUNT_ID_PATTERN = re.compile(ACCOUNT_ID_REGEX)
-_SITE_KEY_CHARS = re.compile(r"[^a-z0-9]+")
+SITE_ID_PATTERN = re.compile(ID_REGEX, re.ASCII)
+FEDERATION_ID_PATTERN = re.compile(ID_REGEX, re.ASCII)
+ACCOUNT_ID_REGEX = r"^[0-9]{12}$"
+"""Twelve ASCII digits. Spelled ``[0-9]``, never ``\\d``: ``\\d`` also matches full-width and
+Arabic-Indic digits in Python and in pydantic's patterns, which IAM and STS never accept, so
+an id written in them would pass here and fail (or be read differently) further on."""
+ACCOUNT_ID_PATTERN = re.compile(r"[0-9]{12}", re.ASCII)
+_SITE_KEY_CHARS = re.compile(r"[^a-z0-9]+", re.ASCII)
 
 
 def check_site_id(site_id: str) -> str:
@@ -32,6 +35,7 @@ def check_federation_id(federation_id: str) -> str:
 
 
 def _check_id(value: str, pattern: re.Pattern[str], what: str) -> str:
+    # fullmatch, never match with ``$``: ``$`` also matches before a trailing newline
     if not pattern.fullmatch(value):
         raise ConfigError(
             f"{what} {value!r} is invalid; use 1-63 lower-case letters, digits or dashes, "
