@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fl_core.errors import ConfigError
+from fl_core.exchange.store import HISTORY_RETENTION_DAYS
 from fl_core.ids import check_federation_id
 from fl_core.privacy import DpFedAvgConfig, DpSgdConfig, check_dp_settings
 
@@ -287,6 +288,13 @@ class ExchangeConfig(_Frozen):
     uri: str | None = Field(default=None, description="file://DIR or s3://bucket/prefix")
     endpoint_url: str | None = None
     kms_key_id: str | None = None
+    ledger_retention_days: int = Field(
+        default=HISTORY_RETENTION_DAYS,
+        ge=1,
+        le=36_500,
+        description="global models, round results and ledger entries are written under S3 "
+        "Object Lock (COMPLIANCE) this long; env FEDSILO_LEDGER_RETENTION_DAYS for services",
+    )
 
     @field_validator("uri")
     @classmethod

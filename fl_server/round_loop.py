@@ -306,6 +306,8 @@ class RoundLoop:
         existing = self.exchange.read_global_manifest(round_index)
         if existing is not None:
             return existing  # published before a crash: the stored one is the truth
+        # the previous round's entry is written before its next model (_close): it is the head
+        head = self.exchange.read_ledger_entry(round_index - 1) if round_index > 1 else None
         now = self.clock()
         manifest = GlobalManifest(
             federation_id=self.exchange.federation_id,
@@ -319,6 +321,7 @@ class RoundLoop:
             invited_sites=self.sites,
             config_hash=self.config_hash,
             created_unix=now,
+            ledger_head=head.entry_hash if head is not None else None,
         )
         try:
             self.exchange.publish_global(weights, manifest)
@@ -714,7 +717,7 @@ class RoundLoop:
         )
         fields = entry.model_dump(mode="json", exclude={"entry_hash"})
         self.exchange.write_ledger_entry(
-            entry.model_copy(update={"entry_hash": chain_hash(fields)})
+            LedgerEntry.model_validate({**fields, "entry_hash": chain_hash(fields)})
         )
 
     # ---- the loop ---------------------------------------------------------------------------

@@ -51,17 +51,57 @@ def ledger_verify(
     federation: FederationArg,
     exchange: ExchangeArg,
     endpoint_url: EndpointArg = None,
+    site_id: Annotated[
+        str | None,
+        typer.Option(
+            "--site-id",
+            envvar="FEDSILO_SITE_ID",
+            help="verify as this hospital, against the receipts in its state folder",
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            envvar="FEDSILO_STATE_DIR",
+            help="with --site-id: the hospital's state folder (as given to `client run`)",
+        ),
+    ] = None,
 ) -> None:
     """Recompute the hash chain from the stored files; name the first round that was altered.
 
     Exit 0 when every closed round verifies; exit 8 with one line naming the first bad round.
+    With --site-id, run with the hospital's role: the chain is checked against the ledger
+    heads and update digests the hospital kept, one line per problem.
     """
     from fl_core.exchange.ledger import LedgerVerificationError, verify_ledger
 
-    report = verify_ledger(open_exchange(exchange, federation, endpoint_url))
+    opened = open_exchange(exchange, federation, endpoint_url)
+    if site_id is not None:
+        _verify_as_site(opened, site_id, state_dir)
+        return
+    report = verify_ledger(opened)
     if not report.ok:
         raise LedgerVerificationError(report.summary())
     stdout.print(report.summary(), highlight=False, soft_wrap=True)
+
+
+def _verify_as_site(exchange: Exchange, site_id: str, state_dir: Path | None) -> None:
+    from fl_core.errors import ConfigError
+    from fl_core.exchange.ledger import LedgerVerificationError
+    from fl_core.exchange.receipts import read_receipts, receipts_path
+    from fl_core.exchange.witness import verify_as_site
+
+    if state_dir is None:
+        raise ConfigError(
+            "--site-id needs the hospital's --state-dir (FEDSILO_STATE_DIR), where its receipts "
+            "are kept"
+        )
+    receipts = read_receipts(receipts_path(state_dir, site_id))
+    report = verify_as_site(exchange, site_id, receipts)
+    if not report.ok:
+        raise LedgerVerificationError("\n".join(report.lines()))
+    stdout.print(report.lines()[0], highlight=False, soft_wrap=True)
 
 
 def status_command(

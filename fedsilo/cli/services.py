@@ -6,6 +6,7 @@ those) and an optional config file.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -41,6 +42,7 @@ def service_config(
         "exchange.uri": exchange,
         "federation_id": federation_id,
         "exchange.endpoint_url": endpoint_url,
+        "exchange.ledger_retention_days": os.environ.get("FEDSILO_LEDGER_RETENTION_DAYS"),
         **(extra or {}),
     }
     if data is not None:

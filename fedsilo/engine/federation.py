@@ -131,7 +131,7 @@ def open_exchange(uri: str | None, config: FederationConfig) -> Exchange:
     store = open_store(
         uri, endpoint_url=config.exchange.endpoint_url, kms_key_id=config.exchange.kms_key_id
     )
-    return Exchange(store, config.federation_id)
+    return Exchange(store, config.federation_id, config.exchange.ledger_retention_days)
 
 
 def load_hospitals(

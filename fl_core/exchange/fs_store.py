@@ -14,7 +14,9 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
+from stat import S_IRGRP, S_IROTH, S_IRUSR
 
 from fl_core.errors import (
     ExchangeError,
@@ -27,6 +29,7 @@ from fl_core.types import ETag, ObjectKey
 
 _TMP_SUFFIX = ".fedsilo-tmp"
 _LOCK_SUFFIX = ".fedsilo-lock"
+_READ_ONLY = S_IRUSR | S_IRGRP | S_IROTH
 
 
 def _etag_of(data: bytes) -> ETag:
@@ -96,9 +99,17 @@ class LocalDirectoryStore(ObjectStore):
             os.close(fd)
         return Path(tmp_name)
 
-    def put_new(self, key: ObjectKey, data: bytes) -> None:
+    def put_new(self, key: ObjectKey, data: bytes, retain_until: datetime | None = None) -> None:
+        """Write-once; a retained file is made read-only before it gets its name.
+
+        Read-only is the most a folder can do (best effort): it stops an accidental overwrite
+        by a non-root process, not its owner or root, who can change the mode back. The
+        local store serves simulations and tests; the exchange that must hold is S3.
+        """
         path = self._path(key)
         tmp = self._write_temp(path, data)
+        if retain_until is not None:
+            os.chmod(tmp, _READ_ONLY)
         try:
             os.link(tmp, path)
         except FileExistsError as err:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from fl_core.errors import ExchangeError, FedsiloError, ObjectNotFoundError
+from fl_core.errors import AccessDeniedError, ExchangeError, FedsiloError, ObjectNotFoundError
 from fl_core.exchange.manifests import LedgerEntry, RoundResult, UpdateManifest
 from fl_core.exchange.protocol import Exchange
 from fl_core.serialization import sha256_hex
@@ -52,6 +53,9 @@ class LedgerReport:
     """A round whose close is under way or was cut short by a crash: its ``result.json`` is
     written and ``state.json`` has not moved past it. Its ledger entry and the next global
     model may still be missing; the aggregator writes them when it resumes."""
+    versions_checked: bool = True
+    """Whether the store's object versions were counted (S3 keeps every overwrite as a
+    version; a hospital's role may not list them)."""
 
     @property
     def ok(self) -> bool:
@@ -70,9 +74,14 @@ class LedgerReport:
                 if self.closing_round is not None
                 else ""
             )
+            versions = (
+                ""
+                if self.versions_checked
+                else "; object versions not counted (this role may not list them)"
+            )
             return (
                 f"ledger of federation {self.federation_id} verified: {self.rounds_checked} "
-                f"rounds, head hash {self.head_hash}{closing}"
+                f"rounds, head hash {self.head_hash}{closing}{versions}"
             )
         first = self.problems[0]
         more = len(self.problems) - 1
@@ -137,6 +146,39 @@ def _stored_ledger_rounds(exchange: Exchange) -> list[RoundIndex]:
         if stem.isdigit():
             rounds.append(int(stem))
     return sorted(rounds)
+
+
+_HISTORY_KEY = re.compile(
+    r"(?:ledger/(?P<entry>\d{6})\.json"
+    r"|rounds/(?P<round>\d{6})/(?:result\.json|global\.json|global\.safetensors))"
+)
+
+
+def _rewritten_history(exchange: Exchange) -> tuple[list[LedgerProblem], bool]:
+    """Write-once history keys that hold more than one version: each was overwritten (or
+    deleted) after it was written, whatever their content says now. Returns the problems and
+    whether versions could be counted at all."""
+    root = exchange.layout.root
+    try:
+        counts = exchange.store.count_versions(exchange.layout.ledger_prefix())
+        counts |= exchange.store.count_versions(f"{root}rounds/")
+    except AccessDeniedError:
+        return [], False
+    problems = []
+    for key, count in counts.items():
+        match = _HISTORY_KEY.fullmatch(key.removeprefix(root))
+        if match is None or count < 2:
+            continue
+        round_index = int(match.group("entry") or match.group("round"))
+        name = key.removeprefix(root)
+        problems.append(
+            LedgerProblem(
+                round_index,
+                f"{name} has {count} versions: it was overwritten or deleted after it was "
+                "written (rewritten history)",
+            )
+        )
+    return problems, True
 
 
 def _check_model(
@@ -289,10 +331,12 @@ def verify_ledger(exchange: Exchange) -> LedgerReport:
         problems += _check_model(
             exchange, previous.round_index + 1, previous.next_global_sha256, previous.global_sha256
         )
+    rewritten, versions_checked = _rewritten_history(exchange)
     return LedgerReport(
         federation_id=exchange.federation_id,
         rounds_checked=last,
         head_hash=previous.entry_hash if previous else None,
-        problems=sorted(problems, key=lambda p: p.round_index),
+        problems=sorted(problems + rewritten, key=lambda p: p.round_index),
         closing_round=closing,
+        versions_checked=versions_checked,
     )

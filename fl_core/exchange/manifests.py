@@ -128,6 +128,12 @@ class GlobalManifest(_Document):
     invited_sites: list[str]
     config_hash: str
     created_unix: float
+    ledger_head: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="entry_hash of the newest ledger entry when this model was published (None "
+        "in round 1): a hospital that keeps it can later prove the chain was not rewritten",
+    )
 
 
 class SitePrivacy(_Document):

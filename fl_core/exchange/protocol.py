@@ -9,6 +9,7 @@ an evaluation answer (or a declined round) is the manifest alone.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -26,7 +27,7 @@ from fl_core.exchange.manifests import (
     RoundResult,
     UpdateManifest,
 )
-from fl_core.exchange.store import ObjectStore
+from fl_core.exchange.store import HISTORY_RETENTION_DAYS, ObjectStore
 from fl_core.serialization import header_span, read_metadata, sha256_hex
 from fl_core.types import ETag, RoundIndex, Sha256Hex, SiteId
 
@@ -42,8 +43,15 @@ def _dump(document: BaseModel) -> bytes:
 class Exchange:
     """One federation's view of a store."""
 
-    def __init__(self, store: ObjectStore, federation_id: str) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        federation_id: str,
+        history_retention_days: int = HISTORY_RETENTION_DAYS,
+    ) -> None:
         self.store = store
+        self.history_retention_days = history_retention_days
+        """Global models, round results and ledger entries are written retained this long."""
         self.layout = ExchangeLayout(federation_id)
         self._registrations: dict[str, tuple[str, Registration | None]] = {}
         """``list_registrations``' cache: key -> (version it was read at, its registration)."""
@@ -76,10 +84,17 @@ class Exchange:
         except ValidationError as err:
             raise ExchangeError(f"{key} in {self.store.describe()} is malformed: {err}") from err
 
-    def _put_once_or_same(self, key: str, data: bytes) -> None:
-        """Write-once, but tolerate a resumed writer putting the very same bytes again."""
+    def _put_once_or_same(self, key: str, data: bytes, *, history: bool = False) -> None:
+        """Write-once, but tolerate a resumed writer putting the very same bytes again.
+
+        ``history``: the federation's record (global models, results, ledger entries), written
+        retained so that the coordinating account cannot rewrite it either.
+        """
+        retain_until = (
+            datetime.now(UTC) + timedelta(days=self.history_retention_days) if history else None
+        )
         try:
-            self.store.put_new(key, data)
+            self.store.put_new(key, data, retain_until)
         except ObjectExistsError:
             if sha256_hex(self.store.get(key)) != sha256_hex(data):
                 raise
@@ -89,9 +104,10 @@ class Exchange:
     def publish_global(self, weights: bytes, manifest: GlobalManifest) -> None:
         if sha256_hex(weights) != manifest.sha256:
             raise ExchangeError("refusing to publish: weights do not match the manifest sha256")
-        self._put_once_or_same(self.layout.global_weights_key(manifest.round_index), weights)
+        round_index = manifest.round_index
+        self._put_once_or_same(self.layout.global_weights_key(round_index), weights, history=True)
         self._put_once_or_same(
-            self.layout.global_manifest_key(manifest.round_index), _dump(manifest)
+            self.layout.global_manifest_key(round_index), _dump(manifest), history=True
         )
 
     def read_global_manifest(self, round_index: RoundIndex) -> GlobalManifest | None:
@@ -166,13 +182,17 @@ class Exchange:
     # ---- round results, ledger, state ------------------------------------------------------
 
     def write_result(self, result: RoundResult) -> None:
-        self._put_once_or_same(self.layout.result_key(result.round_index), _dump(result))
+        self._put_once_or_same(
+            self.layout.result_key(result.round_index), _dump(result), history=True
+        )
 
     def read_result(self, round_index: RoundIndex) -> RoundResult | None:
         return self._read_model(self.layout.result_key(round_index), RoundResult)
 
     def write_ledger_entry(self, entry: LedgerEntry) -> None:
-        self._put_once_or_same(self.layout.ledger_key(entry.round_index), _dump(entry))
+        self._put_once_or_same(
+            self.layout.ledger_key(entry.round_index), _dump(entry), history=True
+        )
 
     def read_ledger_entry(self, round_index: RoundIndex) -> LedgerEntry | None:
         return self._read_model(self.layout.ledger_key(round_index), LedgerEntry)

@@ -34,11 +34,13 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
 import boto3
 import botocore.session
+import structlog
 from botocore.config import Config
 from botocore.credentials import CredentialProvider, DeferredRefreshableCredentials
 from botocore.exceptions import (
@@ -68,6 +70,8 @@ from fl_core.errors import (
 )
 from fl_core.exchange.store import ObjectStore
 from fl_core.types import ETag, ObjectKey, Sha256Hex
+
+log = structlog.get_logger("fedsilo.exchange")
 
 S3Client = Any
 """boto3 clients are generated at run time and carry no static type."""
@@ -148,6 +152,12 @@ class EndpointUnreachableError(ExchangeError):
 
 def _error_code(err: ClientError) -> str:
     return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _lacks_object_lock(err: ClientError) -> bool:
+    """S3's answer to a retained write into a bucket created without Object Lock."""
+    message = str(err.response.get("Error", {}).get("Message", "")).lower().replace(" ", "")
+    return _error_code(err) == "InvalidRequest" and "objectlockconfiguration" in message
 
 
 def _retry_attempts(err: ClientError) -> int:
@@ -371,6 +381,8 @@ class S3Store(ObjectStore):
         self._part_size = part_size_bytes
         self._max_concurrency = max_concurrency
         self._bucket_confirmed = False
+        self._object_lock = True
+        """False once the bucket answered that it has no Object Lock configuration."""
         self.client: S3Client = (
             client
             if client is not None
@@ -408,6 +420,13 @@ class S3Store(ObjectStore):
         if not key or key.startswith("/") or ".." in key.split("/"):
             raise ExchangeError(f"invalid object key {key!r}")
         return f"{self.prefix}{key}"
+
+    def _retention_args(self, retain_until: datetime | None) -> dict[str, Any]:
+        """Object Lock in COMPLIANCE mode: no one, the bucket's own account included, can
+        delete the version or shorten its retention before ``retain_until``."""
+        if retain_until is None or not self._object_lock:
+            return {}
+        return {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": retain_until}
 
     def _encryption_args(self) -> dict[str, str]:
         if self._kms_key_id is None:
@@ -504,8 +523,8 @@ class S3Store(ObjectStore):
 
     # ---------------------------------------------------------------- writes
 
-    def put_new(self, key: ObjectKey, data: bytes) -> None:
-        self._write(key, data, if_match=None, replacing=False)
+    def put_new(self, key: ObjectKey, data: bytes, retain_until: datetime | None = None) -> None:
+        self._write(key, data, if_match=None, replacing=False, retain_until=retain_until)
 
     def replace(self, key: ObjectKey, data: bytes, if_match: ETag | None) -> ETag:
         if len(data) > MAX_SINGLE_PUT_BYTES:
@@ -515,7 +534,13 @@ class S3Store(ObjectStore):
         return self._write(key, data, if_match=if_match, replacing=True)
 
     def _write(
-        self, key: ObjectKey, data: bytes, *, if_match: ETag | None, replacing: bool
+        self,
+        key: ObjectKey,
+        data: bytes,
+        *,
+        if_match: ETag | None,
+        replacing: bool,
+        retain_until: datetime | None = None,
     ) -> ETag:
         """One conditional write: ``IfMatch`` when an etag is given, else ``IfNoneMatch="*"``.
 
@@ -527,12 +552,17 @@ class S3Store(ObjectStore):
         condition = {"IfNoneMatch": "*"} if if_match is None else {"IfMatch": if_match}
         action = "replace" if replacing else "write"
         for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
+            retention = self._retention_args(retain_until)
             try:
                 if replacing or len(data) <= self._multipart_threshold:
-                    return self._put_single(s3_key, data, digest, condition)
-                return self._put_multipart(s3_key, data, digest, condition)
+                    return self._put_single(s3_key, data, digest, condition, retention)
+                return self._put_multipart(s3_key, data, digest, condition, retention)
             except ClientError as err:
                 code = _error_code(err)
+                if retain_until is not None and _lacks_object_lock(err) and self._object_lock:
+                    self._object_lock = False  # this bucket never had it: write unretained
+                    log.warning("object_lock_missing", bucket=self.bucket, key=key)
+                    continue
                 if code in _CONFLICT_CODES and attempt < _CONFLICT_ATTEMPTS:
                     # 409: a concurrent write to this key was in flight; AWS says retry.
                     time.sleep(_CONFLICT_BACKOFF_S * attempt)
@@ -574,8 +604,15 @@ class S3Store(ObjectStore):
         return None
 
     def _put_single(
-        self, s3_key: str, data: bytes, digest: bytes, condition: dict[str, str]
+        self,
+        s3_key: str,
+        data: bytes,
+        digest: bytes,
+        condition: dict[str, str],
+        retention: dict[str, Any],
     ) -> ETag:
+        """One PutObject. Object Lock requires a Content-MD5 or checksum header on a retained
+        write: the SHA-256 checksum sent with every write is that header."""
         response = self.client.put_object(
             Bucket=self.bucket,
             Key=s3_key,
@@ -585,11 +622,17 @@ class S3Store(ObjectStore):
             Metadata={SHA256_METADATA_KEY: digest.hex()},
             **self._encryption_args(),
             **condition,
+            **retention,
         )
         return str(response["ETag"])
 
     def _put_multipart(
-        self, s3_key: str, data: bytes, digest: bytes, condition: dict[str, str]
+        self,
+        s3_key: str,
+        data: bytes,
+        digest: bytes,
+        condition: dict[str, str],
+        retention: dict[str, Any],
     ) -> ETag:
         """Parts in parallel, then ``CompleteMultipartUpload`` carries the write condition.
 
@@ -603,6 +646,7 @@ class S3Store(ObjectStore):
             ChecksumAlgorithm="SHA256",
             Metadata={SHA256_METADATA_KEY: digest.hex()},
             **self._encryption_args(),
+            **retention,
         )
         upload_id = created["UploadId"]
         view = memoryview(data)
@@ -790,6 +834,20 @@ class S3Store(ObjectStore):
 
     def list_versions(self, prefix: str) -> dict[ObjectKey, str]:
         return dict(sorted(self._listing(prefix).items()))
+
+    def count_versions(self, prefix: str) -> dict[ObjectKey, int]:
+        """ListObjectVersions: versions and delete markers per key (needs ListBucketVersions,
+        which the aggregator's role has and a hospital's has not)."""
+        if prefix.startswith("/") or ".." in prefix.split("/"):
+            raise ExchangeError(f"invalid key prefix {prefix!r}")
+        counts: dict[ObjectKey, int] = {}
+        with self._mapped("list versions of", prefix or "(all keys)"):
+            paginator = self.client.get_paginator("list_object_versions")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.prefix}{prefix}"):
+                for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                    key = item["Key"][len(self.prefix) :]
+                    counts[key] = counts.get(key, 0) + 1
+        return dict(sorted(counts.items()))
 
     def _listing(self, prefix: str) -> dict[ObjectKey, str]:
         """Keys under ``prefix`` and their ETags, from LIST alone."""

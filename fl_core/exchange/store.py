@@ -9,8 +9,13 @@ round relies on: write-once keys (``put_new``), and compare-and-swap replacement
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from datetime import datetime
 
 from fl_core.types import ETag, ObjectKey, Sha256Hex
+
+HISTORY_RETENTION_DAYS = 2190
+"""Six years, HIPAA's retention of documentation: how long the federation's history is kept
+unalterable unless the config says otherwise (``exchange.ledger_retention_days``)."""
 
 
 class ObjectStore(ABC):
@@ -21,8 +26,15 @@ class ObjectStore(ABC):
     hundreds of hospitals poll at once; a local store can afford to look more often."""
 
     @abstractmethod
-    def put_new(self, key: ObjectKey, data: bytes) -> None:
-        """Write ``key`` once; raise ``ObjectExistsError`` if it already exists."""
+    def put_new(self, key: ObjectKey, data: bytes, retain_until: datetime | None = None) -> None:
+        """Write ``key`` once; raise ``ObjectExistsError`` if it already exists.
+
+        ``retain_until`` (timezone-aware) asks the store to keep this version unaltered and
+        undeletable until then, by anyone, the writer included: the federation's history
+        (ledger entries, round results, global models) is written so, because the account
+        that writes it is the one it must hold against. S3 does it with Object Lock in
+        COMPLIANCE mode; a local folder can only make the file read-only.
+        """
 
     @abstractmethod
     def get(self, key: ObjectKey) -> bytes:
@@ -76,6 +88,15 @@ class ObjectStore(ABC):
         S3 gives its ETags in the same LIST request, so a reader that polls many small
         objects (the registry, at every admission) re-reads only those that changed.
         """
+
+    def count_versions(self, prefix: str) -> dict[ObjectKey, int]:
+        """How many times each key under ``prefix`` was written or deleted (S3 versions and
+        delete markers): a write-once key with more than one was rewritten.
+
+        A store that keeps no history (a local folder) knows one version of each key.
+        Raises ``AccessDeniedError`` where the caller may not list versions (a hospital).
+        """
+        return dict.fromkeys(self.list_keys(prefix), 1)
 
     @abstractmethod
     def describe(self) -> str:

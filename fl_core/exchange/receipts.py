@@ -1,0 +1,94 @@
+"""A hospital's receipts: what it sent and what it was shown, kept on its own side.
+
+The coordinating account can write everything in the exchange, the ledger included, and could
+recompute the whole hash chain after changing history. What it cannot change is a record the
+hospital keeps: the sha256 of each update it sent (hashed by the hospital itself) and the
+ledger head each global model named when the hospital read it. ``fl_core.exchange.witness``
+checks the ledger against these.
+
+One JSON line per answered round, appended and never rewritten, so a crash loses at most the
+line being written.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fl_core.errors import ConfigError
+from fl_core.exchange.manifests import SHA256_PATTERN, Task
+
+RECEIPTS_FILE = "receipts.jsonl"
+
+
+class Receipt(BaseModel):
+    """One round a hospital answered."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    federation_id: str
+    site_id: str
+    round_index: int = Field(ge=1)
+    task: Task
+    global_sha256: str = Field(pattern=SHA256_PATTERN, description="the model it answered")
+    ledger_head: str | None = Field(
+        default=None, pattern=SHA256_PATTERN, description="as that model's manifest named it"
+    )
+    update_sha256: str | None = Field(
+        default=None,
+        pattern=SHA256_PATTERN,
+        description="sha256 of the training update file it wrote, hashed here; None for an "
+        "answer that is a manifest alone (evaluation, declined), which the ledger records "
+        "without a digest",
+    )
+    recorded_unix: float
+
+
+def receipts_path(state_dir: Path, site_id: str) -> Path:
+    """Per site, beside its other state: one process may host several hospitals."""
+    return state_dir / site_id / RECEIPTS_FILE
+
+
+def append_receipt(path: Path, receipt: Receipt) -> None:
+    """Append one line and sync it: a receipt is only worth having if it survives a crash."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = receipt.model_dump_json().encode() + b"\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_receipts(path: Path) -> list[Receipt]:
+    """Every receipt in ``path``; a missing file or a malformed line is a ``ConfigError``.
+
+    A last line cut short by a crash mid-write is skipped: it was never complete.
+    """
+    try:
+        text = path.read_text()
+    except FileNotFoundError as err:
+        raise ConfigError(
+            f"no receipts file at {path}; pass the hospital's state folder (--state-dir, as "
+            "given to `fedsilo client run`) and its --site-id"
+        ) from err
+    except OSError as err:
+        raise ConfigError(f"cannot read receipts file {path}: {err}") from err
+    lines = text.split("\n")
+    receipts = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            receipts.append(Receipt.model_validate_json(line))
+        except ValidationError as err:
+            if number == len(lines):  # no newline after it: the write was cut off
+                continue
+            raise ConfigError(
+                f"receipts file {path} line {number} is malformed "
+                f"({err.errors()[0]['msg']}); it was altered, restore it from a backup"
+            ) from err
+    return receipts
