@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from fl_core.errors import CodecError, UpdateRejectedError
+from fl_core.errors import CodecError, HeaderError, UpdateRejectedError
 from fl_core.exchange.manifests import MANIFEST_METADATA_KEY, Task, UpdateManifest
 from fl_core.serialization import (
     SafetensorsHeader,
@@ -119,12 +119,19 @@ def embedded_manifest(metadata: Mapping[str, str]) -> bytes:
             f"update file has no {MANIFEST_METADATA_KEY!r} metadata: a training answer carries "
             "its manifest inside the safetensors file",
         )
-    return document.encode()
+    try:
+        return document.encode()
+    except UnicodeEncodeError as err:  # read_header refuses these; a hand-built mapping may not
+        raise UpdateRejectedError("malformed_manifest", "manifest is not UTF-8 text") from err
 
 
 def _header(data: bytes) -> SafetensorsHeader:
+    """The file's header, or the rejection: ``malformed_header`` where the JSON header is not
+    one, ``malformed_tensors`` where the file is not safetensors or disagrees with it."""
     try:
         return read_header(data)
+    except HeaderError as err:
+        raise UpdateRejectedError("malformed_header", str(err)) from err
     except CodecError as err:
         raise UpdateRejectedError("malformed_tensors", str(err)) from err
 

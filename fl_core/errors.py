@@ -25,6 +25,15 @@ class CodecError(FedsiloError, ValueError):
     exit_code = 2
 
 
+class HeaderError(CodecError):
+    """A safetensors header that is not one: not JSON, nested too deep, a repeated key, a
+    shape or offset that is not a plain integer in range, metadata that is not text.
+
+    Apart from ``CodecError`` (a file whose header and size disagree: truncated, or not
+    safetensors at all) so admission can name the header as what was malformed.
+    """
+
+
 class UpdateRejectedError(FedsiloError, ValueError):
     """An update that failed admission; ``reason`` is a short stable code for result.json."""
 

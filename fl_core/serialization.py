@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import numpy.typing as npt
 import safetensors.numpy
 from safetensors import SafetensorError
 
-from fl_core.errors import CodecError
+from fl_core.errors import CodecError, HeaderError
 from fl_core.types import Sha256Hex, Weights
 
 _HEADER_LEN_BYTES = 8
@@ -79,18 +80,75 @@ _DTYPE_NAMES = {
 }
 
 
+_ITEM_BYTES = {
+    "float64": 8, "float32": 4, "float16": 2, "bfloat16": 2,
+    "int64": 8, "int32": 4, "int16": 2, "int8": 1,
+    "uint64": 8, "uint32": 4, "uint16": 2, "uint8": 1, "bool": 1,
+}  # fmt: skip
+_MAX_HEADER_DEPTH = 8
+"""A header nests three deep (object, tensor entry, shape list); deeper is hostile."""
+_MAX_NDIM = 32
+_MAX_DIM = 2**40
+_MAX_OFFSET = 2**63
+_ENTRY_FIELDS = frozenset({"dtype", "shape", "data_offsets"})
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _json_depth(text: bytes) -> int:
+    """How deep ``text``'s arrays and objects nest, found without recursion.
+
+    ``json.loads`` recurses once a level: a header nested a few thousand deep raised
+    ``RecursionError``. This bounds the depth before the parser sees the bytes.
+    """
+    brackets = _JSON_STRING.sub(b"", text).translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    codes = np.frombuffer(brackets, dtype=np.uint8)
+    steps = np.where((codes == ord("[")) | (codes == ord("{")), 1, -1)
+    return int(np.cumsum(steps).max())
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        raise ValueError("an object names the same key twice")
+    return found
+
+
+def _is_text(value: object) -> bool:
+    """A str that UTF-8 can encode (a JSON escape can spell a lone surrogate, which cannot)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _read_header(data: bytes) -> dict[str, Any]:
     if len(data) < _HEADER_LEN_BYTES:
         raise CodecError(f"file of {len(data)} bytes is too short to be safetensors")
     (header_len,) = struct.unpack("<Q", data[:_HEADER_LEN_BYTES])
     if header_len > _MAX_HEADER_BYTES or _HEADER_LEN_BYTES + header_len > len(data):
         raise CodecError("safetensors header length is larger than the file (truncated?)")
+    text = data[_HEADER_LEN_BYTES : _HEADER_LEN_BYTES + header_len]
+    depth = _json_depth(text)
+    if depth > _MAX_HEADER_DEPTH:
+        raise HeaderError(f"safetensors header nests {depth} deep, limit {_MAX_HEADER_DEPTH}")
     try:
-        header = json.loads(data[_HEADER_LEN_BYTES : _HEADER_LEN_BYTES + header_len])
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CodecError(f"safetensors header is not JSON: {err}") from err
+        header = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as err:
+        # ValueError: not UTF-8, not JSON, a repeated key, NaN/Infinity, an integer of over
+        # 4300 digits; RecursionError cannot happen below the depth limit, kept as a backstop
+        raise HeaderError(f"safetensors header is not JSON: {str(err)[:200]}") from err
     if not isinstance(header, dict):
-        raise CodecError("safetensors header is not a JSON object")
+        raise HeaderError("safetensors header is not a JSON object")
     return header
 
 
@@ -109,37 +167,76 @@ def read_header(data: bytes) -> SafetensorsHeader:
     """Names, dtypes, shapes and metadata, without touching tensor data.
 
     Admission compares the specs with the global model before decoding anything, so a file
-    that claims a 10 GB tensor is refused by its header.
+    that claims a 10 GB tensor is refused by its header. Every number must be a plain
+    integer in range, every byte range must hold exactly its tensor, and the ranges must
+    tile the data without gap or overlap (as safetensors itself demands): a header that
+    passes describes views ``view_weights`` can always make. Raises ``HeaderError`` for a
+    header that is not one, ``CodecError`` where the header and the file's size disagree.
     """
     header = _read_header(data)
-    (header_len,) = struct.unpack("<Q", data[:_HEADER_LEN_BYTES])
+    data_start = _HEADER_LEN_BYTES + int(struct.unpack("<Q", data[:_HEADER_LEN_BYTES])[0])
+    payload = len(data) - data_start
     specs: dict[str, TensorSpec] = {}
     offsets: dict[str, tuple[int, int]] = {}
-    payload = len(data) - _HEADER_LEN_BYTES - header_len
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        try:
-            dtype = _DTYPE_NAMES[entry["dtype"]]
-            shape = tuple(int(dim) for dim in entry["shape"])
-            start, end = (int(offset) for offset in entry["data_offsets"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise CodecError(f"tensor {name!r} has a malformed header entry") from err
-        if not 0 <= start <= end <= payload:
+        spec, (start, end) = _tensor_entry(name, entry)
+        if not start <= end <= payload:
             raise CodecError(f"tensor {name!r} points outside the file (truncated?)")
-        specs[name] = TensorSpec(dtype=dtype, shape=shape)
+        if end - start != math.prod(spec.shape) * _ITEM_BYTES[spec.dtype]:  # Python ints
+            raise CodecError(f"tensor {name!r} byte range does not match its shape and dtype")
+        specs[name] = spec
         offsets[name] = (start, end)
     if not specs:
         raise CodecError("safetensors file holds no tensors")
-    return SafetensorsHeader(specs, _metadata(header), offsets, _HEADER_LEN_BYTES + header_len)
+    _check_tiling(offsets, payload)
+    return SafetensorsHeader(specs, _metadata(header), offsets, data_start)
+
+
+def _tensor_entry(name: str, entry: object) -> tuple[TensorSpec, tuple[int, int]]:
+    """One tensor's dtype, shape and byte range, each of the type and range it must have."""
+    if not _is_text(name):
+        raise HeaderError("a tensor name is not valid UTF-8 text")
+    if not isinstance(entry, dict) or entry.keys() != _ENTRY_FIELDS:
+        raise HeaderError(f"tensor {name!r} must have exactly the fields {sorted(_ENTRY_FIELDS)}")
+    dtype, shape, span = entry["dtype"], entry["shape"], entry["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in _DTYPE_NAMES:
+        raise HeaderError(f"tensor {name!r} has dtype {str(dtype)[:20]!r}, not a plain type")
+    if not isinstance(shape, list) or len(shape) > _MAX_NDIM:
+        raise HeaderError(f"tensor {name!r} shape must be a list of at most {_MAX_NDIM} dims")
+    if not all(_is_count(dim, _MAX_DIM) for dim in shape):
+        raise HeaderError(f"tensor {name!r} shape must hold integers in 0..{_MAX_DIM}")
+    if not (
+        isinstance(span, list) and len(span) == 2 and all(_is_count(o, _MAX_OFFSET) for o in span)
+    ):
+        raise HeaderError(f"tensor {name!r} data_offsets must be two integers in 0..2**63")
+    return TensorSpec(dtype=_DTYPE_NAMES[dtype], shape=tuple(shape)), (span[0], span[1])
+
+
+def _is_count(value: object, bound: int) -> bool:
+    """A JSON integer in ``0..bound`` (``true`` is an int to Python, not to a header)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= bound
+
+
+def _check_tiling(offsets: Mapping[str, tuple[int, int]], payload: int) -> None:
+    """The byte ranges, in order, must cover the data exactly once."""
+    position = 0
+    for name, (start, end) in sorted(offsets.items(), key=lambda item: item[1]):
+        if start != position:
+            what = "overlaps another tensor" if start < position else "leaves a gap before it"
+            raise CodecError(f"tensor {name!r} {what}")
+        position = end
+    if position != payload:
+        raise CodecError(f"{payload - position} bytes after the last tensor belong to no tensor")
 
 
 def _metadata(header: dict[str, Any]) -> dict[str, str]:
     metadata = header.get("__metadata__") or {}
     if not isinstance(metadata, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+        _is_text(k) and _is_text(v) for k, v in metadata.items()
     ):
-        raise CodecError("safetensors __metadata__ must map strings to strings")
+        raise HeaderError("safetensors __metadata__ must map strings to strings")
     return metadata
 
 

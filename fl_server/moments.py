@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from fl_core.config import FederationConfig
 from fl_core.data.standardize import FeatureMoments
-from fl_core.errors import RoundFailedError, UpdateRejectedError
+from fl_core.errors import ObjectNotFoundError, RoundFailedError, UpdateRejectedError
 from fl_core.exchange.manifests import MomentsReport
 from fl_core.exchange.protocol import Exchange
 from fl_core.types import SiteId
@@ -38,15 +38,32 @@ class GatheredMoments:
         return [s for s in sites if s not in self.moments and s not in self.rejected]
 
 
+def max_report_bytes(num_features: int) -> int:
+    """The most bytes an honest report of ``num_features`` can take: three lists of floats of
+    at most 25 characters each, indented one a line, and the few other fields."""
+    return 8192 + 3 * 48 * num_features
+
+
+def _check_size(num_bytes: int, num_features: int) -> None:
+    limit = max_report_bytes(num_features)
+    if num_bytes > limit:
+        raise UpdateRejectedError(
+            "too_large", f"moments report is {num_bytes} bytes, limit {limit} for the model"
+        )
+
+
 def check_moments(
     data: bytes, site_id: SiteId, federation_id: str, num_features: int, max_examples: int
 ) -> FeatureMoments:
     """Parse and check one report; raises ``UpdateRejectedError`` naming the problem."""
+    _check_size(len(data), num_features)
     try:
         report = MomentsReport.model_validate_json(data)
     except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "document"
         raise UpdateRejectedError(
-            "malformed_manifest", f"moments report: {err.errors()[0]['msg']}"
+            "malformed_moments", f"moments report: {where}: {first['msg']}"
         ) from err
     if report.site_id != site_id or report.federation_id != federation_id:
         raise UpdateRejectedError(
@@ -73,10 +90,22 @@ def check_moments(
         raise UpdateRejectedError(
             "out_of_range", "counts must lie in [0, num_examples] and sums of squares >= 0"
         )
-    floor = np.where(count > 0, total * total / np.maximum(count, 1.0), 0.0)
+    with np.errstate(over="ignore"):  # a square beyond float64 is inf, which no sum passes
+        floor = np.where(count > 0, total * total / np.maximum(count, 1.0), 0.0)
     if (total_sq < floor * (1 - _CAUCHY_SCHWARZ_SLACK) - 1e-9).any():
         raise UpdateRejectedError("out_of_range", "a sum of squares is below sum^2 / count")
     return FeatureMoments(count, total, total_sq)
+
+
+def _read_report(exchange: Exchange, site_id: SiteId, num_features: int) -> bytes | None:
+    """A hospital's report (None: not written yet), sized before it is read: one of
+    gigabytes is refused, never downloaded."""
+    try:
+        size = exchange.store.size(exchange.layout.moments_key(site_id))
+    except ObjectNotFoundError:
+        return None
+    _check_size(size, num_features)
+    return exchange.read_moments_bytes(site_id)
 
 
 def gather_moments(
@@ -93,10 +122,10 @@ def gather_moments(
     interval = config.round.poll_interval_s
     while True:
         for site_id in gathered.missing(sites):
-            data = exchange.read_moments_bytes(site_id)
-            if data is None:
-                continue
             try:
+                data = _read_report(exchange, site_id, num_features)
+                if data is None:
+                    continue
                 gathered.moments[site_id] = check_moments(
                     data,
                     site_id,

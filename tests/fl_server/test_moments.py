@@ -98,7 +98,7 @@ def _report_bytes(**changes) -> bytes:
         ({"count": [500.0, 0.0, 0.0]}, "out_of_range"),
         ({"total_sq": [0.0, 0.0, 0.0], "total": [50.0, 50.0, 50.0]}, "out_of_range"),
         ({"site_id": "site-b"}, "site_mismatch"),
-        ({"count": "many"}, "malformed_manifest"),
+        ({"count": "many"}, "malformed_moments"),
     ],
 )
 def test_impossible_reports_are_rejected_with_a_reason(changes, reason):
