@@ -86,16 +86,16 @@ def invited_bad_sites(on_s3: bool) -> list[str]:
     return [a.site for a in attacks(on_s3, 2) if a.site != STRANGER]
 
 
-def _signed(weights: Weights, manifest: UpdateManifest) -> bytes:
+def signed_update(weights: Weights, manifest: UpdateManifest) -> bytes:
     return encode_weights(weights, update_metadata(manifest))
 
 
-def _header_json(data: bytes) -> tuple[dict[str, object], bytes]:
+def header_json(data: bytes) -> tuple[dict[str, object], bytes]:
     (length,) = struct.unpack("<Q", data[:8])
     return json.loads(data[8 : 8 + length]), data[8 + length :]
 
 
-def _with_header(header: dict[str, object], payload: bytes, pad_to: int = 0) -> bytes:
+def with_header(header: dict[str, object], payload: bytes, pad_to: int = 0) -> bytes:
     text = json.dumps(header).encode()
     text += b" " * max(0, pad_to - len(text))
     return struct.pack("<Q", len(text)) + text + payload
@@ -202,7 +202,7 @@ class HostileWriter:
             return found is not None and CHANGED in found[0].decisions
 
         self.federation.wait_for(f"a decision on {CHANGED}", decided, watch)
-        self._overwrite(key, _signed(weights, answer_to(manifest, CHANGED)))
+        self._overwrite(key, signed_update(weights, answer_to(manifest, CHANGED)))
 
     def _craft(
         self,
@@ -214,31 +214,31 @@ class HostileWriter:
     ) -> bytes:
         site = attack.site
         names = sorted(weights)
-        signed = _signed(weights, answer_to(manifest, site))
+        signed = signed_update(weights, answer_to(manifest, site))
         builders: dict[str, Callable[[], bytes]] = {
-            "bad-impostor": lambda: _signed(
+            "bad-impostor": lambda: signed_update(
                 weights, answer_to(manifest, self.federation.honest[1])
             ),
-            "bad-stale": lambda: _signed(
+            "bad-stale": lambda: signed_update(
                 weights, answer_to(manifest, site, round_index=manifest.round_index + 1)
             ),
             "bad-copy": lambda: copied,
             "bad-truncated": lambda: signed[:-7],
-            "bad-extra": lambda: _signed(
+            "bad-extra": lambda: signed_update(
                 {**weights, "evil": np.ones(3, np.float32)}, answer_to(manifest, site)
             ),
-            "bad-missing": lambda: _signed(
+            "bad-missing": lambda: signed_update(
                 {k: weights[k] for k in names[:-1]}, answer_to(manifest, site)
             ),
-            "bad-dtype": lambda: _signed(
+            "bad-dtype": lambda: signed_update(
                 {k: v.astype(np.float64) for k, v in weights.items()}, answer_to(manifest, site)
             ),
-            "bad-shape": lambda: _signed(
+            "bad-shape": lambda: signed_update(
                 {**weights, names[0]: np.zeros((*weights[names[0]].shape, 2), np.float32)},
                 answer_to(manifest, site),
             ),
-            "bad-nan": lambda: _signed(_poisoned(weights, np.nan), answer_to(manifest, site)),
-            "bad-inf": lambda: _signed(_poisoned(weights, np.inf), answer_to(manifest, site)),
+            "bad-nan": lambda: signed_update(_poisoned(weights, np.nan), answer_to(manifest, site)),
+            "bad-inf": lambda: signed_update(_poisoned(weights, np.inf), answer_to(manifest, site)),
             "bad-oversize": lambda: self._oversize(weights, manifest, site, len(signed)),
             "bad-disagree": lambda: _disagree(signed),
             REVOKED: lambda: signed,
@@ -246,11 +246,11 @@ class HostileWriter:
             "bad-pickle": lambda: pickle.dumps({name: weights[name].tolist() for name in names}),
             "bad-offsets": lambda: _offsets_past_end(signed),
             "bad-header-claim": lambda: struct.pack("<Q", HEADER_BYTES) + signed[8:],
-            CHANGED: lambda: _signed(
+            CHANGED: lambda: signed_update(
                 weights, answer_to(manifest, site, round_index=manifest.round_index + 1)
             ),
             "bad-replay": lambda: (
-                _signed(weights, answer_to(manifest, site, nonce=old_nonce))
+                signed_update(weights, answer_to(manifest, site, nonce=old_nonce))
                 if old_nonce
                 else copied
             ),
@@ -264,7 +264,7 @@ class HostileWriter:
     ) -> bytes:
         """Ten times an honest answer (the run's ``admission.max_update_bytes`` is 4x)."""
         pad = np.zeros(9 * honest // 4, np.float32)
-        data = _signed({**weights, "pad": pad}, answer_to(manifest, site))
+        data = signed_update({**weights, "pad": pad}, answer_to(manifest, site))
         self.oversize_ratio = len(data) / honest
         return data
 
@@ -286,23 +286,23 @@ def _poisoned(weights: Weights, value: float) -> Weights:
 
 def _disagree(signed: bytes) -> bytes:
     """The header's byte range for one tensor no longer matches its shape and dtype."""
-    header, payload = _header_json(signed)
+    header, payload = header_json(signed)
     name = sorted(k for k in header if k != "__metadata__")[0]
     entry = dict(header[name])  # type: ignore[call-overload]
     start, end = entry["data_offsets"]
     entry["data_offsets"] = [start, end - 4]
-    return _with_header({**header, name: entry}, payload)
+    return with_header({**header, name: entry}, payload)
 
 
 def _offsets_past_end(signed: bytes) -> bytes:
-    header, payload = _header_json(signed)
+    header, payload = header_json(signed)
     name = sorted(k for k in header if k != "__metadata__")[-1]
     entry = dict(header[name])  # type: ignore[call-overload]
     start, _ = entry["data_offsets"]
     entry["data_offsets"] = [start, len(payload) + 4096]
-    return _with_header({**header, name: entry}, payload)
+    return with_header({**header, name: entry}, payload)
 
 
 def _header_100mb(signed: bytes) -> bytes:
-    header, payload = _header_json(signed)
-    return _with_header(header, payload, pad_to=HEADER_BYTES)
+    header, payload = header_json(signed)
+    return with_header(header, payload, pad_to=HEADER_BYTES)

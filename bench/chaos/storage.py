@@ -8,6 +8,7 @@ dropped connection before or after forwarding, or a body cut in half.
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
 import sys
 import time
@@ -17,10 +18,12 @@ import numpy as np
 import pandas as pd
 
 from bench.chaos.federation import ChaosError, Federation, process_env, running
+from bench.chaos.hooks import JOURNAL_ENV
 from bench.chaos.scenarios import Figure, Reference, honest_losses
 from bench.chaos.stores import s3_federation, versions
 from fedsilo.testing.fault_proxy import FaultProxy
 from fedsilo.testing.moto_s3 import moto_client
+from fedsilo.testing.processes import Proc
 from fl_core.exchange.s3_store import S3Store
 
 WRITE_ONCE = ("global.json", "global.safetensors", "result.json", ".safetensors", ".json")
@@ -39,7 +42,7 @@ def _double_published(federation: Federation) -> int:
     return doubled
 
 
-def _one_line(proc_out: str) -> str | None:
+def one_line(proc_out: str) -> str | None:
     lines = [line for line in proc_out.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     if "Traceback" in proc_out or len(errors) != 1:
@@ -47,36 +50,82 @@ def _one_line(proc_out: str) -> str | None:
     return errors[0]
 
 
+def _aggregated(journal: Path) -> bool:
+    """Whether the aggregator that journalled to ``journal`` wrote any round artefact."""
+    return journal.exists() and any(
+        key.endswith(("/result.json", "/state.json"))
+        for key, _ in (line.rsplit(" ", 1) for line in journal.read_text().splitlines())
+    )
+
+
 def two_aggregators(folder: Path, endpoint: str, rounds: int, ref: Reference) -> list[Figure]:
-    """Two ``server run`` at once on a new federation, and a third started mid-run."""
+    """Two ``server run`` at once on a new federation, and a third started mid-run.
+
+    The third starts while round 2 is collecting: one hospital dies on entering round 2's
+    training (a kill rule), so the round cannot close; once the state shows round 2
+    collecting and that hospital dead, the third is started, and the hospital is restarted
+    only after the third has exited. An aggregator that exits 0 without having written a
+    round artefact (it found the federation done) is neither "ran" nor "refused": the
+    scenario's setup failed.
+    """
     federation = s3_federation(folder / "two-aggregators", endpoint, rounds=rounds)
     group = federation.folder.name
+    held = federation.honest[-1]
+    hold = {"at": "train", "round": 2}
+
+    def spawn(name: str) -> tuple[Proc, Path]:
+        journal = federation.folder / f"{name}.journal"
+        env = {**federation.env(), JOURNAL_ENV: str(journal)}
+        return federation.processes.spawn(name, federation.server_args(), env), journal
+
+    def round_2_held() -> bool:
+        found = federation.exchange.read_state()
+        collecting = found is not None and found[0].phase == "collecting"
+        in_round_2 = collecting and found is not None and found[0].round_index == 2
+        return in_round_2 and clients[held].popen.poll() == -signal.SIGKILL
+
     with running(federation):
-        first = federation.start_server(name="aggregator-a")
-        second = federation.start_server(name="aggregator-b")
-        clients = federation.start_clients()
-        federation.wait_for(
-            "round 1's result", lambda: federation.exchange.read_result(1), [*clients.values()]
+        (first, first_journal), (second, second_journal) = (
+            spawn("aggregator-a"),
+            spawn("aggregator-b"),
         )
-        third = federation.start_server(name="aggregator-c")
-        codes = [p.wait() for p in (first, second, third)]
+        clients = {s: federation.start_client(s) for s in federation.honest if s != held}
+        clients[held] = federation.start_client(held, hold)
+        federation.wait_for("round 2 collecting, held by a hospital", round_2_held)
+        third, third_journal = spawn("aggregator-c")
+        third_code = third.wait()
+        clients[held] = federation.start_client(held)
+        codes = [first.wait(), second.wait(), third_code]
         for site, proc in clients.items():
             if proc.wait() != 0:
                 raise ChaosError(f"{site} failed\n{federation.logs()}")
-    refused = []
-    for proc, code in zip((first, second, third), codes, strict=True):
-        line = _one_line(proc.err.read_text() + proc.out.read_text())
-        if code == 5 and line is not None and "only one" in line:  # both of its messages
+    procs = ((first, first_journal), (second, second_journal), (third, third_journal))
+    ran, refused, idle = [], [], []
+    for (proc, journal), code in zip(procs, codes, strict=True):
+        line = one_line(proc.err.read_text() + proc.out.read_text())
+        if code == 0 and _aggregated(journal):
+            ran.append(proc.name)
+        elif code == 0:
+            idle.append(proc.name)
+        elif code == 5 and line is not None and "only one" in line:  # both of its messages
             refused.append(proc.name)
-    winners = [p.name for p, c in zip((first, second, third), codes, strict=True) if c == 0]
     doubled = _double_published(federation)
     return [
         Figure(
             group,
-            "aggregators started on one exchange (2 at once, 1 mid-run): ran / refused (exit 5)",
-            f"{len(winners)} / {len(refused)}",
+            "scenario setup: aggregators that exited 0 without aggregating (started after "
+            "the federation was done)",
+            ", ".join(idle) or "none",
+            "none",
+            not idle,
+        ),
+        Figure(
+            group,
+            "aggregators started on one exchange (2 at once, 1 while round 2 collects): "
+            "ran / refused (exit 5)",
+            f"{len(ran)} / {len(refused)}",
             "1 / 2",
-            len(winners) == 1 and len(refused) == 2,
+            len(ran) == 1 and len(refused) == 2,
         ),
         Figure(group, "double-published objects (S3 versions > 1)", str(doubled), "0", not doubled),
         *_ledger_and_final_model(federation, ref),
@@ -228,7 +277,7 @@ def vanished_bucket(folder: Path, endpoint: str) -> list[Figure]:
         codes = [p.wait(timeout_s=180) for p in procs]
     named = 0
     for proc, code in zip(procs, codes, strict=True):
-        line = _one_line(proc.err.read_text() + proc.out.read_text())
+        line = one_line(proc.err.read_text() + proc.out.read_text())
         if code not in (0, None) and line is not None and store.bucket in line:
             named += 1
     return [
@@ -342,7 +391,7 @@ def bad_data(folder: Path) -> list[Figure]:
         )  # fmt: skip
         output = done.stdout + done.stderr
         if expected == "exit 2":
-            line = _one_line(output)
+            line = one_line(output)
             ok = done.returncode == 2 and line is not None and path.name in line and needle in line
             value = (
                 f"exit 2, one line naming {path.name} and {needle}"

@@ -1,9 +1,11 @@
 """The suite's run: which scenarios, in which order, with which sizes.
 
-``--quick`` (the ``slow`` test) keeps to a local folder: the hostile files, and the kills at
-every write of round 1's close followed by a few at random instants. The full run adds the
-kills of every round, 100 random kills, moto S3 (hostile files, two aggregators, storage
-faults, a vanished bucket) and the bad tables.
+``--quick`` (the ``slow`` test) keeps to a local folder: the hostile files, the hostile
+member's attacks (planted and junk keys, crash headers, malformed reports, an inflated
+``num_examples``, non-ASCII account ids), and the kills at every write of round 1's close
+followed by a few at random instants. The full run adds the kills of every round, 100 random
+kills, moto S3 (hostile files and member attacks with an SSE-C upload, two aggregators,
+storage faults, a vanished bucket) and the bad tables.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench.chaos import scenarios, storage
+from bench.chaos import members, scenarios, storage
 from bench.chaos.scenarios import Figure, Reference
 from bench.chaos.stores import local_federation, moto_server, s3_federation
 
-GROUPS = ("hostile", "crash", "random", "two", "storage", "data")
+GROUPS = ("hostile", "members", "crash", "random", "two", "storage", "data")
 
 Step = tuple[str, Callable[[], list[Figure]]]
 
@@ -68,6 +70,23 @@ def run(folder: Path, quick: bool, kills: int, only: set[str]) -> list[Figure]:
                 ),
             )
         )
+    junk = 200 if quick else 1000
+    if "members" in only:
+        local += [
+            (
+                "hostile members, local folder",
+                lambda: members.hostile_members(
+                    local_federation(folder / "members-folder", rounds=rounds), ref, junk
+                ),
+            ),
+            (
+                "num_examples overclaim, local folder",
+                lambda: members.overclaim(
+                    local_federation(folder / "overclaim-folder", rounds=rounds)
+                ),
+            ),
+            ("non-ASCII account ids at onboarding", lambda: members.onboarding_ids(folder / "ids")),
+        ]
     crash: list[Step] = []
     if "crash" in only:
         crash.append(
@@ -86,7 +105,7 @@ def run(folder: Path, quick: bool, kills: int, only: set[str]) -> list[Figure]:
                 lambda: scenarios.random_crashes(folder, refs.get(longer), longer, kills),
             )
         )
-    s3 = set() if quick else only & {"hostile", "two", "storage", "crash"}
+    s3 = set() if quick else only & {"hostile", "members", "two", "storage", "crash"}
 
     def on_s3() -> list[Figure]:
         if not s3:
@@ -99,6 +118,14 @@ def run(folder: Path, quick: bool, kills: int, only: set[str]) -> list[Figure]:
                 )
                 remote.append(
                     ("hostile files, moto S3", lambda: scenarios.hostile(federation, ref))
+                )
+            if "members" in s3:
+                members_s3 = s3_federation(folder / "members-s3", endpoint, rounds=rounds)
+                remote.append(
+                    (
+                        "hostile members, moto S3",
+                        lambda: members.hostile_members(members_s3, ref, junk),
+                    )
                 )
             if "two" in s3:
                 longer = rounds + 3  # time for the third to start while the rounds go on
