@@ -20,10 +20,11 @@ EndpointOption = Annotated[str | None, typer.Option(help="S3-compatible endpoint
 CdkJsonOption = Annotated[Path, typer.Option("--cdk-json", help="the federation's cdk.json")]
 
 
-def _sts(endpoint_url: str | None, region: str | None = None) -> object:
+def _sts_endpoint(endpoint_url: str | None, region: str) -> str:
+    """The centre's own STS endpoint: ``--endpoint-url``, ``AWS_ENDPOINT_URL*`` or AWS's."""
     import boto3
 
-    return boto3.client("sts", endpoint_url=endpoint_url, region_name=region)
+    return str(boto3.client("sts", endpoint_url=endpoint_url, region_name=region).meta.endpoint_url)
 
 
 def _exchange(uri: str, federation: str, endpoint_url: str | None) -> Exchange:
@@ -49,25 +50,60 @@ def request_command(
             "(0600); give `fedsilo client run` the same --state-dir",
         ),
     ] = Path("fedsilo-state"),
+    valid_days: Annotated[
+        int,
+        typer.Option(
+            "--valid-days",
+            min=1,
+            max=7,
+            help="days the centre has to approve (SigV4 allows 7 at most; temporary "
+            "credentials end the proof when they expire)",
+        ),
+    ] = 7,
 ) -> None:
-    """Hospital admin: check the inputs and write a signed join request to send."""
+    """Hospital admin: check the inputs and write a join request, proven with STS, to send."""
+    import boto3
+
     from fedsilo.engine.secagg_keys import hospital_public_key, key_path
     from fedsilo.ops.onboarding import build_request
+    from fl_core.errors import ConfigError
     from fl_core.ids import check_site_id
 
-    sts = _sts(endpoint_url, region)
     check_site_id(site_id)
+    session = boto3.Session(region_name=region)
+    sts = session.client("sts", endpoint_url=endpoint_url)
+    found = session.get_credentials()
+    if found is None:
+        raise ConfigError(
+            "no AWS credentials; log in to the hospital's account (aws sso login / "
+            "AWS_PROFILE) and retry"
+        )
+    credentials = found.get_frozen_credentials()
     public_key = hospital_public_key(key_path(state_dir, site_id))
     request = build_request(
-        federation, site_id, account_id, region, sts, secagg_public_key=public_key
+        federation,
+        site_id,
+        account_id,
+        region,
+        sts,
+        credentials,
+        secagg_public_key=public_key,
+        valid_s=valid_days * 86_400,
     )
     path = out or Path(f"join-request-{site_id}.json")
     path.write_text(request.model_dump_json(indent=2) + "\n")
+    expires = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(request.expires_unix))
     console.print(
-        f"wrote {path} (sha256 {request.sha256[:12]}); send it to the coordinating "
-        "centre unchanged",
+        f"wrote {path}, proven with STS as {request.requested_by}; send it to the "
+        f"coordinating centre unchanged, to approve before {expires}",
         highlight=False,
     )
+    if credentials.token:
+        console.print(
+            "these are temporary credentials (SSO or an assumed role): the proof stops "
+            "working when they expire; the centre must approve before then",
+            highlight=False,
+        )
 
 
 @onboard_app.command("approve")
@@ -77,16 +113,19 @@ def approve_command(
     exchange: Annotated[str | None, typer.Option(help="default: s3://<exchange bucket>")] = None,
     endpoint_url: EndpointOption = None,
 ) -> None:
-    """Coordinating centre: register the hospital (pending) and print its deploy command."""
-    from fedsilo.ops.onboarding import CdkJson, approve, load_request
+    """Coordinating centre: have STS confirm the hospital's account, register the hospital
+    (pending) and print its deploy command."""
+    from fedsilo.ops.onboarding import CdkJson, approve, load_request, verify_ownership
 
     request = load_request(request_file)
     cdk = CdkJson.load(cdk_json)
+    sts_endpoint = _sts_endpoint(endpoint_url, request.region)
+    verified = verify_ownership(request, cdk.federation_id, sts_endpoint, time.time())
     store = _exchange(exchange or cdk.bucket_uri(), cdk.federation_id, endpoint_url)
-    command = approve(request, cdk, store, time.time())
+    command = approve(verified, cdk, store, time.time())
     console.print(
-        f"registered {request.site_id} (account {request.account_id}) as pending; "
-        f"added it to {cdk_json}.",
+        f"registered {request.site_id} (account {request.account_id}, confirmed by STS: "
+        f"{verified.caller_arn}) as pending; added it to {cdk_json}.",
         highlight=False,
     )
     console.print(

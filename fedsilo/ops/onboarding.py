@@ -1,11 +1,15 @@
 """Joining and leaving a federation: the hospital admin's and the coordinating centre's steps.
 
 1. ``request``: a hospital admin states site id, account and region; fedsilo checks them (and
-   that the admin's credentials belong to that account) and writes a join request whose
-   sha256 digest covers every field, so an edit in transit is caught.
-2. ``approve``: the coordinating centre checks the digest and refuses a site id or account
-   that collides with a registered one, adds the hospital to ``cdk.json``, writes its
-   registration (pending) and prints the one ``cdk deploy`` command to run.
+   that the admin's credentials belong to that account) and writes a join request carrying a
+   proof only that account's credentials can make: a presigned STS ``GetCallerIdentity``
+   whose signed ``X-Fedsilo-Join-Request`` header is the sha256 of the request's fields
+   (``fedsilo.ops.join_proof``).
+2. ``approve``: the coordinating centre checks that the fields still hash to the signed header,
+   sends the proof to STS itself and requires STS to name the request's account; it refuses a
+   site id or account that collides with a registered one, adds the hospital to ``cdk.json``,
+   writes its registration (pending, noting the ARN STS named) and prints the one
+   ``cdk deploy`` command to run.
 3. ``check``: after deploying its stack, the hospital runs a preflight from inside its role and
    leaves the report under its own update prefix; the aggregator then turns the registration
    active (``fl_core.exchange.registry``).
@@ -24,9 +28,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fedsilo.ops.join_proof import (
+    BINDING_HEADER,
+    MAX_VALID_S,
+    StsProof,
+    allowed_endpoints,
+    ask_sts,
+    proof_expiry,
+    sign_proof,
+    signed_query,
+)
 from fl_core.errors import (
     AccessDeniedError,
     ConfigError,
@@ -43,7 +58,11 @@ ROLE_PATH = "/fedsilo/"  # stacks.context.HOSPITAL_ROLE_PATH: the stacks grant e
 
 
 class JoinRequest(BaseModel):
-    """The file a hospital admin sends to the coordinating centre."""
+    """The file a hospital admin sends to the coordinating centre.
+
+    Every field but ``proof`` is bound into the proof (``binding``); ``proof`` is what STS
+    checks, so no field can change without the hospital's credentials signing again.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -53,20 +72,33 @@ class JoinRequest(BaseModel):
     region: str
     requested_by: str
     requested_unix: float
+    expires_unix: float = Field(description="the centre must approve before this")
     secagg_public_key: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{64}$",
         description="the hospital's long-term X25519 public key for secure aggregation",
     )
-    sha256: str
+    proof: StsProof
 
-    def signed_fields(self) -> dict[str, Any]:
-        # exclude_none: a request made before secagg keys existed keeps its digest
-        return self.model_dump(exclude={"sha256"}, exclude_none=True)
+    def bound_fields(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"proof"}, exclude_none=True)
+
+    def binding(self) -> str:
+        """The value the proof's signed binding header must carry."""
+        return request_digest(self.bound_fields())
+
+
+class VerifiedJoinRequest(BaseModel):
+    """A join request whose account STS confirmed (``verify_ownership``), and who signed it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    request: JoinRequest
+    caller_arn: str
 
 
 def request_digest(fields: dict[str, Any]) -> str:
-    """sha256 of the request's canonical JSON: any edit after signing changes it."""
+    """sha256 of the request's canonical JSON: the binding the proof signs, not a signature."""
     return sha256_hex(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode())
 
 
@@ -96,9 +128,16 @@ def build_request(
     account_id: str,
     region: str,
     sts: Any,
+    credentials: ReadOnlyCredentials,
     clock: Callable[[], float] = time.time,
     secagg_public_key: bytes | None = None,
+    valid_s: int = MAX_VALID_S,
 ) -> JoinRequest:
+    """The join request, its proof presigned with ``credentials`` at ``sts``'s endpoint.
+
+    ``credentials`` must be those ``sts`` calls with: the proof is only as good as STS's
+    answer to them, which the centre gets again when it approves.
+    """
     check_federation_id(federation_id)
     check_site_id(site_id)
     check_account_id(account_id)
@@ -110,17 +149,22 @@ def build_request(
             f"your credentials belong to account {account}, not {account_id}; log in to the "
             "hospital's own account, or correct --account-id"
         )
+    now = clock()
     fields: dict[str, Any] = {
         "federation_id": federation_id,
         "site_id": site_id,
         "account_id": account_id,
         "region": region,
         "requested_by": arn,
-        "requested_unix": clock(),
+        "requested_unix": now,
+        "expires_unix": now + valid_s,
     }
     if secagg_public_key is not None:
         fields["secagg_public_key"] = secagg_public_key.hex()
-    return JoinRequest(**fields, sha256=request_digest(fields))
+    proof = sign_proof(
+        request_digest(fields), credentials, str(sts.meta.endpoint_url), region, valid_s
+    )
+    return JoinRequest(**fields, proof=proof)
 
 
 def load_request(path: Path) -> JoinRequest:
@@ -131,14 +175,55 @@ def load_request(path: Path) -> JoinRequest:
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(f"join request {path} is malformed: {where}: {first['msg']}") from err
-    if request_digest(request.signed_fields()) != request.sha256:
         raise ConfigError(
-            f"join request {path} was edited after it was signed (sha256 mismatch); ask the "
-            "hospital admin to run `fedsilo onboard request` again and send the file unchanged"
+            f"join request {path} is malformed: {where}: {first['msg']}; ask the hospital admin "
+            "to run `fedsilo onboard request` again"
+        ) from err
+    if request.proof.headers.get(BINDING_HEADER) != request.binding():
+        raise ConfigError(
+            f"join request {path} was edited after it was signed (its fields no longer hash to "
+            f"the signed {BINDING_HEADER}); ask the hospital admin to run `fedsilo onboard "
+            "request` again and send the file unchanged"
         )
     check_site_id(request.site_id)
     return request
+
+
+def verify_ownership(
+    request: JoinRequest, federation_id: str, sts_endpoint: str | None, now: float
+) -> VerifiedJoinRequest:
+    """Send the request's proof to STS and require STS to name the request's account.
+
+    fedsilo checks the federation, the region, the expiry, the binding of every field to the
+    signed header and that the endpoint is STS's; STS checks the signature itself.
+    ``sts_endpoint`` is the centre's own configured endpoint (tests, private endpoints).
+    """
+    if request.federation_id != federation_id:
+        raise ConfigError(
+            f"the request is for federation {request.federation_id!r}, this cdk.json is "
+            f"{federation_id!r}; ask the hospital admin for a request to {federation_id!r}"
+        )
+    if request.region not in known_regions():
+        raise ConfigError(f"the request's region {request.region!r} is not an AWS region")
+    binding = request.binding()
+    endpoint, query = signed_query(
+        request.proof, binding, allowed_endpoints(request.region, sts_endpoint)
+    )
+    expiry = min(request.expires_unix, proof_expiry(request.proof))
+    if now > expiry:
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(expiry))
+        raise ConfigError(
+            f"the join request of {request.site_id} expired at {stamp}; ask the hospital admin "
+            "to run `fedsilo onboard request` again and send the new file"
+        )
+    identity = ask_sts(endpoint, query, binding)
+    if identity.account != request.account_id:
+        raise ConfigError(
+            f"the join request claims account {request.account_id} but was signed with "
+            f"credentials of account {identity.account} ({identity.arn}); ask the hospital admin "
+            f"to run `fedsilo onboard request` logged in to account {request.account_id}"
+        )
+    return VerifiedJoinRequest(request=request, caller_arn=identity.arn)
 
 
 # ---- cdk.json ---------------------------------------------------------------------------------
@@ -212,8 +297,9 @@ def deploy_command(federation_id: str, site_id: str) -> str:
     return f"npx cdk deploy {stack} --profile <hospital {site_id} admin profile>"
 
 
-def approve(request: JoinRequest, cdk: CdkJson, exchange: Exchange, now: float) -> str:
+def approve(verified: VerifiedJoinRequest, cdk: CdkJson, exchange: Exchange, now: float) -> str:
     """Register a hospital (pending) and return the deploy command for its admin."""
+    request = verified.request
     if request.federation_id != cdk.federation_id:
         raise ConfigError(
             f"the request is for federation {request.federation_id!r}, this cdk.json is "
@@ -257,7 +343,8 @@ def approve(request: JoinRequest, cdk: CdkJson, exchange: Exchange, now: float) 
             joined_unix=now,
             status="pending",
             changed_unix=now,
-            note=f"approved join request {request.sha256[:12]}",
+            note=f"approved join request {request.binding()[:12]}; STS named its signer "
+            f"{verified.caller_arn}",
             secagg_public_key=request.secagg_public_key,
         ),
         None,

@@ -1,6 +1,7 @@
 """Joining and leaving, as README.md's onboarding section tells the two admins to do it.
 
-In-process moto (``mock_aws``) proves the request / approve / offboard rules; the preflight
+In-process moto (``mock_aws``) proves the request / approve / offboard rules (STS's proof of
+the account is tested in test_join_proof.py; here ``verified`` stands for its result); the preflight
 runs through moto_server with IAM enforcement switched on, from inside a hospital role that
 carries the identity policy the HospitalStack attaches (``stacks.policies``). moto keeps one
 account and ignores bucket and KMS key policies for other accounts: those halves of the rule
@@ -12,23 +13,27 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import time
 from pathlib import Path
 
 import boto3
 import numpy as np
 import pytest
 from botocore.config import Config
+from botocore.credentials import ReadOnlyCredentials
 from moto import mock_aws
 
 from fedsilo.engine.inline import InlineHospitals
 from fedsilo.ops.aws_session import s3_store_for
 from fedsilo.ops.onboarding import (
     CdkJson,
+    VerifiedJoinRequest,
     approve,
     build_request,
     load_request,
     offboard,
     preflight,
+    verify_ownership,
 )
 from fedsilo.testing.cli import run_fedsilo
 from fedsilo.testing.moto_iam import (
@@ -39,6 +44,7 @@ from fedsilo.testing.moto_iam import (
     trust_policy,
 )
 from fedsilo.testing.moto_s3 import create_bucket, moto_client, reset_moto, threaded_moto_server
+from fedsilo.testing.sts_presigned import presigned_sts_front
 from fl_client.hospital import Hospital
 from fl_core.config import load_config
 from fl_core.data.synthetic import SyntheticSource
@@ -83,9 +89,21 @@ def exchange_for(cdk: CdkJson) -> Exchange:
     return Exchange(S3Store(bucket, client=s3), cdk.federation_id)
 
 
+def env_credentials() -> ReadOnlyCredentials:
+    return boto3.Session().get_credentials().get_frozen_credentials()
+
+
+def verified(path: Path) -> VerifiedJoinRequest:
+    """What ``verify_ownership`` returns once STS confirmed the request's account."""
+    request = load_request(path)
+    return VerifiedJoinRequest(request=request, caller_arn=request.requested_by)
+
+
 def signed_request(monkeypatch, tmp_path: Path, site: str, account: str) -> Path:
     as_account(monkeypatch, account)
-    request = build_request("eicu-mortality", site, account, REGION, boto3.client("sts"))
+    request = build_request(
+        "eicu-mortality", site, account, REGION, boto3.client("sts"), env_credentials()
+    )
     path = tmp_path / f"join-request-{site}.json"
     path.write_text(request.model_dump_json(indent=2))
     as_account(monkeypatch, "111111111111")
@@ -95,26 +113,27 @@ def signed_request(monkeypatch, tmp_path: Path, site: str, account: str) -> Path
 def test_request_checks_its_inputs_and_the_callers_account(aws, tmp_path):
     as_account(aws, NEW_ACCOUNT)
     sts = boto3.client("sts")
-    request = build_request("eicu-mortality", "site-c", NEW_ACCOUNT, REGION, sts)
+    creds = env_credentials()
+    request = build_request("eicu-mortality", "site-c", NEW_ACCOUNT, REGION, sts, creds)
     assert (
         request.requested_by.startswith(f"arn:aws:sts::{NEW_ACCOUNT}")
         or NEW_ACCOUNT in request.requested_by
     )
     with pytest.raises(ConfigError, match=f"belong to account {NEW_ACCOUNT}, not 555555555555"):
-        build_request("eicu-mortality", "site-c", "555555555555", REGION, sts)
+        build_request("eicu-mortality", "site-c", "555555555555", REGION, sts, creds)
     with pytest.raises(ConfigError, match="site id"):
-        build_request("eicu-mortality", "Site C", NEW_ACCOUNT, REGION, sts)
+        build_request("eicu-mortality", "Site C", NEW_ACCOUNT, REGION, sts, creds)
     with pytest.raises(ConfigError, match="12-digit"):
-        build_request("eicu-mortality", "site-c", "4444", REGION, sts)
+        build_request("eicu-mortality", "site-c", "4444", REGION, sts, creds)
     with pytest.raises(ConfigError, match="not an AWS region"):
-        build_request("eicu-mortality", "site-c", NEW_ACCOUNT, "mars-north-1", sts)
+        build_request("eicu-mortality", "site-c", NEW_ACCOUNT, "mars-north-1", sts, creds)
 
 
 def test_approve_registers_pending_and_adds_the_hospital_to_cdk_json(aws, tmp_path, cdk_json):
     path = signed_request(aws, tmp_path, "site-c", NEW_ACCOUNT)
     cdk = CdkJson.load(cdk_json)
     exchange = exchange_for(cdk)
-    command = approve(load_request(path), cdk, exchange, now=1000.0)
+    command = approve(verified(path), cdk, exchange, now=1000.0)
     assert command.startswith("npx cdk deploy FedsiloEicuMortalityHospitalSiteC")
     hospitals = json.loads(cdk_json.read_text())["context"]["fedsilo"]["hospitals"]
     assert {"site_id": "site-c", "account_id": NEW_ACCOUNT} in hospitals
@@ -136,7 +155,7 @@ def test_approve_refuses_collisions_naming_the_clash(aws, tmp_path, cdk_json, si
     cdk = CdkJson.load(cdk_json)
     before = cdk_json.read_text()
     with pytest.raises(ConfigError, match=clash.replace("(", r"\(").replace(")", r"\)")) as caught:
-        approve(load_request(path), cdk, exchange_for(cdk), now=1000.0)
+        approve(verified(path), cdk, exchange_for(cdk), now=1000.0)
     assert caught.value.exit_code == 2
     assert cdk_json.read_text() == before
 
@@ -154,7 +173,7 @@ def test_check_with_the_wrong_accounts_credentials_fails_and_stays_pending(aws, 
     path = signed_request(aws, tmp_path, "site-c", NEW_ACCOUNT)
     cdk = CdkJson.load(cdk_json)
     exchange = exchange_for(cdk)
-    approve(load_request(path), cdk, exchange, now=1000.0)
+    approve(verified(path), cdk, exchange, now=1000.0)
     as_account(aws, "555555555555")
     report, passed = preflight(exchange, "site-c", boto3.client("sts"), None, clock=lambda: 2000.0)
     assert not passed
@@ -169,7 +188,7 @@ def test_offboarded_hospital_that_keeps_writing_is_refused(aws, tmp_path, cdk_js
     cdk = CdkJson.load(cdk_json)
     exchange = exchange_for(cdk)
     path = signed_request(aws, tmp_path, "site-c", NEW_ACCOUNT)
-    approve(load_request(path), cdk, exchange, now=1000.0)
+    approve(verified(path), cdk, exchange, now=1000.0)
     revoked = offboard("site-c", CdkJson.load(cdk_json), exchange, now=2000.0)
     assert revoked.status == "revoked"
     sites = [
@@ -236,10 +255,21 @@ def test_preflight_from_inside_the_hospital_role_then_activation(
     admin = boto3.Session(region_name=REGION)
     path_style = Config(s3={"addressing_style": "path"})
     sts = admin.client("sts", endpoint_url=moto_endpoint)
-    request = build_request("eicu-mortality", "site-c", moto_account, REGION, sts)
-    (tmp_path / "request.json").write_text(request.model_dump_json())
+    with presigned_sts_front(moto_endpoint) as sts_front:
+        request = build_request(
+            "eicu-mortality",
+            "site-c",
+            moto_account,
+            REGION,
+            admin.client("sts", endpoint_url=sts_front),
+            admin.get_credentials().get_frozen_credentials(),
+        )
+        (tmp_path / "request.json").write_text(request.model_dump_json())
+        cdk = CdkJson.load(cdk_json)
+        ownership = verify_ownership(
+            load_request(tmp_path / "request.json"), cdk.federation_id, sts_front, time.time()
+        )
 
-    cdk = CdkJson.load(cdk_json)
     coordinator = Exchange(
         s3_store_for(cdk.bucket_uri(), admin, moto_endpoint, None), cdk.federation_id
     )
@@ -247,7 +277,7 @@ def test_preflight_from_inside_the_hospital_role_then_activation(
         Bucket=cdk.bucket_uri().removeprefix("s3://"),
         CreateBucketConfiguration={"LocationConstraint": REGION},
     )
-    approve(load_request(tmp_path / "request.json"), cdk, coordinator, now=1000.0)
+    approve(ownership, cdk, coordinator, now=1000.0)
 
     # the hospital's task role exactly as HospitalStack makes it (name, path, tag, policy)
     context = parse_context(json.loads(cdk_json.read_text())["context"]["fedsilo"])
@@ -288,7 +318,14 @@ def test_preflight_from_inside_the_hospital_role_then_activation(
     assert coordinator.read_registration("site-c").status == "active"
 
 
-def test_readme_steps_through_the_command_line(tmp_path, cdk_json, moto_endpoint, monkeypatch):
+@pytest.fixture
+def sts_front(moto_endpoint):
+    """moto_server answering presigned STS requests (``fedsilo.testing.sts_presigned``)."""
+    with presigned_sts_front(moto_endpoint) as url:
+        yield url
+
+
+def test_readme_steps_through_the_command_line(tmp_path, cdk_json, moto_endpoint, sts_front):
     """The onboarding section of README.md, command by command, against moto_server."""
     import os
     import subprocess
@@ -326,15 +363,26 @@ def test_readme_steps_through_the_command_line(tmp_path, cdk_json, moto_endpoint
         "--region",
         REGION,
         "--endpoint-url",
-        moto_endpoint,
+        sts_front,
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "join-request-site-c.json").is_file()
+    # an account id edited in transit: one line, exit 2, nothing registered
+    original = (tmp_path / "join-request-site-c.json").read_text()
+    edited = json.loads(original)
+    edited["account_id"] = "999999999999"
+    (tmp_path / "join-request-edited.json").write_text(json.dumps(edited))
+    on_moto = ("--cdk-json", str(cdk_json), "--endpoint-url", sts_front)
+    refused = fedsilo("onboard", "approve", "join-request-edited.json", *on_moto)
+    assert refused.returncode == 2
+    assert [line for line in refused.stderr.splitlines() if line.strip()] == [
+        line for line in refused.stderr.splitlines() if "edited after it was signed" in line
+    ]
     approve_request = ("onboard", "approve", "join-request-site-c.json")
-    on_moto = ("--cdk-json", str(cdk_json), "--endpoint-url", moto_endpoint)
     done = fedsilo(*approve_request, *on_moto)
     assert done.returncode == 0, done.stderr
     assert "npx cdk deploy FedsiloEicuMortalityHospitalSiteC" in done.stdout
+    assert "confirmed by STS" in done.stdout
     again = fedsilo(*approve_request, *on_moto)
     assert again.returncode == 2
     assert "site id 'site-c' is already registered" in again.stderr

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from botocore.credentials import ReadOnlyCredentials
 
 from fedsilo.engine.secagg_keys import hospital_public_key, key_path, load_key
+from fedsilo.ops.join_proof import sign_proof
 from fedsilo.ops.onboarding import JoinRequest, load_request, request_digest
 from fl_core.errors import ConfigError
 from fl_core.secagg import masking
@@ -35,9 +37,14 @@ def test_the_public_key_is_signed_into_the_join_request(tmp_path: Path) -> None:
         "region": "eu-west-1",
         "requested_by": "arn:aws:iam::444444444444:user/admin",
         "requested_unix": 1.0,
+        "expires_unix": 2.0,
         "secagg_public_key": public.hex(),
     }
-    request = JoinRequest(**fields, sha256=request_digest(fields))
+    # presigned offline, as `onboard request` does with the admin's credentials
+    credentials = ReadOnlyCredentials("AKIDEXAMPLE", "example-secret", None)
+    endpoint = "https://sts.eu-west-1.amazonaws.com"
+    proof = sign_proof(request_digest(fields), credentials, endpoint, "eu-west-1", 86_400)
+    request = JoinRequest(**fields, proof=proof)
     path = tmp_path / "join-request-site-c.json"
     path.write_text(request.model_dump_json())
     assert load_request(path).secagg_public_key == public.hex()
@@ -46,11 +53,10 @@ def test_the_public_key_is_signed_into_the_join_request(tmp_path: Path) -> None:
     path.write_text(json.dumps(swapped))
     with pytest.raises(ConfigError, match="edited after it was signed"):
         load_request(path)
-    # a request made before secagg keys existed keeps its digest
-    del fields["secagg_public_key"]
-    old = JoinRequest(**fields, sha256=request_digest(fields))
-    path.write_text(old.model_dump_json(exclude_none=True))
-    assert load_request(path).secagg_public_key is None
+    del swapped["secagg_public_key"]  # dropping the key is an edit too
+    path.write_text(json.dumps(swapped))
+    with pytest.raises(ConfigError, match="edited after it was signed"):
+        load_request(path)
 
 
 def test_protocol_keys_fall_under_the_hospital_grants() -> None:
