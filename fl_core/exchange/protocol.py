@@ -9,9 +9,11 @@ an evaluation answer (or a declined round) is the manifest alone.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
+import structlog
 from pydantic import BaseModel, ValidationError
 
 from fl_core.errors import CodecError, ExchangeError, ObjectExistsError, ObjectNotFoundError
@@ -31,7 +33,28 @@ from fl_core.exchange.store import HISTORY_RETENTION_DAYS, ObjectStore
 from fl_core.serialization import header_span, read_metadata, sha256_hex
 from fl_core.types import ETag, RoundIndex, Sha256Hex, SiteId
 
+log = structlog.get_logger("fedsilo.exchange")
+
 _Model = TypeVar("_Model", bound=BaseModel)
+MAX_PREFLIGHT_BYTES = 256 * 1024
+"""A preflight report is a dozen checks of a few lines each: far larger is not one."""
+
+
+@dataclass(frozen=True)
+class SkippedDocument:
+    """A document that could not be read as what its key says it is, and why.
+
+    What a hospital writes while it onboards (preflight reports), and the registry, are
+    read by the aggregator, ``fedsilo status`` and ``onboard approve``: one malformed
+    document is skipped and shown, never fatal to them.
+    """
+
+    key: ObjectKey
+    reason: str
+    """``malformed_preflight``, ``malformed_registration`` or ``too_large``."""
+    detail: str
+
+
 _HEAD_BYTES = 64 * 1024
 """First read of a training answer's header: its manifest is a few kB; longer ones need two."""
 
@@ -55,6 +78,8 @@ class Exchange:
         self.layout = ExchangeLayout(federation_id)
         self._registrations: dict[str, tuple[str, Registration | None]] = {}
         """``list_registrations``' cache: key -> (version it was read at, its registration)."""
+        self.skipped: dict[ObjectKey, SkippedDocument] = {}
+        """Preflight reports and registrations skipped as malformed, as last read."""
 
     @property
     def federation_id(self) -> str:
@@ -216,15 +241,45 @@ class Exchange:
         self.store.put_new(self.layout.preflight_key(report.site_id, stamp), _dump(report))
 
     def list_preflights(self, site_id: SiteId) -> list[PreflightReport]:
-        """Preflight reports written under ``site_id``'s own key (the only place it may write)."""
+        """Preflight reports written under ``site_id``'s own key (the only place it may write).
+
+        A hospital that is still onboarding may write anything there: a report that is not
+        one is skipped, logged and kept in ``skipped``; the others still count.
+        """
         reports = []
         for key in self.store.list_keys(self.layout.preflight_prefix()):
             if self.layout.site_of_preflight_key(key) != site_id:
                 continue
-            found = self._read_model(key, PreflightReport)
+            try:  # a ranged read: a report of gigabytes is never downloaded
+                head = self.store.get_head(key, MAX_PREFLIGHT_BYTES + 1)
+            except ObjectNotFoundError:
+                continue
+            if len(head) > MAX_PREFLIGHT_BYTES:
+                self._skip(key, "too_large", f"over {MAX_PREFLIGHT_BYTES} bytes")
+                continue
+            found = self._parse_or_skip(key, head, PreflightReport, "malformed_preflight")
             if found is not None and found.site_id == site_id:
                 reports.append(found)
         return reports
+
+    def _parse_or_skip(
+        self, key: ObjectKey, data: bytes, model: type[_Model], reason: str
+    ) -> _Model | None:
+        """``data`` as ``model``, or None after recording why it is not one (``skipped``)."""
+        try:
+            document = model.model_validate_json(data)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "document"
+            self._skip(key, reason, f"{where}: {first['msg']}")
+            return None
+        self.skipped.pop(key, None)
+        return document
+
+    def _skip(self, key: ObjectKey, reason: str, detail: str) -> None:
+        if key not in self.skipped:  # logged once, not at every poll
+            log.warning("document_skipped", key=key, reason=reason, detail=detail[:300])
+        self.skipped[key] = SkippedDocument(key, reason, detail[:500])
 
     def read_registration(self, site_id: SiteId) -> Registration | None:
         return self._read_model(self.layout.registry_key(site_id), Registration)
@@ -243,10 +298,21 @@ class Exchange:
                 continue
             cached = self._registrations.get(key)
             if cached is None or cached[0] != version:
-                cached = (version, self._read_model(key, Registration))
+                cached = (version, self._read_registration_or_skip(key))
             fresh[key] = cached
+        for gone in self._registrations.keys() - fresh.keys():
+            self.skipped.pop(gone, None)
         self._registrations = fresh
         return [registration for _, registration in fresh.values() if registration is not None]
+
+    def _read_registration_or_skip(self, key: ObjectKey) -> Registration | None:
+        """A registration, or None where it vanished or is malformed (then in ``skipped``):
+        one bad entry must not stop the aggregator, ``fedsilo status`` or an approval."""
+        try:
+            data = self.store.get(key)
+        except ObjectNotFoundError:
+            return None
+        return self._parse_or_skip(key, data, Registration, "malformed_registration")
 
     # ---- feature moments (before round 1) -------------------------------------------------
 
