@@ -65,6 +65,7 @@ from fl_core.serialization import (
 from fl_core.types import ETag, Sha256Hex, SiteId, Weights
 from fl_server.aggregator import AdmittedUpdate, ServerAggregator
 from fl_server.allocator import keep_freed_buffers
+from fl_server.answer_keys import RoundKeys, sample
 from fl_server.lookahead import checked_ahead, workers_for
 from fl_server.privacy_round import declined_decision, round_privacy
 from fl_server.secagg_server import SecAggServer
@@ -155,6 +156,8 @@ class _Round:
     manifest: GlobalManifest
     global_weights: Weights | None
     context: AdmissionContext
+    keys: RoundKeys
+    """The round's listed keys classified so far: answers by exact name, foreign keys."""
     evaluations: dict[SiteId, EvaluationReport] = field(default_factory=dict)
     train_losses: dict[SiteId, tuple[float, int]] = field(default_factory=dict)
     epsilons: dict[SiteId, float] = field(default_factory=dict)  # DP-SGD spent per hospital
@@ -405,7 +408,8 @@ class RoundLoop:
             self.aggregator.begin_round(state.round_index, weights)
         # an answer is the size of the global model in a training round, a manifest otherwise
         workers = workers_for(len(global_bytes)) if manifest.task == "train" else 0
-        current = _Round(manifest, weights, context, check_workers=workers)
+        keys = RoundKeys(self.exchange.layout, state.round_index, manifest.invited_sites)
+        current = _Round(manifest, weights, context, keys, check_workers=workers)
         for decision in state.decisions.values():
             if decision.status in ("accepted", "declined"):
                 self._replay(current, decision)
@@ -548,11 +552,20 @@ class RoundLoop:
         cfg = self.config.round
         unsaved = False
         while True:
-            new = [
-                s
-                for s in self.exchange.list_answered_sites(state.round_index)
-                if s not in state.decisions
-            ]
+            listed, foreign = current.keys.classify(
+                self.exchange.list_update_keys(state.round_index)
+            )
+            if foreign:  # once per batch of new keys, never once per poll
+                log.warning(
+                    "foreign_keys",
+                    round_index=state.round_index,
+                    new=len(foreign),
+                    total=current.keys.foreign_count,
+                    samples=[sample(key) for key in foreign[:3]],
+                    detail="keys under the round's updates prefix that are no invited site's "
+                    "answer: ignored, and counted in result.json",
+                )
+            new = [s for s in listed if s not in state.decisions]
             if new:
                 # revocations take effect at the next admission, before any redeploy
                 current.context = dataclasses.replace(
@@ -645,6 +658,8 @@ class RoundLoop:
                 closed_unix=self.clock(),
                 extensions=state.extensions,
                 config_hash=self.config_hash,
+                foreign_keys=current.keys.foreign_count,
+                foreign_key_samples=current.keys.foreign_samples,
             )
             self.exchange.write_result(result)
         elif result.next_global_sha256 is not None:

@@ -19,6 +19,7 @@ from fl_core.exchange.manifests import RoundResult, UpdateManifest
 from fl_core.exchange.protocol import Exchange
 from fl_core.metrics import auroc_from_histogram
 from fl_core.types import RoundIndex, SiteId
+from fl_server.answer_keys import RoundKeys
 
 _LOOKBACK_ROUNDS = 50  # how far back a hospital's last rejection and AUROC are searched
 
@@ -49,6 +50,8 @@ class FederationStatus:
     sites: list[SiteStatus]
     dp_fedavg_epsilon: float | None = None  # client-level epsilon of the model so far
     final: bool = False  # the current round is the final evaluation (after the last training)
+    foreign_keys: int = 0  # keys in the current round's updates that are nobody's answer
+    foreign_key_samples: tuple[str, ...] = ()
 
     @property
     def ended(self) -> bool:
@@ -157,7 +160,10 @@ def collect_status(exchange: Exchange, now: float | None = None) -> FederationSt
     manifest = exchange.read_global_manifest(round_index) if round_index else None
     registrations = {r.site_id: r.status for r in exchange.list_registrations()}
     invited = set(manifest.invited_sites) if manifest else set()
-    answered = set(exchange.list_answered_sites(round_index)) if round_index else set()
+    keys = RoundKeys(exchange.layout, round_index or 1, invited)
+    if round_index:
+        keys.classify(exchange.list_update_keys(round_index))
+    answered = set(keys.answered)
     decisions = dict(state.decisions) if state else {}
     results = []
     if round_index:
@@ -166,9 +172,11 @@ def collect_status(exchange: Exchange, now: float | None = None) -> FederationSt
             if result is not None:
                 results.append(result)
     current = results[0] if results and results[0].round_index == round_index else None
+    foreign = (keys.foreign_count, tuple(keys.foreign_samples))
     if current is not None:  # a closed round's decisions live in result.json
         for decision in [*current.accepted, *current.rejected]:
             decisions.setdefault(decision.site_id, decision)
+        foreign = (current.foreign_keys, tuple(current.foreign_key_samples))
     sites = sorted(set(registrations) | invited | answered | set(decisions))
     rejections = _last_rejections(results)
     epsilons = _last_epsilons(results)
@@ -208,6 +216,8 @@ def collect_status(exchange: Exchange, now: float | None = None) -> FederationSt
         ],
         dp_fedavg_epsilon=_dp_fedavg_epsilon(results),
         final=final,
+        foreign_keys=foreign[0],
+        foreign_key_samples=foreign[1],
     )
 
 
@@ -237,6 +247,8 @@ def status_title(status: FederationStatus) -> str:
     )
     if status.dp_fedavg_epsilon is not None:
         line += f"  DP-FedAvg epsilon {status.dp_fedavg_epsilon:.2f}"
+    if status.foreign_keys:
+        line += f"  foreign keys {status.foreign_keys} (e.g. {status.foreign_key_samples[0]})"
     return line + (f"  note: {status.message}" if status.message else "")
 
 

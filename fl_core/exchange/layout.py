@@ -9,13 +9,22 @@ against this module.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 from fl_core.ids import ID_REGEX, check_federation_id, check_site_id
 from fl_core.types import ObjectKey, RoundIndex, SiteId
 
 SECAGG_GLOBAL_DOCUMENTS = ("roster", "setup", "unmask")
 SECAGG_SITE_DOCUMENTS = ("advert", "answer")
+
+UpdateKind = Literal["weights", "manifest", "secagg"]
+"""What a canonical key under a round's updates prefix holds: a training answer (weights with
+their manifest inside), a manifest alone (evaluation or declined), a secure aggregation
+document."""
+_PREFLIGHT_NAME = re.compile(rf"({ID_REGEX})\.preflight-[0-9a-z]{{1,40}}\.json", re.ASCII)
+_UPDATE_KEY = re.compile(rf"rounds/[0-9]{{6}}/updates/({ID_REGEX})\.(json|safetensors)", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -94,9 +103,20 @@ class ExchangeLayout:
         return f"{self.preflight_prefix()}{check_site_id(site_id)}.moments.json"
 
     def site_of_preflight_key(self, key: ObjectKey) -> SiteId | None:
-        name = key.rsplit("/", 1)[-1]
-        match = re.fullmatch(rf"({ID_REGEX})\.preflight-[0-9a-z]{{1,40}}\.json", name)
+        """The site whose preflight report ``key`` is, matched against the whole key.
+
+        Never the last segment alone: ``updates/site-a.x/site-b.preflight-1.json`` is under
+        site-a's write grant (``site-a.*``; IAM's ``*`` matches ``/``), and is nobody's report.
+        """
+        prefix = self.preflight_prefix()
+        if not key.startswith(prefix):
+            return None
+        match = _PREFLIGHT_NAME.fullmatch(key[len(prefix) :])
         return match.group(1) if match else None
+
+    def is_preflight_key_of(self, key: ObjectKey, site_id: SiteId) -> bool:
+        """Whether ``key`` is exactly the name of one of ``site_id``'s preflight reports."""
+        return self.site_of_preflight_key(key) == site_id
 
     def result_key(self, round_index: RoundIndex) -> ObjectKey:
         return f"{self.round_prefix(round_index)}result.json"
@@ -107,10 +127,32 @@ class ExchangeLayout:
     def ledger_key(self, round_index: RoundIndex) -> ObjectKey:
         return f"{self.ledger_prefix()}{round_index:06d}.json"
 
+    def canonical_update_keys(
+        self, round_index: RoundIndex, invited_sites: Iterable[SiteId]
+    ) -> dict[ObjectKey, tuple[SiteId, UpdateKind]]:
+        """Every name an invited site may write in a round, and whose it is and what.
+
+        The aggregator looks each listed key up here and never parses a site id out of a
+        key: a hospital may write anything under ``updates/{site_id}.*`` (IAM's ``*`` also
+        matches ``/``), so ``updates/site-a.x/site-b.json`` is site-a's object that merely
+        ends like site-b's answer. Any listed key not in this dict is foreign.
+        """
+        keys: dict[ObjectKey, tuple[SiteId, UpdateKind]] = {}
+        for site_id in invited_sites:
+            keys[self.update_weights_key(round_index, site_id)] = (site_id, "weights")
+            keys[self.update_manifest_key(round_index, site_id)] = (site_id, "manifest")
+            for document in SECAGG_SITE_DOCUMENTS:
+                key = self.secagg_update_key(round_index, site_id, document)
+                keys[key] = (site_id, "secagg")
+        return keys
+
     def site_of_update_key(self, key: ObjectKey) -> tuple[SiteId, str] | None:
-        """``(site_id, extension)`` of a key under an updates prefix, or None for other keys."""
-        name = key.rsplit("/", 1)[-1]
-        stem, dot, ext = name.partition(".")
-        if not dot or ext not in ("json", "safetensors"):
-            return None
-        return stem, ext
+        """``(site_id, extension)`` of an answer's key (``{site_id}.json`` or
+        ``{site_id}.safetensors`` directly under a round's updates prefix), or None.
+
+        The whole key is matched, never its last segment (see ``canonical_update_keys``).
+        """
+        match = (
+            _UPDATE_KEY.fullmatch(key, pos=len(self.root)) if key.startswith(self.root) else None
+        )
+        return (match.group(1), match.group(2)) if match else None

@@ -248,6 +248,18 @@ class RoundResult(_Document):
     config_hash: str
     declined: list[Decision] = Field(default_factory=list)
     privacy: RoundPrivacy | None = None
+    foreign_keys: int = Field(
+        default=0,
+        ge=0,
+        description="keys under the round's updates prefix that were no invited site's answer "
+        "(ignored; a hospital wrote under its own prefix what is not its answer)",
+    )
+    foreign_key_samples: list[str] = Field(default_factory=list, max_length=20)
+    capped_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="accepted sites whose FedAvg weight round.max_weight_share capped: the "
+        "weight used instead of num_examples",
+    )
 
 
 class LedgerEntry(_Document):

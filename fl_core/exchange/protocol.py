@@ -9,6 +9,7 @@ an evaluation answer (or a declined round) is the manifest alone.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -31,7 +32,7 @@ from fl_core.exchange.manifests import (
 )
 from fl_core.exchange.store import HISTORY_RETENTION_DAYS, ObjectStore
 from fl_core.serialization import header_span, read_metadata, sha256_hex
-from fl_core.types import ETag, RoundIndex, Sha256Hex, SiteId
+from fl_core.types import ETag, ObjectKey, RoundIndex, Sha256Hex, SiteId
 
 log = structlog.get_logger("fedsilo.exchange")
 
@@ -161,13 +162,31 @@ class Exchange:
         compact = manifest.model_dump_json().encode()
         self.store.put_new(self.layout.update_manifest_key(round_index, site_id), compact)
 
-    def list_answered_sites(self, round_index: RoundIndex) -> list[SiteId]:
-        """Site ids with an answer in a round, once each (names as written, unchecked)."""
+    def list_update_keys(self, round_index: RoundIndex) -> list[ObjectKey]:
+        """Every key under a round's updates prefix as listed: hospital-written, unchecked."""
+        return self.store.list_keys(self.layout.updates_prefix(round_index))
+
+    def list_answered_sites(
+        self, round_index: RoundIndex, invited_sites: Iterable[SiteId] | None = None
+    ) -> list[SiteId]:
+        """Invited sites with an answer in a round, once each, in listing order.
+
+        A listed key counts only where it equals the canonical name of an invited site's
+        answer (``ExchangeLayout.canonical_update_keys``); every other key is foreign and
+        names nobody. ``invited_sites`` defaults to those of the round's global model (none
+        before it is published).
+        """
+        if invited_sites is None:
+            manifest = self.read_global_manifest(round_index)
+            if manifest is None:
+                return []
+            invited_sites = manifest.invited_sites
+        canonical = self.layout.canonical_update_keys(round_index, invited_sites)
         sites: dict[SiteId, None] = {}
-        for key in self.store.list_keys(self.layout.updates_prefix(round_index)):
-            parsed = self.layout.site_of_update_key(key)
-            if parsed is not None:
-                sites[parsed[0]] = None
+        for key in self.list_update_keys(round_index):
+            found = canonical.get(key)
+            if found is not None and found[1] != "secagg":
+                sites[found[0]] = None
         return list(sites)
 
     def update_manifest_size(self, round_index: RoundIndex, site_id: SiteId) -> int:

@@ -110,7 +110,7 @@ def test_one_object_per_answer_and_its_manifest_readable_either_way(tmp_path):
     exchange.write_update(evaluated, None)
     files = sorted(p.name for p in (tmp_path / "federations/f/rounds/000002/updates").iterdir())
     assert files == ["site-a.safetensors", "site-b.json"]
-    assert sorted(exchange.list_answered_sites(2)) == ["site-a", "site-b"]
+    assert sorted(exchange.list_answered_sites(2, ["site-a", "site-b"])) == ["site-a", "site-b"]
     for update in (trained, evaluated):
         raw = exchange.read_update_manifest_bytes(2, update.site_id)
         assert UpdateManifest.model_validate_json(raw) == update

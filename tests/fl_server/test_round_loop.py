@@ -262,7 +262,6 @@ EXPECTED_REASONS = {
     "bad-10": "missing_tensors",
     "bad-15": "malformed_manifest",
     "bad-11": "wrong_shape",
-    "stranger": "unknown_site",
     "bad-12": "malformed_manifest",
     "bad-13": "malformed_tensors",
 }
@@ -310,8 +309,7 @@ def test_reused_nonce_from_earlier_round_rejected(tmp_path):
 
 
 def test_hostile_updates_rejected_with_reasons_and_model_unaffected(tmp_path):
-    bad_sites = [s for s in EXPECTED_REASONS if s != "stranger"]
-    invited = SITES + bad_sites
+    invited = SITES + list(EXPECTED_REASONS)
     size_limit = len(encode_weights(honest_weights("site-a", 1))) + 3000  # and the manifest
     config = make_config(**{"admission.max_update_bytes": size_limit})
     exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
@@ -322,6 +320,9 @@ def test_hostile_updates_rejected_with_reasons_and_model_unaffected(tmp_path):
     reasons = {d.site_id: d.reason for d in result.rejected}
     assert reasons == EXPECTED_REASONS
     assert sorted(d.site_id for d in result.accepted) == sorted(SITES)
+    # an answer of a site that was not invited names nobody: a foreign key, not a decision
+    assert result.foreign_keys == 1
+    assert result.foreign_key_samples == [exchange.layout.update_weights_key(1, "stranger")]
     model = final_model(exchange, config)
     for name, value in expected_model(SITES).items():
         np.testing.assert_allclose(model[name], value, rtol=1e-6)
