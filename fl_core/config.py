@@ -18,7 +18,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fl_core.errors import ConfigError
-from fl_core.exchange.store import HISTORY_RETENTION_DAYS
 from fl_core.ids import check_federation_id
 from fl_core.privacy import DpFedAvgConfig, DpSgdConfig, check_dp_settings
 
@@ -282,6 +281,11 @@ class SimulationConfig(_Frozen):
     workers: int | None = Field(default=None, ge=1, description="default: one per core")
     engine: Literal["process", "mpi"] = "process"
     client_timeout_s: float = Field(default=3600.0, gt=0)
+
+
+HISTORY_RETENTION_DAYS = 2190
+"""Six years, HIPAA's retention of documentation: how long the federation's history (global
+models, round results, ledger entries) is kept unalterable unless the config says otherwise."""
 
 
 class ExchangeConfig(_Frozen):

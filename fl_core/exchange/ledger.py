@@ -284,6 +284,15 @@ def _check_entry(
     manifest = exchange.read_global_manifest(round_index)
     if manifest is not None and manifest.config_hash != entry.config_hash:
         problems.append(LedgerProblem(round_index, "global manifest names another config hash"))
+    head = previous.entry_hash if previous else None
+    if manifest is not None and manifest.ledger_head not in (None, head):
+        problems.append(
+            LedgerProblem(
+                round_index,
+                "global manifest names another ledger head than the previous entry's hash "
+                "(the chain was rewritten after this model was published)",
+            )
+        )
     parent = previous.global_sha256 if previous else None
     problems += _check_model(exchange, round_index, entry.global_sha256, parent)
     return problems + _check_updates(exchange, entry)

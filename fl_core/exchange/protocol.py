@@ -17,6 +17,7 @@ from typing import TypeVar
 import structlog
 from pydantic import BaseModel, ValidationError
 
+from fl_core.config import HISTORY_RETENTION_DAYS
 from fl_core.errors import CodecError, ExchangeError, ObjectExistsError, ObjectNotFoundError
 from fl_core.exchange.layout import ExchangeLayout
 from fl_core.exchange.manifests import (
@@ -30,7 +31,7 @@ from fl_core.exchange.manifests import (
     RoundResult,
     UpdateManifest,
 )
-from fl_core.exchange.store import HISTORY_RETENTION_DAYS, ObjectStore
+from fl_core.exchange.store import ObjectStore
 from fl_core.serialization import header_span, read_metadata, sha256_hex
 from fl_core.types import ETag, ObjectKey, RoundIndex, Sha256Hex, SiteId
 

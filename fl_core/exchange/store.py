@@ -13,10 +13,6 @@ from datetime import datetime
 
 from fl_core.types import ETag, ObjectKey, Sha256Hex
 
-HISTORY_RETENTION_DAYS = 2190
-"""Six years, HIPAA's retention of documentation: how long the federation's history is kept
-unalterable unless the config says otherwise (``exchange.ledger_retention_days``)."""
-
 
 class ObjectStore(ABC):
     """Bytes by key, with write-once and compare-and-swap semantics."""
