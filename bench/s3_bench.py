@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import boto3
@@ -205,8 +206,8 @@ class _TimedStore(ObjectStore):
         self.inner = inner
         self.clock = clock
 
-    def put_new(self, key: ObjectKey, data: bytes) -> None:
-        self.clock.timed("transfer", self.inner.put_new)(key, data)
+    def put_new(self, key: ObjectKey, data: bytes, retain_until: datetime | None = None) -> None:
+        self.clock.timed("transfer", self.inner.put_new)(key, data, retain_until)
 
     def get(self, key: ObjectKey) -> bytes:
         result: bytes = self.clock.timed("transfer", self.inner.get)(key)
