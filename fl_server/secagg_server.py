@@ -39,6 +39,7 @@ from fl_core.errors import (
     ConfigError,
     ExchangeError,
     RoundFailedError,
+    UpdateRejectedError,
 )
 from fl_core.exchange.manifests import Decision, FederationState, GlobalManifest
 from fl_core.exchange.protocol import Exchange
@@ -59,6 +60,12 @@ from fl_server.aggregator import AdmittedUpdate, ServerAggregator
 log = structlog.get_logger("fedsilo.server.secagg")
 
 Save = Callable[[FederationState], FederationState]
+
+
+def _max_document_bytes(num_sites: int) -> int:
+    """The most an honest advert or unmask answer of a round of ``num_sites`` takes: one
+    entry a site (encrypted shares of at most 1 kB of hex, or a 132-character share)."""
+    return 4096 + 1536 * num_sites
 
 
 def default_threshold(num_sites: int) -> int:
@@ -264,10 +271,22 @@ class SecAggServer:
         )
 
     def _valid_advert(self, site_id: SiteId, roster: SecAggRoster) -> SecAggAdvert | None:
+        """A site's advert, or None (not there yet, or rejected: logged with its reason, and
+        the site is no participant of the round)."""
         key = self.exchange.layout.secagg_update_key(roster.round_index, site_id, "advert")
         try:
-            advert = transport.read(self.exchange, key, SecAggAdvert)
-        except ExchangeError as err:
+            advert = transport.read_from_site(
+                self.exchange, key, SecAggAdvert, _max_document_bytes(len(roster.sites))
+            )
+        except UpdateRejectedError as rejected:
+            log.warning(
+                "secagg_advert_rejected",
+                site_id=site_id,
+                reason=rejected.reason,
+                detail=rejected.detail[:300],
+            )
+            return None
+        except ExchangeError as err:  # e.g. bytes that fail the store's own checksum
             log.warning("secagg_advert_rejected", site_id=site_id, detail=str(err)[:300])
             return None
         if advert is None:
@@ -390,13 +409,24 @@ class SecAggServer:
         digest = transport.digest(request)
         give_up = self.clock() + self.settings.unmask_timeout_s
         answers: dict[SiteId, SecAggUnmaskAnswer] = {}
+        max_bytes = _max_document_bytes(len(request.survivors) + len(request.dropped))
         while True:
             for site_id in request.survivors:
                 if site_id in answers:
                     continue
                 key = self.exchange.layout.secagg_update_key(r, site_id, "answer")
                 try:
-                    answer = transport.read(self.exchange, key, SecAggUnmaskAnswer)
+                    answer = transport.read_from_site(
+                        self.exchange, key, SecAggUnmaskAnswer, max_bytes
+                    )
+                except UpdateRejectedError as rejected:
+                    log.warning(
+                        "secagg_answer_rejected",
+                        site_id=site_id,
+                        reason=rejected.reason,
+                        detail=rejected.detail[:300],
+                    )
+                    continue
                 except ExchangeError as err:
                     log.warning("secagg_answer_rejected", site_id=site_id, detail=str(err)[:300])
                     continue

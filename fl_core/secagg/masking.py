@@ -56,6 +56,26 @@ def load_private(raw: bytes) -> X25519PrivateKey:
     return X25519PrivateKey.from_private_bytes(raw)
 
 
+_PROBE_KEY = X25519PrivateKey.from_private_bytes(bytes(range(1, KEY_BYTES + 1)))
+
+
+def is_usable_public_key(raw: bytes) -> bool:
+    """Whether ``raw`` is an X25519 public key that agrees a secret with anyone.
+
+    A low-order point (all zeros, among others) makes every exchange with it fail
+    (``ValueError``): advertised as a round mask key it would break the pair masks of every
+    other participant and the aggregator's unmasking of a dropped site, so it is refused
+    when the advert is read. Whether the exchange fails does not depend on the private key.
+    """
+    if len(raw) != KEY_BYTES:
+        return False
+    try:
+        _PROBE_KEY.exchange(X25519PublicKey.from_public_bytes(raw))
+    except ValueError:
+        return False
+    return True
+
+
 def _context(purpose: str, federation_id: str, round_index: int, *sites: str) -> bytes:
     """HKDF info: every derived key names its purpose, federation, round and sites."""
     return json.dumps(["fedsilo-secagg", purpose, federation_id, round_index, *sites]).encode()

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from fl_core.secagg import masking
 
 HEX32 = r"^[0-9a-f]{64}$"
 SHA256 = r"^[0-9a-f]{64}$"
@@ -89,6 +91,13 @@ class SecAggAdvert(_Document):
         pattern=SHA256, description="commits to b_u so a wrong reconstruction is caught"
     )
     shares: dict[str, EncryptedShares]
+
+    @field_validator("mask_public_key")
+    @classmethod
+    def _usable_key(cls, value: str) -> str:
+        if not masking.is_usable_public_key(bytes.fromhex(value)):
+            raise ValueError("mask_public_key is a low-order point: no secret can be agreed")
+        return value
 
 
 class SecAggSetup(_Document):

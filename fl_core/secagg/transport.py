@@ -10,7 +10,13 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from fl_core.errors import AccessDeniedError, ExchangeError, ObjectExistsError, ObjectNotFoundError
+from fl_core.errors import (
+    AccessDeniedError,
+    ExchangeError,
+    ObjectExistsError,
+    ObjectNotFoundError,
+    UpdateRejectedError,
+)
 from fl_core.exchange.protocol import Exchange
 from fl_core.serialization import sha256_hex
 
@@ -49,3 +55,36 @@ def read(exchange: Exchange, key: str, model: type[_Doc]) -> _Doc | None:
         first = err.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "document"
         raise ExchangeError(f"{key} is malformed: {where}: {first['msg']}") from err
+
+
+def read_from_site(exchange: Exchange, key: str, model: type[_Doc], max_bytes: int) -> _Doc | None:
+    """A hospital's document at ``key`` (advert, unmask answer), or None when not there yet.
+
+    Hostile input: sized before it is read, and anything but a valid ``model`` of at most
+    ``max_bytes`` raises ``UpdateRejectedError`` (``too_large``, ``malformed_secagg``).
+    """
+    try:
+        size = exchange.store.size(key)
+    except (ObjectNotFoundError, AccessDeniedError):
+        return None
+    if size > max_bytes:
+        raise UpdateRejectedError("too_large", f"{key} is {size} bytes, limit {max_bytes}")
+    try:
+        data = exchange.store.get(key)
+    except (ObjectNotFoundError, AccessDeniedError):
+        return None
+    return parse_from_site(data, model, max_bytes)
+
+
+def parse_from_site(data: bytes, model: type[_Doc], max_bytes: int) -> _Doc:
+    """``data`` as ``model``; raises ``UpdateRejectedError`` naming what is wrong with it."""
+    if len(data) > max_bytes:
+        raise UpdateRejectedError("too_large", f"document is {len(data)} bytes, limit {max_bytes}")
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "document"
+        raise UpdateRejectedError(
+            "malformed_secagg", f"{model.__name__}: {where}: {first['msg']}"
+        ) from err
