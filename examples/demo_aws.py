@@ -42,6 +42,7 @@ from fedsilo.testing.moto_iam import (
     enforce_iam,
 )
 from fedsilo.testing.moto_s3 import REGION, offline_env, start_moto_process
+from fedsilo.testing.sts_presigned import PresignedStsFront
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -64,6 +65,7 @@ class Walkthrough:
     work: Path
     rounds: int
     endpoint: str = ""
+    sts_front: PresignedStsFront | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     step_count: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -87,6 +89,8 @@ class Walkthrough:
         env.update(
             {
                 "AWS_ENDPOINT_URL": self.endpoint,
+                # STS through the front that answers presigned requests (join proofs) as AWS
+                "AWS_ENDPOINT_URL_STS": self.sts_front.url if self.sts_front else self.endpoint,
                 "COLUMNS": "160",
                 "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
             }
@@ -163,6 +167,8 @@ class Walkthrough:
 
     def stop_all(self) -> None:
         """Stop every process this script started, by its pid: TERM, then KILL."""
+        if self.sts_front is not None:
+            self.sts_front.close()
         for proc in self.procs.values():
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGTERM)
@@ -195,6 +201,7 @@ class Walkthrough:
         self.endpoint = moto.endpoint
         self.procs["moto_server"] = moto.popen
         self.wait_for("moto_server to answer", moto.ready, watch=("moto_server",))
+        self.sts_front = PresignedStsFront(moto.endpoint)
 
     def client(self, service: str, account: str | None, creds: Credentials | None = None) -> Any:
         """boto3 against moto; before IAM is enforced ``account`` picks moto's account."""
