@@ -102,3 +102,22 @@ class BudgetExhaustedError(FedsiloError):
     """A hospital's privacy budget would be exceeded by the next round."""
 
     exit_code = 7
+
+
+class ObjectUnreadableError(ExchangeError):
+    """The object is there but the store will not give this caller its bytes: written with a
+    customer-provided key (SSE-C) or under a KMS key this caller may not use, archived, or
+    refused to this caller.
+
+    For a hospital's answer that is the hospital's doing: the aggregator rejects the answer
+    (``unreadable``) and the round goes on. Anywhere else it stops like any ``ExchangeError``.
+    """
+
+
+class ObjectAccessDeniedError(AccessDeniedError, ObjectUnreadableError):
+    """A read refused with 403 AccessDenied.
+
+    Both at once: a hospital's poller takes it for "not written yet" (``AccessDeniedError``:
+    S3's answer for a key the caller may not list), the aggregator reading a hospital's
+    answer for an unreadable one.
+    """

@@ -34,6 +34,7 @@ from fl_core.errors import (
     ObjectExistsError,
     ObjectIntegrityError,
     ObjectNotFoundError,
+    ObjectUnreadableError,
     PreconditionFailedError,
     RoundFailedError,
     UpdateRejectedError,
@@ -147,6 +148,15 @@ def _check_bins(report: EvaluationReport, num_bins: int) -> None:
             raise UpdateRejectedError(
                 "malformed_manifest", f"{what} has {hist.bins} bins, expected {num_bins}"
             )
+
+
+def _read_fault_reason(err: ExchangeError) -> str:
+    """The rejection reason of an answer the store could not hand over intact."""
+    if isinstance(err, ObjectIntegrityError):
+        return "sha256_mismatch"
+    if isinstance(err, ObjectUnreadableError):
+        return "unreadable"
+    return "missing"
 
 
 @dataclass
@@ -458,11 +468,11 @@ class RoundLoop:
         round_index = current.context.round_index
         try:
             manifest, digest, admitted = checked()
-        except (ObjectIntegrityError, ObjectNotFoundError) as err:
-            # bytes that fail the store's own checksum, or that vanished: the hospital's fault,
+        except (ObjectIntegrityError, ObjectNotFoundError, ObjectUnreadableError) as err:
+            # bytes that fail the store's own checksum, that vanished, or that the store will
+            # not give us (SSE-C, the hospital's own KMS key, refused): the hospital's doing,
             # never the federation's (a rogue write must not stop the aggregator)
-            reason = "sha256_mismatch" if isinstance(err, ObjectIntegrityError) else "missing"
-            rejected = UpdateRejectedError(reason, str(err).splitlines()[0])
+            rejected = UpdateRejectedError(_read_fault_reason(err), str(err).splitlines()[0])
             return self._rejection(round_index, site_id, rejected)
         except UpdateRejectedError as rejected:
             return self._rejection(round_index, site_id, rejected)

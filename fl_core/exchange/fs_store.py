@@ -22,6 +22,7 @@ from fl_core.errors import (
     ExchangeError,
     ObjectExistsError,
     ObjectNotFoundError,
+    ObjectUnreadableError,
     PreconditionFailedError,
 )
 from fl_core.exchange.store import ObjectStore
@@ -120,19 +121,25 @@ class LocalDirectoryStore(ObjectStore):
     def get(self, key: ObjectKey) -> bytes:
         try:
             return self._path(key).read_bytes()
-        except FileNotFoundError as err:
-            raise ObjectNotFoundError(f"{key} not found in {self.describe()}") from err
         except OSError as err:
-            raise ExchangeError(f"cannot read {key} in {self.describe()}: {err}") from err
+            raise self._read_error(key, err) from err
 
     def get_head(self, key: ObjectKey, length: int) -> bytes:
         try:
             with open(self._path(key), "rb") as handle:
                 return handle.read(length)
-        except FileNotFoundError as err:
-            raise ObjectNotFoundError(f"{key} not found in {self.describe()}") from err
         except OSError as err:
-            raise ExchangeError(f"cannot read {key} in {self.describe()}: {err}") from err
+            raise self._read_error(key, err) from err
+
+    def _read_error(self, key: ObjectKey, err: OSError) -> ExchangeError:
+        """A file its writer made unreadable to us (mode 000, a folder where a file belongs)
+        is that object's fault, like an S3 object under a key we cannot use: never the
+        store's."""
+        if isinstance(err, FileNotFoundError):
+            return ObjectNotFoundError(f"{key} not found in {self.describe()}")
+        if isinstance(err, PermissionError | IsADirectoryError):
+            return ObjectUnreadableError(f"cannot read {key} in {self.describe()}: {err}")
+        return ExchangeError(f"cannot read {key} in {self.describe()}: {err}")
 
     def get_with_etag(self, key: ObjectKey) -> tuple[bytes, ETag]:
         data = self.get(key)

@@ -63,9 +63,11 @@ from fl_core.errors import (
     AccessDeniedError,
     ConfigError,
     ExchangeError,
+    ObjectAccessDeniedError,
     ObjectExistsError,
     ObjectIntegrityError,
     ObjectNotFoundError,
+    ObjectUnreadableError,
     PreconditionFailedError,
 )
 from fl_core.exchange.store import ObjectStore
@@ -92,6 +94,11 @@ _BODY_READ_ATTEMPTS = 3  # a GET whose body is cut off mid-stream is repeated th
 _NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
 _PRECONDITION_CODES = frozenset({"PreconditionFailed", "412"})
 _CONFLICT_CODES = frozenset({"ConditionalRequestConflict", "409"})
+_ACCESS_DENIED_CODES = frozenset({"AccessDenied", "403", "AllAccessDisabled"})
+_SSE_C_CODES = frozenset({"InvalidRequest", "400"})
+"""A GET of an SSE-C object without its key: 400 InvalidRequest; a HEAD: a bare 400."""
+_READ_ACTIONS = frozenset({"read", "look up"})
+"""The ``_raise`` actions of GET and HEAD (an object refused to us, not a store we cannot use)."""
 _CREDENTIAL_CODES = frozenset(
     {
         "ExpiredToken",
@@ -137,6 +144,10 @@ class BucketNotFoundError(ExchangeError):
 
 class KmsKeyError(ExchangeError):
     """S3 could not use the configured KMS key (wrong id, disabled, or no grant)."""
+
+
+class UnreadableKmsObjectError(KmsKeyError, ObjectUnreadableError):
+    """An object encrypted under a KMS key this role may not use: unreadable, by KMS."""
 
 
 class StoreCredentialsError(ExchangeError):
@@ -451,6 +462,10 @@ class S3Store(ObjectStore):
                     "and the endpoint URL"
                 ) from err
             message = str(err.response.get("Error", {}).get("Message", ""))
+            if action in _READ_ACTIONS and code not in _CREDENTIAL_CODES:
+                refusal = self._read_refusal(code, message, what)
+                if refusal is not None:
+                    raise refusal from err
             if code.startswith("KMS.") or "kms" in message.lower():
                 raise KmsKeyError(
                     f"cannot {what}: KMS refused ({code}); check the KMS key id "
@@ -462,7 +477,7 @@ class S3Store(ObjectStore):
                     f"cannot {what}: credentials rejected ({code}); refresh or fix the AWS "
                     "credentials (task role, AWS_PROFILE, or the assumed role)"
                 ) from err
-            if code in ("AccessDenied", "403", "AllAccessDisabled"):
+            if code in _ACCESS_DENIED_CODES:
                 raise StoreAccessDeniedError(
                     f"cannot {what}: access denied ({code}); check the IAM role policy and the "
                     "bucket policy grant this action on this prefix"
@@ -492,6 +507,39 @@ class S3Store(ObjectStore):
         if isinstance(err, BotoCoreError):
             raise ExchangeError(f"cannot {what}: {type(err).__name__}") from err
         raise err
+
+    def _read_refusal(self, code: str, message: str, what: str) -> ObjectUnreadableError | None:
+        """The error for a GET or HEAD that S3 refused for the object's sake, if it was one.
+
+        S3 answers a read of an object written with a customer-provided key (SSE-C) with 400
+        InvalidRequest (a bare 400 to HEAD), one under a KMS key the caller may not use with
+        403 AccessDenied naming KMS or a ``KMS.*`` code, an archived one with 403
+        InvalidObjectState. A hospital can put its own answer in any of these states, so the
+        aggregator must be able to tell them from a store it cannot use at all: they are
+        ``ObjectUnreadableError`` (a 403 AccessDenied also an ``AccessDeniedError``, which a
+        hospital polling for a key it may not list takes for "not yet").
+        """
+        if code.startswith("KMS.") or "kms" in message.lower():
+            return UnreadableKmsObjectError(
+                f"cannot {what}: KMS refused ({code}); the object is encrypted under a KMS key "
+                "this role may not use: a hospital must write with the exchange's key "
+                f"(exchange.kms_key_id {self._kms_key_id!r}), else grant this role kms:Decrypt"
+            )
+        if code in _SSE_C_CODES:
+            return ObjectUnreadableError(
+                f"cannot {what}: S3 refused the read ({code}); the object was written with a "
+                "customer-provided encryption key (SSE-C), which only its writer holds"
+            )
+        if code == "InvalidObjectState":
+            return ObjectUnreadableError(
+                f"cannot {what}: the object is archived (InvalidObjectState); restore it first"
+            )
+        if code in _ACCESS_DENIED_CODES:
+            return ObjectAccessDeniedError(
+                f"cannot {what}: access denied ({code}); check the IAM role policy and the "
+                "bucket policy grant this action on this prefix"
+            )
+        return None
 
     @contextmanager
     def _mapped(self, action: str, key: ObjectKey | None) -> Iterator[None]:
