@@ -34,6 +34,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
+	VENV=$(VENV) docker/lint.sh  # hadolint and checkov on the Dockerfiles
 
 bench: install
 	$(PY) -m bench

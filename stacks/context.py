@@ -31,7 +31,7 @@ ROLE_NAME_MAX = 64
 BUCKET_NAME_MAX = 63
 
 AccountId = Annotated[str, Field(pattern=ACCOUNT_ID_REGEX, description="12-digit AWS account id")]
-Region = Annotated[str, Field(pattern=r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")]
+Region = Annotated[str, Field(pattern=r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$")]
 InstanceType = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]
 
 GPU_FAMILIES = frozenset(
@@ -40,8 +40,10 @@ GPU_FAMILIES = frozenset(
 """Instance families with an NVIDIA GPU that the ECS GPU-optimised AMI supports."""
 
 ECR_IMAGE_PATTERN = re.compile(
-    r"^(?P<account>\d{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com/"
-    r"(?P<repository>[a-z0-9][a-z0-9._/-]*):(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$"
+    r"^(?P<account>[0-9]{12})\.dkr\.ecr\.(?P<region>[a-z0-9-]+)\.amazonaws\.com/"
+    r"(?P<repository>[a-z0-9][a-z0-9._/-]*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})|@(?P<digest>sha256:[0-9a-f]{64}))$",
+    re.ASCII,
 )
 LOG_RETENTION_CHOICES = (
     1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
@@ -71,12 +73,16 @@ def _ecr_image(value: str) -> str:
     match = ECR_IMAGE_PATTERN.fullmatch(value)
     if match is None:
         raise ValueError(
-            f"{value!r} is not an ECR image with an exact tag; write "
-            "ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG (tasks have no internet "
-            "route, so only ECR in the federation's region is reachable)"
+            f"{value!r} is not an ECR image with a digest or an exact tag; write "
+            "ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY@sha256:DIGEST (64 lower-case hex "
+            "digits; preferred: it names one image for good) or ...REPOSITORY:TAG (tasks have "
+            "no internet route, so only ECR in the federation's region is reachable)"
         )
     if match["tag"] == "latest":
-        raise ValueError(f"{value!r} uses the moving tag 'latest'; pin an exact version tag")
+        raise ValueError(
+            f"{value!r} uses the moving tag 'latest'; pin a digest (REPOSITORY@sha256:...) "
+            "or an exact version tag"
+        )
     return value
 
 
@@ -102,8 +108,10 @@ class HospitalSite(_Frozen):
 class Images(_Frozen):
     """Container images; ``None`` builds the image from ``docker/`` as a CDK asset at deploy.
 
-    A value is an ECR image with an exact tag (``latest`` is refused): tasks run in subnets
-    without an internet route, so only ECR in the federation's region can be pulled.
+    A value is an ECR image by digest (``REPOSITORY@sha256:...``, preferred: a tag can be
+    pushed again, a digest cannot) or with an exact tag (``latest`` is refused): tasks run
+    in subnets without an internet route, so only ECR in the federation's region can be
+    pulled.
     """
 
     client: EcrImage | None = None
@@ -155,6 +163,19 @@ class FederationContext(_Frozen):
     images: Images = Images()
     log_retention_days: int = Field(default=365)
     noncurrent_version_retention_days: int = Field(default=365, ge=30)
+    ledger_retention_days: int = Field(
+        default=2190,
+        ge=1,
+        le=36500,
+        description="Object Lock retention the aggregator sets on ledger entries, round "
+        "results and global models (default six years, HIPAA's documentation retention)",
+    )
+    revoked_hospitals: tuple[HospitalSite, ...] = Field(
+        default=(),
+        description="offboarded hospitals (written by `fedsilo offboard`): the exchange's "
+        "bucket and key policies deny their task roles, and their accounts once no listed "
+        "hospital remains there",
+    )
 
     @field_validator("log_retention_days")
     @classmethod
@@ -192,6 +213,18 @@ class FederationContext(_Frozen):
                 raise ValueError(
                     f"hospitals.{index}.site_id: role name {name!r} is {len(name)} characters, "
                     f"IAM allows {ROLE_NAME_MAX}; shorten the site id or the federation id"
+                )
+        listed = {site.site_id for site in self.hospitals}
+        for index, site in enumerate(self.revoked_hospitals):
+            if site.site_id in listed:
+                raise ValueError(
+                    f"revoked_hospitals.{index}.site_id {site.site_id!r} is also in hospitals; "
+                    "remove it from one of the two lists"
+                )
+            if site.account_id == self.coordinating_account:
+                raise ValueError(
+                    f"revoked_hospitals.{index}.account_id is the coordinating account; a "
+                    "revocation names a hospital's account"
                 )
         if len(self.bucket_name) > BUCKET_NAME_MAX:
             raise ValueError(

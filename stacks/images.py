@@ -22,7 +22,6 @@ SERVER_DOCKERFILE = "docker/server.Dockerfile"
 
 BUILD_CONTEXT = [
     "pyproject.toml",
-    "requirements.lock",
     "README.md",
     "fedsilo",
     "fl_core",
@@ -38,7 +37,8 @@ _EXCLUDE = ["*", *(f"!{path}" for path in BUILD_CONTEXT), "**/__pycache__", "**/
 def container_image(
     scope: Construct, construct_id: str, *, pinned: str | None, dockerfile: str
 ) -> ecs.ContainerImage:
-    """The task's image: ``pinned`` (ECR ``URI:TAG``) or the asset built from ``dockerfile``."""
+    """The task's image: ``pinned`` (ECR ``URI@sha256:DIGEST`` or ``URI:TAG``) or the asset
+    built from ``dockerfile``."""
     if pinned is None:
         return ecs.ContainerImage.from_asset(
             str(REPO_ROOT),
@@ -49,7 +49,7 @@ def container_image(
         )
     match = ECR_IMAGE_PATTERN.fullmatch(pinned)
     if match is None:  # the context model already refused it; keep mypy and readers sure
-        raise ValueError(f"{pinned!r} is not an ECR image with an exact tag")
+        raise ValueError(f"{pinned!r} is not an ECR image with a digest or an exact tag")
     repository = ecr.Repository.from_repository_attributes(
         scope,
         construct_id,
@@ -58,4 +58,5 @@ def container_image(
         ),
         repository_name=match["repository"],
     )
-    return ecs.ContainerImage.from_ecr_repository(repository, match["tag"])
+    # CDK reads a value starting with "sha256:" as a digest (URI@sha256:...), else as a tag
+    return ecs.ContainerImage.from_ecr_repository(repository, match["digest"] or match["tag"])
