@@ -305,9 +305,18 @@ def verify_ledger(exchange: Exchange) -> LedgerReport:
     is the previous entry's hash, which agrees with ``result.json``, and whose global models
     and admitted updates hash to what the stored files hold. Problems are returned in round
     order, so ``first_bad_round`` is the first round where anything was altered, removed or
-    reordered.
+    reordered. Where the store keeps versions and the caller may list them, a history key
+    written more than once is a problem too, whatever it holds now.
+
+    Raises ``LedgerVerificationError`` when the exchange holds nothing of the federation: a
+    wrong federation id or exchange is never reported as a verified empty ledger.
     """
     stored = _stored_ledger_rounds(exchange)
+    if not stored and exchange.read_state() is None and exchange.read_global_manifest(1) is None:
+        raise LedgerVerificationError(
+            f"nothing to verify: federation {exchange.federation_id} has no state, global model "
+            f"or ledger entry in {exchange.describe()}; check --federation and --exchange"
+        )
     last = max([_closed_rounds_expected(exchange), *stored])
     closing = _closing_round(exchange)
     problems: list[LedgerProblem] = []

@@ -113,3 +113,11 @@ def test_cli_exit_codes_and_one_line(exchange_dir: Path) -> None:
     assert bad.returncode == 8
     lines = bad.stderr.strip().splitlines()
     assert len(lines) == 1 and "FAILED at round 2" in lines[0], bad.stderr
+
+
+def test_a_wrong_federation_is_not_a_verified_empty_ledger(exchange_dir: Path) -> None:
+    args = ("ledger", "verify", "--federation", "other", "--exchange", exchange_dir.as_uri())
+    done = _fedsilo(*args)
+    assert done.returncode == 8
+    assert "nothing to verify: federation other" in done.stderr
+    assert "verified" not in done.stdout
