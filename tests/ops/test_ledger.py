@@ -21,10 +21,16 @@ def local_exchange(root: Path) -> Exchange:
     return Exchange(open_store(root.as_uri()), FEDERATION)
 
 
+def _writable(path: Path) -> Path:
+    """History files are read-only in a local exchange; whoever owns the folder can undo it."""
+    path.chmod(0o600)
+    return path
+
+
 def _flip_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[-1] ^= 0x01
-    path.write_bytes(bytes(data))
+    _writable(path).write_bytes(bytes(data))
 
 
 def _first_bad_round(root: Path) -> int | None:
@@ -56,7 +62,7 @@ def test_altered_ledger_entry_is_caught(exchange_dir: Path) -> None:
     path = exchange_dir / LAYOUT.ledger_key(2)
     entry = json.loads(path.read_text())
     entry["rejected"] = [["site-001", "nan_or_inf"]]
-    path.write_text(json.dumps(entry))
+    _writable(path).write_text(json.dumps(entry))
     assert _first_bad_round(exchange_dir) == 2
 
 
@@ -66,7 +72,7 @@ def test_rehashed_ledger_entry_is_still_caught(exchange_dir: Path) -> None:
     entry = json.loads(path.read_text())
     entry["accepted"] = entry["accepted"][1:]  # pretend a hospital's update was never admitted
     entry["entry_hash"] = chain_hash({k: v for k, v in entry.items() if k != "entry_hash"})
-    path.write_text(json.dumps(entry))
+    _writable(path).write_text(json.dumps(entry))
     report = verify_ledger(local_exchange(exchange_dir))
     assert report.first_bad_round == 2
     assert any("result.json disagrees" in p.message for p in report.problems)
@@ -88,8 +94,8 @@ def test_deleted_last_ledger_entry_is_caught(exchange_dir: Path) -> None:
 def test_swapped_ledger_entries_are_caught(exchange_dir: Path) -> None:
     first, second = exchange_dir / LAYOUT.ledger_key(1), exchange_dir / LAYOUT.ledger_key(2)
     one, two = first.read_bytes(), second.read_bytes()
-    first.write_bytes(two)
-    second.write_bytes(one)
+    _writable(first).write_bytes(two)
+    _writable(second).write_bytes(one)
     report = verify_ledger(local_exchange(exchange_dir))
     assert report.first_bad_round == 1
     assert "reordered" in report.problems[0].message
