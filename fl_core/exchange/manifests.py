@@ -255,7 +255,7 @@ class RoundResult(_Document):
         "(ignored; a hospital wrote under its own prefix what is not its answer)",
     )
     foreign_key_samples: list[str] = Field(default_factory=list, max_length=20)
-    capped_weights: dict[str, float] = Field(
+    capped_weights: dict[str, int] = Field(
         default_factory=dict,
         description="accepted sites whose FedAvg weight round.max_weight_share capped: the "
         "weight used instead of num_examples",
@@ -294,9 +294,9 @@ class Registration(_Document):
     site_id: str
     account_id: str | None = None
     role_arn: str | None = None
-    joined_unix: float
+    joined_unix: float = Field(allow_inf_nan=False)
     status: Literal["pending", "active", "revoked"]
-    changed_unix: float | None = None
+    changed_unix: float | None = Field(default=None, allow_inf_nan=False)
     note: str | None = None
     secagg_public_key: str | None = Field(
         default=None,
@@ -318,7 +318,7 @@ class PreflightReport(_Document):
     federation_id: str
     site_id: str
     account_id: str
-    checked_unix: float
+    checked_unix: float = Field(allow_inf_nan=False)
     checks: list[PreflightCheck]
 
     @property

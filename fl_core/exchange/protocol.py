@@ -32,6 +32,7 @@ from fl_core.exchange.manifests import (
     UpdateManifest,
 )
 from fl_core.exchange.store import ObjectStore
+from fl_core.ids import SITE_ID_PATTERN
 from fl_core.serialization import header_span, read_metadata, sha256_hex
 from fl_core.types import ETag, ObjectKey, RoundIndex, Sha256Hex, SiteId
 
@@ -326,13 +327,30 @@ class Exchange:
         return [registration for _, registration in fresh.values() if registration is not None]
 
     def _read_registration_or_skip(self, key: ObjectKey) -> Registration | None:
-        """A registration, or None where it vanished or is malformed (then in ``skipped``):
-        one bad entry must not stop the aggregator, ``fedsilo status`` or an approval."""
+        """A registration, or None where it vanished.
+
+        A malformed one (then in ``skipped``) stands as a revoked registration of the site
+        its key names: one bad entry must stop neither the aggregator, ``fedsilo status``
+        nor an approval, and must not readmit a site that was revoked either.
+        """
         try:
             data = self.store.get(key)
         except ObjectNotFoundError:
             return None
-        return self._parse_or_skip(key, data, Registration, "malformed_registration")
+        found = self._parse_or_skip(key, data, Registration, "malformed_registration")
+        site_id = key.removeprefix(self.layout.registry_prefix()).removesuffix(".json")
+        if found is not None and found.site_id != site_id:
+            self._skip(key, "malformed_registration", f"names site {found.site_id[:80]!r}")
+            found = None
+        if found is not None or not SITE_ID_PATTERN.fullmatch(site_id):
+            return found
+        return Registration(
+            site_id=site_id,
+            joined_unix=0.0,
+            status="revoked",
+            note=f"registration unreadable ({self.skipped[key].detail[:200]}); the site is "
+            "not admitted until its registration is written again",
+        )
 
     # ---- feature moments (before round 1) -------------------------------------------------
 

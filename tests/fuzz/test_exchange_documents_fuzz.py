@@ -80,7 +80,7 @@ def test_a_preflight_report_of_gigabytes_is_refused_unread() -> None:
 
 @FUZZ
 @given(hostile_documents(REGISTRATION))
-def test_a_malformed_registration_is_skipped_and_shown(data: bytes) -> None:
+def test_a_malformed_registration_is_skipped_shown_and_admits_nobody(data: bytes) -> None:
     with tempfile.TemporaryDirectory() as root:
         exchange = _exchange(root)
         key = exchange.layout.registry_key("site-x")
@@ -88,10 +88,12 @@ def test_a_malformed_registration_is_skipped_and_shown(data: bytes) -> None:
         found = {r.site_id: r for r in exchange.list_registrations()}
         activate_verified_sites(exchange, now=30.0)
         assert found["site-a"] == HONEST
-        if len(found) == 1:
+        parsed = outcome(partial(Registration.model_validate_json, data), ValidationError)
+        if parsed is None or parsed.site_id != "site-x":  # under site-x's key, naming another
             assert exchange.skipped[key].reason == "malformed_registration"
-            assert exchange.skipped[key].detail
+            assert found["site-x"].status == "revoked"  # never readmitted by a bad entry
         else:
+            assert found[parsed.site_id] == parsed
             assert key not in exchange.skipped
         etag = exchange.store.get_with_etag(key)[1]
         exchange.store.replace(key, REGISTRATION, if_match=etag)  # mended: shown no more
