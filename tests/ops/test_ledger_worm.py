@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -19,7 +20,9 @@ from fedsilo.testing.witnessed_run import run_witnessed, small_config
 from fl_core.exchange.layout import ExchangeLayout
 from fl_core.exchange.ledger import verify_ledger
 from fl_core.exchange.protocol import Exchange
+from fl_core.exchange.receipts import read_receipts, receipts_path
 from fl_core.exchange.s3_store import SHA256_METADATA_KEY, S3Store
+from fl_core.exchange.witness import verify_as_site
 from fl_core.serialization import sha256_hex
 
 FEDERATION = "demo"
@@ -34,6 +37,7 @@ class LockedRun:
 
     store: S3Store
     exchange: Exchange
+    state_dir: Path
     puts: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
@@ -61,7 +65,8 @@ def locked_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LockedRun]:
             ObjectLockEnabledForBucket=True,
         )
         store = S3Store("fedsilo-worm", PREFIX, client=client)
-        run = LockedRun(store, Exchange(store, FEDERATION, history_retention_days=RETENTION_DAYS))
+        exchange = Exchange(store, FEDERATION, history_retention_days=RETENTION_DAYS)
+        run = LockedRun(store, exchange, folder / "state")
 
         def record(request: Any, **_: Any) -> None:
             run.puts[request.url.split("?")[0].rsplit(f"{PREFIX}/", 1)[-1]] = dict(
@@ -69,7 +74,7 @@ def locked_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LockedRun]:
             )
 
         client.meta.events.register("before-send.s3.PutObject", record)
-        run_witnessed(small_config(), run.exchange, folder / "state")
+        run_witnessed(small_config(), run.exchange, run.state_dir)
         yield run
 
 
@@ -135,3 +140,21 @@ def test_a_bucket_without_object_lock_is_written_unretained(locked_run: LockedRu
     assert store.get("a.json") == store.get("b.json") == b"{}"
     head = client.head_object(Bucket="fedsilo-plain", Key=f"{PREFIX}/b.json")
     assert "ObjectLockMode" not in head
+
+
+def test_a_hospitals_verify_reads_by_exact_key_and_lists_nothing(locked_run: LockedRun) -> None:
+    """A hospital's role may not list: its check must pass on GETs of known keys alone."""
+    operations: list[str] = []
+
+    def record(model: Any, **_: Any) -> None:
+        operations.append(model.name)
+
+    locked_run.client.meta.events.register("before-call.s3", record)
+    try:
+        receipts = read_receipts(receipts_path(locked_run.state_dir, "site-003"))
+        report = verify_as_site(locked_run.exchange, "site-003", receipts)
+    finally:
+        locked_run.client.meta.events.unregister("before-call.s3", record)
+    assert report.ok, report.lines()
+    assert report.receipts_checked == 3
+    assert operations and set(operations) <= {"GetObject"}, sorted(set(operations))
