@@ -11,10 +11,14 @@ from constructs import Construct, IConstruct
 from stacks.encryption import FederationKey, encrypted_log_group
 from stacks.nag import acknowledge_generated_policy
 from stacks.storage import EncryptedBucket
+from stacks.trust import confine_generated_trust
 
 
 class AuditTrail(Construct):
-    """A trail with S3 data events on the exchange bucket and log file validation.
+    """A multi-region trail with S3 data events on the exchange bucket and log file validation.
+
+    Multi-region, so that calls made with the account's credentials in any other region (where
+    nothing of the federation runs, and where a thief would go) are recorded too.
 
     Log files go to their own encrypted, versioned, retained bucket and to an encrypted
     CloudWatch log group; validation digests let an auditor prove that no log file was changed.
@@ -51,13 +55,18 @@ class AuditTrail(Construct):
             encryption_key=key.key,
             enable_file_validation=True,
             include_global_service_events=True,
-            is_multi_region_trail=False,
+            is_multi_region_trail=True,
             send_to_cloud_watch_logs=True,
             cloud_watch_log_group=self.log_group,
             management_events=cloudtrail.ReadWriteType.ALL,
         )
         logs_role = self.trail.node.find_child("LogsRole")
         acknowledge_generated_policy(logs_role)
+        stack = Stack.of(self)
+        confine_generated_trust(
+            logs_role,
+            f"arn:{stack.partition}:cloudtrail:{stack.region}:{stack.account}:trail/{trail_name}",
+        )
         self._depend_only_on_unreferenced(logs_role)
 
     def _depend_only_on_unreferenced(self, logs_role: IConstruct) -> None:

@@ -14,6 +14,8 @@ from constructs import Construct
 from stacks.compute import FederationCluster, FederationService, GpuCapacity, log_retention
 from stacks.context import FederationContext
 from stacks.encryption import FederationKey
+from stacks.endpoint_policies import image_repository_arns
+from stacks.nag import skip_checkov
 from stacks.network import PrivateNetwork
 from stacks.storage import AccessLogBucket
 
@@ -73,7 +75,15 @@ class FederationStack(Stack):
     def add_access_logs(self) -> s3.IBucket:
         """The ``AccessLogs`` bucket that receives the S3 server access logs of the stack."""
         days = max(self.context.log_retention_days, MIN_ACCESS_LOG_RETENTION_DAYS)
-        return AccessLogBucket(self, "AccessLogs", retention_days=days).bucket
+        bucket = AccessLogBucket(self, "AccessLogs", retention_days=days).bucket
+        skip_checkov(
+            bucket,
+            "CKV_AWS_18",
+            "This is the access-log bucket itself: logging its own deliveries into itself would "
+            "loop; its writes are S3's log delivery alone, and reads are in the account's "
+            "CloudTrail.",
+        )
+        return bucket
 
     def add_network(
         self,
@@ -83,7 +93,10 @@ class FederationStack(Stack):
         with_ecs_instances: bool,
         bucket_arns: Sequence[str],
     ) -> PrivateNetwork:
-        """The ``Network``: flow logs under ``logs_key``, S3 limited to ``bucket_arns``."""
+        """The ``Network``: flow logs under ``logs_key``, endpoints for this account's principals.
+
+        S3 reaches ``bucket_arns`` only; ECR, the repositories of the context's images.
+        """
         network = PrivateNetwork(
             self,
             "Network",
@@ -94,6 +107,7 @@ class FederationStack(Stack):
             with_ecs_instances=with_ecs_instances,
         )
         network.limit_s3_to(bucket_arns)
+        network.limit_endpoints_to_own_account(image_repository_arns(self, self.context))
         return network
 
     def add_service(

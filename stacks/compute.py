@@ -16,11 +16,33 @@ from constructs import Construct
 
 from stacks.context import LOG_RETENTION_CHOICES, FederationContext
 from stacks.encryption import encrypted_log_group
-from stacks.nag import acknowledge, acknowledge_generated_policy
+from stacks.nag import acknowledge, acknowledge_generated_policy, skip_checkov
 from stacks.network import PrivateNetwork
+from stacks.trust import confine_generated_trust, ecs_source_arn, source_conditions
 
 ECS_AGENT_POLICY = "service-role/AmazonEC2ContainerServiceforEC2Role"
 """AWS's managed policy for the ECS agent on container instances."""
+
+ECS_AGENT_CONFIG = "/etc/ecs/ecs.config"
+BLOCK_TASK_IMDS = "ECS_AWSVPC_BLOCK_IMDS=true"
+"""Agent setting: awsvpc tasks cannot reach the instance metadata (and so the instance role)."""
+
+SCRATCH_VOLUME = "scratch"
+SCRATCH_PATH = "/tmp"  # noqa: S108 (a path in the container, the task's own volume)
+SCRATCH_ENVIRONMENT = {
+    "TMPDIR": SCRATCH_PATH,
+    "XDG_CACHE_HOME": f"{SCRATCH_PATH}/cache",
+    "MPLCONFIGDIR": f"{SCRATCH_PATH}/matplotlib",
+    "TORCH_HOME": f"{SCRATCH_PATH}/torch",
+    "TRITON_CACHE_DIR": f"{SCRATCH_PATH}/triton",
+    "CUDA_CACHE_PATH": f"{SCRATCH_PATH}/nv-compute-cache",
+}
+"""Where the code and its libraries write temporary files and caches, all on the scratch volume.
+
+The root filesystem is read-only and the image's home folder with it: the aggregator's spool
+and Python's ``tempfile`` use ``TMPDIR``; twins, torch, Triton, CUDA and matplotlib keep their
+caches under ``HOME`` unless told otherwise.
+"""
 
 _RETENTIONS = dict(
     zip(
@@ -46,6 +68,7 @@ def task_role(
 ) -> iam.Role:
     """A role that only ECS tasks of this account can assume (no confused deputy)."""
     account = Stack.of(scope).account
+    ecs_resources = ecs_source_arn(scope)
     return iam.Role(
         scope,
         construct_id,
@@ -54,7 +77,7 @@ def task_role(
         description=description,
         assumed_by=iam.ServicePrincipal(
             "ecs-tasks.amazonaws.com",
-            conditions={"StringEquals": {"aws:SourceAccount": account}},
+            conditions=source_conditions(account, ecs_resources),
         ),
         max_session_duration=Duration.hours(1),
     )
@@ -77,8 +100,9 @@ class FederationCluster(Construct):
 class GpuCapacity(Construct):
     """GPU container instances for a cluster: an Auto Scaling group from 0 to ``max_instances``.
 
-    The ECS GPU-optimised Amazon Linux 2023 AMI (resolved from SSM at deploy), IMDSv2 only,
-    encrypted root volume, no public address, a security group with no inbound rule. The
+    The ECS GPU-optimised Amazon Linux 2023 AMI (resolved from SSM at deploy), IMDSv2 only with
+    a hop limit of 1, tasks barred from the metadata service by the agent, an encrypted root
+    volume, no public address, a security group with no inbound rule and HTTPS out only. The
     capacity provider's managed scaling starts an instance when a GPU task is pending and
     returns to zero instances when none runs.
     """
@@ -112,9 +136,27 @@ class GpuCapacity(Construct):
             target_capacity_percent=100,
         )
         cluster.cluster.add_asg_capacity_provider(self.provider)
+        self._skip_agent_policy_check()
+
+    def _skip_agent_policy_check(self) -> None:
+        """The agent's grants, written by CDK once the capacity provider joins the cluster."""
+        skip_checkov(
+            self.role.node.find_child("DefaultPolicy"),
+            "CKV_AWS_111",
+            "CDK's ECS agent grants: ecs:Poll and ecs:StartTelemetrySession are held to this "
+            "cluster by the ecs:cluster condition; ecs:DiscoverPollEndpoint and "
+            "ecr:GetAuthorizationToken exist only on all resources; the agent's log writes "
+            "leave the VPC only through the Logs endpoint, which admits this account alone.",
+        )
 
     def _instance_role(self) -> iam.Role:
-        """The ECS agent's role, with AWS's managed agent policy and CDK's draining grants."""
+        """The ECS agent's role, with AWS's managed agent policy and CDK's draining grants.
+
+        Its trust names EC2 without source conditions: EC2 sets neither ``aws:SourceAccount``
+        nor ``aws:SourceArn`` when it delivers an instance profile's credentials, and only a
+        principal of this account can pass the role to an instance (``iam:PassRole`` never
+        crosses accounts).
+        """
         role = iam.Role(
             self,
             "InstanceRole",
@@ -148,7 +190,12 @@ class GpuCapacity(Construct):
     def _launch_template(
         self, instance_type: str, root_volume_gib: int, ebs_key: kms.IKey
     ) -> ec2.LaunchTemplate:
-        """GPU AMI, IMDSv2 only, no public address, an encrypted gp3 root volume."""
+        """GPU AMI, IMDSv2 only, no public address, an encrypted gp3 root volume.
+
+        The agent's configuration bars awsvpc tasks from the instance metadata service, so a
+        task never sees the instance role's credentials; the hop limit of 1 keeps the metadata
+        service from answering anything behind the instance's own network stack.
+        """
         root_volume = ec2.BlockDeviceVolume.ebs(
             root_volume_gib,
             encrypted=True,
@@ -167,9 +214,16 @@ class GpuCapacity(Construct):
             http_put_response_hop_limit=1,
             detailed_monitoring=True,
             associate_public_ip_address=False,
-            user_data=ec2.UserData.for_linux(),
+            user_data=self._user_data(),
             block_devices=[ec2.BlockDevice(device_name="/dev/xvda", volume=root_volume)],
         )
+
+    @staticmethod
+    def _user_data() -> ec2.UserData:
+        """The agent's settings; the cluster adds its ``ECS_CLUSTER`` line to the same file."""
+        user_data = ec2.UserData.for_linux()
+        user_data.add_commands(f"echo {BLOCK_TASK_IMDS} >> {ECS_AGENT_CONFIG}")
+        return user_data
 
     def _scaling_group(
         self, network: PrivateNetwork, launch_template: ec2.LaunchTemplate, max_instances: int
@@ -207,6 +261,7 @@ def task_environment(
         "FEDSILO_EXCHANGE": f"s3://{context.bucket_name}",
         "FEDSILO_DATA": data_url,
         "FEDSILO_LOG_FORMAT": "json",
+        "FEDSILO_LEDGER_RETENTION_DAYS": None if site_id else str(context.ledger_retention_days),
         "AWS_REGION": context.region,
     }
     return {name: value for name, value in variables.items() if value is not None}
@@ -231,6 +286,11 @@ class FederationService(Construct):
     ``gpu_capacity`` places it on the cluster's GPU capacity provider with one GPU, otherwise
     on Fargate. Logs go to an encrypted log group with retention. At most one copy runs: a
     deployment stops the old task before starting the new one.
+
+    The container runs with a read-only root filesystem, every Linux capability dropped and,
+    on EC2, ``no-new-privileges`` (Fargate does not take Docker security options); what it
+    writes goes to the task's ``scratch`` volume at ``/tmp`` (``SCRATCH_ENVIRONMENT``), or to
+    a volume that its stack mounts for state kept across restarts.
     """
 
     def __init__(
@@ -257,12 +317,16 @@ class FederationService(Construct):
             "Fedsilo",
             image=image,
             command=list(command),
-            environment=dict(environment),
+            environment={**SCRATCH_ENVIRONMENT, **environment},
             logging=ecs.LogDrivers.aws_logs(stream_prefix="fedsilo", log_group=self.log_group),
             memory_limit_mib=memory_mib if gpu_capacity is not None else None,
             gpu_count=1 if gpu_capacity is not None else None,
             essential=True,
+            readonly_root_filesystem=True,
+            linux_parameters=self._without_capabilities(),
+            docker_security_options=["no-new-privileges"] if gpu_capacity is not None else None,
         )
+        self._mount_scratch()
         self._acknowledge_task_findings()
         self.security_group = cluster.network.workload_security_group(
             self,
@@ -291,8 +355,24 @@ class FederationService(Construct):
             ),
         )
 
+    def _without_capabilities(self) -> ecs.LinuxParameters:
+        """An init process that reaps children and forwards signals; no capability at all."""
+        parameters = ecs.LinuxParameters(self, "LinuxParameters", init_process_enabled=True)
+        parameters.drop_capabilities(ecs.Capability.ALL)
+        return parameters
+
+    def _mount_scratch(self) -> None:
+        """The task's own writable ``/tmp``, emptied when the task stops."""
+        self.task_definition.add_volume(name=SCRATCH_VOLUME)
+        self.container.add_mount_points(
+            ecs.MountPoint(
+                container_path=SCRATCH_PATH, source_volume=SCRATCH_VOLUME, read_only=False
+            )
+        )
+
     def _acknowledge_task_findings(self) -> None:
         execution_role = self.task_definition.obtain_execution_role()
+        confine_generated_trust(execution_role, ecs_source_arn(self))
         acknowledge_generated_policy(execution_role)
         acknowledge(
             execution_role,

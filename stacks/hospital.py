@@ -24,6 +24,7 @@ from stacks.context import (
 from stacks.grants import allow, grant_managed_policy
 from stacks.images import CLIENT_DOCKERFILE, container_image
 from stacks.policies import ExchangeArns, exchange_key_arns, hospital_identity_statements
+from stacks.state_volume import HospitalStateVolume
 from stacks.storage import EncryptedBucket
 
 HOSPITAL_CIDR = "10.30.0.0/16"
@@ -34,7 +35,9 @@ class HospitalStack(FederationStack):
 
     The region is the exchange's: tasks reach S3 only through the VPC's gateway endpoint, which
     serves buckets of its own region. Nothing outside the account is granted on the data bucket
-    or the data key; the only thing the task role may send out is its own model update.
+    or the data key; the only thing the task role may send out is its own model update. The
+    client's state folder (privacy accountant, secure-aggregation key) is an encrypted EFS
+    volume, so that a restarted task resumes its privacy budget instead of starting afresh.
     """
 
     def __init__(
@@ -69,7 +72,14 @@ class HospitalStack(FederationStack):
         self.role = self._client_role()
         self._grant_exchange_and_own_data()
         self.service = self._client_service()
+        self.state = HospitalStateVolume(self, "State", network=self.network, key=self.data_key.key)
+        self.state.mount_into(
+            self.service,
+            role=self.role,
+            network_clients=[self.service.security_group, self.gpu.security_group],
+        )
         CfnOutput(self, "ClientRoleArn", value=self.role.role_arn)
+        CfnOutput(self, "StateFileSystemId", value=self.state.file_system.file_system_id)
         CfnOutput(self, "DataBucketName", value=self.data.bucket_name)
 
     def _gpu_capacity(self) -> GpuCapacity:

@@ -1,4 +1,4 @@
-"""Acknowledging a cdk-nag finding: always on one resource, always with a reason.
+"""Acknowledging a cdk-nag finding or a checkov check: always on one resource, with a reason.
 
 There is deliberately no helper for a stack or an app: a blanket acknowledgment would hide the
 next resource that breaks the rule.
@@ -6,8 +6,11 @@ next resource that breaks the rule.
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Validations
+from aws_cdk import Acknowledgment, CfnResource, Validations
 from constructs import IConstruct
+
+CHECKOV_METADATA = "checkov"
+"""The template ``Metadata`` key under which checkov looks for a resource's skips."""
 
 
 def acknowledge(resource: IConstruct, rule_id: str, reason: str) -> None:
@@ -31,3 +34,20 @@ CDK_INLINE_POLICY_REASON = (
 def acknowledge_generated_policy(role: IConstruct) -> None:
     """Acknowledge HIPAA's inline-policy rule on one role whose policy CDK generates."""
     acknowledge(role, "HIPAA.Security-IAMNoInlinePolicy", CDK_INLINE_POLICY_REASON)
+
+
+def skip_checkov(resource: IConstruct, check_id: str, comment: str) -> None:
+    """Record in ``resource``'s template ``Metadata`` that checkov's ``check_id`` is accepted.
+
+    checkov reads ``Metadata.checkov.skip`` of each resource; ``resource`` is the L1
+    (``CfnResource``) or an L2 whose default child is one. ``comment`` meets the same bar as an
+    acknowledgment's reason.
+    """
+    if len(comment) < 40:
+        raise ValueError(f"skipping checkov's {check_id} needs a real reason, got {comment!r}")
+    cfn = resource if isinstance(resource, CfnResource) else resource.node.default_child
+    if not isinstance(cfn, CfnResource):
+        raise TypeError(f"{resource.node.path} has no CloudFormation resource to annotate")
+    existing = cfn.get_metadata(CHECKOV_METADATA) or {"skip": []}
+    skips = [entry for entry in existing["skip"] if entry["id"] != check_id]
+    cfn.add_metadata(CHECKOV_METADATA, {"skip": [*skips, {"id": check_id, "comment": comment}]})

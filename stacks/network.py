@@ -6,13 +6,18 @@ from collections.abc import Sequence
 
 from aws_cdk import Fn, Stack
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from stacks.encryption import encrypted_log_group
+from stacks.endpoint_policies import (
+    any_call_of_own_account,
+    ecr_pulls_of_own_account,
+    s3_statements,
+)
 from stacks.nag import acknowledge, acknowledge_generated_policy
+from stacks.trust import confine_generated_trust
 
 BASE_ENDPOINTS = {
     "EcrApi": ec2.InterfaceVpcEndpointAwsService.ECR,
@@ -29,14 +34,30 @@ ECS_INSTANCE_ENDPOINTS = {
 }
 """What the ECS agent on an EC2 (GPU) container instance needs to register and report."""
 
+ECR_ENDPOINTS = frozenset({"EcrApi", "EcrDocker"})
+"""The endpoints whose policy names the image repositories instead of any resource."""
+
+NO_EGRESS = [
+    {
+        "CidrIp": "255.255.255.255/32",
+        "Description": "Disallow all traffic",
+        "FromPort": 252,
+        "IpProtocol": "icmp",
+        "ToPort": 86,
+    }
+]
+"""CDK's rule for a group without outbound rules (EC2 adds allow-all to a group with none)."""
+
 
 class PrivateNetwork(Construct):
     """Isolated private subnets in two zones, an S3 gateway endpoint and interface endpoints.
 
     Nothing in the VPC has a route to the internet. The only inbound security-group rules are
     HTTPS into the interface endpoints from the workload security groups passed to
-    ``admit_to_endpoints``; workloads themselves accept nothing. Flow logs of all traffic go to
-    a log group encrypted with ``logs_key``.
+    ``admit_to_endpoints``; workloads themselves accept nothing and send only HTTPS; endpoints
+    send nothing. Every endpoint's policy admits only this account's principals
+    (``limit_endpoints_to_own_account``, ``limit_s3_to``). Flow logs of all traffic go to a log
+    group encrypted with ``logs_key``.
     """
 
     def __init__(
@@ -63,12 +84,23 @@ class PrivateNetwork(Construct):
         services = dict(BASE_ENDPOINTS)
         if with_ecs_instances:
             services.update(ECS_INSTANCE_ENDPOINTS)
-        self.endpoints = [
-            self.vpc.add_interface_endpoint(
+        self.interface_endpoints = {
+            name: self.vpc.add_interface_endpoint(
                 name, service=service, subnets=self.subnets, open=False, private_dns_enabled=True
             )
             for name, service in services.items()
-        ]
+        }
+        self.endpoints = list(self.interface_endpoints.values())
+        for endpoint in self.endpoints:
+            self._send_nothing_from(endpoint)
+
+    @staticmethod
+    def _send_nothing_from(endpoint: ec2.InterfaceVpcEndpoint) -> None:
+        """An endpoint only answers; its group (CDK's, open outbound by default) sends nothing."""
+        for group in endpoint.connections.security_groups:
+            cfn_group = group.node.default_child
+            assert isinstance(cfn_group, ec2.CfnSecurityGroup)
+            cfn_group.add_property_override("SecurityGroupEgress", NO_EGRESS)
 
     def _vpc(self, cidr: str, zones: Sequence[str] | None) -> ec2.Vpc:
         """Isolated private subnets only (``/22`` per zone), no NAT gateway."""
@@ -98,6 +130,11 @@ class PrivateNetwork(Construct):
         )
         if flow_log.iam_role is not None:
             acknowledge_generated_policy(flow_log.iam_role)
+            stack = Stack.of(self)
+            confine_generated_trust(
+                flow_log.iam_role,
+                f"arn:{stack.partition}:ec2:{stack.region}:{stack.account}:vpc-flow-log/*",
+            )
 
     def _let_cloudformation_pick_zones(self) -> None:
         """Place subnet i in the account's i-th zone (``Fn::GetAZs``), resolved at deploy.
@@ -129,15 +166,23 @@ class PrivateNetwork(Construct):
     def workload_security_group(
         self, scope: Construct, construct_id: str, *, description: str
     ) -> ec2.SecurityGroup:
-        """A group for a workload in this VPC: no inbound rule, admitted to the endpoints."""
+        """A group for a workload in this VPC: no inbound rule, HTTPS out only.
+
+        HTTPS goes to the interface endpoints' groups and, for the S3 gateway endpoint, to any
+        address: the gateway's prefix list is only known at deploy, and the subnets have no
+        route anywhere else, so that rule reaches S3 through the gateway and nothing more.
+        """
         group = ec2.SecurityGroup(
-            scope, construct_id, vpc=self.vpc, description=description, allow_all_outbound=True
+            scope, construct_id, vpc=self.vpc, description=description, allow_all_outbound=False
+        )
+        group.add_egress_rule(
+            ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to S3 through the gateway endpoint"
         )
         self.admit_to_endpoints(group)
         return group
 
     def admit_to_endpoints(self, workload: ec2.ISecurityGroup) -> None:
-        """Allow HTTPS from ``workload`` into every interface endpoint (the only ingress rules)."""
+        """Allow HTTPS from ``workload`` into every interface endpoint (and out of ``workload``)."""
         for endpoint in self.endpoints:
             endpoint.connections.allow_default_port_from(workload, "HTTPS from fedsilo workloads")
 
@@ -145,24 +190,21 @@ class PrivateNetwork(Construct):
         """Restrict what the S3 gateway endpoint reaches: the given buckets and ECR's layers.
 
         A task that is compromised cannot copy data into an S3 bucket of another account
-        through this VPC.
+        through this VPC, nor can credentials of another account be used through it.
         """
-        stack = self.vpc.stack
-        self.s3_endpoint.add_to_policy(
-            iam.PolicyStatement(
-                sid="FederationBuckets",
-                principals=[iam.AnyPrincipal()],
-                actions=["s3:GetObject", "s3:PutObject", "s3:ListBucket"],
-                resources=[arn for bucket in bucket_arns for arn in (bucket, f"{bucket}/*")],
+        for statement in s3_statements(self, bucket_arns):
+            self.s3_endpoint.add_to_policy(statement)
+
+    def limit_endpoints_to_own_account(self, image_repository_arns: Sequence[str]) -> None:
+        """Each interface endpoint admits this account's principals only; ECR, only pulls.
+
+        Credentials of another account that reach a task cannot be used through the VPC.
+        """
+        for name, endpoint in self.interface_endpoints.items():
+            statements = (
+                ecr_pulls_of_own_account(self, image_repository_arns)
+                if name in ECR_ENDPOINTS
+                else any_call_of_own_account(self)
             )
-        )
-        self.s3_endpoint.add_to_policy(
-            iam.PolicyStatement(
-                sid="EcrImageLayers",
-                principals=[iam.AnyPrincipal()],
-                actions=["s3:GetObject"],
-                resources=[
-                    f"arn:{stack.partition}:s3:::prod-{stack.region}-starport-layer-bucket/*"
-                ],
-            )
-        )
+            for statement in statements:
+                endpoint.add_to_policy(statement)

@@ -146,6 +146,7 @@ def client_run(
     from fedsilo.engine.logs import configure_logging
     from fedsilo.engine.services import run_client
     from fl_client.privacy_budget import require_state_dir, with_hospital_dp
+    from fl_client.state_persistence import require_persistent_state
 
     configure_logging(check_format(log_format))
     federation = service_config(config, exchange, federation_id, data, endpoint_url)
@@ -156,4 +157,5 @@ def client_run(
         max_grad_norm=dp_max_grad_norm,
     )
     require_state_dir(federation, state_dir)
+    require_persistent_state(federation)
     run_client(federation, site_id, state_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from aws_cdk.assertions import Match, Template
 from stackhelpers import Federation, resources_of
@@ -11,10 +12,16 @@ from stacks.context import HOSPITAL_ROLE_PATH, SITE_TAG_KEY, exchange_key_alias,
 from stacks.policies import ExchangeArns
 
 
+def in_partition(arn_tail: str) -> dict[str, Any]:
+    """An ARN as CDK writes it: ``arn:`` + the partition + ``arn_tail``."""
+    return {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, arn_tail]]}
+
+
 def test_task_role_is_named_tagged_and_trusted_only_by_this_accounts_ecs(
     federation: Federation, hospital_template: Template
 ) -> None:
     ctx, site = federation.context, federation.context.hospitals[0]
+    own_ecs = f":ecs:{ctx.region}:{site.account_id}:*"
     hospital_template.has_resource_properties(
         "AWS::IAM::Role",
         {
@@ -27,7 +34,10 @@ def test_task_role_is_named_tagged_and_trusted_only_by_this_accounts_ecs(
                         "Action": "sts:AssumeRole",
                         "Effect": "Allow",
                         "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-                        "Condition": {"StringEquals": {"aws:SourceAccount": site.account_id}},
+                        "Condition": {
+                            "StringEquals": {"aws:SourceAccount": site.account_id},
+                            "ArnLike": {"aws:SourceArn": in_partition(own_ecs)},
+                        },
                     }
                 ],
                 "Version": "2012-10-17",
@@ -176,10 +186,11 @@ def test_client_task_runs_fedsilo_client_for_its_site_on_one_gpu(
     )
 
 
-def test_no_security_group_admits_traffic_except_https_into_endpoints(
+def test_no_security_group_admits_traffic_except_https_into_endpoints_and_nfs_into_state(
     federation: Federation,
 ) -> None:
-    """The only ingress rules: port 443 into interface endpoints, from a workload's group."""
+    """The only ingress rules: 443 into interface endpoints and 2049 into the state volume's
+    mount targets, each from a workload's group."""
     for stack in [federation.aggregator, *federation.hospitals]:
         template = federation.template_json(stack)
         endpoint_groups = {
@@ -187,11 +198,18 @@ def test_no_security_group_admits_traffic_except_https_into_endpoints(
             for endpoint in resources_of(template, "AWS::EC2::VPCEndpoint").values()
             for group in endpoint["Properties"].get("SecurityGroupIds", [])
         }
+        state_groups = {
+            group["Fn::GetAtt"][0]
+            for target in resources_of(template, "AWS::EFS::MountTarget").values()
+            for group in target["Properties"]["SecurityGroups"]
+        }
         for logical_id, group in resources_of(template, "AWS::EC2::SecurityGroup").items():
             assert not group["Properties"].get("SecurityGroupIngress"), logical_id
         for rule in resources_of(template, "AWS::EC2::SecurityGroupIngress").values():
             props = rule["Properties"]
             assert "CidrIp" not in props and "CidrIpv6" not in props, props
-            assert props["FromPort"] == props["ToPort"] == 443, props
-            assert props["GroupId"]["Fn::GetAtt"][0] in endpoint_groups, props
+            target = props["GroupId"]["Fn::GetAtt"][0]
+            port = 2049 if target in state_groups else 443
+            assert props["FromPort"] == props["ToPort"] == port, props
+            assert target in endpoint_groups | state_groups, props
             assert "SourceSecurityGroupId" in props, props
