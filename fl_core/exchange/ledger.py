@@ -245,12 +245,11 @@ def _check_updates(exchange: Exchange, entry: LedgerEntry) -> list[LedgerProblem
     return problems
 
 
-def _check_entry(
-    exchange: Exchange,
-    round_index: RoundIndex,
-    entry: LedgerEntry,
-    previous: LedgerEntry | None,
+def link_problems(
+    round_index: RoundIndex, entry: LedgerEntry, previous: LedgerEntry | None
 ) -> list[LedgerProblem]:
+    """The chain alone: the entry stored as ``round_index`` is that round's, hashes to its
+    ``entry_hash`` and links to ``previous`` (which made the model it names)."""
     problems = []
     if entry.round_index != round_index:
         problems.append(
@@ -274,6 +273,16 @@ def _check_entry(
         problems.append(
             LedgerProblem(round_index, "global model is not the one the previous round made")
         )
+    return problems
+
+
+def _check_entry(
+    exchange: Exchange,
+    round_index: RoundIndex,
+    entry: LedgerEntry,
+    previous: LedgerEntry | None,
+) -> list[LedgerProblem]:
+    problems = link_problems(round_index, entry, previous)
     result = exchange.read_result(round_index)
     if result is None:
         problems.append(LedgerProblem(round_index, "result.json is missing"))

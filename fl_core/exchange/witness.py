@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from fl_core.errors import AccessDeniedError, ConfigError, ExchangeError
-from fl_core.exchange.ledger import LedgerProblem, LedgerVerificationError, entry_hash_of
+from fl_core.exchange.ledger import LedgerProblem, LedgerVerificationError, link_problems
 from fl_core.exchange.manifests import LedgerEntry
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.receipts import Receipt
@@ -70,17 +70,7 @@ def _read_chain(exchange: Exchange) -> tuple[list[LedgerEntry], list[LedgerProbl
             break
         if entry is None:
             break
-        previous = entries[-1] if entries else None
-        if entry.round_index != round_index:
-            problems.append(
-                LedgerProblem(round_index, f"entry stored as round {round_index} is another's")
-            )
-        if entry_hash_of(entry) != entry.entry_hash:
-            problems.append(LedgerProblem(round_index, "entry was altered (hash mismatch)"))
-        if entry.prev_hash != (previous.entry_hash if previous else None):
-            problems.append(
-                LedgerProblem(round_index, "prev_hash does not link to the previous entry")
-            )
+        problems += link_problems(round_index, entry, entries[-1] if entries else None)
         entries.append(entry)
         round_index += 1
     return entries, problems
@@ -89,9 +79,11 @@ def _read_chain(exchange: Exchange) -> tuple[list[LedgerEntry], list[LedgerProbl
 def _check_head(receipt: Receipt, chain: Sequence[LedgerEntry]) -> list[LedgerProblem]:
     """The head the round's global model named must be the chain's entry of the round before."""
     round_index = receipt.round_index
-    if receipt.ledger_head is None:
-        if round_index == 1:
+    if round_index == 1:  # no round closed before it
+        if receipt.ledger_head is None:
             return []
+        return [LedgerProblem(1, "round 1's global model named a ledger head before any round")]
+    if receipt.ledger_head is None:
         return [
             LedgerProblem(
                 round_index, "the global model this hospital answered named no ledger head"
