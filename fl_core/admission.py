@@ -24,6 +24,7 @@ from fl_core.serialization import (
     view_weights,
 )
 from fl_core.types import Sha256Hex, SiteId, Weights
+from fl_core.validation import first_error
 
 
 @dataclass(frozen=True)
@@ -57,9 +58,7 @@ def check_manifest(
     try:
         manifest = UpdateManifest.model_validate_json(manifest_bytes)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "document"
-        raise UpdateRejectedError("malformed_manifest", f"{where}: {first['msg']}") from err
+        raise UpdateRejectedError("malformed_manifest", first_error(err)) from err
     if manifest.site_id != key_site_id:
         raise UpdateRejectedError(
             "site_mismatch",

@@ -22,6 +22,7 @@ from fl_core.errors import ObjectNotFoundError, RoundFailedError, UpdateRejected
 from fl_core.exchange.manifests import MomentsReport
 from fl_core.exchange.protocol import Exchange
 from fl_core.types import SiteId
+from fl_core.validation import first_error
 
 log = structlog.get_logger("fedsilo.server")
 
@@ -60,10 +61,8 @@ def check_moments(
     try:
         report = MomentsReport.model_validate_json(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "document"
         raise UpdateRejectedError(
-            "malformed_moments", f"moments report: {where}: {first['msg']}"
+            "malformed_moments", f"moments report: {first_error(err)}"
         ) from err
     if report.site_id != site_id or report.federation_id != federation_id:
         raise UpdateRejectedError(

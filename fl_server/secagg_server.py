@@ -68,6 +68,18 @@ def _max_document_bytes(num_sites: int) -> int:
     return 4096 + 1536 * num_sites
 
 
+def _log_refused(event: str, site_id: SiteId, err: UpdateRejectedError | ExchangeError) -> None:
+    """A hospital's document refused: its reason, or ``unreadable`` where the store could not
+    give its bytes (e.g. they fail the store's own checksum)."""
+    rejected = err if isinstance(err, UpdateRejectedError) else None
+    log.warning(
+        event,
+        site_id=site_id,
+        reason=rejected.reason if rejected else "unreadable",
+        detail=(rejected.detail if rejected else str(err))[:300],
+    )
+
+
 def default_threshold(num_sites: int) -> int:
     """``n - floor(n/3)``: up to a third of the sites may drop out, and ``t > n/2``."""
     return num_sites - num_sites // 3
@@ -278,16 +290,8 @@ class SecAggServer:
             advert = transport.read_from_site(
                 self.exchange, key, SecAggAdvert, _max_document_bytes(len(roster.sites))
             )
-        except UpdateRejectedError as rejected:
-            log.warning(
-                "secagg_advert_rejected",
-                site_id=site_id,
-                reason=rejected.reason,
-                detail=rejected.detail[:300],
-            )
-            return None
-        except ExchangeError as err:  # e.g. bytes that fail the store's own checksum
-            log.warning("secagg_advert_rejected", site_id=site_id, detail=str(err)[:300])
+        except (UpdateRejectedError, ExchangeError) as err:
+            _log_refused("secagg_advert_rejected", site_id, err)
             return None
         if advert is None:
             return None
@@ -419,16 +423,8 @@ class SecAggServer:
                     answer = transport.read_from_site(
                         self.exchange, key, SecAggUnmaskAnswer, max_bytes
                     )
-                except UpdateRejectedError as rejected:
-                    log.warning(
-                        "secagg_answer_rejected",
-                        site_id=site_id,
-                        reason=rejected.reason,
-                        detail=rejected.detail[:300],
-                    )
-                    continue
-                except ExchangeError as err:
-                    log.warning("secagg_answer_rejected", site_id=site_id, detail=str(err)[:300])
+                except (UpdateRejectedError, ExchangeError) as err:
+                    _log_refused("secagg_answer_rejected", site_id, err)
                     continue
                 if (
                     answer is not None

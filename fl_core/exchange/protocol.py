@@ -35,6 +35,7 @@ from fl_core.exchange.store import ObjectStore
 from fl_core.ids import SITE_ID_PATTERN
 from fl_core.serialization import header_span, read_metadata, sha256_hex
 from fl_core.types import ETag, ObjectKey, RoundIndex, Sha256Hex, SiteId
+from fl_core.validation import first_error
 
 log = structlog.get_logger("fedsilo.exchange")
 
@@ -290,9 +291,7 @@ class Exchange:
         try:
             document = model.model_validate_json(data)
         except ValidationError as err:
-            first = err.errors()[0]
-            where = ".".join(str(part) for part in first["loc"]) or "document"
-            self._skip(key, reason, f"{where}: {first['msg']}")
+            self._skip(key, reason, first_error(err))
             return None
         self.skipped.pop(key, None)
         return document

@@ -19,6 +19,7 @@ from fl_core.errors import (
 )
 from fl_core.exchange.protocol import Exchange
 from fl_core.serialization import sha256_hex
+from fl_core.validation import first_error
 
 _Doc = TypeVar("_Doc", bound=BaseModel)
 
@@ -52,9 +53,7 @@ def read(exchange: Exchange, key: str, model: type[_Doc]) -> _Doc | None:
     try:
         return model.model_validate_json(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "document"
-        raise ExchangeError(f"{key} is malformed: {where}: {first['msg']}") from err
+        raise ExchangeError(f"{key} is malformed: {first_error(err)}") from err
 
 
 def read_from_site(exchange: Exchange, key: str, model: type[_Doc], max_bytes: int) -> _Doc | None:
@@ -83,8 +82,6 @@ def parse_from_site(data: bytes, model: type[_Doc], max_bytes: int) -> _Doc:
     try:
         return model.model_validate_json(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "document"
         raise UpdateRejectedError(
-            "malformed_secagg", f"{model.__name__}: {where}: {first['msg']}"
+            "malformed_secagg", f"{model.__name__}: {first_error(err)}"
         ) from err

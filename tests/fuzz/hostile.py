@@ -96,6 +96,21 @@ def splice(document: bytes, token: bytes, at: int) -> bytes:
     return document[:start] + token + document[end:]
 
 
+def hostile_documents(valid: bytes) -> st.SearchStrategy[bytes]:
+    """What a hospital may write where ``valid`` (a JSON document) belongs: random bytes,
+    arbitrary JSON, ``valid`` with one value made hostile, deep nesting, an extra field."""
+    return st.one_of(
+        st.binary(max_size=200),
+        JSON_VALUES.map(dumps),
+        st.tuples(st.integers(min_value=0), st.one_of(RAW_TOKENS, JSON_VALUES.map(dumps))).map(
+            lambda spliced: splice(valid, spliced[1], spliced[0])
+        ),
+        st.integers(min_value=100, max_value=5000).map(nested),
+        st.just(valid.rstrip()[:-1] + b', "extra": [1, 2]}'),
+        st.just(valid),
+    )
+
+
 def safetensors_bytes(header: bytes, payload: bytes) -> bytes:
     return struct.pack("<Q", len(header)) + header + payload
 

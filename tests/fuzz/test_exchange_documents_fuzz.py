@@ -7,9 +7,8 @@ import tempfile
 from functools import partial
 from pathlib import Path
 
-from hostile import FUZZ, JSON_VALUES, RAW_TOKENS, dumps, nested, outcome, splice
+from hostile import FUZZ, hostile_documents, outcome
 from hypothesis import given
-from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from fl_core.exchange.fs_store import LocalDirectoryStore
@@ -28,19 +27,6 @@ PREFLIGHT = _dump(
 )
 REGISTRATION = _dump(Registration(site_id="site-x", joined_unix=10.0, status="pending"))
 HONEST = Registration(site_id="site-a", joined_unix=10.0, status="active")
-
-
-def hostile_documents(valid: bytes) -> st.SearchStrategy[bytes]:
-    return st.one_of(
-        st.binary(max_size=200),
-        JSON_VALUES.map(dumps),
-        st.tuples(st.integers(min_value=0), st.one_of(RAW_TOKENS, JSON_VALUES.map(dumps))).map(
-            lambda spliced: splice(valid, spliced[1], spliced[0])
-        ),
-        st.integers(min_value=100, max_value=5000).map(nested),
-        st.just(valid[:-1] + b', "extra": 1}'),
-        st.just(valid),
-    )
 
 
 def _exchange(root: str) -> Exchange:

@@ -11,12 +11,9 @@ import numpy as np
 from hostile import (
     FUZZ,
     HOSTILE_NUMBERS,
-    JSON_VALUES,
-    RAW_TOKENS,
     dumps,
-    nested,
+    hostile_documents,
     only_named_rejections,
-    splice,
 )
 from hypothesis import given
 from hypothesis import strategies as st
@@ -53,16 +50,7 @@ def check(data: bytes) -> None:
 
 
 @FUZZ
-@given(
-    st.one_of(
-        st.binary(max_size=200),
-        JSON_VALUES.map(dumps),
-        st.tuples(st.integers(min_value=0), st.one_of(RAW_TOKENS, JSON_VALUES.map(dumps))).map(
-            lambda spliced: splice(REPORT, spliced[1], spliced[0])
-        ),
-        st.integers(min_value=100, max_value=5000).map(nested),
-    )
-)
+@given(hostile_documents(REPORT))
 def test_hostile_moments_reports(data: bytes) -> None:
     check(data)
 

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hostile import FUZZ, JSON_VALUES, RAW_TOKENS, dumps, nested, only_named_rejections, splice
+from hostile import FUZZ, dumps, hostile_documents, only_named_rejections
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -53,20 +53,8 @@ SECAGG_REASONS = frozenset({"malformed_secagg", "too_large"})
 LOW_ORDER_POINT = bytes(32)
 
 
-def hostile(valid: bytes) -> st.SearchStrategy[bytes]:
-    return st.one_of(
-        st.binary(max_size=200),
-        JSON_VALUES.map(dumps),
-        st.tuples(st.integers(min_value=0), st.one_of(RAW_TOKENS, JSON_VALUES.map(dumps))).map(
-            lambda spliced: splice(valid, spliced[1], spliced[0])
-        ),
-        st.integers(min_value=100, max_value=5000).map(nested),
-        st.just(valid.replace(b'"}', b'", "extra": [1, 2]}', 1)),
-    )
-
-
 @FUZZ
-@given(hostile(ANSWER))
+@given(hostile_documents(ANSWER))
 def test_hostile_unmask_answers(data: bytes) -> None:
     with only_named_rejections(SECAGG_REASONS):
         answer = transport.parse_from_site(data, SecAggUnmaskAnswer, 64 * 1024)
@@ -75,7 +63,7 @@ def test_hostile_unmask_answers(data: bytes) -> None:
 
 
 @FUZZ
-@given(hostile(ADVERT))
+@given(hostile_documents(ADVERT))
 def test_hostile_adverts_as_the_aggregator_reads_them(data: bytes) -> None:
     """Through ``SecAggServer._valid_advert``: the site is a participant or it is not."""
     with tempfile.TemporaryDirectory() as root:
