@@ -43,6 +43,16 @@ class RoundConfig(_Frozen):
         "often (0: after every batch of answers); answers decided since the last write are "
         "admitted again after a crash, from the same write-once files",
     )
+    max_weight_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="the largest share of a training round's FedAvg weight one hospital may "
+        "have, computed from the invited hospitals' registered rows (the largest are trimmed, "
+        "the rest keep their counts); 0.5: no single member decides the model, even of two, "
+        "at the cost of trimming a hospital that truly holds most of the data; 1.0: plain "
+        "FedAvg. Not applied under secure aggregation (fl_server.weight_bounds)",
+    )
 
 
 class AdmissionConfig(_Frozen):

@@ -70,6 +70,7 @@ from fl_server.answer_keys import RoundKeys, sample
 from fl_server.lookahead import checked_ahead, workers_for
 from fl_server.privacy_round import declined_decision, round_privacy
 from fl_server.secagg_server import SecAggServer
+from fl_server.weight_bounds import check_registered_claim, read_registered_examples, weight_cap
 
 log = structlog.get_logger("fedsilo.server")
 
@@ -173,6 +174,21 @@ class _Round:
     epsilons: dict[SiteId, float] = field(default_factory=dict)  # DP-SGD spent per hospital
     check_workers: int = 0
     """Threads checking answers ahead (``lookahead.workers_for``): 0 for small updates."""
+    registered: dict[SiteId, int] = field(default_factory=dict)
+    """Training rows the invited sites reported before round 1 (``weight_bounds``)."""
+    weight_cap: int | None = None
+    """The most FedAvg weight one site may have this round (``round.max_weight_share``)."""
+    recorded_weights: dict[SiteId, int] | None = None
+    """The capped weights of a round closed before a restart, as its result.json records
+    them: re-aggregating must use the very weights the recorded model was built with."""
+    capped: dict[SiteId, int] = field(default_factory=dict)
+    """Accepted sites whose weight was capped, and the weight used."""
+
+    def weight_of(self, site_id: SiteId, claimed: int) -> int:
+        """The FedAvg weight of an admitted training answer claiming ``claimed`` rows."""
+        if self.recorded_weights is not None:
+            return self.recorded_weights.get(site_id, claimed)
+        return claimed if self.weight_cap is None else min(claimed, self.weight_cap)
 
 
 class RoundLoop:
@@ -211,6 +227,8 @@ class RoundLoop:
         self._seen_nonces: set[str] = set()
         self._seen_digests: set[str] = set()
         self._seen_through = 0  # rounds whose results are in the two sets above
+        self._registered: dict[SiteId, int] = {}  # moments reports' rows, read once each
+        self._told_unbounded = False
         keep_freed_buffers()
 
     # ---- state and lease ------------------------------------------------------------------
@@ -420,11 +438,43 @@ class RoundLoop:
         workers = workers_for(len(global_bytes)) if manifest.task == "train" else 0
         keys = RoundKeys(self.exchange.layout, state.round_index, manifest.invited_sites)
         current = _Round(manifest, weights, context, keys, check_workers=workers)
+        if manifest.task == "train":
+            self._bound_weights(current)
         for decision in state.decisions.values():
             if decision.status in ("accepted", "declined"):
                 self._replay(current, decision)
         self.events.round_opened(manifest)
         return current
+
+    def _bound_weights(self, current: _Round) -> None:
+        """The registered rows and the weight cap of a training round (``weight_bounds``).
+
+        Reports missing so far are looked for again at every round (a hospital may report
+        late). A round that closed before a restart has a result.json, whose capped weights
+        are the ones its recorded model was built with: a report that arrived since must not
+        change them.
+        """
+        invited = current.manifest.invited_sites
+        missing = [s for s in invited if s not in self._registered]
+        if missing:
+            limit = self.config.admission.max_num_examples
+            self._registered.update(read_registered_examples(self.exchange, missing, limit))
+        current.registered = {s: self._registered[s] for s in invited if s in self._registered}
+        if not current.registered and not self._told_unbounded:
+            self._told_unbounded = True
+            log.info(
+                "weights_unbounded",
+                detail="no invited hospital reported its training rows before round 1, so "
+                "num_examples is neither checked against them nor capped by "
+                "round.max_weight_share",
+            )
+        if self.secagg is None:  # under secure aggregation each hospital weights its own
+            current.weight_cap = weight_cap(
+                current.registered.values(), self.config.round.max_weight_share
+            )
+        result = self.exchange.read_result(current.manifest.round_index)
+        if result is not None:
+            current.recorded_weights = dict(result.capped_weights)
 
     def _replay(self, current: _Round, decision: Decision) -> None:
         """Re-add an update admitted before a restart; it must be byte-identical."""
@@ -445,9 +495,25 @@ class RoundLoop:
                     f"admitted update of site {decision.site_id} round {round_index} changed "
                     "after admission; the exchange was altered"
                 )
+            weight = self._weight(current, decision.site_id, decision.num_examples)
             self.aggregator.add_admitted(
-                AdmittedUpdate(decision.site_id, decision.num_examples, data, view_weights(data))
+                AdmittedUpdate(decision.site_id, weight, data, view_weights(data))
             )
+
+    def _weight(self, current: _Round, site_id: SiteId, claimed: int) -> int:
+        """An accepted training answer's FedAvg weight; a capped one is named."""
+        weight = current.weight_of(site_id, claimed)
+        if weight < claimed:
+            current.capped[site_id] = weight
+            log.info(
+                "weight_capped",
+                round_index=current.manifest.round_index,
+                site_id=site_id,
+                num_examples=claimed,
+                weight=weight,
+                max_weight_share=self.config.round.max_weight_share,
+            )
+        return weight
 
     def _remember(self, current: _Round, update: UpdateManifest) -> None:
         """Keep what closing the round needs. Replay sets hold earlier rounds only: within a
@@ -480,7 +546,8 @@ class RoundLoop:
             self._remember(current, manifest)
             return declined_decision(manifest, self.clock())
         if admitted is not None:
-            self.aggregator.add_admitted(admitted)
+            weight = self._weight(current, site_id, admitted.num_examples)
+            self.aggregator.add_admitted(dataclasses.replace(admitted, num_examples=weight))
         self._remember(current, manifest)
         log.info(
             "update_accepted",
@@ -535,6 +602,7 @@ class RoundLoop:
             if data is not None:  # S3 hashed the bytes it verified: they are not hashed again
                 manifest, digest, weights = check_update_file(data, site_id, ctx, known)
                 self._check_evaluation(manifest)
+                check_registered_claim(site_id, manifest.num_examples, current.registered)
                 admitted = AdmittedUpdate(site_id, manifest.num_examples, data, weights)
                 return manifest, digest, admitted
         size = self.exchange.update_manifest_size(round_index, site_id)
@@ -670,6 +738,11 @@ class RoundLoop:
                 config_hash=self.config_hash,
                 foreign_keys=current.keys.foreign_count,
                 foreign_key_samples=current.keys.foreign_samples,
+                capped_weights={
+                    d.site_id: current.capped[d.site_id]
+                    for d in accepted
+                    if d.site_id in current.capped
+                },
             )
             self.exchange.write_result(result)
         elif result.next_global_sha256 is not None:
