@@ -6,8 +6,10 @@ This front moves the query's SigV4 parameters into an ``Authorization`` header a
 into a form body, then forwards to moto, which answers ``GetCallerIdentity`` for the account
 of the access key, as STS does. Everything else passes through unchanged.
 
-Neither this front nor moto verifies the signature or the expiry (STS does); tests of what
-fedsilo checks itself use it, and README says which checks are STS's.
+The translated request keeps the presigned signature, which no longer matches its new form:
+moto checks signatures only while IAM is enforced, so proofs go through it before that, and
+neither this front nor moto verifies a proof's signature or expiry (STS does). Tests of what
+fedsilo checks itself use it; README says which checks are STS's.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-_HOP_HEADERS = ("transfer-encoding", "connection", "content-length", "server", "date", "host")
+_HOP_HEADERS = ("transfer-encoding", "connection", "content-length")
+_ANSWER_HEADERS_NOT_COPIED = (*_HOP_HEADERS, "server", "date")
 
 
 def as_header_signed(path: str) -> tuple[str, bytes, dict[str, str]] | None:
@@ -75,6 +78,7 @@ class PresignedStsFront:
         length = int(handler.headers.get("Content-Length") or 0)
         method, path = handler.command, handler.path
         body = handler.rfile.read(length) if length else b""
+        # Host is kept: it is signed, and moto checks signatures once IAM is enforced
         headers = {k: v for k, v in handler.headers.items() if k.lower() not in _HOP_HEADERS}
         translated = as_header_signed(path) if method == "GET" else None
         if translated is not None:
@@ -91,7 +95,7 @@ class PresignedStsFront:
             upstream.close()
         handler.send_response(response.status, response.reason)
         for name, value in response.getheaders():
-            if name.lower() not in _HOP_HEADERS:
+            if name.lower() not in _ANSWER_HEADERS_NOT_COPIED:
                 handler.send_header(name, value)
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()

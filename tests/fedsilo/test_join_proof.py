@@ -2,8 +2,8 @@
 
 Against moto_server behind ``PresignedStsFront`` (moto answers presigned STS requests only in
 their header-signed form): moto maps each access key to the account that made it, as STS does,
-but verifies no signature, so these tests cover what fedsilo checks itself; the signature
-check is STS's (README, onboarding).
+but does not verify a presigned request's signature, so these tests cover what fedsilo checks
+itself; the signature check is STS's (README, onboarding).
 """
 
 from __future__ import annotations
