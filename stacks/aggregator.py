@@ -22,7 +22,7 @@ from stacks.context import FederationContext, exchange_key_alias
 from stacks.encryption import FederationKey
 from stacks.grants import grant_managed_policy
 from stacks.images import SERVER_DOCKERFILE, container_image
-from stacks.policies import ExchangeArns, aggregator_exchange_statements, hospital_key_statement
+from stacks.policies import ExchangeArns, aggregator_exchange_statements, hospital_key_statements
 from stacks.storage import ExchangeBucket
 
 KEY_POLICY_LIMIT_BYTES = 32 * 1024
@@ -78,9 +78,10 @@ class AggregatorStack(FederationStack):
             alias=exchange_key_alias(fid),
             description=f"fedsilo exchange of federation {fid}: models and updates",
         )
-        statement = hospital_key_statement(self.context)
-        key.key.add_to_resource_policy(statement)
-        self._check_key_policy_size(statement)
+        statements = hospital_key_statements(self.context)
+        for statement in statements:
+            key.key.add_to_resource_policy(statement)
+        self._check_key_policy_size(statements)
         return key
 
     def _operations_key(self) -> FederationKey:
@@ -132,7 +133,9 @@ class AggregatorStack(FederationStack):
             wildcard_reasons={
                 arns.root: "The aggregator owns the whole federation prefix (rounds, registry, "
                 "ledger, state); the wildcard is the key below federations/{id}/ and deletes "
-                "are not granted."
+                "are not granted.",
+                arns.ledger: "Past versions of the ledger entries, to prove that none was "
+                "replaced; the wildcard is the round's entry below the federation's ledger/.",
             },
         )
 
@@ -153,9 +156,10 @@ class AggregatorStack(FederationStack):
             memory_mib=context.aggregator.memory_mib,
         )
 
-    def _check_key_policy_size(self, statement: iam.PolicyStatement) -> None:
+    def _check_key_policy_size(self, statements: list[iam.PolicyStatement]) -> None:
         # The account-admin statement CDK adds is under 300 bytes; keep 2 KB of headroom.
-        size = len(json.dumps(self.resolve(statement.to_statement_json()), separators=(",", ":")))
+        rendered = [self.resolve(statement.to_statement_json()) for statement in statements]
+        size = len(json.dumps(rendered, separators=(",", ":")))
         if size + 2048 > KEY_POLICY_LIMIT_BYTES:
             raise ConfigError(
                 f"hospitals: the exchange key policy would be {size + 2048} bytes, over KMS's "

@@ -128,11 +128,18 @@ class HospitalStack(FederationStack):
         """Why each wildcard resource of the task role's policy is no wider than the rule."""
         exchange = ExchangeArns(self.context)
         data_bucket_id = self.resolve(self.get_logical_id(self.data.node.default_child))  # type: ignore[arg-type]
+        nested = exchange.patterns_of(self.site.site_id)
         return {
-            exchange.global_models: "the wildcards are the round index and the file extension "
-            "of the published global model (weights and manifest) of any round",
-            exchange.updates_of(self.site.site_id): "the wildcards are the round index and the "
-            "extension of this hospital's own update; other sites' names never match",
+            **{
+                preflight: "the wildcard is the stamp of this hospital's own preflight report "
+                "(round 0); the policy denies keys one level deeper, so it spans no '/'"
+                for preflight in exchange.writes_of(self.site.site_id)
+                if "*" in preflight
+            },
+            **{
+                exchange.objects(key): "denied, not granted: keys deeper than any exchange key"
+                for key in (*nested.nested_reads, *nested.nested_writes)
+            },
             exchange_key_arns(self.context): (
                 "the exchange key's id is created in the coordinating account; the statement "
                 "is pinned to it by its alias (kms:ResourceAliases) and to use through S3"

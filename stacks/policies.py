@@ -1,19 +1,29 @@
 """Who may touch the exchange: every policy statement of DESIGN.md's IAM rule, in one place.
 
-The rule: a hospital's task role may read ``rounds/*/global.*`` and its own
-``registry/{site_id}.json``, and write only ``rounds/*/updates/{site_id}.*``; it lists nothing
-and reads no other hospital's update. Cross-account access needs both sides to agree, so the
-rule is written twice, and either half alone is enough to stop a hospital:
+The rule: a hospital's task role may read what is public to the federation (each round's
+``global.safetensors``, ``global.json``, ``global.secagg-{roster,setup,unmask}.json`` and
+``result.json``, and the ledger entries ``ledger/{round}.json``) and its own
+``registry/{site_id}.json``, and write only its own canonical update keys (weights, manifest,
+secure aggregation advert and answer, moments, preflight reports); it lists nothing and reads
+no other hospital's update. Cross-account access needs both sides to agree, so the rule is
+written twice, and either half alone is enough to stop a hospital:
 
 * the hospital's identity policy (``hospital_identity_statements``) names its own site id
   literally; it lives in the hospital's account, so the hospital could widen it;
 * the exchange's bucket and key policies (``hospital_bucket_statements``,
-  ``hospital_key_statement``) live in the coordinating account and hold even against a
+  ``hospital_key_statements``) live in the coordinating account and hold even against a
   hospital administrator who edits her own roles.
 
+The keys are exact names, never prefixes (``fl_core.exchange.key_grammar``): IAM's ``*`` and
+``?`` also match ``/``, so ``updates/{site}.*`` would also grant
+``updates/{site}.x/{other}.json``, a channel between hospitals and a way to forge another's
+preflight report. Each canonical suffix is spelled out, the round is ``??????``, and deny
+statements for keys deeper than any canonical key keep every ``?`` and ``*`` within one
+segment.
+
 How the resource-side half scales to hundreds of hospitals (a bucket policy is limited to
-20 KB, a key policy to 32 KB): one statement per hospital costs about 300 bytes, so 200
-hospitals would need 60 KB. Instead ONE allow statement serves every hospital:
+20 KB, a key policy to 32 KB): one statement per hospital would cost far more than 20 KB for
+200 hospitals. Instead ONE allow statement serves every hospital:
 
 * ``aws:PrincipalArn`` must equal one of the listed task-role ARNs
   (``arn:aws:iam::{account}:role/fedsilo/{federation_id}-{site_id}``). The ARN binds a site id
@@ -26,19 +36,29 @@ hospitals would need 60 KB. Instead ONE allow statement serves every hospital:
   set by the hospital itself, so alone it would be forgeable; tied to the listed ARN it is
   not: hospital A's only listed role is ``.../{fid}-site-a``, which passes only while its tag
   (or a session tag) says ``site-a``.
-* Small deny statements, with no list, confine every principal outside the coordinating
-  account to GetObject/PutObject, to reading only global models and the registry, to writing
-  only updates, and to write-once puts (``If-None-Match``), so the merged allow (which, as a
-  cross product, would also allow reading one's own update) grants exactly DESIGN.md's rule.
-
-Keys are the ones ``fl_core.exchange.layout.ExchangeLayout`` builds; ``tests/stacks`` checks the
-patterns against it.
+* The allow names the federation's prefix only: small deny statements, with no list, hold
+  for every principal outside the coordinating account and spell out the exact keys (once:
+  written in the allow too, they would push 208 hospitals over 20 KB). They confine it to
+  GetObject/PutObject, to reading only the public keys and its registry entry, to
+  writing only its canonical update keys, to no key deeper than those, to write-once puts
+  (``If-None-Match``), and to SSE-KMS under the exchange key (an object under SSE-C or a key
+  of the hospital's own could not be read by the aggregator). Allow and denies together grant
+  exactly the rule.
+* Offboarded hospitals (``revoked_hospitals``) are denied by role and, once no listed hospital
+  remains in their account, by account: the statements ``fedsilo offboard`` writes into the
+  live policies (``fedsilo.ops.revocation``), so a deploy keeps them.
 """
 
 from __future__ import annotations
 
 from aws_cdk import aws_iam as iam
 
+from fedsilo.ops.revocation import (
+    RevokedPrincipals,
+    bucket_revocation_statements,
+    key_revocation_statements,
+)
+from fl_core.exchange.key_grammar import HospitalKeyPatterns, hospital_key_patterns
 from fl_core.exchange.layout import ExchangeLayout
 from stacks.context import (
     HOSPITAL_ROLE_PATH,
@@ -78,10 +98,6 @@ class ExchangeArns:
         return self.objects(f"{self.layout.root}*")
 
     @property
-    def global_models(self) -> str:
-        return self.objects(f"{self.layout.root}rounds/*/global.*")
-
-    @property
     def registry(self) -> str:
         return self.objects(f"{self.layout.registry_prefix()}*")
 
@@ -89,11 +105,18 @@ class ExchangeArns:
         return self.objects(f"{self.layout.registry_prefix()}{site}.json")
 
     @property
-    def updates(self) -> str:
-        return self.objects(f"{self.layout.root}rounds/*/updates/*")
+    def ledger(self) -> str:
+        return self.objects(f"{self.layout.ledger_prefix()}*")
 
-    def updates_of(self, site: str) -> str:
-        return self.objects(f"{self.layout.root}rounds/*/updates/{site}.*")
+    def patterns_of(self, site: str) -> HospitalKeyPatterns:
+        """The exact keys ``site`` (an id or the site policy variable) may write and read."""
+        return hospital_key_patterns(self.layout, site)
+
+    def writes_of(self, site: str) -> list[str]:
+        return [self.objects(key) for key in self.patterns_of(site).writes]
+
+    def reads_of(self, site: str) -> list[str]:
+        return [self.objects(key) for key in self.patterns_of(site).reads]
 
 
 def hospital_principal_arns(context: FederationContext) -> list[str]:
@@ -148,16 +171,20 @@ def _deny_outsiders(
     )
 
 
-def hospital_bucket_statements(context: FederationContext) -> list[iam.PolicyStatement]:
+def hospital_bucket_statements(
+    context: FederationContext, exchange_key_arn: str
+) -> list[iam.PolicyStatement]:
     """Exchange bucket policy statements for all hospitals (see the module docstring)."""
     arns = ExchangeArns(context)
+    patterns = arns.patterns_of(SITE_VARIABLE)
     get_put = ["s3:GetObject", "s3:PutObject"]
+    put = ["s3:PutObject"]
     return [
         iam.PolicyStatement(
-            sid="HospitalsReadGlobalAndOwnRegistryWriteOwnUpdate",
+            sid="ListedHospitalsGetAndPutFederationKeys",
             principals=[iam.AnyPrincipal()],
             actions=get_put,
-            resources=_hospital_objects(arns),
+            resources=[arns.root],
             conditions=_listed_hospital(context),
         ),
         _deny_outsiders(
@@ -168,55 +195,131 @@ def hospital_bucket_statements(context: FederationContext) -> list[iam.PolicySta
         ),
         _deny_outsiders(
             context,
-            "OutsidersReadOnlyGlobalModelsAndRegistry",
+            "OutsidersReadOnlyPublicKeysAndOwnRegistry",
             actions=["s3:GetObject"],
-            not_resources=[arns.global_models, arns.registry],
+            not_resources=arns.reads_of(SITE_VARIABLE),
         ),
         _deny_outsiders(
             context,
-            "OutsidersWriteOnlyUpdates",
-            actions=["s3:PutObject"],
-            not_resources=[arns.updates],
+            "OutsidersWriteOnlyOwnUpdateKeys",
+            actions=put,
+            not_resources=arns.writes_of(SITE_VARIABLE),
+        ),
+        _deny_outsiders(
+            context,
+            "OutsidersReadNoNestedKey",
+            actions=["s3:GetObject"],
+            resources=[arns.objects(key) for key in patterns.nested_reads],
+        ),
+        _deny_outsiders(
+            context,
+            "OutsidersWriteNoNestedKey",
+            actions=put,
+            resources=[arns.objects(key) for key in patterns.nested_writes],
         ),
         _deny_outsiders(
             context,
             "OutsidersWriteOnce",
-            actions=["s3:PutObject"],
+            actions=put,
             resources=[arns.objects("*")],
             conditions={
                 "Null": {"s3:if-none-match": "true"},
                 "Bool": {"s3:ObjectCreationOperation": "true"},
             },
         ),
+        _deny_outsiders(
+            context,
+            "OutsidersWriteOnlySseKms",
+            actions=put,
+            resources=[arns.objects("*")],
+            conditions={
+                "Null": {"s3:x-amz-server-side-encryption": "false"},
+                "StringNotEquals": {"s3:x-amz-server-side-encryption": "aws:kms"},
+            },
+        ),
+        _deny_outsiders(
+            context,
+            "OutsidersWriteOnlyUnderTheExchangeKey",
+            actions=put,
+            resources=[arns.objects("*")],
+            conditions={
+                "Null": {"s3:x-amz-server-side-encryption-aws-kms-key-id": "false"},
+                "StringNotEquals": {
+                    "s3:x-amz-server-side-encryption-aws-kms-key-id": exchange_key_arn
+                },
+            },
+        ),
+        iam.PolicyStatement(
+            sid="NoCustomerProvidedKeys",
+            effect=iam.Effect.DENY,
+            principals=[iam.AnyPrincipal()],
+            actions=["s3:*"],
+            resources=[arns.objects("*")],
+            conditions={"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "false"}},
+        ),
+        *_from_json(
+            bucket_revocation_statements(revoked_principals(context), arns.bucket, arns.layout.root)
+        ),
     ]
 
 
-def _hospital_objects(arns: ExchangeArns) -> list[str]:
-    """What any listed hospital may touch, its own site named by the policy variable."""
-    return [arns.global_models, arns.registry_of(SITE_VARIABLE), arns.updates_of(SITE_VARIABLE)]
+def revoked_principals(context: FederationContext) -> RevokedPrincipals:
+    """The offboarded hospitals' roles, and their accounts where no listed hospital remains."""
+    return RevokedPrincipals.of(
+        [(site.site_id, site.account_id) for site in context.revoked_hospitals],
+        [site.account_id for site in context.hospitals],
+        lambda site_id, account_id: hospital_role_arn(
+            context.federation_id, HospitalSite(site_id=site_id, account_id=account_id)
+        ),
+    )
 
 
-def hospital_key_statement(context: FederationContext) -> iam.PolicyStatement:
-    """Exchange key policy statement: hospitals use the key only through S3, only for their keys.
+def _from_json(statements: list[dict[str, object]]) -> list[iam.PolicyStatement]:
+    return [iam.PolicyStatement.from_json(statement) for statement in statements]
+
+
+def hospital_key_statements(context: FederationContext) -> list[iam.PolicyStatement]:
+    """Exchange key policy statements: hospitals use the key only through S3, only for their
+    exact keys.
 
     S3 calls KMS as the requester with the encryption context ``aws:s3:arn`` = the object's
     ARN (S3 Bucket Keys are off on the exchange bucket for exactly this reason), so the same
-    object patterns as the bucket policy apply. Decrypt serves reading globals and the own
-    registry entry, GenerateDataKey serves writing the own update; the bucket policy's denies
-    stop the cross product (e.g. writing a global) before KMS is asked.
+    exact object patterns as the bucket policy apply, and the same deny of nested keys keeps
+    their wildcards within one segment. Decrypt serves reading (and multipart writes),
+    GenerateDataKey serves writing; the bucket policy's denies stop the cross product (e.g.
+    writing a global) before KMS is asked.
     """
-    objects = _hospital_objects(ExchangeArns(context))
-    return iam.PolicyStatement(
-        sid="HospitalsUseKeyOnlyViaS3ForTheirObjects",
-        principals=[iam.AnyPrincipal()],
-        actions=["kms:Decrypt", "kms:GenerateDataKey"],
-        resources=["*"],
-        conditions={
-            **_listed_hospital(context),
-            "StringEquals": {"kms:ViaService": f"s3.{context.region}.amazonaws.com"},
-            "StringLike": {"kms:EncryptionContext:aws:s3:arn": objects},
-        },
-    )
+    arns = ExchangeArns(context)
+    patterns = arns.patterns_of(SITE_VARIABLE)
+    object_arn = "kms:EncryptionContext:aws:s3:arn"
+    outsider = {"StringNotEquals": {"aws:PrincipalAccount": context.coordinating_account}}
+    return [
+        iam.PolicyStatement(
+            sid="HospitalsUseKeyOnlyViaS3ForTheirObjects",
+            principals=[iam.AnyPrincipal()],
+            actions=["kms:Decrypt", "kms:GenerateDataKey"],
+            resources=["*"],
+            conditions={
+                **_listed_hospital(context),
+                "StringEquals": {"kms:ViaService": f"s3.{context.region}.amazonaws.com"},
+                "StringLike": {
+                    object_arn: [*arns.reads_of(SITE_VARIABLE), *arns.writes_of(SITE_VARIABLE)]
+                },
+            },
+        ),
+        iam.PolicyStatement(
+            sid="OutsidersNoNestedKey",
+            effect=iam.Effect.DENY,
+            principals=[iam.AnyPrincipal()],
+            actions=["kms:*"],
+            resources=["*"],
+            conditions={
+                **outsider,
+                "StringLike": {object_arn: [arns.objects(key) for key in patterns.nested]},
+            },
+        ),
+        *_from_json(key_revocation_statements(revoked_principals(context))),
+    ]
 
 
 def hospital_identity_statements(
@@ -224,6 +327,7 @@ def hospital_identity_statements(
 ) -> list[iam.PolicyStatement]:
     """The hospital task role's own policy on the exchange: its site id, written literally."""
     arns = ExchangeArns(context)
+    patterns = arns.patterns_of(site.site_id)
     via_s3_with_exchange_alias = {
         "StringEquals": {"kms:ViaService": f"s3.{context.region}.amazonaws.com"},
         "ForAnyValue:StringEquals": {
@@ -231,12 +335,20 @@ def hospital_identity_statements(
         },
     }
     return [
-        allow(
-            "ReadGlobalModelsAndOwnRegistration",
-            ["s3:GetObject"],
-            [arns.global_models, arns.registry_of(site.site_id)],
+        allow("ReadPublicKeysAndOwnRegistration", ["s3:GetObject"], arns.reads_of(site.site_id)),
+        allow("WriteOwnUpdateKeys", ["s3:PutObject"], arns.writes_of(site.site_id)),
+        iam.PolicyStatement(
+            sid="ReadNoNestedKey",
+            effect=iam.Effect.DENY,
+            actions=["s3:GetObject"],
+            resources=[arns.objects(key) for key in patterns.nested_reads],
         ),
-        allow("WriteOwnUpdates", ["s3:PutObject"], [arns.updates_of(site.site_id)]),
+        iam.PolicyStatement(
+            sid="WriteNoNestedKey",
+            effect=iam.Effect.DENY,
+            actions=["s3:PutObject"],
+            resources=[arns.objects(key) for key in patterns.nested_writes],
+        ),
         allow(
             "UseExchangeKeyViaS3",
             ["kms:Decrypt", "kms:GenerateDataKey"],
@@ -249,15 +361,32 @@ def hospital_identity_statements(
 def aggregator_exchange_statements(
     context: FederationContext, exchange_key_arn: str
 ) -> list[iam.PolicyStatement]:
-    """The aggregator reads, lists and writes its federation's prefix; it deletes nothing."""
+    """The aggregator reads, lists and writes its federation's prefix; it deletes nothing.
+
+    It sets Object Lock retention on what it publishes (ledger entries, round results, global
+    models) and reads the ledger's past versions to prove that none was replaced.
+    """
     arns = ExchangeArns(context)
+    ledger = arns.layout.ledger_prefix()
     return [
         allow("ReadWriteFederationObjects", ["s3:GetObject", "s3:PutObject"], [arns.root]),
+        allow(
+            "LockFederationObjects",
+            ["s3:PutObjectRetention", "s3:GetObjectRetention"],
+            [arns.root],
+        ),
         allow(
             "ListFederationPrefix",
             ["s3:ListBucket"],
             [arns.bucket],
             {"StringLike": {"s3:prefix": f"{arns.layout.root}*"}},
         ),
+        allow(
+            "ListLedgerVersions",
+            ["s3:ListBucketVersions"],
+            [arns.bucket],
+            {"StringLike": {"s3:prefix": f"{ledger}*"}},
+        ),
+        allow("ReadLedgerVersions", ["s3:GetObjectVersion"], [arns.ledger]),
         allow("UseExchangeKey", ["kms:Decrypt", "kms:GenerateDataKey"], [exchange_key_arn]),
     ]

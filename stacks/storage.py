@@ -29,10 +29,15 @@ def retained_private_bucket(
     bucket_key_enabled: bool | None = None,
     bucket_name: str | None = None,
     access_logs: s3.IBucket | None = None,
+    object_lock: bool = False,
+    block_customer_keys: bool = False,
 ) -> s3.Bucket:
     """The ``Bucket`` of ``scope``: never public, TLS only, versioned, no ACLs, kept on delete.
 
     ``access_logs`` receives its server access logs under the prefix ``{scope id}/``.
+    ``object_lock`` enables S3 Object Lock without a default retention (objects are locked one
+    by one by whoever writes them); ``block_customer_keys`` refuses uploads under
+    customer-provided keys (SSE-C), which the bucket's owner could never read.
     """
     return s3.Bucket(
         scope,
@@ -49,6 +54,8 @@ def retained_private_bucket(
         server_access_logs_prefix=None if access_logs is None else f"{scope.node.id}/",
         removal_policy=RemovalPolicy.RETAIN,
         lifecycle_rules=[lifecycle_rule],
+        object_lock_enabled=object_lock or None,
+        blocked_encryption_types=[s3.BlockedEncryptionType.SSE_C] if block_customer_keys else None,
     )
 
 
@@ -114,11 +121,14 @@ class EncryptedBucket(Construct):
         noncurrent_retention_days: int,
         bucket_name: str | None = None,
         bucket_key_enabled: bool = True,
+        object_lock: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         self.bucket = retained_private_bucket(
             self,
             bucket_name=bucket_name,
+            object_lock=object_lock,
+            block_customer_keys=True,
             encryption=s3.BucketEncryption.KMS,
             encryption_key=key,
             bucket_key_enabled=bucket_key_enabled,
@@ -143,7 +153,9 @@ class ExchangeBucket(EncryptedBucket):
     Its policy carries the hospital statements of ``stacks.policies`` (one allow for all
     hospitals, so 200 hospitals fit in the 20 KB policy limit; synthesis fails loudly if a
     context would not). S3 Bucket Keys are off so that every object is encrypted under a
-    context naming its own key, which the key policy's per-site conditions rely on.
+    context naming its own key, which the key policy's per-site conditions rely on. Object Lock
+    is on, without a default retention: the aggregator locks ledger entries, round results and
+    global models one by one (``ledger_retention_days``).
     """
 
     def __init__(
@@ -163,8 +175,9 @@ class ExchangeBucket(EncryptedBucket):
             noncurrent_retention_days=context.noncurrent_version_retention_days,
             bucket_name=context.bucket_name,
             bucket_key_enabled=False,
+            object_lock=True,
         )
-        statements = hospital_bucket_statements(context)
+        statements = hospital_bucket_statements(context, key.key_arn)
         for statement in statements:
             self.bucket.add_to_resource_policy(statement)
         self._check_policy_size(statements)

@@ -89,9 +89,7 @@ def _nested_key_patterns(layout: ExchangeLayout, keys: list[str]) -> tuple[str, 
         relative = key.removeprefix(layout.root)
         folder = relative.split("/", 1)[0]
         deepest[folder] = max(deepest.get(folder, 0), relative.count("/"))
-    return tuple(
-        f"{layout.root}{folder}" + "/*" * (depth + 1) for folder, depth in deepest.items()
-    )
+    return tuple(f"{layout.root}{folder}" + "/*" * (depth + 1) for folder, depth in deepest.items())
 
 
 def _pattern(layout: ExchangeLayout, key: str, site: str) -> str:

@@ -90,15 +90,11 @@ def test_exchange_bucket_policy_is_tls_only_and_grants_hospitals_by_role_arn(
                             }
                         ),
                         {
-                            "Sid": "HospitalsReadGlobalAndOwnRegistryWriteOwnUpdate",
+                            "Sid": "ListedHospitalsGetAndPutFederationKeys",
                             "Effect": "Allow",
                             "Principal": {"AWS": "*"},
                             "Action": ["s3:GetObject", "s3:PutObject"],
-                            "Resource": [
-                                arns.global_models,
-                                arns.registry_of(site_var),
-                                arns.updates_of(site_var),
-                            ],
+                            "Resource": arns.root,
                             "Condition": {
                                 "ArnEquals": {
                                     "aws:PrincipalArn": [
@@ -122,18 +118,18 @@ def test_exchange_bucket_policy_is_tls_only_and_grants_hospitals_by_role_arn(
                         ),
                         Match.object_like(
                             {
-                                "Sid": "OutsidersReadOnlyGlobalModelsAndRegistry",
+                                "Sid": "OutsidersReadOnlyPublicKeysAndOwnRegistry",
                                 "Effect": "Deny",
                                 "Action": "s3:GetObject",
-                                "NotResource": [arns.global_models, arns.registry],
+                                "NotResource": arns.reads_of(site_var),
                             }
                         ),
                         Match.object_like(
                             {
-                                "Sid": "OutsidersWriteOnlyUpdates",
+                                "Sid": "OutsidersWriteOnlyOwnUpdateKeys",
                                 "Effect": "Deny",
                                 "Action": "s3:PutObject",
-                                "NotResource": arns.updates,
+                                "NotResource": arns.writes_of(site_var),
                             }
                         ),
                         Match.object_like(

@@ -1,149 +1,199 @@
-"""The exchange's bucket and key policies, read from the synthesised template, against real keys.
+"""The exchange's bucket and key policies, read from the synthesised templates, under a real
+IAM evaluator.
 
 moto does not evaluate bucket policies for principals of other accounts, KMS key policies, or
-policy variables (``${aws:PrincipalTag/...}``), so the cross-account half of the IAM rule is
-checked here instead: a small evaluator applies the synthesised statements (Allow/Deny,
-NotAction/NotResource, the condition operators they use) to requests for keys built by
-``fl_core.exchange.layout.ExchangeLayout``. It refuses any operator it does not know, so a
-policy change cannot silently escape it. The identity-policy half runs in moto with IAM
-enforcement (``test_stacks_isolation_moto.py``).
+policy variables (``${aws:PrincipalTag/...}``), so the cross-account rule is evaluated here by
+``@cloud-copilot/iam-simulate`` (identity, resource and key policies across accounts, policy
+variables, every condition operator), on requests for keys built by
+``fl_core.exchange.layout.ExchangeLayout``. The whole table is built first and evaluated in one
+``node`` process.
+
+Each hostile request is asked twice, so that each half of the rule is shown to stop it alone:
+* against the real bucket (or key) policy, from a role whose administrator widened its own
+  identity policy to ``*``;
+* against the hospital's real identity policy, with a resource policy that allows everything
+  (encryption and write-once rules live only in the bucket policy and are asked once).
+
+What the evaluator cannot express, and what IAM cannot either:
+* iam-simulate takes the request's context as given: that S3 sends ``s3:if-none-match`` and
+  the encryption headers, and calls KMS with ``kms:ViaService`` and the object's ARN as
+  ``aws:s3:arn`` encryption context (S3 Bucket Keys off), are AWS's documented behaviour that
+  the requests here reproduce; a bucket's ``BlockedEncryptionTypes`` setting is not modelled
+  (the bucket policy's own SSE-C deny is evaluated instead).
+* IAM has no character classes: the round segment ``??????`` accepts any six characters but
+  ``/`` (a look-alike or a letter round is a key the aggregator never reads), and the preflight
+  stamp any characters but ``/``. ``KNOWN_LIMITS`` asserts exactly that.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from stackhelpers import Federation, resources_of
+from iamsim import (
+    ALLOW_EVERYTHING,
+    Caller,
+    Encryption,
+    ExchangePolicies,
+    exchange_policies,
+    kms_simulation,
+    s3_simulation,
+    simulate,
+)
+from stackhelpers import Federation
 
 from fl_core.exchange.layout import ExchangeLayout
-from stacks.context import SITE_TAG_KEY, hospital_role_arn
 
 ROUND = 7
+STAMP = "20261206t120000z3f9a"
+ALLOWED = "Allowed"
+GET, PUT = "s3:GetObject", "s3:PutObject"
+CYRILLIC_TWINS = {"a": "\u0430", "e": "\u0435", "o": "\u043e", "s": "\u0455", "c": "\u0441"}
+FULLWIDTH_ZERO = "\uff10"
 
 
-def iam_match(pattern: str, value: str, variables: dict[str, str], *, glob: bool) -> bool:
-    for name, substitute in variables.items():
-        pattern = pattern.replace("${" + name + "}", substitute)
-    if "${" in pattern:  # a variable without a value never matches
-        return False
-    if not glob:
-        return pattern == value
-    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(regex, value) is not None
+def look_alike(site: str) -> str:
+    """``site`` with its first letter that has a Cyrillic twin replaced by that twin."""
+    index = next(i for i, char in enumerate(site) if char in CYRILLIC_TWINS)
+    return site[:index] + CYRILLIC_TWINS[site[index]] + site[index + 1 :]
 
 
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
+@dataclass(frozen=True)
+class Case:
+    """One row of the table: a request, what the test expects, and why it exists."""
+
+    name: str
+    simulation: dict[str, Any]
+    allowed: bool
 
 
-@dataclass
-class Request:
-    principal_arn: str
-    action: str
-    resource: str
-    keys: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def account(self) -> str:
-        return self.principal_arn.split(":")[4]
-
-    def context(self) -> dict[str, str]:
-        base = {
-            "aws:PrincipalArn": self.principal_arn,
-            "aws:PrincipalAccount": self.account,
-            "aws:SecureTransport": "true",
-        }
-        return {**base, **self.keys}
+def allow_all_to(caller: Caller) -> dict[str, Any]:
+    """A resource policy that lets ``caller`` do anything: isolates the identity policy."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": caller.arn}, "Action": "*", "Resource": "*"}
+        ],
+    }
 
 
-def condition_holds(operator: str, key: str, expected: Any, ctx: dict[str, str]) -> bool:
-    values = [str(v) for v in as_list(expected)]
-    variables = {k: v for k, v in ctx.items() if k.startswith("aws:PrincipalTag/")}
-    present = key in ctx
-    actual = ctx.get(key, "")
-    if operator in ("StringEquals", "ArnEquals"):
-        return present and any(iam_match(v, actual, variables, glob=False) for v in values)
-    if operator in ("StringLike", "ArnLike"):
-        return present and any(iam_match(v, actual, variables, glob=True) for v in values)
-    if operator == "StringNotEquals":
-        return not present or not any(iam_match(v, actual, variables, glob=False) for v in values)
-    if operator == "Bool":
-        return present and actual.lower() in [v.lower() for v in values]
-    if operator == "Null":
-        return (not present) == (values[0] == "true")
-    if operator == "ForAnyValue:StringEquals":
-        return present and actual in values
-    raise AssertionError(f"evaluator does not know {operator}; extend it before using it")
+def canonical_writes(layout: ExchangeLayout, site: str) -> list[str]:
+    return [
+        layout.update_weights_key(ROUND, site),
+        layout.update_manifest_key(ROUND, site),
+        layout.secagg_update_key(ROUND, site, "advert"),
+        layout.secagg_update_key(ROUND, site, "answer"),
+        layout.update_weights_key(1, site),
+        layout.moments_key(site),
+        layout.preflight_key(site, STAMP),
+        layout.preflight_key(site, "a"),
+        layout.preflight_key(site, "z" * 40),
+    ]
 
 
-def statement_applies(statement: dict[str, Any], request: Request) -> bool:
-    principal = statement.get("Principal")
-    if principal not in ({"AWS": "*"}, "*"):
-        # An account root or a service principal: only callers of that account or service.
-        accounts = [p.split(":")[4] for p in as_list(principal.get("AWS", []))]
-        if request.account not in accounts:
-            return False
-    ctx = request.context()
-    variables = {k: v for k, v in ctx.items() if k.startswith("aws:PrincipalTag/")}
-    if "Action" in statement:
-        if not any(
-            iam_match(a, request.action, {}, glob=True) for a in as_list(statement["Action"])
-        ):
-            return False
-    elif any(iam_match(a, request.action, {}, glob=True) for a in as_list(statement["NotAction"])):
-        return False
-    if "Resource" in statement:
-        if not any(
-            iam_match(r, request.resource, variables, glob=True)
-            for r in as_list(statement["Resource"])
-        ):
-            return False
-    elif any(
-        iam_match(r, request.resource, variables, glob=True)
-        for r in as_list(statement["NotResource"])
-    ):
-        return False
-    for operator, pairs in statement.get("Condition", {}).items():
-        for key, expected in pairs.items():
-            if not condition_holds(operator, key, expected, ctx):
-                return False
-    return True
+def canonical_reads(layout: ExchangeLayout, site: str) -> list[str]:
+    return [
+        layout.global_weights_key(ROUND),
+        layout.global_manifest_key(ROUND),
+        layout.secagg_global_key(ROUND, "roster"),
+        layout.secagg_global_key(ROUND, "setup"),
+        layout.secagg_global_key(ROUND, "unmask"),
+        layout.result_key(ROUND),
+        layout.ledger_key(ROUND),
+        layout.ledger_key(999_999),
+        layout.registry_key(site),
+    ]
 
 
-def decide(policy: dict[str, Any], request: Request) -> str:
-    """'deny' (explicit), 'allow', or 'none' (no statement allows it)."""
-    statements = policy["Statement"]
-    if any(s["Effect"] == "Deny" and statement_applies(s, request) for s in statements):
-        return "deny"
-    if any(s["Effect"] == "Allow" and statement_applies(s, request) for s in statements):
-        return "allow"
-    return "none"
+def hostile_writes(layout: ExchangeLayout, site: str, other: str) -> list[str]:
+    root, updates = layout.root, layout.updates_prefix(ROUND)
+    own = layout.update_manifest_key(ROUND, site)
+    long_name = f"{updates}{site}" + "-x" * ((1024 - len(updates) - len(site) - 5) // 2) + ".json"
+    return [
+        # extra path levels, anywhere
+        f"{own}/x",
+        f"{updates}{site}.x/{other}.json",
+        f"{updates}{site}.json/x/rounds/000001/updates/{other}.x",
+        f"{updates}{other}.json/x/rounds/1/updates/{site}.x",
+        f"{updates}x/{site}.json",
+        f"{root}rounds/{ROUND:06d}/x/updates/{site}.json",
+        f"{root}rounds/00/001/updates/{site}.json",
+        f"{root}rounds/{ROUND:06d}//updates/{site}.json",
+        f"{layout.preflight_prefix()}{site}.preflight-a/b.json",
+        f"{layout.preflight_prefix()}{site}.preflight-{other}/{site}.json",
+        f"{own}/",
+        # another site's keys
+        layout.update_weights_key(ROUND, other),
+        layout.update_manifest_key(ROUND, other),
+        layout.secagg_update_key(ROUND, other, "advert"),
+        layout.moments_key(other),
+        layout.preflight_key(other, STAMP),
+        f"{updates}{site}-{other}.json",
+        f"{updates}{other}.{site}.json",
+        # look-alikes and case
+        f"{updates}{look_alike(site)}.json",
+        f"{updates}{site.upper()}.json",
+        f"{updates}{site}.JSON",
+        f"{updates}{site}.Safetensors",
+        f"{root}rounds/{FULLWIDTH_ZERO * 6}/updates/{site}.moments.json",
+        f"{updates}{site}.secagg-ADVERT.json",
+        f"{updates}{site}.secagg-other.json",
+        f"{updates}{site}.moments.json",  # moments belong to round 0 only
+        # global names, and other folders
+        f"{updates}global.json",
+        f"{updates}global.safetensors",
+        f"{updates}{site}.global.json",
+        layout.global_weights_key(ROUND),
+        layout.global_manifest_key(ROUND),
+        layout.secagg_global_key(ROUND, "unmask"),
+        layout.result_key(ROUND),
+        layout.ledger_key(ROUND),
+        layout.registry_key(site),
+        layout.state_key(),
+        f"federations/other-federation/rounds/{ROUND:06d}/updates/{site}.json",
+        # very long keys
+        long_name,
+        f"{own}/" + "a" * (1024 - len(own) - 1),
+    ]
+
+
+def hostile_reads(layout: ExchangeLayout, site: str, other: str) -> list[str]:
+    root = layout.root
+    return [
+        layout.update_weights_key(ROUND, other),
+        layout.update_manifest_key(ROUND, other),
+        layout.secagg_update_key(ROUND, other, "answer"),
+        layout.preflight_key(other, STAMP),
+        layout.moments_key(other),
+        layout.update_weights_key(ROUND, site),  # write-only, even its own
+        layout.registry_key(other),
+        layout.state_key(),
+        f"{layout.global_manifest_key(ROUND)}/x",
+        f"{root}rounds/00/007/global.json",
+        f"{layout.ledger_key(ROUND)}/x",
+        f"{root}ledger/00/007.json",
+        f"{layout.registry_key(site)}/x",
+        f"{root}registry/{site}.json/../{other}.json",
+        f"{layout.updates_prefix(ROUND)}global.json",
+        f"{root}rounds/{ROUND:06d}/GLOBAL.json",
+        f"{root}rounds/{ROUND:06d}/global.pickle",
+        f"{root}registry/{look_alike(site)}.json",
+        f"federations/other-federation/rounds/{ROUND:06d}/global.safetensors",
+    ]
+
+
+KNOWN_LIMITS = [
+    ("round segment: any six characters but '/'", PUT, "rounds/ABCDEF/updates/{site}.json"),
+    ("round segment: full-width digits", GET, f"rounds/{FULLWIDTH_ZERO * 6}/global.json"),
+    ("preflight stamp: any characters but '/'", PUT,
+     "rounds/000000/updates/{site}.preflight-X.Y.json"),
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def policies(federation: Federation, rendered: Any) -> dict[str, Any]:
-    template = federation.template_json(federation.aggregator)
-    ctx = federation.context
-    out = {
-        "Resources": rendered(
-            template["Resources"], template, account=ctx.coordinating_account, region=ctx.region
-        )
-    }
-    bucket_name = ctx.bucket_name
-    [bucket_policy] = [
-        r["Properties"]["PolicyDocument"]
-        for r in resources_of(out, "AWS::S3::BucketPolicy").values()
-        if r["Properties"]["Bucket"] == bucket_name
-    ]
-    [key] = [
-        r
-        for r in resources_of(out, "AWS::KMS::Key").values()
-        if "exchange" in r["Properties"]["Description"]
-    ]
-    return {"bucket": bucket_policy, "key": key["Properties"]["KeyPolicy"], "name": bucket_name}
+def policies(federation: Federation) -> ExchangePolicies:
+    return exchange_policies(federation)
 
 
 @pytest.fixture(scope="module")
@@ -152,191 +202,197 @@ def layout(federation: Federation) -> ExchangeLayout:
 
 
 @pytest.fixture(scope="module")
-def sites(federation: Federation) -> dict[str, str]:
-    """site id -> its task role ARN, for the first two hospitals."""
+def callers(federation: Federation) -> dict[str, Caller]:
+    """The first two hospitals' task roles, by site id."""
     ctx = federation.context
-    return {site.site_id: hospital_role_arn(ctx.federation_id, site) for site in ctx.hospitals[:2]}
+    return {
+        site.site_id: Caller.hospital(ctx.federation_id, site.site_id, site.account_id)
+        for site in ctx.hospitals[:2]
+    }
 
 
-def s3_request(
-    arn: str,
-    site_tag: str | None,
-    action: str,
-    bucket: str,
-    key: str | None,
-    *,
-    if_none_match: bool = True,
-) -> Request:
-    keys = {}
-    if site_tag is not None:
-        keys[f"aws:PrincipalTag/{SITE_TAG_KEY}"] = site_tag
-    if action == "s3:PutObject":
-        keys["s3:ObjectCreationOperation"] = "true"
-        if if_none_match:
-            keys["s3:if-none-match"] = "*"
-    resource = f"arn:aws:s3:::{bucket}" + (f"/{key}" if key is not None else "")
-    return Request(arn, action, resource, keys)
+def build_table(
+    federation: Federation,
+    policies: ExchangePolicies,
+    layout: ExchangeLayout,
+    callers: dict[str, Caller],
+) -> list[Case]:
+    ctx = federation.context
+    centre = ctx.coordinating_account
+    cases: list[Case] = []
 
+    def s3(
+        name: str, caller: Caller, action: str, key: str | None, allowed: bool, **kw: Any
+    ) -> None:
+        identity = kw.pop("identity", None) or policies.identity.get(
+            caller.site_tag or "", ALLOW_EVERYTHING
+        )
+        simulation = s3_simulation(
+            policies, caller, action, key, identity=identity, resource_account=centre, **kw
+        )
+        cases.append(Case(name, simulation, allowed))
 
-def test_a_hospital_reads_globals_and_its_registry_and_writes_its_updates(
-    policies: dict[str, Any], layout: ExchangeLayout, sites: dict[str, str]
-) -> None:
-    a, arn_a = next(iter(sites.items()))
-    bucket = policies["name"]
-    allowed = [
-        ("s3:GetObject", layout.global_weights_key(ROUND)),
-        ("s3:GetObject", layout.global_manifest_key(ROUND)),
-        ("s3:GetObject", layout.registry_key(a)),
-        ("s3:PutObject", layout.update_weights_key(ROUND, a)),
-        ("s3:PutObject", layout.update_manifest_key(ROUND, a)),
-    ]
-    for action, key in allowed:
-        assert decide(policies["bucket"], s3_request(arn_a, a, action, bucket, key)) == "allow", key
+    def kms(name: str, caller: Caller, action: str, key: str, allowed: bool, **kw: Any) -> None:
+        identity = kw.pop("identity", None) or policies.identity[caller.site_tag or ""]
+        simulation = kms_simulation(
+            policies,
+            caller,
+            action,
+            key,
+            identity=identity,
+            resource_account=centre,
+            layout=layout,
+            region=ctx.region,
+            **kw,
+        )
+        cases.append(Case(name, simulation, allowed))
 
+    sites = list(callers)
+    for site, other in ((sites[0], sites[1]), (sites[1], sites[0])):
+        me = callers[site]
+        public = canonical_reads(layout, site)
+        for key in canonical_writes(layout, site):
+            s3(f"{site} writes {key}", me, PUT, key, True)
+            s3(f"{site} writes {key} naming the exchange key", me, PUT, key, True,
+               encryption=Encryption("aws:kms", policies.key_arn))  # fmt: skip
+            kms(f"{site} encrypts {key}", me, "kms:GenerateDataKey", key, True)
+        for key in canonical_reads(layout, site):
+            s3(f"{site} reads {key}", me, GET, key, True)
+            kms(f"{site} decrypts {key}", me, "kms:Decrypt", key, True)
+        for key in hostile_writes(layout, site, other):
+            s3(f"bucket policy stops {site} writing {key}", me, PUT, key, False,
+               identity=ALLOW_EVERYTHING)  # fmt: skip
+            s3(f"identity policy stops {site} writing {key}", me, PUT, key, False,
+               bucket_policy=allow_all_to(me))  # fmt: skip
+            if key not in public:  # KMS grants each key for reads and writes alike
+                kms(f"key policy stops {site} encrypting {key}", me, "kms:GenerateDataKey", key,
+                    False, identity=ALLOW_EVERYTHING)  # fmt: skip
+        for key in hostile_reads(layout, site, other):
+            s3(f"bucket policy stops {site} reading {key}", me, GET, key, False,
+               identity=ALLOW_EVERYTHING)  # fmt: skip
+            s3(f"identity policy stops {site} reading {key}", me, GET, key, False,
+               bucket_policy=allow_all_to(me))  # fmt: skip
+        own = layout.update_weights_key(ROUND, site)
+        for name, encryption in [
+            ("SSE-C", Encryption(customer_algorithm="AES256")),
+            ("SSE-S3", Encryption("AES256")),
+            ("DSSE-KMS", Encryption("aws:kms:dsse", policies.key_arn)),
+            ("another KMS key", Encryption("aws:kms", f"{policies.key_arn}-of-{site}")),
+            ("another key, no algorithm", Encryption(key_id="arn:aws:kms:eu-west-1:1:key/x")),
+        ]:
+            s3(f"{site} writes its update under {name}", me, PUT, own, False,
+               identity=ALLOW_EVERYTHING, encryption=encryption)  # fmt: skip
+        s3(f"{site} overwrites (no If-None-Match)", me, PUT, own, False,
+           identity=ALLOW_EVERYTHING, if_none_match=False)  # fmt: skip
+        s3(f"{site} over plain HTTP", me, GET, layout.global_weights_key(ROUND), False,
+           secure=False)  # fmt: skip
+        for action, key in [("s3:ListBucket", None), ("s3:DeleteObject", own),
+                            ("s3:PutObjectAcl", own), ("s3:GetObjectVersion", own)]:  # fmt: skip
+            s3(f"{site} {action}", me, action, key, False, identity=ALLOW_EVERYTHING)
+        kms(f"{site} decrypts outside S3", me, "kms:Decrypt", layout.global_weights_key(ROUND),
+            False, via_s3=False)  # fmt: skip
+        for description, action, pattern in KNOWN_LIMITS:
+            key = layout.root + pattern.format(site=site)
+            s3(f"known limit, {description}: {key}", me, action, key, True)
 
-def test_a_hospital_touches_nothing_else(
-    policies: dict[str, Any], layout: ExchangeLayout, sites: dict[str, str]
-) -> None:
-    (a, arn_a), (b, _) = list(sites.items())
-    bucket = policies["name"]
-    refused = [
-        ("s3:GetObject", layout.update_weights_key(ROUND, b)),
-        ("s3:GetObject", layout.update_manifest_key(ROUND, b)),
-        ("s3:PutObject", layout.update_weights_key(ROUND, b)),
-        ("s3:PutObject", layout.update_manifest_key(ROUND, b)),
-        ("s3:GetObject", layout.registry_key(b)),
-        ("s3:GetObject", layout.update_weights_key(ROUND, a)),  # write-only, even its own
-        ("s3:PutObject", layout.global_weights_key(ROUND)),
-        ("s3:PutObject", layout.global_manifest_key(ROUND)),
-        ("s3:PutObject", layout.registry_key(a)),
-        ("s3:GetObject", layout.state_key()),
-        ("s3:PutObject", layout.state_key()),
-        ("s3:GetObject", layout.result_key(ROUND)),
-        ("s3:GetObject", layout.ledger_key(ROUND)),
-        ("s3:PutObject", layout.ledger_key(ROUND)),
-        ("s3:DeleteObject", layout.update_weights_key(ROUND, a)),
-        ("s3:ListBucket", None),
-        ("s3:GetObject", f"federations/other-federation/rounds/{ROUND:06d}/global.safetensors"),
-    ]
-    for action, key in refused:
-        verdict = decide(policies["bucket"], s3_request(arn_a, a, action, bucket, key))
-        assert verdict != "allow", (action, key)
-
-
-def test_updates_are_write_once_for_hospitals(
-    policies: dict[str, Any], layout: ExchangeLayout, sites: dict[str, str]
-) -> None:
-    a, arn_a = next(iter(sites.items()))
-    request = s3_request(
-        arn_a,
-        a,
-        "s3:PutObject",
-        policies["name"],
-        layout.update_weights_key(ROUND, a),
-        if_none_match=False,
-    )
-    assert decide(policies["bucket"], request) == "deny"
-
-
-def test_a_forged_site_tag_or_a_look_alike_role_gets_nothing(
-    policies: dict[str, Any], layout: ExchangeLayout, sites: dict[str, str], federation: Federation
-) -> None:
-    (a, arn_a), (b, _) = list(sites.items())
-    bucket = policies["name"]
+    a, b = sites[0], sites[1]
+    arn_a = callers[a].arn
     key_b = layout.update_weights_key(ROUND, b)
-    # Hospital A's admin tags A's own role (or session) as site B.
-    forged = s3_request(arn_a, b, "s3:PutObject", bucket, key_b)
-    assert decide(policies["bucket"], forged) != "allow"
-    # ...or creates a role with B's name in A's account.
-    account_a = arn_a.split(":")[4]
-    look_alike = arn_a.replace(f"-{a}", f"-{b}")
-    assert look_alike.split(":")[4] == account_a
-    assert (
-        decide(policies["bucket"], s3_request(look_alike, b, "s3:PutObject", bucket, key_b))
-        != "allow"
-    )
-    # A role of an unlisted account with a perfect name and tag.
-    stranger = arn_a.replace(account_a, "999999999999")
-    request = s3_request(stranger, a, "s3:GetObject", bucket, layout.global_weights_key(ROUND))
-    assert decide(policies["bucket"], request) != "allow"
+    forged = Caller(arn_a, b)  # hospital A tags its own role (or session) as site B
+    s3("A's role tagged as B writes B's update", forged, PUT, key_b, False,
+       identity=ALLOW_EVERYTHING)  # fmt: skip
+    kms("A's role tagged as B encrypts B's update", forged, "kms:GenerateDataKey", key_b, False,
+        identity=ALLOW_EVERYTHING)  # fmt: skip
+    look_alike = Caller(arn_a.replace(f"-{a}", f"-{b}"), b)  # a role named after B in A's account
+    s3("a role named after B in A's account", look_alike, PUT, key_b, False,
+       identity=ALLOW_EVERYTHING)  # fmt: skip
+    stranger = Caller(arn_a.replace(callers[a].account, "999999999999"), a)
+    s3("an unlisted account with a perfect name and tag", stranger, GET,
+       layout.global_weights_key(ROUND), False, identity=ALLOW_EVERYTHING)  # fmt: skip
+    aggregator = Caller(f"arn:aws:iam::{centre}:role/aggregator", None)
+    for action, key in [(PUT, layout.state_key()), (GET, key_b),
+                        (PUT, layout.ledger_key(ROUND)), ("s3:ListBucket", None)]:  # fmt: skip
+        s3(f"the coordinating account is not caught by the hospital denies: {action} {key}",
+           aggregator, action, key, True, identity=ALLOW_EVERYTHING)  # fmt: skip
+    s3("nobody writes under SSE-C, the coordinating account neither", aggregator, PUT,
+       layout.state_key(), False, identity=ALLOW_EVERYTHING,
+       encryption=Encryption(customer_algorithm="AES256"))  # fmt: skip
+    return cases
 
 
-def test_plain_http_is_refused(
-    policies: dict[str, Any], layout: ExchangeLayout, sites: dict[str, str]
+@pytest.fixture(scope="module")
+def verdicts(
+    federation: Federation,
+    policies: ExchangePolicies,
+    layout: ExchangeLayout,
+    callers: dict[str, Caller],
+) -> list[tuple[Case, str]]:
+    cases = build_table(federation, policies, layout, callers)
+    return list(zip(cases, simulate([case.simulation for case in cases]), strict=True))
+
+
+def wrong(verdicts: list[tuple[Case, str]], selected: str) -> list[str]:
+    return [
+        f"{case.name}: {verdict}"
+        for case, verdict in verdicts
+        if selected in case.name and (verdict == ALLOWED) != case.allowed
+    ]
+
+
+def test_the_table_is_large_and_has_both_answers(verdicts: list[tuple[Case, str]]) -> None:
+    answers = {verdict for _, verdict in verdicts}
+    assert len(verdicts) > 400
+    assert {ALLOWED, "ExplicitlyDenied", "ImplicitlyDenied"} <= answers
+
+
+def test_each_hospital_writes_exactly_its_canonical_keys(verdicts: list[tuple[Case, str]]) -> None:
+    assert wrong(verdicts, " writes ") == []
+    assert wrong(verdicts, " encrypts ") == []
+
+
+def test_each_hospital_reads_what_is_public_and_its_own_registry(
+    verdicts: list[tuple[Case, str]],
 ) -> None:
-    a, arn_a = next(iter(sites.items()))
-    request = s3_request(
-        arn_a, a, "s3:GetObject", policies["name"], layout.global_weights_key(ROUND)
-    )
-    request.keys["aws:SecureTransport"] = "false"
-    assert decide(policies["bucket"], request) == "deny"
+    assert wrong(verdicts, " reads ") == []
+    assert wrong(verdicts, " decrypts ") == []
+
+
+def test_the_bucket_policy_alone_stops_every_hostile_key(
+    verdicts: list[tuple[Case, str]],
+) -> None:
+    assert wrong(verdicts, "bucket policy stops") == []
+
+
+def test_the_identity_policy_alone_stops_every_hostile_key(
+    verdicts: list[tuple[Case, str]],
+) -> None:
+    assert wrong(verdicts, "identity policy stops") == []
+
+
+def test_the_key_policy_alone_stops_every_hostile_key(verdicts: list[tuple[Case, str]]) -> None:
+    assert wrong(verdicts, "key policy stops") == []
+
+
+def test_only_the_exchange_key_encrypts_and_only_write_once(
+    verdicts: list[tuple[Case, str]],
+) -> None:
+    assert wrong(verdicts, "its update under") == []
+    assert wrong(verdicts, "overwrites") == []
+    assert wrong(verdicts, "SSE-C") == []
+
+
+def test_forged_tags_look_alike_roles_strangers_and_plain_http_get_nothing(
+    verdicts: list[tuple[Case, str]],
+) -> None:
+    for selected in ("tagged as B", "named after B", "unlisted account", "plain HTTP", " s3:"):
+        assert wrong(verdicts, selected) == []
 
 
 def test_the_coordinating_account_is_not_caught_by_the_hospital_denies(
-    policies: dict[str, Any], layout: ExchangeLayout, federation: Federation
+    verdicts: list[tuple[Case, str]],
 ) -> None:
-    arn = f"arn:aws:iam::{federation.context.coordinating_account}:role/aggregator"
-    for action, key in [
-        ("s3:PutObject", layout.state_key()),
-        ("s3:GetObject", layout.update_weights_key(ROUND, "x")),
-        ("s3:ListBucket", None),
-    ]:
-        assert (
-            decide(policies["bucket"], s3_request(arn, None, action, policies["name"], key))
-            == "none"
-        )
+    assert wrong(verdicts, "coordinating account") == []
 
 
-def kms_request(
-    arn: str, site_tag: str, action: str, bucket: str, key: str, *, via_s3: bool = True
-) -> Request:
-    keys = {
-        f"aws:PrincipalTag/{SITE_TAG_KEY}": site_tag,
-        "kms:EncryptionContext:aws:s3:arn": f"arn:aws:s3:::{bucket}/{key}",
-    }
-    if via_s3:
-        keys["kms:ViaService"] = "s3.eu-west-1.amazonaws.com"
-    return Request(arn, action, "*", keys)
-
-
-def test_key_policy_follows_the_same_rule(
-    policies: dict[str, Any], layout: ExchangeLayout, sites: dict[str, str]
-) -> None:
-    (a, arn_a), (b, _) = list(sites.items())
-    bucket, key_policy = policies["name"], policies["key"]
-    assert (
-        decide(
-            key_policy,
-            kms_request(arn_a, a, "kms:Decrypt", bucket, layout.global_weights_key(ROUND)),
-        )
-        == "allow"
-    )
-    assert (
-        decide(key_policy, kms_request(arn_a, a, "kms:Decrypt", bucket, layout.registry_key(a)))
-        == "allow"
-    )
-    assert (
-        decide(
-            key_policy,
-            kms_request(
-                arn_a, a, "kms:GenerateDataKey", bucket, layout.update_weights_key(ROUND, a)
-            ),
-        )
-        == "allow"
-    )
-    for action, key in [
-        ("kms:Decrypt", layout.update_weights_key(ROUND, b)),
-        ("kms:GenerateDataKey", layout.update_weights_key(ROUND, b)),
-        ("kms:Decrypt", layout.registry_key(b)),
-        ("kms:Decrypt", layout.state_key()),
-    ]:
-        assert decide(key_policy, kms_request(arn_a, a, action, bucket, key)) != "allow", (
-            action,
-            key,
-        )
-    direct = kms_request(
-        arn_a, a, "kms:Decrypt", bucket, layout.global_weights_key(ROUND), via_s3=False
-    )
-    assert decide(key_policy, direct) != "allow"
-    forged = kms_request(arn_a, b, "kms:Decrypt", bucket, layout.update_weights_key(ROUND, b))
-    assert decide(key_policy, forged) != "allow"
+def test_the_known_limits_are_exactly_as_documented(verdicts: list[tuple[Case, str]]) -> None:
+    assert wrong(verdicts, "known limit") == []

@@ -58,17 +58,19 @@ def test_task_role_uses_the_exchange_exactly_as_design_says(
             "PolicyDocument": {
                 "Statement": [
                     {
-                        "Sid": "ReadGlobalModelsAndOwnRegistration",
+                        "Sid": "ReadPublicKeysAndOwnRegistration",
                         "Effect": "Allow",
                         "Action": "s3:GetObject",
-                        "Resource": [arns.global_models, arns.registry_of(site.site_id)],
+                        "Resource": arns.reads_of(site.site_id),
                     },
                     {
-                        "Sid": "WriteOwnUpdates",
+                        "Sid": "WriteOwnUpdateKeys",
                         "Effect": "Allow",
                         "Action": "s3:PutObject",
-                        "Resource": arns.updates_of(site.site_id),
+                        "Resource": arns.writes_of(site.site_id),
                     },
+                    Match.object_like({"Sid": "ReadNoNestedKey", "Effect": "Deny"}),
+                    Match.object_like({"Sid": "WriteNoNestedKey", "Effect": "Deny"}),
                     {
                         "Sid": "UseExchangeKeyViaS3",
                         "Effect": "Allow",

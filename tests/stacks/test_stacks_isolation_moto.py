@@ -12,7 +12,11 @@ What moto cannot enforce, and where it is proven instead:
 * moto does not evaluate KMS key policies (the exchange bucket here is not KMS-encrypted); the
   key policy is evaluated on the template in the same module;
 * role trust policies (``aws:SourceAccount``) are asserted on the template in
-  ``test_stacks_hospital.py``.
+  ``test_stacks_hospital.py``;
+* moto's resource matcher knows ``*`` but not ``?`` (it builds a regular expression in which
+  ``??????`` is an error), so each ``?`` of the policy is widened to ``*`` here: whatever moto
+  still denies, the real policy denies too; that the real policy allows exactly the canonical
+  keys, ``?`` included, is evaluated in ``test_stacks_exchange_policy.py``.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ def identity_policy(federation: Federation, index: int, rendered: Any) -> dict[s
     ]
     account = federation.context.hospitals[index].account_id
     document: dict[str, Any] = rendered(policy, template, account=account, region=REGION)
-    return document
+    return dict(json.loads(json.dumps(document).replace("?", "*")))
 
 
 def client(service: str, endpoint: str, credentials: dict[str, str] | None = None) -> BaseClient:
@@ -120,6 +124,7 @@ def hospital_clients(
         Bucket=ctx.bucket_name, Key=layout.update_weights_key(ROUND, second), Body=b"b"
     )
     admin_s3.put_object(Bucket=ctx.bucket_name, Key=layout.state_key(), Body=b"{}")
+    admin_s3.put_object(Bucket=ctx.bucket_name, Key=layout.ledger_key(ROUND), Body=b"{}")
     assert first != second
     enforce_iam_after(moto_endpoint, 0).raise_for_status()
     yield clients
@@ -173,8 +178,15 @@ def test_hospital_a_writes_its_update_and_reads_the_global_model(
         s3.get_object(Bucket=bucket, Key=layout.global_manifest_key(ROUND))["Body"].read() == b"{}"
     )
     assert s3.get_object(Bucket=bucket, Key=layout.registry_key(site_a))["Body"].read() == b"{}"
-    s3.put_object(Bucket=bucket, Key=layout.update_weights_key(ROUND, site_a), Body=b"a")
-    s3.put_object(Bucket=bucket, Key=layout.update_manifest_key(ROUND, site_a), Body=b"{}")
+    assert s3.get_object(Bucket=bucket, Key=layout.ledger_key(ROUND))["Body"].read() == b"{}"
+    for key in [
+        layout.update_weights_key(ROUND, site_a),
+        layout.update_manifest_key(ROUND, site_a),
+        layout.secagg_update_key(ROUND, site_a, "advert"),
+        layout.moments_key(site_a),
+        layout.preflight_key(site_a, "1a"),
+    ]:
+        s3.put_object(Bucket=bucket, Key=key, Body=b"{}")
 
 
 def test_hospital_a_is_denied_hospital_b_and_everything_else(
@@ -188,8 +200,8 @@ def test_hospital_a_is_denied_hospital_b_and_everything_else(
         layout.update_manifest_key(ROUND, site_b),
         layout.registry_key(site_b),
         layout.state_key(),
-        layout.result_key(ROUND),
-        layout.ledger_key(ROUND),
+        f"{layout.ledger_key(ROUND)}/x",
+        f"{layout.global_manifest_key(ROUND)}/x",
     ]
     for key in reads:
         assert denied(s3.get_object, Bucket=bucket, Key=key), key
@@ -201,6 +213,16 @@ def test_hospital_a_is_denied_hospital_b_and_everything_else(
         layout.registry_key(site_b),
         layout.state_key(),
         layout.ledger_key(ROUND),
+    ]
+    own = layout.update_manifest_key(ROUND, site_a)
+    writes += [
+        f"{own}/x",
+        f"{layout.updates_prefix(ROUND)}{site_a}.x/{site_b}.json",
+        f"{layout.updates_prefix(ROUND)}{site_a}.json/x/rounds/1/updates/{site_b}.x",
+        f"{layout.updates_prefix(ROUND)}global.json",
+        layout.preflight_key(site_b, "1a"),
+        f"{layout.preflight_prefix()}{site_a}.preflight-1a/{site_b}.json",
+        layout.moments_key(site_b),
     ]
     for key in writes:
         assert denied(s3.put_object, Bucket=bucket, Key=key, Body=b"x"), key
