@@ -23,6 +23,7 @@ from fl_client.moments import publish_moments
 from fl_client.personalize import personalised_evaluation
 from fl_client.privacy_budget import attach_privacy, private_training, refuse_over_budget
 from fl_client.private import HospitalPrivacy
+from fl_client.receipts import keep_receipt
 from fl_client.scaffold_state import ControlVariate
 from fl_client.secagg_client import Mask, serve_secagg_round
 from fl_client.trainer import ClientTrainer, derive_seed
@@ -33,8 +34,7 @@ from fl_core.data.base import SiteData
 from fl_core.errors import AccessDeniedError, ExchangeError, ObjectExistsError
 from fl_core.exchange.manifests import GlobalManifest, UpdateManifest
 from fl_core.exchange.protocol import Exchange
-from fl_core.exchange.receipts import Receipt, append_receipt, receipts_path
-from fl_core.serialization import decode_weights, encode_weights, sha256_hex
+from fl_core.serialization import decode_weights, encode_weights
 from fl_core.types import Weights
 
 log = structlog.get_logger("fedsilo.client")
@@ -163,7 +163,7 @@ def answer_round(
     if local is not None:
         local.commit()
     if hospital.state_dir is not None:
-        keep_receipt(hospital.state_dir, update, manifest, weights)
+        keep_receipt(exchange, hospital.state_dir, update, manifest, weights)
     log.info(
         "update_written",
         site_id=site_id,
@@ -172,24 +172,6 @@ def answer_round(
         num_examples=update.num_examples,
     )
     return True
-
-
-def keep_receipt(
-    state_dir: Path, update: UpdateManifest, manifest: GlobalManifest, weights: bytes | None
-) -> None:
-    """The hospital's own record of this answer (``fedsilo ledger verify --site-id``): the
-    sha256 of the file it wrote, hashed here, and the ledger head its global model named."""
-    receipt = Receipt(
-        federation_id=update.federation_id,
-        site_id=update.site_id,
-        round_index=update.round_index,
-        task=update.task,
-        global_sha256=manifest.sha256,
-        ledger_head=manifest.ledger_head,
-        update_sha256=sha256_hex(weights) if weights is not None else None,
-        recorded_unix=time.time(),
-    )
-    append_receipt(receipts_path(state_dir, update.site_id), receipt)
 
 
 def latest_round(exchange: Exchange, start: int = 1) -> int:

@@ -21,6 +21,8 @@ from fl_core.errors import ConfigError
 from fl_core.exchange.manifests import SHA256_PATTERN, Task
 
 RECEIPTS_FILE = "receipts.jsonl"
+_TAIL_BYTES = 8192
+"""Enough for several receipts (a few hundred bytes each) to find the last whole one."""
 
 
 class Receipt(BaseModel):
@@ -43,6 +45,12 @@ class Receipt(BaseModel):
         "answer that is a manifest alone (evaluation, declined), which the ledger records "
         "without a digest",
     )
+    previous_update_accepted: bool | None = Field(
+        default=None,
+        description="whether this hospital's update of the round before was accepted in that "
+        "round's ledger entry, read when this round's model named the entry as head (None: "
+        "no training update then, or the entry could not be read or did not match the head)",
+    )
     recorded_unix: float
 
 
@@ -61,6 +69,22 @@ def append_receipt(path: Path, receipt: Receipt) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def last_receipt(path: Path) -> Receipt | None:
+    """The newest complete receipt, read from the end of the file (it grows every round)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - _TAIL_BYTES))
+            tail = handle.read()
+    except FileNotFoundError:
+        return None
+    for line in reversed(tail.split(b"\n")):
+        try:
+            return Receipt.model_validate_json(line)
+        except ValidationError:
+            continue  # empty, cut off by a crash, or the tail's partial first line
+    return None
 
 
 def read_receipts(path: Path) -> list[Receipt]:

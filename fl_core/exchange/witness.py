@@ -112,8 +112,13 @@ def _check_head(receipt: Receipt, chain: Sequence[LedgerEntry]) -> list[LedgerPr
     return []
 
 
-def _check_update(receipt: Receipt, entry: LedgerEntry) -> list[LedgerProblem]:
-    """The update this hospital sent must be the one the ledger records for it."""
+def _check_update(
+    receipt: Receipt, entry: LedgerEntry, seen_accepted: bool | None
+) -> list[LedgerProblem]:
+    """The update this hospital sent must be the one the ledger records for it, and still
+    accepted where the hospital saw it accepted (``Receipt.previous_update_accepted`` of the
+    next round). An update not seen accepted may have been rejected or arrived late: the
+    ledger need not list it, but must not list another file for this hospital."""
     round_index, site_id = receipt.round_index, receipt.site_id
     problems = []
     if entry.global_sha256 != receipt.global_sha256:
@@ -134,13 +139,12 @@ def _check_update(receipt: Receipt, entry: LedgerEntry) -> list[LedgerProblem]:
                 f"{receipt.update_sha256[:12]}…",
             )
         )
-    elif not recorded and all(site != site_id for site, _ in entry.rejected):
+    elif not recorded and seen_accepted:
         problems.append(
             LedgerProblem(
                 round_index,
-                f"the update {site_id} sent ({receipt.update_sha256[:12]}…) is neither accepted "
-                "nor rejected in the ledger: it was removed from the record, or arrived after "
-                "the round closed",
+                f"the update {site_id} sent ({receipt.update_sha256[:12]}…) was accepted in the "
+                "ledger entry it read a round later, and the entry no longer lists it",
             )
         )
     return problems
@@ -207,12 +211,14 @@ def verify_as_site(
             f"{exchange.describe()}; check --federation, --exchange and that this role may "
             "read ledger/*.json"
         )
+    seen_accepted = {r.round_index - 1: r.previous_update_accepted for r in mine}
     for receipt in mine:
         round_index: RoundIndex = receipt.round_index
         problems += _check_manifest(exchange, receipt)
         problems += _check_head(receipt, chain)
         if round_index <= len(chain):
-            problems += _check_update(receipt, chain[round_index - 1])
+            seen = seen_accepted.get(round_index)
+            problems += _check_update(receipt, chain[round_index - 1], seen)
     problems += _check_end(exchange, len(chain))
     return WitnessReport(
         federation_id=federation_id,

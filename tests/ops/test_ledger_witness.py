@@ -17,7 +17,7 @@ from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.layout import ExchangeLayout
 from fl_core.exchange.ledger import chain_hash, expected_entry_fields, verify_ledger
 from fl_core.exchange.protocol import Exchange
-from fl_core.exchange.receipts import read_receipts, receipts_path
+from fl_core.exchange.receipts import last_receipt, read_receipts, receipts_path
 from fl_core.exchange.witness import verify_as_site
 from fl_core.serialization import sha256_hex
 
@@ -114,6 +114,8 @@ def test_receipts_hold_the_hospitals_own_digest_of_each_update(witnessed_run: Pa
         )
         assert receipt.update_sha256 == sha256_hex(written.read_bytes())
     assert receipts[-1].task == "evaluate" and receipts[-1].update_sha256 is None
+    # each later round read the entry its head named and saw the update before it accepted
+    assert [r.previous_update_accepted for r in receipts] == [None, True, True]
 
 
 def test_history_files_of_a_local_exchange_are_read_only(witnessed_run: Path) -> None:
@@ -140,6 +142,11 @@ def test_rewritten_history_passes_the_centre_but_not_a_hospital(run_copy: Path) 
     assert all("FAILED for site-001 at round" in line for line in lines), lines
     assert any("round 2" in line and "history at or before round 1" in line for line in lines)
     assert any("global manifest was rewritten" in line for line in lines)
+    wronged = _site_report(run_copy, "site-002")
+    assert any(
+        "at round 1: the update site-002 sent" in line and "no longer lists it" in line
+        for line in wronged
+    ), wronged
 
 
 def test_a_replaced_update_digest_is_named(run_copy: Path) -> None:
@@ -184,3 +191,5 @@ def test_a_receipt_cut_off_mid_write_is_skipped(run_copy: Path) -> None:
     with path.open("a") as handle:
         handle.write('{"federation_id": "demo", "site_')
     assert len(read_receipts(path)) == ROUNDS
+    last = last_receipt(path)
+    assert last is not None and last.round_index == ROUNDS
