@@ -13,7 +13,9 @@ writes each of these attacks into a running federation's exchange, as that role 
   levels of nesting, ``1e999``, ``2**70`` and negative shapes and offsets);
 - every invited bad site reports malformed feature moments, and pending sites write
   malformed onboarding preflight reports;
-- on S3, ``bad-ssec`` stores its update with SSE-C, a key the aggregator does not hold.
+- on S3, ``bad-ssec`` stores its update with SSE-C, a key the aggregator does not hold
+  (``SseCUploader``, in a federation of its own: an aggregator that dies of the refused read
+  must not hide how it fares against the other attacks).
 
 Every bad site's own answer is otherwise garbage, so the honest hospitals' model must come
 out bit-identical to an honest-only run.
@@ -25,6 +27,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -139,8 +142,8 @@ def pending_sites() -> list[str]:
     return [f"bad-pending-{i}" for i in range(1, len(MALFORMED_PREFLIGHTS) + 1)]
 
 
-def invited_member_sites(on_s3: bool) -> list[str]:
-    return [PLANTER, FLOODER, *(c.site for c in CRASH_HEADERS), *([SSEC] if on_s3 else [])]
+def invited_member_sites() -> list[str]:
+    return [PLANTER, FLOODER, *(c.site for c in CRASH_HEADERS)]
 
 
 def answered(federation: Federation, round_index: int, site: str) -> bool:
@@ -159,15 +162,12 @@ def answered(federation: Federation, round_index: int, site: str) -> bool:
 
 
 class MemberWriter:
-    """Writes the member attacks into ``federation``'s exchange; ``ssec_client`` (S3 only) is
-    the client that stores ``bad-ssec``'s update with a customer-provided key."""
+    """Writes the member attacks but SSE-C into ``federation``'s exchange."""
 
-    def __init__(self, federation: Federation, junk_per_round: int, ssec_client: object = None):
+    def __init__(self, federation: Federation, junk_per_round: int) -> None:
         self.federation = federation
         self.layout = federation.exchange.layout
-        self.on_s3 = isinstance(federation.store, S3Store)
         self.junk_per_round = junk_per_round
-        self.ssec_client = ssec_client
         self.planted: dict[int, int] = {}
         """Keys planted (by the planter and the flooder) under each round's prefix."""
         self.moments: dict[str, str] = {}
@@ -196,7 +196,7 @@ class MemberWriter:
             )
             self._put(self.layout.preflight_key(site, "chaos"), craft(site))
         kinds = list(MALFORMED_MOMENTS.items())
-        for i, site in enumerate(invited_member_sites(self.on_s3)):
+        for i, site in enumerate(invited_member_sites()):
             name, craft = kinds[i % len(kinds)]
             self._put(self.layout.moments_key(site), craft(site))
             self.moments[site] = name
@@ -226,38 +226,64 @@ class MemberWriter:
 
     def write_round(self, manifest: GlobalManifest, watch: list[Proc]) -> None:
         """Once every honest hospital answered: each bad site's own answer (garbage, a crash
-        header in training rounds, an SSE-C upload); the last of them closes the round."""
+        header in training rounds); the last of them closes the round."""
         r = manifest.round_index
-        self.federation.wait_for(
-            f"honest answers of round {r}",
-            lambda: all(answered(self.federation, r, s) for s in self.federation.honest),
-            watch,
-        )
+        wait_for_honest(self.federation, r, watch)
         for site in (PLANTER, FLOODER):
             self._put(self.layout.update_manifest_key(r, site), GARBAGE)
         if manifest.task != "train":
-            for site in [c.site for c in CRASH_HEADERS] + ([SSEC] if self.on_s3 else []):
-                self._put(self.layout.update_manifest_key(r, site), GARBAGE)
+            for crash in CRASH_HEADERS:
+                self._put(self.layout.update_manifest_key(r, crash.site), GARBAGE)
             return
-        exchange = self.federation.exchange
-        weights = {
-            k: np.asarray(v, np.float32) + np.float32(0.25)
-            for k, v in decode_weights(exchange.read_global_weights(manifest)).items()
-        }
-        if self.on_s3:
-            self._put_ssec(self.layout.update_weights_key(r, SSEC), manifest, weights)
+        weights = moved_weights(self.federation, manifest)
         for crash in CRASH_HEADERS:
             data = crash.craft(signed_update(weights, answer_to(manifest, crash.site)))
             self._put(self.layout.update_weights_key(r, crash.site), data)
 
-    def _put_ssec(self, key: str, manifest: GlobalManifest, weights: Weights) -> None:
-        """A valid update, stored encrypted with a key only this hospital holds."""
-        store = self.federation.store
-        assert isinstance(store, S3Store) and self.ssec_client is not None
-        data = signed_update(weights, answer_to(manifest, SSEC))
-        self.ssec_client.put_object(  # type: ignore[attr-defined]
+
+def moved_weights(federation: Federation, manifest: GlobalManifest) -> Weights:
+    """The round's global model plus 0.25 everywhere: an update far from any honest one."""
+    data = federation.exchange.read_global_weights(manifest)
+    return {
+        k: np.asarray(v, np.float32) + np.float32(0.25) for k, v in decode_weights(data).items()
+    }
+
+
+def wait_for_honest(federation: Federation, round_index: int, watch: list[Proc]) -> None:
+    federation.wait_for(
+        f"honest answers of round {round_index}",
+        lambda: all(answered(federation, round_index, s) for s in federation.honest),
+        watch,
+    )
+
+
+class SseCUploader:
+    """``bad-ssec``: in every training round a valid update stored with SSE-C, under a key
+    only this hospital holds, written through ``client`` (S3 only); garbage when evaluating."""
+
+    def __init__(self, federation: Federation, client: Any) -> None:
+        self.federation = federation
+        self.client = client
+
+    def prepare(self) -> None:
+        """Garbage moments: the aggregator waits for every invited site's before round 1."""
+        layout = self.federation.exchange.layout
+        self.federation.store.put_new(layout.moments_key(SSEC), GARBAGE)
+
+    def write_round(self, manifest: GlobalManifest, watch: list[Proc]) -> None:
+        federation = self.federation
+        layout = federation.exchange.layout
+        r = manifest.round_index
+        wait_for_honest(federation, r, watch)
+        if manifest.task != "train":
+            federation.store.put_new(layout.update_manifest_key(r, SSEC), GARBAGE)
+            return
+        store = federation.store
+        assert isinstance(store, S3Store)
+        data = signed_update(moved_weights(federation, manifest), answer_to(manifest, SSEC))
+        self.client.put_object(
             Bucket=store.bucket,
-            Key=store.prefix + key,
+            Key=store.prefix + layout.update_weights_key(r, SSEC),
             Body=data,
             Metadata={"sha256": sha256_hex(data)},
             SSECustomerAlgorithm="AES256",

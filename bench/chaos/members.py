@@ -9,8 +9,10 @@ its figures, each a miss naming how the aggregator ended, so one table shows eve
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +27,12 @@ from bench.chaos.member_attacks import (
     PLANTER,
     SSEC,
     MemberWriter,
-    answered,
+    SseCUploader,
     invited_member_sites,
+    moved_weights,
     named,
     pending_sites,
+    wait_for_honest,
 )
 from bench.chaos.scenarios import Figure, Reference, honest_losses
 from bench.chaos.ssec_proxy import SseCProxy
@@ -38,9 +42,8 @@ from fedsilo.testing.cli import run_fedsilo
 from fedsilo.testing.manifests import answer_to
 from fedsilo.testing.moto_s3 import moto_client
 from fedsilo.testing.processes import Proc, ProcessWaitError
-from fl_core.errors import ObjectNotFoundError
 from fl_core.exchange.fs_store import LocalDirectoryStore
-from fl_core.exchange.manifests import RoundResult
+from fl_core.exchange.manifests import GlobalManifest, RoundResult
 from fl_core.exchange.protocol import Exchange
 from fl_core.serialization import decode_weights
 from fl_core.types import Weights
@@ -66,16 +69,9 @@ def _ended(proc: Proc) -> str:
 
 
 def foreign_count(federation: Federation, round_index: int) -> int | None:
-    """The foreign keys a round's result.json counts (a number, or a list of the keys)."""
-    key = federation.exchange.layout.result_key(round_index)
-    try:
-        raw: dict[str, Any] = json.loads(federation.store.get(key))
-    except ObjectNotFoundError:
-        return None
-    found = raw.get("foreign_keys")
-    if isinstance(found, bool) or found is None:
-        return None
-    return found if isinstance(found, int) else len(found)
+    """The foreign keys a round's result.json counts (None: the round has no result)."""
+    result = federation.exchange.read_result(round_index)
+    return None if result is None else result.foreign_keys
 
 
 def _decisions(result: RoundResult | None) -> dict[str, tuple[str, str | None]]:
@@ -89,48 +85,53 @@ def _decisions(result: RoundResult | None) -> dict[str, tuple[str, str | None]]:
 
 
 def hostile_members(federation: Federation, ref: Reference, junk_per_round: int) -> list[Figure]:
-    """Every member attack of ``member_attacks``; the aggregator dies before round 1's result
-    (every poisoned answer decided) and a new one takes over and finishes the federation."""
-    proxy = SseCProxy(federation.endpoint_url) if federation.endpoint_url else None
-    endpoint = proxy.url if proxy is not None else None
-    writer = MemberWriter(
-        federation, junk_per_round, moto_client(endpoint) if endpoint is not None else None
+    """Every member attack of ``member_attacks`` but SSE-C; the aggregator dies before round
+    1's result (every poisoned answer decided) and a new one takes over and finishes."""
+    writer = MemberWriter(federation, junk_per_round)
+    broken = _drive(
+        federation,
+        [*federation.honest, *invited_member_sites()],
+        writer.prepare,
+        writer.write_round,
     )
-    sites = federation.honest + invited_member_sites(writer.on_s3)
-    broken: str | None = None
-    lives: list[int] = []
-    try:
-        with running(federation):
-            writer.prepare()
-            server = federation.start_server(sites, KILL_OVER_ROUND_1, endpoint_url=endpoint)
-            clients = federation.start_clients()
-            try:
-                for round_index in writer.rounds:
-                    manifest = federation.wait_for(
-                        f"global model of round {round_index}",
-                        lambda r=round_index: federation.exchange.read_global_manifest(r),
-                        [server],
-                    )
-                    writer.write_round(manifest, [server])
-                    if round_index == 1:
-                        lives.append(server.wait())
-                        if lives[-1] != -signal.SIGKILL:
-                            raise _BrokenError(f"first life: {_ended(server)}")
-                        server = federation.start_server(sites, endpoint_url=endpoint)
-                lives.append(server.wait())
-                if lives[-1] != 0:
-                    raise _BrokenError(f"last life: {_ended(server)}")
-                for site, proc in clients.items():
-                    if proc.wait() != 0:
-                        raise _BrokenError(f"{site}: {_ended(proc)}")
-            except (_BrokenError, ProcessWaitError) as err:
-                broken = (
-                    str(err).splitlines()[0] if isinstance(err, _BrokenError) else _ended(server)
-                )
-    finally:
-        if proxy is not None:
-            proxy.close()
     return _member_figures(federation, ref, writer, broken)
+
+
+def _drive(
+    federation: Federation,
+    sites: list[str],
+    prepare: Callable[[], None],
+    write_round: Callable[[GlobalManifest, list[Proc]], None],
+    endpoint_url: str | None = None,
+) -> str | None:
+    """Run the federation with ``write_round`` answering each round; the aggregator is
+    SIGKILLed before round 1's result and started again. None, or how it ended otherwise."""
+    with running(federation):
+        prepare()
+        server = federation.start_server(sites, KILL_OVER_ROUND_1, endpoint_url=endpoint_url)
+        clients = federation.start_clients()
+        try:
+            for round_index in range(1, federation.rounds + 2):
+                manifest = federation.wait_for(
+                    f"global model of round {round_index}",
+                    functools.partial(federation.exchange.read_global_manifest, round_index),
+                    [server],
+                )
+                write_round(manifest, [server])
+                if round_index == 1:
+                    if server.wait() != -signal.SIGKILL:
+                        raise _BrokenError(f"first life: {_ended(server)}")
+                    server = federation.start_server(sites, endpoint_url=endpoint_url)
+            if server.wait() != 0:
+                raise _BrokenError(f"last life: {_ended(server)}")
+            for site, proc in clients.items():
+                if proc.wait() != 0:
+                    raise _BrokenError(f"{site}: {_ended(proc)}")
+        except _BrokenError as err:
+            return str(err)
+        except ProcessWaitError:
+            return _ended(server)
+    return None
 
 
 def _member_figures(
@@ -141,7 +142,7 @@ def _member_figures(
     results = {r: federation.exchange.read_result(r) for r in rounds}
     decided = {r: _decisions(result) for r, result in results.items()}
     honest = federation.honest
-    invited = set(honest) | set(invited_member_sites(writer.on_s3))
+    invited = set(honest) | set(invited_member_sites())
     why = f"; {broken}" if broken else ""
 
     accepted = sum(decided[r].get(h, ("", None))[0] == "accepted" for r in rounds for h in honest)
@@ -171,7 +172,7 @@ def _member_figures(
     ]
     lost = honest_losses(federation)
     sha = federation.final_sha256()
-    figures = [
+    return [
         Figure(
             group,
             f"keys naming another hospital ({planted} a round: {PLANTER}.x/<other>.*, "
@@ -230,21 +231,52 @@ def _member_figures(
             sha == ref.sha256,
         ),
     ]
-    if writer.on_s3:
-        ssec = [decided[r].get(SSEC, ("undecided", None)) for r in rounds[:-1]]
-        unreadable = sum(d == ("rejected", "unreadable") for d in ssec)
-        closed = sum(results[r] is not None for r in rounds)
-        figures.append(
-            Figure(
-                group,
-                "update stored with SSE-C (S3 refuses the read): rejected unreadable, rounds go on",
-                f"{unreadable}/{len(ssec)} unreadable ({sorted({d[1] or d[0] for d in ssec})}); "
-                f"{closed}/{len(rounds)} rounds closed",
-                "all",
-                unreadable == len(ssec) and closed == len(rounds),
-            )
+
+
+def ssec_upload(federation: Federation, ref: Reference) -> list[Figure]:
+    """``bad-ssec``'s SSE-C uploads, the aggregator reading through ``SseCProxy`` (moto alone
+    serves SSE-C objects to anyone); killed and restarted over round 1 as the other attacks."""
+    group = federation.folder.name
+    assert federation.endpoint_url is not None
+    proxy = SseCProxy(federation.endpoint_url)
+    uploader = SseCUploader(federation, moto_client(proxy.url))
+    try:
+        broken = _drive(
+            federation,
+            [*federation.honest, SSEC],
+            uploader.prepare,
+            uploader.write_round,
+            proxy.url,
         )
-    return figures
+    finally:
+        proxy.close()
+    rounds = range(1, federation.rounds + 1)
+    decided = [_decisions(federation.exchange.read_result(r)).get(SSEC) for r in rounds]
+    unreadable = sum(d == ("rejected", "unreadable") for d in decided)
+    shown = sorted({"undecided" if d is None else d[1] or d[0] for d in decided})
+    closed = sum(
+        federation.exchange.read_result(r) is not None for r in range(1, federation.rounds + 2)
+    )
+    sha = federation.final_sha256()
+    return [
+        Figure(
+            group,
+            "update stored with SSE-C (S3 refuses the aggregator's read): rejected unreadable, "
+            "rounds go on",
+            f"{unreadable}/{len(decided)} unreadable ({', '.join(shown)}); {closed}/"
+            f"{federation.rounds + 1} rounds closed; {proxy.refused} reads refused"
+            + (f"; {broken}" if broken else ""),
+            "all",
+            unreadable == len(decided) and closed == federation.rounds + 1 and not broken,
+        ),
+        Figure(
+            group,
+            "honest hospitals' final model bit-identical to the honest-only run",
+            "yes" if sha == ref.sha256 else f"no ({(sha or 'none')[:12]})",
+            "yes",
+            sha == ref.sha256,
+        ),
+    ]
 
 
 # ---- a num_examples claim far above the site's round-0 count -----------------------------------
@@ -288,20 +320,13 @@ class _Claimant:
             lambda: federation.exchange.read_global_manifest(round_index),
             watch,
         )
-        federation.wait_for(
-            f"honest answers of round {round_index}",
-            lambda: all(answered(federation, round_index, s) for s in federation.honest),
-            watch,
-        )
+        wait_for_honest(federation, round_index, watch)
         layout = federation.exchange.layout
         if manifest.task != "train":
             key = layout.update_manifest_key(round_index, CLAIMANT)
             federation.store.put_new(key, b"{not json")
             return
-        weights = {
-            k: np.asarray(v, np.float32) + np.float32(0.25)
-            for k, v in decode_weights(federation.exchange.read_global_weights(manifest)).items()
-        }
+        weights = moved_weights(federation, manifest)
         self.updates[round_index] = weights
         data = signed_update(weights, answer_to(manifest, CLAIMANT, num_examples=CLAIMED))
         federation.store.put_new(layout.update_weights_key(round_index, CLAIMANT), data)
@@ -314,14 +339,15 @@ class _Claimant:
         next_manifest = exchange.read_global_manifest(round_index + 1)
         assert result is not None and next_manifest is not None
         honest = [d for d in result.accepted if d.site_id != CLAIMANT]
-        total = sum(d.num_examples for d in honest)
+        used = {d.site_id: result.capped_weights.get(d.site_id, d.num_examples) for d in honest}
+        total = sum(used.values())
         entitled = REPORTED / (REPORTED + total)
         mine = {d.site_id: d for d in [*result.accepted, *result.rejected]}.get(CLAIMANT)
         decision = "undecided" if mine is None else (mine.reason or mine.status)
         if mine is None or mine.status != "accepted":
             return 0.0, entitled, decision
         mean = sum(
-            d.num_examples * _float_vector(decode_weights(exchange.read_update_weights(
+            used[d.site_id] * _float_vector(decode_weights(exchange.read_update_weights(
                 round_index, d.site_id)))
             for d in honest
         ) / total  # fmt: skip
@@ -351,6 +377,8 @@ def overclaim(federation: Federation) -> list[Figure]:
     weights = [claimant.weight(r) for r in range(1, federation.rounds + 1)]
     worst = max(w for w, _, _ in weights)
     entitled = min(e for _, e, _ in weights)
+    honest_rows = REPORTED / entitled - REPORTED
+    unbounded = CLAIMED / (CLAIMED + honest_rows)
     ok = all(w <= e + 1e-3 for w, e, _ in weights)
     decisions = ", ".join(sorted({d for _, _, d in weights}))
     return [
@@ -358,7 +386,7 @@ def overclaim(federation: Federation) -> list[Figure]:
             group,
             f"num_examples claim of {CLAIMED:,} against a round-0 count of {REPORTED} "
             f"({len(weights)} rounds): the claimant's effective weight in the global model",
-            f"max {worst:.4f} ({decisions}; unclipped {CLAIMED / (CLAIMED + 3 * REPORTED):.5f})",
+            f"max {worst:.4f} ({decisions}; taken at its word {unbounded:.5f})",
             f"<= {entitled:.4f} (its count's share)",
             ok,
         )

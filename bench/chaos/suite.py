@@ -121,12 +121,14 @@ def run(folder: Path, quick: bool, kills: int, only: set[str]) -> list[Figure]:
                 )
             if "members" in s3:
                 members_s3 = s3_federation(folder / "members-s3", endpoint, rounds=rounds)
-                remote.append(
+                ssec_s3 = s3_federation(folder / "ssec-s3", endpoint, rounds=rounds)
+                remote += [
                     (
                         "hostile members, moto S3",
                         lambda: members.hostile_members(members_s3, ref, junk),
-                    )
-                )
+                    ),
+                    ("an update stored with SSE-C", lambda: members.ssec_upload(ssec_s3, ref)),
+                ]
             if "two" in s3:
                 longer = rounds + 3  # time for the third to start while the rounds go on
                 remote.append(
