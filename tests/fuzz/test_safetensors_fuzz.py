@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from fl_core.errors import CodecError, HeaderError
 from fl_core.serialization import (
+    _json_depth,
     decode_weights,
     encode_weights,
     header_span,
@@ -157,6 +158,32 @@ def test_metadata_must_map_text_to_text(metadata: dict[str, object]) -> None:
     else:
         with pytest.raises(HeaderError):
             read_metadata(data)
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+BRACKETY_TEXT = st.text(alphabet='[]{}"\\ab', max_size=12)
+
+
+@FUZZ
+@given(
+    st.recursive(
+        st.one_of(BRACKETY_TEXT, st.integers()),
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3), st.dictionaries(BRACKETY_TEXT, inner, max_size=3)
+        ),
+        max_leaves=10,
+    )
+)
+def test_depth_is_found_without_parsing(value: object) -> None:
+    """Brackets, quotes and backslashes inside strings never count, however escaped."""
+    assert _json_depth(json.dumps(value).encode()) == _depth(value)
 
 
 # ---- the crashes, one regression test each ------------------------------------------------
