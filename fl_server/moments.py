@@ -18,7 +18,12 @@ from pydantic import ValidationError
 
 from fl_core.config import FederationConfig
 from fl_core.data.standardize import FeatureMoments
-from fl_core.errors import ObjectNotFoundError, RoundFailedError, UpdateRejectedError
+from fl_core.errors import (
+    ObjectNotFoundError,
+    ObjectUnreadableError,
+    RoundFailedError,
+    UpdateRejectedError,
+)
 from fl_core.exchange.manifests import MomentsReport
 from fl_core.exchange.protocol import Exchange
 from fl_core.types import SiteId
@@ -101,10 +106,12 @@ def _read_report(exchange: Exchange, site_id: SiteId, num_features: int) -> byte
     gigabytes is refused, never downloaded."""
     try:
         size = exchange.store.size(exchange.layout.moments_key(site_id))
+        _check_size(size, num_features)
+        return exchange.read_moments_bytes(site_id)
     except ObjectNotFoundError:
         return None
-    _check_size(size, num_features)
-    return exchange.read_moments_bytes(site_id)
+    except ObjectUnreadableError as err:  # SSE-C, its own KMS key: that hospital's doing
+        raise UpdateRejectedError("unreadable", str(err).splitlines()[0]) from err
 
 
 def gather_moments(

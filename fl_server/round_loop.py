@@ -227,7 +227,7 @@ class RoundLoop:
         self._seen_nonces: set[str] = set()
         self._seen_digests: set[str] = set()
         self._seen_through = 0  # rounds whose results are in the two sets above
-        self._registered: dict[SiteId, int] = {}  # moments reports' rows, read once each
+        self._registered: dict[SiteId, int | None] = {}  # moments reports' rows, read once
         self._told_unbounded = False
         keep_freed_buffers()
 
@@ -457,9 +457,14 @@ class RoundLoop:
         invited = current.manifest.invited_sites
         missing = [s for s in invited if s not in self._registered]
         if missing:
-            limit = self.config.admission.max_num_examples
-            self._registered.update(read_registered_examples(self.exchange, missing, limit))
-        current.registered = {s: self._registered[s] for s in invited if s in self._registered}
+            admission = self.config.admission
+            found = read_registered_examples(
+                self.exchange, missing, admission.max_num_examples, admission.max_manifest_bytes
+            )
+            self._registered.update(found)
+        current.registered = {
+            s: rows for s in invited if (rows := self._registered.get(s)) is not None
+        }
         if not current.registered and not self._told_unbounded:
             self._told_unbounded = True
             log.info(

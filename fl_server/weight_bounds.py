@@ -71,7 +71,7 @@ from fractions import Fraction
 import structlog
 from pydantic import ValidationError
 
-from fl_core.errors import ExchangeError, UpdateRejectedError
+from fl_core.errors import ObjectNotFoundError, ObjectUnreadableError, UpdateRejectedError
 from fl_core.exchange.manifests import MomentsReport
 from fl_core.exchange.protocol import Exchange
 from fl_core.types import SiteId
@@ -80,35 +80,55 @@ log = structlog.get_logger("fedsilo.server")
 
 
 def read_registered_examples(
-    exchange: Exchange, sites: Iterable[SiteId], max_num_examples: int
-) -> dict[SiteId, int]:
-    """The training rows each of ``sites`` reported before round 1 (those with a report).
+    exchange: Exchange, sites: Iterable[SiteId], max_num_examples: int, max_bytes: int
+) -> dict[SiteId, int | None]:
+    """The training rows each of ``sites`` reported before round 1, for those with a report.
 
-    A report that does not parse, names another site or federation, claims more than
-    ``admission.max_num_examples`` or cannot be read registers nothing for that site.
+    None for a report that registers nothing: larger than ``max_bytes`` (sized before it is
+    read), unreadable, not parsing, naming another site or federation, or claiming more than
+    ``admission.max_num_examples``. Reports are write-once: the caller reads each site's
+    once, and looks again only for a site that had none.
     """
-    registered: dict[SiteId, int] = {}
+    registered: dict[SiteId, int | None] = {}
     for site_id in sites:
+        key = exchange.layout.moments_key(site_id)
         try:
-            data = exchange.read_moments_bytes(site_id)
-        except ExchangeError as err:  # the hospital's own object, unreadable to us
+            size = exchange.store.size(key)
+            data = exchange.store.get(key) if size <= max_bytes else None
+        except ObjectNotFoundError:
+            continue
+        except ObjectUnreadableError as err:  # SSE-C, its own KMS key: the hospital's doing
             log.warning("registered_examples_unreadable", site_id=site_id, detail=str(err))
+            registered[site_id] = None
             continue
-        if data is None:
-            continue
-        try:
-            report = MomentsReport.model_validate_json(data)
-        except ValidationError:
-            log.warning("registered_examples_malformed", site_id=site_id)
-            continue
-        if report.site_id != site_id or report.federation_id != exchange.federation_id:
-            log.warning("registered_examples_mismatch", site_id=site_id)
-            continue
-        if report.num_examples > max_num_examples:
-            log.warning("registered_examples_too_large", site_id=site_id)
-            continue
-        registered[site_id] = report.num_examples
+        registered[site_id] = _registered_rows(exchange, site_id, data, max_num_examples)
     return registered
+
+
+def _registered_rows(
+    exchange: Exchange, site_id: SiteId, data: bytes | None, max_num_examples: int
+) -> int | None:
+    """The rows one report registers (``data`` None: it was too large to read)."""
+    rows, problem = _rows_or_problem(exchange, site_id, data, max_num_examples)
+    if problem is not None:
+        log.warning("registered_examples_refused", site_id=site_id, reason=problem)
+    return rows
+
+
+def _rows_or_problem(
+    exchange: Exchange, site_id: SiteId, data: bytes | None, max_num_examples: int
+) -> tuple[int | None, str | None]:
+    if data is None:
+        return None, "too_large"
+    try:
+        report = MomentsReport.model_validate_json(data)
+    except ValidationError:
+        return None, "malformed"
+    if report.site_id != site_id or report.federation_id != exchange.federation_id:
+        return None, "site_mismatch"
+    if report.num_examples > max_num_examples:
+        return None, "too_many_examples"
+    return report.num_examples, None
 
 
 def check_registered_claim(site_id: SiteId, claimed: int, registered: Mapping[SiteId, int]) -> None:

@@ -16,15 +16,21 @@ import pytest
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 
 from fedsilo.testing.moto_s3 import create_bucket, moto_client
+from fl_client.moments import publish_moments
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import GlobalManifest
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.s3_store import S3Store
 from fl_core.serialization import decode_weights
 from fl_server.aggregator import FedAvgAggregator
+from fl_server.moments import gather_moments
 from fl_server.round_loop import RoundLoop
+from fl_server.weight_bounds import read_registered_examples
 
 from ..exchange.test_unreadable_objects import KMS_MESSAGE, SSE_C_MESSAGE, refusal
+from .test_moments import SITES as MOMENTS_SITES
+from .test_moments import config as moments_config
+from .test_moments import fake_clock, site_data
 from .test_round_loop import INITIAL, SITES, FakeTime, Script, expected_model, make_config
 
 VICTIM = "site-b"
@@ -118,3 +124,26 @@ def test_a_local_answer_without_read_permission_rejects_only_that_hospital(
     exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
     run_rounds(exchange, LockedAnswers(exchange, SITES))
     assert_victim_rejected_every_round(exchange)
+
+
+def test_a_moments_report_s3_refuses_to_hand_over_leaves_out_only_that_hospital(
+    moto_server: str,
+) -> None:
+    """Before round 1 too: an SSE-C report is that hospital's rejection, not the end."""
+    client = moto_client(moto_server)
+    store = S3Store(create_bucket(client), client=client)
+    exchange = Exchange(store, "test")
+    for i, site in enumerate(MOMENTS_SITES):
+        publish_moments(exchange, site_data(site, 30, i))
+    refuse = RefuseReads(VICTIM, 400, "InvalidRequest", SSE_C_MESSAGE)
+    store.client.meta.events.register("before-send.s3", refuse)
+    clock, sleep = fake_clock()
+    gathered = gather_moments(
+        exchange, MOMENTS_SITES, 3, moments_config(), clock=clock, sleep=sleep
+    )
+    assert len(gathered) == len(MOMENTS_SITES) - 1
+    assert refuse.refused >= 1
+    assert clock() < 10.0  # refused is an answer: nobody waits for the deadline
+    # and the round loop registers nothing for it: its training answers will be refused
+    rows = read_registered_examples(exchange, MOMENTS_SITES, 10_000_000, 1 << 20)
+    assert rows[VICTIM] is None and all(rows[s] == 30 for s in MOMENTS_SITES if s != VICTIM)

@@ -102,10 +102,13 @@ def test_a_claim_is_checked_against_the_rows_reported_before_round_one(tmp_path)
     exchange.store.put_new(exchange.layout.moments_key("site-d"), b"{not json")
     elsewhere = report("site-a", 5).model_dump_json().encode()  # site-a's, under site-e
     exchange.store.put_new(exchange.layout.moments_key("site-e"), elsewhere)
-    registered = read_registered_examples(
-        exchange, ["site-a", "site-b", "site-c", "site-d", "site-e"], 10_000_000
+    exchange.store.put_new(exchange.layout.moments_key("site-f"), b" " * 2000)
+    found = read_registered_examples(
+        exchange, ["site-a", "site-b", "site-c", "site-d", "site-e", "site-f"], 10_000_000, 1000
     )
-    assert registered == {"site-a": 28}
+    # site-b has no report yet (looked for again later); the others' register nothing
+    assert found == {"site-a": 28, "site-c": None, "site-d": None, "site-e": None, "site-f": None}
+    registered = {site: rows for site, rows in found.items() if rows is not None}
     check_registered_claim("site-a", 28, registered)  # the same split, counted the same way
     check_registered_claim("site-a", 20, registered)  # fewer rows is no threat
     with pytest.raises(UpdateRejectedError) as over:
