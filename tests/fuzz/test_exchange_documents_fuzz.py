@@ -3,18 +3,25 @@ skipped and shown (``Exchange.skipped``), never fatal to whoever lists them."""
 
 from __future__ import annotations
 
+import struct
 import tempfile
 from functools import partial
 from pathlib import Path
 
-from hostile import FUZZ, hostile_documents, outcome
+import numpy as np
+from hostile import FUZZ, hostile_documents, nested, outcome, safetensors_bytes, splice
 from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from fedsilo.ops.status import read_update_manifest
+from fedsilo.testing.manifests import update_manifest
+from fl_core.admission import update_metadata
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import PreflightCheck, PreflightReport, Registration
 from fl_core.exchange.protocol import MAX_PREFLIGHT_BYTES, Exchange, _dump
 from fl_core.exchange.registry import activate_verified_sites
+from fl_core.serialization import encode_weights
 
 PREFLIGHT = _dump(
     PreflightReport(
@@ -27,6 +34,9 @@ PREFLIGHT = _dump(
 )
 REGISTRATION = _dump(Registration(site_id="site-x", joined_unix=10.0, status="pending"))
 HONEST = Registration(site_id="site-a", joined_unix=10.0, status="active")
+UPDATE = encode_weights({"b": np.ones(3, np.float32)}, update_metadata(update_manifest()))
+UPDATE_HEADER = UPDATE[8 : 8 + struct.unpack("<Q", UPDATE[:8])[0]]
+HOSTILE_VALUES = [b"1e999", b"NaN", b"9" * 5000, b'"\\ud800"', nested(3000), b"[-1]", b"{}"]
 
 
 def _exchange(root: str) -> Exchange:
@@ -98,3 +108,27 @@ def test_a_malformed_preflight_report_no_longer_stops_activation() -> None:
         assert activate_verified_sites(exchange, now=30.0) == ["site-x"]
         bad = exchange.layout.preflight_key("site-x", "bad")
         assert exchange.skipped[bad].reason == "malformed_preflight"
+
+
+def _update_file(spliced: tuple[int, bytes]) -> bytes:
+    return safetensors_bytes(splice(UPDATE_HEADER, spliced[1], spliced[0]), bytes(12))
+
+
+@FUZZ
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.tuples(st.integers(min_value=0), st.sampled_from(HOSTILE_VALUES)).map(_update_file),
+        st.just(UPDATE),
+    )
+)
+def test_status_reads_any_update_file_header(data: bytes) -> None:
+    """``fedsilo status`` reads the manifest from the header alone: the manifest, or None."""
+    with tempfile.TemporaryDirectory() as root:
+        exchange = _exchange(root)
+        exchange.store.put_new(exchange.layout.update_weights_key(1, "site-x"), data)
+        found = read_update_manifest(exchange, 1, "site-x")
+    if data == UPDATE:
+        assert found == update_manifest()
+    else:
+        assert found is None or found.site_id == "site-a"
