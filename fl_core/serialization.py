@@ -149,7 +149,9 @@ def _read_header(data: bytes) -> dict[str, Any]:
     if depth > _MAX_HEADER_DEPTH:
         raise HeaderError(f"safetensors header nests {depth} deep, limit {_MAX_HEADER_DEPTH}")
     try:
-        header = json.loads(text, object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
+        header = json.loads(  # decoded here: json.loads of bytes would take UTF-16 and -32 too
+            text.decode(), object_pairs_hook=_unique_keys, parse_constant=_refuse_constant
+        )
     except (ValueError, RecursionError) as err:
         # ValueError: not UTF-8, not JSON, a repeated key, NaN/Infinity, an integer of over
         # 4300 digits; RecursionError cannot happen below the depth limit, kept as a backstop

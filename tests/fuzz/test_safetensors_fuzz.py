@@ -231,3 +231,10 @@ def test_an_honest_file_still_reads() -> None:
     assert header.metadata == {"fedsilo.manifest": '{"site_id": "site-a"}'}
     for name, view in view_weights(VALID, header).items():
         np.testing.assert_array_equal(view, WEIGHTS[name])
+
+
+def test_a_header_is_utf8_not_any_encoding_json_loads_would_guess() -> None:
+    for encoding in ("utf-16", "utf-32", "utf-8-sig"):
+        header = _entry("[6]").decode().encode(encoding)
+        with pytest.raises(HeaderError, match="not JSON"):
+            read_header(safetensors_bytes(header, bytes(24)))
