@@ -160,10 +160,13 @@ def collect_status(exchange: Exchange, now: float | None = None) -> FederationSt
     manifest = exchange.read_global_manifest(round_index) if round_index else None
     registrations = {r.site_id: r.status for r in exchange.list_registrations()}
     invited = set(manifest.invited_sites) if manifest else set()
-    keys = RoundKeys(exchange.layout, round_index or 1, invited)
-    if round_index:
+    answered: set[SiteId] = set()
+    foreign: tuple[int, tuple[str, ...]] = (0, ())
+    if round_index:  # by exact name, as the aggregator decides (``RoundKeys``)
+        keys = RoundKeys(exchange.layout, round_index, invited)
         keys.classify(exchange.list_update_keys(round_index))
-    answered = set(keys.answered)
+        answered = set(keys.answered)
+        foreign = (keys.foreign_count, tuple(keys.foreign_samples))
     decisions = dict(state.decisions) if state else {}
     results = []
     if round_index:
@@ -172,7 +175,6 @@ def collect_status(exchange: Exchange, now: float | None = None) -> FederationSt
             if result is not None:
                 results.append(result)
     current = results[0] if results and results[0].round_index == round_index else None
-    foreign = (keys.foreign_count, tuple(keys.foreign_samples))
     if current is not None:  # a closed round's decisions live in result.json
         for decision in [*current.accepted, *current.rejected]:
             decisions.setdefault(decision.site_id, decision)
