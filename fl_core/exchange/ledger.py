@@ -55,7 +55,7 @@ class LedgerReport:
     model may still be missing; the aggregator writes them when it resumes."""
     versions_checked: bool = True
     """Whether the store's object versions were counted (S3 keeps every overwrite as a
-    version; a hospital's role may not list them)."""
+    version; a local folder keeps none, and a hospital's role may not list them)."""
 
     @property
     def ok(self) -> bool:
@@ -77,7 +77,8 @@ class LedgerReport:
             versions = (
                 ""
                 if self.versions_checked
-                else "; object versions not counted (this role may not list them)"
+                else "; object versions not counted (the store keeps none, or this role may "
+                "not list them)"
             )
             return (
                 f"ledger of federation {self.federation_id} verified: {self.rounds_checked} "
@@ -160,10 +161,13 @@ def _rewritten_history(exchange: Exchange) -> tuple[list[LedgerProblem], bool]:
     whether versions could be counted at all."""
     root = exchange.layout.root
     try:
-        counts = exchange.store.count_versions(exchange.layout.ledger_prefix())
-        counts |= exchange.store.count_versions(f"{root}rounds/")
+        entries = exchange.store.count_versions(exchange.layout.ledger_prefix())
+        rounds = exchange.store.count_versions(f"{root}rounds/")
     except AccessDeniedError:
         return [], False
+    if entries is None or rounds is None:
+        return [], False
+    counts = entries | rounds
     problems = []
     for key, count in counts.items():
         match = _HISTORY_KEY.fullmatch(key.removeprefix(root))

@@ -85,14 +85,14 @@ class ObjectStore(ABC):
         objects (the registry, at every admission) re-reads only those that changed.
         """
 
-    def count_versions(self, prefix: str) -> dict[ObjectKey, int]:
+    def count_versions(self, prefix: str) -> dict[ObjectKey, int] | None:
         """How many times each key under ``prefix`` was written or deleted (S3 versions and
         delete markers): a write-once key with more than one was rewritten.
 
-        A store that keeps no history (a local folder) knows one version of each key.
+        None where the store keeps no versions (a local folder: an overwrite leaves no trace).
         Raises ``AccessDeniedError`` where the caller may not list versions (a hospital).
         """
-        return dict.fromkeys(self.list_keys(prefix), 1)
+        return None
 
     @abstractmethod
     def describe(self) -> str:

@@ -135,6 +135,7 @@ def test_rewritten_history_passes_the_centre_but_not_a_hospital(run_copy: Path) 
     _rewrite_history(run_copy, round_index=1, site_id="site-002")
     centre = verify_ledger(_exchange(run_copy))
     assert centre.ok, centre.problems  # the centre's own check sees a consistent history
+    assert "object versions not counted" in centre.summary()  # a folder keeps no versions
     # any hospital holding the heads of rounds 2 and 3 catches it, not only the one wronged
     done = run_fedsilo(*_verify_args(run_copy, "site-001"), cwd=run_copy)
     assert done.returncode == 8
