@@ -57,6 +57,7 @@ from fedsilo.ops.revocation import (
     RevokedPrincipals,
     bucket_revocation_statements,
     key_revocation_statements,
+    partition,
 )
 from fl_core.exchange.key_grammar import HospitalKeyPatterns, hospital_key_patterns
 from fl_core.exchange.layout import ExchangeLayout
@@ -73,14 +74,6 @@ from stacks.grants import allow
 
 SITE_VARIABLE = f"${{aws:PrincipalTag/{SITE_TAG_KEY}}}"
 """IAM policy variable: the site id tag of the calling role (or of its session)."""
-
-
-def partition(region: str) -> str:
-    if region.startswith("cn-"):
-        return "aws-cn"
-    if region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
 
 
 class ExchangeArns:
@@ -311,7 +304,7 @@ def hospital_key_statements(context: FederationContext) -> list[iam.PolicyStatem
             sid="OutsidersNoNestedKey",
             effect=iam.Effect.DENY,
             principals=[iam.AnyPrincipal()],
-            actions=["kms:*"],
+            actions=["kms:Decrypt", "kms:GenerateDataKey"],
             resources=["*"],
             conditions={
                 **outsider,

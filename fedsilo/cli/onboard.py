@@ -175,15 +175,29 @@ def offboard_command(
     exchange: Annotated[str | None, typer.Option(help="default: s3://<exchange bucket>")] = None,
     endpoint_url: EndpointOption = None,
 ) -> None:
-    """Coordinating centre: revoke a hospital now; its later updates are refused."""
-    from fedsilo.ops.onboarding import CdkJson, offboard
+    """Coordinating centre: revoke a hospital now; the exchange denies it from this moment."""
+    import boto3
+
+    from fedsilo.ops.onboarding import CdkJson, offboard, role_arn
+    from fedsilo.ops.revocation import CoordinatingAccount
 
     cdk = CdkJson.load(cdk_json)
     store = _exchange(exchange or cdk.bucket_uri(), cdk.federation_id, endpoint_url)
-    offboard(site_id, cdk, store, time.time())
+    region = str(cdk.block["region"])
+    live = CoordinatingAccount(
+        s3=boto3.client("s3", endpoint_url=endpoint_url, region_name=region),
+        kms=boto3.client("kms", endpoint_url=endpoint_url, region_name=region),
+    )
+    offboard(site_id, cdk, store, time.time(), live)
+    [entry] = [h for h in cdk.block["revoked_hospitals"] if h["site_id"] == site_id]
+    account = entry["account_id"]
+    whole_account = all(h["account_id"] != account for h in cdk.hospitals)
+    denied = role_arn(account, cdk.federation_id, site_id) + (
+        f" and every principal of account {account}" if whole_account else ""
+    )
     console.print(
-        f"revoked {site_id}: the aggregator refuses its updates from the next "
-        f"admission; removed it from {cdk_json} (redeploy the aggregator stack to "
-        "drop its grants)",
+        f"revoked {site_id}: the exchange bucket and key deny {denied} from now on, and the "
+        f"aggregator refuses its updates; {cdk_json} lists it under revoked_hospitals, so the "
+        "next deploy keeps the deny",
         highlight=False,
     )

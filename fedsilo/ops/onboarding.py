@@ -42,6 +42,12 @@ from fedsilo.ops.join_proof import (
     sign_proof,
     signed_query,
 )
+from fedsilo.ops.revocation import (
+    CoordinatingAccount,
+    RevokedPrincipals,
+    exchange_key_alias,
+    revoke_live,
+)
 from fl_core.errors import (
     AccessDeniedError,
     ConfigError,
@@ -352,20 +358,56 @@ def approve(verified: VerifiedJoinRequest, cdk: CdkJson, exchange: Exchange, now
     return deploy_command(request.federation_id, request.site_id)
 
 
-def offboard(site_id: str, cdk: CdkJson, exchange: Exchange, now: float) -> Registration:
+def offboard(
+    site_id: str,
+    cdk: CdkJson,
+    exchange: Exchange,
+    now: float,
+    live: CoordinatingAccount | None = None,
+) -> Registration:
+    """Revoke ``site_id``: its registration, its place in ``cdk.json``, and (given ``live``)
+    its access to the exchange at once, by a Deny in the live bucket and key policies.
+
+    ``cdk.json`` keeps the site under ``revoked_hospitals`` so that the stacks render the same
+    Deny and the next deploy keeps it. Running it again after a failure is safe.
+    """
     check_site_id(site_id)
     found = exchange.read_registration_with_etag(site_id)
     if found is None:
         raise ConfigError(f"site {site_id!r} is not in the registry of {exchange.describe()}")
     registration, etag = found
-    revoked = registration.model_copy(
-        update={"status": "revoked", "changed_unix": now, "note": "offboarded"}
-    )
+    listed = [h for h in cdk.hospitals if h["site_id"] == site_id]
+    recorded = [h for h in cdk.block.get("revoked_hospitals", []) if h["site_id"] == site_id]
+    account_id = next((h["account_id"] for h in [*listed, *recorded]), registration.account_id)
+    if account_id is None:
+        raise ConfigError(
+            f"site {site_id!r} has no account id in {cdk.path} or in its registration; add "
+            f'{{"site_id": "{site_id}", "account_id": "<its 12 digits>"}} under '
+            "revoked_hospitals in cdk.json and run `fedsilo offboard` again"
+        )
+    change = {"status": "revoked", "changed_unix": now, "note": "offboarded"}
+    revoked = Registration.model_validate({**registration.model_dump(), **change})
     exchange.write_registration(revoked, etag)
-    before = len(cdk.hospitals)
     cdk.block["hospitals"] = [h for h in cdk.hospitals if h["site_id"] != site_id]
-    if len(cdk.hospitals) != before:
-        cdk.save()
+    if not recorded:
+        cdk.block.setdefault("revoked_hospitals", []).append(
+            {"site_id": site_id, "account_id": account_id}
+        )
+    cdk.save()
+    principals = RevokedPrincipals.of(
+        [(h["site_id"], h["account_id"]) for h in cdk.block["revoked_hospitals"]],
+        [h["account_id"] for h in cdk.hospitals],
+        lambda site, account: role_arn(account, cdk.federation_id, site),
+    )
+    if live is not None:
+        revoke_live(
+            live,
+            federation_id=cdk.federation_id,
+            region=str(cdk.block["region"]),
+            bucket=cdk.bucket_uri().removeprefix("s3://"),
+            key_alias=exchange_key_alias(cdk.federation_id),
+            revoked=principals,
+        )
     return revoked
 
 

@@ -21,12 +21,27 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from fl_core.errors import ExchangeError
+from fl_core.exchange.layout import ExchangeLayout
 
 REVOKED_ROLES_SID = "RevokedHospitalRoles"
 REVOKED_ACCOUNTS_SID = "RevokedHospitalAccounts"
 REVOCATION_SIDS = (REVOKED_ROLES_SID, REVOKED_ACCOUNTS_SID)
 
 Statement = dict[str, Any]
+
+
+def exchange_key_alias(federation_id: str) -> str:
+    """The exchange key's alias (``stacks.context.exchange_key_alias``, which a test compares)."""
+    return f"alias/fedsilo/{federation_id}/exchange"
+
+
+def partition(region: str) -> str:
+    """The ARN partition of ``region``."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
 
 
 @dataclass(frozen=True)
@@ -116,11 +131,24 @@ def revoke_in_bucket_policy(s3: Any, bucket: str, statements: Sequence[Statement
         ) from err
 
 
+def _key_of_alias(kms: Any, key_alias: str) -> str:
+    """The key id behind ``key_alias`` (from ListAliases: DescribeKey falls under the very
+    ``kms:*`` deny this module writes, in moto's evaluation of key policies)."""
+    for page in kms.get_paginator("list_aliases").paginate():
+        for alias in page["Aliases"]:
+            if alias["AliasName"] == key_alias and "TargetKeyId" in alias:
+                return str(alias["TargetKeyId"])
+    raise ExchangeError(
+        f"no KMS key has the alias {key_alias} in this account and region; deploy the "
+        "coordinating stack, or use the coordinating account's credentials and region"
+    )
+
+
 def revoke_in_key_policy(kms: Any, key_alias: str, statements: Sequence[Statement]) -> None:
     """Read the exchange key's policy (found by its alias), replace its revocation
     statements, write it back."""
     try:
-        key_id = kms.describe_key(KeyId=key_alias)["KeyMetadata"]["KeyId"]
+        key_id = _key_of_alias(kms, key_alias)
         current = json.loads(kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"])
         kms.put_key_policy(
             KeyId=key_id,
@@ -132,3 +160,29 @@ def revoke_in_key_policy(kms: Any, key_alias: str, statements: Sequence[Statemen
             f"could not write the revocation into the policy of key {key_alias} ({err}); "
             "run `fedsilo offboard` again with the coordinating account's admin credentials"
         ) from err
+
+
+@dataclass(frozen=True)
+class CoordinatingAccount:
+    """Clients of the coordinating account, where the exchange bucket and key live."""
+
+    s3: Any
+    kms: Any
+
+
+def revoke_live(
+    account: CoordinatingAccount,
+    *,
+    federation_id: str,
+    region: str,
+    bucket: str,
+    key_alias: str,
+    revoked: RevokedPrincipals,
+) -> None:
+    """Write the revocation statements into the live bucket and key policies now."""
+    bucket_arn = f"arn:{partition(region)}:s3:::{bucket}"
+    root = ExchangeLayout(federation_id).root
+    revoke_in_bucket_policy(
+        account.s3, bucket, bucket_revocation_statements(revoked, bucket_arn, root)
+    )
+    revoke_in_key_policy(account.kms, key_alias, key_revocation_statements(revoked))

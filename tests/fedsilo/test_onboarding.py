@@ -387,6 +387,19 @@ def test_readme_steps_through_the_command_line(tmp_path, cdk_json, moto_endpoint
     assert again.returncode == 2
     assert "site id 'site-c' is already registered" in again.stderr
     assert len([line for line in again.stderr.splitlines() if line.strip()]) == 1
+    kms = moto_client(moto_endpoint, "kms")
+    key_id = kms.create_key()["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName="alias/fedsilo/eicu-mortality/exchange", TargetKeyId=key_id)
     done = fedsilo("offboard", "--site-id", "site-c", *on_moto)
     assert done.returncode == 0, done.stderr
-    assert "site-c" not in json.dumps(json.loads(cdk_json.read_text())["context"]["fedsilo"])
+    assert "deny arn:aws:iam::123456789012:role/fedsilo/eicu-mortality-site-c" in done.stdout
+    block = json.loads(cdk_json.read_text())["context"]["fedsilo"]
+    assert "site-c" not in json.dumps(block["hospitals"])
+    assert block["revoked_hospitals"] == [{"site_id": "site-c", "account_id": "123456789012"}]
+    bucket = cdk.bucket_uri().removeprefix("s3://")
+    for policy in (
+        moto_client(moto_endpoint).get_bucket_policy(Bucket=bucket)["Policy"],
+        kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"],
+    ):
+        sids = [statement.get("Sid") for statement in json.loads(policy)["Statement"]]
+        assert {"RevokedHospitalRoles", "RevokedHospitalAccounts"} <= set(sids)

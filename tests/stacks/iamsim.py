@@ -91,9 +91,8 @@ def exchange_policies(federation: Federation, *, with_identity: bool = True) -> 
         if "exchange" in r["Properties"]["Description"]
     ]
     identity = {}
-    for stack, site in zip(federation.hospitals, ctx.hospitals, strict=True):
-        if not with_identity:
-            break
+    stacks = zip(federation.hospitals, ctx.hospitals, strict=True) if with_identity else []
+    for stack, site in stacks:
         template = federation.template_json(stack)
         [policy] = [
             r["Properties"]["PolicyDocument"]

@@ -16,7 +16,7 @@ from aws_cdk.assertions import Template
 
 from stacks.aggregator import AggregatorStack
 from stacks.context import CONTEXT_KEY, FederationContext, parse_context
-from stacks.federation import build_federation
+from stacks.federation import FEATURE_FLAGS, build_federation
 from stacks.hospital import HospitalStack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,6 +54,17 @@ def synthesise(raw_context: dict[str, Any], outdir: Path) -> Federation:
     aggregator, hospitals = build_federation(app, context)
     app.synth()
     return Federation(app, context, aggregator, hospitals, outdir)
+
+
+def synthesise_aggregator(raw_context: dict[str, Any], outdir: Path) -> Federation:
+    """Only the coordinating stack (``hospitals`` empty): for policy tests, a few seconds."""
+    app = cdk.App(outdir=str(outdir))
+    for flag, value in FEATURE_FLAGS.items():
+        app.node.set_context(flag, value)
+    context = parse_context(raw_context)
+    aggregator = AggregatorStack(app, "FedsiloAggregator", context=context)
+    app.synth()
+    return Federation(app, context, aggregator, [], outdir)
 
 
 def hospitals_context(count: int) -> dict[str, Any]:
