@@ -103,9 +103,10 @@ class LocalDirectoryStore(ObjectStore):
     def put_new(self, key: ObjectKey, data: bytes, retain_until: datetime | None = None) -> None:
         """Write-once; a retained file is made read-only before it gets its name.
 
-        Read-only is the most a folder can do (best effort): it stops an accidental overwrite
-        by a non-root process, not its owner or root, who can change the mode back. The
-        local store serves simulations and tests; the exchange that must hold is S3.
+        Read-only is the most a folder can do (best effort): a write fails until the mode is
+        changed back, which the file's owner (the aggregator's own user) and root can do, and
+        anyone who may write the folder can still delete the file. The local store serves
+        simulations and tests; the exchange that must hold against its owner is S3's.
         """
         path = self._path(key)
         tmp = self._write_temp(path, data)
