@@ -25,7 +25,8 @@ $(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 run: install
 	$(VENV)/bin/fedsilo simulate --twin --rounds 15
 
-test: install lint
+# node_modules: the IAM evaluator (@cloud-copilot/iam-simulate) that tests/stacks asks.
+test: install lint node_modules/.package-lock.json
 	$(PY) -m pytest -q
 
 # ruff, the import contracts (fl_core never imports the edges; pure math never imports AWS)
