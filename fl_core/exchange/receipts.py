@@ -12,6 +12,7 @@ line being written.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -60,11 +61,18 @@ def receipts_path(state_dir: Path, site_id: str) -> Path:
 
 
 def append_receipt(path: Path, receipt: Receipt) -> None:
-    """Append one line and sync it: a receipt is only worth having if it survives a crash."""
+    """Append one line and sync it: a receipt is only worth having if it survives a crash.
+
+    A line a crash cut short is ended first, so that it stays a line of its own (which
+    ``read_receipts`` skips) instead of running into this one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     line = receipt.model_dump_json().encode() + b"\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
         os.write(fd, line)
         os.fsync(fd)
     finally:
@@ -88,9 +96,10 @@ def last_receipt(path: Path) -> Receipt | None:
 
 
 def read_receipts(path: Path) -> list[Receipt]:
-    """Every receipt in ``path``; a missing file or a malformed line is a ``ConfigError``.
+    """Every receipt in ``path``; a missing file or an altered line is a ``ConfigError``.
 
-    A last line cut short by a crash mid-write is skipped: it was never complete.
+    A line cut short by a crash mid-write is skipped: it is not JSON (a receipt's object ends
+    with its last byte), where an altered line is JSON that is not a receipt.
     """
     try:
         text = path.read_text()
@@ -101,16 +110,15 @@ def read_receipts(path: Path) -> list[Receipt]:
         ) from err
     except OSError as err:
         raise ConfigError(f"cannot read receipts file {path}: {err}") from err
-    lines = text.split("\n")
     receipts = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, line in enumerate(text.split("\n"), start=1):
         try:
-            receipts.append(Receipt.model_validate_json(line))
+            document = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # empty, or cut off by a crash
+        try:
+            receipts.append(Receipt.model_validate(document))
         except ValidationError as err:
-            if number == len(lines):  # no newline after it: the write was cut off
-                continue
             raise ConfigError(
                 f"receipts file {path} line {number} is malformed "
                 f"({err.errors()[0]['msg']}); it was altered, restore it from a backup"

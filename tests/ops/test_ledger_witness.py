@@ -13,11 +13,18 @@ import pytest
 
 from fedsilo.testing.cli import run_fedsilo
 from fedsilo.testing.witnessed_run import run_witnessed, small_config
+from fl_core.errors import ConfigError
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.layout import ExchangeLayout
 from fl_core.exchange.ledger import chain_hash, expected_entry_fields, verify_ledger
 from fl_core.exchange.protocol import Exchange
-from fl_core.exchange.receipts import last_receipt, read_receipts, receipts_path
+from fl_core.exchange.receipts import (
+    Receipt,
+    append_receipt,
+    last_receipt,
+    read_receipts,
+    receipts_path,
+)
 from fl_core.exchange.witness import verify_as_site
 from fl_core.serialization import sha256_hex
 
@@ -187,10 +194,23 @@ def test_wrong_federation_missing_receipts_and_nothing_to_read_fail(run_copy: Pa
     assert "verified" not in empty.stdout
 
 
-def test_a_receipt_cut_off_mid_write_is_skipped(run_copy: Path) -> None:
+def test_a_receipt_cut_off_mid_write_is_skipped_and_the_next_one_kept(run_copy: Path) -> None:
     path = receipts_path(run_copy / "state", "site-001")
     with path.open("a") as handle:
         handle.write('{"federation_id": "demo", "site_')
     assert len(read_receipts(path)) == ROUNDS
     last = last_receipt(path)
     assert last is not None and last.round_index == ROUNDS
+    later = Receipt.model_validate({**last.model_dump(), "round_index": ROUNDS + 1})
+    append_receipt(path, later)  # the restarted hospital's next answer
+    assert [r.round_index for r in read_receipts(path)] == list(range(1, ROUNDS + 2))
+    assert last_receipt(path) == later
+
+
+def test_an_altered_receipt_is_refused(run_copy: Path) -> None:
+    path = receipts_path(run_copy / "state", "site-001")
+    lines = path.read_text().splitlines()
+    lines[0] = lines[0].replace('"round_index":1', '"round_index":0')
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ConfigError, match="line 1 is malformed"):
+        read_receipts(path)
