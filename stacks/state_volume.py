@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import RemovalPolicy
+from aws_cdk import RemovalPolicy, Stack
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_efs as efs
@@ -106,6 +106,18 @@ class HospitalStateVolume(Construct):
             )
         )
 
+    def _file_system_arn(self) -> str:
+        """The file system's ARN from its id, the one attribute moto's CloudFormation resolves.
+
+        Same ARN as ``file_system_arn`` (a ``GetAtt``), which the offline walk-through of the
+        operator's path (moto) cannot deploy.
+        """
+        return Stack.of(self).format_arn(
+            service="elasticfilesystem",
+            resource="file-system",
+            resource_name=self.file_system.file_system_id,
+        )
+
     def mount_into(
         self,
         service: FederationService,
@@ -128,7 +140,7 @@ class HospitalStateVolume(Construct):
                 allow(
                     "MountOwnStateFolder",
                     ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"],
-                    [self.file_system.file_system_arn],
+                    [self._file_system_arn()],
                     {
                         "StringEquals": {
                             "elasticfilesystem:AccessPointArn": self.access_point.access_point_arn

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import aws_cdk as cdk
@@ -11,6 +13,8 @@ from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks
 from cfnlint.api import ManualArgs, lint
 from constructs import IConstruct
 from stackhelpers import Federation
+
+from stacks.nag import CHECKOV_METADATA, skip_checkov
 
 ACKNOWLEDGED = "aws:cdk:acknowledged-rules"
 
@@ -81,3 +85,40 @@ def test_cfn_lint_reports_warnings_with_this_configuration() -> None:
         '{"VpcId": "vpc-123", "CidrBlock": "10.0.0.0/24", "AvailabilityZone": "eu-west-1a"}}}}'
     )
     assert "W3010" in [m.rule.id for m in lint(template, config=ManualArgs(regions=["eu-west-1"]))]
+
+
+def test_checkov_skips_sit_on_resources_with_a_reason(federation: Federation) -> None:
+    skips = []
+    for path in federation.template_files():
+        template = json.loads(path.read_text())
+        for section in ("Parameters", "Outputs", "Conditions"):
+            assert CHECKOV_METADATA not in json.dumps(template.get(section, {}))
+        assert CHECKOV_METADATA not in template.get("Metadata", {})
+        for logical_id, resource in template["Resources"].items():
+            for skip in resource.get("Metadata", {}).get(CHECKOV_METADATA, {}).get("skip", []):
+                assert set(skip) == {"id", "comment"}, (logical_id, skip)
+                assert re.fullmatch(r"CKV_AWS_\d+", skip["id"]), (logical_id, skip)
+                assert len(skip["comment"]) >= 40, (logical_id, skip)
+                skips.append((resource["Type"], skip["id"]))
+    assert ("AWS::S3::Bucket", "CKV_AWS_18") in skips
+    assert len(skips) == len(federation.template_files()) + 1 + len(federation.hospitals)
+
+
+def test_skip_checkov_keeps_one_entry_per_check_and_refuses_a_short_reason() -> None:
+    app = cdk.App()
+    stack = cdk.Stack(app, "Probe")
+    bucket = s3.Bucket(stack, "Plain", enforce_ssl=True)
+    reason = "a reason long enough for a security officer to read and accept"
+    skip_checkov(bucket, "CKV_AWS_18", reason)
+    skip_checkov(bucket, "CKV_AWS_21", reason)
+    skip_checkov(bucket, "CKV_AWS_18", reason + ", restated")
+    cfn_bucket = bucket.node.default_child
+    assert isinstance(cfn_bucket, cdk.CfnResource)
+    assert cfn_bucket.get_metadata(CHECKOV_METADATA) == {
+        "skip": [
+            {"id": "CKV_AWS_21", "comment": reason},
+            {"id": "CKV_AWS_18", "comment": reason + ", restated"},
+        ]
+    }
+    with pytest.raises(ValueError, match="real reason"):
+        skip_checkov(bucket, "CKV_AWS_19", "not needed")

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import aws_cdk as cdk
 import pytest
 from aws_cdk import Stack
 from stackhelpers import Federation, render, resources_of
 
 from stacks.compute import BLOCK_TASK_IMDS, SCRATCH_ENVIRONMENT, SCRATCH_PATH
-from stacks.endpoint_policies import ECR_PULL_ACTIONS
+from stacks.context import parse_context
+from stacks.endpoint_policies import ECR_PULL_ACTIONS, image_repository_arns
 
 VARIANTS = ["federation", "gpu_federation"]
 
@@ -198,3 +200,19 @@ def test_trail_covers_every_region_with_validated_log_files(federation: Federati
     (trail,) = resources_of(template, "AWS::CloudTrail::Trail").values()
     assert trail["Properties"]["IsMultiRegionTrail"] is True
     assert trail["Properties"]["EnableLogFileValidation"] is True
+
+
+def test_pinned_images_name_their_own_repositories(raw_context: dict[str, Any]) -> None:
+    """A pinned image may live in another account (e.g. the coordinating centre's registry)."""
+    raw = dict(raw_context)
+    raw["images"] = {
+        "client": "444444444444.dkr.ecr.eu-west-1.amazonaws.com/fedsilo/client:1.4.0",
+        "server": f"444444444444.dkr.ecr.eu-west-1.amazonaws.com/fedsilo/server@sha256:{'a' * 64}",
+    }
+    stack = cdk.Stack(cdk.App(), "Probe", env=cdk.Environment(account="222222222222"))
+    arns = [stack.resolve(arn) for arn in image_repository_arns(stack, parse_context(raw))]
+    no_resources: dict[str, Any] = {"Resources": {}}
+    assert render(arns, no_resources, account="222222222222", region="eu-west-1") == [
+        "arn:aws:ecr:eu-west-1:444444444444:repository/fedsilo/client",
+        "arn:aws:ecr:eu-west-1:444444444444:repository/fedsilo/server",
+    ]

@@ -103,7 +103,10 @@ def test_only_the_client_role_may_mount_through_the_access_point(
     ]
     assert roles == [{"Ref": client_role[0]}]
     assert statement["Action"] == ["elasticfilesystem:ClientMount", "elasticfilesystem:ClientWrite"]
-    assert statement["Resource"] == {"Fn::GetAtt": [file_system_id, "Arn"]}
+    file_system_arn = statement["Resource"]["Fn::Join"][1]
+    site = federation.context.hospitals[0]
+    own = f":elasticfilesystem:{federation.context.region}:{site.account_id}:file-system/"
+    assert file_system_arn[-2:] == [own, {"Ref": file_system_id}]
     access_point_arn = statement["Condition"]["StringEquals"]["elasticfilesystem:AccessPointArn"]
     assert {"Ref": access_point_id} in access_point_arn["Fn::Join"][1]
     assert statement["Condition"]["Bool"] == {"elasticfilesystem:AccessedViaMountTarget": "true"}
