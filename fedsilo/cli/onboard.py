@@ -193,7 +193,7 @@ def offboard_command(
     account = entry["account_id"]
     whole_account = all(h["account_id"] != account for h in cdk.hospitals)
     denied = role_arn(account, cdk.federation_id, site_id) + (
-        f" and every principal of account {account}" if whole_account else ""
+        f" and every other principal of account {account}" if whole_account else ""
     )
     console.print(
         f"revoked {site_id}: the exchange bucket and key deny {denied} from now on, and the "

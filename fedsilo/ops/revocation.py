@@ -7,8 +7,9 @@ policy (read-modify-write of the current documents), and records the site under
 ``revoked_hospitals`` in ``cdk.json``. The stacks render the very same statements from that
 list (``stacks.policies``), so the next deploy carries them instead of dropping them.
 
-A Deny names the revoked task role; it names the whole account too once no remaining hospital
-of the federation lives in that account (any role the account could create is then shut out).
+A Deny names the revoked task role while another hospital of the federation lives in its
+account, and the whole account once none does (any role the account could create is then shut
+out, the task role included).
 """
 
 from __future__ import annotations
@@ -59,11 +60,14 @@ class RevokedPrincipals:
         role_arn_of: Callable[[str, str], str],
     ) -> RevokedPrincipals:
         """From ``(site_id, account_id)`` pairs; ``role_arn_of(site_id, account_id)`` names the
-        role, and an account that still hosts an active hospital is not shut out whole."""
+        role. An account that no active hospital shares is shut out whole, and its roles need
+        no statement of their own (16 bytes instead of 65 a site: the bucket policy's 20 KB)."""
         pairs = sorted(set(revoked))
         active = set(active_accounts)
         return cls(
-            role_arns=tuple(sorted({role_arn_of(site, account) for site, account in pairs})),
+            role_arns=tuple(
+                sorted({role_arn_of(site, account) for site, account in pairs if account in active})
+            ),
             accounts=tuple(sorted({account for _, account in pairs if account not in active})),
         )
 
