@@ -4,8 +4,9 @@ Each bad site is invited (so that its file reaches admission's deeper checks) an
 hostile file per round; ``stranger`` is not invited. Files are written with the exchange's
 own store (as a hospital's role could) or, where the attack needs it, raw: a plain S3 PUT
 with a wrong ``x-amz-meta-sha256``, an overwrite after the aggregator decided. The expected
-reason is the one admission must record in ``result.json``; a site whose file is accepted,
-or rejected for another reason, counts as a miss.
+reason is the one admission must record in ``result.json`` (for the uninvited site: no
+decision, its key counted among the round's foreign keys); a site whose file is accepted, or
+rejected for another reason, counts as a miss.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ STRANGER = "stranger"
 REVOKED = "bad-revoked"
 CHANGED = "bad-changed"
 LAST = "bad-header-100mb"  # the slowest write goes last: the round closes once it is in
+FOREIGN = "foreign"
+"""The outcome of an uninvited site's answer: no decision, one of the round's foreign keys."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,7 @@ def attacks(on_s3: bool, round_index: int) -> list[Attack]:
     """The round's hostile answers, in writing order (the uninvited one first: a round
     closes once every invited site answered, so a stranger written last could miss it)."""
     found = [
-        Attack(STRANGER, "unknown site", "unknown_site"),
+        Attack(STRANGER, "unknown site", FOREIGN),
         Attack("bad-impostor", "another hospital's id", "site_mismatch"),
         Attack("bad-stale", "stale round", "stale_round"),
         Attack("bad-copy", "copy of an honest file (same bytes, same nonce)", "site_mismatch"),

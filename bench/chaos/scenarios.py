@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.chaos.attacks import Attack, HostileWriter, invited_bad_sites
+from bench.chaos.attacks import FOREIGN, Attack, HostileWriter, invited_bad_sites
 from bench.chaos.federation import ChaosError, Federation, Zygote, running
 from bench.chaos.stores import local_federation, s3_federation
 from fedsilo.testing.processes import Proc
@@ -105,6 +105,8 @@ def hostile(federation: Federation, ref: Reference) -> list[Figure]:
         reasons = {d.site_id: d.reason for d in result.rejected}
         accepted = {d.site_id for d in result.accepted}
         got = reasons.get(attack.site) or ("ACCEPTED" if attack.site in accepted else "undecided")
+        if got == "undecided" and result.foreign_keys > 0:
+            got = FOREIGN
         if got != attack.expected:
             misses.append(f"r{round_index} {attack.name}: {got}")
     kinds = len({a.name for _, a in tried})
