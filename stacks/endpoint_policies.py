@@ -91,6 +91,18 @@ def ecr_pulls_of_own_account(
     ]
 
 
+FEDERATION_BUCKET_ACTIONS = [
+    "s3:GetObject",
+    "s3:GetObjectRetention",
+    "s3:GetObjectVersion",
+    "s3:ListBucket",
+    "s3:ListBucketVersions",
+    "s3:PutObject",
+    "s3:PutObjectRetention",
+]
+"""Every S3 action a federation task role holds (the roles' own policies decide which)."""
+
+
 def s3_statements(scope: IConstruct, bucket_arns: Sequence[str]) -> list[iam.PolicyStatement]:
     """The S3 gateway: the federation's buckets for this account, and ECR's image layers.
 
@@ -102,7 +114,7 @@ def s3_statements(scope: IConstruct, bucket_arns: Sequence[str]) -> list[iam.Pol
         iam.PolicyStatement(
             sid="FederationBuckets",
             principals=[iam.AnyPrincipal()],
-            actions=["s3:GetObject", "s3:PutObject", "s3:ListBucket"],
+            actions=FEDERATION_BUCKET_ACTIONS,
             resources=[arn for bucket in bucket_arns for arn in (bucket, f"{bucket}/*")],
             conditions=own_account(scope),
         ),

@@ -216,3 +216,34 @@ def test_pinned_images_name_their_own_repositories(raw_context: dict[str, Any]) 
         "arn:aws:ecr:eu-west-1:444444444444:repository/fedsilo/client",
         "arn:aws:ecr:eu-west-1:444444444444:repository/fedsilo/server",
     ]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_s3_endpoint_lets_through_every_s3_action_a_role_holds(
+    variant: str, request: pytest.FixtureRequest
+) -> None:
+    """The endpoint is a ceiling: an action the roles need but it lacks fails only when deployed
+    (e.g. the aggregator's Object Lock retention on ledger entries)."""
+    federation: Federation = request.getfixturevalue(variant)
+    for template, _ in stacks_of(federation):
+        granted = {
+            action
+            for kind in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy")
+            for policy in resources_of(template, kind).values()
+            for statement in statements(policy["Properties"]["PolicyDocument"])
+            if statement["Effect"] == "Allow"
+            for action in as_list(statement["Action"])
+            if action.startswith("s3:")
+        }
+        (gateway,) = [
+            e
+            for e in resources_of(template, "AWS::EC2::VPCEndpoint").values()
+            if e["Properties"].get("VpcEndpointType") == "Gateway"
+        ]
+        (buckets,) = [
+            s
+            for s in statements(gateway["Properties"]["PolicyDocument"])
+            if s["Sid"] == "FederationBuckets"
+        ]
+        assert granted
+        assert granted <= set(as_list(buckets["Action"]))
