@@ -171,7 +171,6 @@ def _member_figures(
         if (found := federation.exchange.read_registration(s)) and found.status != "pending"
     ]
     lost = honest_losses(federation)
-    sha = federation.final_sha256()
     return [
         Figure(
             group,
@@ -223,13 +222,7 @@ def _member_figures(
             not broken,
         ),
         Figure(group, "honest updates lost", str(lost), "0", lost == 0),
-        Figure(
-            group,
-            "honest hospitals' final model bit-identical to the honest-only run",
-            "yes" if sha == ref.sha256 else f"no ({(sha or 'none')[:12]})",
-            "yes",
-            sha == ref.sha256,
-        ),
+        _honest_model(federation, ref),
     ]
 
 
@@ -257,7 +250,6 @@ def ssec_upload(federation: Federation, ref: Reference) -> list[Figure]:
     closed = sum(
         federation.exchange.read_result(r) is not None for r in range(1, federation.rounds + 2)
     )
-    sha = federation.final_sha256()
     return [
         Figure(
             group,
@@ -269,14 +261,23 @@ def ssec_upload(federation: Federation, ref: Reference) -> list[Figure]:
             "all",
             unreadable == len(decided) and closed == federation.rounds + 1 and not broken,
         ),
-        Figure(
-            group,
-            "honest hospitals' final model bit-identical to the honest-only run",
-            "yes" if sha == ref.sha256 else f"no ({(sha or 'none')[:12]})",
-            "yes",
-            sha == ref.sha256,
-        ),
+        _honest_model(federation, ref),
     ]
+
+
+def _honest_model(federation: Federation, ref: Reference) -> Figure:
+    """Bit-identical to the honest-only run; a miss names the FedAvg weights round 1 capped
+    (``round.max_weight_share`` is computed from the invited sites' registered rows)."""
+    sha = federation.final_sha256()
+    first = federation.exchange.read_result(1)
+    capped = first.capped_weights if first is not None else {}
+    return Figure(
+        federation.folder.name,
+        "honest hospitals' final model bit-identical to the honest-only run",
+        "yes" if sha == ref.sha256 else f"no ({(sha or 'none')[:12]}; r1 capped {capped})",
+        "yes",
+        sha == ref.sha256,
+    )
 
 
 # ---- a num_examples claim far above the site's round-0 count -----------------------------------
