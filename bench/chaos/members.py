@@ -1,7 +1,7 @@
 """Scenarios of a hostile member hospital: the attacks of ``member_attacks`` in a running
-federation whose aggregator is SIGKILLed over the poisoned round 1 and restarted, a
-``num_examples`` claim far above what the site reported before round 1, and account ids in
-non-ASCII digits at onboarding.
+federation whose aggregator is SIGKILLed over the poisoned round 1 and restarted (on S3, an
+update stored with SSE-C in a federation of its own), a ``num_examples`` claim far above what
+the site reported before round 1, and account ids in non-ASCII digits at onboarding.
 
 A scenario that the product cannot survive (an aggregator that dies of a file) still returns
 its figures, each a miss naming how the aggregator ended, so one table shows every attack.
@@ -68,7 +68,7 @@ def _ended(proc: Proc) -> str:
     return f"{proc.name} exited {proc.popen.poll()}: {_last_line(proc)}"
 
 
-def foreign_count(federation: Federation, round_index: int) -> int | None:
+def _foreign_count(federation: Federation, round_index: int) -> int | None:
     """The foreign keys a round's result.json counts (None: the round has no result)."""
     result = federation.exchange.read_result(round_index)
     return None if result is None else result.foreign_keys
@@ -149,7 +149,7 @@ def _member_figures(
     planted = 3 * len(honest)
     exact = [r for r in rounds if results[r] is not None and set(decided[r]) == invited]
     flood_ok = [r for r in exact if decided[r].get(FLOODER) == ("rejected", "malformed_manifest")]
-    counted = {r: foreign_count(federation, r) for r in rounds}
+    counted = {r: _foreign_count(federation, r) for r in rounds}
     right_count = [r for r in rounds if counted[r] == writer.planted.get(r)]
     shown_counts = ", ".join(f"r{r} {counted[r]}/{writer.planted.get(r)}" for r in rounds)
 
