@@ -159,14 +159,14 @@ HOSTILE_ROUND_1 = {
     "bad-13": "malformed_tensors",  # a pickle, never unpickled
     "bad-14": "non_finite",  # Inf
     "bad-15": "stale_round",
-    "stranger": "unknown_site",
 }
 HOSTILE_ROUND_2 = {
     **HOSTILE_ROUND_1,
     "bad-3": "site_mismatch",  # site-001's round-1 bytes again: they name site-001, round 1
     "bad-15": "replayed",  # site-002's round-1 nonce again
 }
-BAD_SITES = [s for s in HOSTILE_ROUND_1 if s != "stranger"]
+BAD_SITES = list(HOSTILE_ROUND_1)
+"""Invited; ``stranger`` is not, so its answer names nobody: a foreign key, not a decision."""
 
 
 def _signed(weights, update: UpdateManifest) -> bytes:
@@ -266,6 +266,8 @@ def test_hostile_hospitals_rejected_with_reasons_model_unaffected(make_federatio
         reasons = {d.site_id: d.reason for d in result.rejected}
         assert reasons == expected, round_index
         assert sorted(d.site_id for d in result.accepted) == honest
+        stranger = federation.exchange.layout.update_weights_key(round_index, "stranger")
+        assert (result.foreign_keys, result.foreign_key_samples) == (1, [stranger])
         for site, reason in expected.items():
             assert logged[(round_index, site)] == reason, (round_index, site)
         # the next global model is FedAvg of the honest updates alone
