@@ -128,13 +128,16 @@ class HospitalStack(FederationStack):
         """Why each wildcard resource of the task role's policy is no wider than the rule."""
         exchange = ExchangeArns(self.context)
         data_bucket_id = self.resolve(self.get_logical_id(self.data.node.default_child))  # type: ignore[arg-type]
-        nested = exchange.patterns_of(self.site.site_id)
+        site_id, any_round = self.site.site_id, "*"
+        nested = exchange.patterns_of(site_id, any_round)
         return {
             **{
-                preflight: "the wildcard is the stamp of this hospital's own preflight report "
-                "(round 0); the policy denies keys one level deeper, so it spans no '/'"
-                for preflight in exchange.writes_of(self.site.site_id)
-                if "*" in preflight
+                key: "the wildcards are the round and the stamp of a preflight report in an "
+                "exact key name of this hospital's own or of the federation's public documents; "
+                "the policy denies keys one level deeper, so no wildcard spans a '/'"
+                for key in exchange.reads_of(site_id, any_round)
+                + exchange.writes_of(site_id, any_round)
+                if "*" in key
             },
             **{
                 exchange.objects(key): "denied, not granted: keys deeper than any exchange key"

@@ -59,7 +59,7 @@ from fedsilo.ops.revocation import (
     key_revocation_statements,
     partition,
 )
-from fl_core.exchange.key_grammar import HospitalKeyPatterns, hospital_key_patterns
+from fl_core.exchange.key_grammar import ROUND_PATTERN, HospitalKeyPatterns, hospital_key_patterns
 from fl_core.exchange.layout import ExchangeLayout
 from stacks.context import (
     HOSPITAL_ROLE_PATH,
@@ -101,15 +101,15 @@ class ExchangeArns:
     def ledger(self) -> str:
         return self.objects(f"{self.layout.ledger_prefix()}*")
 
-    def patterns_of(self, site: str) -> HospitalKeyPatterns:
+    def patterns_of(self, site: str, round_pattern: str = ROUND_PATTERN) -> HospitalKeyPatterns:
         """The exact keys ``site`` (an id or the site policy variable) may write and read."""
-        return hospital_key_patterns(self.layout, site)
+        return hospital_key_patterns(self.layout, site, round_pattern)
 
-    def writes_of(self, site: str) -> list[str]:
-        return [self.objects(key) for key in self.patterns_of(site).writes]
+    def writes_of(self, site: str, round_pattern: str = ROUND_PATTERN) -> list[str]:
+        return [self.objects(key) for key in self.patterns_of(site, round_pattern).writes]
 
-    def reads_of(self, site: str) -> list[str]:
-        return [self.objects(key) for key in self.patterns_of(site).reads]
+    def reads_of(self, site: str, round_pattern: str = ROUND_PATTERN) -> list[str]:
+        return [self.objects(key) for key in self.patterns_of(site, round_pattern).reads]
 
 
 def hospital_principal_arns(context: FederationContext) -> list[str]:
@@ -318,9 +318,15 @@ def hospital_key_statements(context: FederationContext) -> list[iam.PolicyStatem
 def hospital_identity_statements(
     context: FederationContext, site: HospitalSite
 ) -> list[iam.PolicyStatement]:
-    """The hospital task role's own policy on the exchange: its site id, written literally."""
+    """The hospital task role's own policy on the exchange: its site id, written literally.
+
+    The round is ``*`` here, not ``??????``: the nested denies keep it within one segment, the
+    bucket and key policies bound its length, and moto (which enforces this policy in the
+    tests and the AWS demo) matches ``*`` but fails on ``?``.
+    """
     arns = ExchangeArns(context)
-    patterns = arns.patterns_of(site.site_id)
+    site_id, any_round = site.site_id, "*"
+    patterns = arns.patterns_of(site_id, any_round)
     via_s3_with_exchange_alias = {
         "StringEquals": {"kms:ViaService": f"s3.{context.region}.amazonaws.com"},
         "ForAnyValue:StringEquals": {
@@ -328,8 +334,10 @@ def hospital_identity_statements(
         },
     }
     return [
-        allow("ReadPublicKeysAndOwnRegistration", ["s3:GetObject"], arns.reads_of(site.site_id)),
-        allow("WriteOwnUpdateKeys", ["s3:PutObject"], arns.writes_of(site.site_id)),
+        allow(
+            "ReadPublicKeysAndOwnRegistration", ["s3:GetObject"], arns.reads_of(site_id, any_round)
+        ),
+        allow("WriteOwnUpdateKeys", ["s3:PutObject"], arns.writes_of(site_id, any_round)),
         iam.PolicyStatement(
             sid="ReadNoNestedKey",
             effect=iam.Effect.DENY,

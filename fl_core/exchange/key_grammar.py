@@ -43,13 +43,16 @@ class HospitalKeyPatterns:
     action serves both a read and a write)."""
 
 
-def hospital_key_patterns(layout: ExchangeLayout, site: str) -> HospitalKeyPatterns:
+def hospital_key_patterns(
+    layout: ExchangeLayout, site: str, round_pattern: str = ROUND_PATTERN
+) -> HospitalKeyPatterns:
     """What the hospital ``site`` (a site id, or an IAM policy variable) may write and read.
 
     Writes: its update weights and manifest, its secure aggregation advert and answer (any
     round), its moments and its preflight reports (round 0). Reads: what is public to the
     federation (global models, manifests and secure aggregation documents, round results,
-    ledger entries) and its own registry entry.
+    ledger entries) and its own registry entry. ``round_pattern`` ``*`` (any one segment, once
+    the nested keys are denied) serves evaluators that know no ``?``.
     """
     writes = [
         layout.update_weights_key(_MARKER_ROUND, _MARKER_SITE),
@@ -73,8 +76,8 @@ def hospital_key_patterns(layout: ExchangeLayout, site: str) -> HospitalKeyPatte
         layout.registry_key(_MARKER_SITE),
     ]
     return HospitalKeyPatterns(
-        writes=tuple(_pattern(layout, key, site) for key in writes),
-        reads=tuple(_pattern(layout, key, site) for key in reads),
+        writes=tuple(_pattern(layout, key, site, round_pattern) for key in writes),
+        reads=tuple(_pattern(layout, key, site, round_pattern) for key in reads),
         nested_writes=_nested_key_patterns(layout, writes),
         nested_reads=_nested_key_patterns(layout, reads),
         nested=_nested_key_patterns(layout, writes + reads),
@@ -92,11 +95,11 @@ def _nested_key_patterns(layout: ExchangeLayout, keys: list[str]) -> tuple[str, 
     return tuple(f"{layout.root}{folder}" + "/*" * (depth + 1) for folder, depth in deepest.items())
 
 
-def _pattern(layout: ExchangeLayout, key: str, site: str) -> str:
+def _pattern(layout: ExchangeLayout, key: str, site: str, round_pattern: str) -> str:
     """``key`` with its marker round, site and stamp replaced by their patterns."""
     relative = key.removeprefix(layout.root)
-    relative = relative.replace(f"rounds/{_MARKER_ROUND:06d}/", f"rounds/{ROUND_PATTERN}/")
-    relative = relative.replace(f"ledger/{_MARKER_ROUND:06d}.", f"ledger/{ROUND_PATTERN}.")
+    relative = relative.replace(f"rounds/{_MARKER_ROUND:06d}/", f"rounds/{round_pattern}/")
+    relative = relative.replace(f"ledger/{_MARKER_ROUND:06d}.", f"ledger/{round_pattern}.")
     relative = relative.replace(f"/{_MARKER_SITE}.", f"/{site}.")
     relative = relative.replace(f"-{_MARKER_STAMP}.", f"-{STAMP_PATTERN}.")
     for marker in (_MARKER_SITE, _MARKER_STAMP, f"{_MARKER_ROUND:06d}"):

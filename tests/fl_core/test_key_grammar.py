@@ -130,3 +130,18 @@ def test_a_site_pattern_can_be_a_policy_variable() -> None:
         f"{LAYOUT.root}ledger/*/*",
         f"{LAYOUT.root}registry/*/*",
     )
+
+
+def test_with_any_round_the_grammar_still_keeps_each_wildcard_in_one_segment() -> None:
+    """Round ``*`` (for evaluators without ``?``): any round name, but never a '/' in it."""
+    found = hospital_key_patterns(LAYOUT, SITE, "*")
+    for key in built_writes(SITE):
+        assert granted(found.writes, found.nested_writes, key), key
+    for key in built_reads(SITE):
+        assert granted(found.reads, found.nested_reads, key), key
+    own = LAYOUT.update_manifest_key(7, SITE)
+    assert granted(found.writes, found.nested_writes, own.replace("000007", "7"))
+    for hostile in (own.replace("000007", "0/7"), own + "/x", own.replace(SITE, OTHER)):
+        assert not granted(found.writes, found.nested_writes, hostile), hostile
+    ledger = LAYOUT.ledger_key(7)
+    assert not granted(found.reads, found.nested_reads, ledger.replace("000007", "0/7"))

@@ -12,11 +12,7 @@ What moto cannot enforce, and where it is proven instead:
 * moto does not evaluate KMS key policies (the exchange bucket here is not KMS-encrypted); the
   key policy is evaluated on the template in the same module;
 * role trust policies (``aws:SourceAccount``) are asserted on the template in
-  ``test_stacks_hospital.py``;
-* moto's resource matcher knows ``*`` but not ``?`` (it builds a regular expression in which
-  ``??????`` is an error), so each ``?`` of the policy is widened to ``*`` here: whatever moto
-  still denies, the real policy denies too; that the real policy allows exactly the canonical
-  keys, ``?`` included, is evaluated in ``test_stacks_exchange_policy.py``.
+  ``test_stacks_hospital.py``.
 """
 
 from __future__ import annotations
@@ -60,7 +56,7 @@ def identity_policy(federation: Federation, index: int, rendered: Any) -> dict[s
     ]
     account = federation.context.hospitals[index].account_id
     document: dict[str, Any] = rendered(policy, template, account=account, region=REGION)
-    return dict(json.loads(json.dumps(document).replace("?", "*")))
+    return document
 
 
 def client(service: str, endpoint: str, credentials: dict[str, str] | None = None) -> BaseClient:
