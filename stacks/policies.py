@@ -172,6 +172,12 @@ def hospital_bucket_statements(
     patterns = arns.patterns_of(SITE_VARIABLE)
     get_put = ["s3:GetObject", "s3:PutObject"]
     put = ["s3:PutObject"]
+
+    def deny_put(sid: str, conditions: dict[str, dict[str, str]]) -> iam.PolicyStatement:
+        return _deny_outsiders(
+            context, sid, actions=put, resources=[arns.objects("*")], conditions=conditions
+        )
+
     return [
         iam.PolicyStatement(
             sid="ListedHospitalsGetAndPutFederationKeys",
@@ -210,37 +216,17 @@ def hospital_bucket_statements(
             actions=put,
             resources=[arns.objects(key) for key in patterns.nested_writes],
         ),
-        _deny_outsiders(
-            context,
+        deny_put(
             "OutsidersWriteOnce",
-            actions=put,
-            resources=[arns.objects("*")],
-            conditions={
-                "Null": {"s3:if-none-match": "true"},
-                "Bool": {"s3:ObjectCreationOperation": "true"},
-            },
+            {"Null": {"s3:if-none-match": "true"}, "Bool": {"s3:ObjectCreationOperation": "true"}},
         ),
-        _deny_outsiders(
-            context,
+        deny_put(
             "OutsidersWriteOnlySseKms",
-            actions=put,
-            resources=[arns.objects("*")],
-            conditions={
-                "Null": {"s3:x-amz-server-side-encryption": "false"},
-                "StringNotEquals": {"s3:x-amz-server-side-encryption": "aws:kms"},
-            },
+            _present_but_not("s3:x-amz-server-side-encryption", "aws:kms"),
         ),
-        _deny_outsiders(
-            context,
+        deny_put(
             "OutsidersWriteOnlyUnderTheExchangeKey",
-            actions=put,
-            resources=[arns.objects("*")],
-            conditions={
-                "Null": {"s3:x-amz-server-side-encryption-aws-kms-key-id": "false"},
-                "StringNotEquals": {
-                    "s3:x-amz-server-side-encryption-aws-kms-key-id": exchange_key_arn
-                },
-            },
+            _present_but_not("s3:x-amz-server-side-encryption-aws-kms-key-id", exchange_key_arn),
         ),
         iam.PolicyStatement(
             sid="NoCustomerProvidedKeys",
@@ -254,6 +240,12 @@ def hospital_bucket_statements(
             bucket_revocation_statements(revoked_principals(context), arns.bucket, arns.layout.root)
         ),
     ]
+
+
+def _present_but_not(key: str, value: str) -> dict[str, dict[str, str]]:
+    """Conditions true when the request carries ``key`` with another value than ``value``
+    (a negated operator alone would also be true when the key is absent)."""
+    return {"Null": {key: "false"}, "StringNotEquals": {key: value}}
 
 
 def revoked_principals(context: FederationContext) -> RevokedPrincipals:
