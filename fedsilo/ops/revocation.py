@@ -118,11 +118,18 @@ def merged_policy(current: Statement | None, statements: Sequence[Statement]) ->
     return {**document, "Statement": [*others, *statements]}
 
 
+def _document(policy: str | Statement) -> Statement:
+    """A policy as AWS returns it (JSON text; moto's CloudFormation keeps the template's
+    object as it was)."""
+    found: Statement = json.loads(policy) if isinstance(policy, str) else policy
+    return found
+
+
 def revoke_in_bucket_policy(s3: Any, bucket: str, statements: Sequence[Statement]) -> None:
     """Read the bucket policy, replace its revocation statements, write it back."""
     try:
         try:
-            current = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+            current = _document(s3.get_bucket_policy(Bucket=bucket)["Policy"])
         except ClientError as err:
             if err.response["Error"]["Code"] != "NoSuchBucketPolicy":
                 raise
@@ -153,7 +160,7 @@ def revoke_in_key_policy(kms: Any, key_alias: str, statements: Sequence[Statemen
     statements, write it back."""
     try:
         key_id = _key_of_alias(kms, key_alias)
-        current = json.loads(kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"])
+        current = _document(kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"])
         kms.put_key_policy(
             KeyId=key_id,
             PolicyName="default",
