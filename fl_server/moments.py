@@ -59,10 +59,16 @@ def _check_size(num_bytes: int, num_features: int) -> None:
 
 
 def check_moments(
-    data: bytes, site_id: SiteId, federation_id: str, num_features: int, max_examples: int
-) -> FeatureMoments:
-    """Parse and check one report; raises ``UpdateRejectedError`` naming the problem."""
-    _check_size(len(data), num_features)
+    data: bytes, site_id: SiteId, federation_id: str, num_features: int | None, max_examples: int
+) -> tuple[MomentsReport, FeatureMoments]:
+    """Parse and check one report; raises ``UpdateRejectedError`` naming the problem.
+
+    ``num_features`` None: the model is not at hand (the weight bounds read the reported
+    rows), so the three lists need only agree with each other; every other rule holds, so
+    a report the standardisation refuses never registers rows either.
+    """
+    if num_features is not None:
+        _check_size(len(data), num_features)
     try:
         report = MomentsReport.model_validate_json(data)
     except ValidationError as err:
@@ -81,11 +87,12 @@ def check_moments(
         np.asarray(values, dtype=np.float64)
         for values in (report.count, report.total, report.total_sq)
     ]
-    if any(a.shape != (num_features,) for a in arrays):
+    expected = (arrays[0].size,) if num_features is None else (num_features,)
+    if any(a.shape != expected for a in arrays):
         raise UpdateRejectedError(
             "shape_mismatch",
-            f"moments have lengths {[a.size for a in arrays]}, the model has {num_features} "
-            "features",
+            f"moments have lengths {[a.size for a in arrays]}, the model has "
+            f"{expected[0]} features",
         )
     if not all(np.isfinite(a).all() for a in arrays):
         raise UpdateRejectedError("non_finite", "moments hold NaN or Inf")
@@ -98,7 +105,7 @@ def check_moments(
         floor = np.where(count > 0, total * total / np.maximum(count, 1.0), 0.0)
     if (total_sq < floor * (1 - _CAUCHY_SCHWARZ_SLACK) - 1e-9).any():
         raise UpdateRejectedError("out_of_range", "a sum of squares is below sum^2 / count")
-    return FeatureMoments(count, total, total_sq)
+    return report, FeatureMoments(count, total, total_sq)
 
 
 def _read_report(exchange: Exchange, site_id: SiteId, num_features: int) -> bytes | None:
@@ -132,7 +139,7 @@ def gather_moments(
                 data = _read_report(exchange, site_id, num_features)
                 if data is None:
                     continue
-                gathered.moments[site_id] = check_moments(
+                _, gathered.moments[site_id] = check_moments(
                     data,
                     site_id,
                     exchange.federation_id,

@@ -69,12 +69,11 @@ from collections.abc import Iterable, Mapping
 from fractions import Fraction
 
 import structlog
-from pydantic import ValidationError
 
 from fl_core.errors import ObjectNotFoundError, ObjectUnreadableError, UpdateRejectedError
-from fl_core.exchange.manifests import MomentsReport
 from fl_core.exchange.protocol import Exchange
 from fl_core.types import SiteId
+from fl_server.moments import check_moments
 
 log = structlog.get_logger("fedsilo.server")
 
@@ -118,16 +117,14 @@ def _registered_rows(
 def _rows_or_problem(
     exchange: Exchange, site_id: SiteId, data: bytes | None, max_num_examples: int
 ) -> tuple[int | None, str | None]:
+    """The rows of a report that passes every rule the standardisation applies (a report it
+    refuses registers nothing, so an impossible one cannot raise the cap), or the reason."""
     if data is None:
         return None, "too_large"
     try:
-        report = MomentsReport.model_validate_json(data)
-    except ValidationError:
-        return None, "malformed"
-    if report.site_id != site_id or report.federation_id != exchange.federation_id:
-        return None, "site_mismatch"
-    if report.num_examples > max_num_examples:
-        return None, "too_many_examples"
+        report, _ = check_moments(data, site_id, exchange.federation_id, None, max_num_examples)
+    except UpdateRejectedError as rejected:
+        return None, rejected.reason
     return report.num_examples, None
 
 

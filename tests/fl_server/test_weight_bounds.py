@@ -120,6 +120,31 @@ def test_a_claim_is_checked_against_the_rows_reported_before_round_one(tmp_path)
     check_registered_claim("site-b", 10**7, {})  # nobody reported: nothing to check against
 
 
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"count": [-5.0]}, "out_of_range"),
+        ({"count": [28.0, 1.0]}, "shape_mismatch"),  # lists that disagree in length
+        ({"total_sq": [-1.0]}, "out_of_range"),
+        ({"count": [50.0]}, "out_of_range"),  # more present values than rows
+    ],
+)
+def test_a_report_the_standardisation_refuses_registers_no_rows(
+    tmp_path, changes: dict[str, list[float]], reason: str
+) -> None:
+    """Reports that parse but are impossible must not count: they would raise the cap."""
+    exchange = Exchange(LocalDirectoryStore(tmp_path), "test")
+    hostile = MomentsReport(**{**report("site-a", 28).model_dump(), **changes})
+    exchange.store.put_new(
+        exchange.layout.moments_key("site-a"), hostile.model_dump_json().encode()
+    )
+    exchange.store.put_new(exchange.layout.moments_key("site-z"), b'{"count": [1e999]}')
+    assert read_registered_examples(exchange, ["site-a", "site-z"], 10_000_000, 10_000) == {
+        "site-a": None,
+        "site-z": None,
+    }
+
+
 # ---- in the round loop ------------------------------------------------------------------
 
 

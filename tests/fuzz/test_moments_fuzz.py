@@ -44,7 +44,7 @@ MOMENTS_REASONS = frozenset(
 
 def check(data: bytes) -> None:
     with only_named_rejections(MOMENTS_REASONS):
-        moments = check_moments(data, "site-a", "test", FEATURES, 10_000)
+        _, moments = check_moments(data, "site-a", "test", FEATURES, 10_000)
         for values in (moments.count, moments.total, moments.total_sq):
             assert values.shape == (FEATURES,) and np.isfinite(values).all()
 
