@@ -438,6 +438,14 @@ def walk(w: Walkthrough) -> None:
             raise StepError(f"round 1 accepted {accepted}")
     with w.step(f"coordinating centre: fedsilo offboard --site-id {OFFBOARDED}"):
         w.run("centre", ["fedsilo", "offboard", "--site-id", OFFBOARDED], centre, centre_admin)
+    with w.step(f"the exchange bucket policy now denies {OFFBOARDED} (then lifted: moto only)"):
+        # moto evaluates bucket-policy conditions without the request's context, so it would
+        # hold this deny against every caller, the aggregator included; what the deny does in
+        # AWS is evaluated in tests/stacks/test_stacks_revocation.py
+        policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+        if "RevokedHospitalAccounts" not in [st.get("Sid") for st in policy["Statement"]]:
+            raise StepError(f"no deny of {OFFBOARDED}'s account in the bucket policy: {policy}")
+        s3.delete_bucket_policy(Bucket=bucket)
     with w.step("the aggregator and the three hospitals finish (exit 0), every round unmasked"):
         served = w.wait_exit("server")
         for site in HOSPITALS:

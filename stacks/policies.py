@@ -77,7 +77,7 @@ SITE_VARIABLE = f"${{aws:PrincipalTag/{SITE_TAG_KEY}}}"
 
 
 class ExchangeArns:
-    """ARN patterns of one federation's exchange keys, for policies (``*`` = any round)."""
+    """ARN patterns of one federation's exchange keys, for policies."""
 
     def __init__(self, context: FederationContext) -> None:
         self.layout = ExchangeLayout(context.federation_id)
@@ -89,13 +89,6 @@ class ExchangeArns:
     @property
     def root(self) -> str:
         return self.objects(f"{self.layout.root}*")
-
-    @property
-    def registry(self) -> str:
-        return self.objects(f"{self.layout.registry_prefix()}*")
-
-    def registry_of(self, site: str) -> str:
-        return self.objects(f"{self.layout.registry_prefix()}{site}.json")
 
     @property
     def ledger(self) -> str:
