@@ -58,6 +58,7 @@ from fl_core.errors import (
 from fl_core.exchange.manifests import PreflightCheck, PreflightReport, Registration
 from fl_core.exchange.protocol import Exchange
 from fl_core.ids import ACCOUNT_ID_REGEX, check_account_id, check_federation_id, check_site_id
+from fl_core.secagg import masking
 from fl_core.serialization import sha256_hex
 
 ROLE_PATH = "/fedsilo/"  # stacks.context.HOSPITAL_ROLE_PATH: the stacks grant exactly this role
@@ -310,6 +311,14 @@ def approve(verified: VerifiedJoinRequest, cdk: CdkJson, exchange: Exchange, now
         raise ConfigError(
             f"the request is for federation {request.federation_id!r}, this cdk.json is "
             f"{cdk.federation_id!r}"
+        )
+    key = request.secagg_public_key
+    if key is not None and not masking.is_usable_public_key(bytes.fromhex(key)):
+        raise ConfigError(
+            f"the join request's secagg_public_key is a low-order X25519 point ({key[:16]}...), "
+            "which would break every other hospital's secure aggregation pair masks; ask the "
+            f"hospital admin of {request.site_id!r} to run `fedsilo onboard request` again "
+            "(it makes a fresh key) and send the new file"
         )
     if request.account_id == str(cdk.block.get("coordinating_account")):
         raise ConfigError(

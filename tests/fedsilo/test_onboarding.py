@@ -160,6 +160,32 @@ def test_approve_refuses_collisions_naming_the_clash(aws, tmp_path, cdk_json, si
     assert cdk_json.read_text() == before
 
 
+@pytest.mark.parametrize("low_order", [bytes(32), (1).to_bytes(32, "little")], ids=["zero", "one"])
+def test_approve_refuses_a_low_order_secagg_key(aws, tmp_path, cdk_json, low_order):
+    as_account(aws, NEW_ACCOUNT)
+    request = build_request(
+        "eicu-mortality",
+        "site-c",
+        NEW_ACCOUNT,
+        REGION,
+        boto3.client("sts"),
+        env_credentials(),
+        secagg_public_key=low_order,
+    )
+    as_account(aws, "111111111111")
+    path = tmp_path / "join-request-site-c.json"
+    path.write_text(request.model_dump_json(indent=2))
+    cdk = CdkJson.load(cdk_json)
+    exchange = exchange_for(cdk)
+    before = cdk_json.read_text()
+    with pytest.raises(ConfigError, match="low-order X25519 point") as caught:
+        approve(verified(path), cdk, exchange, now=1000.0)
+    assert "`fedsilo onboard request` again" in str(caught.value)
+    assert "\n" not in str(caught.value)
+    assert cdk_json.read_text() == before
+    assert exchange.read_registration("site-c") is None
+
+
 def test_a_request_edited_after_signing_is_refused(aws, tmp_path):
     path = signed_request(aws, tmp_path, "site-c", NEW_ACCOUNT)
     document = json.loads(path.read_text())
