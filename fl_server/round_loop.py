@@ -587,6 +587,21 @@ class RoundLoop:
             decided_unix=self.clock(),
         )
 
+    def _reject_secagg_refused(self, state: FederationState, current: _Round) -> FederationState:
+        """Sites whose secure aggregation advert was refused are rejected with its reason
+        (they are no participant, so their masked update is never read)."""
+        if self.secagg is None or current.manifest.task != "train":
+            return state
+        refused = self.secagg.refused
+        new = {s: err for s, err in refused.items() if s not in state.decisions}
+        if not new:
+            return state
+        decisions = dict(state.decisions)
+        for site_id, rejected in sorted(new.items()):
+            decisions[site_id] = self._rejection(state.round_index, site_id, rejected)
+            self.events.decided(state.round_index, decisions[site_id])
+        return self._save(state.model_copy(update={"decisions": decisions}))
+
     def _check_answer(self, current: _Round, site_id: SiteId) -> _CheckedAnswer:
         """Every admission check, cheapest first; raises ``UpdateRejectedError``.
 
@@ -833,6 +848,7 @@ class RoundLoop:
         while state.phase == "collecting":
             structlog.contextvars.bind_contextvars(round_index=state.round_index)
             current = self._open(state)
+            state = self._reject_secagg_refused(state, current)
             state = self._collect(state, current)
             if self.secagg is not None and current.manifest.task == "train":
                 state = self.secagg.unmask(state, self._save)  # the aggregator learns the sum

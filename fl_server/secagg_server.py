@@ -68,16 +68,17 @@ def _max_document_bytes(num_sites: int) -> int:
     return 4096 + 1536 * num_sites
 
 
+def _refusal(err: UpdateRejectedError | ExchangeError) -> UpdateRejectedError:
+    """A hospital's document refused as a rejection: its reason, or ``unreadable`` where the
+    store could not give its bytes (e.g. they fail the store's own checksum)."""
+    if isinstance(err, UpdateRejectedError):
+        return err
+    return UpdateRejectedError("unreadable", str(err).splitlines()[0] if str(err) else "")
+
+
 def _log_refused(event: str, site_id: SiteId, err: UpdateRejectedError | ExchangeError) -> None:
-    """A hospital's document refused: its reason, or ``unreadable`` where the store could not
-    give its bytes (e.g. they fail the store's own checksum)."""
-    rejected = err if isinstance(err, UpdateRejectedError) else None
-    log.warning(
-        event,
-        site_id=site_id,
-        reason=rejected.reason if rejected else "unreadable",
-        detail=(rejected.detail if rejected else str(err))[:300],
-    )
+    rejected = _refusal(err)
+    log.warning(event, site_id=site_id, reason=rejected.reason, detail=rejected.detail[:300])
 
 
 def default_threshold(num_sites: int) -> int:
@@ -212,6 +213,11 @@ class SecAggServer:
         self.roster: SecAggRoster | None = None
         self.setup: SecAggSetup | None = None
         self._adverts: dict[SiteId, SecAggAdvert] = {}
+        self._refusals: dict[SiteId, UpdateRejectedError] = {}
+        self.refused: dict[SiteId, UpdateRejectedError] = {}
+        """Invited sites left out of the round because their advert was refused, and why:
+        the round loop records each as a rejection, so the site's masked update is never
+        read and its reason reaches result.json and the ledger."""
         self._last_save = 0.0
 
     def wrap(self, aggregator: ServerAggregator) -> SecAggAggregator:
@@ -283,15 +289,18 @@ class SecAggServer:
         )
 
     def _valid_advert(self, site_id: SiteId, roster: SecAggRoster) -> SecAggAdvert | None:
-        """A site's advert, or None (not there yet, or rejected: logged with its reason, and
-        the site is no participant of the round)."""
+        """A site's advert, or None (not there yet, or rejected: logged with its reason and
+        kept in ``_refusals``, and the site is no participant of the round)."""
         key = self.exchange.layout.secagg_update_key(roster.round_index, site_id, "advert")
+        logged = self._refusals.pop(site_id, None) is not None  # logged once, not every poll
         try:
             advert = transport.read_from_site(
                 self.exchange, key, SecAggAdvert, _max_document_bytes(len(roster.sites))
             )
         except (UpdateRejectedError, ExchangeError) as err:
-            _log_refused("secagg_advert_rejected", site_id, err)
+            if not logged:
+                _log_refused("secagg_advert_rejected", site_id, err)
+            self._refusals[site_id] = _refusal(err)
             return None
         if advert is None:
             return None
@@ -302,7 +311,14 @@ class SecAggServer:
             or advert.roster_sha256 != transport.digest(roster)
             or set(advert.shares) != expected
         ):
-            log.warning("secagg_advert_rejected", site_id=site_id, detail="inconsistent advert")
+            refused = UpdateRejectedError(
+                "malformed_secagg",
+                "advert names another site, round or roster, or holds shares for other sites "
+                "than the roster's",
+            )
+            if not logged:
+                _log_refused("secagg_advert_rejected", site_id, refused)
+            self._refusals[site_id] = refused
             return None
         return advert
 
@@ -322,6 +338,7 @@ class SecAggServer:
             log.info("secagg_roster_published", round_index=r, threshold=roster.threshold)
         setup = transport.read(self.exchange, self._key(r, "setup"), SecAggSetup)
         sites = [entry.site_id for entry in roster.sites]
+        self._refusals = {}
         if setup is None:
             wait_s = min(self.settings.advert_timeout_s, self.config.round.deadline_s)
             give_up = self.clock() + wait_s
@@ -329,7 +346,8 @@ class SecAggServer:
                 self._adverts = {
                     s: a for s in sites if (a := self._valid_advert(s, roster)) is not None
                 }
-                if len(self._adverts) == len(sites) or self.clock() >= give_up:
+                heard = len(self._adverts) + len(self._refusals)  # a refused advert is final
+                if heard == len(sites) or self.clock() >= give_up:
                     break
                 state = self._keep_alive(state, save)
                 self.sleep(self.config.round.poll_interval_s)
@@ -350,10 +368,10 @@ class SecAggServer:
             )
             transport.put_once(self.exchange, self._key(r, "setup"), setup)
             log.info("secagg_setup_published", round_index=r, participants=len(self._adverts))
-        else:
-            self._adverts = {
-                s: a for s in setup.participants if (a := self._valid_advert(s, roster)) is not None
-            }
+        else:  # resumed: the roster's other sites are read again for why they were left out
+            read = {s: self._valid_advert(s, roster) for s in sites}
+            self._adverts = {s: a for s in setup.participants if (a := read.get(s)) is not None}
+        self.refused = {s: e for s, e in self._refusals.items() if s not in setup.participants}
         self.roster, self.setup = roster, setup
         specs = {
             name: TensorSpec("uint64", spec.shape) for name, spec in context.tensor_specs.items()
