@@ -221,6 +221,15 @@ def hospital_bucket_statements(
             "OutsidersWriteOnlyUnderTheExchangeKey",
             _present_but_not("s3:x-amz-server-side-encryption-aws-kms-key-id", exchange_key_arn),
         ),
+        deny_put(  # aws:kms without a key id would mean the requester's aws/s3 key
+            "OutsidersNameTheExchangeKeyWithSseKms",
+            {
+                "Null": {
+                    "s3:x-amz-server-side-encryption": "false",
+                    "s3:x-amz-server-side-encryption-aws-kms-key-id": "true",
+                }
+            },
+        ),
         iam.PolicyStatement(
             sid="NoCustomerProvidedKeys",
             effect=iam.Effect.DENY,

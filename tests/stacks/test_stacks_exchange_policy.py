@@ -279,6 +279,7 @@ def build_table(
             ("DSSE-KMS", Encryption("aws:kms:dsse", policies.key_arn)),
             ("another KMS key", Encryption("aws:kms", f"{policies.key_arn}-of-{site}")),
             ("another key, no algorithm", Encryption(key_id="arn:aws:kms:eu-west-1:1:key/x")),
+            ("SSE-KMS naming no key (the aws/s3 key)", Encryption("aws:kms")),
         ]:
             s3(f"{site} writes its update under {name}", me, PUT, own, False,
                identity=ALLOW_EVERYTHING, encryption=encryption)  # fmt: skip
