@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -32,6 +33,14 @@ def _exchange(uri: str, federation: str, endpoint_url: str | None) -> Exchange:
     from fl_core.exchange.uri import open_store
 
     return Exchange(open_store(uri, endpoint_url=endpoint_url), federation)
+
+
+def _show_skipped(store: Exchange) -> None:
+    """One line for each registration or preflight report the exchange skipped as malformed."""
+    from fedsilo.ops.skipped_documents import skipped_rows
+
+    for row in skipped_rows(store):
+        console.print(row.line(), markup=False, highlight=False, soft_wrap=True)
 
 
 @onboard_app.command("request")
@@ -122,7 +131,10 @@ def approve_command(
     sts_endpoint = _sts_endpoint(endpoint_url, request.region)
     verified = verify_ownership(request, cdk.federation_id, sts_endpoint, time.time())
     store = _exchange(exchange or cdk.bucket_uri(), cdk.federation_id, endpoint_url)
-    command = approve(verified, cdk, store, time.time())
+    try:
+        command = approve(verified, cdk, store, time.time())
+    finally:  # a malformed registration stands as revoked: it may be why approve refused
+        _show_skipped(store)
     console.print(
         f"registered {request.site_id} (account {request.account_id}, confirmed by STS: "
         f"{verified.caller_arn}) as pending; added it to {cdk_json}.",
@@ -156,6 +168,11 @@ def check_command(
     store = Exchange(s3_store_for(exchange, session, endpoint_url, kms_key_id), federation)
     sts = session.client("sts", endpoint_url=endpoint_url)
     report, passed = preflight(store, site_id, sts, kms_key_id)
+    # reports under this site's key that the aggregator cannot read as one (a role that may
+    # not list the prefix shows none; the aggregator still sees them)
+    with contextlib.suppress(FedsiloError):
+        store.list_preflights(site_id)
+    _show_skipped(store)
     table = Table(title=f"preflight of {site_id} in federation {federation}")
     for column in ("", "check", "detail", "fix"):
         table.add_column(column)

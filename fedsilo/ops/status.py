@@ -11,8 +11,10 @@ import time
 from dataclasses import dataclass
 
 from pydantic import ValidationError
+from rich.markup import escape
 from rich.table import Table
 
+from fedsilo.ops.skipped_documents import SkippedRow, skipped_rows
 from fl_core.errors import ExchangeError
 from fl_core.exchange.histograms import class_histogram
 from fl_core.exchange.manifests import RoundResult, UpdateManifest
@@ -52,6 +54,8 @@ class FederationStatus:
     final: bool = False  # the current round is the final evaluation (after the last training)
     foreign_keys: int = 0  # keys in the current round's updates that are nobody's answer
     foreign_key_samples: tuple[str, ...] = ()
+    skipped: tuple[SkippedRow, ...] = ()
+    """Registrations and pending sites' preflight reports skipped as malformed."""
 
     @property
     def ended(self) -> bool:
@@ -159,6 +163,9 @@ def collect_status(exchange: Exchange, now: float | None = None) -> FederationSt
     round_index = state.round_index if state else None
     manifest = exchange.read_global_manifest(round_index) if round_index else None
     registrations = {r.site_id: r.status for r in exchange.list_registrations()}
+    for site_id, registration in registrations.items():
+        if registration == "pending":  # a malformed report is why a site may stay pending
+            exchange.list_preflights(site_id)
     invited = set(manifest.invited_sites) if manifest else set()
     answered: set[SiteId] = set()
     foreign: tuple[int, tuple[str, ...]] = (0, ())
@@ -220,6 +227,7 @@ def collect_status(exchange: Exchange, now: float | None = None) -> FederationSt
         final=final,
         foreign_keys=foreign[0],
         foreign_key_samples=foreign[1],
+        skipped=tuple(skipped_rows(exchange)),
     )
 
 
@@ -259,6 +267,8 @@ def status_table(status: FederationStatus) -> Table:
     caption = status.exchange
     if any(site.registration == "-" for site in status.sites):
         caption += "\nregistry -: not in the registry (simulate, or server run --sites)"
+    for row in status.skipped:  # hospital-written text: never read as markup
+        caption += "\n" + escape(row.line())
     table = Table(title=status_title(status), caption=caption)
     for column in (
         "site",

@@ -49,6 +49,7 @@ from fl_client.hospital import Hospital
 from fl_core.config import load_config
 from fl_core.data.synthetic import SyntheticSource
 from fl_core.errors import ConfigError
+from fl_core.exchange.layout import ExchangeLayout
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.registry import activate_verified_sites
 from fl_core.exchange.s3_store import S3Store
@@ -364,7 +365,8 @@ def test_readme_steps_through_the_command_line(tmp_path, cdk_json, moto_endpoint
     }
     env.pop("AWS_PROFILE", None)
     cdk = CdkJson.load(cdk_json)
-    create_bucket(moto_client(moto_endpoint), cdk.bucket_uri().removeprefix("s3://"))
+    bucket = cdk.bucket_uri().removeprefix("s3://")
+    create_bucket(moto_client(moto_endpoint), bucket)
 
     def fedsilo(*args: str) -> subprocess.CompletedProcess[str]:
         return run_fedsilo(*args, cwd=tmp_path, env=env, timeout_s=120)
@@ -405,10 +407,29 @@ def test_readme_steps_through_the_command_line(tmp_path, cdk_json, moto_endpoint
         line for line in refused.stderr.splitlines() if "edited after it was signed" in line
     ]
     approve_request = ("onboard", "approve", "join-request-site-c.json")
+    damaged = ExchangeLayout("eicu-mortality").registry_key("site-z")  # shown, never fatal
+    S3Store(bucket, client=moto_client(moto_endpoint)).put_new(damaged, b'{"site_id": ')
     done = fedsilo(*approve_request, *on_moto)
     assert done.returncode == 0, done.stderr
+    assert f"skipped {damaged} (site site-z): malformed_registration" in done.stdout
     assert "npx cdk deploy FedsiloEicuMortalityHospitalSiteC" in done.stdout
     assert "confirmed by STS" in done.stdout
+    bad_report = ExchangeLayout("eicu-mortality").preflight_key("site-c", "0")
+    S3Store(bucket, client=moto_client(moto_endpoint)).put_new(bad_report, b"[]")
+    checked = fedsilo(
+        "onboard",
+        "check",
+        "--federation",
+        "eicu-mortality",
+        "--site-id",
+        "site-c",
+        "--exchange",
+        f"s3://{bucket}",
+        "--endpoint-url",
+        moto_endpoint,
+    )
+    assert f"skipped {bad_report} (site site-c): malformed_preflight" in checked.stdout
+    assert "Traceback" not in checked.stderr
     again = fedsilo(*approve_request, *on_moto)
     assert again.returncode == 2
     assert "site id 'site-c' is already registered" in again.stderr
@@ -422,7 +443,6 @@ def test_readme_steps_through_the_command_line(tmp_path, cdk_json, moto_endpoint
     block = json.loads(cdk_json.read_text())["context"]["fedsilo"]
     assert "site-c" not in json.dumps(block["hospitals"])
     assert block["revoked_hospitals"] == [{"site_id": "site-c", "account_id": "123456789012"}]
-    bucket = cdk.bucket_uri().removeprefix("s3://")
     for policy in (
         moto_client(moto_endpoint).get_bucket_policy(Bucket=bucket)["Policy"],
         kms.get_key_policy(KeyId=key_id, PolicyName="default")["Policy"],

@@ -54,6 +54,31 @@ def test_status_from_folder(exchange_dir: Path) -> None:
     assert "site-004" in text and "(final)" in text
 
 
+def test_status_names_a_malformed_registration_and_preflight_report(exchange_dir: Path) -> None:
+    exchange = Exchange(open_store(exchange_dir.as_uri()), FEDERATION)
+    exchange.write_registration(
+        Registration(site_id="site-009", joined_unix=1.0, status="pending"), None
+    )
+    broken_registration = exchange.layout.registry_key("site-008")
+    exchange.store.put_new(broken_registration, b'{"site_id": "site-008", "status": ')
+    hostile = exchange.layout.registry_prefix() + "[red]x\x1b[2J.json"
+    exchange.store.put_new(hostile, b"{}")
+    report = exchange.layout.preflight_key("site-009", "1")
+    exchange.store.put_new(report, b"not a report")
+    status = collect_status(exchange)
+    skipped = {(row.site_id, row.key, row.reason) for row in status.skipped}
+    assert skipped == {
+        ("site-008", broken_registration, "malformed_registration"),
+        ("[red]x?[2J", hostile.replace("\x1b", "?"), "malformed_registration"),
+        ("site-009", report, "malformed_preflight"),
+    }
+    text = " ".join(_render(exchange).split())  # the caption wraps
+    assert f"skipped {report} (site site-009): malformed_preflight" in text
+    assert f"skipped {broken_registration} (site site-008): malformed_registration" in text
+    assert "[red]x?[2J.json" in text and "\x1b" not in text
+    assert {s.site_id: s.registration for s in status.sites}["site-008"] == "revoked"
+
+
 def test_status_and_report_take_the_out_folder(finished_run: Path, tmp_path: Path) -> None:
     """`simulate --out D` writes D/<run-id>/; status and report take D and say which run."""
     script = Path(sys.executable).parent / "fedsilo"
