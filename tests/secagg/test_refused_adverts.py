@@ -7,6 +7,7 @@ round opens, so its own client finds the key taken and cannot replace it.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -14,31 +15,34 @@ import pytest
 from bench._secagg_harness import Logistic, run_round
 from fl_core.config import FederationConfig, load_config
 from fl_core.exchange.fs_store import LocalDirectoryStore
+from fl_core.exchange.manifests import FederationState
 from fl_core.exchange.protocol import Exchange
 from fl_core.secagg import transport
 from fl_core.secagg.messages import SecAggSetup
+from fl_core.serialization import decode_weights
+from fl_server.aggregator import FedAvgAggregator
+from fl_server.round_loop import RoundLoop
 
 SITES = [f"site-{c}" for c in "abcdef"]
 FEATURES = 4
 HOSTILE = "site-f"
 
 
-def make_config() -> FederationConfig:
-    return load_config(
-        overrides={
-            "federation_id": "sa",
-            "rounds": 1,
-            "evaluation.histogram_bins": 10,
-            "round.min_sites": 2,
-            "round.deadline_s": 3.0,
-            "round.poll_interval_s": 0.02,
-            "round.below_quorum": "fail",
-            "data.synthetic.hospitals": len(SITES),
-            "privacy.secagg.enabled": True,
-            "privacy.secagg.advert_timeout_s": 20.0,
-            "privacy.secagg.unmask_timeout_s": 2.0,
-        }
-    )
+def make_config(**overrides: object) -> FederationConfig:
+    base: dict[str, object] = {
+        "federation_id": "sa",
+        "rounds": 1,
+        "evaluation.histogram_bins": 10,
+        "round.min_sites": 2,
+        "round.deadline_s": 3.0,
+        "round.poll_interval_s": 0.02,
+        "round.below_quorum": "fail",
+        "data.synthetic.hospitals": len(SITES),
+        "privacy.secagg.enabled": True,
+        "privacy.secagg.advert_timeout_s": 20.0,
+        "privacy.secagg.unmask_timeout_s": 2.0,
+    }
+    return load_config(overrides={**base, **overrides})
 
 
 @pytest.mark.parametrize(
@@ -63,3 +67,38 @@ def test_a_refused_advert_is_a_rejection_with_its_reason(
     assert result.foreign_keys == 0 and result.missing == []
     ledger = exchange.read_ledger_entry(1)
     assert ledger is not None and (HOSTILE, reason) in [tuple(r) for r in ledger.rejected]
+
+
+class AggregatorCrash(BaseException):
+    """The aggregator process dies."""
+
+
+def test_an_aggregator_restarted_after_the_setup_finds_the_refusal_again(tmp_path: Path) -> None:
+    planted = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "sa")
+    planted.store.put_new(planted.layout.secagg_update_key(1, HOSTILE, "advert"), b"[]")
+    setup_key = planted.layout.secagg_global_key(1, "setup")
+    config = make_config(**{"round.lease_s": 1.0})
+
+    def crash_once_set_up(seconds: float) -> None:
+        if planted.store.exists(setup_key):
+            raise AggregatorCrash
+        time.sleep(seconds)
+
+    with pytest.raises(AggregatorCrash):
+        run_round(tmp_path, SITES, config, lambda: Logistic(FEATURES), sleep=crash_once_set_up)
+    found = planted.read_state()
+    assert found is not None and HOSTILE in found[0].decisions
+    # as a crash between publishing the setup and saving the rejection leaves the state
+    state, etag = found
+    decisions = {s: d for s, d in state.decisions.items() if s != HOSTILE}
+    planted.write_state(
+        FederationState.model_validate({**state.model_dump(), "decisions": decisions}), etag
+    )
+    first = planted.read_global_manifest(1)
+    assert first is not None
+    initial = decode_weights(planted.read_global_weights(first))
+    RoundLoop(planted, FedAvgAggregator(), config, SITES, initial_weights=initial).run()
+    result = planted.read_result(1)
+    assert result is not None
+    assert [(d.site_id, d.reason) for d in result.rejected] == [(HOSTILE, "malformed_secagg")]
+    assert sorted(d.site_id for d in result.accepted) == [s for s in SITES if s != HOSTILE]
