@@ -1,10 +1,12 @@
 """Which listed keys of a round are answers, and of whom: by exact name, never by parsing.
 
-A hospital may write anything under ``updates/{site_id}.*`` (IAM's ``*`` also matches
-``/``), so a listed key's last segment proves nothing: ``updates/site-a.x/site-b.json`` is
-site-a's object. A listed key is an answer only where it equals a canonical name of an
-invited site (``ExchangeLayout.canonical_update_keys``); every other key under the round's
-updates prefix is foreign: counted, a few kept as samples for ``result.json``, never fatal.
+A listed key's last segment proves nothing: ``updates/site-a.x/site-b.json`` ends like
+site-b's answer but is not one of site-b's names. The bucket policy grants each
+hospital its exact names only (``fl_core.exchange.key_grammar``), but a local folder has no
+policy, and the aggregator must not depend on one being right. A listed key is an answer
+only where it equals a canonical name of an invited site
+(``ExchangeLayout.canonical_update_keys``); every other key under the round's updates prefix
+is foreign: counted, a few kept as samples for ``result.json``, never fatal.
 """
 
 from __future__ import annotations

@@ -155,7 +155,9 @@ def check_command(
     exchange: Annotated[str, typer.Option(help="s3://<exchange bucket>")],
     role_arn: Annotated[str | None, typer.Option(help="hospital task role to assume")] = None,
     external_id: Annotated[str | None, typer.Option(help="external id for the role")] = None,
-    kms_key_id: Annotated[str | None, typer.Option(help="exchange key id or alias")] = None,
+    kms_key_id: Annotated[
+        str | None, typer.Option(help="the exchange key ARN (ExchangeKeyArn)")
+    ] = None,
     endpoint_url: EndpointOption = None,
 ) -> None:
     """Hospital admin: preflight from inside the hospital's role, as a checklist."""

@@ -2,8 +2,8 @@
 
 The ids in the keys are checked by ``fl_core.ids`` (``check_site_id`` is re-exported here).
 
-IAM policies in ``stacks/`` grant prefixes that must match these keys; the tests check both
-against this module.
+The IAM policies in ``stacks/`` grant exactly these keys: ``fl_core.exchange.key_grammar``
+derives their patterns from this module, and the tests check both against it.
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ class ExchangeLayout:
     def secagg_update_key(
         self, round_index: RoundIndex, site_id: SiteId, document: str
     ) -> ObjectKey:
-        """A hospital's own secure aggregation documents (``advert``, ``answer``), under its
-        update keys (``updates/{site_id}.*``), the one prefix it may write."""
+        """A hospital's own secure aggregation documents (``advert``, ``answer``), beside its
+        update in the round's ``updates/`` folder, named by its own site id."""
         if document not in SECAGG_SITE_DOCUMENTS:
             raise ValueError(f"unknown secagg document {document!r}")
         return f"{self.updates_prefix(round_index)}{check_site_id(site_id)}.secagg-{document}.json"
@@ -88,8 +88,8 @@ class ExchangeLayout:
     def preflight_prefix(self) -> str:
         """Round 0 is never trained: its updates prefix holds onboarding preflight reports.
 
-        They sit under ``rounds/*/updates/{site_id}.*`` so that the one write a hospital role
-        has is the one the preflight proves, and nothing else need be granted.
+        They sit in round 0's ``updates/`` folder, named by the site id like every other
+        hospital write, so that the preflight proves the same kind of write a round needs.
         """
         return f"{self.root}rounds/{0:06d}/updates/"
 
@@ -133,9 +133,8 @@ class ExchangeLayout:
         """Every name an invited site may write in a round, and whose it is and what.
 
         The aggregator looks each listed key up here and never parses a site id out of a
-        key: a hospital may write anything under ``updates/{site_id}.*`` (IAM's ``*`` also
-        matches ``/``), so ``updates/site-a.x/site-b.json`` is site-a's object that merely
-        ends like site-b's answer. Any listed key not in this dict is foreign.
+        key: ``updates/site-a.x/site-b.json`` merely ends like site-b's answer. Any listed
+        key not in this dict is foreign.
         """
         keys: dict[ObjectKey, tuple[SiteId, UpdateKind]] = {}
         for site_id in invited_sites:
