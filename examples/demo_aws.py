@@ -165,6 +165,18 @@ class Walkthrough:
             raise StepError(f"{name} exited {code}: {_tail(text)}")
         return text
 
+    @contextmanager
+    def paused(self, names: tuple[str, ...]) -> Iterator[None]:
+        """Hold the named processes (each its own process group) still, then let them go on."""
+        groups = [self.procs[n].pid for n in names if self.procs[n].poll() is None]
+        for group in groups:
+            os.killpg(group, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for group in groups:
+                os.killpg(group, signal.SIGCONT)
+
     def stop_all(self) -> None:
         """Stop every process this script started, by its pid: TERM, then KILL."""
         if self.sts_front is not None:
@@ -436,16 +448,18 @@ def walk(w: Walkthrough) -> None:
         accepted = sorted(d["site_id"] for d in first["accepted"])
         if accepted != sorted(HOSPITALS):
             raise StepError(f"round 1 accepted {accepted}")
-    with w.step(f"coordinating centre: fedsilo offboard --site-id {OFFBOARDED}"):
-        w.run("centre", ["fedsilo", "offboard", "--site-id", OFFBOARDED], centre, centre_admin)
-    with w.step(f"the exchange bucket policy now denies {OFFBOARDED} (then lifted: moto only)"):
-        # moto evaluates bucket-policy conditions without the request's context, so it would
-        # hold this deny against every caller, the aggregator included; what the deny does in
-        # AWS is evaluated in tests/stacks/test_stacks_revocation.py
-        policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
-        if "RevokedHospitalAccounts" not in [st.get("Sid") for st in policy["Statement"]]:
-            raise StepError(f"no deny of {OFFBOARDED}'s account in the bucket policy: {policy}")
-        s3.delete_bucket_policy(Bucket=bucket)
+    # moto evaluates bucket-policy conditions without the request's context, so it holds the
+    # offboarding's deny against every caller, the aggregator and the other hospitals included:
+    # they are held still while the deny is in place, and it is lifted before they go on. What
+    # the deny does in AWS is evaluated in tests/stacks/test_stacks_revocation.py.
+    with w.paused((*everyone, "status")):
+        with w.step(f"coordinating centre: fedsilo offboard --site-id {OFFBOARDED}"):
+            w.run("centre", ["fedsilo", "offboard", "--site-id", OFFBOARDED], centre, centre_admin)
+        with w.step(f"the exchange bucket policy now denies {OFFBOARDED} (then lifted: moto only)"):
+            policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+            if "RevokedHospitalAccounts" not in [st.get("Sid") for st in policy["Statement"]]:
+                raise StepError(f"no deny of {OFFBOARDED}'s account in the bucket policy: {policy}")
+            s3.delete_bucket_policy(Bucket=bucket)
     with w.step("the aggregator and the three hospitals finish (exit 0), every round unmasked"):
         served = w.wait_exit("server")
         for site in HOSPITALS:
