@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import http.client
-import http.server
 import threading
 from typing import Any
 from urllib.parse import urlsplit
+
+from fedsilo.testing.loopback_http import LoopbackServer, send_relayed_head
 
 SLOW_DOWN_BODY = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message><RequestId>fedsilo-proxy</RequestId>"
     b"</Error>"
 )
-_HOP_HEADERS = ("transfer-encoding", "connection", "content-length", "server", "date")
 FAULT_KINDS = ("slow_down", "reset_before", "reset_after", "cut_body")
 
 
@@ -39,25 +39,8 @@ class FaultProxy:
         self.requests = 0
         self.injected: dict[str, int] = dict.fromkeys(FAULT_KINDS, 0)
         self._lock = threading.Lock()
-        proxy = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                return
-
-            def _handle(self) -> None:
-                proxy.handle(self)
-
-        for method in ("GET", "PUT", "POST", "HEAD", "DELETE"):
-            setattr(Handler, f"do_{method}", Handler._handle)
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server = LoopbackServer(self.handle)
+        self.url = self.server.url
 
     def _next_fault(self, method: str) -> str | None:
         with self._lock:
@@ -96,12 +79,7 @@ class FaultProxy:
             handler.close_connection = True
             handler.connection.shutdown(2)
             return
-        handler.send_response(response.status, response.reason)
-        for name, value in response.getheaders():
-            if name.lower() not in _HOP_HEADERS:
-                handler.send_header(name, value)
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
+        send_relayed_head(handler, response, len(data))
         if handler.command == "HEAD":
             return
         if fault == "cut_body" and len(data) > 1:
@@ -113,5 +91,4 @@ class FaultProxy:
         handler.wfile.write(data)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()

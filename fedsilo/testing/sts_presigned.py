@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import http.server
-import threading
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from fedsilo.testing.loopback_http import LoopbackServer, send_relayed_head
+
 _HOP_HEADERS = ("transfer-encoding", "connection", "content-length")
-_ANSWER_HEADERS_NOT_COPIED = (*_HOP_HEADERS, "server", "date")
 
 
 def as_header_signed(path: str) -> tuple[str, bytes, dict[str, str]] | None:
@@ -55,24 +54,8 @@ class PresignedStsFront:
     def __init__(self, target: str) -> None:
         parts = urlsplit(target)
         self.target = (parts.hostname or "127.0.0.1", parts.port or 80)
-        front = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                return
-
-            def _handle(self) -> None:
-                front.forward(self)
-
-        for method in ("GET", "PUT", "POST", "HEAD", "DELETE"):
-            setattr(Handler, f"do_{method}", Handler._handle)
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.server = LoopbackServer(self.forward)
+        self.url = self.server.url
 
     def forward(self, handler: Any) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
@@ -93,18 +76,12 @@ class PresignedStsFront:
             data = response.read()
         finally:
             upstream.close()
-        handler.send_response(response.status, response.reason)
-        for name, value in response.getheaders():
-            if name.lower() not in _ANSWER_HEADERS_NOT_COPIED:
-                handler.send_header(name, value)
-        handler.send_header("Content-Length", str(len(data)))
-        handler.end_headers()
+        send_relayed_head(handler, response, len(data))
         if handler.command != "HEAD":
             handler.wfile.write(data)
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.close()
 
 
 @contextlib.contextmanager
