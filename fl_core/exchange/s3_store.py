@@ -651,6 +651,21 @@ class S3Store(ObjectStore):
             return str(head["ETag"])
         return None
 
+    def _new_object_args(
+        self, s3_key: str, digest: bytes, retention: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What every object written carries, by one PUT or a multipart upload alike: S3's
+        SHA-256 checksum, the digest in metadata that a retried write is recognised by, the
+        bucket's encryption and the retention asked for."""
+        return {
+            "Bucket": self.bucket,
+            "Key": s3_key,
+            "ChecksumAlgorithm": "SHA256",
+            "Metadata": {SHA256_METADATA_KEY: digest.hex()},
+            **self._encryption_args(),
+            **retention,
+        }
+
     def _put_single(
         self,
         s3_key: str,
@@ -662,15 +677,10 @@ class S3Store(ObjectStore):
         """One PutObject. Object Lock requires a Content-MD5 or checksum header on a retained
         write: the SHA-256 checksum sent with every write is that header."""
         response = self.client.put_object(
-            Bucket=self.bucket,
-            Key=s3_key,
+            **self._new_object_args(s3_key, digest, retention),
             Body=data,
-            ChecksumAlgorithm="SHA256",
             ChecksumSHA256=base64.b64encode(digest).decode("ascii"),
-            Metadata={SHA256_METADATA_KEY: digest.hex()},
-            **self._encryption_args(),
             **condition,
-            **retention,
         )
         return str(response["ETag"])
 
@@ -689,12 +699,7 @@ class S3Store(ObjectStore):
         orphaned parts are billed (the bucket's lifecycle rule is the backstop).
         """
         created = self.client.create_multipart_upload(
-            Bucket=self.bucket,
-            Key=s3_key,
-            ChecksumAlgorithm="SHA256",
-            Metadata={SHA256_METADATA_KEY: digest.hex()},
-            **self._encryption_args(),
-            **retention,
+            **self._new_object_args(s3_key, digest, retention)
         )
         upload_id = created["UploadId"]
         view = memoryview(data)
