@@ -75,6 +75,33 @@ class InlineHospitals(RoundEvents):
         return answer_round(self.exchange, hospital, manifest, self.config, global_model=model)
 
 
+def inline_round_loop(
+    exchange: Exchange,
+    config: FederationConfig,
+    sites: Sequence[SiteData],
+    app: FederatedApp,
+    state_dir: Path | None = None,
+) -> RoundLoop:
+    """The round loop over ``exchange``, ``sites``'s hospitals answering inline.
+
+    Hospitals given a ``state_dir`` keep their receipts there, as a hospital's worker does.
+    """
+    num_features = len(sites[0].feature_names)
+    trainer = app.build_trainer(num_features, config)  # one trainer, as one worker has
+    hospitals = [Hospital(data=site, trainer=trainer, state_dir=state_dir) for site in sites]
+    initial = initial_model_weights(
+        app, config, num_features, [FeatureMoments.of(site.train.x) for site in sites]
+    )
+    return RoundLoop(
+        exchange,
+        app.aggregator(config),
+        config,
+        [site.site_id for site in sites],
+        initial_weights=initial,
+        events=InlineHospitals(exchange, config, lambda _round: hospitals),
+    )
+
+
 def run_inline(
     config: FederationConfig,
     sites: Sequence[SiteData],
@@ -84,23 +111,9 @@ def run_inline(
     """Run ``config`` to its final evaluation; returns the per-round metrics rows."""
     if not sites:
         raise ConfigError("no hospitals to federate; check the data source")
-    app = app or FederatedApp()
-    num_features = len(sites[0].feature_names)
-    trainer = app.build_trainer(num_features, config)  # one trainer, as one worker has
-    hospitals = [Hospital(data=site, trainer=trainer) for site in sites]
-    initial = initial_model_weights(
-        app, config, num_features, [FeatureMoments.of(site.train.x) for site in sites]
-    )
     # a simulation in one process: nothing to survive a power loss, so no fsync per file
     exchange = Exchange(LocalDirectoryStore(exchange_dir, durable=False), config.federation_id)
-    loop = RoundLoop(
-        exchange,
-        app.aggregator(config),
-        config,
-        [site.site_id for site in sites],
-        initial_weights=initial,
-        events=InlineHospitals(exchange, config, lambda _round: hospitals),
-    )
+    loop = inline_round_loop(exchange, config, sites, app or FederatedApp())
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each hospital worker does: small models, many hospitals
     try:
