@@ -5,7 +5,9 @@ from __future__ import annotations
 import secrets
 from typing import Any
 
+from fl_core.admission import AdmissionContext
 from fl_core.exchange.manifests import GlobalManifest, UpdateManifest
+from fl_core.serialization import TensorSpec
 
 DEFAULT_UPDATE: dict[str, Any] = {
     "federation_id": "f",
@@ -22,6 +24,23 @@ DEFAULT_UPDATE: dict[str, Any] = {
 def update_manifest(**changes: Any) -> UpdateManifest:
     """``DEFAULT_UPDATE`` with ``changes``: a training answer of site-a to round 2."""
     return UpdateManifest(**{**DEFAULT_UPDATE, **changes})
+
+
+def admission_context(**changes: Any) -> AdmissionContext:
+    """The round ``update_manifest()`` answers, with ``changes``: it admits site-a's float32
+    tensors ``w`` (2, 3) and ``b`` (3,)."""
+    fields: dict[str, Any] = {
+        "federation_id": DEFAULT_UPDATE["federation_id"],
+        "round_index": DEFAULT_UPDATE["round_index"],
+        "task": DEFAULT_UPDATE["task"],
+        "global_sha256": DEFAULT_UPDATE["global_sha256"],
+        "invited_sites": frozenset({DEFAULT_UPDATE["site_id"]}),
+        "tensor_specs": {"w": TensorSpec("float32", (2, 3)), "b": TensorSpec("float32", (3,))},
+        "max_update_bytes": 1 << 20,
+        "max_manifest_bytes": 1 << 16,
+        "max_num_examples": 1000,
+    }
+    return AdmissionContext(**{**fields, **changes})
 
 
 def answer_to(manifest: GlobalManifest, site_id: str, **changes: Any) -> UpdateManifest:

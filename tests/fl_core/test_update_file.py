@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedsilo.testing.manifests import update_manifest
-from fl_core.admission import AdmissionContext, check_update_file, update_metadata
+from fedsilo.testing.manifests import admission_context, update_manifest
+from fl_core.admission import check_update_file, update_metadata
 from fl_core.errors import UpdateRejectedError
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import (
@@ -17,31 +17,15 @@ from fl_core.exchange.manifests import (
     UpdateManifest,
 )
 from fl_core.exchange.protocol import Exchange
-from fl_core.serialization import TensorSpec, encode_weights, sha256_hex
+from fl_core.serialization import encode_weights, sha256_hex
 
 WEIGHTS = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.float32)}
-
-
-def context(**changes) -> AdmissionContext:
-    fields = dict(
-        federation_id="f",
-        round_index=2,
-        task="train",
-        global_sha256="1" * 64,
-        invited_sites=frozenset({"site-a"}),
-        tensor_specs={"w": TensorSpec("float32", (2, 3)), "b": TensorSpec("float32", (3,))},
-        max_update_bytes=1 << 20,
-        max_manifest_bytes=1 << 16,
-        max_num_examples=1000,
-    )
-    fields.update(changes)
-    return AdmissionContext(**fields)
 
 
 def test_a_good_file_gives_its_manifest_digest_and_views():
     update = update_manifest()
     data = encode_weights(WEIGHTS, update_metadata(update))
-    got, digest, weights = check_update_file(data, "site-a", context())
+    got, digest, weights = check_update_file(data, "site-a", admission_context())
     assert got == update
     assert digest == sha256_hex(data)
     np.testing.assert_array_equal(weights["w"], WEIGHTS["w"])
@@ -51,32 +35,35 @@ def test_a_digest_the_store_computed_is_used_not_computed_again():
     update = update_manifest()
     data = encode_weights(WEIGHTS, update_metadata(update))
     verified = sha256_hex(data)  # what S3Store.get_verified hands over with the bytes
-    _, digest, _ = check_update_file(data, "site-a", context(), sha256=verified)
+    _, digest, _ = check_update_file(data, "site-a", admission_context(), sha256=verified)
     assert digest == verified
     with pytest.raises(UpdateRejectedError) as rejected:  # replay protection sees it too
-        check_update_file(data, "site-a", context(seen_sha256={verified}), sha256=verified)
+        check_update_file(
+            data, "site-a", admission_context(seen_sha256={verified}), sha256=verified
+        )
     assert rejected.value.reason == "replayed"
 
 
 @pytest.mark.parametrize(
     ("data", "ctx", "reason"),
     [
-        (encode_weights(WEIGHTS), context(), "malformed_manifest"),  # no manifest inside
+        # no manifest inside
+        (encode_weights(WEIGHTS), admission_context(), "malformed_manifest"),
         (
             encode_weights(WEIGHTS, {"fedsilo.manifest": "{not json"}),
-            context(),
+            admission_context(),
             "malformed_manifest",
         ),
         (
             encode_weights(
                 WEIGHTS, update_metadata(update_manifest(declined="privacy_budget_exhausted"))
             ),
-            context(),
+            admission_context(),
             "malformed_manifest",  # a decline has no tensors
         ),
         (
             encode_weights(WEIGHTS, update_metadata(update_manifest())),
-            context(
+            admission_context(
                 seen_sha256=frozenset(
                     {sha256_hex(encode_weights(WEIGHTS, update_metadata(update_manifest())))}
                 )
@@ -85,12 +72,12 @@ def test_a_digest_the_store_computed_is_used_not_computed_again():
         ),
         (
             encode_weights(WEIGHTS, update_metadata(update_manifest(site_id="site-b"))),
-            context(),
+            admission_context(),
             "site_mismatch",
         ),
         (
             encode_weights(WEIGHTS, update_metadata(update_manifest())),
-            context(max_update_bytes=100),
+            admission_context(max_update_bytes=100),
             "too_large",
         ),
     ],

@@ -24,7 +24,7 @@ from hostile import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fedsilo.testing.manifests import update_manifest
+from fedsilo.testing.manifests import admission_context, update_manifest
 from fl_core.admission import AdmissionContext, check_manifest, check_update_file, update_metadata
 from fl_core.errors import UpdateRejectedError
 from fl_core.exchange.histograms import class_histogram
@@ -34,7 +34,7 @@ from fl_core.exchange.manifests import (
     ScoreHistogram,
     SparseCounts,
 )
-from fl_core.serialization import TensorSpec, encode_weights
+from fl_core.serialization import encode_weights
 
 ADMISSION_REASONS = frozenset(
     {
@@ -45,17 +45,7 @@ ADMISSION_REASONS = frozenset(
     }
 )  # fmt: skip
 WEIGHTS = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.float32)}
-CONTEXT = AdmissionContext(
-    federation_id="f",
-    round_index=2,
-    task="train",
-    global_sha256="1" * 64,
-    invited_sites=frozenset({"site-a"}),
-    tensor_specs={"w": TensorSpec("float32", (2, 3)), "b": TensorSpec("float32", (3,))},
-    max_update_bytes=1 << 20,
-    max_manifest_bytes=1 << 16,
-    max_num_examples=1000,
-)
+CONTEXT = admission_context()
 EVALUATION = EvaluationReport(
     num_examples=3,
     loss_sum=1.5,
@@ -65,7 +55,7 @@ EVALUATION = EvaluationReport(
         negatives=SparseCounts(index=[3], count=[1]),
     ),
 )
-EVALUATE = CONTEXT.__class__(**{**CONTEXT.__dict__, "task": "evaluate"})
+EVALUATE = admission_context(task="evaluate")
 TRAIN_MANIFEST = update_manifest().model_dump_json().encode()
 EVALUATE_MANIFEST = (
     update_manifest(task="evaluate", num_examples=3, train_loss=None, evaluation=EVALUATION)
