@@ -26,7 +26,7 @@ from torch import nn
 from fedsilo.engine.secagg_keys import key_path, load_key, register_simulated_sites
 from fl_client.hospital import Hospital, serve_sites
 from fl_client.trainer import ClientTrainer, TrainResult
-from fl_core.config import FederationConfig
+from fl_core.config import FederationConfig, load_config
 from fl_core.data.base import SiteData, Split
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import UpdateManifest
@@ -103,6 +103,26 @@ def site_data(site: str, features: int) -> SiteData:
 
     names = tuple(f"f{i}" for i in range(features))
     return SiteData(site, names, split(10 + 7 * (index % 10)), split(4), split(6))
+
+
+def secagg_round_config(sites: Sequence[str], **overrides: object) -> FederationConfig:
+    """One secure-aggregation round of ``sites`` that fails below a quorum of two, with short
+    deadlines (3 s for updates, 2 s for unmask answers) so that a dropout's cost is seen fast;
+    ``overrides`` are dotted config keys."""
+    base: dict[str, object] = {
+        "federation_id": "sa",
+        "rounds": 1,
+        "evaluation.histogram_bins": 10,
+        "round.min_sites": 2,
+        "round.deadline_s": 3.0,
+        "round.poll_interval_s": 0.02,
+        "round.below_quorum": "fail",
+        "data.synthetic.hospitals": len(sites),
+        "privacy.secagg.enabled": True,
+        "privacy.secagg.advert_timeout_s": 20.0,
+        "privacy.secagg.unmask_timeout_s": 2.0,
+    }
+    return load_config(overrides={**base, **overrides})
 
 
 def run_round(

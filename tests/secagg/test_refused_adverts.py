@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench._secagg_harness import Logistic, run_round
-from fl_core.config import FederationConfig, load_config
+from bench._secagg_harness import Logistic, run_round, secagg_round_config
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import FederationState
 from fl_core.exchange.protocol import Exchange
@@ -28,23 +27,6 @@ FEATURES = 4
 HOSTILE = "site-f"
 
 
-def make_config(**overrides: object) -> FederationConfig:
-    base: dict[str, object] = {
-        "federation_id": "sa",
-        "rounds": 1,
-        "evaluation.histogram_bins": 10,
-        "round.min_sites": 2,
-        "round.deadline_s": 3.0,
-        "round.poll_interval_s": 0.02,
-        "round.below_quorum": "fail",
-        "data.synthetic.hospitals": len(SITES),
-        "privacy.secagg.enabled": True,
-        "privacy.secagg.advert_timeout_s": 20.0,
-        "privacy.secagg.unmask_timeout_s": 2.0,
-    }
-    return load_config(overrides={**base, **overrides})
-
-
 @pytest.mark.parametrize(
     ("advert", "reason"),
     [
@@ -57,7 +39,9 @@ def test_a_refused_advert_is_a_rejection_with_its_reason(
 ) -> None:
     planted = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "sa")
     planted.store.put_new(planted.layout.secagg_update_key(1, HOSTILE, "advert"), advert)
-    exchange, _, _ = run_round(tmp_path, SITES, make_config(), lambda: Logistic(FEATURES))
+    exchange, _, _ = run_round(
+        tmp_path, SITES, secagg_round_config(SITES), lambda: Logistic(FEATURES)
+    )
     setup = transport.read(exchange, exchange.layout.secagg_global_key(1, "setup"), SecAggSetup)
     assert setup is not None and HOSTILE not in setup.participants
     result = exchange.read_result(1)
@@ -77,7 +61,7 @@ def test_an_aggregator_restarted_after_the_setup_finds_the_refusal_again(tmp_pat
     planted = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "sa")
     planted.store.put_new(planted.layout.secagg_update_key(1, HOSTILE, "advert"), b"[]")
     setup_key = planted.layout.secagg_global_key(1, "setup")
-    config = make_config(**{"round.lease_s": 1.0})
+    config = secagg_round_config(SITES, **{"round.lease_s": 1.0})
 
     def crash_once_set_up(seconds: float) -> None:
         if planted.store.exists(setup_key):

@@ -14,9 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench._secagg_harness import Logistic, ShiftTrainer, run_round, site_data
+from bench._secagg_harness import (
+    Logistic,
+    ShiftTrainer,
+    run_round,
+    secagg_round_config,
+    site_data,
+)
 from fl_core.aggregation import weighted_mean
-from fl_core.config import FederationConfig, load_config
 from fl_core.errors import ConfigError, RoundFailedError
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.protocol import Exchange
@@ -34,27 +39,9 @@ FEATURES = 4
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 
 
-def make_config(**overrides: object) -> FederationConfig:
-    base: dict[str, object] = {
-        "federation_id": "sa",
-        "rounds": 1,
-        "evaluation.histogram_bins": 10,
-        "round.min_sites": 2,
-        "round.deadline_s": 3.0,
-        "round.poll_interval_s": 0.02,
-        "round.below_quorum": "fail",
-        "data.synthetic.hospitals": len(SITES),
-        "privacy.secagg.enabled": True,
-        "privacy.secagg.advert_timeout_s": 20.0,
-        "privacy.secagg.unmask_timeout_s": 2.0,
-    }
-    base.update(overrides)
-    return load_config(overrides=base)
-
-
 def federation(tmp_path: Path, dying: dict[str, str]) -> tuple[Exchange, dict[str, dict]]:
     exchange, _, trained = run_round(
-        tmp_path, SITES, make_config(), lambda: Logistic(FEATURES), dying
+        tmp_path, SITES, secagg_round_config(SITES), lambda: Logistic(FEATURES), dying
     )
     return exchange, trained
 
@@ -136,12 +123,12 @@ def test_fewer_than_t_survivors_fail_the_round_with_the_counts(tmp_path: Path) -
 
 def test_secagg_refuses_strategies_that_need_each_update() -> None:
     with pytest.raises(ConfigError, match=r"privacy\.secagg cannot run with strategy\.name 'krum'"):
-        make_config(**{"strategy.name": "krum"})
+        secagg_round_config(SITES, **{"strategy.name": "krum"})
 
 
 def test_secagg_and_central_dp_fedavg_exclude_each_other() -> None:
     with pytest.raises(ConfigError, match="exclude each other"):
-        make_config(**{"privacy.dp_fedavg": {"noise_multiplier": 1.0}})
+        secagg_round_config(SITES, **{"privacy.dp_fedavg": {"noise_multiplier": 1.0}})
 
 
 class AggregatorCrash(BaseException):
@@ -149,7 +136,9 @@ class AggregatorCrash(BaseException):
 
 
 def test_an_aggregator_killed_while_unmasking_resumes_from_the_exchange(tmp_path: Path) -> None:
-    config = make_config(**{"round.lease_s": 1.0, "privacy.secagg.unmask_timeout_s": 30.0})
+    config = secagg_round_config(
+        SITES, **{"round.lease_s": 1.0, "privacy.secagg.unmask_timeout_s": 30.0}
+    )
     request_key = "federations/sa/rounds/000001/global.secagg-unmask.json"
 
     def crash_once_requested(seconds: float) -> None:
@@ -185,7 +174,7 @@ def test_hospital_processes_sigkilled_after_masking(tmp_path: Path) -> None:
     from bench._secagg_harness import serve_in_process
     from fedsilo.engine.secagg_keys import register_simulated_sites
 
-    config = make_config(**{"round.deadline_s": 4.0})
+    config = secagg_round_config(SITES, **{"round.deadline_s": 4.0})
     exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange"), "sa")
     register_simulated_sites(exchange, SITES, tmp_path / "keys")
     context = multiprocessing.get_context("spawn")
