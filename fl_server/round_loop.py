@@ -600,7 +600,7 @@ class RoundLoop:
         for site_id, rejected in sorted(new.items()):
             decisions[site_id] = self._rejection(state.round_index, site_id, rejected)
             self.events.decided(state.round_index, decisions[site_id])
-        # validated, unlike model_copy(update=...): a wrong decision never reaches state.json
+        # validated: a wrong decision never reaches state.json
         return self._save(
             FederationState.model_validate({**state.model_dump(), "decisions": decisions})
         )
