@@ -19,6 +19,7 @@ from fedsilo.cli.ops import ledger_app, report_command, status_command
 from fedsilo.cli.output import console
 from fedsilo.cli.services import client_run, server_run
 from fedsilo.cli.simulate import simulate_command
+from fedsilo.cli.site import site_app
 
 app = typer.Typer(
     name="fedsilo",
@@ -35,6 +36,7 @@ server_app.command("run")(server_run)
 client_app.command("run")(client_run)
 app.add_typer(data_app, name="data", help="eICU-layout tables and per-hospital folders.")
 app.add_typer(onboard_app, name="onboard")
+app.add_typer(site_app, name="site")
 app.command("offboard")(offboard_command)
 app.add_typer(ledger_app, name="ledger")
 app.command("status")(status_command)
