@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fl_core.disclosure import MAX_SUPPRESSIONS, Suppression
+
 Task = Literal["train", "evaluate"]
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 NONCE_PATTERN = r"^[0-9a-f]{32,128}$"
@@ -177,6 +179,11 @@ class UpdateManifest(_Document):
         default=None, description="the hospital refused to train this round, and why"
     )
     declined_detail: str | None = Field(default=None, max_length=500)
+    suppressed: list[Suppression] = Field(
+        default_factory=list,
+        max_length=MAX_SUPPRESSIONS,
+        description="outputs the hospital's disclosure floor held back (fl_core.disclosure)",
+    )
 
     @model_validator(mode="after")
     def _declined_only_training(self) -> UpdateManifest:
@@ -339,3 +346,9 @@ class MomentsReport(_Document):
     count: list[float]
     total: list[float]
     total_sq: list[float]
+    suppressed: list[Suppression] = Field(
+        default_factory=list,
+        max_length=MAX_SUPPRESSIONS,
+        description="features whose moments the hospital's disclosure floor held back (their "
+        "count, total and total_sq are reported as 0)",
+    )
