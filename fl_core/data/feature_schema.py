@@ -22,8 +22,6 @@ from fl_core.errors import ConfigError
 
 FeatureKind: TypeAlias = Literal["numeric", "indicator", "onehot"]
 
-SCHEMA_FORMAT = "fedsilo-feature-schema"
-
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -66,7 +64,7 @@ class SchemaFeature(_Frozen):
 class FeatureSchema(_Frozen):
     """The model's inputs in column order, as the federation publishes them."""
 
-    format: Literal["fedsilo-feature-schema"] = SCHEMA_FORMAT
+    format: Literal["fedsilo-feature-schema"] = "fedsilo-feature-schema"
     format_version: Literal[1] = 1
     features: tuple[SchemaFeature, ...] = Field(min_length=1, max_length=10_000)
 

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from fl_core.data.profile import SiteProfile
 from fl_core.disclosure import MAX_SUPPRESSIONS, Suppression
 
 Task = Literal["train", "evaluate"]
@@ -351,4 +352,9 @@ class MomentsReport(_Document):
         max_length=MAX_SUPPRESSIONS,
         description="features whose moments the hospital's disclosure floor held back (their "
         "count, total and total_sq are reported as 0)",
+    )
+    profile: SiteProfile | None = Field(
+        default=None,
+        description="counts on fixed bins and missingness per feature, the hospital's floor "
+        "applied (None from hospitals that predate it)",
     )
