@@ -7,10 +7,8 @@ problem naming the field and what to do.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -61,15 +59,11 @@ class AdmissionConfig(_Frozen):
     max_num_examples: int = Field(default=10_000_000, gt=0)
 
 
-class TrainingConfig(_Frozen):
-    """Local training of the default tabular trainer, identical at every hospital.
+class StudyTraining(_Frozen):
+    """The local training settings every hospital shares: part of what a study approves.
 
-    The defaults were chosen by ``bench/defaults_sweep.py`` on the eICU-CRD Demo's training
-    rows (186 hospitals of ~11 stays, 0-2 deaths each; README, "Training defaults"). Plain SGD,
-    not Adam: Adam rescales every coordinate of an eight-row gradient to about the learning
-    rate, so each tiny hospital moved the model as far as a large one, in noisy directions.
-    No class weighting: a hospital with one death would weight it up to 20-fold, and the
-    federation's risks came out too high (a model read as a probability must not do that).
+    ``TrainingConfig`` adds the per-machine ``device``, which a study does not cover (a
+    hospital may train on its GPU or its CPUs under the same approval).
     """
 
     local_epochs: int = Field(default=1, ge=1)
@@ -89,7 +83,6 @@ class TrainingConfig(_Frozen):
     max_pos_weight: float = Field(default=20.0, ge=1)
     hidden_sizes: tuple[int, ...] = (32,)
     dropout: float = Field(default=0.1, ge=0, lt=1)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @field_validator("hidden_sizes")
     @classmethod
@@ -97,6 +90,20 @@ class TrainingConfig(_Frozen):
         if any(size < 1 for size in value):
             raise ValueError("every hidden size must be >= 1")
         return value
+
+
+class TrainingConfig(StudyTraining):
+    """Local training of the default tabular trainer, identical at every hospital.
+
+    The defaults were chosen by ``bench/defaults_sweep.py`` on the eICU-CRD Demo's training
+    rows (186 hospitals of ~11 stays, 0-2 deaths each; README, "Training defaults"). Plain SGD,
+    not Adam: Adam rescales every coordinate of an eight-row gradient to about the learning
+    rate, so each tiny hospital moved the model as far as a large one, in noisy directions.
+    No class weighting: a hospital with one death would weight it up to 20-fold, and the
+    federation's risks came out too high (a model read as a probability must not do that).
+    """
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 class SyntheticDataConfig(_Frozen):
@@ -384,10 +391,14 @@ class FederationConfig(_Frozen):
             raise ValueError(str(err)) from err
         return self
 
-    def config_hash(self) -> str:
-        """Stable digest recorded in every manifest, so a round names the config it ran."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+    def config_hash(self, features: Sequence[str] = ()) -> str:
+        """The digest of the study this config runs (``fl_core.study.Study``), recorded in
+        every manifest: hospitals approve a study by it, so it covers what the federation
+        agreed and nothing a machine sets for itself (exchange, workers, data path, device).
+        """
+        from fl_core.study import Study  # the study is built from this config
+
+        return Study.of(self, features).digest()
 
 
 def _read_file(path: Path) -> dict[str, Any]:

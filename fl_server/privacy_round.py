@@ -24,17 +24,21 @@ def declined_decision(manifest: UpdateManifest, now: float) -> Decision:
     """An admitted answer whose hospital refused to train; it counts as answered, not accepted."""
     expected = manifest.declined == "no_training_rows"  # a fold without its rows, not a fault
     emit = log.info if expected else log.warning
+    # a site policy's refusal names its rule: "policy study_not_approved"
+    reason = (
+        f"policy {manifest.policy_rule}" if manifest.declined == "policy" else manifest.declined
+    )
     emit(
         "update_declined",
         round_index=manifest.round_index,
         site_id=manifest.site_id,
-        reason=manifest.declined,
+        reason=reason,
         detail=manifest.declined_detail,
     )
     return Decision(
         site_id=manifest.site_id,
         status="declined",
-        reason=manifest.declined,
+        reason=reason,
         detail=manifest.declined_detail,
         nonce=manifest.nonce,
         num_examples=manifest.num_examples,

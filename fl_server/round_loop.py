@@ -63,6 +63,7 @@ from fl_core.serialization import (
     sha256_hex,
     view_weights,
 )
+from fl_core.study import Study
 from fl_core.types import ETag, Sha256Hex, SiteId, Weights
 from fl_server.aggregator import AdmittedUpdate, ServerAggregator
 from fl_server.allocator import keep_freed_buffers
@@ -203,7 +204,9 @@ class RoundLoop:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         owner_id: str | None = None,
+        features: Sequence[str] = (),
     ) -> None:
+        """``features``: the model's input feature names, published in the study."""
         if len(set(sites)) != len(sites):
             raise ConfigError("site ids collide: every hospital needs a unique site id")
         if config.round.min_sites > len(sites):
@@ -221,7 +224,8 @@ class RoundLoop:
         self.clock = clock
         self.sleep = sleep
         self.owner_id = owner_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}"
-        self.config_hash = config.config_hash()
+        self.study = Study.of(config, features)
+        self.config_hash = self.study.digest()
         self._etag: ETag | None = None
         self._last_write = 0.0
         self._seen_nonces: set[str] = set()
@@ -353,6 +357,7 @@ class RoundLoop:
             config_hash=self.config_hash,
             created_unix=now,
             ledger_head=head.entry_hash if head is not None else None,
+            study=self.study,
         )
         try:
             self.exchange.publish_global(weights, manifest)

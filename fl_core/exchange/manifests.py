@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fl_core.data.profile import SiteProfile
 from fl_core.disclosure import MAX_SUPPRESSIONS, Suppression
+from fl_core.study import Study
 
 Task = Literal["train", "evaluate"]
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
@@ -137,6 +138,11 @@ class GlobalManifest(_Document):
         description="entry_hash of the newest ledger entry when this model was published (None "
         "in round 1): a hospital that keeps it can later prove the chain was not rewritten",
     )
+    study: Study | None = Field(
+        default=None,
+        description="what the federation agreed (None from aggregators that predate it); "
+        "a hospital trusts it only if its digest is config_hash",
+    )
 
 
 class SitePrivacy(_Document):
@@ -149,7 +155,19 @@ class SitePrivacy(_Document):
     steps: int = Field(ge=0)
 
 
-DeclineReason = Literal["privacy_budget_exhausted", "no_training_rows"]
+DeclineReason = Literal["privacy_budget_exhausted", "no_training_rows", "policy"]
+
+PolicyRule = Literal[
+    "federation_not_served",
+    "study_not_approved",
+    "architecture_not_approved",
+    "privacy_required",
+    "epsilon_budget",
+    "max_rounds",
+    "max_update_bytes",
+    "disclosure_floor",
+]
+"""Which rule of a hospital's site policy (``fl_core.site_policy``) refused a round."""
 
 
 MANIFEST_METADATA_KEY = "fedsilo.manifest"
@@ -185,11 +203,25 @@ class UpdateManifest(_Document):
         max_length=MAX_SUPPRESSIONS,
         description="outputs the hospital's disclosure floor held back (fl_core.disclosure)",
     )
+    policy_rule: PolicyRule | None = Field(
+        default=None, description="with declined='policy': the site policy's rule that refused"
+    )
 
     @model_validator(mode="after")
     def _declined_only_training(self) -> UpdateManifest:
-        if self.declined is not None and self.task != "train":
+        if self.declined is not None and self.declined != "policy" and self.task != "train":
             raise ValueError("only a training round can be declined")
+        return self
+
+    @model_validator(mode="after")
+    def _policy_decline_discloses_nothing(self) -> UpdateManifest:
+        """A round refused by the hospital's policy names its rule and carries no results."""
+        if (self.declined == "policy") != (self.policy_rule is not None):
+            raise ValueError("declined 'policy' and policy_rule go together")
+        if self.declined == "policy" and (
+            self.evaluation is not None or self.train_loss is not None or self.metrics
+        ):
+            raise ValueError("a round declined by policy carries no evaluation or loss")
         return self
 
 

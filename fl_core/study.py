@@ -1,0 +1,113 @@
+"""The study: what a federation agreed to run, and the digests a hospital approves it by.
+
+A hospital approves a study, not a config file: the config also holds settings each machine
+chooses for itself (exchange URI, workers, data path, endpoint, training device), which must
+not change what was approved. ``Study`` keeps only what the federation agreed; its digest is
+``FederationConfig.config_hash()``, which the aggregator writes into every manifest and
+publishes, with the study itself, in every ``GlobalManifest``. A hospital recomputes the
+digest from the published study (``Study.digest``) before trusting either.
+
+``architecture_digest`` names the model's shape: a hospital computes it from the global model
+it received, never from what a manifest claims.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from fl_core.config import (
+    EvaluationConfig,
+    FederationConfig,
+    PersonalizationConfig,
+    PrivacyConfig,
+    StrategyConfig,
+    StudyTraining,
+)
+from fl_core.serialization import TensorSpec, read_tensor_specs, specs_of
+from fl_core.types import Weights
+
+MAX_FEATURES = 100_000
+"""Far above any tabular model's inputs: a bound on what a published study may list."""
+
+FeatureName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StudyRound(_Frozen):
+    """The round settings that decide who shapes the model (the rest are timing)."""
+
+    min_sites: int = Field(ge=1)
+    max_weight_share: float = Field(gt=0, le=1)
+
+
+class Study(_Frozen):
+    """What the federation agreed: the settings hospitals approve by their digest."""
+
+    federation_id: str = Field(min_length=1, max_length=200)
+    rounds: int = Field(ge=1)
+    seed: int
+    strategy: StrategyConfig
+    training: StudyTraining
+    evaluation: EvaluationConfig
+    personalization: PersonalizationConfig
+    privacy: PrivacyConfig
+    round: StudyRound
+    features: tuple[FeatureName, ...] = Field(
+        max_length=MAX_FEATURES, description="the model's input features, in input order"
+    )
+
+    @classmethod
+    def of(cls, config: FederationConfig, features: Sequence[str]) -> Study:
+        """The study ``config`` runs on a model whose inputs are ``features``."""
+        return cls(
+            federation_id=config.federation_id,
+            rounds=config.rounds,
+            seed=config.seed,
+            strategy=config.strategy,
+            training=StudyTraining.model_validate(config.training.model_dump(exclude={"device"})),
+            evaluation=config.evaluation,
+            personalization=config.personalization,
+            privacy=config.privacy,
+            round=StudyRound(
+                min_sites=config.round.min_sites,
+                max_weight_share=config.round.max_weight_share,
+            ),
+            features=tuple(features),
+        )
+
+    def canonical_json(self) -> str:
+        """Sorted keys, no spaces: the same study gives the same text on every machine."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+
+    def digest(self) -> str:
+        """sha256 of ``canonical_json``: the study's config hash."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+
+def architecture_digest(specs: Mapping[str, TensorSpec]) -> str:
+    """sha256 over the sorted (name, shape, dtype) of a model's tensors.
+
+    Two models with the same layers, sizes and types share it whatever their values, so a
+    hospital can approve an architecture once for every round of a study.
+    """
+    rows = sorted([name, list(spec.shape), spec.dtype] for name, spec in specs.items())
+    canonical = json.dumps(rows, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def weights_architecture(weights: Weights) -> str:
+    """The architecture digest of decoded tensors (what a hospital received)."""
+    return architecture_digest(specs_of(weights))
+
+
+def file_architecture(data: bytes) -> str:
+    """The architecture digest of a safetensors file, read from its header alone."""
+    return architecture_digest(read_tensor_specs(data))

@@ -1,0 +1,83 @@
+"""The study a hospital approves: its digest is the config hash, per-machine settings aside."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from fl_core.config import FederationConfig, load_config
+from fl_core.exchange.manifests import GlobalManifest
+from fl_core.serialization import encode_weights
+from fl_core.study import Study, file_architecture, weights_architecture
+
+FEATURES = ("age", "heart_rate")
+
+
+def test_machine_settings_leave_the_hash_alone(tmp_path):
+    data = tmp_path / "prepared"
+    data.mkdir()
+    base = load_config(overrides={"data.synthetic.hospitals": 4})
+    elsewhere = load_config(
+        overrides={
+            "data.synthetic.hospitals": 4,
+            "exchange.uri": "s3://other-bucket/prefix",
+            "exchange.endpoint_url": "http://127.0.0.1:9",
+            "simulation.workers": 7,
+            "training.device": "cpu",
+        }
+    )
+    assert base.config_hash(FEATURES) == elsewhere.config_hash(FEATURES)
+    prepared = load_config(overrides={"data.source": "prepared", "data.path": str(data)})
+    assert prepared.config_hash(FEATURES) == FederationConfig().config_hash(FEATURES)
+
+
+def test_what_the_federation_agreed_changes_the_hash():
+    base = FederationConfig()
+    fedprox = load_config(overrides={"strategy.name": "fedprox"})
+    assert fedprox.config_hash(FEATURES) != base.config_hash(FEATURES)
+    assert base.config_hash(FEATURES) != base.config_hash(("age",))
+    secagg = load_config(overrides={"privacy.secagg.enabled": True})
+    assert secagg.config_hash(FEATURES) != base.config_hash(FEATURES)
+    quorum = load_config(overrides={"round.min_sites": 3})
+    assert quorum.config_hash() != base.config_hash()
+
+
+def test_a_published_study_verifies_after_the_wire():
+    config = load_config(overrides={"strategy.name": "fedadam", "rounds": 3})
+    study = Study.of(config, FEATURES)
+    assert study.digest() == config.config_hash(FEATURES)
+    manifest = GlobalManifest(
+        federation_id="demo",
+        round_index=1,
+        task="train",
+        sha256="0" * 64,
+        num_bytes=1,
+        deadline_unix=0.0,
+        invited_sites=["a"],
+        config_hash=study.digest(),
+        created_unix=0.0,
+        study=study,
+    )
+    received = GlobalManifest.model_validate_json(manifest.model_dump_json())
+    assert received.study is not None
+    assert received.study.digest() == received.config_hash
+    assert "device" not in received.study.canonical_json()
+
+
+def test_a_study_refuses_unknown_keys():
+    tree = Study.of(FederationConfig(), FEATURES).model_dump(mode="json")
+    tree["exchange"] = {"uri": "s3://b/p"}
+    with pytest.raises(ValidationError, match="exchange"):
+        Study.model_validate(tree)
+
+
+def test_architecture_digest_reads_shapes_not_values():
+    weights = {"net.0.weight": np.zeros((4, 2), np.float32), "net.0.bias": np.ones(4, np.float32)}
+    other_values = {name: array + 3 for name, array in weights.items()}
+    wider = {**weights, "net.0.weight": np.zeros((5, 2), np.float32)}
+    digest = weights_architecture(weights)
+    assert digest == weights_architecture(other_values)
+    assert digest == file_architecture(encode_weights(weights))
+    assert digest != weights_architecture(wider)
+    assert digest != weights_architecture({**weights, "net.0.bias": np.ones(4, np.float64)})
