@@ -17,6 +17,7 @@ import structlog
 from pydantic import ValidationError
 
 from fl_core.config import FederationConfig
+from fl_core.data.profile import MAX_PROFILE_EDGES
 from fl_core.data.standardize import FeatureMoments
 from fl_core.errors import (
     ObjectNotFoundError,
@@ -44,10 +45,49 @@ class GatheredMoments:
         return [s for s in sites if s not in self.moments and s not in self.rejected]
 
 
+PROFILE_BYTES_PER_FEATURE = 256 + (MAX_PROFILE_EDGES + 1) * 64
+"""A feature's profile at its largest: its name, and edges and counts one a line."""
+
+
 def max_report_bytes(num_features: int) -> int:
     """The most bytes an honest report of ``num_features`` can take: three lists of floats of
-    at most 25 characters each, indented one a line, and the few other fields."""
-    return 8192 + 3 * 48 * num_features
+    at most 25 characters each, indented one a line, the few other fields, and a profile."""
+    return 8192 + (3 * 48 + PROFILE_BYTES_PER_FEATURE) * num_features
+
+
+def check_profile(report: MomentsReport) -> None:
+    """A profile must describe the reported moments: one entry per feature, never more rows
+    in a feature's bins than it has values, its missing rows the rest of ``num_examples``.
+
+    Raises ``UpdateRejectedError("malformed_profile")``; the whole report is then refused,
+    as for any other malformed part of it. A feature whose moments the hospital's floor held
+    back is not checked (its floor also withholds its small profile cells).
+    """
+    profile = report.profile
+    if profile is None:
+        return
+    if len(profile.features) != len(report.count):
+        raise UpdateRejectedError(
+            "malformed_profile",
+            f"profile has {len(profile.features)} features, the moments {len(report.count)}",
+        )
+    held_back = {s.path for s in report.suppressed}
+    for feature, present in zip(profile.features, report.count, strict=True):
+        if {"moments", f"moments.{feature.name}"} & held_back:
+            continue  # its moments are reported as 0: nothing to hold the profile against
+        shown = [c for c in feature.counts if c is not None]
+        complete = len(shown) == len(feature.counts)
+        if sum(shown) > present or (complete and sum(shown) != present):
+            raise UpdateRejectedError(
+                "malformed_profile",
+                f"feature {feature.name!r}: bins hold {sum(shown)} rows, the moments {present:g}",
+            )
+        if feature.missing is not None and feature.missing + present != report.num_examples:
+            raise UpdateRejectedError(
+                "malformed_profile",
+                f"feature {feature.name!r}: {feature.missing} missing and {present:g} present "
+                f"rows are not num_examples {report.num_examples}",
+            )
 
 
 def _check_size(num_bytes: int, num_features: int) -> None:
@@ -105,6 +145,7 @@ def check_moments(
         floor = np.where(count > 0, total * total / np.maximum(count, 1.0), 0.0)
     if (total_sq < floor * (1 - _CAUCHY_SCHWARZ_SLACK) - 1e-9).any():
         raise UpdateRejectedError("out_of_range", "a sum of squares is below sum^2 / count")
+    check_profile(report)
     return report, FeatureMoments(count, total, total_sq)
 
 
