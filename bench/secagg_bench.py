@@ -150,7 +150,7 @@ def measure_steps(model: Callable[[], nn.Module], repeats: int) -> dict[str, lis
             first, keys[first], roster
         ),
         "hospital: mask update": lambda: masked_weights(
-            built[first][1], setup, global_w, trained, 100
+            built[first][1], setup, global_w, trained, 100, _config(True).evaluation.histogram_bins
         ),
         "hospital: unmask answer": lambda: build_answer(request, setup, roster, first, keys[first]),
         f"aggregator: reconstruct {len(survivors)} seeds": reconstruct,

@@ -18,6 +18,7 @@ from typing import Protocol
 
 import structlog
 
+from fl_client.disclosure import finish_answer, refuse_below_floor
 from fl_client.local_round import begin_local_round
 from fl_client.moments import publish_moments
 from fl_client.personalize import personalised_evaluation
@@ -31,6 +32,7 @@ from fl_core.admission import update_metadata
 from fl_core.config import FederationConfig
 from fl_core.control_variates import split_controls
 from fl_core.data.base import SiteData
+from fl_core.disclosure import DisclosureFloor
 from fl_core.errors import AccessDeniedError, ExchangeError, ObjectExistsError
 from fl_core.exchange.manifests import GlobalManifest, UpdateManifest
 from fl_core.exchange.protocol import Exchange
@@ -50,6 +52,8 @@ class Hospital:
     """The hospital's own local state folder (kept across restarts); None: memory only."""
     secagg_key: bytes | None = field(default=None, repr=False)
     """Raw long-term X25519 private key for secure aggregation (its public half is registered)."""
+    disclosure_floor: DisclosureFloor | None = None
+    """The site policy's floor on what leaves in the clear (``fl_client.disclosure``)."""
     control_variate: ControlVariate = field(init=False, repr=False)
     privacy: HospitalPrivacy | None = field(default=None, init=False, repr=False)  # DP-SGD
 
@@ -119,6 +123,8 @@ def answer_round(
     outgoing: Weights | None = None
     local = None
     declined = refuse_over_budget(hospital.privacy, update) if manifest.task == "train" else None
+    if declined is None and manifest.task == "train":
+        declined = refuse_below_floor(update, hospital.data, hospital.disclosure_floor)
     if declined is not None:  # this round would exceed the hospital's privacy budget
         update = declined
     elif manifest.task == "train" and hospital.data.train.num_examples == 0:
@@ -140,8 +146,6 @@ def answer_round(
         with private_training(trainer, hospital.privacy, manifest.round_index):
             trained = trainer.train(hospital.data, manifest.round_index, seed)
         outgoing = local.outgoing(trainer.get_weights(), trained)
-        if mask is not None:  # secure aggregation: y_u replaces the weights
-            outgoing = mask(outgoing, trained.num_examples)
         update = update.model_copy(
             update={
                 "task": "train",
@@ -151,6 +155,9 @@ def answer_round(
         )
     if hospital.privacy is not None:
         update = update.model_copy(update={"privacy": hospital.privacy.spent()})
+    # the disclosure floor; under secure aggregation y_u replaces the weights
+    floor = hospital.disclosure_floor
+    update, outgoing = finish_answer(update, outgoing, hospital.data, floor, mask)
     # a training answer is one object: the tensors, with the finished manifest inside
     weights = None if outgoing is None else encode_weights(outgoing, update_metadata(update))
     try:

@@ -29,10 +29,12 @@ from pydantic import BaseModel
 
 from fl_core.config import FederationConfig
 from fl_core.errors import AccessDeniedError, ExchangeError, FedsiloError, ObjectExistsError
-from fl_core.exchange.manifests import GlobalManifest
+from fl_core.exchange.histograms import class_histogram
+from fl_core.exchange.manifests import EvaluationReport, GlobalManifest
 from fl_core.exchange.protocol import Exchange
 from fl_core.secagg import masking, shamir, transport
 from fl_core.secagg.field import FieldParams, fractional_bits_for, quantise
+from fl_core.secagg.masked_evaluation import EVALUATION_TENSOR, encode_evaluation
 from fl_core.secagg.messages import (
     EncryptedShares,
     SecAggAdvert,
@@ -208,8 +210,12 @@ def masked_weights(
     global_weights: Weights,
     trained_weights: Weights,
     num_examples: int,
+    num_bins: int,
+    evaluation: EvaluationReport | None = None,
 ) -> Weights:
-    """``y_u`` as uint64 tensors named and shaped like the global model."""
+    """``y_u`` as uint64 tensors named and shaped like the global model, plus the evaluation
+    segment (``fl_core.secagg.masked_evaluation``): ``evaluation`` is the report the disclosure
+    floor kept out of the clear, None when the hospital adds no evaluation to the sum."""
     roster = own.roster
     if num_examples > roster.max_weight:
         raise SecAggRefusedError(
@@ -236,11 +242,18 @@ def masked_weights(
     self_seed = masking.self_mask_seed(
         own.self_seed, roster.federation_id, roster.round_index, own.site_id
     )
-    masked = masking.mask_update(
-        quantise(delta, num_examples, params), own.site_id, self_seed, pair_seeds, params
+    parts = masking.unflatten(quantise(delta, num_examples, params), specs_of(global_weights))
+    parts[EVALUATION_TENSOR] = encode_evaluation(
+        None if evaluation is None else class_histogram(evaluation.histogram),
+        0.0 if evaluation is None else evaluation.loss_sum,
+        num_bins,
+        params,
+        len(roster.sites),
     )
-    specs = specs_of(global_weights)
-    return masking.unflatten(masked, specs)
+    masked = masking.mask_update(
+        masking.flatten_u64(parts), own.site_id, self_seed, pair_seeds, params
+    )
+    return masking.unflatten(masked, specs_of(parts))
 
 
 def build_answer(
@@ -297,7 +310,8 @@ class SecAggHospital(Protocol):
     secagg_key: bytes | None
 
 
-Mask = Callable[[Weights, int], Weights]
+Mask = Callable[[Weights, int, EvaluationReport | None], Weights]
+"""Masks a trained model of ``num_examples`` rows, with the evaluation to add to the sum."""
 H = TypeVar("H", bound=SecAggHospital)
 
 
@@ -392,6 +406,7 @@ def serve_secagg_round(
     if setup is None:
         return
     global_weights = decode_weights(exchange.read_global_weights(manifest))
+    num_bins = config.evaluation.histogram_bins
     for hospital in hosted:  # 2. train and send the masked update
         held = own.get(hospital.site_id)
         if held is None or hospital.site_id not in setup.participants:
@@ -404,8 +419,15 @@ def serve_secagg_round(
             )
             continue
 
-        def mask(trained: Weights, num_examples: int, s: RoundSecrets = held) -> Weights:
-            return masked_weights(s, setup, global_weights, trained, num_examples)
+        def mask(
+            trained: Weights,
+            num_examples: int,
+            evaluation: EvaluationReport | None,
+            s: RoundSecrets = held,
+        ) -> Weights:
+            return masked_weights(
+                s, setup, global_weights, trained, num_examples, num_bins, evaluation
+            )
 
         answer_round(hospital, mask)
     request = _wait_for(exchange, r, "unmask", SecAggUnmaskRequest, timeout_s, poll)

@@ -12,6 +12,7 @@ Pure rules on counts only: the walk over a hospital's answer is ``fl_client.disc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -89,3 +90,12 @@ def check_floor(
         return None
     rule = below_floor(floor, stays, events)
     return None if rule is None else suppression(path, rule, floor)
+
+
+def withheld_evaluation_rule(suppressed: Sequence[Suppression]) -> FloorRule | None:
+    """The rule under which an answer says it withheld its whole evaluation, if it does
+    (an evaluation moved into the masked sum was not withheld: it counts)."""
+    return next(
+        (s.rule for s in suppressed if s.path == "evaluation" and s.disclosed_as == "withheld"),
+        None,
+    )

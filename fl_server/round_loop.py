@@ -27,6 +27,7 @@ from fl_core.admission import (
 )
 from fl_core.calibration import calibration_from_histogram
 from fl_core.config import FederationConfig
+from fl_core.disclosure import FloorRule, withheld_evaluation_rule
 from fl_core.errors import (
     ConfigError,
     ExchangeError,
@@ -56,6 +57,7 @@ from fl_core.exchange.manifests import (
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.registry import activate_verified_sites
 from fl_core.metrics import ClassHistogram, auprc_from_histogram, auroc_from_histogram
+from fl_core.secagg.masked_evaluation import MaskedEvaluationSum
 from fl_core.serialization import (
     decode_weights,
     encode_weights,
@@ -72,6 +74,7 @@ from fl_server.lookahead import checked_ahead, workers_for
 from fl_server.privacy_round import declined_decision, round_privacy
 from fl_server.secagg_server import SecAggServer
 from fl_server.weight_bounds import check_registered_claim, read_registered_examples, weight_cap
+from fl_server.withheld import withheld_counts
 
 log = structlog.get_logger("fedsilo.server")
 
@@ -98,10 +101,13 @@ class RoundEvents:
 
 
 def summarise_evaluations(
-    reports: Sequence[EvaluationReport], num_bins: int
+    reports: Sequence[EvaluationReport],
+    num_bins: int,
+    masked: MaskedEvaluationSum | None = None,
 ) -> RoundMetrics | None:
-    """Pooled metrics of one global model from the hospitals' histograms."""
-    if not reports:
+    """Pooled metrics of one global model from the hospitals' histograms, and from the sum
+    of those that went only into the secure aggregation sum (``masked``)."""
+    if not reports and masked is None:
         return None
     model = ClassHistogram.empty(num_bins)
     references: dict[str, ClassHistogram] = {}
@@ -114,10 +120,15 @@ def summarise_evaluations(
         for name, hist in report.reference.items():
             found = references.get(name, ClassHistogram.empty(num_bins))
             references[name] = found + class_histogram(hist)
+    if masked is not None:
+        model = model + masked.histogram
+        loss_sum += masked.loss_sum
+        count += masked.num_examples
     reference_calibration = {name: calibration_figures(h) for name, h in sorted(references.items())}
     return RoundMetrics(
         num_examples=count,
-        num_sites=len(reports),
+        num_sites=len(reports) + (masked.num_sites if masked else 0),
+        masked_sites=masked.num_sites if masked else 0,
         auroc=auroc_from_histogram(model),
         auprc=auprc_from_histogram(model),
         loss=loss_sum / count if count else None,
@@ -173,6 +184,8 @@ class _Round:
     evaluations: dict[SiteId, EvaluationReport] = field(default_factory=dict)
     train_losses: dict[SiteId, tuple[float, int]] = field(default_factory=dict)
     epsilons: dict[SiteId, float] = field(default_factory=dict)  # DP-SGD spent per hospital
+    withheld: dict[SiteId, FloorRule] = field(default_factory=dict)
+    """Sites whose evaluation their disclosure floor withheld, and the rule."""
     check_workers: int = 0
     """Threads checking answers ahead (``lookahead.workers_for``): 0 for small updates."""
     registered: dict[SiteId, int] = field(default_factory=dict)
@@ -535,6 +548,8 @@ class RoundLoop:
             current.train_losses[update.site_id] = (update.train_loss, update.num_examples)
         if update.privacy is not None:
             current.epsilons[update.site_id] = update.privacy.epsilon
+        if update.evaluation is None and (rule := withheld_evaluation_rule(update.suppressed)):
+            current.withheld[update.site_id] = rule
 
     def _admit(
         self, current: _Round, site_id: SiteId, checked: Callable[[], _CheckedAnswer]
@@ -758,7 +773,11 @@ class RoundLoop:
                         if d.status != "rejected" and d.site_id in current.evaluations
                     ],
                     self.config.evaluation.histogram_bins,
+                    self.secagg.masked_evaluation()
+                    if self.secagg is not None and manifest.task == "train"
+                    else None,
                 ),
+                withheld_evaluations=withheld_counts(current.withheld, state.decisions),
                 train_loss=sum(loss * n for loss, n in losses) / total if total else None,
                 started_unix=state.started_unix,
                 closed_unix=self.clock(),

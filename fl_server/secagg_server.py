@@ -45,6 +45,12 @@ from fl_core.exchange.manifests import Decision, FederationState, GlobalManifest
 from fl_core.exchange.protocol import Exchange
 from fl_core.secagg import masking, shamir, transport
 from fl_core.secagg.field import U64, FieldParams, dequantise, fractional_bits_for
+from fl_core.secagg.masked_evaluation import (
+    EVALUATION_TENSOR,
+    MaskedEvaluationSum,
+    decode_evaluation,
+    segment_spec,
+)
 from fl_core.secagg.messages import (
     RosterEntry,
     SecAggAdvert,
@@ -109,10 +115,18 @@ class UnmaskMaterial:
 
 
 class SecAggAggregator(ServerAggregator):
-    """Sums masked updates mod 2**b; ``finish`` unmasks the sum and applies ``inner``."""
+    """Sums masked updates mod 2**b; ``finish`` unmasks the sum and applies ``inner``.
 
-    def __init__(self, inner: ServerAggregator) -> None:
+    Each masked update also carries the evaluation segment (``masked_evaluation``): the sum
+    splits into the weights part, which ``finish`` aggregates, and the evaluation part, which
+    ``masked_evaluation`` reads for the round's pooled metrics.
+    """
+
+    def __init__(self, inner: ServerAggregator, num_bins: int) -> None:
         self.inner = inner
+        self.num_bins = num_bins
+        self._specs: dict[str, TensorSpec] = {}
+        self._unmasked: Weights | None = None
         self.params: FieldParams | None = None
         self._round = 0
         self._global: Weights = {}
@@ -129,9 +143,14 @@ class SecAggAggregator(ServerAggregator):
     def begin_round(self, round_index: int, global_weights: Weights) -> None:
         self._round = round_index
         self._global = global_weights
-        self._total = np.zeros(masking.flat_size(specs_of(global_weights)), np.uint64)
+        self._specs = {
+            **{name: TensorSpec("uint64", s.shape) for name, s in specs_of(global_weights).items()},
+            EVALUATION_TENSOR: segment_spec(self.num_bins),
+        }
+        self._total = np.zeros(masking.flat_size(self._specs), np.uint64)
         self._summed = {}
         self._material = None
+        self._unmasked = None
 
     def add(self, weights: Weights, num_examples: int) -> None:
         raise AggregationError("secure aggregation adds updates through add_admitted only")
@@ -163,17 +182,41 @@ class SecAggAggregator(ServerAggregator):
             )
         self.params = params
         self._material = material
+        self._unmasked = None
+
+    def _unmasked_parts(self) -> tuple[Weights, FieldParams, UnmaskMaterial]:
+        """The survivors' summed segments by tensor name, masks removed (once a round)."""
+        if self._material is None or self.params is None or self._total is None:
+            raise AggregationError("finish() before the secure aggregation unmask step")
+        if self._unmasked is None:
+            total = masking.remove_masks(
+                self._total, self._material.self_seeds, self._material.dropped_pairs, self.params
+            )
+            self._unmasked = masking.unflatten(total, self._specs)
+        return self._unmasked, self.params, self._material
+
+    def masked_evaluation(self) -> MaskedEvaluationSum | None:
+        """The evaluations the survivors added to the sum (None: none, or an impossible sum,
+        which is logged: a hostile segment spoils the pooled evaluation, never the round)."""
+        parts, params, material = self._unmasked_parts()
+        segment = np.asarray(parts[EVALUATION_TENSOR], dtype=np.uint64)
+        found = decode_evaluation(segment, self.num_bins, params, len(material.survivors))
+        if found is None and int(segment[2 * self.num_bins]) != 0:
+            log.warning(
+                "masked_evaluation_ignored",
+                round_index=self._round,
+                detail="the summed evaluation segments are impossible for the round's "
+                "survivors (a hospital sent a malformed segment); the round's metrics leave "
+                "them out",
+            )
+        return found
 
     def weighted_mean(self) -> Weights:
         """Global model plus the survivors' weighted mean delta (what the sum reveals)."""
-        if self._material is None or self.params is None or self._total is None:
-            raise AggregationError("finish() before the secure aggregation unmask step")
-        material = self._material
-        total = masking.remove_masks(
-            self._total, material.self_seeds, material.dropped_pairs, self.params
-        )
+        parts, params, material = self._unmasked_parts()
+        model = {name: part for name, part in parts.items() if name != EVALUATION_TENSOR}
         weight = sum(material.survivors.values())
-        mean_delta = dequantise(total, self.params) / float(weight)
+        mean_delta = dequantise(masking.flatten_u64(model), params) / float(weight)
         specs = {n: TensorSpec("float64", s.shape) for n, s in specs_of(self._global).items()}
         return masking.unflatten(masking.flatten(self._global) + mean_delta, specs)
 
@@ -221,8 +264,12 @@ class SecAggServer:
         self._last_save = 0.0
 
     def wrap(self, aggregator: ServerAggregator) -> SecAggAggregator:
-        self.aggregator = SecAggAggregator(aggregator)
+        self.aggregator = SecAggAggregator(aggregator, self.config.evaluation.histogram_bins)
         return self.aggregator
+
+    def masked_evaluation(self) -> MaskedEvaluationSum | None:
+        """The evaluations this training round's survivors added to the masked sum."""
+        return None if self.aggregator is None else self.aggregator.masked_evaluation()
 
     # -- helpers --
 
@@ -376,6 +423,7 @@ class SecAggServer:
         specs = {
             name: TensorSpec("uint64", spec.shape) for name, spec in context.tensor_specs.items()
         }
+        specs[EVALUATION_TENSOR] = segment_spec(self.config.evaluation.histogram_bins)
         return dataclasses.replace(
             context,
             tensor_specs=specs,

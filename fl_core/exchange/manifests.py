@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from fl_core.data.profile import SiteProfile
-from fl_core.disclosure import MAX_SUPPRESSIONS, Suppression
+from fl_core.disclosure import MAX_SUPPRESSIONS, FloorRule, Suppression
 from fl_core.study import Study
 
 Task = Literal["train", "evaluate"]
@@ -258,6 +258,12 @@ class RoundMetrics(_Document):
     reference_auroc: dict[str, float | None] = Field(default_factory=dict)
     calibration: CalibrationFigures | None = None
     reference_calibration: dict[str, CalibrationFigures] = Field(default_factory=dict)
+    masked_sites: int = Field(
+        default=0,
+        ge=0,
+        description="hospitals (of num_sites) whose evaluation, below their disclosure floor, "
+        "counted only inside the secure aggregation sum",
+    )
 
 
 class RoundPrivacy(_Document):
@@ -299,6 +305,11 @@ class RoundResult(_Document):
         default_factory=dict,
         description="accepted sites whose FedAvg weight round.max_weight_share capped: the "
         "weight used instead of num_examples",
+    )
+    withheld_evaluations: dict[FloorRule, int] = Field(
+        default_factory=dict,
+        description="answering hospitals whose evaluation their disclosure floor withheld "
+        "(not in the metrics), by the floor's rule",
     )
 
 
