@@ -1,69 +1,111 @@
-"""``fedsilo report RUN``: one self-contained HTML page (and PNGs) of what a run did.
+"""``fedsilo report RUN``: one self-contained HTML page of what a run did, for a clinical lead.
 
-The page is built only from what the run folder holds: ``metrics.jsonl`` and the exchange
-documents (results with their decisions, the hospitals' update manifests with their test-split
-histograms). Figures are matplotlib PNGs embedded as base64, the page loads nothing from the
-network (its Content-Security-Policy forbids it), and what a run did not produce is said to be
-"not available in this run" rather than drawn.
+The page is built only from what the run folder holds: ``config.json``, ``metrics.jsonl`` and
+the exchange documents (results with their decisions, the hospitals' update manifests with
+their test-split histograms). Figures are interactive plotly charts whose JavaScript is inlined
+once; the page loads nothing from the network (its Content-Security-Policy forbids it).
+
+The page is a list of sections, ``SECTION_BUILDERS``: each takes the run's data and returns its
+HTML, or "" when the run has nothing for it, so that no section is ever empty. A module that
+adds a section appends its builder to that list with one line below it.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
-from matplotlib.figure import Figure
+from plotly.offline import get_plotlyjs
+from pydantic import BaseModel, ConfigDict
 
-from fedsilo.ops.calibration_view import calibration_html
+from fedsilo.ops.calibration_view import calibration_cells, calibration_html
 from fedsilo.ops.personalization_report import (
     PersonalizationSummary,
     personalization_summary,
     summary_html,
 )
-from fedsilo.ops.privacy_report import privacy_html
-from fedsilo.ops.status import read_update_manifest, site_auroc
+from fedsilo.ops.privacy_report import epsilon_table, privacy_html
+from fedsilo.ops.report_figures import (
+    ReportFigure,
+    calibration_figure,
+    funnel_figure,
+    metrics_figure,
+    rejections_figure,
+)
+from fedsilo.ops.report_stats import (
+    MIN_CLASS_STAYS,
+    CalibrationGroup,
+    SiteFigures,
+    calibration_groups,
+    site_figures,
+)
+from fedsilo.ops.report_summary import summary_rows
+from fedsilo.ops.status import read_update_manifest
 from fl_core.config import FederationConfig
 from fl_core.errors import ConfigError
 from fl_core.exchange.histograms import class_histogram
 from fl_core.exchange.manifests import RoundResult
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
-from fl_core.metrics import ClassHistogram, bin_centers
+from fl_core.metrics import ClassHistogram
 from fl_core.types import SiteId
 
 CALIBRATION_GROUPS = 10
-NOT_AVAILABLE = "not available in this run"
 
 
 @dataclass(frozen=True)
 class RunData:
-    """What the report draws, read from a run folder."""
+    """What the report draws, read from a run folder (or built by a test from histograms)."""
 
-    run_dir: Path
-    federation_id: str
+    run_name: str
+    config: FederationConfig
     rows: list[dict[str, Any]]
     results: list[RoundResult]
     evaluation_round: int | None
-    site_aurocs: dict[SiteId, float | None]  # None: one class in the site's test split
-    positives: npt.NDArray[np.int64]
-    negatives: npt.NDArray[np.int64]
+    site_histograms: dict[SiteId, ClassHistogram]
+    """Each hospital's test histogram under the final global model."""
     personalization: PersonalizationSummary | None = None
 
+    @cached_property
+    def sites(self) -> list[SiteFigures]:
+        """Per-hospital figures, largest test split first."""
+        found = [site_figures(s, h) for s, h in self.site_histograms.items()]
+        return sorted(found, key=lambda s: (-s.stays, s.site_id))
 
-@dataclass
-class ReportFigure:
-    name: str
-    title: str
-    caption: str
-    points: int  # data points drawn; the HTML carries it so a test can check every plot
-    png: bytes = field(repr=False)
+    @cached_property
+    def pooled(self) -> ClassHistogram:
+        histograms = list(self.site_histograms.values())
+        if not histograms:
+            return ClassHistogram.empty(0)
+        positives = np.sum([h.positives for h in histograms], axis=0)
+        negatives = np.sum([h.negatives for h in histograms], axis=0)
+        return ClassHistogram(positives.astype(np.int64), negatives.astype(np.int64))
+
+    @cached_property
+    def calibration(self) -> list[CalibrationGroup]:
+        return calibration_groups(self.pooled.positives, self.pooled.negatives, CALIBRATION_GROUPS)
+
+
+class ReportOutcome(BaseModel):
+    """What ``fedsilo report --json`` prints about the page it wrote."""
+
+    model_config = ConfigDict(frozen=True)
+
+    report: str
+    figures: list[str]
+    hospitals: int
+    hospitals_with_auroc: int
+    test_stays: int
+    test_deaths: int
+    final_auroc: float | None
+    evaluation_round: int | None
 
 
 def _read_rows(run_dir: Path) -> list[dict[str, Any]]:
@@ -73,12 +115,16 @@ def _read_rows(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def open_run_exchange(run_dir: Path, endpoint_url: str | None = None) -> Exchange:
-    """The exchange a run folder used: its config's URI, else its ``exchange/`` folder."""
+def _read_config(run_dir: Path) -> FederationConfig:
     config_path = run_dir / "config.json"
     if not config_path.is_file():
         raise ConfigError(f"{config_path} not found; RUN must be a run folder written by simulate")
-    config = FederationConfig.model_validate_json(config_path.read_text())
+    return FederationConfig.model_validate_json(config_path.read_text())
+
+
+def open_run_exchange(run_dir: Path, endpoint_url: str | None = None) -> Exchange:
+    """The exchange a run folder used: its config's URI, else its ``exchange/`` folder."""
+    config = _read_config(run_dir)
     uri = config.exchange.uri or (run_dir / "exchange").resolve().as_uri()
     store = open_store(uri, endpoint_url=endpoint_url or config.exchange.endpoint_url)
     return Exchange(store, config.federation_id)
@@ -86,6 +132,7 @@ def open_run_exchange(run_dir: Path, endpoint_url: str | None = None) -> Exchang
 
 def load_run(run_dir: Path, endpoint_url: str | None = None) -> RunData:
     rows = _read_rows(run_dir)
+    config = _read_config(run_dir)
     exchange = open_run_exchange(run_dir, endpoint_url)
     results = []
     round_index = 1
@@ -95,232 +142,32 @@ def load_run(run_dir: Path, endpoint_url: str | None = None) -> RunData:
     evaluated = [r for r in results if r.evaluation is not None and r.accepted]
     final = next((r for r in reversed(evaluated) if r.task == "evaluate"), None)
     final = final or (evaluated[-1] if evaluated else None)
-    site_aurocs: dict[SiteId, float | None] = {}
-    pooled = ClassHistogram.empty(0)  # stays empty without an evaluated round
+    histograms: dict[SiteId, ClassHistogram] = {}
     if final is not None:
         for decision in final.accepted:
             manifest = read_update_manifest(exchange, final.round_index, decision.site_id)
             if manifest is None or manifest.evaluation is None:
                 continue
-            histogram = class_histogram(manifest.evaluation.histogram)
-            pooled = histogram if pooled.positives.size == 0 else pooled + histogram
-            site_aurocs[decision.site_id] = site_auroc(manifest)
+            histograms[decision.site_id] = class_histogram(manifest.evaluation.histogram)
+    bins = {h.positives.size for h in histograms.values()}
+    if len(bins) > 1:  # the aggregator admits one bin count per round; never mix two
+        common = max(bins, key=lambda n: sum(h.positives.size == n for h in histograms.values()))
+        histograms = {s: h for s, h in histograms.items() if h.positives.size == common}
     return RunData(
-        run_dir=run_dir,
-        federation_id=exchange.federation_id,
+        run_name=run_dir.name,
+        config=config,
         rows=rows,
         results=results,
         evaluation_round=final.round_index if final else None,
-        site_aurocs=dict(sorted(site_aurocs.items())),
-        positives=pooled.positives,
-        negatives=pooled.negatives,
-        personalization=personalization_summary(exchange, final.round_index, site_aurocs)
+        site_histograms=dict(sorted(histograms.items())),
+        personalization=personalization_summary(exchange, final.round_index, histograms)
         if final is not None
         else None,
     )
 
 
-def calibration_points(
-    positives: npt.NDArray[np.int64], negatives: npt.NDArray[np.int64], groups: int
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int64]]:
-    """(mean predicted risk, observed positive fraction, stays) per group of adjacent bins.
-
-    Adjacent risk bins are merged into about ``groups`` groups of equal size (by stays), so
-    that each point rests on enough stays; the predicted risk of a bin is its centre.
-    """
-    counts = positives + negatives
-    total = int(counts.sum())
-    if total == 0:
-        empty = np.zeros(0)
-        return empty, empty, np.zeros(0, np.int64)
-    centers = bin_centers(counts.size)
-    group_of_bin = np.minimum((np.cumsum(counts) - counts) * groups // total, groups - 1)
-    predicted, observed, sizes = [], [], []
-    for group in range(groups):
-        members = (group_of_bin == group) & (counts > 0)
-        size = int(counts[members].sum())
-        if size == 0:
-            continue
-        predicted.append(float((centers[members] * counts[members]).sum() / size))
-        observed.append(float(positives[members].sum() / size))
-        sizes.append(size)
-    return np.asarray(predicted), np.asarray(observed), np.asarray(sizes, np.int64)
-
-
-def _png(figure: Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return buffer.getvalue()
-
-
-def _metrics_figure(data: RunData) -> ReportFigure:
-    figure = Figure(figsize=(7, 3.6))
-    axes = figure.add_subplot()
-    rounds = [row["round"] for row in data.rows]
-    points = 0
-    for key, label, style in (("auroc", "AUROC", "o-"), ("auprc", "AUPRC", "s-")):
-        pairs = [(r["round"], r[key]) for r in data.rows if r.get(key) is not None]
-        if pairs:
-            axes.plot(*zip(*pairs, strict=True), style, label=label)
-            points += len(pairs)
-    references: dict[str, list[tuple[int, float]]] = {}
-    for row in data.rows:
-        for name, value in (row.get("reference_auroc") or {}).items():
-            if value is not None:
-                references.setdefault(name, []).append((row["round"], value))
-    for name, pairs in sorted(references.items()):
-        axes.plot(*zip(*pairs, strict=True), ":", label=f"{name} score AUROC (reference)")
-    axes.set_xlabel("round")
-    axes.set_ylabel("pooled test metric")
-    axes.set_xticks(rounds)
-    axes.set_ylim(0, 1)
-    axes.grid(alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
-    last = data.rows[-1] if data.rows else {}
-    caption = (
-        "Global model after each round, scored on the hospitals' pooled test splits from "
-        "their summed risk histograms (no per-patient prediction leaves a hospital)."
-    )
-    if last.get("auroc") is not None:
-        caption += f" Last round: AUROC {last['auroc']:.3f}, AUPRC {last['auprc']:.3f}."
-    return ReportFigure("metrics", "AUROC and AUPRC per round", caption, points, _png(figure))
-
-
-def _sites_figure(data: RunData) -> ReportFigure:
-    defined = {s: v for s, v in data.site_aurocs.items() if v is not None}
-    undefined = sorted(s for s, v in data.site_aurocs.items() if v is None)
-    figure = Figure(figsize=(7, max(2.4, 0.28 * len(data.site_aurocs) + 1)))
-    axes = figure.add_subplot()
-    ordered = sorted(defined.items(), key=lambda item: item[1])
-    if ordered:
-        names = [s for s, _ in ordered]
-        values = [v for _, v in ordered]
-        colors = ["tab:red" if i == 0 else "tab:blue" for i in range(len(values))]
-        axes.barh(names, values, color=colors, label="global model")
-        pooled = data.rows[-1].get("auroc") if data.rows else None
-        if pooled is not None:
-            axes.axvline(pooled, color="black", linestyle="--", label=f"pooled {pooled:.3f}")
-        axes.legend(loc="lower right", fontsize=8)
-    axes.set_xlim(0, 1)
-    axes.set_xlabel("AUROC on the hospital's own test split")
-    axes.tick_params(axis="y", labelsize=7)
-    round_text = f"round {data.evaluation_round}" if data.evaluation_round else "no round"
-    if ordered:
-        values_array = np.asarray([v for _, v in ordered])
-        q1, q3 = np.percentile(values_array, [25, 75])
-        spread = float(values_array.max() - values_array.min())
-        caption = (
-            f"Global model of the final evaluation ({round_text}) on each hospital's test "
-            f"split. Worst hospital: {ordered[0][0]} ({ordered[0][1]:.3f}); best "
-            f"{ordered[-1][0]} ({ordered[-1][1]:.3f}); spread {spread:.3f} "
-            f"(interquartile range {q3 - q1:.3f})."
-        )
-    else:
-        caption = f"No hospital reported a test histogram with both classes ({round_text})."
-    if undefined:
-        caption += f" AUROC undefined (one class in the test split): {', '.join(undefined)}."
-    caption += (
-        f" Local-only and fine-tuned models per hospital: {NOT_AVAILABLE} (the run trains "
-        "only the federated model)."
-    )
-    return ReportFigure(
-        "hospitals", "Per-hospital AUROC of the global model", caption, len(ordered), _png(figure)
-    )
-
-
-def _calibration_figure(data: RunData) -> ReportFigure:
-    predicted, observed, sizes = calibration_points(
-        data.positives, data.negatives, CALIBRATION_GROUPS
-    )
-    figure = Figure(figsize=(4.8, 4.4))
-    axes = figure.add_subplot()
-    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", label="perfect calibration")
-    if predicted.size:
-        axes.plot(predicted, observed, "o-", label="global model")
-        top = float(max(predicted.max(), observed.max(), 0.05)) * 1.1
-        axes.set_xlim(0, min(top, 1.0))
-        axes.set_ylim(0, min(top, 1.0))
-    axes.set_xlabel("predicted risk (mean in group)")
-    axes.set_ylabel("observed fraction positive")
-    axes.grid(alpha=0.3)
-    axes.legend(loc="upper left", fontsize=8)
-    total = int(sizes.sum())
-    caption = (
-        f"Calibration of the final global model from the summed test histograms: {total} stays "
-        f"in {predicted.size} groups of adjacent risk bins of about equal size."
-    )
-    return ReportFigure(
-        "calibration", "Calibration curve", caption, int(predicted.size), _png(figure)
-    )
-
-
-def _rejections_figure(data: RunData) -> ReportFigure:
-    figure = Figure(figsize=(7, 3.0))
-    axes = figure.add_subplot()
-    rounds = [r.round_index for r in data.results]
-    reasons = sorted({d.reason or "unspecified" for r in data.results for d in r.rejected})
-    bottom = np.zeros(len(rounds))
-    for reason in reasons:
-        counts = np.asarray(
-            [sum((d.reason or "unspecified") == reason for d in r.rejected) for r in data.results],
-            float,
-        )
-        axes.bar(rounds, counts, bottom=bottom, label=reason)
-        bottom += counts
-    if not reasons:
-        axes.bar(rounds, bottom, label="rejected (none)")
-    accepted = [len(r.accepted) for r in data.results]
-    axes.plot(rounds, accepted, "ko", label="accepted")
-    axes.set_ylim(0, max([*accepted, *bottom.tolist(), 1]) + 1)
-    axes.set_xticks(rounds)
-    axes.set_xlabel("round (the last one evaluates the final model)")
-    axes.set_ylabel("updates")
-    axes.legend(loc="upper left", fontsize=8)
-    total = int(bottom.sum())
-    caption = (
-        f"{total} update(s) rejected over {len(rounds)} rounds"
-        + (f"; reasons: {', '.join(reasons)}." if reasons else ".")
-        + " A rejected update never touches the aggregate; the table below gives each one."
-    )
-    return ReportFigure(
-        "rejections", "Rejected updates per round", caption, len(rounds), _png(figure)
-    )
-
-
-def build_figures(data: RunData) -> list[ReportFigure]:
-    return [
-        _metrics_figure(data),
-        _sites_figure(data),
-        _calibration_figure(data),
-        _rejections_figure(data),
-    ]
-
-
-_STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 980px; color: #222; }
-h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.8em; }
-figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
-figcaption { font-size: 0.9em; color: #444; margin-top: 0.4em; }
-table { border-collapse: collapse; font-size: 0.9em; }
-td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
-th { background: #f3f3f3; } td.text { text-align: left; }
-.na { color: #8a5a00; font-style: italic; }
-"""
-
-# Checks that every embedded figure decoded; a broken one is a console error the test sees.
-_SCRIPT = """
-window.addEventListener("load", function () {
-  var ok = 0;
-  document.querySelectorAll("figure img").forEach(function (img) {
-    if (img.complete && img.naturalWidth > 0) { ok += 1; }
-    else { console.error("figure did not load: " + img.alt); }
-  });
-  document.body.setAttribute("data-figures-loaded", String(ok));
-});
-"""
-
-
 def _table(headers: list[str], rows: list[list[str]], text_columns: set[int]) -> str:
+    """An HTML table, every cell escaped; ``text_columns`` align left."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join(
         "<tr>"
@@ -340,81 +187,238 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def render_html(data: RunData, figures: list[ReportFigure]) -> str:
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-        "img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">",
-        f"<title>fedsilo report: {html.escape(data.run_dir.name)}</title>",
-        f"<style>{_STYLE}</style></head><body>",
-        f"<h1>fedsilo run {html.escape(data.run_dir.name)}</h1>",
-        f"<p>Federation <b>{html.escape(data.federation_id)}</b>: {len(data.rows)} training "
-        f"rounds, {len(data.site_aurocs)} hospitals in the final evaluation.</p>",
+def _figure_html(figure: ReportFigure) -> str:
+    plot = figure.figure.to_html(
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=f"plot-{figure.name}",
+        config={"displaylogo": False, "responsive": True},
+    )
+    return (
+        f'<h2>{html.escape(figure.title)}</h2><figure id="fig-{figure.name}" '
+        f'data-points="{figure.points}">{plot}<figcaption>{html.escape(figure.caption)}'
+        "</figcaption></figure>"
+    )
+
+
+SectionBuilder = Callable[[RunData], str]
+
+
+def summary_section(data: RunData) -> str:
+    rows = summary_rows(data.config, data.results, data.sites, data.evaluation_round)
+    body = "".join(
+        f'<tr><th class="text">{html.escape(k)}</th><td class="text">{html.escape(v)}</td></tr>'
+        for k, v in rows
+    )
+    return f'<h2>Cohort and run</h2><table id="summary">{body}</table>'
+
+
+def metrics_section(data: RunData) -> str:
+    keys = [
+        "round",
+        "auroc",
+        "auprc",
+        "loss",
+        "train_loss",
+        "sites_accepted",
+        "sites_rejected",
+        "seconds",
     ]
-    for figure in figures:
-        encoded = base64.b64encode(figure.png).decode()
-        parts.append(
-            f'<h2>{html.escape(figure.title)}</h2><figure id="fig-{figure.name}" '
-            f'data-points="{figure.points}"><img alt="{html.escape(figure.title)}" '
-            f'src="data:image/png;base64,{encoded}"><figcaption>'
-            f"{html.escape(figure.caption)}</figcaption></figure>"
-        )
-        if figure.name == "metrics":
-            parts.append(
-                _table(
-                    ["round", "AUROC", "AUPRC", "loss", "train loss", "accepted", "rejected", "s"],
-                    [
-                        [
-                            _fmt(r.get(k))
-                            for k in (
-                                "round",
-                                "auroc",
-                                "auprc",
-                                "loss",
-                                "train_loss",
-                                "sites_accepted",
-                                "sites_rejected",
-                                "seconds",
-                            )
-                        ]
-                        for r in data.rows
-                    ],
-                    set(),
-                )
-            )
-        if figure.name == "calibration":
-            parts.append(calibration_html(data.rows, _table))
-        if figure.name == "rejections":
-            rejected = [
-                [str(r.round_index), d.site_id, d.reason or "-", d.detail or "-"]
-                for r in data.results
-                for d in r.rejected
+    headers = ["round", "AUROC", "AUPRC", "loss", "train loss", "accepted", "rejected", "s"]
+    table = _table(headers, [[_fmt(r.get(k)) for k in keys] for r in data.rows], set())
+    return _figure_html(metrics_figure(data.rows)) + table
+
+
+def _interval(low: float, high: float, digits: int = 2) -> str:
+    return f"({low:.{digits}f}-{high:.{digits}f})"
+
+
+def hospital_rows(sites: list[SiteFigures]) -> list[list[str]]:
+    """The per-hospital table: stays, deaths, expected, O/E and AUROC with 95% intervals."""
+    rows = []
+    for s in sites:
+        ratio = s.observed_expected
+        rows.append(
+            [
+                s.site_id,
+                str(s.stays),
+                str(s.deaths),
+                f"{s.expected_deaths:.2f}",
+                "-"
+                if ratio is None
+                else f"{ratio.estimate:.2f} {_interval(ratio.low, ratio.high)}",
+                f"{s.auroc.estimate:.3f} {_interval(s.auroc.low, s.auroc.high, 3)}"
+                if s.auroc is not None
+                else s.not_evaluable_reason(),
             ]
-            parts.append(
-                _table(["round", "site", "reason", "detail"], rejected, {1, 2, 3})
-                if rejected
-                else "<p>No update was rejected in this run.</p>"
-            )
-    parts.append(summary_html(data.personalization))
-    parts += [
-        privacy_html(data.results, _table),  # epsilon per hospital per round (privacy_report)
-        f"<script>{_SCRIPT}</script>",
-        "</body></html>",
+        )
+    return rows
+
+
+def hospitals_section(data: RunData) -> str:
+    if not data.sites:
+        return ""
+    evaluable = sum(s.evaluable for s in data.sites)
+    note = (
+        f"{len(data.sites)} hospitals, largest test split first. AUROC is shown with its 95% "
+        f"interval where a hospital's test split holds at least {MIN_CLASS_STAYS} deaths and "
+        f"{MIN_CLASS_STAYS} survivors ({evaluable} of {len(data.sites)} hospitals); elsewhere it "
+        "would be 0 or 1 by chance and is marked not evaluable. Observed/expected deaths "
+        "exists for every hospital with a test stay; its interval is exact (Poisson)."
+    )
+    table = _table(
+        [
+            "hospital",
+            "test stays",
+            "deaths",
+            "expected",
+            "observed/expected (95% CI)",
+            "AUROC (95% CI)",
+        ],
+        hospital_rows(data.sites),
+        {0, 5},
+    )
+    return (
+        _figure_html(funnel_figure(data.sites, data.evaluation_round))
+        + f'<p>{html.escape(note)}</p><div class="scroll" id="hospital-table">{table}</div>'
+    )
+
+
+def calibration_section(data: RunData) -> str:
+    groups = data.calibration
+    if not groups:
+        return ""
+    table = _table(
+        ["group", "mean predicted risk", "observed rate (95% CI)", "stays", "deaths"],
+        [
+            [
+                str(i + 1),
+                f"{g.predicted:.3f}",
+                f"{g.observed.estimate:.3f} {_interval(g.observed.low, g.observed.high, 3)}",
+                str(g.stays),
+                str(g.deaths),
+            ]
+            for i, g in enumerate(groups)
+        ],
+        set(),
+    )
+    figures = calibration_html(data.rows, _table) if calibration_cells(data.rows) else ""
+    return _figure_html(calibration_figure(groups)) + table + figures
+
+
+def rejections_section(data: RunData) -> str:
+    if not data.results:
+        return ""
+    rejected = [
+        [str(r.round_index), d.site_id, d.reason or "-", d.detail or "-"]
+        for r in data.results
+        for d in r.rejected
     ]
-    return "\n".join(parts)
+    table = (
+        _table(["round", "site", "reason", "detail"], rejected, {1, 2, 3})
+        if rejected
+        else "<p>No update was rejected in this run.</p>"
+    )
+    return _figure_html(rejections_figure(data.results)) + table
 
 
-def write_report(
-    run_dir: Path, out: Path, png_dir: Path | None = None, endpoint_url: str | None = None
-) -> list[ReportFigure]:
-    """Write the HTML page (and the figures as PNGs into ``png_dir``); returns the figures."""
-    data = load_run(run_dir, endpoint_url)
-    figures = build_figures(data)
+def personalization_section(data: RunData) -> str:
+    """Global versus fine-tuned AUROC per hospital; only when the run fine-tuned."""
+    return "" if data.personalization is None else summary_html(data.personalization)
+
+
+def privacy_section(data: RunData) -> str:
+    """Epsilon per hospital per round; only when the run spent a privacy budget."""
+    return privacy_html(data.results, _table) if epsilon_table(data.results)[1] else ""
+
+
+SECTION_BUILDERS: list[SectionBuilder] = [
+    summary_section,
+    metrics_section,
+    hospitals_section,
+    calibration_section,
+    rejections_section,
+    personalization_section,
+    privacy_section,
+]
+"""The page's sections in order. Another module adds its own section here, one line each."""
+
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1080px; color: #222;
+  padding: 0 1em; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.2em; margin-top: 1.8em; }
+figure { margin: 1em 0; } figcaption { font-size: 0.9em; color: #444; margin-top: 0.4em; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 0.6em 0; }
+td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; position: sticky; top: 0; } td.text { text-align: left; }
+div.scroll { max-height: 420px; overflow-y: auto; border: 1px solid #ddd; display: inline-block; }
+div.scroll table { margin: 0; }
+.na { color: #8a5a00; font-style: italic; }
+"""
+
+# Counts the charts plotly drew and the tallest one, for the headless-browser test; an error
+# in any script reaches the console, which the test reads.
+_SCRIPT = """
+window.addEventListener("error", function (e) { console.error("page error: " + e.message); });
+window.addEventListener("load", function () {
+  var drawn = 0, tallest = 0;
+  document.querySelectorAll("figure div.js-plotly-plot").forEach(function (plot) {
+    var box = plot.getBoundingClientRect();
+    if (plot.querySelector(".main-svg") && box.height > 0) { drawn += 1; }
+    tallest = Math.max(tallest, box.height);
+  });
+  document.body.setAttribute("data-figures-drawn", String(drawn));
+  document.body.setAttribute("data-tallest-figure-px", String(Math.round(tallest)));
+});
+"""
+
+
+def render_html(data: RunData) -> str:
+    sections = [html_text for build in SECTION_BUILDERS if (html_text := build(data))]
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8">',
+            '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+            "img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">",
+            f"<title>fedsilo report: {html.escape(data.run_name)}</title>",
+            f"<style>{_STYLE}</style>",
+            f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>',
+            f"<h1>fedsilo run {html.escape(data.run_name)}</h1>",
+            *sections,
+            f"<script>{_SCRIPT}</script>",
+            "</body></html>",
+        ]
+    )
+
+
+def figure_names(page: str) -> list[str]:
+    """The figures a rendered page holds, in order."""
+    return re.findall(r'<figure id="fig-(\w+)"', page)
+
+
+def outcome(data: RunData, out: Path, page: str) -> ReportOutcome:
+    last = data.rows[-1] if data.rows else {}
+    return ReportOutcome(
+        report=str(out),
+        figures=figure_names(page),
+        hospitals=len(data.sites),
+        hospitals_with_auroc=sum(s.evaluable for s in data.sites),
+        test_stays=sum(s.stays for s in data.sites),
+        test_deaths=sum(s.deaths for s in data.sites),
+        final_auroc=last.get("auroc"),
+        evaluation_round=data.evaluation_round,
+    )
+
+
+def write_page(data: RunData, out: Path) -> ReportOutcome:
+    page = render_html(data)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_html(data, figures), encoding="utf-8")
-    if png_dir is not None:
-        png_dir.mkdir(parents=True, exist_ok=True)
-        for figure in figures:
-            (png_dir / f"{figure.name}.png").write_bytes(figure.png)
-    return figures
+    out.write_text(page, encoding="utf-8")
+    return outcome(data, out, page)
+
+
+def write_report(run_dir: Path, out: Path, endpoint_url: str | None = None) -> ReportOutcome:
+    """Write the HTML page of a run folder; returns what it holds."""
+    return write_page(load_run(run_dir, endpoint_url), out)
