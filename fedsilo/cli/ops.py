@@ -183,17 +183,23 @@ def report_command(
     out: Annotated[Path, typer.Option("-o", "--out", help="HTML file to write")] = Path(
         "report.html"
     ),
-    png: Annotated[Path | None, typer.Option("--png", help="also write the figures here")] = None,
     endpoint_url: EndpointArg = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print what the page holds as one JSON document")
+    ] = False,
 ) -> None:
-    """One self-contained HTML page of a run's metrics, hospitals, calibration, rejections."""
+    """One self-contained HTML page of a run: cohort, rounds, hospitals, calibration, updates."""
     from fedsilo.engine.run_folder import resolve_run_folder
     from fedsilo.ops.report import write_report
 
     run, note = resolve_run_folder(run, needs="metrics.jsonl")
-    if note:
+    if note and not as_json:
         stdout.print(note, highlight=False, soft_wrap=True)
-    figures = write_report(run, out, png, endpoint_url)
-    stdout.print(f"report: {out} ({len(figures)} figures)", highlight=False)
-    if png is not None:
-        stdout.print(f"figures: {png}", highlight=False)
+    outcome = write_report(run, out, endpoint_url)
+    if as_json:
+        print(outcome.model_dump_json(indent=2))
+        return
+    stdout.print(
+        f"report: {out} ({len(outcome.figures)} figures, {outcome.hospitals} hospitals)",
+        highlight=False,
+    )
