@@ -224,9 +224,8 @@ def disclose_moments(
         return report
     if report.num_examples < floor.min_stays:
         zeros = [0.0] * len(report.count)
-        return _moments(
-            report, 0, zeros, zeros, zeros, [suppression("moments", "min_stays", floor)]
-        )
+        withheld = [suppression("moments", "min_stays", floor)]
+        return _moments(report, 0, zeros, zeros, zeros, withheld, keep_profile=False)
     count, total, total_sq = list(report.count), list(report.total), list(report.total_sq)
     suppressed = []
     for i, measured in enumerate(report.count):
@@ -247,6 +246,7 @@ def _moments(
     total: list[float],
     total_sq: list[float],
     suppressed: list[Suppression],
+    keep_profile: bool = True,
 ) -> MomentsReport:
     fields = report.model_dump()
     fields.update(
@@ -256,6 +256,8 @@ def _moments(
         total_sq=total_sq,
         suppressed=[*report.suppressed, *suppressed],
     )
+    if not keep_profile:  # a split below the floor: its profile's cells are all below it too
+        fields["profile"] = None
     return MomentsReport.model_validate(fields)
 
 

@@ -259,7 +259,7 @@ def serve_sites(
     if not started:
         # the aggregator builds the first model's standardisation from these reports
         for hospital in hospitals:
-            publish_moments(exchange, hospital.data)
+            publish_moments(exchange, hospital.data, hospital.disclosure_floor)
     served = 0
     while True:
         sleep = time.sleep if notifier is None else partial(notifier.wait_published, round_index)

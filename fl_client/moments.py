@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import structlog
 
+from fl_client.disclosure import disclose_moments
 from fl_core.data.base import SiteData
 from fl_core.data.feature_schema import schema_from_names
 from fl_core.data.profile import site_profile
@@ -32,7 +33,7 @@ def moments_report(
     moments = FeatureMoments.of(data.train.x)
     min_stays = PROFILE_MIN_STAYS if floor is None else floor.min_stays
     profile = site_profile(data.train.x, schema_from_names(data.feature_names), min_stays)
-    return MomentsReport(
+    report = MomentsReport(
         federation_id=federation_id,
         site_id=data.site_id,
         num_examples=data.train.num_examples,
@@ -41,6 +42,7 @@ def moments_report(
         total_sq=moments.total_sq.tolist(),
         profile=profile,
     )
+    return disclose_moments(report, data.feature_names, floor)
 
 
 def publish_moments(

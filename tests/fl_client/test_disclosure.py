@@ -12,12 +12,14 @@ from fl_client.disclosure import (
     finish_answer,
     refuse_below_floor,
 )
+from fl_client.moments import moments_report
 from fl_core.data.base import SiteData, Split
 from fl_core.disclosure import DisclosureFloor, Suppression
 from fl_core.exchange.histograms import histogram_document
 from fl_core.exchange.manifests import EvaluationReport, MomentsReport, UpdateManifest
 from fl_core.metrics import ClassHistogram
 from fl_core.types import Weights
+from fl_server.moments import check_moments
 
 K_STAYS, K_EVENTS = 10, 3
 FLOOR = DisclosureFloor(min_stays=K_STAYS, min_events=K_EVENTS)
@@ -221,3 +223,18 @@ def test_unmeasured_features_and_no_floor_leave_the_report_as_is() -> None:
     untouched = moments([0.0, K_STAYS])
     assert disclose_moments(untouched, ("age", "hr"), FLOOR) is untouched
     assert disclose_moments(moments([1.0, 1.0]), ("age", "hr"), None) == moments([1.0, 1.0])
+
+
+@pytest.mark.parametrize(("rows", "measured"), [(K_STAYS - 1, K_STAYS - 1), (40, K_STAYS - 1)])
+def test_the_aggregator_admits_a_report_the_floor_held_back(rows: int, measured: int) -> None:
+    """The hospital's real report (profile included) passes every check of the aggregator."""
+    x = np.ones((rows, 2), np.float32)
+    x[measured:, 0] = np.nan  # "age" measured on `measured` stays only
+    y = (np.arange(rows) < 3).astype(np.int8)
+    data = SiteData("site-a", ("age", "hr"), Split(x, y), split(4, 1), split(4, 1))
+    document = moments_report("f", data, FLOOR)
+    checked, found = check_moments(
+        document.model_dump_json().encode(), "site-a", "f", 2, max_examples=1000
+    )
+    assert found.count[0] == 0.0
+    assert {s.path for s in checked.suppressed} & {"moments", "moments.age"}
