@@ -28,6 +28,7 @@ from fl_client.hospital import Hospital, serve_sites
 from fl_client.trainer import ClientTrainer, TrainResult
 from fl_core.config import FederationConfig, load_config
 from fl_core.data.base import SiteData, Split
+from fl_core.disclosure import DisclosureFloor
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import UpdateManifest
 from fl_core.exchange.protocol import Exchange
@@ -132,8 +133,11 @@ def run_round(
     model: Callable[[], nn.Module],
     dying: dict[str, str] | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    floors: dict[str, DisclosureFloor] | None = None,
 ) -> tuple[Exchange, Weights, dict[str, Weights]]:
-    """Run the federation to its end; returns the exchange, initial weights, trained ones."""
+    """Run the federation to its end; returns the exchange, initial weights, trained ones.
+
+    ``floors``: the disclosure floor of each hospital's site policy (none: no floor)."""
     exchange = Exchange(LocalDirectoryStore(workdir / "exchange"), config.federation_id)
     if config.privacy.secagg.enabled:
         register_simulated_sites(exchange, sites, workdir / "keys")
@@ -147,7 +151,10 @@ def run_round(
         if config.privacy.secagg.enabled:
             key = load_key(key_path(workdir / "keys", site))
         hospital = Hospital(
-            data=site_data(site, features), trainer=ShiftTrainer(model(), trained), secagg_key=key
+            data=site_data(site, features),
+            trainer=ShiftTrainer(model(), trained),
+            secagg_key=key,
+            disclosure_floor=(floors or {}).get(site),
         )
         own = DyingExchange(
             LocalDirectoryStore(workdir / "exchange"),

@@ -58,6 +58,15 @@ class FederationStatus:
     """Registrations and pending sites' preflight reports skipped as malformed."""
 
     @property
+    def holds_nothing(self) -> bool:
+        """No state, round, registration or skipped document: a wrong id or exchange."""
+        return (
+            self.round_index is None
+            and self.phase == "not started"
+            and not (self.sites or self.skipped)
+        )
+
+    @property
     def ended(self) -> bool:
         """The federation is over: its final evaluation closed, or a round failed.
 
