@@ -15,10 +15,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fedsilo.cli.data_federation import profile_command, schema_command
 from fl_core.data.defaults import EICU_MIN_STAYS, TABLE_MIN_STAYS
 
 if TYPE_CHECKING:  # numpy, pandas and torch: only the command that needs one pays for it
+    from rich.progress import Progress, TaskID
+
     from fedsilo.ops.evaluate import CrossValidation
+    from fedsilo.ops.evaluation_summary import EvaluationSummary
     from fl_core.data.prepared import PreparedSchema
 
 data_app = typer.Typer(
@@ -27,6 +31,8 @@ data_app = typer.Typer(
     help="eICU-layout tables and per-hospital folders.",
 )
 console = Console()
+data_app.command("schema")(schema_command)
+data_app.command("profile")(profile_command)
 
 OutOption = Annotated[Path, typer.Option("--out", help="output folder (new or empty)")]
 SeedOption = Annotated[int, typer.Option("--seed", help="random seed (twin draw or split)")]
@@ -151,7 +157,10 @@ def prepare_command(
 @data_app.command("evaluate")
 def evaluate_command(
     data: Annotated[Path, typer.Option("--data", help="prepared per-hospital folders")],
-    out: Annotated[Path, typer.Option("--out", help="work folder for the fold federations")],
+    out: Annotated[
+        Path,
+        typer.Option("--out", help="folder for summary.json, evaluation.html and the folds' work"),
+    ],
     config: Annotated[
         Path | None, typer.Option("--config", help="federation config (rounds, training)")
     ] = None,
@@ -165,14 +174,33 @@ def evaluate_command(
             help="also train each site alone: the per-hospital view (federated vs alone)",
         ),
     ] = True,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="keep the fold folders and run folders in --out")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print summary.json instead of the tables")
+    ] = False,
 ) -> None:
     """Cross-validate a federation per hospital beside pooled training and the yardsticks.
 
     Small hospitals (eICU demo: ~11 stays, one death or none) leave a held-out test split
     with a handful of deaths; k folds dealt inside every hospital test each stay once.
+    Progress goes to stderr; the result stays in --out as summary.json and evaluation.html.
     """
+    import time
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     from fedsilo.engine.logs import configure_logging
     from fedsilo.ops.evaluate import cross_validate
+    from fedsilo.ops.evaluation_summary import summarise, write_summary
     from fl_core.config import load_config
     from fl_core.errors import ConfigError
 
@@ -180,45 +208,100 @@ def evaluate_command(
     if not (data / "schema.json").is_file():
         raise ConfigError(f"--data {data}: no schema.json; run `fedsilo data prepare` first")
     federation = load_config(config)
-    cv = cross_validate(
-        data, out, federation, folds=folds, repeats=repeats, split_seed=seed, local_only=local_only
+    started = time.monotonic()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
     )
-    console.print(cross_validation_table(cv, local_only=local_only))
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        cv = cross_validate(
+            data,
+            out,
+            federation,
+            folds=folds,
+            repeats=repeats,
+            split_seed=seed,
+            local_only=local_only,
+            progress=EvaluationBars(progress, folds * repeats),
+            keep=keep,
+        )
+    summary = summarise(
+        cv,
+        data=data,
+        rounds=federation.rounds,
+        local_only=local_only,
+        seconds=time.monotonic() - started,
+        kept=keep,
+    )
+    json_path, page_path = write_summary(summary, out)
+    if as_json:
+        print(json_path.read_text(), end="")
+        return
+    console.print(cross_validation_table(summary))
     if local_only:
         console.print(hospital_view_table(cv))
-    deaths = sum(scores.test_deaths for scores in cv.per_fold)
-    stays = sum(scores.test_stays for scores in cv.per_fold)
-    console.print(f"{stays} test stays, {deaths} deaths over all folds; work folder {out}")
+    console.print(
+        f"{summary.test_stays} test stays, {summary.test_deaths} deaths over all folds in "
+        f"{summary.seconds:.0f} s; kept in {json_path} and {page_path}"
+        + ("; fold and run folders kept in --out" if keep else "")
+    )
+
+
+class EvaluationBars:
+    """Two bars: the folds done of all, and the rounds of the running fold's federation."""
+
+    def __init__(self, progress: Progress, federations: int) -> None:
+        self.progress = progress
+        self.overall = progress.add_task("cross-validation", total=federations)
+        self.current: TaskID | None = None
+        self.label = ""
+
+    def federation_started(self, label: str, steps: int) -> None:
+        self.label = label
+        self.current = self.progress.add_task(f"fold {label}: training", total=steps)
+
+    def advance(self, done: str) -> None:
+        if self.current is not None:
+            self.progress.update(
+                self.current, advance=1, description=f"fold {self.label}: {done} done"
+            )
+
+    def federation_finished(self, label: str) -> None:
+        if self.current is not None:
+            self.progress.remove_task(self.current)
+            self.current = None
+        self.progress.update(self.overall, advance=1)
 
 
 def _cell(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def cross_validation_table(cv: CrossValidation, *, local_only: bool) -> Table:
+def cross_validation_table(summary: EvaluationSummary) -> Table:
     """AUROC over folds, and out-of-fold calibration, of each model and yardstick."""
-    names = ["federated", "pooled", *(["local_only_mean"] if local_only else [])]
-    names += sorted({name for scores in cv.per_fold for name in scores.references})
     table = Table(
-        title=f"{cv.folds}-fold cross-validation per hospital x {cv.repeats}",
+        title=f"{summary.folds}-fold cross-validation per hospital x {summary.repeats}",
         caption="AUROC: mean +- sd over the folds, and over every stay out of fold (OOF); "
         "calibration out of fold: Brier score, expected calibration error (ECE), Cox "
         "intercept (0 when calibrated) and slope (1)",
     )
     for column in ("model", "AUROC", "OOF", "Brier", "ECE", "icpt", "slope"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    for name in names:
-        mean, sd, count = cv.spread(name)
-        oof, _, pooled_over = cv.out_of_fold_spread(name)
-        calibration = cv.out_of_fold_calibration_mean(name)
+    for model in summary.models:
         table.add_row(
-            "local-only" if name == "local_only_mean" else name,
-            f"{_cell(mean)} +- {_cell(sd, 3)}" if count else "n/a",
-            _cell(oof) if pooled_over else "n/a",
-            _cell(calibration.get("brier")),
-            _cell(calibration.get("ece")),
-            _cell(calibration.get("intercept"), 2),
-            _cell(calibration.get("slope"), 2),
+            model.model,
+            f"{_cell(model.auroc_mean)} +- {_cell(model.auroc_sd, 3)}"
+            if model.folds_scored
+            else "n/a",
+            _cell(model.out_of_fold_auroc),
+            _cell(model.brier),
+            _cell(model.ece),
+            _cell(model.intercept, 2),
+            _cell(model.slope, 2),
         )
     return table
 

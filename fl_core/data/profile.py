@@ -10,7 +10,7 @@ moments report already carries) nor sum to fewer patients than the floor.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -154,7 +154,7 @@ class PooledProfile(_Frozen):
     features: list[PooledFeature]
 
 
-def common_names(profiles: dict[str, SiteProfile]) -> tuple[str, ...]:
+def common_names(profiles: Mapping[str, SiteProfile]) -> tuple[str, ...]:
     """The feature names most hospitals profiled (ties: the first in sorted order)."""
     votes: dict[tuple[str, ...], int] = {}
     for profile in profiles.values():
@@ -164,8 +164,8 @@ def common_names(profiles: dict[str, SiteProfile]) -> tuple[str, ...]:
 
 
 def pool_profiles(
-    profiles: dict[str, SiteProfile],
-    present: dict[str, Sequence[float]],
+    profiles: Mapping[str, SiteProfile],
+    present: Mapping[str, Sequence[float]],
     names: Sequence[str],
 ) -> PooledProfile:
     """Add the hospitals' profiles of the features ``names`` bin by bin.

@@ -18,6 +18,7 @@ from fedsilo.testing.cli import run_fedsilo
 from fl_core.data.feature_schema import (
     FeatureSchema,
     SchemaFeature,
+    read_feature_schema,
     schema_of_prepared,
     write_feature_schema,
 )
@@ -102,8 +103,12 @@ def test_the_command_writes_the_reports_and_fails_naming_what_does_not_fit(
     prepared: Path, tmp_path: Path
 ) -> None:
     schema_file = tmp_path / "schema.json"
+    written = run_fedsilo(
+        "data", "schema", "--data", str(prepared), "--out", str(schema_file), cwd=ROOT
+    )
+    assert written.returncode == 0, written.stderr
     local = schema_of_prepared(prepared)
-    write_feature_schema(local, schema_file)
+    assert read_feature_schema(schema_file) == local
     out = tmp_path / "check"
     passed = run_fedsilo(
         "site", "check", "--data", str(prepared), "--schema", str(schema_file), "--out", str(out),
