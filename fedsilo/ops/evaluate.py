@@ -13,6 +13,10 @@ processes, the exchange, FedAvg), scored beside pooled training (``fedsilo.ops.b
 the same way on the same training stays) and APACHE IVa's ``predictedhospitalmortality`` on the
 same test stays. Results: per-fold mean and spread, and the out-of-fold AUROC over every stay.
 
+A fold takes minutes on the eICU demo, so every federation reports its rounds to an
+``EvaluationProgress`` (the CLI draws bars with an ETA), and the fold folders and run folders
+(~50 MB a fold on the demo) are removed once scored unless ``keep`` is set.
+
 Pooling rows happens here only because this is a simulation measuring what federating costs.
 """
 
@@ -20,9 +24,11 @@ from __future__ import annotations
 
 import math
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fedsilo.engine.app import DEFAULT_APP, FederatedApp
+from fedsilo.engine.federation import SimulationEvents
 from fedsilo.engine.process_engine import simulate
 from fedsilo.ops.baselines import local_only_predictions, pooled_predictions
 from fedsilo.ops.hospital_view import HospitalComparison, compare_hospitals
@@ -51,6 +58,29 @@ from fl_core.metrics import ClassHistogram, exact_auroc
 DEFAULT_FOLDS = 5
 
 
+class EvaluationProgress(Protocol):
+    """What a cross-validation tells whoever waits for it."""
+
+    def federation_started(self, label: str, steps: int) -> None:
+        """A fold's federation begins: ``steps`` is its rounds plus one for the yardsticks."""
+
+    def advance(self, done: str) -> None:
+        """One step of the running federation finished (``done`` says which)."""
+
+    def federation_finished(self, label: str) -> None: ...
+
+
+class _RoundsToProgress(SimulationEvents):
+    """Passes each finished round of a fold's federation on to the progress."""
+
+    def __init__(self, rounds: int, progress: EvaluationProgress) -> None:
+        super().__init__(rounds)
+        self.progress = progress
+
+    def row_ready(self, row: dict[str, Any]) -> None:
+        self.progress.advance(f"round {row['round']} of {self.rounds}")
+
+
 @dataclass(frozen=True)
 class Scores:
     """AUROCs of one federation and its yardsticks on one set of test stays."""
@@ -69,6 +99,8 @@ class Scores:
     """``federated``, ``pooled`` and each reference, from the histogram of their test risks."""
     hospitals: HospitalComparison | None = None
     """Each hospital's own test stays, federated vs a model of its own (``local_only``)."""
+    seconds: float = 0.0
+    """Wall time of the fold: its federation and its yardsticks."""
 
 
 @dataclass(frozen=True)
@@ -166,14 +198,21 @@ def score_federation(
     *,
     app: FederatedApp = DEFAULT_APP,
     local_only: bool = True,
+    progress: EvaluationProgress | None = None,
+    keep: bool = True,
 ) -> tuple[Scores, dict[str, npt.NDArray[np.float64]], npt.NDArray[np.int8]]:
     """One real federation on a prepared folder, scored with its yardsticks on its test split.
 
     Returns the scores and, for out-of-fold pooling, the federated and pooled models'
-    predicted risk and every reference score per test stay, with the labels.
+    predicted risk and every reference score per test stay, with the labels. Without
+    ``keep`` the federation's run folder is removed once its model is read.
     """
+    started = time.monotonic()
     fold_config = _config_for(config, data_path)
-    result = simulate(fold_config, runs, app=app, run_id=run_id)
+    events = None if progress is None else _RoundsToProgress(fold_config.rounds, progress)
+    result = simulate(fold_config, runs, app=app, run_id=run_id, events=events)
+    if not keep:
+        shutil.rmtree(result.run_dir, ignore_errors=True)
     source = PreparedFolderSource(data_path)
     sites = [source.load_site(s) for s in source.site_ids()]
     test = _concat([s.test for s in sites])
@@ -209,7 +248,10 @@ def score_federation(
         )
         if local_only
         else None,
+        seconds=round(time.monotonic() - started, 1),
     )
+    if progress is not None:
+        progress.advance("yardsticks: pooled" + (" and local-only" if local_only else ""))
     return scores, predictions, test.y
 
 
@@ -309,10 +351,13 @@ def cross_validate(
     split_seed: int = 0,
     app: FederatedApp = DEFAULT_APP,
     local_only: bool = True,
+    progress: EvaluationProgress | None = None,
+    keep: bool = False,
 ) -> CrossValidation:
     """``repeats`` x ``folds`` federations; repeat r deals folds with seed ``split_seed + r``.
 
-    ``config`` gives rounds, seed and training; its data section is replaced per fold.
+    ``config`` gives rounds, seed and training; its data section is replaced per fold. The
+    fold folders (``work/folds_r<r>``) and run folders (``work/runs``) stay only with ``keep``.
     """
     if repeats < 1:
         raise ConfigError(f"repeats {repeats}: must be at least 1")
@@ -325,13 +370,29 @@ def cross_validate(
         )
         predictions, labels = [], []
         for k, root in enumerate(roots):
+            label = f"r{repeat}-f{k}"
+            if progress is not None:
+                progress.federation_started(label, config.rounds + 1)
             scores, predicted, y = score_federation(
-                config, root, work / "runs", f"r{repeat}-f{k}", app=app, local_only=local_only
+                config,
+                root,
+                work / "runs",
+                label,
+                app=app,
+                local_only=local_only,
+                progress=progress,
+                keep=keep,
             )
+            if progress is not None:
+                progress.federation_finished(label)
             per_fold.append(scores)
             predictions.append(predicted)
             labels.append(y)
         figures, calibration = _out_of_fold(predictions, labels, config.evaluation.histogram_bins)
         out_of_fold.append(figures)
         out_of_fold_calibration.append(calibration)
+        if not keep:
+            shutil.rmtree(work / f"folds_r{repeat}", ignore_errors=True)
+    if not keep and (work / "runs").is_dir() and not any((work / "runs").iterdir()):
+        (work / "runs").rmdir()
     return CrossValidation(folds, repeats, per_fold, out_of_fold, out_of_fold_calibration)

@@ -1,0 +1,61 @@
+"""``fedsilo data evaluate`` keeps its result in --out and removes the folds' work unless asked."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedsilo.cli.data import run_data_command
+from fedsilo.ops.evaluation_summary import PAGE_FILE, SUMMARY_FILE, EvaluationSummary
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("evaluate")
+    twin, prepared = root / "twin", root / "prepared"
+    assert (
+        run_data_command(["synth", "--hospitals", "4", "--stays", "800", "--out", str(twin)]) == 0
+    )
+    assert run_data_command(["prepare", "--eicu-dir", str(twin), "--out", str(prepared)]) == 0
+    config = root / "federation.yaml"
+    config.write_text("rounds: 1\nsimulation:\n  workers: 1\n")
+    return prepared, config
+
+
+def _evaluate(prepared: tuple[Path, Path], out: Path, *extra: str) -> int:
+    data, config = prepared
+    args = ["evaluate", "--data", str(data), "--out", str(out), "--folds", "2"]
+    return run_data_command([*args, "--config", str(config), "--no-local-only", *extra])
+
+
+@pytest.mark.slow
+def test_json_summary_and_page_are_kept_and_fold_data_removed(
+    prepared: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert _evaluate(prepared, tmp_path / "cv", "--json") == 0
+    captured = capsys.readouterr()
+    printed = EvaluationSummary.model_validate(json.loads(captured.out))
+    kept = EvaluationSummary.model_validate_json((tmp_path / "cv" / SUMMARY_FILE).read_text())
+    assert printed == kept
+    assert kept.folds == 2 and len(kept.per_fold) == 2 and not kept.kept_work_folders
+    assert kept.test_stays == sum(f.test_stays for f in kept.per_fold) > 0
+    assert [m.model for m in kept.models][:2] == ["federated", "pooled"]
+    assert kept.models[0].folds_scored == 2 and kept.models[0].out_of_fold_auroc is not None
+    page = (tmp_path / "cv" / PAGE_FILE).read_text()
+    assert "Cross-validation per hospital" in page and "r0-f1" in page
+    assert sorted(p.name for p in (tmp_path / "cv").iterdir()) == [PAGE_FILE, SUMMARY_FILE]
+
+
+@pytest.mark.slow
+def test_keep_leaves_the_fold_and_run_folders(
+    prepared: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _evaluate(prepared, tmp_path / "cv", "--keep") == 0
+    shown = capsys.readouterr().out
+    assert "2-fold cross-validation" in shown and SUMMARY_FILE in shown
+    folders = {p.name for p in (tmp_path / "cv").iterdir()}
+    assert {"folds_r0", "runs", SUMMARY_FILE, PAGE_FILE} <= folders
+    assert sorted(p.name for p in (tmp_path / "cv" / "runs").iterdir()) == ["r0-f0", "r0-f1"]
