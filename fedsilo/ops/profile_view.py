@@ -12,7 +12,7 @@ from fl_core.data.profile import PooledFeature
 
 if TYPE_CHECKING:
     from fedsilo.ops.data_profile import FederatedDataProfile
-    from fl_core.exchange.protocol import Exchange
+    from fedsilo.ops.report import RunData
 
 
 def bin_labels(edges: Sequence[float]) -> list[str]:
@@ -89,16 +89,13 @@ def profile_page(profile: FederatedDataProfile) -> str:
     return page(f"fedsilo data profile: {profile.federation_id}", profile_parts(profile))
 
 
-def profile_section(exchange: Exchange, max_examples: int) -> str:
+def profile_section(data: RunData) -> str:
     """The run report's cohort section; empty when no hospital reported a profile."""
-    from fedsilo.ops.data_profile import federated_profile
-
-    profile = federated_profile(exchange, max_examples)
-    if not profile.sites:
+    if data.data_profile is None or not data.data_profile.sites:
         return ""
     return (
         '<section id="data-profile">'
         + heading("Cohort: the federated data profile")
-        + "".join(profile_parts(profile))
+        + "".join(profile_parts(data.data_profile))
         + "</section>"
     )

@@ -26,12 +26,15 @@ from plotly.offline import get_plotlyjs
 from pydantic import BaseModel, ConfigDict
 
 from fedsilo.ops.calibration_view import calibration_cells, calibration_html
+from fedsilo.ops.data_profile import FederatedDataProfile, federated_profile
+from fedsilo.ops.disclosure_view import withheld_html
 from fedsilo.ops.personalization_report import (
     PersonalizationSummary,
     personalization_summary,
     summary_html,
 )
 from fedsilo.ops.privacy_report import epsilon_table, privacy_html
+from fedsilo.ops.profile_view import profile_section
 from fedsilo.ops.report_figures import (
     ReportFigure,
     calibration_figure,
@@ -72,6 +75,7 @@ class RunData:
     site_histograms: dict[SiteId, ClassHistogram]
     """Each hospital's test histogram under the final global model."""
     personalization: PersonalizationSummary | None = None
+    data_profile: FederatedDataProfile | None = None
 
     @cached_property
     def sites(self) -> list[SiteFigures]:
@@ -163,6 +167,7 @@ def load_run(run_dir: Path, endpoint_url: str | None = None) -> RunData:
         personalization=personalization_summary(exchange, final.round_index, histograms)
         if final is not None
         else None,
+        data_profile=federated_profile(exchange, config.admission.max_num_examples),
     )
 
 
@@ -340,6 +345,8 @@ SECTION_BUILDERS: list[SectionBuilder] = [
     rejections_section,
     personalization_section,
     privacy_section,
+    lambda data: withheld_html(data.results, _table),
+    profile_section,
 ]
 """The page's sections in order. Another module adds its own section here, one line each."""
 

@@ -101,3 +101,12 @@ def test_a_hospital_with_a_hostile_profile_is_named_and_the_rest_are_pooled(run,
     assert len(profile.sites) == 3
     write_data_profile(profile, tmp_path / "out")
     assert "malformed_profile" in (tmp_path / "out" / "data-profile.html").read_text()
+
+
+def test_the_run_report_shows_the_cohort(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from fedsilo.ops.report import write_report
+
+    _, _, result = run
+    write_report(result.run_dir, tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert 'id="data-profile"' in page and 'id="missingness"' in page
