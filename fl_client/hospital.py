@@ -27,6 +27,7 @@ from fl_client.private import HospitalPrivacy
 from fl_client.receipts import keep_receipt
 from fl_client.scaffold_state import ControlVariate
 from fl_client.secagg_client import Mask, serve_secagg_round
+from fl_client.site_policy_gate import SiteGate
 from fl_client.trainer import ClientTrainer, derive_seed
 from fl_core.admission import update_metadata
 from fl_core.config import FederationConfig
@@ -56,6 +57,8 @@ class Hospital:
     """The site policy's floor on what leaves in the clear (``fl_client.disclosure``)."""
     control_variate: ControlVariate = field(init=False, repr=False)
     privacy: HospitalPrivacy | None = field(default=None, init=False, repr=False)  # DP-SGD
+    site_gate: SiteGate | None = field(default=None, repr=False)
+    """The hospital's site policy, checked on every round (``fl_client.site_policy_gate``)."""
 
     def __post_init__(self) -> None:
         self.control_variate = ControlVariate(self.data.site_id, self.state_dir)
@@ -85,6 +88,18 @@ class GlobalModel:
         return cls(manifest, weights, controls)
 
 
+def declined_by_policy(
+    exchange: Exchange, hospital: Hospital, manifest: GlobalManifest, model: GlobalModel
+) -> bool:
+    """The hospital's site policy declines the round; its decline is then the answer."""
+    gate = hospital.site_gate
+    if gate is None or hospital.site_id not in manifest.invited_sites:
+        return False
+    received = {**model.weights, **model.controls}  # the architecture it actually received
+    privacy, rows = hospital.privacy, hospital.data.train.num_examples
+    return gate.declines(exchange, manifest, hospital.site_id, received, privacy, rows)
+
+
 def answer_round(
     exchange: Exchange,
     hospital: Hospital,
@@ -103,6 +118,9 @@ def answer_round(
         return False
     if global_model is None or global_model.manifest.sha256 != manifest.sha256:
         global_model = GlobalModel.read(exchange, manifest)
+    if declined_by_policy(exchange, hospital, manifest, global_model):
+        return True  # the decline is the answer: nothing was computed on the data
+    gate = hospital.site_gate
     trainer = hospital.trainer
     trainer.set_weights(global_model.weights)
     evaluation = trainer.evaluate(hospital.data.test, config.evaluation.histogram_bins)
@@ -160,6 +178,8 @@ def answer_round(
     update, outgoing = finish_answer(update, outgoing, hospital.data, floor, mask)
     # a training answer is one object: the tensors, with the finished manifest inside
     weights = None if outgoing is None else encode_weights(outgoing, update_metadata(update))
+    if gate and weights and (oversize := gate.oversize(update, len(weights))) is not None:
+        update, weights, local = oversize, None, None  # over the site's max_update_bytes
     try:
         exchange.write_update(update, weights)
     except ObjectExistsError:
@@ -282,7 +302,13 @@ def serve_sites(
             ) -> bool:
                 return answer_round(exchange, h, g, config, m, model)
 
-            serve_secagg_round(exchange, hospitals, manifest, config, timeout_s, answer)
+            # a hospital whose policy declines the round says so and never advertises a key
+            willing = [
+                h
+                for h in hospitals
+                if shared is None or not declined_by_policy(exchange, h, manifest, shared)
+            ]
+            serve_secagg_round(exchange, willing, manifest, config, timeout_s, answer)
         else:
             for hospital in hospitals:
                 structlog.contextvars.bind_contextvars(site_id=hospital.site_id)

@@ -51,7 +51,15 @@ warnings.filterwarnings("ignore", message="Optimal order is the largest alpha", 
 warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients")
 
 STATE_FILE = "dp_sgd_accountant.json"
+"""The accountant of a state folder from before accountants were kept per federation: read
+as a federation's starting spend when its own file is absent (over-counting, never under)."""
 STATE_VERSION = 1
+
+
+def accountant_path(state_dir: Path, federation_id: str) -> Path:
+    """One accountant per federation: a state folder may serve several studies at once, and
+    the site policy's ledger (``fl_client.privacy_ledger``) adds their epsilons."""
+    return state_dir / f"dp_sgd_accountant.{federation_id}.json"
 
 
 def _secret_generator(device: torch.device) -> torch.Generator:
@@ -78,12 +86,19 @@ class HospitalPrivacy:
     """One hospital's DP-SGD settings, plan, and accountant (saved in its state folder)."""
 
     def __init__(
-        self, site_id: str, settings: DpSgdConfig, plan: DpSgdPlan, state_dir: Path | None
+        self,
+        site_id: str,
+        settings: DpSgdConfig,
+        plan: DpSgdPlan,
+        state_dir: Path | None,
+        federation_id: str = "demo",
     ) -> None:
         self.site_id = site_id
+        self.federation_id = federation_id
         self.settings = settings
         self.plan = plan
-        self.state_path = state_dir / STATE_FILE if state_dir is not None else None
+        self.state_path = None if state_dir is None else accountant_path(state_dir, federation_id)
+        self.shared_path = None if state_dir is None else state_dir / STATE_FILE
         self.accountant = Accountant()
         self.rounds_trained: list[int] = []
         self._open: PrivateRound | None = None
@@ -92,17 +107,18 @@ class HospitalPrivacy:
     # ---- persistence ----------------------------------------------------------------------
 
     def _load(self) -> None:
-        if self.state_path is None or not self.state_path.is_file():
+        found = next((p for p in (self.state_path, self.shared_path) if p and p.is_file()), None)
+        if found is None:
             return
         try:
-            saved = json.loads(self.state_path.read_text())
+            saved = json.loads(found.read_text())
             if saved.get("version") != STATE_VERSION or saved.get("site_id") != self.site_id:
                 raise ValueError(f"version/site {saved.get('version')}/{saved.get('site_id')}")
             self.accountant.load_state_dict(saved["accountant"])
             self.rounds_trained = [int(r) for r in saved.get("rounds_trained", [])]
         except (ValueError, KeyError, TypeError) as err:
             raise ConfigError(
-                f"DP-SGD state {self.state_path} of site {self.site_id} cannot be read ({err}); "
+                f"DP-SGD state {found} of site {self.site_id} cannot be read ({err}); "
                 "restore it from backup: deleting it would forget the privacy already spent"
             ) from err
         log.info(
@@ -250,7 +266,7 @@ def open_hospital_privacy(
             site_id=site_id,
             hint="give the hospital a state folder so its spent budget survives a restart",
         )
-    privacy = HospitalPrivacy(site_id, settings, plan, state_dir)
+    privacy = HospitalPrivacy(site_id, settings, plan, state_dir, config.federation_id)
     log.info(
         "dp_sgd_ready",
         site_id=site_id,

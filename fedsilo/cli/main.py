@@ -20,6 +20,7 @@ from fedsilo.cli.output import console
 from fedsilo.cli.services import client_run, server_run
 from fedsilo.cli.simulate import simulate_command
 from fedsilo.cli.site import site_app
+from fedsilo.cli.study import site_approve, site_status, study_app
 
 app = typer.Typer(
     name="fedsilo",
@@ -37,6 +38,9 @@ client_app.command("run")(client_run)
 app.add_typer(data_app, name="data", help="eICU-layout tables and per-hospital folders.")
 app.add_typer(onboard_app, name="onboard")
 app.add_typer(site_app, name="site")
+site_app.command("approve")(site_approve)
+site_app.command("status")(site_status)
+app.add_typer(study_app, name="study")
 app.command("offboard")(offboard_command)
 app.add_typer(ledger_app, name="ledger")
 app.command("status")(status_command)

@@ -140,6 +140,15 @@ def client_run(
         float | None,
         typer.Option(envvar="FEDSILO_DP_MAX_GRAD_NORM", help="DP-SGD per-sample clip norm"),
     ] = None,
+    site_policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--site-policy",
+            help="this hospital's site policy (YAML/JSON; docs/site-policy.md), enforced on "
+            "every round; env FEDSILO_SITE_POLICY (a path) or FEDSILO_SITE_POLICY_JSON (the "
+            "document itself)",
+        ),
+    ] = None,
     log_format: ServiceLogFormat = "json",
 ) -> None:
     """The training loop of one hospital: answer every round until the final one."""
@@ -147,8 +156,10 @@ def client_run(
     from fedsilo.engine.services import run_client
     from fl_client.privacy_budget import require_state_dir, with_hospital_dp
     from fl_client.state_persistence import require_persistent_state
+    from fl_core.site_policy import load_site_policy
 
     configure_logging(check_format(log_format))
+    policy = load_site_policy(site_policy)  # a bad policy stops the hospital before it starts
     federation = service_config(config, exchange, federation_id, data, endpoint_url)
     federation = with_hospital_dp(
         federation,
@@ -158,4 +169,4 @@ def client_run(
     )
     require_state_dir(federation, state_dir)
     require_persistent_state(federation)
-    run_client(federation, site_id, state_dir)
+    run_client(federation, site_id, state_dir, policy)

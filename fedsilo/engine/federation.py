@@ -68,9 +68,8 @@ class PreparedFederation:
 
     def run_rounds(self, events: RoundEvents | None = None, sleep: Sleep = time.sleep) -> None:
         """The aggregator's side of the whole federation (see ``run_rounds``)."""
-        run_rounds(
-            self.app, self.config, self.exchange, self.sites, self.num_features(), events, sleep
-        )
+        features = self.source.feature_names()
+        run_rounds(self.app, self.config, self.exchange, self.sites, features, events, sleep)
 
     def finish(self) -> SimulationResult:
         """The run folder's final model and metrics.jsonl (see ``finish_run``)."""
@@ -258,7 +257,7 @@ def run_rounds(
     config: FederationConfig,
     exchange: Exchange,
     sites: list[SiteId],
-    num_features: int,
+    features: Sequence[str],
     events: RoundEvents | None = None,
     sleep: Sleep = time.sleep,
     *,
@@ -266,9 +265,11 @@ def run_rounds(
 ) -> None:
     """The aggregator's side: the first model (unless resuming), then every round.
 
-    ``resume``: the exchange already holds the federation's state, so the rounds continue
-    from it and no first model is built.
+    ``features``: the model's inputs, published in the study hospitals approve. ``resume``:
+    the exchange already holds the federation's state, so the rounds continue from it and no
+    first model is built.
     """
+    num_features = len(features)
     initial = None if resume else first_model(app, config, exchange, sites, num_features, sleep)
     loop = RoundLoop(
         exchange,
@@ -278,6 +279,7 @@ def run_rounds(
         initial_weights=initial,
         events=events,
         sleep=sleep,
+        features=features,
     )
     freeze_start_up()
     loop.run()

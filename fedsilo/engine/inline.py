@@ -99,6 +99,7 @@ def inline_round_loop(
         [site.site_id for site in sites],
         initial_weights=initial,
         events=InlineHospitals(exchange, config, lambda _round: hospitals),
+        features=sites[0].feature_names,
     )
 
 

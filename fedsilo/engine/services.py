@@ -18,10 +18,12 @@ from fedsilo.engine.federation import finish_run, load_hospitals, open_exchange,
 from fedsilo.engine.run_folder import start_run
 from fedsilo.engine.strategy_fit import fit_strategy
 from fl_client.hospital import serve_sites
+from fl_client.site_policy_gate import SiteGate
 from fl_core.config import FederationConfig
 from fl_core.errors import ConfigError
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.registry import activate_verified_sites
+from fl_core.site_policy import SitePolicy
 
 log = structlog.get_logger("fedsilo.server")
 
@@ -88,15 +90,28 @@ def run_server(
     started = time.monotonic()
     # a new federation's first model standardises with the hospitals' moments
     resume = exchange.read_state() is not None
-    num_features = len(source.feature_names())
-    run_rounds(DEFAULT_APP, config, exchange, invited, num_features, resume=resume)
+    features = source.feature_names()
+    run_rounds(DEFAULT_APP, config, exchange, invited, features, resume=resume)
     if run is not None:
         finish_run(exchange, config, run[0], run[1], started)
     return config
 
 
-def run_client(config: FederationConfig, site_id: str, state_dir: Path | None = None) -> None:
+def run_client(
+    config: FederationConfig,
+    site_id: str,
+    state_dir: Path | None = None,
+    policy: SitePolicy | None = None,
+) -> None:
+    """Serve every round of one federation as hospital ``site_id``, under its site policy."""
     structlog.contextvars.bind_contextvars(run_id=config.federation_id, site_id=site_id)
+    gate = None if policy is None else SiteGate.open(policy, [site_id], state_dir)
+    if policy is None:
+        log.warning(
+            "no_site_policy",
+            detail="this hospital serves any study it is configured for; give it a site "
+            "policy (--site-policy FILE, docs/site-policy.md) to approve studies itself",
+        )
     exchange = open_exchange(config.exchange.uri, config)
     key_dir = None
     if config.privacy.secagg.enabled:  # made by `fedsilo onboard request --state-dir`
@@ -107,4 +122,8 @@ def run_client(config: FederationConfig, site_id: str, state_dir: Path | None = 
             )
         key_dir = state_dir
     hospitals = load_hospitals(DEFAULT_APP, config, [site_id], key_dir, state_dir)
+    for hospital in hospitals:
+        hospital.site_gate = gate
+        if policy is not None:
+            hospital.disclosure_floor = policy.disclosure_floor
     serve_sites(exchange, hospitals, config, config.simulation.client_timeout_s)

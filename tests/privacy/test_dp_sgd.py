@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fl_client.privacy_budget import attach_privacy, private_training, refuse_over_budget
-from fl_client.private import STATE_FILE
+from fl_client.private import STATE_FILE, accountant_path
 from fl_core.errors import ConfigError
 from fl_core.exchange.manifests import UpdateManifest
 from fl_core.privacy import epsilon_for
@@ -66,7 +66,7 @@ def test_dp_sgd_trains_the_default_model_and_epsilon_rises_per_round(source, tmp
         delta=1e-4,
     )
     assert epsilons[2] == pytest.approx(expected, rel=1e-9)
-    saved = json.loads((tmp_path / STATE_FILE).read_text())
+    saved = json.loads(accountant_path(tmp_path, config.federation_id).read_text())
     assert saved["rounds_trained"] == [1, 2, 3]
     assert saved["epsilon"] == pytest.approx(epsilons[2])
 

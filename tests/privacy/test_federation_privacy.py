@@ -91,7 +91,7 @@ def test_budget_exhausted_hospital_declines_and_epsilons_are_recorded(source, tm
     assert restarted.epsilon == pytest.approx(aggregator.epsilon, rel=1e-12)
     status = collect_status(exchange)
     by_site = {s.site_id: s for s in status.sites}
-    assert by_site[sites[0]].last_rejection == "round 2: privacy_budget_exhausted"
+    assert by_site[sites[0]].last_rejection == "round 2: declined: privacy_budget_exhausted"
     assert by_site[sites[1]].epsilon == pytest.approx(second.privacy.site_epsilon[sites[1]])
     assert status.dp_fedavg_epsilon == pytest.approx(aggregator.epsilon)
     assert "DP-FedAvg epsilon" in str(status_table(status).title)
