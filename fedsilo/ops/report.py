@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 
 from fedsilo.ops.calibration_view import calibration_cells, calibration_html
 from fedsilo.ops.data_profile import FederatedDataProfile, federated_profile
+from fedsilo.ops.disclosure_view import withheld_html
 from fedsilo.ops.personalization_report import (
     PersonalizationSummary,
     personalization_summary,
@@ -344,6 +345,7 @@ SECTION_BUILDERS: list[SectionBuilder] = [
     rejections_section,
     personalization_section,
     privacy_section,
+    lambda data: withheld_html(data.results, _table),
     profile_section,
 ]
 """The page's sections in order. Another module adds its own section here, one line each."""

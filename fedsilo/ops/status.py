@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 
+from fedsilo.ops.disclosure_view import latest_withheld
 from fedsilo.ops.skipped_documents import SkippedRow, skipped_rows
 from fl_core.errors import ExchangeError
 from fl_core.exchange.histograms import class_histogram
@@ -56,6 +57,8 @@ class FederationStatus:
     foreign_key_samples: tuple[str, ...] = ()
     skipped: tuple[SkippedRow, ...] = ()
     """Registrations and pending sites' preflight reports skipped as malformed."""
+    withheld: str | None = None
+    """The newest round's evaluations that disclosure floors kept out of the clear."""
 
     @property
     def holds_nothing(self) -> bool:
@@ -237,6 +240,7 @@ def collect_status(exchange: Exchange, now: float | None = None) -> FederationSt
         foreign_keys=foreign[0],
         foreign_key_samples=foreign[1],
         skipped=tuple(skipped_rows(exchange)),
+        withheld=latest_withheld(results),
     )
 
 
@@ -268,6 +272,8 @@ def status_title(status: FederationStatus) -> str:
         line += f"  DP-FedAvg epsilon {status.dp_fedavg_epsilon:.2f}"
     if status.foreign_keys:
         line += f"  foreign keys {status.foreign_keys} (e.g. {status.foreign_key_samples[0]})"
+    if status.withheld:
+        line += f"  {status.withheld}"
     return line + (f"  note: {status.message}" if status.message else "")
 
 

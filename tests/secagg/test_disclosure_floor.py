@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bench._secagg_harness import Logistic, run_round, secagg_round_config, site_data
+from fedsilo.ops.status import collect_status, status_title
 from fl_core.disclosure import DisclosureFloor, Suppression
 from fl_core.exchange.manifests import RoundMetrics, RoundResult, UpdateManifest
 from fl_core.exchange.protocol import Exchange
@@ -85,6 +86,9 @@ def test_secure_aggregation_counts_a_small_hospital_the_floor_withholds(tmp_path
     assert result(floored, 2).withheld_evaluations == {"min_stays": 1}
     assert metrics(floored, 2).num_examples == metrics(plain, 2).num_examples - TEST_STAYS
     assert metrics(floored, 2).num_sites == len(SITES) - 1
+    shown = collect_status(floored)
+    assert shown.withheld == "round 2: evaluations withheld by disclosure floors: min_stays 1"
+    assert shown.withheld in status_title(shown)
 
 
 def test_without_secure_aggregation_the_small_evaluation_is_withheld(tmp_path: Path) -> None:
