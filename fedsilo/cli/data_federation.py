@@ -13,6 +13,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from fedsilo.cli.ops import EndpointArg, ExchangeArg
+
 console = Console()
 
 
@@ -58,19 +60,12 @@ def schema_command(
 
 
 def profile_command(
-    exchange: Annotated[
-        str, typer.Option("--exchange", envvar="FEDSILO_EXCHANGE", help="s3://bucket/prefix or DIR")
-    ],
+    exchange: ExchangeArg,
     federation: Annotated[
         str, typer.Option("--federation-id", envvar="FEDSILO_FEDERATION_ID", help="federation id")
     ],
     out: Annotated[Path, typer.Option("--out", help="folder for data-profile.html and .json")],
-    endpoint_url: Annotated[
-        str | None,
-        typer.Option(
-            "--endpoint-url", envvar="FEDSILO_ENDPOINT_URL", help="S3-compatible endpoint"
-        ),
-    ] = None,
+    endpoint_url: EndpointArg = None,
     max_examples: Annotated[
         int,
         typer.Option("--max-examples", help="the most stays one hospital may report"),

@@ -12,6 +12,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from fedsilo.cli.ops import EndpointArg
+
 site_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
@@ -44,12 +46,7 @@ def check_command(
         str | None,
         typer.Option("--federation-id", envvar="FEDSILO_FEDERATION_ID", help="with --exchange"),
     ] = None,
-    endpoint_url: Annotated[
-        str | None,
-        typer.Option(
-            "--endpoint-url", envvar="FEDSILO_ENDPOINT_URL", help="S3-compatible endpoint"
-        ),
-    ] = None,
+    endpoint_url: EndpointArg = None,
     site_policy: Annotated[
         Path | None,
         typer.Option("--site-policy", help="take the disclosure floor from this site policy"),

@@ -371,31 +371,15 @@ def published_schema(exchange: Exchange) -> FeatureSchema:
     The study carries the ordered feature names only; kinds and ranges follow from the names
     as the federation's data sources write them (``schema_from_names``).
     """
+    from fedsilo.ops.study_approval import newest_global, verified_study
     from fl_core.data.feature_schema import schema_from_names
-    from fl_core.errors import AccessDeniedError, ConfigError
+    from fl_core.errors import ConfigError
 
-    newest = None
-    round_index = 1
+    hint = "check against the centre's schema file instead: --schema FILE"
     try:
-        while (manifest := exchange.read_global_manifest(round_index)) is not None:
-            newest = manifest
-            round_index += 1
-    except AccessDeniedError:
-        pass  # a hospital may not read what is not published: the previous round is newest
-    if newest is None:
-        raise ConfigError(
-            f"federation {exchange.federation_id}: no global model is published yet; ask the "
-            "centre for the schema file (fedsilo data schema --out FILE) and pass --schema"
-        )
-    study = newest.study
-    if study is None or not study.features:
-        raise ConfigError(
-            f"round {newest.round_index}'s manifest carries no study with features; ask the "
-            "centre for the schema file (fedsilo data schema --out FILE) and pass --schema"
-        )
-    if study.digest() != newest.config_hash:
-        raise ConfigError(
-            f"round {newest.round_index}'s study does not match its config_hash; do not trust "
-            "it: ask the centre for the schema file and pass --schema"
-        )
+        study = verified_study(newest_global(exchange))
+    except ConfigError as err:
+        raise ConfigError(f"{err} (or {hint})") from err
+    if not study.features:
+        raise ConfigError(f"the published study lists no features; {hint}")
     return schema_from_names(study.features)

@@ -110,3 +110,12 @@ def test_the_run_report_shows_the_cohort(run, tmp_path: Path) -> None:  # type: 
     write_report(result.run_dir, tmp_path / "report.html")
     page = (tmp_path / "report.html").read_text()
     assert 'id="data-profile"' in page and 'id="missingness"' in page
+
+
+def test_a_hospital_reads_the_schema_from_the_published_study(run) -> None:  # type: ignore[no-untyped-def]
+    from fedsilo.ops.site_check import published_schema
+
+    config, exchange, _ = run
+    schema = published_schema(exchange)
+    assert schema == schema_from_names(build_source(config).feature_names())
+    assert {f.kind for f in schema.features} == {"numeric", "indicator", "onehot"}
