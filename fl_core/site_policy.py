@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -71,13 +72,13 @@ class ApprovedStudy(_Frozen):
         default=False, description="train only if the study turns secure aggregation on"
     )
 
-    @model_validator(mode="after")
-    def _valid_federation_id(self) -> ApprovedStudy:
+    @field_validator("federation_id")
+    @classmethod
+    def _valid_federation_id(cls, value: str) -> str:
         try:
-            check_federation_id(self.federation_id)
+            return check_federation_id(value)
         except ConfigError as err:
             raise ValueError(str(err)) from err
-        return self
 
 
 class SitePolicy(_Frozen):
@@ -99,12 +100,16 @@ class SitePolicy(_Frozen):
         default=None, gt=0, description="the largest training answer this hospital sends"
     )
 
-    @model_validator(mode="after")
-    def _checked(self) -> SitePolicy:
+    @field_validator("site_id")
+    @classmethod
+    def _valid_site_id(cls, value: str) -> str:
         try:
-            check_site_id(self.site_id)
+            return check_site_id(value)
         except ConfigError as err:
             raise ValueError(str(err)) from err
+
+    @model_validator(mode="after")
+    def _each_study_once(self) -> SitePolicy:
         served = [study.federation_id for study in self.studies]
         twice = sorted({f for f in served if served.count(f) > 1})
         if twice:
