@@ -136,3 +136,26 @@ def test_the_command_writes_the_reports_and_fails_naming_what_does_not_fit(
     assert "feature missing 'age_years'" in last and "feature unexpected 'age'" in last
     assert "Traceback" not in failed.stdout + failed.stderr
     assert json.loads((out / "preflight-summary.json").read_text())["passed"] is False
+
+
+def test_the_site_policy_sets_the_floor_of_the_preflight_summary(
+    prepared: Path, tmp_path: Path
+) -> None:
+    schema_file = tmp_path / "schema.json"
+    write_feature_schema(schema_of_prepared(prepared), schema_file)
+    policy = tmp_path / "site-policy.yaml"
+    policy.write_text(
+        "site_id: site-north\ndisclosure_floor:\n  min_stays: 100\n  min_events: 40\n"
+    )
+    out = tmp_path / "check"
+    done = run_fedsilo(
+        "site", "check", "--data", str(prepared), "--schema", str(schema_file), "--out", str(out),
+        "--site-policy", str(policy), cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((out / "preflight-summary.json").read_text())
+    assert summary["floor"] == {"min_stays": 100, "min_events": 40}
+    splits = [s for site in summary["sites"] for s in site["splits"]]
+    assert all(s["rows"] is None or s["rows"] >= 100 for s in splits)
+    assert all(s["positives"] is None or s["positives"] >= 40 for s in splits)
+    assert any(s["rows"] is not None for s in splits)  # north's train split: about 280 rows
