@@ -1,8 +1,8 @@
 """Weighted FedAvg of N update files: fedsilo's server path next to the limit and to Flower.
 
 Why this benchmark exists: the aggregator admits and averages N hospital updates of P float32
-parameters, holding one update (plus a few being checked ahead) in memory at a time (DESIGN.md,
-round steps 3 and 5). How close that comes to the limit of the machine, and what it costs
+parameters, holding one update (plus a few being checked ahead) in memory at a time (docs/design.md,
+a round, steps 3 and 4). How close that comes to the limit of the machine, and what it costs
 against Flower, must be measured side by side, on the same files, in the same run. For each
 cell (N, P) a federation is written to a local exchange (global model of round 1, then N
 update files with their manifests inside, as hospitals write them), and these contenders run

@@ -1,6 +1,6 @@
 """GPU THROUGHPUT: client training stays per second on CUDA next to CPU (issue 8).
 
-Why: hospitals train on a GPU when their task has one (DESIGN.md, a round, step 2), and the
+Why: hospitals train on a GPU when their task has one (docs/design.md, a round, step 2), and the
 default model is a small MLP, for which a GPU may not pay off at the default batch size.
 This measures fedsilo's own ``TabularTrainer.train`` (the code a hospital runs) on one large
 synthetic hospital, on ``cpu`` (the baseline) and on ``cuda``, at the default batch size and a

@@ -1,7 +1,7 @@
 """The hospital loop: poll for the global model, verify it, train, write the update once.
 
 A hospital reads only ``rounds/*/global.*`` and writes only its own update keys (the IAM rule
-of DESIGN.md), so it learns about rounds by trying the next round's manifest, never by
+of docs/design.md), so it learns about rounds by trying the next round's manifest, never by
 listing. One process may host several hospitals in turn (``serve_sites``), so a federation of
 hundreds of hospitals does not need hundreds of processes each loading torch.
 """

@@ -1,4 +1,4 @@
-"""AUROC / AUPRC from the hospitals' summed score histograms (DESIGN.md step 6).
+"""AUROC / AUPRC from the hospitals' summed score histograms (docs/design.md step 6).
 
 No per-patient prediction leaves a hospital: each reports, per class, how many test stays fell
 in each fixed bin of predicted risk. Summing the histograms and scoring the bins gives the

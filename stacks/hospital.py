@@ -109,7 +109,7 @@ class HospitalStack(FederationStack):
         return role
 
     def _grant_exchange_and_own_data(self) -> None:
-        """The exchange rights of DESIGN.md's rule, and reading this hospital's own data."""
+        """The exchange rights of docs/design.md's rule, and reading this hospital's own data."""
         grant_managed_policy(
             self,
             "ExchangeAccess",

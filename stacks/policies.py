@@ -1,4 +1,4 @@
-"""Who may touch the exchange: every policy statement of DESIGN.md's IAM rule, in one place.
+"""Who may touch the exchange: every policy statement of docs/design.md's IAM rule, in one place.
 
 The rule: a hospital's task role may read what is public to the federation (each round's
 ``global.safetensors``, ``global.json``, ``global.secagg-{roster,setup,unmask}.json`` and

@@ -4,7 +4,7 @@ With ``personalization.finetune_epochs > 0`` every hospital's answer to the fina
 carries two histograms of its test split: the final global model's and its fine-tuned copy's
 (``EvaluationReport.finetuned``). Per hospital the AUROC of each comes from its own
 histogram (``None``, shown "n/a", for a test split with one class); the pooled figures come
-from the summed histograms, as every other pooled metric (DESIGN.md, step 6).
+from the summed histograms, as every other pooled metric (docs/design.md, step 6).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every key of the exchange, built in one place (DESIGN.md, "Exchange layout").
+"""Every key of the exchange, built in one place (docs/design.md, "Exchange layout").
 
 The ids in the keys are checked by ``fl_core.ids`` (``check_site_id`` is re-exported here).
 

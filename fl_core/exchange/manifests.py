@@ -67,7 +67,7 @@ class SparseCounts(_Document):
 
 
 class ScoreHistogram(_Document):
-    """Counts of predicted risk per fixed bin, split by true class (DESIGN.md step 6).
+    """Counts of predicted risk per fixed bin, split by true class (docs/design.md step 6).
 
     The wire form only, listing the non-zero bins: ``{"bins": 2000, "positives": {"index":
     [3, 17], "count": [1, 2]}, "negatives": {...}}``. ``fl_core.exchange.histograms`` converts

@@ -1,4 +1,4 @@
-"""AggregatorStack: exchange, key, network, aggregator task and audit trail, per DESIGN.md."""
+"""AggregatorStack: exchange, key, network, aggregator task and audit trail, per docs/design.md."""
 
 from __future__ import annotations
 
