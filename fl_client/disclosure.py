@@ -4,9 +4,10 @@ Every field of an answer is decided here, failing closed, on the finished manife
 
 * ``evaluation`` (histogram, loss sum, reference histograms, fine-tuned report): computed on
   the test split; below ``min_stays`` stays or ``min_events`` deaths in it, the whole report is
-  withheld. Under secure aggregation, in a training round, it goes into the masked sum
-  instead (``fl_core.secagg.masked_evaluation``), so the hospital still counts in the
-  federation's AUROC while the aggregator never sees its histogram alone.
+  withheld. Under secure aggregation, in a training round, every hospital's evaluation goes
+  into the masked sum instead of the clear (``fl_core.secagg.masked_evaluation``): a small
+  hospital still counts in the federation's AUROC, and the aggregator never sees its
+  histogram alone, nor the others' to subtract from the sum.
 * ``evaluation.reference.<name>``: a reference score may be missing for some stays, so each
   reference histogram is checked on the stays it counts.
 * ``metrics``: no basis is declared for them, so they leave only with an evaluation that does.
@@ -164,49 +165,63 @@ def _with_disclosed(
     )
 
 
+def _placed_evaluation(
+    update: UpdateManifest, floor: DisclosureFloor | None, masked: bool
+) -> tuple[EvaluationReport | None, EvaluationReport | None, list[Suppression]]:
+    """Where the answer's evaluation goes: (in the clear, into the masked sum, named).
+
+    Under secure aggregation every hospital's evaluation goes into the masked sum, whatever
+    its size: were the larger hospitals' evaluations in the clear, the aggregator would get
+    a small hospital's alone by subtracting them from the sum.
+    """
+    evaluation = update.evaluation
+    if evaluation is None:
+        return None, None, []
+    below = None if floor is None else _evaluation_suppression(evaluation, floor)
+    if masked:
+        if below is None:
+            return None, evaluation, []
+        named = Suppression(
+            path=below.path, rule=below.rule, floor=below.floor, disclosed_as="masked_sum"
+        )
+        return None, evaluation, [named]
+    if below is not None:
+        return None, None, [below]
+    if floor is None:
+        return evaluation, None, []
+    kept, withheld = _disclosed_evaluation(evaluation, floor)
+    return kept, None, withheld
+
+
 def disclose_answer(
     update: UpdateManifest, data: SiteData, floor: DisclosureFloor | None, masked: bool
 ) -> DisclosedAnswer:
-    """The answer as it may leave the hospital under ``floor`` (None: unchanged).
+    """The answer as it may leave the hospital under ``floor`` (None: no floor).
 
     ``masked``: this answer carries a masked update (secure aggregation, a training round
-    the hospital trains in), so a withheld evaluation can go into the masked sum.
+    the hospital trains in), so its evaluation goes into the masked sum, not the clear.
     """
-    if floor is None:
+    if floor is None and not (masked and update.evaluation is not None):
         return DisclosedAnswer(update)
     training = update.task == "train" and update.declined is None
-    if training and update.num_examples < floor.min_stays:  # fail closed: never trained on it
-        return DisclosedAnswer(_floor_decline(update, floor))
-    suppressed: list[Suppression] = []
-    evaluation, masked_evaluation = update.evaluation, None
+    if floor is not None and training and update.num_examples < floor.min_stays:
+        return DisclosedAnswer(_floor_decline(update, floor))  # fail closed: never trained on
+    evaluation, masked_evaluation, suppressed = _placed_evaluation(update, floor, masked)
     metrics = update.metrics
-    if evaluation is not None:
-        below = _evaluation_suppression(evaluation, floor)
-        if below is None:
-            evaluation, withheld = _disclosed_evaluation(evaluation, floor)
-            suppressed += withheld
-        else:
-            if masked:
-                masked_evaluation = evaluation
-                below = Suppression(
-                    path=below.path, rule=below.rule, floor=below.floor, disclosed_as="masked_sum"
-                )
-            suppressed.append(below)
-            evaluation = None
-            if metrics:
-                suppressed.append(suppression("metrics", below.rule, floor))
-                metrics = {}
-    num_examples = update.num_examples
-    if 0 < num_examples < floor.min_stays:
+    below = next((found for found in suppressed if found.path == "evaluation"), None)
+    if floor is not None and metrics and below is not None:  # no basis declared: fail closed
+        suppressed.append(suppression("metrics", below.rule, floor))
+        metrics = {}
+    num_examples, train_loss = update.num_examples, update.train_loss
+    if floor is not None and 0 < num_examples < floor.min_stays:
         suppressed.append(suppression("num_examples", "min_stays", floor))
         num_examples = 0
-    train_loss = update.train_loss
-    if train_loss is not None:
+    if floor is not None and train_loss is not None:
         found = check_floor(floor, "train_loss", data.train.num_examples, events_in(data.train))
         if found is not None:
             suppressed.append(found)
             train_loss = None
-    if not suppressed:
+    if not suppressed and masked_evaluation is None:
         return DisclosedAnswer(update)
     disclosed = _with_disclosed(update, evaluation, train_loss, metrics, num_examples, suppressed)
     return DisclosedAnswer(disclosed, masked_evaluation)

@@ -14,7 +14,9 @@
 ``SecAggAggregator`` sums the masked updates as they are admitted (uint64 adds that wrap mod
 2**64, one update in memory at a time) and, at ``finish``, removes the masks, dequantises the
 weighted sum and hands the weighted mean to the configured linear strategy (FedAvg, FedAvgM,
-FedAdam, ...) as a single update: what the aggregator ever learns is that mean.
+FedAdam, ...) as a single update: what the aggregator ever learns is that mean, and the summed
+evaluations of the hospitals whose disclosure floor kept theirs out of the clear
+(``fl_core.secagg.masked_evaluation``).
 
 Everything is re-derived from write-once documents on a restart: a resumed aggregator reads
 the roster, setup, request and answers it already published or received.

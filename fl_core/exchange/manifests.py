@@ -261,8 +261,8 @@ class RoundMetrics(_Document):
     masked_sites: int = Field(
         default=0,
         ge=0,
-        description="hospitals (of num_sites) whose evaluation, below their disclosure floor, "
-        "counted only inside the secure aggregation sum",
+        description="hospitals (of num_sites) whose evaluation counted only inside the secure "
+        "aggregation sum (every training answer under secure aggregation)",
     )
 
 

@@ -3,8 +3,10 @@
 A hospital whose test split is below its disclosure floor may not send its histogram in the
 clear, but under secure aggregation it can still count in the federation's AUROC: it appends
 its dense per-class histogram and its test loss to the vector it masks, and the aggregator
-learns only their sum over the round's survivors. Every participant appends the segment (zeros
-when its evaluation went in the clear), so the vectors line up and the sum is exact.
+learns only their sum over the round's survivors. Every hospital does so, small or not (were
+the others' evaluations in the clear, subtracting them from the sum would give the small one
+away), so no evaluation of a training round is in the clear under secure aggregation. The
+segment is always there (zeros from a site with nothing to add), so the vectors line up.
 
 Layout of the segment, as ring elements mod ``2**modulus_bits``::
 

@@ -92,10 +92,17 @@ def test_under_secure_aggregation_a_small_evaluation_goes_into_the_masked_sum() 
     ]
 
 
-def test_an_evaluation_above_the_floor_is_never_masked() -> None:
-    disclosed = disclose_answer(answer(report(K_STAYS, K_EVENTS)), site(), FLOOR, masked=True)
-    assert disclosed.masked_evaluation is None
-    assert disclosed.update.evaluation is not None
+@pytest.mark.parametrize("floor", [FLOOR, None])
+def test_under_secure_aggregation_every_evaluation_goes_into_the_masked_sum(
+    floor: DisclosureFloor | None,
+) -> None:
+    """Were the larger ones in the clear, the sum minus them would be the small one."""
+    large = report(K_STAYS, K_EVENTS)
+    disclosed = disclose_answer(answer(large), site(), floor, masked=True)
+    assert disclosed.masked_evaluation == large
+    assert disclosed.update.evaluation is None
+    assert disclosed.update.suppressed == []  # nothing withheld: it counts in the metrics
+    assert (disclosed.update.num_examples, disclosed.update.train_loss) == (40, 0.3)
 
 
 def test_each_reference_is_decided_on_the_stays_it_counts() -> None:
@@ -187,7 +194,7 @@ def test_finish_answer_masks_with_the_withheld_evaluation() -> None:
 
 def test_without_a_floor_nothing_changes() -> None:
     original = answer(report(1, 0), num_examples=1)
-    assert disclose_answer(original, site(1, 0), None, masked=True).update is original
+    assert disclose_answer(original, site(1, 0), None, masked=False).update is original
     assert refuse_below_floor(original, site(1, 0), None) is None
 
 

@@ -1,10 +1,10 @@
 """The disclosure floor through whole federations (the real round loop and client loop).
 
-A small hospital's clear-text evaluation is withheld and named; under secure aggregation it
-goes into the masked sum instead, so the federation's pooled metrics still include it: the
-round's summed stays and histogram-derived figures are exactly those of a federation without
-the floor. The final, evaluate-only round runs no masking, so there the small hospital's
-evaluation is withheld (the documented gap).
+A small hospital's clear-text evaluation is withheld and named; under secure aggregation every
+hospital's evaluation goes into the masked sum instead, so the federation's pooled metrics
+still include the small one: the round's summed stays and histogram-derived figures are
+exactly those of a federation without the floor. The final, evaluate-only round runs no
+masking, so there the small hospital's evaluation is withheld (the documented gap).
 """
 
 from __future__ import annotations
@@ -69,12 +69,14 @@ def test_secure_aggregation_counts_a_small_hospital_the_floor_withholds(tmp_path
             path="evaluation", rule="min_stays", floor=TEST_STAYS + 1, disclosed_as="masked_sum"
         )
     ]
-    assert answer(plain, 1, SMALL).evaluation is not None
+    # every evaluation goes into the sum: the others in the clear would give the small one away
+    assert all(answer(run, 1, s).evaluation is None for run in (plain, floored) for s in SITES)
+    assert answer(plain, 1, SMALL).suppressed == []
 
     with_floor, without = metrics(floored, 1), metrics(plain, 1)
     assert with_floor.num_examples == without.num_examples == TEST_STAYS * len(SITES)
     assert with_floor.num_sites == without.num_sites == len(SITES)
-    assert (with_floor.masked_sites, without.masked_sites) == (1, 0)
+    assert with_floor.masked_sites == without.masked_sites == len(SITES)
     assert pooled(with_floor) == pooled(without)  # AUROC, AUPRC, calibration: same histogram
     assert with_floor.loss == pytest.approx(without.loss, abs=1 / 256)
     assert result(floored, 1).withheld_evaluations == {}
