@@ -217,7 +217,8 @@ def evaluate_command(
         TextColumn("ETA"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True)) as progress:
+    # a fold takes minutes: estimate speed over a quarter hour, not rich's default 30 s
+    with Progress(*columns, console=Console(stderr=True), speed_estimate_period=900) as progress:
         cv = cross_validate(
             data,
             out,
@@ -252,19 +253,31 @@ def evaluate_command(
 
 
 class EvaluationBars:
-    """Two bars: the folds done of all, and the rounds of the running fold's federation."""
+    """Two bars: the whole cross-validation and the running fold's federation.
+
+    Both advance with every round, so each has an ETA from the first round on; the whole
+    one counts the folds done in its description.
+    """
 
     def __init__(self, progress: Progress, federations: int) -> None:
         self.progress = progress
-        self.overall = progress.add_task("cross-validation", total=federations)
+        self.federations = federations
+        self.finished = 0
+        self.overall = progress.add_task(self._overall_text(), total=None)
         self.current: TaskID | None = None
         self.label = ""
 
+    def _overall_text(self) -> str:
+        return f"cross-validation: {self.finished} of {self.federations} folds done"
+
     def federation_started(self, label: str, steps: int) -> None:
         self.label = label
+        if self.finished == 0 and self.current is None:  # the first fold sets the whole's size
+            self.progress.update(self.overall, total=self.federations * steps)
         self.current = self.progress.add_task(f"fold {label}: training", total=steps)
 
     def advance(self, done: str) -> None:
+        self.progress.update(self.overall, advance=1)
         if self.current is not None:
             self.progress.update(
                 self.current, advance=1, description=f"fold {self.label}: {done} done"
@@ -274,7 +287,8 @@ class EvaluationBars:
         if self.current is not None:
             self.progress.remove_task(self.current)
             self.current = None
-        self.progress.update(self.overall, advance=1)
+        self.finished += 1
+        self.progress.update(self.overall, description=self._overall_text())
 
 
 def _cell(value: float | None, digits: int = 4) -> str:

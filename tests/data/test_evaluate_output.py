@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
+from rich.progress import Progress
 
-from fedsilo.cli.data import run_data_command
+from fedsilo.cli.data import EvaluationBars, run_data_command
 from fedsilo.ops.evaluation_summary import PAGE_FILE, SUMMARY_FILE, EvaluationSummary
 
 
@@ -59,3 +62,21 @@ def test_keep_leaves_the_fold_and_run_folders(
     folders = {p.name for p in (tmp_path / "cv").iterdir()}
     assert {"folds_r0", "runs", SUMMARY_FILE, PAGE_FILE} <= folders
     assert sorted(p.name for p in (tmp_path / "cv" / "runs").iterdir()) == ["r0-f0", "r0-f1"]
+
+
+def test_progress_bars_advance_with_every_round() -> None:
+    """The whole bar has a size from the first fold on, so rich can give it an ETA."""
+    progress = Progress(console=Console(file=io.StringIO()))
+    bars = EvaluationBars(progress, federations=3)
+    for fold in range(3):
+        bars.federation_started(f"r0-f{fold}", steps=11)
+        for round_index in range(1, 11):
+            bars.advance(f"round {round_index} of 10")
+        bars.advance("yardsticks: pooled")
+        running = [t for t in progress.tasks if t.id != bars.overall]
+        assert len(running) == 1 and running[0].completed == running[0].total == 11
+        bars.federation_finished(f"r0-f{fold}")
+    whole = progress.tasks[0]
+    assert whole.total == 33 and whole.completed == 33
+    assert whole.description == "cross-validation: 3 of 3 folds done"
+    assert len(progress.tasks) == 1  # each fold's bar is gone once it finished
