@@ -181,7 +181,7 @@ def answer_round(
     if gate and weights and (oversize := gate.oversize(update, len(weights))) is not None:
         update, weights, local = oversize, None, None  # over the site's max_update_bytes
     try:
-        exchange.write_update(update, weights)
+        update_sha256 = exchange.write_update(update, weights)
     except ObjectExistsError:
         log.info("update_already_written", site_id=site_id, round_index=manifest.round_index)
         if local is not None:
@@ -190,7 +190,7 @@ def answer_round(
     if local is not None:
         local.commit()
     if hospital.state_dir is not None:
-        keep_receipt(exchange, hospital.state_dir, update, manifest, weights)
+        keep_receipt(exchange, hospital.state_dir, update, manifest, update_sha256)
     log.info(
         "update_written",
         site_id=site_id,
@@ -278,8 +278,9 @@ def serve_sites(
         pass  # round 1 not published yet; wait_for_global polls for it
     if not started:
         # the aggregator builds the first model's standardisation from these reports
-        for hospital in hospitals:
-            publish_moments(exchange, hospital.data, hospital.disclosure_floor)
+        for hospital in hospitals:  # not to a federation its site policy does not serve
+            if hospital.site_gate is None or hospital.site_gate.serves(exchange.federation_id):
+                publish_moments(exchange, hospital.data, hospital.disclosure_floor)
     served = 0
     while True:
         sleep = time.sleep if notifier is None else partial(notifier.wait_published, round_index)

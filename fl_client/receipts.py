@@ -1,7 +1,8 @@
 """What a hospital keeps of each answer so that it can later check the ledger itself.
 
 ``fl_core.exchange.receipts`` is the file format; this is the hospital's side of it: the
-sha256 of the update it wrote (hashed here, not taken from anyone), the ledger head the
+sha256 of the update it wrote (hashed by the hospital when it wrote it, the very digest S3
+verified the upload against; never taken from anyone else), the ledger head the
 round's global model named, and whether its previous update was accepted in the ledger entry
 that head names (read now, while the hospital can still compare it with the head it was
 given).
@@ -18,7 +19,7 @@ from fl_core.errors import AccessDeniedError, ExchangeError
 from fl_core.exchange.manifests import GlobalManifest, UpdateManifest
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.receipts import Receipt, append_receipt, last_receipt, receipts_path
-from fl_core.serialization import sha256_hex
+from fl_core.types import Sha256Hex
 
 log = structlog.get_logger("fedsilo.client")
 
@@ -55,7 +56,7 @@ def keep_receipt(
     state_dir: Path,
     update: UpdateManifest,
     manifest: GlobalManifest,
-    weights: bytes | None,
+    update_sha256: Sha256Hex | None,
 ) -> None:
     """Append this answer's receipt (``fedsilo ledger verify --site-id`` reads them)."""
     path = receipts_path(state_dir, update.site_id)
@@ -66,7 +67,7 @@ def keep_receipt(
         task=update.task,
         global_sha256=manifest.sha256,
         ledger_head=manifest.ledger_head,
-        update_sha256=sha256_hex(weights) if weights is not None else None,
+        update_sha256=update_sha256,
         previous_update_accepted=saw_accepted(exchange, last_receipt(path), manifest),
         recorded_unix=time.time(),
     )

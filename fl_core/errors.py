@@ -78,6 +78,12 @@ class ObjectIntegrityError(ExchangeError):
     """
 
 
+class ChecksumMissingError(ObjectIntegrityError):
+    """The object has no full-object SHA-256 checksum that S3 verified on arrival (written
+    without ``ChecksumAlgorithm="SHA256"``, or as a multipart upload, whose SHA-256 is a
+    checksum of part checksums): nothing vouches for its bytes, so it is not used."""
+
+
 class AccessDeniedError(ExchangeError):
     """The credentials work but IAM or the bucket policy refuses this action.
 

@@ -29,6 +29,7 @@ from fl_core.calibration import calibration_from_histogram
 from fl_core.config import FederationConfig
 from fl_core.disclosure import FloorRule, withheld_evaluation_rule
 from fl_core.errors import (
+    ChecksumMissingError,
     ConfigError,
     ExchangeError,
     FederationLockedError,
@@ -41,7 +42,7 @@ from fl_core.errors import (
     UpdateRejectedError,
 )
 from fl_core.exchange.histograms import class_histogram
-from fl_core.exchange.ledger import chain_hash
+from fl_core.exchange.ledger import chain_hash, entry_fields, sha256_sources
 from fl_core.exchange.manifests import (
     CalibrationFigures,
     Decision,
@@ -51,6 +52,7 @@ from fl_core.exchange.manifests import (
     LedgerEntry,
     RoundMetrics,
     RoundResult,
+    Sha256Source,
     Task,
     UpdateManifest,
 )
@@ -78,8 +80,9 @@ from fl_server.withheld import withheld_counts
 
 log = structlog.get_logger("fedsilo.server")
 
-_CheckedAnswer = tuple[UpdateManifest, Sha256Hex | None, AdmittedUpdate | None]
-"""An answer that passed admission: its manifest, file sha256 and update (training rounds)."""
+_CheckedAnswer = tuple[UpdateManifest, Sha256Hex | None, Sha256Source, AdmittedUpdate | None]
+"""An answer that passed admission: its manifest, file sha256 and who vouches for it, and
+its update (training rounds)."""
 
 
 class RoundEvents:
@@ -165,6 +168,8 @@ def _check_bins(report: EvaluationReport, num_bins: int) -> None:
 
 def _read_fault_reason(err: ExchangeError) -> str:
     """The rejection reason of an answer the store could not hand over intact."""
+    if isinstance(err, ChecksumMissingError):
+        return "missing_checksum"
     if isinstance(err, ObjectIntegrityError):
         return "sha256_mismatch"
     if isinstance(err, ObjectUnreadableError):
@@ -512,8 +517,8 @@ class RoundLoop:
             )
         self._remember(current, update)
         if current.manifest.task == "train" and decision.status == "accepted":
-            data = self.exchange.read_update_weights(round_index, decision.site_id)
-            if sha256_hex(data) != decision.sha256:
+            data, stored = self.exchange.read_update_weights_verified(round_index, decision.site_id)
+            if (stored or sha256_hex(data)) != decision.sha256:
                 raise ExchangeError(
                     f"admitted update of site {decision.site_id} round {round_index} changed "
                     "after admission; the exchange was altered"
@@ -558,7 +563,7 @@ class RoundLoop:
         accepted update reaches the aggregator."""
         round_index = current.context.round_index
         try:
-            manifest, digest, admitted = checked()
+            manifest, digest, source, admitted = checked()
         except (ObjectIntegrityError, ObjectNotFoundError, ObjectUnreadableError) as err:
             # bytes that fail the store's own checksum, that vanished, or that the store will
             # not give us (SSE-C, the hospital's own KMS key, refused): the hospital's doing,
@@ -584,6 +589,7 @@ class RoundLoop:
             site_id=site_id,
             status="accepted",
             sha256=digest,
+            sha256_source=source if digest is not None else None,
             nonce=manifest.nonce,
             num_examples=manifest.num_examples,
             decided_unix=self.clock(),
@@ -642,12 +648,12 @@ class RoundLoop:
                 data, known = self.exchange.read_update_weights_verified(round_index, site_id)
             except ObjectNotFoundError:
                 data, known = None, None
-            if data is not None:  # S3 hashed the bytes it verified: they are not hashed again
+            if data is not None:  # S3's stored checksum is the digest: no second hash
                 manifest, digest, weights = check_update_file(data, site_id, ctx, known)
                 self._check_evaluation(manifest)
                 check_registered_claim(site_id, manifest.num_examples, current.registered)
                 admitted = AdmittedUpdate(site_id, manifest.num_examples, data, weights)
-                return manifest, digest, admitted
+                return manifest, digest, "computed" if known is None else "s3_checksum", admitted
         size = self.exchange.update_manifest_size(round_index, site_id)
         if size > ctx.max_manifest_bytes:
             raise UpdateRejectedError("too_large", f"manifest is {size} bytes")
@@ -661,7 +667,7 @@ class RoundLoop:
                 f"a training answer is {site_id}.safetensors with its manifest inside; "
                 f"{site_id} wrote only {site_id}.json",
             )
-        return manifest, None, None
+        return manifest, None, "computed", None
 
     def _check_evaluation(self, manifest: UpdateManifest) -> None:
         if manifest.evaluation is not None:
@@ -859,8 +865,9 @@ class RoundLoop:
             config_hash=result.config_hash,
             prev_hash=previous.entry_hash if previous else None,
             entry_hash="",
+            sha256_sources=sha256_sources(result.accepted),
         )
-        fields = entry.model_dump(mode="json", exclude={"entry_hash"})
+        fields = entry_fields(entry, frozenset({"entry_hash"}))
         self.exchange.write_ledger_entry(
             LedgerEntry.model_validate({**fields, "entry_hash": chain_hash(fields)})
         )

@@ -5,14 +5,27 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from fl_core.errors import AccessDeniedError, ExchangeError, FedsiloError, ObjectNotFoundError
-from fl_core.exchange.manifests import LedgerEntry, RoundResult, UpdateManifest
+from fl_core.errors import (
+    AccessDeniedError,
+    ExchangeError,
+    FedsiloError,
+    ObjectIntegrityError,
+    ObjectNotFoundError,
+)
+from fl_core.exchange.manifests import (
+    Decision,
+    LedgerEntry,
+    RoundResult,
+    Sha256Source,
+    UpdateManifest,
+)
 from fl_core.exchange.protocol import Exchange
 from fl_core.serialization import sha256_hex
 from fl_core.types import RoundIndex
@@ -56,6 +69,10 @@ class LedgerReport:
     versions_checked: bool = True
     """Whether the store's object versions were counted (S3 keeps every overwrite as a
     version; a local folder keeps none, and a hospital's role may not list them)."""
+    digest_sources: dict[str, int] = field(default_factory=dict)
+    """Admitted updates by who vouched for their sha256 at admission (``s3_checksum``:
+    S3 verified it on upload; ``computed``: the aggregator hashed the file); every one was
+    hashed again here."""
 
     @property
     def ok(self) -> bool:
@@ -80,9 +97,11 @@ class LedgerReport:
                 else "; object versions not counted (the store keeps none, or this role may "
                 "not list them)"
             )
+            sources = ", ".join(f"{n} {src}" for src, n in sorted(self.digest_sources.items()))
+            digests = f"; update digests at admission: {sources}" if sources else ""
             return (
                 f"ledger of federation {self.federation_id} verified: {self.rounds_checked} "
-                f"rounds, head hash {self.head_hash}{closing}{versions}"
+                f"rounds, head hash {self.head_hash}{closing}{versions}{digests}"
             )
         first = self.problems[0]
         more = len(self.problems) - 1
@@ -93,14 +112,21 @@ class LedgerReport:
         )
 
 
+def entry_fields(entry: LedgerEntry, exclude: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """An entry's fields as hashed: ``sha256_sources`` only where it records any, so that
+    entries written before digests had a source keep their hash."""
+    left_out = set(exclude) | ({"sha256_sources"} if not entry.sha256_sources else set())
+    return entry.model_dump(mode="json", exclude=left_out)
+
+
 def entry_hash_of(entry: LedgerEntry) -> str:
     """The hash an entry must carry: ``chain_hash`` of every field but ``entry_hash``."""
-    return chain_hash(entry.model_dump(mode="json", exclude={"entry_hash"}))
+    return chain_hash(entry_fields(entry, frozenset({"entry_hash"})))
 
 
 def expected_entry_fields(result: RoundResult) -> dict[str, Any]:
     """The ledger fields a round's ``result.json`` implies (as the round loop writes them)."""
-    return {
+    fields: dict[str, Any] = {
         "round_index": result.round_index,
         "global_sha256": result.global_sha256,
         "next_global_sha256": result.next_global_sha256,
@@ -108,6 +134,15 @@ def expected_entry_fields(result: RoundResult) -> dict[str, Any]:
         "rejected": [[d.site_id, d.reason or ""] for d in result.rejected],
         "config_hash": result.config_hash,
     }
+    sources = sha256_sources(result.accepted)
+    if sources:
+        fields["sha256_sources"] = sources
+    return fields
+
+
+def sha256_sources(accepted: Sequence[Decision]) -> dict[str, Sha256Source]:
+    """Where each accepted update's sha256 came from, as the ledger records it."""
+    return {d.site_id: d.sha256_source for d in accepted if d.sha256 and d.sha256_source}
 
 
 def _closed_rounds_expected(exchange: Exchange) -> RoundIndex:
@@ -208,27 +243,43 @@ def _check_model(
     return problems
 
 
+def _check_update_file(
+    exchange: Exchange, round_index: RoundIndex, site_id: str, sha256: str
+) -> list[LedgerProblem]:
+    """One admitted training answer: hashed here, and its stored S3 checksum where kept."""
+    try:
+        data, stored = exchange.read_update_weights_verified(round_index, site_id)
+    except ObjectNotFoundError:
+        return [LedgerProblem(round_index, f"update file of {site_id} is missing")]
+    except ObjectIntegrityError as err:  # no full-object checksum, or not its writer's claim
+        reason = str(err).split(";")[0]
+        return [LedgerProblem(round_index, f"update file of {site_id} was replaced: {reason}")]
+    if sha256_hex(data) != sha256:
+        return [
+            LedgerProblem(round_index, f"update file of {site_id} was altered (sha256 differs)")
+        ]
+    if stored is not None and stored != sha256:
+        return [
+            LedgerProblem(
+                round_index, f"S3's stored checksum of the update file of {site_id} differs"
+            )
+        ]
+    return []
+
+
 def _check_updates(exchange: Exchange, entry: LedgerEntry) -> list[LedgerProblem]:
     """Every admitted answer against what the ledger recorded.
 
     A training answer is one file, its manifest inside, so the sha256 the ledger recorded
-    covers both: the file is read once and hashed. An evaluation answer is a manifest alone.
+    covers both: the file is read once and hashed here, whoever vouched for it at admission
+    (an audit takes no digest from anyone). On S3 the checksum S3 stored with the file must
+    be that sha256 too. An evaluation answer is a manifest alone.
     """
     problems = []
     round_index = entry.round_index
     for site_id, sha256 in entry.accepted:
         if sha256:
-            try:
-                data = exchange.read_update_weights(round_index, site_id)
-            except ObjectNotFoundError:
-                problems.append(LedgerProblem(round_index, f"update file of {site_id} is missing"))
-                continue
-            if sha256_hex(data) != sha256:
-                problems.append(
-                    LedgerProblem(
-                        round_index, f"update file of {site_id} was altered (sha256 differs)"
-                    )
-                )
+            problems += _check_update_file(exchange, round_index, site_id, sha256)
             continue
         try:
             manifest = UpdateManifest.model_validate_json(
@@ -291,7 +342,7 @@ def _check_entry(
     if result is None:
         problems.append(LedgerProblem(round_index, "result.json is missing"))
     else:
-        fields = entry.model_dump(mode="json", exclude={"entry_hash", "prev_hash"})
+        fields = entry_fields(entry, frozenset({"entry_hash", "prev_hash"}))
         if expected_entry_fields(result) != fields:
             problems.append(LedgerProblem(round_index, "result.json disagrees with the ledger"))
     manifest = exchange.read_global_manifest(round_index)
@@ -333,6 +384,7 @@ def verify_ledger(exchange: Exchange) -> LedgerReport:
     last = max([_closed_rounds_expected(exchange), *stored])
     closing = _closing_round(exchange)
     problems: list[LedgerProblem] = []
+    sources: Counter[str] = Counter()
     previous: LedgerEntry | None = None
     for round_index in range(1, last + 1):
         try:
@@ -347,6 +399,7 @@ def verify_ledger(exchange: Exchange) -> LedgerReport:
             problems.append(LedgerProblem(round_index, "entry is missing (removed)"))
             previous = None
             continue
+        sources.update(entry.sha256_sources.values())
         try:
             problems += _check_entry(exchange, round_index, entry, previous)
         except ExchangeError as err:
@@ -370,4 +423,5 @@ def verify_ledger(exchange: Exchange) -> LedgerReport:
         problems=sorted(problems + rewritten, key=lambda p: p.round_index),
         closing_round=closing,
         versions_checked=versions_checked,
+        digest_sources=dict(sources),
     )

@@ -225,6 +225,10 @@ class UpdateManifest(_Document):
         return self
 
 
+Sha256Source = Literal["s3_checksum", "computed"]
+"""Who vouches for an update's sha256: S3 (verified on arrival) or the aggregator's hash."""
+
+
 class Decision(_Document):
     """The aggregator's verdict on one site's answer in one round."""
 
@@ -233,6 +237,11 @@ class Decision(_Document):
     reason: str | None = None
     detail: str | None = None
     sha256: str | None = None
+    sha256_source: Sha256Source | None = Field(
+        default=None,
+        description="where an accepted training answer's sha256 came from: the SHA-256 "
+        "checksum S3 verified on upload and stored, or the aggregator hashing the file",
+    )
     nonce: str | None = None
     num_examples: int = 0
     decided_unix: float
@@ -322,6 +331,12 @@ class LedgerEntry(_Document):
     config_hash: str
     prev_hash: str | None
     entry_hash: str
+    sha256_sources: dict[str, Sha256Source] = Field(
+        default_factory=dict,
+        description="per accepted site with a sha256, where it came from (Decision."
+        "sha256_source); absent from entries written before it was recorded, and then left "
+        "out of the hash (``fl_core.exchange.ledger.entry_fields``)",
+    )
 
 
 class FederationState(_Document):

@@ -154,16 +154,23 @@ class Exchange:
 
     # ---- updates ------------------------------------------------------------------------
 
-    def write_update(self, manifest: UpdateManifest, weights: bytes | None) -> None:
+    def write_update(self, manifest: UpdateManifest, weights: bytes | None) -> Sha256Hex | None:
         """One write-once object: ``weights`` (which carry ``manifest`` in their metadata,
-        ``fl_core.admission.update_metadata``) for a training answer, else the manifest."""
+        ``fl_core.admission.update_metadata``) for a training answer, else the manifest.
+
+        Returns the training answer's sha256, hashed here once: S3 verifies the upload
+        against it, and the hospital's receipt records it.
+        """
         round_index, site_id = manifest.round_index, manifest.site_id
         if weights is not None:
-            self.store.put_new(self.layout.update_weights_key(round_index, site_id), weights)
-            return
+            digest = sha256_hex(weights)
+            key = self.layout.update_weights_key(round_index, site_id)
+            self.store.put_update(key, weights, digest)
+            return digest
         # compact: every hospital writes one a round and its histograms are thousands of bins
         compact = manifest.model_dump_json().encode()
         self.store.put_new(self.layout.update_manifest_key(round_index, site_id), compact)
+        return None
 
     def list_update_keys(self, round_index: RoundIndex) -> list[ObjectKey]:
         """Every key under a round's updates prefix as listed: hospital-written, unchecked."""

@@ -5,15 +5,22 @@ The same two guarantees as ``LocalDirectoryStore`` come from S3 conditional writ
 ``replace`` sends ``IfMatch=<etag>`` (or ``IfNoneMatch="*"`` to create). S3 evaluates the
 condition atomically, so two aggregators can never both advance ``state.json``.
 
-Integrity is checked twice, because the two checks catch different faults:
+Integrity: SHA-256 is computed once, by the writer, and verified by S3.
 
 - S3's own SHA-256 checksum (``ChecksumAlgorithm="SHA256"``) is sent with every PUT and part,
-  so S3 refuses bytes damaged in transit, and ``ChecksumMode="ENABLED"`` makes botocore verify
-  a whole-object checksum on download.
-- S3 stores a multipart object's checksum as a checksum of part checksums, which botocore cannot
-  verify, and ranged GETs carry no checksum at all. So the SHA-256 of the whole object also
-  travels as user metadata (``x-amz-meta-sha256``) and every read is verified against it. An
-  object written without it (not by fedsilo) is refused.
+  so S3 refuses bytes that do not hash to it, and keeps it with the object. The same digest
+  travels as user metadata (``x-amz-meta-sha256``): the writer's claim, and how a retried write
+  recognises its own object.
+- A hospital's training answer (``put_update``) is always one PutObject, because S3 keeps a
+  SHA-256 of the whole object only for those (a multipart upload's SHA-256 is a checksum of
+  part checksums; S3 has no full-object SHA-256 for multipart uploads). The aggregator reads it
+  with ``get_verified``: the checksum S3 stored arrives with the object in the same GET and is
+  the update's digest; the bytes are not hashed again (TLS protects the transfer, and botocore's
+  own response hashing is turned off for that GET). An update without a full-object checksum
+  is refused (``ChecksumMissingError``), one whose checksum differs from its writer's claim too.
+- Every other read (``get``) hashes the bytes against ``x-amz-meta-sha256``: those objects are
+  small, or the aggregator's own, or large but multipart (a global model), where S3's
+  checksum-of-checksums cannot stand for the object's SHA-256.
 
 Retries on throttling (503 SlowDown), 5xx and dropped connections are botocore's own
 (``Config(retries=...)``). Two cases botocore cannot know about are handled here: a write whose
@@ -30,6 +37,7 @@ import base64
 import hashlib
 import ipaddress
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -61,6 +69,7 @@ from botocore.exceptions import (
 
 from fl_core.errors import (
     AccessDeniedError,
+    ChecksumMissingError,
     ConfigError,
     ExchangeError,
     ObjectAccessDeniedError,
@@ -173,6 +182,47 @@ def _lacks_object_lock(err: ClientError) -> bool:
 
 def _retry_attempts(err: ClientError) -> int:
     return int(err.response.get("ResponseMetadata", {}).get("RetryAttempts", 0))
+
+
+_UNHASHED_GETS = threading.local()
+"""Set while this thread reads an update whose digest is the checksum S3 stored."""
+
+
+def _skip_response_hash(context: dict[str, Any], **_: Any) -> None:
+    """botocore hashes a GET's body whenever S3 sends a checksum; for ``get_verified`` that
+    is the hash this store exists to avoid (S3 verified the bytes on arrival, TLS in transit)."""
+    if getattr(_UNHASHED_GETS, "on", False):
+        context.get("checksum", {}).pop("response_algorithms", None)
+
+
+def stored_sha256(key: ObjectKey, where: str, response: dict[str, Any]) -> Sha256Hex:
+    """The full-object SHA-256 that S3 verified when ``key`` was written, as hex.
+
+    Refuses an object without one (no ``ChecksumSHA256``, or a multipart upload's
+    checksum of part checksums, ``<base64>-<parts>``), and one whose checksum is not its
+    writer's claim (``x-amz-meta-sha256``).
+    """
+    checksum = response.get("ChecksumSHA256")
+    if not checksum or "-" in checksum or response.get("ChecksumType") == "COMPOSITE":
+        raise ChecksumMissingError(
+            f"{key} in {where} has no full-object SHA-256 checksum stored by S3 (written "
+            "without ChecksumAlgorithm=SHA256, or as a multipart upload); its writer must "
+            "upload it again with fedsilo, in one PutObject"
+        )
+    try:
+        raw = base64.b64decode(checksum, validate=True)
+    except ValueError as err:
+        raise ChecksumMissingError(f"{key} in {where} has a malformed SHA-256 checksum") from err
+    if len(raw) != hashlib.sha256().digest_size:
+        raise ChecksumMissingError(f"{key} in {where} has a malformed SHA-256 checksum")
+    digest = raw.hex()
+    claim = response.get("Metadata", {}).get(SHA256_METADATA_KEY)
+    if claim != digest:
+        raise ObjectIntegrityError(
+            f"{key} in {where} has S3 checksum {digest[:12]}… but its writer claimed "
+            f"{str(claim)[:12]}…; the object was not written by fedsilo or was altered"
+        )
+    return digest
 
 
 def sha256_hex(data: bytes | memoryview) -> str:
@@ -574,6 +624,15 @@ class S3Store(ObjectStore):
     def put_new(self, key: ObjectKey, data: bytes, retain_until: datetime | None = None) -> None:
         self._write(key, data, if_match=None, replacing=False, retain_until=retain_until)
 
+    def put_update(self, key: ObjectKey, data: bytes, sha256: Sha256Hex) -> None:
+        """One PutObject whatever the size, so that S3 keeps the whole object's SHA-256."""
+        if len(data) > MAX_SINGLE_PUT_BYTES:
+            raise ExchangeError(
+                f"{key} is {len(data)} bytes; S3 keeps a full-object SHA-256 only for one "
+                "PutObject (<= 5 GiB): shrink the model or the update"
+            )
+        self._write(key, data, if_match=None, replacing=False, digest=bytes.fromhex(sha256))
+
     def replace(self, key: ObjectKey, data: bytes, if_match: ETag | None) -> ETag:
         if len(data) > MAX_SINGLE_PUT_BYTES:
             raise ExchangeError(
@@ -589,20 +648,24 @@ class S3Store(ObjectStore):
         if_match: ETag | None,
         replacing: bool,
         retain_until: datetime | None = None,
+        digest: bytes | None = None,
     ) -> ETag:
         """One conditional write: ``IfMatch`` when an etag is given, else ``IfNoneMatch="*"``.
 
         ``replace`` always uses one PUT: moto (and older S3-compatible servers) ignore
-        ``IfMatch`` on ``CompleteMultipartUpload``, and ``state.json`` is small.
+        ``IfMatch`` on ``CompleteMultipartUpload``, and ``state.json`` is small. So does a
+        write whose ``digest`` the caller computed (``put_update``).
         """
         s3_key = self._s3_key(key)
-        digest = hashlib.sha256(data).digest()  # once: both S3's checksum and our metadata
+        one_put = replacing or digest is not None or len(data) <= self._multipart_threshold
+        if digest is None:
+            digest = hashlib.sha256(data).digest()  # once: both S3's checksum and our metadata
         condition = {"IfNoneMatch": "*"} if if_match is None else {"IfMatch": if_match}
         action = "replace" if replacing else "write"
         for attempt in range(1, _CONFLICT_ATTEMPTS + 1):
             retention = self._retention_args(retain_until)
             try:
-                if replacing or len(data) <= self._multipart_threshold:
+                if one_put:
                     return self._put_single(s3_key, data, digest, condition, retention)
                 return self._put_multipart(s3_key, data, digest, condition, retention)
             except ClientError as err:
@@ -755,19 +818,29 @@ class S3Store(ObjectStore):
         return self._get(key)[0]
 
     def get_verified(self, key: ObjectKey) -> tuple[bytes, Sha256Hex | None]:
-        data, _etag, digest = self._get(key)
+        """The bytes and the SHA-256 S3 verified when they were written: not hashed here."""
+        # once per client (botocore keeps one registration per unique_id)
+        self.client.meta.events.register(
+            "before-call.s3.GetObject", _skip_response_hash, unique_id="fedsilo-unhashed-get"
+        )
+        _UNHASHED_GETS.on = True
+        try:
+            data, _etag, digest = self._get(key, trust_checksum=True)
+        finally:
+            _UNHASHED_GETS.on = False
         return data, digest
 
     def get_with_etag(self, key: ObjectKey) -> tuple[bytes, ETag]:
         data, etag, _digest = self._get(key)
         return data, etag
 
-    def _get(self, key: ObjectKey) -> tuple[bytes, ETag, Sha256Hex]:
-        """The object, its etag and the sha256 it was verified against."""
+    def _get(self, key: ObjectKey, trust_checksum: bool = False) -> tuple[bytes, ETag, Sha256Hex]:
+        """The object, its etag and its sha256: S3's stored checksum where ``trust_checksum``,
+        else the bytes hashed against their writer's claim."""
         s3_key = self._s3_key(key)
         for attempt in range(1, _BODY_READ_ATTEMPTS + 1):
             try:
-                return self._download(key, s3_key)
+                return self._download(key, s3_key, trust_checksum)
             except _BodyCutError as err:
                 if attempt == _BODY_READ_ATTEMPTS:
                     raise EndpointUnreachableError(
@@ -810,10 +883,18 @@ class S3Store(ObjectStore):
                 f"cannot read {key} in {self.describe()}: the connection dropped ({err})"
             ) from err
 
-    def _download(self, key: ObjectKey, s3_key: str) -> tuple[bytes, ETag, Sha256Hex]:
+    def _download(
+        self, key: ObjectKey, s3_key: str, trust_checksum: bool
+    ) -> tuple[bytes, ETag, Sha256Hex]:
         response = self.client.get_object(Bucket=self.bucket, Key=s3_key, ChecksumMode="ENABLED")
         etag = str(response["ETag"])
         expected = response.get("Metadata", {}).get(SHA256_METADATA_KEY)
+        # before the body: an update S3 does not vouch for is not downloaded
+        try:
+            stored = stored_sha256(key, self.describe(), response) if trust_checksum else None
+        except ObjectIntegrityError:
+            response["Body"].close()
+            raise
         size = int(response["ContentLength"])
         if size > self._ranged_threshold:
             # Keep the first part of this stream, fetch the rest as parallel ranges.
@@ -822,6 +903,8 @@ class S3Store(ObjectStore):
             data = self._download_ranges(s3_key, size, etag, first)
         else:
             data = _read_body(response, size)
+        if stored is not None:
+            return data, etag, stored
         return data, etag, self._verify(key, data, expected)
 
     def _download_ranges(self, s3_key: str, size: int, etag: ETag, first: bytes) -> bytes:

@@ -36,12 +36,22 @@ class ObjectStore(ABC):
     def get(self, key: ObjectKey) -> bytes:
         """Read ``key``; raise ``ObjectNotFoundError`` if absent."""
 
-    def get_verified(self, key: ObjectKey) -> tuple[bytes, Sha256Hex | None]:
-        """``get``, and the sha256 of those bytes where the store computed it to verify them.
+    def put_update(self, key: ObjectKey, data: bytes, sha256: Sha256Hex) -> None:
+        """``put_new`` for a hospital's training answer, whose ``sha256`` its writer computed.
 
-        S3 hashes every object it reads (against the digest its writer stored), and admission
-        needs the same digest: handing it over saves hashing an update twice. None where the
-        store did not hash (the caller hashes the bytes itself).
+        S3 is sent that digest as the object's checksum, verifies the bytes against it on
+        arrival and keeps it (``get_verified`` hands it to the aggregator); a local folder
+        keeps nothing of it, and its reader hashes the file.
+        """
+        self.put_new(key, data)
+
+    def get_verified(self, key: ObjectKey) -> tuple[bytes, Sha256Hex | None]:
+        """``get``, and the sha256 of those bytes where the store vouches for it unhashed.
+
+        S3 verified an update's SHA-256 checksum when it was written and keeps it with the
+        object: that checksum is the update's digest, and the bytes are not hashed again.
+        None where nothing vouches for the bytes (a local file: the caller hashes them).
+        Raises ``ChecksumMissingError`` (S3) where the object carries no such checksum.
         """
         return self.get(key), None
 
