@@ -1,17 +1,27 @@
-"""Streaming FedAvg: a weighted mean built one update at a time.
+"""Streaming FedAvg: a weighted mean built one update at a time, at the speed of memory.
 
 The aggregator holds one float64 accumulator per tensor and one update in memory at a time, so
 memory is O(model) whatever the number of hospitals. float64 accumulation keeps the result
-independent of arrival order far below anything a metric sees.
+within 1e-6 relative of an exact float64 mean, far below anything a metric sees.
 
-An update is added slice by slice (``CHUNK_ELEMENTS``): each slice's float64 product lives in
-a small scratch buffer that stays in cache, so adding an update reads it once and reads and
-writes the sum once, and the scratch costs 1 MiB instead of a second model-sized buffer.
+An update is added in place, slice by slice (``CHUNK_ELEMENTS``): each slice's float64 product
+``w * x`` goes to a small scratch buffer that stays in cache and is added to the sum from
+there, so adding an update reads it once and reads and writes the sum once, with no
+model-sized temporary. Large models are cut into contiguous spans, one per thread
+(``ThreadedSlices``): numpy releases the GIL inside each ufunc, so the spans are summed at once.
+
+Determinism: every element of the sum is ``fl(fl(sum + fl(w * x)))`` in the order updates
+were added, whichever thread or slice it falls in, so the same updates in the same order give
+the same bytes on any thread count (a resumed round re-adds them in their recorded order and
+reproduces the sum bit for bit).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from threading import Lock
 
 import numpy as np
 import numpy.typing as npt
@@ -22,54 +32,141 @@ from fl_core.types import Weights
 
 CHUNK_ELEMENTS = 1 << 17
 """Elements per slice of an update added at a time (a float64 scratch of 1 MiB)."""
+THREAD_MIN_ELEMENTS = 1 << 20
+"""A thread is worth starting for this many parameters (4 MiB of float32) or more."""
+MAX_THREADS = 4
+"""Memory bandwidth is shared: past a few threads more only add contention."""
+
+F64Array = npt.NDArray[np.float64]
+_Span = tuple[str, int, int]
+"""One thread's share of the model: a tensor's name and a range of its flat elements."""
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = Lock()
+
+
+def _threads() -> ThreadPoolExecutor:
+    """One pool for the process, started the first time a model is large enough to use it."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(
+                max_workers=MAX_THREADS, thread_name_prefix="fedsilo-aggregate"
+            )
+        return _pool
+
+
+def thread_count(num_params: int, cpus: int | None = None) -> int:
+    """How many threads sum a model of ``num_params``: one per ``THREAD_MIN_ELEMENTS``, up to
+    the CPUs this process may run on and ``MAX_THREADS``."""
+    available = cpus if cpus is not None else len(os.sched_getaffinity(0))
+    return max(1, min(MAX_THREADS, available, num_params // THREAD_MIN_ELEMENTS))
+
+
+def split_spans(sizes: Mapping[str, int], parts: int) -> list[list[_Span]]:
+    """Cut the tensors' flat elements into ``parts`` contiguous shares of nearly equal size,
+    each a whole number of slices where the tensor allows (a share may cross tensors)."""
+    total = sum(sizes.values())
+    per_part = -(-total // parts)
+    per_part = -(-per_part // CHUNK_ELEMENTS) * CHUNK_ELEMENTS
+    shares: list[list[_Span]] = [[] for _ in range(parts)]
+    index, room = 0, per_part
+    for name, size in sizes.items():
+        start = 0
+        while start < size:
+            if room == 0 and index < parts - 1:
+                index, room = index + 1, per_part
+            stop = size if index == parts - 1 else min(size, start + room)
+            shares[index].append((name, start, stop))
+            room -= stop - start
+            start = stop
+    return [share for share in shares if share]
 
 
 class StreamingWeightedMean:
     """Accumulates ``sum(n_i * w_i)`` and ``sum(n_i)``; ``result()`` divides once."""
 
-    def __init__(self, specs: Mapping[str, TensorSpec]) -> None:
+    def __init__(self, specs: Mapping[str, TensorSpec], threads: int | None = None) -> None:
         self._specs = dict(specs)
         self._sums = {
             name: np.zeros(spec.shape, dtype=np.float64) for name, spec in self._specs.items()
         }
-        self._scratch = np.empty(CHUNK_ELEMENTS, dtype=np.float64)
+        self._flat_sums = {name: total.reshape(-1) for name, total in self._sums.items()}
+        sizes = {name: flat.size for name, flat in self._flat_sums.items()}
+        count = threads if threads is not None else thread_count(sum(sizes.values()))
+        self._shares = split_spans(sizes, max(1, count)) if sizes else []
+        self._scratch = [np.empty(CHUNK_ELEMENTS, dtype=np.float64) for _ in self._shares]
         self.total_weight = 0.0
         self.count = 0
 
     def add(self, weights: Mapping[str, npt.NDArray[np.generic]], weight: float) -> None:
-        """Add one update; names and shapes were checked at admission."""
+        """Add one update; names, shapes and finiteness were checked at admission."""
         if not weight > 0:
             raise AggregationError(f"update weight must be > 0, got {weight}")
         if weights.keys() != self._sums.keys():
             raise AggregationError("update tensors differ from the global model's; admit first")
-        for name, total in self._sums.items():
-            flat_total = total.reshape(-1)
-            flat_update = np.asarray(weights[name]).reshape(-1)
-            for start in range(0, flat_total.size, CHUNK_ELEMENTS):
-                stop = start + CHUNK_ELEMENTS
-                part = flat_update[start:stop]
-                scratch = self._scratch[: part.size]
-                # dtype=float64: the product itself in float64 (NEP 50 would compute a
-                # float32 array times a Python float in float32 and only then widen it)
-                np.multiply(part, weight, out=scratch, dtype=np.float64)
-                np.add(flat_total[start:stop], scratch, out=flat_total[start:stop])
+        flat = {name: np.asarray(weights[name]).reshape(-1) for name in self._sums}
+
+        def add_share(share: list[_Span], scratch: F64Array) -> None:
+            for name, start, stop in share:
+                _multiply_add(self._flat_sums[name], flat[name], weight, start, stop, scratch)
+
+        self._each_share(add_share)
         self.total_weight += weight
         self.count += 1
 
     def result(self) -> Weights:
         if self.count == 0 or self.total_weight <= 0:
             raise AggregationError("no updates to average; check round.min_sites")
-        result: Weights = {}
-        for name, total in self._sums.items():
-            out = np.empty(total.shape, dtype=self._specs[name].dtype)
-            flat_out, flat_total = out.reshape(-1), total.reshape(-1)
-            for start in range(0, flat_total.size, CHUNK_ELEMENTS):
-                stop = start + CHUNK_ELEMENTS
-                scratch = self._scratch[: flat_total[start:stop].size]
-                np.divide(flat_total[start:stop], self.total_weight, out=scratch)
-                flat_out[start:stop] = scratch
-            result[name] = out
+        result: Weights = {
+            name: np.empty(total.shape, dtype=self._specs[name].dtype)
+            for name, total in self._sums.items()
+        }
+        flat_out = {name: out.reshape(-1) for name, out in result.items()}
+
+        def divide_share(share: list[_Span], scratch: F64Array) -> None:
+            for name, start, stop in share:
+                total = self._flat_sums[name]
+                for low in range(start, stop, CHUNK_ELEMENTS):
+                    high = min(low + CHUNK_ELEMENTS, stop)
+                    part = scratch[: high - low]
+                    np.divide(total[low:high], self.total_weight, out=part)
+                    flat_out[name][low:high] = part
+
+        self._each_share(divide_share)
         return result
+
+    def _each_share(self, work: Callable[[list[_Span], F64Array], None]) -> None:
+        """``work`` on every share with its own scratch: here for one, on threads for more."""
+        if len(self._shares) <= 1:
+            for share, scratch in zip(self._shares, self._scratch, strict=True):
+                work(share, scratch)
+            return
+        pool = _threads()
+        futures = [
+            pool.submit(work, share, scratch)
+            for share, scratch in zip(self._shares, self._scratch, strict=True)
+        ]
+        for future in futures:
+            future.result()
+
+
+def _multiply_add(
+    total: F64Array,
+    update: npt.NDArray[np.generic],
+    weight: float,
+    start: int,
+    stop: int,
+    scratch: F64Array,
+) -> None:
+    """``total[start:stop] += weight * update[start:stop]`` in float64, a cached slice at a time."""
+    for low in range(start, stop, CHUNK_ELEMENTS):
+        high = min(low + CHUNK_ELEMENTS, stop)
+        product = scratch[: high - low]
+        # dtype=float64: the product itself in float64 (NEP 50 would compute a float32 array
+        # times a Python float in float32 and only then widen it)
+        np.multiply(update[low:high], weight, out=product, dtype=np.float64)
+        np.add(total[low:high], product, out=total[low:high])
 
 
 def weighted_mean(updates: Sequence[tuple[Mapping[str, npt.NDArray[np.generic]], int]]) -> Weights:

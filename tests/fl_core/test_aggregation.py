@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -74,3 +76,72 @@ def test_updates_larger_than_a_slice_are_summed_whole():
         expected = np.average([u[name] for u, _ in updates], axis=0, weights=[3, 11])
         assert out[name].shape == expected.shape
         np.testing.assert_allclose(out[name], expected, rtol=1e-6)
+
+
+def _big_updates(count: int, seed: int = 3) -> list[tuple[dict[str, np.ndarray], int]]:
+    """Updates of three tensors, spans crossing tensors and short last slices included."""
+    from fl_core.aggregation import CHUNK_ELEMENTS
+
+    rng = np.random.default_rng(seed)
+    shapes = {"a": (CHUNK_ELEMENTS * 3 + 11,), "b": (7, 5), "c": (2, CHUNK_ELEMENTS + 3)}
+    return [
+        (
+            {
+                k: (rng.normal(size=s) * 10.0 ** rng.integers(-3, 3)).astype(np.float32)
+                for k, s in shapes.items()
+            },
+            int(rng.integers(1, 5000)),
+        )
+        for _ in range(count)
+    ]
+
+
+def _specs(update: dict[str, np.ndarray]) -> dict[str, TensorSpec]:
+    return {k: TensorSpec(str(a.dtype), a.shape) for k, a in update.items()}
+
+
+def _sum_bytes(updates, threads: int, resume_after: int | None = None) -> dict[str, bytes]:
+    """The mean's bytes; ``resume_after``: a fresh mean re-adds the first updates in their
+    recorded order (as a resumed round replays its admitted updates), then the rest."""
+    mean = StreamingWeightedMean(_specs(updates[0][0]), threads=threads)
+    for x, n in updates[:resume_after]:
+        mean.add(x, float(n))
+    if resume_after is not None:
+        mean = StreamingWeightedMean(_specs(updates[0][0]), threads=threads)
+        for x, n in updates:
+            mean.add(x, float(n))
+    return {k: v.tobytes() for k, v in mean.result().items()}
+
+
+def test_the_sum_is_the_same_bytes_on_any_thread_count_twice_and_resumed():
+    updates = _big_updates(6)
+    reference = _sum_bytes(updates, threads=1)
+    assert _sum_bytes(updates, threads=1) == reference
+    for threads in (2, 3, 4):
+        assert _sum_bytes(updates, threads=threads) == reference
+    assert _sum_bytes(updates, threads=3, resume_after=4) == reference
+
+
+def test_the_sum_is_within_1e6_relative_of_float64():
+    updates = _big_updates(12, seed=5)
+    out = weighted_mean(updates)
+    for name in updates[0][0]:
+        stack = np.stack([x[name].astype(np.float64) for x, _ in updates])
+        exact = np.average(stack, axis=0, weights=[float(n) for _, n in updates])
+        # the float32 result itself rounds: compare against float64 rounded to float32 too
+        np.testing.assert_allclose(out[name], exact, rtol=1e-6, atol=0)
+        np.testing.assert_array_equal(out[name], exact.astype(np.float32))
+
+
+def test_spans_cover_every_element_once_in_order():
+    from fl_core.aggregation import CHUNK_ELEMENTS, split_spans
+
+    sizes = {"a": CHUNK_ELEMENTS * 5 + 3, "b": 4, "c": CHUNK_ELEMENTS * 2}
+    for parts in (1, 2, 3, 4, 7):
+        shares = split_spans(sizes, parts)
+        assert 1 <= len(shares) <= parts
+        covered = [span for share in shares for span in share]
+        for name, size in sizes.items():
+            ranges = [(start, stop) for n, start, stop in covered if n == name]
+            assert ranges[0][0] == 0 and ranges[-1][1] == size
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
