@@ -49,7 +49,11 @@ def check_command(
     endpoint_url: EndpointArg = None,
     site_policy: Annotated[
         Path | None,
-        typer.Option("--site-policy", help="take the disclosure floor from this site policy"),
+        typer.Option(
+            "--site-policy",
+            help="take the disclosure floor from this site policy (default: FEDSILO_SITE_POLICY "
+            "or FEDSILO_SITE_POLICY_JSON, as client run; else --min-stays, --min-events)",
+        ),
     ] = None,
     min_stays: Annotated[
         int, typer.Option("--min-stays", min=1, help="floor: smallest count the summary shows")
@@ -90,10 +94,11 @@ def check_command(
         federation_schema = published_schema(opened)
         source = f"the study published in {exchange} ({federation})"
     floor = DisclosureFloor(min_stays=min_stays, min_events=min_events)
-    if site_policy is not None:
-        from fl_core.site_policy import read_site_policy
+    from fl_core.site_policy import load_site_policy
 
-        floor = read_site_policy(site_policy).disclosure_floor or floor
+    policy = load_site_policy(site_policy)  # or FEDSILO_SITE_POLICY(_JSON), as client run
+    if policy is not None and policy.disclosure_floor is not None:
+        floor = policy.disclosure_floor
     result = check_site(data, federation_schema, source, floor)
     paths = write_site_check(result, out)
     console.print(
