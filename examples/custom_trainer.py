@@ -66,7 +66,7 @@ class SgdTrainer(ClientTrainer):
                 self.local_objective.adjust_loss(self.model, loss).backward()
                 self.local_objective.adjust_gradients(self.model)
                 optimizer.step()
-                losses.append(float(loss))
+                losses.append(loss.item())
         return TrainResult(num_examples=len(y), train_loss=float(np.mean(losses)))
 
 

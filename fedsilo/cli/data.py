@@ -93,6 +93,10 @@ def prepare_command(
     positive_label: Annotated[
         str | None, typer.Option("--positive-label", help="label value that means the event")
     ] = None,
+    delimiter: Annotated[
+        str | None,
+        typer.Option("--delimiter", help="--csv field separator (default: read from the header)"),
+    ] = None,
     min_stays: Annotated[
         int | None,
         typer.Option(
@@ -144,9 +148,15 @@ def prepare_command(
         seed=seed,
         positive_label=positive_label,
         overwrite=overwrite,
+        delimiter=delimiter,
     )
     _print_summary(table.schema, out)
     tab = table.report
+    how = "given" if positive_label is not None else "detected"
+    console.print(f"label: {label_column}, event = {tab.positive_label!r} ({how})", markup=False)
+    if tab.delimiter is not None:
+        given = "given" if delimiter is not None else "read from the header"
+        console.print(f"delimiter: {tab.delimiter!r} ({given})", markup=False)
     console.print(
         f"rows: {tab.rows_read} read; dropped {tab.dropped_rows}; "
         f"{len(tab.numeric)} numeric and {len(tab.categorical)} categorical columns"

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from fedsilo.cli.output import console
+
 if TYPE_CHECKING:  # the exchange imports pydantic and numpy: the commands import it, not --help
     from fl_core.exchange.protocol import Exchange
 
@@ -34,15 +36,31 @@ EndpointArg = Annotated[
     str | None,
     typer.Option("--endpoint-url", envvar="FEDSILO_ENDPOINT_URL", help="S3-compatible endpoint"),
 ]
+JsonArg = Annotated[
+    bool, typer.Option("--json", help="print one JSON document (docs/cli-json.md) instead")
+]
 
 
 def open_exchange(uri: str, federation_id: str, endpoint_url: str | None) -> Exchange:
-    """The exchange of one federation; a plain folder path is accepted as a local store."""
+    """The exchange of one federation; a plain folder path is accepted as a local store.
+
+    A local folder that does not exist is refused: the store would create it, and a reading
+    command would then report on an exchange that a typo made.
+    """
+    from urllib.parse import unquote, urlsplit
+
+    from fl_core.errors import ConfigError
     from fl_core.exchange.protocol import Exchange
     from fl_core.exchange.uri import open_store
 
     if "://" not in uri:
         uri = Path(uri).resolve().as_uri()
+    parts = urlsplit(uri)
+    if parts.scheme == "file" and not Path(unquote(parts.path)).is_dir():
+        raise ConfigError(
+            f"exchange {uri}: no such folder; check --exchange (a folder, file://DIR or "
+            "s3://bucket/prefix)"
+        )
     return Exchange(open_store(uri, endpoint_url=endpoint_url), federation_id)
 
 
@@ -67,23 +85,33 @@ def ledger_verify(
             help="with --site-id: the hospital's state folder (as given to `client run`)",
         ),
     ] = None,
+    as_json: JsonArg = False,
 ) -> None:
     """Recompute the hash chain from the stored files; name the first round that was altered.
 
-    Exit 0 when every closed round verifies; exit 8 with one line naming the first bad round.
-    With --site-id, run with the hospital's role: the chain is checked against the ledger
-    heads and update digests the hospital kept, one line per problem.
+    Exit 0 when every closed round verifies; exit 8 with one line naming the first bad round
+    (with --json, the document is printed first). A federation that holds nothing exits 8
+    too: a wrong id or exchange is never a pass. With --site-id, run with the hospital's
+    role: the chain is checked against the ledger heads and update digests the hospital kept,
+    one line per problem.
     """
+    from fedsilo.cli.json_documents import ledger_json
+    from fl_core.errors import ConfigError
     from fl_core.exchange.ledger import LedgerVerificationError, verify_ledger
 
     opened = open_exchange(exchange, federation, endpoint_url)
     if site_id is not None:
+        if as_json:
+            raise ConfigError("--json is not available with --site-id yet; leave one out")
         _verify_as_site(opened, site_id, state_dir)
         return
     report = verify_ledger(opened)
+    if as_json:
+        print(ledger_json(report))
     if not report.ok:
         raise LedgerVerificationError(report.summary())
-    stdout.print(report.summary(), highlight=False, soft_wrap=True)
+    if not as_json:
+        stdout.print(report.summary(), highlight=False, soft_wrap=True)
 
 
 def _verify_as_site(exchange: Exchange, site_id: str, state_dir: Path | None) -> None:
@@ -131,14 +159,31 @@ def status_command(
     interval_s: Annotated[
         float, typer.Option("--interval", min=0.5, help="seconds between refreshes")
     ] = 2.0,
+    as_json: JsonArg = False,
 ) -> None:
-    """Current round and phase, deadline countdown, and per hospital what it did."""
+    """Current round and phase, deadline countdown, and per hospital what it did.
+
+    Exits 2 with one line when the exchange holds nothing of the federation (no state, no
+    registration, no round): a wrong id or exchange never shows as an empty table.
+    """
     from rich.live import Live
 
+    from fedsilo.cli.json_documents import status_json
     from fedsilo.ops.status import collect_status, status_table
+    from fl_core.errors import ConfigError
 
+    if watch and as_json:
+        raise ConfigError("--watch and --json together: use --json alone, once per refresh")
     store = _status_exchange(run, federation, exchange, endpoint_url)
     status = collect_status(store)
+    if status.holds_nothing:
+        raise ConfigError(
+            f"federation {status.federation_id} has no state, registration or round in "
+            f"{status.exchange}; check --federation and --exchange (or the run folder)"
+        )
+    if as_json:
+        print(status_json(status))
+        return
     if not watch:
         stdout.print(status_table(status))
         return
@@ -162,7 +207,7 @@ def _status_exchange(
 
         run_dir, note = resolve_run_folder(run)
         if note:
-            stdout.print(note, highlight=False, soft_wrap=True)
+            console.print(note, highlight=False, soft_wrap=True)
         found = open_run_exchange(run_dir, endpoint_url)
         if exchange is None:
             return Exchange(found.store, federation or found.federation_id)
@@ -195,6 +240,7 @@ def report_command(
     run, note = resolve_run_folder(run, needs="metrics.jsonl")
     if note and not as_json:
         stdout.print(note, highlight=False, soft_wrap=True)
+    _check_run_has_rounds(run)
     outcome = write_report(run, out, endpoint_url)
     if as_json:
         print(outcome.model_dump_json(indent=2))
@@ -203,3 +249,19 @@ def report_command(
         f"report: {out} ({len(outcome.figures)} figures, {outcome.hospitals} hospitals)",
         highlight=False,
     )
+
+
+def _check_run_has_rounds(run: Path) -> None:
+    """A run whose metrics.jsonl is missing or empty has nothing to report: say so, exit 2."""
+    from fl_core.errors import ConfigError
+
+    metrics = run / "metrics.jsonl"
+    try:
+        has_rounds = any(line.strip() for line in metrics.read_text().splitlines())
+    except FileNotFoundError:
+        has_rounds = False
+    if not has_rounds:
+        raise ConfigError(
+            f"run {run} has no closed round in {metrics.name}; run `fedsilo simulate` to the "
+            "end (or resume it with --run-id) before asking for a report"
+        )

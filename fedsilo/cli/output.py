@@ -82,9 +82,23 @@ def print_privacy(federation: FederationConfig, exchange_uri: str) -> None:
 
 def fit_strategy(federation: FederationConfig, hospitals: int | None) -> FederationConfig:
     """The strategy's quorum fitted to the federation; each change is said on stderr."""
+    from fedsilo.engine.secagg_quorum import fit_secagg_quorum
     from fedsilo.engine.strategy_fit import fit_strategy as fit
 
     fitted, notes = fit(federation, hospitals)
-    for note in notes:
+    fitted, secagg_notes = fit_secagg_quorum(fitted, hospitals)
+    for note in [*notes, *secagg_notes]:
         console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     return fitted
+
+
+def printed_exchange(uri: str) -> str:
+    """The exchange URI as a person reads it: the run's own folder is said in words.
+
+    ``?durable=false`` (no fsync per write: the run's own exchange lives and dies with the
+    run) means nothing to a reader; the plain URI opens the same exchange for ``status``.
+    """
+    plain, _, query = uri.partition("?")
+    if query == "durable=false":
+        return f"{plain} (the run's own folder, written without fsync)"
+    return uri

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
+import signal
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -25,10 +28,13 @@ from fedsilo.cli.output import (
     metrics_table,
     print_personalization,
     print_privacy,
+    printed_exchange,
     stdout,
 )
 
 if TYPE_CHECKING:
+    from fedsilo.engine.federation import SimulationEvents
+    from fedsilo.ops.mlflow_sink import MlflowEvents
     from fl_core.config import FederationConfig
     from fl_core.exchange.manifests import Decision, GlobalManifest
 
@@ -112,7 +118,18 @@ def simulate_command(
     ] = None,
     run_id: Annotated[str | None, typer.Option(help="name of the run folder")] = None,
     tensorboard: Annotated[
-        Path | None, typer.Option(help="also write per-round metrics as TensorBoard events here")
+        Path | None,
+        typer.Option(
+            help="also write per-round metrics as TensorBoard events here (a subfolder per run)"
+        ),
+    ] = None,
+    mlflow: Annotated[
+        str | None,
+        typer.Option(
+            "--mlflow",
+            help="also log parameters, per-round metrics and the final model to MLflow: a "
+            "tracking server URI, or a folder (file: URI) for a local store",
+        ),
     ] = None,
     dp_epsilon: DpEpsilonOption = None,
     dp_delta: DpDeltaOption = None,
@@ -130,10 +147,12 @@ def simulate_command(
 ) -> None:
     """Train a whole federation on this machine (hospitals in worker processes)."""
     from fedsilo.engine.logs import configure_logging
+    from fedsilo.engine.run_folder import new_run_id
     from fedsilo.engine.strategy_fit import planned_hospitals
     from fedsilo.ops.calibration_view import calibration_table
     from fl_core.config import load_config
 
+    check_data_options(hospitals=hospitals, data=data, twin=twin)
     if engine != "mpi":
         from fedsilo.engine.worker_pool import worker_context
 
@@ -158,11 +177,15 @@ def simulate_command(
     federation = load_config(config, overrides)
     federation = fit_strategy(federation, planned_hospitals(federation))
     configure_logging(check_format(log_format), log_level)
+    run_id = run_id or new_run_id(federation)  # known here, so a failure can mark its folder
     if federation.simulation.engine == "mpi":
         from fedsilo.engine.mpi_launch import run_unless_aggregator
 
+        plain_output_for_ranks()
+
         mpi_options = {"--app": app_ref, "--log-format": log_format, "--log-level": log_level}
         mpi_options["--tensorboard"] = None if tensorboard is None else str(tensorboard)
+        mpi_options["--mlflow"] = mlflow
         if run_unless_aggregator(federation, out, run_id=run_id, options=mpi_options):
             return  # re-launched under mpirun, or this rank hosted hospitals
         from fedsilo.engine.mpi_engine import simulate as run_simulation
@@ -171,31 +194,139 @@ def simulate_command(
 
         with start_up():  # torch, after the config is known to be good
             from fedsilo.engine.process_engine import simulate as run_simulation
+    check_dp_sgd_delta(federation)
     ui = ProgressEvents(federation)
     from fedsilo.ops.tensorboard_sink import with_tensorboard
 
-    events = ui.events if tensorboard is None else with_tensorboard(tensorboard, ui.events)
+    events: SimulationEvents = ui.events
+    if tensorboard is not None:
+        events = with_tensorboard(tensorboard / run_id, events)
+    tracking: MlflowEvents | None = None
+    if mlflow is not None:
+        from fedsilo.ops.mlflow_sink import with_mlflow
+
+        events = tracking = with_mlflow(mlflow, federation, run_id, events)
     console.print(
         f"[bold]fedsilo[/] federation [cyan]{federation.federation_id}[/]: "
-        f"{federation.rounds} rounds, seed {federation.seed}"
+        f"{federation.rounds} rounds, seed {federation.seed}",
+        highlight=False,
     )
-    with ui.progress:
-        result = run_simulation(
-            federation,
-            out,
-            app_ref=app_ref,
-            events=events,
-            log_format=check_format(log_format),
-            log_level=log_level,
-            run_id=run_id,
-        )
+    run_dir = out / run_id
+    try:
+        with ui.progress:
+            result = run_simulation(
+                federation,
+                out,
+                app_ref=app_ref,
+                events=events,
+                log_format=check_format(log_format),
+                log_level=log_level,
+                run_id=run_id,
+            )
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the summary
+        if tracking is not None:
+            tracking.stop("KILLED")
+        report_interrupted(federation, run_dir)
+        raise typer.Exit(130) from None
+    except Exception as err:
+        from fedsilo.engine.run_folder import record_outcome
+
+        record_outcome(run_dir, "failed", str(err) or type(err).__name__)
+        if tracking is not None:
+            tracking.stop("FAILED")
+        raise
+    if tracking is not None:
+        tracking.finish(result.run_dir)
     stdout.print(metrics_table(result.rows))
     calibration = calibration_table(result.rows)
     if calibration is not None:
         stdout.print(calibration)
     print_personalization(federation, result.exchange_uri)
     print_privacy(federation, result.exchange_uri)
-    stdout.print(f"run folder: {result.run_dir}  ({result.seconds:.1f} s)")
-    stdout.print(f"  metrics:  {result.run_dir / 'metrics.jsonl'}")
-    stdout.print(f"  model:    {result.run_dir / 'model.safetensors'}")
-    stdout.print(f"  exchange: {result.exchange_uri}")
+    stdout.print(f"run folder: {result.run_dir}  ({result.seconds:.1f} s)", highlight=False)
+    stdout.print(f"  metrics:  {result.run_dir / 'metrics.jsonl'}", highlight=False)
+    stdout.print(f"  model:    {result.run_dir / 'model.safetensors'}", highlight=False)
+    stdout.print(
+        f"  exchange: {printed_exchange(result.exchange_uri)}", highlight=False, soft_wrap=True
+    )
+    if tracking is not None:
+        stdout.print(f"  mlflow:   run {tracking.run_id} at {mlflow}", highlight=False)
+
+
+def check_data_options(*, hospitals: int | None, data: Path | None, twin: bool) -> None:
+    """Refuse data options that exclude each other instead of silently dropping one."""
+    if data is not None and twin:
+        raise typer.BadParameter(
+            "--data and --twin name two data sources; keep one", param_hint="'--data'"
+        )
+    if data is not None and hospitals is not None:
+        raise typer.BadParameter(
+            "--hospitals sets how many synthetic (or twin) hospitals to make, but --data "
+            "brings its own; drop --hospitals",
+            param_hint="'--hospitals'",
+        )
+
+
+def check_dp_sgd_delta(federation: FederationConfig) -> None:
+    """DP-SGD's delta against the largest hospital's training rows, before any worker starts.
+
+    Each hospital checks it again with its own rows; checked here, a bad ``--dp-delta`` is
+    an option error (exit 2) instead of a failed hospital worker (exit 1).
+    """
+    settings = federation.privacy.dp_sgd
+    if settings is None:
+        return
+    from fedsilo.engine.app import build_source
+    from fl_core.privacy import check_delta
+
+    rows = build_source(federation).train_rows()
+    if rows:
+        site, largest = max(rows.items(), key=lambda item: item[1])
+        check_delta(
+            what=f"--dp-delta (privacy.dp_sgd; site {site})",
+            delta=settings.delta,
+            population=largest,
+            unit="training rows",
+        )
+
+
+def resume_command(run_id: str) -> str:
+    """This command line with ``--run-id``, which continues the run from its last round."""
+    arguments = sys.argv[1:]
+    if not any(arg == "--run-id" or arg.startswith("--run-id=") for arg in arguments):
+        arguments += ["--run-id", run_id]
+    return shlex.join(["fedsilo", *arguments])
+
+
+def report_interrupted(federation: FederationConfig, run_dir: Path) -> None:
+    """One line: where the run stopped, what metrics.jsonl holds, the command that resumes."""
+    from fedsilo.engine.run_folder import is_run_folder
+    from fedsilo.engine.stopped_run import close_interrupted_run
+
+    if not is_run_folder(run_dir):
+        console.print("interrupted before the run folder was made; nothing to resume")
+        return
+    stopped = close_interrupted_run(federation, run_dir)
+    console.print(
+        f"interrupted after round {stopped.last_closed} of {federation.rounds} "
+        f"({run_dir / 'metrics.jsonl'}: {stopped.rows} rounds); resume with: "
+        f"{resume_command(run_dir.name)}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+def plain_output_for_ranks() -> None:
+    """No colour or cursor codes from ranks when this command's output is not a terminal.
+
+    mpirun gives each rank a pseudo-terminal whatever its own output is, so a rank cannot
+    tell that the output ends in a file; the launcher tells it through the environment the
+    ranks inherit (rich reads ``TTY_COMPATIBLE``, it and the log renderer ``NO_COLOR``).
+    """
+    import os
+
+    if not (sys.stdout.isatty() and sys.stderr.isatty()):
+        os.environ.setdefault("TTY_COMPATIBLE", "0")
+        os.environ.setdefault("NO_COLOR", "1")

@@ -10,9 +10,14 @@ Imported only by the fork server, as its one preload module:
 """
 
 import gc
+import signal
 
-from fedsilo.engine.gc_policy import start_up
-from fedsilo.engine.process_exit import skip_teardown_at_exit
+# Ctrl-C reaches the fork server with the rest of the terminal's group: while it preloads it
+# must not print a KeyboardInterrupt traceback (its own loop ignores SIGINT afterwards)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+from fedsilo.engine.gc_policy import start_up  # noqa: E402
+from fedsilo.engine.process_exit import skip_teardown_at_exit  # noqa: E402
 
 with start_up():
     import pandas  # noqa: F401

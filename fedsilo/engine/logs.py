@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Literal, TextIO, cast
 
@@ -46,7 +47,8 @@ def configure_logging(log_format: LogFormat = "auto", level: str = "INFO") -> No
         ]
         stream = _CurrentStream("stdout")
     else:
-        processors.append(structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+        colors = sys.stderr.isatty() and not os.environ.get("NO_COLOR")
+        processors.append(structlog.dev.ConsoleRenderer(colors=colors))
         stream = _CurrentStream("stderr")
     structlog.configure(
         processors=processors,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal as signals
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
@@ -61,8 +62,17 @@ class WorkerSpec:
     secagg_key_dir: Path | None = None
 
 
+def _leave_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _worker_main(spec: WorkerSpec, reports: Queue[Report], signal: RoundSignal) -> None:
-    """A hospital worker: load its sites, report their moments, answer rounds until final."""
+    """A hospital worker: load its sites, report their moments, answer rounds until final.
+
+    Ctrl-C reaches every process of the terminal's group: a worker leaves at once and
+    quietly (the aggregator says where the run stopped), instead of printing a traceback.
+    """
+    signals.signal(signals.SIGINT, _leave_quietly)
     collect_in_child()
     torch.set_num_threads(1)
     configure_logging(spec.log_format, spec.log_level)

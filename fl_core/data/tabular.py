@@ -11,6 +11,7 @@ are dropped and counted; a site with one class or too few rows is kept out with 
 
 from __future__ import annotations
 
+import gzip
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,9 @@ IMPOSSIBLE_RULES: tuple[tuple[str, str, float, float], ...] = (
 )
 """(rule, column-name pattern, lowest possible, highest possible): values outside are impossible."""
 
+DELIMITERS = (",", ";", "\t", "|")
+"""What a header line is searched for when no --delimiter is given (European exports use ;)."""
+
 
 @dataclass
 class TabularReport:
@@ -59,10 +63,14 @@ class TabularReport:
     dropped_columns: dict[str, str] = field(default_factory=dict)
     numeric: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
+    delimiter: str | None = None  # the CSV's, as given or detected; None for Parquet
+    positive_label: str = ""  # the label value read as the event (given or detected)
 
     def as_dict(self) -> dict[str, object]:
         return {
             "rows_read": self.rows_read,
+            "delimiter": self.delimiter,
+            "positive_label": self.positive_label,
             "dropped_rows": dict(self.dropped_rows),
             "dropped_columns": dict(self.dropped_columns),
             "numeric_columns": list(self.numeric),
@@ -76,8 +84,33 @@ class TabularResult:
     report: TabularReport
 
 
-def read_any_table(path: Path) -> pd.DataFrame:
-    """A CSV (``.csv``, ``.csv.gz``, ``.tsv``) or Parquet file as a DataFrame; else ConfigError."""
+def header_line(path: Path) -> str:
+    """The first line of a text table (gzip read through), for the delimiter."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as handle:
+            return str(handle.readline(65536))
+    except (OSError, EOFError):
+        return ""
+
+
+def detect_delimiter(header: str, default: str) -> str:
+    """The delimiter the header line is split by: ``default`` if it occurs, else the most
+    frequent of ``DELIMITERS`` (a header without any is one column: ``default``)."""
+    if default in header:
+        return default
+    counts = {candidate: header.count(candidate) for candidate in DELIMITERS}
+    best = max(counts, key=lambda candidate: counts[candidate])
+    return best if counts[best] else default
+
+
+def shown_delimiter(delimiter: str) -> str:
+    return "'\\t'" if delimiter == "\t" else repr(delimiter)
+
+
+def read_any_table(path: Path, delimiter: str | None = None) -> tuple[pd.DataFrame, str | None]:
+    """A CSV (``.csv``, ``.csv.gz``, ``.tsv``) or Parquet file as a DataFrame, and the CSV's
+    delimiter (``delimiter``, or detected from the header line); else ConfigError."""
     if not path.is_file():
         raise ConfigError(f"--csv {path}: file not found; give the path of a CSV or Parquet file")
     size = path.stat().st_size
@@ -90,21 +123,31 @@ def read_any_table(path: Path) -> pd.DataFrame:
     name = path.name.lower()
     try:
         if name.endswith((".parquet", ".pq")):
-            return pq.read_table(path).to_pandas()
+            return pq.read_table(path).to_pandas(), None
         if name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt")):
-            delimiter = "\t" if ".tsv" in name else ","
+            if delimiter is None:
+                delimiter = detect_delimiter(header_line(path), "\t" if ".tsv" in name else ",")
+            elif len(delimiter) != 1:
+                raise ConfigError(f"--delimiter {delimiter!r}: give one character, e.g. ';'")
             parse = pacsv.ParseOptions(delimiter=delimiter)
             convert = pacsv.ConvertOptions(strings_can_be_null=True)
-            return pacsv.read_csv(path, parse_options=parse, convert_options=convert).to_pandas()
+            frame = pacsv.read_csv(path, parse_options=parse, convert_options=convert)
+            return frame.to_pandas(), delimiter
     except (OSError, UnicodeDecodeError, pa.ArrowException) as err:
-        raise ConfigError(f"{path}: unreadable table ({str(err).strip()[:300]})") from err
+        hint = ""
+        if delimiter is not None:
+            other = detect_delimiter(header_line(path), delimiter)
+            if other != delimiter:
+                hint = f"; the header splits on {shown_delimiter(other)}: use --delimiter {other!r}"
+        raise ConfigError(f"{path}: unreadable table ({str(err).strip()[:300]}){hint}") from err
     raise ConfigError(f"{path}: unknown file type; use .csv, .csv.gz, .tsv or .parquet")
 
 
 def parse_label(
     values: pd.Series, path: Path, column: str, positive_label: str | None
-) -> npt.NDArray[np.float64]:
-    """The label as 1.0 / 0.0 / NaN (missing); anything but two classes is a ConfigError."""
+) -> tuple[npt.NDArray[np.float64], str]:
+    """The label as 1.0 / 0.0 / NaN (missing), and the value read as the event (lower case);
+    anything but two classes is a ConfigError."""
     present = values.dropna()
     text = present.astype("string").str.strip().str.lower()
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
@@ -135,7 +178,7 @@ def parse_label(
         positive = known[0]
     label = pd.Series(np.nan, index=values.index, dtype="float64")
     label.loc[present.index] = (text == positive).astype("float64")
-    return np.asarray(label.to_numpy(dtype=np.float64), dtype=np.float64)
+    return np.asarray(label.to_numpy(dtype=np.float64), dtype=np.float64), positive
 
 
 def site_values(values: pd.Series) -> pd.Series:
@@ -157,23 +200,29 @@ def prepare_table(
     seed: int,
     positive_label: str | None = None,
     overwrite: bool = False,
+    delimiter: str | None = None,
 ) -> TabularResult:
     """Read one table, detect its columns, and write one prepared folder per site."""
     if min_stays < 1:
         raise ConfigError(f"--min-stays {min_stays}: must be at least 1")
-    frame = read_any_table(path)
+    frame, delimiter = read_any_table(path, delimiter)
     frame.columns = [str(c) for c in frame.columns]
     for option, column in (("--site-column", site_column), ("--label-column", label_column)):
         if column not in frame.columns:
             shown = ", ".join(list(frame.columns)[:8])
+            hint = ""
+            if delimiter is not None and len(frame.columns) == 1:
+                other = detect_delimiter(str(frame.columns[0]), delimiter)
+                if other != delimiter:
+                    hint = f"; use --delimiter {other!r}"
             raise ConfigError(
                 f"{path}: {option} {column!r} is not a column of the file (columns: {shown}"
-                f"{' ...' if len(frame.columns) > 8 else ''})"
+                f"{' ...' if len(frame.columns) > 8 else ''}){hint}"
             )
     if site_column == label_column:
         raise ConfigError(f"--site-column and --label-column are both {site_column!r}")
-    report = TabularReport(rows_read=len(frame))
-    label = parse_label(frame[label_column], path, label_column, positive_label)
+    label, positive = parse_label(frame[label_column], path, label_column, positive_label)
+    report = TabularReport(rows_read=len(frame), delimiter=delimiter, positive_label=positive)
     sites = site_values(frame[site_column])
     keep = ~np.isnan(label)
     report.dropped_rows["label_missing"] = int((~keep).sum())
@@ -216,7 +265,7 @@ def prepare_table(
     schema = writer.finish(
         kind="tabular",
         description=f"table {path.name}: site column {site_column!r}",
-        label=f"{label_column} (positive: {positive_label or 'detected'})",
+        label=f"{label_column} (positive: {positive})",
         features=specs,
         categories=categories,
         input_report=report.as_dict(),

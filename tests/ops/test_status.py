@@ -14,6 +14,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from fedsilo.engine.run_folder import record_outcome
 from fedsilo.ops.status import collect_status, status_table
 from fl_core.exchange.ledger import verify_ledger
 from fl_core.exchange.manifests import Registration
@@ -85,13 +86,15 @@ def test_status_and_report_take_the_out_folder(finished_run: Path, tmp_path: Pat
     out = tmp_path / "runs"
     shutil.copytree(finished_run, out / "r1")
     time.sleep(0.01)
-    (out / "stopped-early").mkdir()  # newer, and it never wrote metrics.jsonl
+    (out / "stopped-early").mkdir()  # newer, failed: it never wrote metrics.jsonl
     (out / "stopped-early" / "config.json").write_text((finished_run / "config.json").read_text())
+    record_outcome(out / "stopped-early", "failed", "hospital worker 0 failed")
     status = subprocess.run(
         [str(script), "status", str(out)], capture_output=True, text=True, timeout=60
     )
     assert status.returncode == 0, status.stderr
-    assert "run folder: " in status.stdout and "phase" in status.stdout
+    assert f"run folder: {out / 'r1'} (the newest run of 2" in status.stderr
+    assert "phase" in status.stdout
     report = subprocess.run(
         [str(script), "report", str(out), "-o", str(tmp_path / "r.html")],
         capture_output=True,

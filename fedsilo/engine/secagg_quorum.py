@@ -1,0 +1,43 @@
+"""Fit the round quorum to secure aggregation's threshold, before any training starts.
+
+A secure-aggregation round unmasks the sum only from at least ``t`` masked updates
+(``privacy.secagg.threshold``, default ``n - floor(n/3)``). A quorum ``round.min_sites``
+below ``t`` lets a round close with too few updates, which then fails instead of waiting
+for more; the aggregator would warn about it every round. Like Krum's fitted quorum, a
+quorum the user left at its default is raised to ``t`` with one note, and a quorum the user
+chose is kept with one note saying what it means.
+"""
+
+from __future__ import annotations
+
+from fl_core.config import FederationConfig
+
+
+def secagg_threshold(config: FederationConfig, hospitals: int) -> int:
+    """``t`` for ``hospitals`` sites: the configured threshold or ``n - floor(n/3)``."""
+    return config.privacy.secagg.threshold or hospitals - hospitals // 3
+
+
+def fit_secagg_quorum(
+    config: FederationConfig, hospitals: int | None
+) -> tuple[FederationConfig, list[str]]:
+    """The config with ``round.min_sites`` at least secure aggregation's threshold, and notes."""
+    if not config.privacy.secagg.enabled or hospitals is None:
+        return config, []
+    threshold = secagg_threshold(config, hospitals)
+    quorum = config.round.min_sites
+    if quorum >= threshold:
+        return config, []
+    if "min_sites" in config.round.model_fields_set:
+        return config, [
+            f"--min-sites {quorum} is below secure aggregation's threshold {threshold}: a round "
+            f"that closes with fewer than {threshold} masked updates fails instead of waiting "
+            f"(--min-sites {threshold} waits for them)"
+        ]
+    settings = config.model_dump(exclude_unset=True)
+    settings["round"] = {**settings.get("round", {}), "min_sites": threshold}
+    fitted = FederationConfig.model_validate(settings)
+    return fitted, [
+        f"secure aggregation unmasks a round only from {threshold} of {hospitals} hospitals: "
+        f"quorum round.min_sites raised from {quorum} to {threshold} (--min-sites to set it)"
+    ]
