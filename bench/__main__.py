@@ -102,6 +102,13 @@ def run_all(names: Sequence[str], quick: bool, console: Console) -> list[str]:
     return failed
 
 
+def selected(only: Sequence[str], available: Sequence[str]) -> list[str]:
+    """The modules ``--only`` names, in discovery order; a module whose name ends in
+    ``_bench`` may be named without it (``--only scale``)."""
+    wanted = {name if name in available else f"{name}_bench" for name in only}
+    return [name for name in available if name in wanted]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a small grid (a minute or so)")
@@ -112,10 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     available = discover_benchmarks()
     names = available
     if args.only:
-        unknown = sorted(set(args.only) - set(available))
+        unknown = sorted(
+            n for n in args.only if n not in available and f"{n}_bench" not in available
+        )
         if unknown:
             parser.error(f"no benchmark module {unknown}; choose from {available}")
-        names = [name for name in available if name in args.only]
+        names = selected(args.only, available)
     console = _timing.table_console()
     console.print(machine_header(), markup=False, highlight=False)
     console.print(f"benchmarks: {', '.join(names)}{' (quick)' if args.quick else ''}")

@@ -13,10 +13,17 @@ on it:
   memory-bandwidth limit of averaging these files, and the denominator of "x limit";
 - ``sha256``: mmap and sha256 of every file on two threads, nothing else: the ceiling of any
   path that hashes every byte, as admission must (the ledger records each update's sha256);
-- ``server``: what ``fedsilo server run`` runs for a round, on the same ``RoundLoop`` code:
-  open the round (read and decode the global model), admit every answer (size, header,
-  manifest, replay, sha256, names/dtypes/shapes, NaN/Inf; checked ahead on worker threads)
-  while FedAvg adds each to its float64 sum, then the mean;
+- ``server``: what ``fedsilo server run`` runs for a round on a local-folder exchange, on the
+  same ``RoundLoop`` code: open the round (read and decode the global model), admit every
+  answer (size, header, manifest, replay, sha256 hashed on worker threads, names/dtypes/shapes,
+  NaN/Inf; checked ahead) while FedAvg adds each to its float64 sum, then the mean;
+- ``server_s3``: the same round on the aggregator's S3 path: the store hands each update over
+  with the SHA-256 its writer computed (``StoredChecksumStore``, as S3 hands over the checksum
+  it verified on upload), so the update is not hashed again. A local folder stands in for S3
+  so that the row measures the aggregator, not moto's HTTP server;
+- ``stream``: a STREAM-like memory-bandwidth figure of the same machine in the same run
+  (``a = b + c`` over float64 arrays far larger than the caches, 24 bytes counted per
+  element, the best of a few passes), for reading the other rows against;
 - ``no_admission``: fedsilo's codec and ``StreamingWeightedMean`` alone over the same files,
   with no admission check (what admission costs);
 - ``flower``: Flower's ``aggregate`` in its own environment (``bench/.venv-flower``), as two
@@ -36,6 +43,7 @@ import concurrent.futures
 import hashlib
 import json
 import logging
+import math
 import mmap
 import multiprocessing
 import os
@@ -66,13 +74,14 @@ from fl_core.config import FederationConfig, load_config
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import UpdateManifest
 from fl_core.exchange.protocol import Exchange
+from fl_core.exchange.store import ObjectStore
 from fl_core.serialization import (
     TensorSpec,
     decode_weights,
     read_header,
     view_weights,
 )
-from fl_core.types import SiteId, Weights
+from fl_core.types import ObjectKey, Sha256Hex, SiteId, Weights
 from fl_server.aggregator import FedAvgAggregator
 from fl_server.allocator import keep_freed_buffers
 from fl_server.round_loop import RoundLoop
@@ -93,6 +102,11 @@ MEMORY_MARGIN_BYTES = 3 * 2**30
 """Left free for the page cache holding the files and for everyone else on the machine."""
 DISK_MARGIN_BYTES = 2 * 2**30
 RUN_TIMEOUT_S = 1200
+STREAM_ELEMENTS = 1 << 24
+"""float64 elements per STREAM array: 128 MiB each, far beyond any cache."""
+STREAM_PASSES = 5
+JSON_PATH = Path("runs") / "bench" / "aggregation.json"
+"""Where ``main`` writes the table as JSON too (relative to the working directory)."""
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,14 +169,41 @@ def bench_config(num_sites: int) -> FederationConfig:
     )
 
 
+class StoredChecksumStore(LocalDirectoryStore):
+    """A local folder that keeps each update's SHA-256 as S3 keeps its checksum: given by the
+    writer (``put_update``), handed back with the bytes (``get_verified``), never recomputed.
+
+    The digests live under ``.checksums/`` beside the federation, outside every prefix the
+    aggregator lists.
+    """
+
+    def _checksum_path(self, key: ObjectKey) -> Path:
+        return self.root / ".checksums" / f"{key}.sha256"
+
+    def put_update(self, key: ObjectKey, data: bytes, sha256: Sha256Hex) -> None:
+        self.put_new(key, data)
+        path = self._checksum_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(sha256, encoding="ascii")
+
+    def get_verified(self, key: ObjectKey) -> tuple[bytes, Sha256Hex | None]:
+        return self.get(key), self._checksum_path(key).read_text(encoding="ascii")
+
+
 def _site_ids(num_updates: int) -> tuple[SiteId, ...]:
     return tuple(f"site-{i:03d}" for i in range(num_updates))
 
 
 def _round_loop(
-    root: Path, config: FederationConfig, num_updates: int, initial: Weights | None = None
+    root: Path,
+    config: FederationConfig,
+    num_updates: int,
+    initial: Weights | None = None,
+    *,
+    s3_path: bool = False,
 ) -> RoundLoop:
-    exchange = Exchange(LocalDirectoryStore(root), FEDERATION_ID)
+    store: ObjectStore = StoredChecksumStore(root) if s3_path else LocalDirectoryStore(root)
+    exchange = Exchange(store, FEDERATION_ID)
     sites = list(_site_ids(num_updates))
     return RoundLoop(exchange, FedAvgAggregator(), config, sites, initial, owner_id=OWNER_ID)
 
@@ -178,7 +219,7 @@ def write_updates(root: Path, num_updates: int, num_params: int, seed: int) -> U
     sizes = tensor_sizes(num_params)
     initial: Weights = {name: np.zeros(size, np.float32) for name, size in sizes.items()}
     config = bench_config(num_updates)
-    loop = _round_loop(root, config, num_updates, initial)
+    loop = _round_loop(root, config, num_updates, initial, s3_path=True)  # digests kept too
     loop._acquire()
     published = loop.exchange.read_global_manifest(ROUND_INDEX)
     assert published is not None
@@ -217,7 +258,7 @@ def read_updates(updates: UpdateSet, stop: int, start: int = 0) -> list[tuple[We
 # ---- the contenders (each runs in a fresh process) ------------------------------------------
 
 
-def run_server_round(updates: UpdateSet) -> Weights:
+def run_server_round(updates: UpdateSet, *, s3_path: bool = False) -> Weights:
     """One round as ``fedsilo server run`` does it, on ``RoundLoop``'s own methods.
 
     Open the round (global model read, decoded, registry read), admit every answer with all
@@ -225,9 +266,10 @@ def run_server_round(updates: UpdateSet) -> Weights:
     of writing result.json, the ledger and the next global model, so the same files serve
     every repeat. Taking the lease (``_acquire``, once per aggregator process, which also
     compares the config's hash) is not part of a round: the state is read as it stands.
+    ``s3_path``: each update's digest comes with it from the store, as on S3.
     """
     config = FederationConfig.model_validate_json(updates.config_json)
-    loop = _round_loop(updates.root, config, len(updates.site_ids))
+    loop = _round_loop(updates.root, config, len(updates.site_ids), s3_path=s3_path)
     found = loop.exchange.read_state()
     if found is None:
         raise RuntimeError(f"no federation state under {updates.root}")
@@ -237,6 +279,9 @@ def run_server_round(updates: UpdateSet) -> Weights:
     rejected = [d for d in state.decisions.values() if d.status != "accepted"]
     if rejected or len(state.decisions) != len(updates.site_ids):
         raise RuntimeError(f"the bench's own updates were not all accepted: {rejected[:3]}")
+    source = "s3_checksum" if s3_path else "computed"
+    if any(d.sha256_source != source for d in state.decisions.values()):
+        raise RuntimeError(f"the round did not take its digests from {source}")
     return loop.aggregator.finish()
 
 
@@ -297,6 +342,24 @@ def accumulate_mmap(paths: Sequence[Path], weights: Sequence[float]) -> dict[str
     return {name: np.divide(a, total, out=a) for name, a in acc.items()}
 
 
+def stream_add_seconds(elements: int = STREAM_ELEMENTS, passes: int = STREAM_PASSES) -> float:
+    """The fastest of ``passes`` runs of ``a = b + c`` over float64 arrays (STREAM's Add)."""
+    b = np.full(elements, 1.0)
+    c = np.full(elements, 2.0)
+    a = np.empty(elements)
+    best = math.inf
+    for _ in range(passes):
+        started = time.perf_counter()
+        np.add(b, c, out=a)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def stream_bytes(elements: int = STREAM_ELEMENTS) -> int:
+    """What STREAM counts for Add: two arrays read, one written."""
+    return 3 * 8 * elements
+
+
 def hash_files(paths: Sequence[Path], threads: int = 2) -> list[str]:
     """mmap and sha256 every file on ``threads`` threads (hashlib releases the GIL)."""
 
@@ -347,6 +410,11 @@ def measure(contender: str, updates: UpdateSet) -> Sample:
         work = lambda: hash_files(updates.paths())  # noqa: E731
     elif contender == "server":
         work = lambda: run_server_round(updates)  # noqa: E731
+    elif contender == "server_s3":
+        work = lambda: run_server_round(updates, s3_path=True)  # noqa: E731
+    elif contender == "stream":
+        start_rss = psutil.Process().memory_info().rss
+        return Sample(stream_add_seconds(), start_rss, peak_rss_bytes())
     elif contender == "no_admission":
         keep_freed_buffers()  # as RoundLoop sets it up
         work = lambda: stream_fedsilo(updates, num_updates)  # noqa: E731
@@ -398,16 +466,27 @@ def measure_flower(python: Path, updates: UpdateSet, result_path: Path | None = 
 
 # ---- the grid --------------------------------------------------------------------------------
 
-CONTENDERS = ("limit", "sha256", "server", "no_admission", "flower")
+CONTENDERS = ("stream", "limit", "sha256", "server_s3", "server", "no_admission", "flower")
 LABELS = {
+    "stream": "STREAM-like a = b + c, float64 (memory bandwidth)",
     "limit": "numpy mmap f32, acc += w*x in place (limit)",
     "sha256": "mmap + sha256 only, 2 threads (hashing ceiling)",
-    "server": "fedsilo server run: admission + FedAvg",
+    "server_s3": "fedsilo server run, S3 path: S3's checksum, no hash",
+    "server": "fedsilo server run, local folder: admission + FedAvg",
     "no_admission": "fedsilo codec + sum, no admission",
     "flower_load": "Flower: load files + aggregate",
     "flower": "Flower: aggregate, inputs in RAM (arithmetic only)",
 }
-ROW_ORDER = ("limit", "sha256", "server", "no_admission", "flower_load", "flower")
+ROW_ORDER = (
+    "stream",
+    "limit",
+    "sha256",
+    "server_s3",
+    "server",
+    "no_admission",
+    "flower_load",
+    "flower",
+)
 
 
 @dataclass(frozen=True)
@@ -496,8 +575,15 @@ def _cell_rows(
         peak = max(s.peak_rss_bytes for s in runs)
         growth = max(s.peak_rss_bytes - start for s, start in zip(runs, starts, strict=True))
         median = statistics.median(seconds)
+        if key == "stream":
+            rows.append(
+                Row(cell, LABELS[key], min(seconds), median, stream_bytes(), None, peak / 1e6,
+                    note="GB/s: bytes STREAM counts (2 read + 1 written), not update bytes")
+            )  # fmt: skip
+            continue
         note = {
-            "server": "all checks on; decisions and sum in listing order",
+            "server": "all checks on, sha256 hashed; decisions and sum in listing order",
+            "server_s3": "all checks on, digest from the store; x limit goal >= 0.7",
             "flower": "growth: from after loading all N",
             "flower_load": "growth: from before loading",
         }.get(key, "")
@@ -551,6 +637,39 @@ def run_grid(
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
     return report
+
+
+def report_json(report: GridReport, title: str) -> dict[str, Any]:
+    """The table as a document: every row with its figures, and the notes."""
+    return {
+        "title": title,
+        "rows": [
+            {
+                "cell": row.cell,
+                "method": row.method,
+                "gbps_min_time": row.gbps(row.min_s),
+                "gbps_median": row.gbps(row.median_s),
+                "min_s": row.min_s,
+                "median_s": row.median_s,
+                "bytes": row.input_bytes,
+                "x_limit": row.x_limit,
+                "peak_rss_mb": row.peak_rss_mb,
+                "growth_mb": row.growth_mb,
+                "growth_per_model": row.growth_per_model,
+                "note": row.note,
+            }
+            for row in report.rows
+        ],
+        "notes": report.notes,
+        "cpus": os.cpu_count(),
+        "load_average": list(os.getloadavg()),
+    }
+
+
+def write_json(report: GridReport, title: str, path: Path = JSON_PATH) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report_json(report, title), indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 def render(report: GridReport, title: str, repeats: int = REPEATS) -> Table:
@@ -613,3 +732,4 @@ def main(quick: bool) -> None:
         f"({time.perf_counter() - started:.0f} s)"
     )
     console.print(render(report, title))
+    console.print(f"table written as JSON to {write_json(report, title)}")

@@ -5,13 +5,14 @@ positive number, that contenders are interleaved, and that what the benchmark ti
 FedAvg (the server path through ``RoundLoop`` with admission on), not something cheaper.
 """
 
+import json
 import math
 from pathlib import Path
 
 import numpy as np
 
 from bench import aggregation
-from bench.__main__ import discover_benchmarks
+from bench.__main__ import discover_benchmarks, selected
 from fl_core.serialization import sha256_hex
 
 
@@ -20,12 +21,16 @@ def test_tiny_grid_gives_finite_positive_rows_and_cleans_up(tmp_path: Path) -> N
 
     measured = [row for row in report.rows if row.median_s is not None]
     methods = {row.method for row in measured}
-    local = {aggregation.LABELS[key] for key in ("limit", "sha256", "server", "no_admission")}
+    local = {
+        aggregation.LABELS[key]
+        for key in ("stream", "limit", "sha256", "server_s3", "server", "no_admission")
+    }
     assert methods == local  # no Flower environment given: its rows say why, with no numbers
     for row in measured:
         gbps = row.gbps(row.median_s)
         assert gbps is not None and math.isfinite(gbps) and gbps > 0, row
-        assert row.x_limit is not None and row.x_limit > 0, row
+        assert row.x_limit is not None or "STREAM" in row.method, row
+        assert row.x_limit is None or row.x_limit > 0, row
         assert row.peak_rss_mb is not None and row.peak_rss_mb > 0, row  # measured, never computed
     flower = [row for row in report.rows if "Flower" in row.method]
     assert len(flower) == 4 and all(row.median_s is None and row.note for row in flower)
@@ -40,18 +45,32 @@ def test_every_contender_averages_the_same_updates(tmp_path: Path) -> None:
     assert len({sha256_hex(w["layer0.weight"].tobytes()) for w, _ in in_memory}) == 5
 
     server = aggregation.run_server_round(updates)  # RoundLoop: every admission check on
+    # the S3 path takes each digest from the store (the round checks the decisions say so)
+    server_s3 = aggregation.run_server_round(updates, s3_path=True)
     streamed = aggregation.stream_fedsilo(updates, 5)
     limit = aggregation.accumulate_mmap(updates.paths(), weights)
 
     assert server.keys() == streamed.keys() == aggregation.tensor_sizes(1_003).keys()
     for name in server:
         expected = np.average([w[name] for w, _ in in_memory], axis=0, weights=weights)
+        np.testing.assert_array_equal(server_s3[name], server[name])
         for candidate in (server[name], streamed[name], limit[name]):
             np.testing.assert_allclose(
                 np.asarray(candidate, dtype=np.float64), expected, rtol=1e-5, atol=1e-6
             )
     digests = aggregation.hash_files(updates.paths())
     assert digests == [sha256_hex(path.read_bytes()) for path in updates.paths()]
+
+
+def test_the_table_is_written_as_json_too(tmp_path: Path) -> None:
+    report = aggregation.GridReport(
+        rows=[aggregation.Row("N=2 P=1k", "m", 1.0, 2.0, 8_000, 0.5, 10.0, 1.0, 0.1, "n")]
+    )
+    path = aggregation.write_json(report, "smoke", tmp_path / "out.json")
+    document = json.loads(path.read_text())
+    assert document["title"] == "smoke"
+    assert document["rows"][0]["gbps_median"] == 8_000 / 2.0 / 1e9
+    assert document["rows"][0]["x_limit"] == 0.5
 
 
 def test_runner_discovers_the_aggregation_benchmark() -> None:
@@ -64,3 +83,8 @@ def test_scale_bench_put_probe_measures_and_cleans_up(tmp_path: Path) -> None:
     cost = scale_bench.put_cost_us(tmp_path, objects=20)
     assert math.isfinite(cost) and cost > 0
     assert list(tmp_path.iterdir()) == []  # probe objects removed
+
+
+def test_only_takes_a_benchmarks_short_name() -> None:
+    available = discover_benchmarks()
+    assert selected(["scale", "aggregation"], available) == ["aggregation", "scale_bench"]
