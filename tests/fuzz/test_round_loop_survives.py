@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 from hostile import nested, safetensors_bytes
+from offline_round import run_offline
 
 from fedsilo.testing.manifests import answer_to
 from fl_core.admission import update_metadata
-from fl_core.config import load_config
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import GlobalManifest, Registration
 from fl_core.exchange.protocol import Exchange
 from fl_core.serialization import encode_weights
-from fl_server.aggregator import FedAvgAggregator
-from fl_server.round_loop import RoundEvents, RoundLoop
+from fl_server.round_loop import RoundEvents
 
 HONEST = ["site-a", "site-b"]
 INITIAL = {"w": np.zeros((3, 2), np.float32), "b": np.zeros(2, np.float32)}
@@ -48,40 +47,8 @@ class Hospitals(RoundEvents):
             store.put_new(layout.update_weights_key(r, site), safetensors_bytes(header, bytes(32)))
 
 
-class Clock:
-    now = 1_000_000.0
-
-    def time(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def run(exchange: Exchange) -> str:
-    config = load_config(
-        overrides={
-            "federation_id": "test",
-            "rounds": 1,
-            "round.min_sites": 2,
-            "round.deadline_s": 100.0,
-            "round.poll_interval_s": 1.0,
-            "data.synthetic.hospitals": len(SITES),
-        }
-    )
-    clock = Clock()
-    loop = RoundLoop(
-        exchange,
-        FedAvgAggregator(),
-        config,
-        SITES,
-        initial_weights=INITIAL,
-        events=Hospitals(exchange),
-        clock=clock.time,
-        sleep=clock.sleep,
-        owner_id="agg-1",
-    )
-    return loop.run().phase
+    return run_offline(exchange, SITES, INITIAL, Hospitals(exchange))
 
 
 def test_the_files_that_killed_the_aggregator_are_rejections_with_reasons(tmp_path) -> None:

@@ -11,10 +11,10 @@ import numpy as np
 from hostile import FUZZ, JSON_VALUES, dumps, only_named_rejections
 from hypothesis import given
 from hypothesis import strategies as st
+from offline_round import run_offline
 
 from fedsilo.testing.manifests import admission_context, answer_to, update_manifest
 from fl_core.admission import check_manifest, update_metadata
-from fl_core.config import load_config
 from fl_core.disclosure import MAX_SUPPRESSIONS, withheld_evaluation_rule
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import (
@@ -26,8 +26,7 @@ from fl_core.exchange.manifests import (
 )
 from fl_core.exchange.protocol import Exchange
 from fl_core.serialization import encode_weights
-from fl_server.aggregator import FedAvgAggregator
-from fl_server.round_loop import RoundEvents, RoundLoop
+from fl_server.round_loop import RoundEvents
 
 SUPPRESSION = {"path": "evaluation", "rule": "min_stays", "floor": 5}
 ENTRIES = st.one_of(
@@ -104,42 +103,10 @@ class Hospitals(RoundEvents):
         self._write(manifest, JUNK, {MANIFEST_METADATA_KEY: dumps(junk).decode()})
 
 
-class Clock:
-    now = 1_000_000.0
-
-    def time(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_the_round_counts_only_what_an_honest_answer_withheld(tmp_path) -> None:
     exchange = Exchange(LocalDirectoryStore(tmp_path / "exchange", durable=False), "test")
-    config = load_config(
-        overrides={
-            "federation_id": "test",
-            "rounds": 1,
-            "evaluation.histogram_bins": 10,
-            "round.min_sites": 2,
-            "round.deadline_s": 100.0,
-            "round.poll_interval_s": 1.0,
-            "data.synthetic.hospitals": len(SITES),
-        }
-    )
-    clock = Clock()
-    loop = RoundLoop(
-        exchange,
-        FedAvgAggregator(),
-        config,
-        SITES,
-        initial_weights=INITIAL,
-        events=Hospitals(exchange),
-        clock=clock.time,
-        sleep=clock.sleep,
-        owner_id="agg-1",
-    )
-    assert loop.run().phase == "done"
+    bins = {"evaluation.histogram_bins": 10}
+    assert run_offline(exchange, SITES, INITIAL, Hospitals(exchange), bins) == "done"
     result = exchange.read_result(1)
     assert result is not None
     assert sorted(d.site_id for d in result.accepted) == [HONEST, LIAR]
