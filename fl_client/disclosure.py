@@ -33,6 +33,20 @@ from fl_core.disclosure import DisclosureFloor, Suppression, check_floor, suppre
 from fl_core.exchange.manifests import EvaluationReport, MomentsReport, UpdateManifest
 from fl_core.types import Weights
 
+ANSWER_FIELDS = frozenset(
+    {
+        # the round and the answer's identity: they describe no patient
+        "federation_id", "site_id", "round_index", "task", "global_sha256", "nonce",
+        # the hospital's own statements: its decline and what it withheld
+        "declined", "declined_detail", "policy_rule", "suppressed",
+        # decided by the floor (module docstring)
+        "num_examples", "train_loss", "evaluation", "metrics", "privacy",
+    }
+)  # fmt: skip
+"""Every ``UpdateManifest`` field, each decided here. ``_with_disclosed`` builds the answer
+from these alone, so a field added to the manifest later leaves no hospital until it is
+decided and listed (the tests compare this set with the model's)."""
+
 
 @dataclass(frozen=True)
 class DisclosedAnswer:

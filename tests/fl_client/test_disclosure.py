@@ -7,6 +7,7 @@ import pytest
 
 from fedsilo.testing.manifests import update_manifest
 from fl_client.disclosure import (
+    ANSWER_FIELDS,
     disclose_answer,
     disclose_moments,
     finish_answer,
@@ -245,3 +246,11 @@ def test_the_aggregator_admits_a_report_the_floor_held_back(rows: int, measured:
     )
     assert found.count[0] == 0.0
     assert {s.path for s in checked.suppressed} & {"moments", "moments.age"}
+
+
+def test_every_field_of_an_answer_is_decided() -> None:
+    """A new manifest field must be decided by the floor (and listed) before it can leave."""
+    assert set(UpdateManifest.model_fields) == ANSWER_FIELDS
+    assert set(EvaluationReport.model_fields) == {
+        "num_examples", "loss_sum", "histogram", "reference", "finetuned"
+    }  # fmt: skip
