@@ -19,6 +19,7 @@ from fedsilo.ops.report_stats import (
     CalibrationGroup,
     SiteFigures,
     funnel_limits,
+    outside_limits,
 )
 from fl_core.exchange.manifests import RoundResult
 
@@ -109,9 +110,9 @@ def funnel_figure(sites: Sequence[SiteFigures], evaluation_round: int | None) ->
                     showlegend=index == 0,
                     hoverinfo="skip",
                 )
-        wide_lower, wide_upper = funnel_limits(expected, FUNNEL_LEVELS[-1])
-        ratio = np.asarray([s.deaths / s.expected_deaths for s in drawn])
-        beyond = (ratio > wide_upper) | (ratio < wide_lower)
+        beyond = np.asarray(
+            [outside_limits(s.deaths, s.expected_deaths, FUNNEL_LEVELS[-1]) for s in drawn]
+        )
         outside = [s for s, out in zip(drawn, beyond, strict=True) if out]
         for mask, name, color in (
             (~beyond, "hospital within the 99.8% limits", "#1f77b4"),

@@ -5,7 +5,8 @@ bin), never from a per-patient prediction. A hospital with a handful of stays ha
 0 or 1 by chance, so a hospital's discrimination is shown only where its test split has
 ``MIN_CLASS_STAYS`` deaths and as many survivors, and always with an interval; the figure
 every hospital has is observed against expected deaths (the sum of predicted risks), drawn
-as a funnel plot whose control limits widen as a hospital's expected deaths shrink.
+as a funnel plot (Spiegelhalter, Statistics in Medicine 2005) whose control limits widen as a
+hospital's expected deaths shrink.
 """
 
 from __future__ import annotations
@@ -111,20 +112,26 @@ def funnel_limits(
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Lower and upper control limits of observed / expected at each expected count.
 
-    Poisson quantiles interpolated between integers (Spiegelhalter, Statistics in Medicine
-    2005), so the limits are smooth curves rather than steps.
+    The exact Poisson limits with the count taken as continuous (the chi-square form of
+    Garwood's interval), so the funnel is a smooth curve that widens without bound as the
+    expected deaths fall, instead of the steps of integer quantiles.
     """
-    lower = _poisson_limit(expected, (1 - level) / 2)
-    upper = _poisson_limit(expected, 1 - (1 - level) / 2)
-    return lower / expected, upper / expected
+    tail = (1 - level) / 2
+    lower = stats.chi2.ppf(tail, 2 * expected) / 2
+    upper = stats.chi2.ppf(1 - tail, 2 * (expected + 1)) / 2
+    return np.asarray(lower / expected, np.float64), np.asarray(upper / expected, np.float64)
 
 
-def _poisson_limit(mean: npt.NDArray[np.float64], p: float) -> npt.NDArray[np.float64]:
-    quantile = stats.poisson.ppf(p, mean)
-    at = stats.poisson.cdf(quantile, mean)
-    below = stats.poisson.cdf(quantile - 1, mean)
-    step = np.where(at > below, (at - p) / np.maximum(at - below, 1e-300), 0.0)
-    return np.asarray(np.maximum(quantile - step, 0.0), np.float64)
+def outside_limits(observed: int, expected: float, level: float) -> bool:
+    """Whether an observed count lies beyond the funnel's limits, by the exact Poisson tails.
+
+    The count is discrete: no death where 0.5 were expected is as likely as not, so it is
+    judged by P(O <= observed) and P(O >= observed), not by the drawn continuous curves.
+    """
+    tail = (1 - level) / 2
+    below = float(stats.poisson.cdf(observed, expected)) < tail
+    above = float(stats.poisson.sf(observed - 1, expected)) < tail
+    return below or above
 
 
 def wilson_interval(positives: int, total: int, level: float = 0.95) -> Interval:

@@ -14,6 +14,7 @@ from fedsilo.ops.report_stats import (
     auroc_interval,
     calibration_groups,
     funnel_limits,
+    outside_limits,
     ratio_interval,
     site_figures,
     wilson_interval,
@@ -99,6 +100,8 @@ def test_funnel_limits_bracket_one_and_narrow() -> None:
     inner = funnel_limits(expected, 0.95)
     outer = funnel_limits(expected, 0.998)
     assert np.all(outer[1] > inner[1])
+    assert not outside_limits(0, 0.5, 0.998) and not outside_limits(1, 0.02, 0.998)
+    assert outside_limits(0, 20.0, 0.998) and outside_limits(12, 2.0, 0.998)
     # exact Poisson: 10 observed where 10 expected sits well inside its own interval
     assert ratio_interval(10, 10.0).low < 1.0 < ratio_interval(10, 10.0).high
 
