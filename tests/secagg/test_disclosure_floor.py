@@ -16,7 +16,7 @@ import pytest
 from bench._secagg_harness import Logistic, run_round, secagg_round_config, site_data
 from fedsilo.ops.status import collect_status, status_title
 from fl_core.disclosure import DisclosureFloor, Suppression
-from fl_core.exchange.manifests import RoundMetrics, RoundResult, UpdateManifest
+from fl_core.exchange.manifests import MomentsReport, RoundMetrics, RoundResult, UpdateManifest
 from fl_core.exchange.protocol import Exchange
 
 SITES = [f"site-{c}" for c in "abcd"]
@@ -105,3 +105,26 @@ def test_without_secure_aggregation_the_small_evaluation_is_withheld(tmp_path: P
     assert (round_one.num_sites, round_one.masked_sites) == (len(SITES) - 1, 0)
     assert result(floored, 1).withheld_evaluations == {"min_stays": 1}
     assert small.num_examples > 0 and small.train_loss is not None  # it still trains
+
+
+def test_a_training_split_below_the_floor_declines_and_the_round_goes_on(tmp_path: Path) -> None:
+    """Under secure aggregation the decliner is a dropped participant: its masks are removed."""
+    tiny = "site-b"
+    rows = site_data(tiny, FEATURES).train.num_examples
+    floors = {tiny: DisclosureFloor(min_stays=rows + 1, min_events=1)}
+    floored = federation(tmp_path, secagg=True, floors=floors)
+    declined = answer(floored, 1, tiny)
+    assert (declined.declined, declined.policy_rule) == ("policy", "disclosure_floor")
+    assert declined.num_examples == 0 and declined.evaluation is None
+    assert str(rows) not in (declined.declined_detail or "")
+    round_one = result(floored, 1)
+    assert [(d.site_id, d.reason) for d in round_one.declined] == [
+        (tiny, "policy disclosure_floor")
+    ]
+    assert sorted(d.site_id for d in round_one.accepted) == [s for s in SITES if s != tiny]
+    assert metrics(floored, 1).num_examples == TEST_STAYS * (len(SITES) - 1)
+    raw = floored.read_moments_bytes(tiny)
+    assert raw is not None
+    moments = MomentsReport.model_validate_json(raw)
+    assert moments.num_examples == 0
+    assert [s.path for s in moments.suppressed] == ["moments"]
