@@ -289,9 +289,7 @@ class EvaluationBars:
     def advance(self, done: str) -> None:
         self.progress.update(self.overall, advance=1)
         if self.current is not None:
-            self.progress.update(
-                self.current, advance=1, description=f"fold {self.label}: {done} done"
-            )
+            self.progress.update(self.current, advance=1, description=f"fold {self.label}: {done}")
 
     def federation_finished(self, label: str) -> None:
         if self.current is not None:

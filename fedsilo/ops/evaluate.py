@@ -65,7 +65,8 @@ class EvaluationProgress(Protocol):
         """A fold's federation begins: ``steps`` is its rounds plus one for the yardsticks."""
 
     def advance(self, done: str) -> None:
-        """One step of the running federation finished (``done`` says which)."""
+        """One step of the running federation finished (``done`` says which, and what runs
+        next when that takes a while)."""
 
     def federation_finished(self, label: str) -> None: ...
 
@@ -78,7 +79,9 @@ class _RoundsToProgress(SimulationEvents):
         self.progress = progress
 
     def row_ready(self, row: dict[str, Any]) -> None:
-        self.progress.advance(f"round {row['round']} of {self.rounds}")
+        done = f"round {row['round']} of {self.rounds} done"
+        last = row["round"] == self.rounds  # the yardsticks train next: say so while they run
+        self.progress.advance(f"{done}; training the yardsticks" if last else done)
 
 
 @dataclass(frozen=True)
@@ -251,7 +254,7 @@ def score_federation(
         seconds=round(time.monotonic() - started, 1),
     )
     if progress is not None:
-        progress.advance("yardsticks: pooled" + (" and local-only" if local_only else ""))
+        progress.advance("yardsticks done: pooled" + (" and local-only" if local_only else ""))
     return scores, predictions, test.y
 
 

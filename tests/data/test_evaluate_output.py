@@ -71,10 +71,11 @@ def test_progress_bars_advance_with_every_round() -> None:
     for fold in range(3):
         bars.federation_started(f"r0-f{fold}", steps=11)
         for round_index in range(1, 11):
-            bars.advance(f"round {round_index} of 10")
-        bars.advance("yardsticks: pooled")
+            bars.advance(f"round {round_index} of 10 done")
+        bars.advance("yardsticks done: pooled")
         running = [t for t in progress.tasks if t.id != bars.overall]
         assert len(running) == 1 and running[0].completed == running[0].total == 11
+        assert running[0].description == f"fold r0-f{fold}: yardsticks done: pooled"
         bars.federation_finished(f"r0-f{fold}")
     whole = progress.tasks[0]
     assert whole.total == 33 and whole.completed == 33
