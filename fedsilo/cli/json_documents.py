@@ -56,6 +56,7 @@ class StatusDocument(_Document):
     dp_fedavg_epsilon: float | None
     foreign_keys: int
     foreign_key_samples: list[str]
+    withheld: str | None = None
     sites: list[SiteStatusDocument]
     skipped: list[SkippedDocument]
 

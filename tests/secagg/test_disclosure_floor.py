@@ -9,11 +9,13 @@ masking, so there the small hospital's evaluation is withheld (the documented ga
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from bench._secagg_harness import Logistic, run_round, secagg_round_config, site_data
+from fedsilo.cli.json_documents import status_json
 from fedsilo.ops.status import collect_status, status_title
 from fl_core.disclosure import DisclosureFloor, Suppression
 from fl_core.exchange.manifests import MomentsReport, RoundMetrics, RoundResult, UpdateManifest
@@ -91,6 +93,7 @@ def test_secure_aggregation_counts_a_small_hospital_the_floor_withholds(tmp_path
     shown = collect_status(floored)
     assert shown.withheld == "round 2: evaluations withheld by disclosure floors: min_stays 1"
     assert shown.withheld in status_title(shown)
+    assert json.loads(status_json(shown))["withheld"] == shown.withheld
 
 
 def test_without_secure_aggregation_the_small_evaluation_is_withheld(tmp_path: Path) -> None:
