@@ -159,13 +159,23 @@ def check_command(
         str | None, typer.Option(help="the exchange key ARN (ExchangeKeyArn)")
     ] = None,
     endpoint_url: EndpointOption = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print one JSON document (docs/cli-json.md) instead")
+    ] = False,
 ) -> None:
-    """Hospital admin: preflight from inside the hospital's role, as a checklist."""
+    """Hospital admin: preflight from inside the hospital's role, as a checklist.
+
+    Exit 0 when every check passes, 1 otherwise (with --json too, after the document).
+    """
     from fedsilo.ops.aws_session import hospital_session, s3_store_for
     from fedsilo.ops.onboarding import preflight
     from fl_core.errors import FedsiloError
     from fl_core.exchange.protocol import Exchange
 
+    if as_json:  # stdout holds the document alone: warnings go to stderr
+        from fedsilo.engine.logs import configure_logging
+
+        configure_logging("console", "WARNING")
     session = hospital_session(role_arn, external_id, endpoint_url)
     store = Exchange(s3_store_for(exchange, session, endpoint_url, kms_key_id), federation)
     sts = session.client("sts", endpoint_url=endpoint_url)
@@ -174,6 +184,15 @@ def check_command(
     # not list the prefix shows none; the aggregator still sees them)
     with contextlib.suppress(FedsiloError):
         store.list_preflights(site_id)
+    if as_json:
+        from fedsilo.cli.json_documents import SkippedDocument, onboard_check_json
+        from fedsilo.ops.skipped_documents import skipped_rows
+
+        skipped = [SkippedDocument.model_validate(row) for row in skipped_rows(store)]
+        print(onboard_check_json(report, passed, skipped))
+        if not passed:
+            raise FedsiloError(f"preflight of {site_id} failed; see the checks in the document")
+        return
     _show_skipped(store)
     table = Table(title=f"preflight of {site_id} in federation {federation}")
     for column in ("", "check", "detail", "fix"):

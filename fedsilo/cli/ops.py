@@ -41,6 +41,13 @@ JsonArg = Annotated[
 ]
 
 
+def json_output_only() -> None:
+    """Log lines to stderr, so that stdout holds the JSON document alone."""
+    from fedsilo.engine.logs import configure_logging
+
+    configure_logging("console", "WARNING")
+
+
 def open_exchange(uri: str, federation_id: str, endpoint_url: str | None) -> Exchange:
     """The exchange of one federation; a plain folder path is accepted as a local store.
 
@@ -99,6 +106,8 @@ def ledger_verify(
     from fl_core.errors import ConfigError
     from fl_core.exchange.ledger import LedgerVerificationError, verify_ledger
 
+    if as_json:
+        json_output_only()
     opened = open_exchange(exchange, federation, endpoint_url)
     if site_id is not None:
         if as_json:
@@ -174,6 +183,8 @@ def status_command(
 
     if watch and as_json:
         raise ConfigError("--watch and --json together: use --json alone, once per refresh")
+    if as_json:
+        json_output_only()
     store = _status_exchange(run, federation, exchange, endpoint_url)
     status = collect_status(store)
     if status.holds_nothing:

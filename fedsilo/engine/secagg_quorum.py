@@ -5,12 +5,13 @@ A secure-aggregation round unmasks the sum only from at least ``t`` masked updat
 below ``t`` lets a round close with too few updates, which then fails instead of waiting
 for more; the aggregator would warn about it every round. Like Krum's fitted quorum, a
 quorum the user left at its default is raised to ``t`` with one note, and a quorum the user
-chose is kept with one note saying what it means.
+chose below ``t`` is refused, naming the flag to change.
 """
 
 from __future__ import annotations
 
 from fl_core.config import FederationConfig
+from fl_core.errors import ConfigError
 
 
 def secagg_threshold(config: FederationConfig, hospitals: int) -> int:
@@ -21,7 +22,10 @@ def secagg_threshold(config: FederationConfig, hospitals: int) -> int:
 def fit_secagg_quorum(
     config: FederationConfig, hospitals: int | None
 ) -> tuple[FederationConfig, list[str]]:
-    """The config with ``round.min_sites`` at least secure aggregation's threshold, and notes."""
+    """The config with ``round.min_sites`` at least secure aggregation's threshold, and notes.
+
+    Raises ``ConfigError`` (exit 2) when the user set a quorum below the threshold.
+    """
     if not config.privacy.secagg.enabled or hospitals is None:
         return config, []
     threshold = secagg_threshold(config, hospitals)
@@ -29,11 +33,11 @@ def fit_secagg_quorum(
     if quorum >= threshold:
         return config, []
     if "min_sites" in config.round.model_fields_set:
-        return config, [
-            f"--min-sites {quorum} is below secure aggregation's threshold {threshold}: a round "
-            f"that closes with fewer than {threshold} masked updates fails instead of waiting "
-            f"(--min-sites {threshold} waits for them)"
-        ]
+        raise ConfigError(
+            f"--min-sites {quorum} is below secure aggregation's threshold {threshold} for "
+            f"{hospitals} hospitals: a round that closes with fewer than {threshold} masked "
+            f"updates fails instead of waiting for them; use --min-sites {threshold} or more"
+        )
     settings = config.model_dump(exclude_unset=True)
     settings["round"] = {**settings.get("round", {}), "min_sites": threshold}
     fitted = FederationConfig.model_validate(settings)

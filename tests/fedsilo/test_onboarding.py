@@ -430,6 +430,16 @@ def test_readme_steps_through_the_command_line(tmp_path, cdk_json, moto_endpoint
     )
     assert f"skipped {bad_report} (site site-c): malformed_preflight" in checked.stdout
     assert "Traceback" not in checked.stderr
+    as_json = fedsilo(
+        "onboard", "check", "--federation", "eicu-mortality", "--site-id", "site-c",
+        "--exchange", f"s3://{bucket}", "--endpoint-url", moto_endpoint, "--json",
+    )  # fmt: skip
+    document = json.loads(as_json.stdout)
+    assert document["schema_id"] == "fedsilo.onboard-check/1"
+    assert document["site_id"] == "site-c" and document["checks"]
+    assert as_json.returncode == (0 if document["passed"] else 1)
+    assert document["passed"] == all(check["ok"] for check in document["checks"])
+    assert [row["reason"] for row in document["skipped"]] == ["malformed_preflight"]
     again = fedsilo(*approve_request, *on_moto)
     assert again.returncode == 2
     assert "site id 'site-c' is already registered" in again.stderr
