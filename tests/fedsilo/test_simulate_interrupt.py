@@ -1,0 +1,77 @@
+"""Ctrl-C during ``fedsilo simulate``: one line, metrics up to the last closed round, a resume.
+
+A terminal's Ctrl-C sends SIGINT to the whole foreground process group: the aggregator, the
+fork server and every hospital worker. The test does the same to a real ``fedsilo simulate``
+started in its own session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fedsilo.engine.run_folder import read_outcome
+from fedsilo.testing.cli import FEDSILO_MODULE, run_fedsilo
+
+ROUNDS = 40
+INTERRUPT_AFTER = 3
+
+
+def _wait_for(path: Path, process: subprocess.Popen[str], limit_s: float = 300.0) -> None:
+    """Until ``path`` exists; fails if the process ends first or it never appears."""
+    deadline = time.monotonic() + limit_s
+    while not path.exists():
+        assert process.poll() is None, "simulate ended before it could be interrupted"
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_with_one_line_and_the_run_resumes(tmp_path: Path) -> None:
+    run = tmp_path / "r"
+    arguments = ["simulate", "--hospitals", "3", "--rounds", str(ROUNDS), "--workers", "2",
+                 "--out", str(tmp_path), "--run-id", "r"]  # fmt: skip
+    with (tmp_path / "stderr.txt").open("w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", FEDSILO_MODULE, *arguments],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            start_new_session=True,  # its own process group, as a terminal's job
+            env={**os.environ, "COLUMNS": "400"},
+        )
+        closed = f"{INTERRUPT_AFTER:06d}"
+        _wait_for(run / "exchange" / "federations" / "demo" / "rounds" / closed / "result.json",
+                  process)  # fmt: skip
+        os.killpg(process.pid, signal.SIGINT)
+        stdout, _ = process.communicate(timeout=120)
+    errors = (tmp_path / "stderr.txt").read_text()
+    assert process.returncode == 130, errors
+    assert "Traceback" not in errors and "KeyboardInterrupt" not in errors, errors
+    [line] = [line for line in errors.splitlines() if line.startswith("interrupted")]
+    assert stdout == ""
+    last = int(line.split()[3])
+    assert INTERRUPT_AFTER <= last < ROUNDS
+    rows = [json.loads(row) for row in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["round"] for row in rows] == list(range(1, last + 1))
+    assert all(row["auroc"] is not None for row in rows[:-1])  # evaluated by the next round
+    assert f"{run / 'metrics.jsonl'}: {last} rounds" in line
+    outcome = read_outcome(run)
+    assert outcome is not None and outcome.outcome == "interrupted"
+    resume = shlex.split(line.split("resume with: ", 1)[1])
+    assert resume[0] == "fedsilo" and resume[-2:] == ["--run-id", "r"]
+    done = run_fedsilo(*resume[1:], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(row) for row in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["round"] for row in rows] == list(range(1, ROUNDS + 1))
+    assert all(row["auroc"] is not None for row in rows)
+    assert read_outcome(run) is None and (run / "model.safetensors").is_file()
