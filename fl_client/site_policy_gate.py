@@ -148,6 +148,10 @@ class SiteGate:
             )
         return cls(policy, None if state_dir is None else PrivacyLedger(state_dir))
 
+    def serves(self, federation_id: str) -> bool:
+        """Whether the policy lists the federation (its moments may be published at all)."""
+        return self.policy.study(federation_id) is not None
+
     def refusal(
         self,
         manifest: GlobalManifest,

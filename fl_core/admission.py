@@ -83,7 +83,8 @@ def check_manifest(
         raise UpdateRejectedError("wrong_task", f"round asks for {ctx.task}, got {manifest.task}")
     if manifest.nonce in ctx.seen_nonces:
         raise UpdateRejectedError("replayed", f"nonce {manifest.nonce[:12]} was used before")
-    low = 0 if manifest.declined == "no_training_rows" else 1  # a decline says why it has none
+    # a decline that says why it has no rows, or that the site policy refused the round
+    low = 0 if manifest.declined in ("no_training_rows", "policy") else 1
     if ctx.task == "train" and not low <= manifest.num_examples <= ctx.max_num_examples:
         raise UpdateRejectedError(
             "bad_num_examples",

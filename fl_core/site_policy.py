@@ -28,7 +28,6 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_validator,
-    model_validator,
 )
 
 from fl_core.config import describe_validation_error
@@ -108,13 +107,17 @@ class SitePolicy(_Frozen):
         except ConfigError as err:
             raise ValueError(str(err)) from err
 
-    @model_validator(mode="after")
-    def _each_study_once(self) -> SitePolicy:
-        served = [study.federation_id for study in self.studies]
+    @field_validator("studies")
+    @classmethod
+    def _each_study_once(cls, value: tuple[ApprovedStudy, ...]) -> tuple[ApprovedStudy, ...]:
+        served = [study.federation_id for study in value]
         twice = sorted({f for f in served if served.count(f) > 1})
         if twice:
-            raise ValueError(f"federation(s) {', '.join(twice)} listed more than once")
-        return self
+            raise ValueError(
+                f"federation(s) {', '.join(twice)} listed more than once; list each study once "
+                "with all its approved hashes"
+            )
+        return value
 
     def study(self, federation_id: str) -> ApprovedStudy | None:
         """The approval of ``federation_id``; None when the hospital does not serve it."""

@@ -1,0 +1,245 @@
+"""Site policies enforced by real ``fedsilo client run`` processes over a folder exchange.
+
+An aggregator (``fedsilo server run``) and hospitals run as separate processes; each hospital
+reads its own policy file. What a policy refuses is declined with its rule, recorded by the
+aggregator and shown by ``fedsilo status``; a newly approved hash is served after a restart
+with the new policy; a site's epsilon budget holds across two federations run at once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fedsilo.engine.app import default_model
+from fedsilo.testing.moto_s3 import offline_env
+from fedsilo.testing.processes import Proc, ProcessGroup
+from fl_client.privacy_ledger import PrivacyLedger
+from fl_core.config import FederationConfig, load_config
+from fl_core.data.synthetic import FEATURES
+from fl_core.errors import ObjectNotFoundError
+from fl_core.exchange.manifests import RoundResult
+from fl_core.exchange.protocol import Exchange
+from fl_core.exchange.uri import open_store
+from fl_core.models import model_weights
+from fl_core.study import weights_architecture
+
+TIMEOUT_S = 240.0
+POLICY_ENV = ("FEDSILO_SITE_POLICY", "FEDSILO_SITE_POLICY_JSON", "FEDSILO_STATE_DIR")
+
+
+class FolderFederation:
+    """One federation's config, processes and exchange folder under ``tmp``."""
+
+    def __init__(self, tmp: Path, federation_id: str, **settings: Any) -> None:
+        self.tmp = tmp
+        self.federation_id = federation_id
+        self.exchange_dir = tmp / "exchange"
+        self.exchange_dir.mkdir(parents=True, exist_ok=True)
+        tree: dict[str, Any] = {
+            "federation_id": federation_id,
+            "rounds": 2,
+            "data": {"synthetic": {"hospitals": 2, "mean_stays": 60}},
+            "training": {"hidden_sizes": [8], "min_local_steps": 2},
+            "evaluation": {"histogram_bins": 20},
+            "round": {"min_sites": 1, "deadline_s": 120.0, "poll_interval_s": 0.05},
+            "simulation": {"client_timeout_s": TIMEOUT_S},
+            "exchange": {"uri": self.exchange_dir.as_uri()},
+        }
+        for dotted, value in settings.items():
+            node = tree
+            *parents, leaf = dotted.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        self.config_path = tmp / f"{federation_id}.yaml"
+        self.config_path.write_text(yaml.safe_dump(tree))
+        self.config = load_config(self.config_path)
+        self.group = ProcessGroup(tmp, "fedsilo.cli", tmp, TIMEOUT_S)
+        self.exchange = Exchange(open_store(self.exchange_dir.as_uri()), federation_id)
+
+    def env(self) -> dict[str, str]:
+        return offline_env(self.tmp, unset=POLICY_ENV)
+
+    def start_server(self) -> Proc:
+        args = ["server", "run", "--config", str(self.config_path), "--log-format", "json"]
+        return self.group.spawn(f"{self.federation_id}-server", args, self.env())
+
+    def start_client(self, site_id: str, policy: Path | None, *extra: str) -> Proc:
+        args = ["client", "run", "--site-id", site_id, "--config", str(self.config_path)]
+        args += ["--log-format", "json", *extra]
+        if policy is not None:
+            args += ["--site-policy", str(policy)]
+        return self.group.spawn(f"{self.federation_id}-{site_id}", args, self.env())
+
+    def answered(self, round_index: int, site_id: str) -> bool:
+        """Whether the site's manifest-only answer (a decline) is in the exchange."""
+        try:
+            self.exchange.read_update_manifest_bytes(round_index, site_id)
+        except ObjectNotFoundError:
+            return False
+        return True
+
+    def result(self, round_index: int) -> RoundResult | None:
+        return self.exchange.read_result(round_index)
+
+    def finish(self, *procs: Proc) -> None:
+        for proc in procs:
+            rc = proc.wait()
+            assert rc == 0, self.group.logs()
+
+
+def approval(config: FederationConfig, **terms: Any) -> dict[str, Any]:
+    """A policy's entry approving ``config``'s study and its default model."""
+    model = default_model(len(FEATURES), config)
+    return {
+        "federation_id": config.federation_id,
+        "config_hashes": [config.config_hash(FEATURES)],
+        "architecture_digests": [weights_architecture(model_weights(model))],
+        **terms,
+    }
+
+
+def write_policy(path: Path, site_id: str, *studies: dict[str, Any], **terms: Any) -> Path:
+    path.write_text(yaml.safe_dump({"site_id": site_id, "studies": list(studies), **terms}))
+    return path
+
+
+def fedsilo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**offline_env(cwd, unset=POLICY_ENV), "COLUMNS": "400"}
+    return subprocess.run(
+        [sys.executable, "-m", "fedsilo.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+
+
+def declined_reasons(result: RoundResult | None) -> dict[str, str | None]:
+    assert result is not None
+    return {d.site_id: d.reason for d in result.declined}
+
+
+def accepted_sites(result: RoundResult | None) -> set[str]:
+    assert result is not None
+    return {d.site_id for d in result.accepted}
+
+
+def test_unapproved_studies_and_architectures_are_declined_and_shown(tmp_path):
+    federation = FolderFederation(tmp_path, "sepsis", **{"data.synthetic.hospitals": 3})
+    config = federation.config
+    fedprox = load_config(federation.config_path, {"strategy.name": "fedprox"})
+    wider = load_config(federation.config_path, {"training.hidden_sizes": [16]})
+    trusting = write_policy(tmp_path / "p1.yaml", "site-001", approval(config))
+    other_strategy = write_policy(tmp_path / "p2.yaml", "site-002", approval(fedprox))
+    other_model = {
+        **approval(config),
+        "architecture_digests": approval(wider)["architecture_digests"],
+    }
+    other_architecture = write_policy(tmp_path / "p3.yaml", "site-003", other_model)
+
+    server = federation.start_server()
+    clients = [
+        federation.start_client("site-001", trusting),
+        federation.start_client("site-002", other_strategy),
+        federation.start_client("site-003", other_architecture),
+    ]
+    federation.finish(server, *clients)
+
+    for round_index in (1, 2, 3):  # two training rounds and the final evaluation
+        assert declined_reasons(federation.result(round_index)) == {
+            "site-002": "policy study_not_approved",
+            "site-003": "policy architecture_not_approved",
+        }
+    assert accepted_sites(federation.result(1)) == {"site-001"}
+    status = fedsilo(
+        "status", "--exchange", federation.exchange_dir.as_uri(), "--federation", "sepsis",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert "declined: policy study_not_approved" in status.stdout
+    assert "declined: policy architecture_not_approved" in status.stdout
+
+
+def test_a_changed_config_is_refused_until_its_hash_is_approved(tmp_path):
+    federation = FolderFederation(tmp_path, "sepsis", rounds=3)
+    config = federation.config
+    earlier = load_config(federation.config_path, {"rounds": 2})  # what the site approved
+    assert earlier.config_hash(FEATURES) != config.config_hash(FEATURES)
+    stale = write_policy(tmp_path / "stale.yaml", "site-001", approval(earlier))
+
+    server = federation.start_server()
+    first = federation.start_client("site-001", stale)
+    other = federation.start_client("site-002", None)
+    federation.group.wait_for(
+        "site-001's decline of round 1",
+        lambda: federation.answered(1, "site-001"),
+        TIMEOUT_S,
+        0.05,
+        watch=[server, first, other],
+    )
+    first.kill()  # the admin reviews the new study, approves its hash and restarts the client
+    both = [earlier.config_hash(FEATURES), config.config_hash(FEATURES)]
+    approved = write_policy(
+        tmp_path / "new.yaml", "site-001", {**approval(config), "config_hashes": both}
+    )
+    restarted = federation.start_client("site-001", approved)
+    federation.finish(server, restarted, other)
+
+    assert declined_reasons(federation.result(1)) == {"site-001": "policy study_not_approved"}
+    assert accepted_sites(federation.result(3)) == {"site-001", "site-002"}
+    assert any(e.get("event") == "no_site_policy" for e in other.events())
+
+
+def test_the_epsilon_budget_holds_across_two_federations_run_at_once(tmp_path):
+    budget = 4.0
+    state = tmp_path / "state"
+    federations = [FolderFederation(tmp_path / name, name, rounds=3) for name in ("sepsis", "aki")]
+    studies = [approval(f.config, dp_sgd_max_epsilon=3.0) for f in federations]
+    policy = write_policy(tmp_path / "site.yaml", "site-001", *studies, epsilon_budget=budget)
+    dp = ["--state-dir", str(state), "--dp-target-epsilon", "3", "--dp-delta", "1e-3"]
+    procs = []
+    for federation in federations:
+        procs.append(federation.start_server())
+        procs.append(federation.start_client("site-001", policy, *dp))
+        procs.append(federation.start_client("site-002", None))
+    for federation in federations:
+        federation.finish(*[p for p in procs if p in federation.group.procs])
+
+    ledger = PrivacyLedger(state).read()
+    assert set(ledger.studies) <= {"sepsis", "aki"}
+    assert ledger.total_epsilon() <= budget + 1e-9
+    trained = sum("site-001" in accepted_sites(f.result(r)) for f in federations for r in (1, 2, 3))
+    refused = [
+        reason
+        for f in federations
+        for r in (1, 2, 3)
+        if (reason := declined_reasons(f.result(r)).get("site-001")) is not None
+    ]
+    assert trained >= 1
+    assert "policy epsilon_budget" in refused  # three rounds of each would cost about 6
+    summary = fedsilo(
+        "site", "status", "--state-dir", str(state), "--site-policy", str(policy), cwd=tmp_path
+    )
+    assert summary.returncode == 0, summary.stderr
+    assert f"left of {budget:g}" in summary.stdout
+
+
+def test_a_bad_policy_stops_client_run_with_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("site_id: site-001\nstudies: []\napprove_all: true\n")
+    exchange = (tmp_path / "exchange").as_uri()
+    done = fedsilo(
+        "client", "run", "--site-id", "site-001", "--exchange", exchange,
+        "--site-policy", str(bad), cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.strip().startswith("error")]
+    assert len(errors) == 1 and "approve_all: unknown key" in errors[0]
