@@ -25,6 +25,7 @@ from torch import nn
 
 from fedsilo.engine.secagg_keys import key_path, load_key, register_simulated_sites
 from fl_client.hospital import Hospital, serve_sites
+from fl_client.site_policy_gate import SiteGate
 from fl_client.trainer import ClientTrainer, TrainResult
 from fl_core.config import FederationConfig, load_config
 from fl_core.data.base import SiteData, Split
@@ -134,10 +135,12 @@ def run_round(
     dying: dict[str, str] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     floors: dict[str, DisclosureFloor] | None = None,
+    gates: dict[str, SiteGate] | None = None,
 ) -> tuple[Exchange, Weights, dict[str, Weights]]:
     """Run the federation to its end; returns the exchange, initial weights, trained ones.
 
-    ``floors``: the disclosure floor of each hospital's site policy (none: no floor)."""
+    ``floors``: the disclosure floor of each hospital's site policy (none: no floor);
+    ``gates``: each hospital's site policy gate (none: no policy)."""
     exchange = Exchange(LocalDirectoryStore(workdir / "exchange"), config.federation_id)
     if config.privacy.secagg.enabled:
         register_simulated_sites(exchange, sites, workdir / "keys")
@@ -155,6 +158,7 @@ def run_round(
             trainer=ShiftTrainer(model(), trained),
             secagg_key=key,
             disclosure_floor=(floors or {}).get(site),
+            site_gate=(gates or {}).get(site),
         )
         own = DyingExchange(
             LocalDirectoryStore(workdir / "exchange"),

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import structlog
+from pydantic import ValidationError
 
 from fl_core.admission import AdmissionContext
 from fl_core.config import FederationConfig
@@ -43,7 +44,7 @@ from fl_core.errors import (
     RoundFailedError,
     UpdateRejectedError,
 )
-from fl_core.exchange.manifests import Decision, FederationState, GlobalManifest
+from fl_core.exchange.manifests import Decision, FederationState, GlobalManifest, UpdateManifest
 from fl_core.exchange.protocol import Exchange
 from fl_core.secagg import masking, shamir, transport
 from fl_core.secagg.field import U64, FieldParams, dequantise, fractional_bits_for
@@ -371,6 +372,23 @@ class SecAggServer:
             return None
         return advert
 
+    def _declined(self, site_id: SiteId, round_index: int) -> bool:
+        """The site answered the round with a decline (its site policy refused the round): as
+        final as a refused advert, and its answer is admitted as a declined decision."""
+        try:
+            size = self.exchange.update_manifest_size(round_index, site_id)
+            if size > self.config.admission.max_manifest_bytes:
+                return False  # admission names it too_large if it is ever read
+            answer = UpdateManifest.model_validate_json(
+                self.exchange.read_update_manifest_bytes(round_index, site_id)
+            )
+        except (ExchangeError, ValidationError):
+            return False
+        return answer.declined is not None and (answer.site_id, answer.round_index) == (
+            site_id,
+            round_index,
+        )
+
     def open_round(
         self,
         state: FederationState,
@@ -388,6 +406,7 @@ class SecAggServer:
         setup = transport.read(self.exchange, self._key(r, "setup"), SecAggSetup)
         sites = [entry.site_id for entry in roster.sites]
         self._refusals = {}
+        declined: set[SiteId] = set()
         if setup is None:
             wait_s = min(self.settings.advert_timeout_s, self.config.round.deadline_s)
             give_up = self.clock() + wait_s
@@ -395,7 +414,9 @@ class SecAggServer:
                 self._adverts = {
                     s: a for s in sites if (a := self._valid_advert(s, roster)) is not None
                 }
-                heard = len(self._adverts) + len(self._refusals)  # a refused advert is final
+                declined = {s for s in sites if s not in self._adverts and self._declined(s, r)}
+                # a refused advert or a declined round is final
+                heard = len(self._adverts.keys() | self._refusals.keys() | declined)
                 if heard == len(sites) or self.clock() >= give_up:
                     break
                 state = self._keep_alive(state, save)
@@ -420,6 +441,7 @@ class SecAggServer:
         else:  # resumed: the roster's other sites are read again for why they were left out
             read = {s: self._valid_advert(s, roster) for s in sites}
             self._adverts = {s: a for s in setup.participants if (a := read.get(s)) is not None}
+            declined = {s for s in sites if s not in setup.participants and self._declined(s, r)}
         self.refused = {s: e for s, e in self._refusals.items() if s not in setup.participants}
         self.roster, self.setup = roster, setup
         specs = {
@@ -430,7 +452,7 @@ class SecAggServer:
             context,
             tensor_specs=specs,
             field_bits=roster.modulus_bits,
-            invited_sites=frozenset(setup.participants),
+            invited_sites=frozenset(setup.participants) | declined,  # declines are answers
         )
 
     # -- step 2: unmask --
