@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench._tables import write_rows
+
 REPO = Path(__file__).resolve().parent.parent
 SIZES = (20, 200)
 
@@ -56,12 +58,15 @@ def measure(count: int) -> dict[str, float]:
 def main(quick: bool = False) -> None:
     """Print the table; ``quick`` (``python -m bench --quick``) measures 20 hospitals only."""
     print(f"{'hospitals':>9} {'stacks':>6} {'build s':>8} {'synth+nag s':>11} {'process s':>9}")
+    rows = []
     for count in SIZES[:1] if quick else SIZES:
         row = measure(count)
+        rows.append({"hospitals": count, **row})
         print(
             f"{count:>9} {int(row['stacks']):>6} {row['build_s']:>8.1f} {row['synth_s']:>11.1f} "
             f"{row['total_s']:>9.1f}"
         )
+    write_rows("cdk_synth", "CDK app build and synth seconds by hospitals", rows)
 
 
 if __name__ == "__main__":

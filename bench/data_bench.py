@@ -20,7 +20,7 @@ import numpy as np
 from rich.table import Table
 from sklearn.metrics import roc_auc_score
 
-from bench import _timing
+from bench import _tables, _timing
 from fl_core.data.eicu.cohort import Cohort, load_cohort
 from fl_core.data.eicu.features import build_features
 from fl_core.data.eicu.prepare import prepare_eicu
@@ -127,6 +127,7 @@ def main(quick: bool = False) -> None:
     shape.add_row("APACHE-like AUROC (cohort)", f"{roc_auc_score(y[known], apache[known]):.3f}")
     shape.add_row("Bayes AUROC (cohort)", f"{roc_auc_score(y, cohort.stays['ref_bayes']):.3f}")
     console.print(shape)
+    _tables.write_tables("data_bench", [table, shape])
 
 
 if __name__ == "__main__":

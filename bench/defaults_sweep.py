@@ -33,6 +33,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from bench import _tables
 from fedsilo.engine.inline import run_inline
 from fedsilo.engine.logs import configure_logging
 from fedsilo.ops.evaluate import write_fold_folders
@@ -219,6 +220,7 @@ def main(quick: bool) -> None:
             f"{score.seconds:.0f}",
         )
     console.print(table)
+    _tables.write_tables("defaults_sweep", [table])
     console.print(f"chosen: {_describe(chosen.overrides)}, rounds={rounds}", highlight=False)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from bench import _timing
+from bench import _tables, _timing
 from fedsilo.engine.logs import configure_logging
 from fedsilo.ops.evaluate import CrossValidation, Scores, cross_validate, score_federation
 from fl_core.config import FederationConfig, load_config
@@ -117,6 +117,7 @@ def main(quick: bool = False) -> None:
             console.print(f"eICU demo not at {DEMO_DIR}: its rows are left out")
     table.caption = _timing.quality_note("AUROC on held-out stays", "one run per row")
     console.print(table)
+    _tables.write_tables("eicu_bench", [table])
     console.print(
         "published on the demo's first adult stays: "
         + ", ".join(f"{k} {v:.3f}" for k, v in PUBLISHED.items())

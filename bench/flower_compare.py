@@ -36,6 +36,7 @@ from pathlib import Path
 import safetensors.numpy
 from rich.table import Table
 
+from bench._tables import write_tables
 from bench._timing import bench_console, interleave
 from bench._timing import fmt as _fmt
 from bench._timing import load_note as _load_note
@@ -419,4 +420,6 @@ def main(quick: bool) -> None:
         f"Whole federation: fedsilo, Flower and the plain PyTorch floor "
         f"({time.perf_counter() - started:.0f} s)"
     )
-    console.print(render_federations(runs, config, title))
+    table = render_federations(runs, config, title)
+    console.print(table)
+    write_tables("flower_compare", [table])

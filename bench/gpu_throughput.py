@@ -18,7 +18,7 @@ from itertools import count
 
 import torch
 
-from bench import _federation, _timing
+from bench import _federation, _tables, _timing
 from fl_client.tabular import TabularTrainer
 from fl_client.trainer import derive_seed
 from fl_core.config import FederationConfig, TrainingConfig
@@ -129,3 +129,4 @@ def main(quick: bool) -> None:
         ]
     )
     console.print(table)
+    _tables.write_tables("gpu_throughput", [table])

@@ -30,7 +30,7 @@ from typing import Any
 
 from rich.table import Table
 
-from bench import _timing
+from bench import _tables, _timing
 from fedsilo.engine.logs import configure_logging
 from fedsilo.engine.process_engine import simulate
 from fl_core.config import load_config
@@ -129,7 +129,9 @@ def main(quick: bool) -> None:
     configure_logging("auto", "WARNING")  # one line per update otherwise buries the table
     with tempfile.TemporaryDirectory(prefix="fedsilo-privacy-bench-") as scratch:
         console = _timing.table_console()
-        console.print(run(Path(scratch), quick))
+        table = run(Path(scratch), quick)
+        console.print(table)
+        _tables.write_tables("privacy_bench", [table])
 
 
 if __name__ == "__main__":

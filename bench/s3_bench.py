@@ -41,7 +41,7 @@ from moto.server import ThreadedMotoServer
 from rich.table import Table
 
 import fl_server.round_loop as round_loop_module
-from bench import _timing
+from bench import _tables, _timing
 from fedsilo.engine.logs import configure_logging
 from fl_core.admission import update_metadata
 from fl_core.config import load_config
@@ -428,9 +428,12 @@ def main(quick: bool) -> None:
     console = _timing.table_console()
     with _moto_server() as endpoint:
         size = 20 * MB if quick else 100 * MB
-        console.print(round_trip(endpoint, size, REPEATS))
+        tables = [round_trip(endpoint, size, REPEATS)]
+        console.print(tables[0])
         hospitals, params = (10, 250_000) if quick else (50, 1_000_000)
-        console.print(hospital_round(endpoint, hospitals, params, REPEATS))
+        tables.append(hospital_round(endpoint, hospitals, params, REPEATS))
+        console.print(tables[1])
+    _tables.write_tables("s3_bench", tables)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import numpy as np
 from rich.table import Table
 from torch import nn
 
-from bench import _timing
+from bench import _tables, _timing
 from bench._secagg_harness import Logistic, run_round
 from fedsilo.engine.logs import configure_logging
 from fl_client.secagg_client import build_advert, build_answer, masked_weights
@@ -245,8 +245,13 @@ def main(quick: bool) -> None:
     configure_logging("console", "WARNING")
     console = _timing.table_console()
     models = dict(list(MODELS.items())[:1]) if quick else MODELS
-    console.print(round_table(models, REPEATS))
-    console.print(steps_table(models, _timing.MIN_REPEATS if quick else STEP_REPEATS))
+    tables = [
+        round_table(models, REPEATS),
+        steps_table(models, _timing.MIN_REPEATS if quick else STEP_REPEATS),
+    ]
+    for table in tables:
+        console.print(table)
+    _tables.write_tables("secagg_bench", tables)
 
 
 if __name__ == "__main__":

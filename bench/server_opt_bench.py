@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from bench import _timing
+from bench import _tables, _timing
 from fedsilo.engine.app import build_source
 from fedsilo.engine.inline import run_inline
 from fedsilo.engine.logs import configure_logging
@@ -65,6 +65,7 @@ def first_round_within(aurocs: list[float], target: float) -> str:
 def main(quick: bool) -> None:
     configure_logging("auto", "WARNING")
     console = Console(width=160)
+    tables = []
     with tempfile.TemporaryDirectory(prefix="fedsilo-serveropt-") as tmp:
         root = Path(tmp)
         for title, overrides in _federations(root, quick):
@@ -90,6 +91,8 @@ def main(quick: bool) -> None:
                 "one run per strategy",
             )
             console.print(table)
+            tables.append(table)
+            _tables.write_tables("server_opt_bench", tables)
 
 
 if __name__ == "__main__":

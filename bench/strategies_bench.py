@@ -23,7 +23,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from bench import _timing
+from bench import _tables, _timing
 from fedsilo.engine.app import FederatedApp, build_source
 from fedsilo.engine.attacks import hostile_app
 from fedsilo.engine.inline import run_inline
@@ -129,6 +129,7 @@ def main(quick: bool) -> None:
             "one run per strategy and setting",
         )
         console.print(table)
+        _tables.write_tables("strategies_bench", [table])
 
 
 if __name__ == "__main__":

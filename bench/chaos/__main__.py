@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from bench._tables import write_tables
 from bench.chaos.suite import GROUPS, run, table
 
 
@@ -35,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="fedsilo-chaos-") as tmp:
             figures = run(Path(tmp), args.quick, kills, set(args.only))
     console = Console(width=160)
-    console.print(table(figures))
+    shown = table(figures)
+    console.print(shown)
+    write_tables("chaos", [shown])
     missed = [f for f in figures if not f.ok]
     console.print(
         f"{len(figures) - len(missed)}/{len(figures)} figures meet their goal in "
