@@ -92,6 +92,7 @@ class FederationStack(Stack):
         logs_key: kms.IKey,
         with_ecs_instances: bool,
         bucket_arns: Sequence[str],
+        with_parameters: bool = False,
     ) -> PrivateNetwork:
         """The ``Network``: flow logs under ``logs_key``, endpoints for this account's principals.
 
@@ -105,6 +106,7 @@ class FederationStack(Stack):
             logs_key=logs_key,
             log_retention=self.log_retention,
             with_ecs_instances=with_ecs_instances,
+            with_parameters=with_parameters,
         )
         network.limit_s3_to(bucket_arns)
         network.limit_endpoints_to_own_account(image_repository_arns(self, self.context))

@@ -9,6 +9,7 @@ to build its keys: an id that synthesises is an id the exchange accepts.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
@@ -23,6 +24,7 @@ from pydantic import (
 
 from fl_core.errors import ConfigError
 from fl_core.ids import ACCOUNT_ID_REGEX, check_federation_id, check_site_id
+from fl_core.site_policy import read_site_policy
 
 CONTEXT_KEY = "fedsilo"
 """The key under ``context`` in ``cdk.json`` that holds a ``FederationContext``."""
@@ -98,11 +100,45 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+SITE_POLICY_MAX_BYTES = 8192
+"""An SSM advanced parameter's limit: the site policy reaches the client task as one."""
+
+
 class HospitalSite(_Frozen):
     """One hospital: its site id in the exchange and the AWS account it deploys into."""
 
     site_id: SiteId
     account_id: AccountId
+    site_policy: Path | None = Field(
+        default=None,
+        description="the hospital's site policy file (docs/site-policy.md), validated at "
+        "synth, kept as an SSM parameter in the hospital's account and given to its client",
+    )
+
+    @model_validator(mode="after")
+    def _policy_is_this_sites(self) -> HospitalSite:
+        self.site_policy_json()  # a wrong policy stops synthesis, naming this hospital
+        return self
+
+    def site_policy_json(self) -> str | None:
+        """The validated policy as the client reads it (``FEDSILO_SITE_POLICY_JSON``)."""
+        if self.site_policy is None:
+            return None
+        try:
+            policy = read_site_policy(self.site_policy)
+        except ConfigError as err:
+            raise ValueError(str(err)) from err
+        if policy.site_id != self.site_id:
+            raise ValueError(
+                f"site_policy {self.site_policy} is site {policy.site_id}'s, not {self.site_id}'s"
+            )
+        document = policy.model_dump_json()
+        if len(document.encode()) > SITE_POLICY_MAX_BYTES:
+            raise ValueError(
+                f"site_policy {self.site_policy} is {len(document.encode())} bytes as JSON, over "
+                f"the {SITE_POLICY_MAX_BYTES} an SSM parameter holds; list fewer hashes"
+            )
+        return document
 
 
 class Images(_Frozen):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from aws_cdk import CfnOutput, Tags
+from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
+from fl_core.site_policy import POLICY_JSON_ENV
 from stacks.base import FederationStack
 from stacks.compute import (
     FederationCluster,
@@ -28,6 +31,8 @@ from stacks.state_volume import HospitalStateVolume
 from stacks.storage import EncryptedBucket
 
 HOSPITAL_CIDR = "10.30.0.0/16"
+STANDARD_PARAMETER_BYTES = 4096
+"""A standard SSM parameter's limit; a longer policy is an advanced parameter."""
 
 
 class HospitalStack(FederationStack):
@@ -66,12 +71,14 @@ class HospitalStack(FederationStack):
             logs_key=self.data_key.key,
             with_ecs_instances=True,
             bucket_arns=[self.data.bucket_arn, ExchangeArns(context).bucket],
+            with_parameters=site.site_policy is not None,
         )
         self.cluster = FederationCluster(self, "Compute", network=self.network)
         self.gpu = self._gpu_capacity()
         self.role = self._client_role()
         self._grant_exchange_and_own_data()
         self.service = self._client_service()
+        self.site_policy = self._site_policy()
         self.state = HospitalStateVolume(self, "State", network=self.network, key=self.data_key.key)
         self.state.mount_into(
             self.service,
@@ -152,6 +159,29 @@ class HospitalStack(FederationStack):
                 "training files are the bucket's only content"
             ),
         }
+
+    def _site_policy(self) -> ssm.StringParameter | None:
+        """The context's site policy as an SSM parameter of this hospital's own account, given
+        to the client container as ``FEDSILO_SITE_POLICY_JSON``: ECS injects it at start with
+        the task's execution role, the only role granted to read it."""
+        document = self.site.site_policy_json()
+        if document is None:
+            return None
+        fid, site_id = self.context.federation_id, self.site.site_id
+        parameter = ssm.StringParameter(
+            self,
+            "SitePolicy",
+            parameter_name=f"/fedsilo/{fid}/{site_id}/site-policy",
+            string_value=document,
+            description=f"fedsilo hospital {site_id}: its site policy (docs/site-policy.md)",
+            tier=(
+                ssm.ParameterTier.ADVANCED
+                if len(document.encode()) > STANDARD_PARAMETER_BYTES
+                else ssm.ParameterTier.STANDARD
+            ),
+        )
+        self.service.container.add_secret(POLICY_JSON_ENV, ecs.Secret.from_ssm_parameter(parameter))
+        return parameter
 
     def _client_service(self) -> FederationService:
         """``fedsilo client run`` for this site, on the GPU capacity."""

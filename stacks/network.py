@@ -34,6 +34,9 @@ ECS_INSTANCE_ENDPOINTS = {
 }
 """What the ECS agent on an EC2 (GPU) container instance needs to register and report."""
 
+PARAMETER_ENDPOINTS = {"Ssm": ec2.InterfaceVpcEndpointAwsService.SSM}
+"""What the ECS agent needs to inject an SSM parameter into a task (a hospital's site policy)."""
+
 ECR_ENDPOINTS = frozenset({"EcrApi", "EcrDocker"})
 """The endpoints whose policy names the image repositories instead of any resource."""
 
@@ -70,6 +73,7 @@ class PrivateNetwork(Construct):
         logs_key: kms.IKey,
         log_retention: logs.RetentionDays,
         with_ecs_instances: bool,
+        with_parameters: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         self.vpc = self._vpc(cidr, zones)
@@ -84,6 +88,8 @@ class PrivateNetwork(Construct):
         services = dict(BASE_ENDPOINTS)
         if with_ecs_instances:
             services.update(ECS_INSTANCE_ENDPOINTS)
+        if with_parameters:
+            services.update(PARAMETER_ENDPOINTS)
         self.interface_endpoints = {
             name: self.vpc.add_interface_endpoint(
                 name, service=service, subnets=self.subnets, open=False, private_dns_enabled=True
