@@ -14,15 +14,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedsilo.engine.federation import SimulationEvents
+from fedsilo.ops.forwarding_events import ROW_SCALARS, ForwardingEvents
 from fl_core.errors import ConfigError
-from fl_core.exchange.manifests import Decision, GlobalManifest, RoundResult
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
     from fl_core.config import FederationConfig
 
-SCALARS = ("auroc", "auprc", "loss", "train_loss", "sites_accepted", "sites_rejected", "seconds")
 EXPERIMENT = "fedsilo"
 _MAX_PARAM_CHARS = 500  # MLflow's limit on one parameter's value
 
@@ -68,14 +67,13 @@ def flat_params(config: FederationConfig) -> dict[str, str]:
     return flat
 
 
-class MlflowEvents(SimulationEvents):
+class MlflowEvents(ForwardingEvents):
     """Logs each round's metrics row to one MLflow run; passes every hook on to ``inner``."""
 
     def __init__(
         self, target: str, config: FederationConfig, run_name: str, inner: SimulationEvents
     ) -> None:
-        super().__init__(inner.rounds)
-        self.inner = inner
+        super().__init__(inner)
         self.client = open_client(target)
         experiment = self.client.get_experiment_by_name(EXPERIMENT)
         experiment_id = (
@@ -90,16 +88,6 @@ class MlflowEvents(SimulationEvents):
 
         self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
 
-    def round_opened(self, manifest: GlobalManifest) -> None:
-        self.inner.round_opened(manifest)
-
-    def decided(self, round_index: int, decision: Decision) -> None:
-        self.inner.decided(round_index, decision)
-
-    def round_closed(self, result: RoundResult) -> None:
-        self.inner.round_closed(result)
-        super().round_closed(result)
-
     def row_ready(self, row: dict[str, Any]) -> None:
         from mlflow.entities import Metric
 
@@ -107,7 +95,7 @@ class MlflowEvents(SimulationEvents):
         stamp = int(time.time() * 1000)
         metrics = [
             Metric(name, float(value), stamp, step)
-            for name in SCALARS
+            for name in ROW_SCALARS
             if (value := row.get(name)) is not None
         ]
         metrics += [

@@ -10,35 +10,22 @@ from pathlib import Path
 from typing import Any
 
 from fedsilo.engine.federation import SimulationEvents
-from fl_core.exchange.manifests import Decision, GlobalManifest, RoundResult
-
-SCALARS = ("auroc", "auprc", "loss", "train_loss", "sites_accepted", "sites_rejected", "seconds")
+from fedsilo.ops.forwarding_events import ROW_SCALARS, ForwardingEvents
 
 
-class TensorBoardEvents(SimulationEvents):
+class TensorBoardEvents(ForwardingEvents):
     """Writes each round's metrics row as scalars and passes every hook on to ``inner``."""
 
     def __init__(self, log_dir: Path, inner: SimulationEvents) -> None:
-        super().__init__(inner.rounds)
+        super().__init__(inner)
         from torch.utils.tensorboard import SummaryWriter
 
-        self.inner = inner
         self.log_dir = log_dir
         self.writer = SummaryWriter(log_dir=str(log_dir))
 
-    def round_opened(self, manifest: GlobalManifest) -> None:
-        self.inner.round_opened(manifest)
-
-    def decided(self, round_index: int, decision: Decision) -> None:
-        self.inner.decided(round_index, decision)
-
-    def round_closed(self, result: RoundResult) -> None:
-        self.inner.round_closed(result)
-        super().round_closed(result)
-
     def row_ready(self, row: dict[str, Any]) -> None:
         step = int(row["round"])
-        for name in SCALARS:
+        for name in ROW_SCALARS:
             value = row.get(name)
             if value is not None:
                 self.writer.add_scalar(f"federation/{name}", float(value), step)
