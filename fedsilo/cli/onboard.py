@@ -162,16 +162,26 @@ def check_command(
     as_json: Annotated[
         bool, typer.Option("--json", help="print one JSON document (docs/cli-json.md) instead")
     ] = False,
+    site_policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--site-policy",
+            help="this hospital's site policy, shown here only (default: env "
+            "FEDSILO_SITE_POLICY or FEDSILO_SITE_POLICY_JSON)",
+        ),
+    ] = None,
 ) -> None:
     """Hospital admin: preflight from inside the hospital's role, as a checklist.
 
     Exit 0 when every check passes, 1 otherwise (with --json too, after the document).
     """
     from fedsilo.ops.aws_session import hospital_session, s3_store_for
-    from fedsilo.ops.onboarding import preflight
+    from fedsilo.ops.onboarding import preflight, site_policy_lines
     from fl_core.errors import FedsiloError
     from fl_core.exchange.protocol import Exchange
+    from fl_core.site_policy import load_site_policy
 
+    policy = load_site_policy(site_policy)  # a bad policy stops here, before any check runs
     if as_json:  # stdout holds the document alone: warnings go to stderr
         from fedsilo.engine.logs import configure_logging
 
@@ -202,6 +212,8 @@ def check_command(
             "[green]✓[/]" if check.ok else "[red]✗[/]", check.name, check.detail, check.fix or ""
         )
     console.print(table)
+    for line in site_policy_lines(policy, federation):
+        console.print(line, markup=False, highlight=False)
     if not passed:
         raise FedsiloError(f"preflight of {site_id} failed; fix the crosses above and rerun")
     console.print("preflight passed: the aggregator activates this site at its next poll")

@@ -60,6 +60,7 @@ from fl_core.exchange.protocol import Exchange
 from fl_core.ids import ACCOUNT_ID_REGEX, check_account_id, check_federation_id, check_site_id
 from fl_core.secagg import masking
 from fl_core.serialization import sha256_hex
+from fl_core.site_policy import SitePolicy, policy_summary
 
 ROLE_PATH = "/fedsilo/"  # stacks.context.HOSPITAL_ROLE_PATH: the stacks grant exactly this role
 
@@ -421,6 +422,23 @@ def offboard(
 
 
 # ---- preflight (run from inside the hospital's role) --------------------------------------------
+
+
+def site_policy_lines(policy: SitePolicy | None, federation_id: str) -> list[str]:
+    """The site policy in force, for the admin's eyes only (never in the preflight report)."""
+    if policy is None:
+        return [
+            "no site policy: the client will serve any study it is configured for; write one "
+            "(docs/site-policy.md) and pass it with --site-policy or FEDSILO_SITE_POLICY"
+        ]
+    served = policy.study(federation_id) is not None
+    verdict = (
+        f"federation {federation_id} is among its studies"
+        if served
+        else f"federation {federation_id} is NOT among its studies: every round is declined "
+        "(fedsilo site approve prints the entry to add)"
+    )
+    return [*policy_summary(policy), f"  {verdict}"]
 
 
 def _check(name: str, run: Callable[[], str], fix: str) -> PreflightCheck:

@@ -430,6 +430,17 @@ def test_readme_steps_through_the_command_line(tmp_path, cdk_json, moto_endpoint
     )
     assert f"skipped {bad_report} (site site-c): malformed_preflight" in checked.stdout
     assert "Traceback" not in checked.stderr
+    assert "no site policy" in checked.stdout
+    policy = tmp_path / "site-policy.yaml"
+    policy.write_text("site_id: site-c\nepsilon_budget: 5\nstudies: []\n")
+    checked = fedsilo(
+        "onboard", "check", "--federation", "eicu-mortality", "--site-id", "site-c",
+        "--exchange", f"s3://{bucket}", "--endpoint-url", moto_endpoint,
+        "--site-policy", str(policy),
+    )  # fmt: skip
+    assert "site policy of site-c: 0 studies approved" in checked.stdout
+    assert "epsilon budget over all studies: 5" in checked.stdout
+    assert "federation eicu-mortality is NOT among its studies" in checked.stdout
     as_json = fedsilo(
         "onboard", "check", "--federation", "eicu-mortality", "--site-id", "site-c",
         "--exchange", f"s3://{bucket}", "--endpoint-url", moto_endpoint, "--json",
