@@ -48,6 +48,11 @@ class FoldFigures(_Frozen):
     share_better_federated: float | None
     """Share of hospitals whose own test stays the federated model predicts better (Brier)
     than a model of their own; None without ``--local-only``."""
+    hospitals_with_deaths: int | None = None
+    share_better_with_deaths: float | None = None
+    worst_decile_federated_brier: float | None = None
+    worst_decile_local_brier: float | None = None
+    """Mean Brier of each model over the tenth of hospitals the federation serves worst."""
 
 
 class EvaluationSummary(_Frozen):
@@ -84,6 +89,10 @@ def _fold(index: int, cv: CrossValidation, scores: Scores) -> FoldFigures:
         seconds=scores.seconds,
         hospitals=None if view is None else view.hospitals,
         share_better_federated=None if view is None else view.share_better,
+        hospitals_with_deaths=None if view is None else view.with_deaths,
+        share_better_with_deaths=None if view is None else view.share_better_with_deaths,
+        worst_decile_federated_brier=None if view is None else view.worst_decile_federated_brier,
+        worst_decile_local_brier=None if view is None else view.worst_decile_local_brier,
     )
 
 
@@ -189,6 +198,9 @@ def evaluation_html(summary: EvaluationSummary) -> str:
             "pooled AUROC",
             "hospitals",
             "federated better",
+            "with a death",
+            "worst 10%: federated",
+            "alone",
             "seconds",
         ],
         [
@@ -200,6 +212,11 @@ def evaluation_html(summary: EvaluationSummary) -> str:
                 _cell(f.pooled_auroc),
                 _cell(f.hospitals),
                 "n/a" if f.share_better_federated is None else f"{f.share_better_federated:.1%}",
+                "n/a"
+                if f.share_better_with_deaths is None
+                else f"{f.share_better_with_deaths:.0%} of {f.hospitals_with_deaths}",
+                _cell(f.worst_decile_federated_brier),
+                _cell(f.worst_decile_local_brier),
                 f"{f.seconds:.0f}",
             ]
             for f in summary.per_fold
@@ -217,7 +234,9 @@ def evaluation_html(summary: EvaluationSummary) -> str:
         "Calibration out of fold: Brier score, expected calibration error, Cox intercept (0 when "
         "calibrated) and slope (1; under 1, risks too extreme). Federated better: the share of "
         "hospitals whose own test stays the federated model predicts with a lower Brier score "
-        "than a model trained on their rows alone."
+        "than a model trained on their rows alone; with a death: the same over the hospitals "
+        "with a death among their test stays; worst 10%: mean Brier over the tenth of "
+        "hospitals where the federated model gains least."
     )
     return "\n".join(
         [

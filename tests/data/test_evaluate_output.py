@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,13 @@ from rich.console import Console
 from rich.progress import Progress
 
 from fedsilo.cli.data import EvaluationBars, run_data_command
-from fedsilo.ops.evaluation_summary import PAGE_FILE, SUMMARY_FILE, EvaluationSummary
+from fedsilo.ops.evaluation_summary import (
+    PAGE_FILE,
+    SUMMARY_FILE,
+    EvaluationSummary,
+    FoldFigures,
+    evaluation_html,
+)
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +88,38 @@ def test_progress_bars_advance_with_every_round() -> None:
     assert whole.total == 33 and whole.completed == 33
     assert whole.description == "cross-validation: 3 of 3 folds done"
     assert len(progress.tasks) == 1  # each fold's bar is gone once it finished
+
+
+def test_page_gives_the_per_hospital_view_of_each_fold() -> None:
+    fold = FoldFigures(
+        fold="r0-f0",
+        test_stays=696,
+        test_deaths=57,
+        federated_auroc=0.8234,
+        pooled_auroc=0.7994,
+        seconds=148.0,
+        hospitals=186,
+        share_better_federated=0.559,
+        hospitals_with_deaths=56,
+        share_better_with_deaths=0.79,
+        worst_decile_federated_brier=0.1959,
+        worst_decile_local_brier=0.0890,
+    )
+    summary = EvaluationSummary(
+        data="prepared",
+        folds=1,
+        repeats=1,
+        rounds=10,
+        local_only=True,
+        test_stays=696,
+        test_deaths=57,
+        seconds=148.0,
+        models=[],
+        per_fold=[fold],
+        kept_work_folders=False,
+    )
+    cells = re.findall(r"<td>(.*?)</td>", evaluation_html(summary))
+    assert cells == [
+        "r0-f0", "696", "57", "0.8234", "0.7994", "186", "55.9%", "79% of 56", "0.1959",
+        "0.0890", "148",
+    ]  # fmt: skip
