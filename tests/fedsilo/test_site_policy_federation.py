@@ -26,6 +26,7 @@ from fl_core.exchange.manifests import RoundResult
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
 from fl_core.models import model_weights
+from fl_core.site_policy import parse_site_policy
 from fl_core.study import weights_architecture
 
 TIMEOUT_S = 240.0
@@ -165,6 +166,24 @@ def test_unapproved_studies_and_architectures_are_declined_and_shown(tmp_path):
     assert status.returncode == 0, status.stderr
     assert "declined: policy study_not_approved" in status.stdout
     assert "declined: policy architecture_not_approved" in status.stdout
+
+    # what the admins of site-002 and site-003 read before approving, from the exchange
+    approve = fedsilo(
+        "site", "approve", "--exchange", federation.exchange_dir.as_uri(),
+        "--federation-id", "sepsis", cwd=tmp_path,
+    )  # fmt: skip
+    assert approve.returncode == 0, approve.stderr
+    snippet = approve.stdout[approve.stdout.index("# site policy snippet") :]
+    (entry,) = yaml.safe_load(snippet)
+    expected = approval(config)
+    assert entry["config_hashes"] == expected["config_hashes"]
+    assert entry["architecture_digests"] == expected["architecture_digests"]
+    assert entry["max_rounds"] == 2 and entry["require_secure_aggregation"] is False
+    pasted = write_policy(tmp_path / "pasted.yaml", "site-002", entry)
+    assert parse_site_policy(pasted.read_text(), "pasted").study("sepsis") is not None
+    shown = fedsilo("study", "show", "--config", str(federation.config_path), cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert f"config hash {config.config_hash(FEATURES)}" in shown.stdout
 
 
 def test_a_changed_config_is_refused_until_its_hash_is_approved(tmp_path):
