@@ -179,14 +179,12 @@ def simulate_command(
     configure_logging(check_format(log_format), log_level)
     run_id = run_id or new_run_id(federation)  # known here, so a failure can mark its folder
     if federation.simulation.engine == "mpi":
-        from fedsilo.engine.mpi_launch import run_unless_aggregator
-
         plain_output_for_ranks()
 
         mpi_options = {"--app": app_ref, "--log-format": log_format, "--log-level": log_level}
         mpi_options["--tensorboard"] = None if tensorboard is None else str(tensorboard)
         mpi_options["--mlflow"] = mlflow
-        if run_unless_aggregator(federation, out, run_id=run_id, options=mpi_options):
+        if launch_under_mpirun(federation, out, run_id, mpi_options):
             return  # re-launched under mpirun, or this rank hosted hospitals
         from fedsilo.engine.mpi_engine import simulate as run_simulation
     else:
@@ -330,3 +328,30 @@ def plain_output_for_ranks() -> None:
     if not (sys.stdout.isatty() and sys.stderr.isatty()):
         os.environ.setdefault("TTY_COMPATIBLE", "0")
         os.environ.setdefault("NO_COLOR", "1")
+
+
+def launch_under_mpirun(
+    federation: FederationConfig, out: Path, run_id: str, options: dict[str, str | None]
+) -> bool:
+    """``run_unless_aggregator``, with the launcher saying how the ranks' run ended.
+
+    Ctrl-C reaches the launcher and mpirun, which stops the ranks; the launcher then writes
+    metrics.jsonl from the exchange and prints the one line with the resume command. A run
+    whose ranks failed is marked failed in its folder.
+    """
+    from fedsilo.engine.mpi_launch import run_unless_aggregator
+    from fedsilo.engine.mpi_setup import inside_mpirun
+    from fedsilo.engine.run_folder import record_outcome
+
+    if inside_mpirun():
+        return run_unless_aggregator(federation, out, run_id=run_id, options=options)
+    try:
+        return run_unless_aggregator(federation, out, run_id=run_id, options=options)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        report_interrupted(federation, out / run_id)
+        raise typer.Exit(130) from None
+    except SystemExit as failed:
+        if failed.code:
+            record_outcome(out / run_id, "failed", f"mpirun exited with status {failed.code}")
+        raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,3 +76,35 @@ def test_ctrl_c_stops_with_one_line_and_the_run_resumes(tmp_path: Path) -> None:
     assert [row["round"] for row in rows] == list(range(1, ROUNDS + 1))
     assert all(row["auroc"] is not None for row in rows)
     assert read_outcome(run) is None and (run / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="Open MPI is not installed")
+def test_ctrl_c_under_mpi_stops_with_one_line(tmp_path: Path) -> None:
+    """The launcher and mpirun get the SIGINT; mpirun stops the ranks, the launcher says."""
+    run = tmp_path / "m"
+    arguments = ["simulate", "--engine", "mpi", "--hospitals", "3", "--rounds", "200",
+                 "--workers", "2", "--out", str(tmp_path), "--run-id", "m"]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", FEDSILO_MODULE, *arguments],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+    closed = f"{INTERRUPT_AFTER:06d}"
+    _wait_for(run / "exchange" / "federations" / "demo" / "rounds" / closed / "result.json",
+              process)  # fmt: skip
+    os.killpg(process.pid, signal.SIGINT)
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 130, errors
+    assert "Traceback" not in errors and "KeyboardInterrupt" not in errors, errors
+    [line] = [line for line in errors.splitlines() if line.startswith("interrupted")]
+    last = int(line.split()[3])
+    rows = [json.loads(row) for row in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["round"] for row in rows] == list(range(1, last + 1))
+    assert line.endswith("--run-id m") and "--engine mpi" in line
+    outcome = read_outcome(run)
+    assert outcome is not None and outcome.outcome == "interrupted"
