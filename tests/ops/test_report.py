@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedsilo.ops.report import ReportOutcome, write_report
+from fedsilo.ops.personalization_report import PersonalizationSummary, SitePersonalization
+from fedsilo.ops.report import ReportOutcome, RunData, personalization_section, write_report
 from fedsilo.ops.report_stats import (
     MIN_CLASS_STAYS,
     auroc_interval,
@@ -19,6 +20,7 @@ from fedsilo.ops.report_stats import (
     site_figures,
     wilson_interval,
 )
+from fl_core.config import FederationConfig
 from fl_core.metrics import ClassHistogram
 
 
@@ -119,3 +121,32 @@ def test_calibration_groups_keep_every_stay_and_carry_intervals() -> None:
     for g in groups:
         assert g.observed.low <= g.observed.estimate <= g.observed.high
     assert wilson_interval(0, 16).high > 0.1  # no death among 16 stays is not a rate of 0
+
+
+def test_personalisation_never_shows_a_chance_auroc() -> None:
+    small = _histogram([0, 0, 1, 0], [3, 4, 2, 0])  # one death in ten stays
+    large = _histogram([0, 2, 4, 6], [30, 20, 10, 5])
+    data = RunData(
+        run_name="r",
+        config=FederationConfig(),
+        rows=[],
+        results=[],
+        evaluation_round=3,
+        site_histograms={"site-001": small, "site-002": large},
+        personalization=PersonalizationSummary(
+            round_index=3,
+            sites=[
+                SitePersonalization("site-001", 10, 1.0, 0.0),
+                SitePersonalization("site-002", 77, 0.70, 0.74),
+            ],
+            pooled_global_auroc=0.71,
+            pooled_finetuned_auroc=0.73,
+        ),
+    )
+    page = personalization_section(data)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", page)
+    assert cells[:8] == [
+        "site-001", "10", "not evaluable (1 death(s))", "not evaluable (1 death(s))",
+        "site-002", "77", "0.700", "0.740",
+    ]  # fmt: skip
+    assert "raised the AUROC of 1 of the 1 hospitals" in page
