@@ -22,6 +22,7 @@ from typing import Annotated, Any
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -41,6 +42,9 @@ MAX_POLICY_BYTES = 256 * 1024
 """Far above a policy of a hundred studies; an SSM advanced parameter holds 8 KiB."""
 
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+# the exchange's own id checks (a ConfigError is a ValueError: pydantic names the field)
+FederationId = Annotated[str, AfterValidator(check_federation_id)]
+SiteId = Annotated[str, AfterValidator(check_site_id)]
 
 
 class _Frozen(BaseModel):
@@ -51,7 +55,7 @@ class ApprovedStudy(_Frozen):
     """One study the hospital takes part in, approved by its digests (``fedsilo site approve``
     prints them), with the privacy protection and the length the hospital requires of it."""
 
-    federation_id: str
+    federation_id: FederationId
     config_hashes: tuple[Sha256Hex, ...] = Field(
         min_length=1, description="study digests approved (fedsilo study show / site approve)"
     )
@@ -71,19 +75,11 @@ class ApprovedStudy(_Frozen):
         default=False, description="train only if the study turns secure aggregation on"
     )
 
-    @field_validator("federation_id")
-    @classmethod
-    def _valid_federation_id(cls, value: str) -> str:
-        try:
-            return check_federation_id(value)
-        except ConfigError as err:
-            raise ValueError(str(err)) from err
-
 
 class SitePolicy(_Frozen):
     """Everything the hospital enforces on every round it serves (see the module docstring)."""
 
-    site_id: str
+    site_id: SiteId
     studies: tuple[ApprovedStudy, ...] = Field(
         default=(), description="the studies served; any other federation is declined"
     )
@@ -98,14 +94,6 @@ class SitePolicy(_Frozen):
     max_update_bytes: int | None = Field(
         default=None, gt=0, description="the largest training answer this hospital sends"
     )
-
-    @field_validator("site_id")
-    @classmethod
-    def _valid_site_id(cls, value: str) -> str:
-        try:
-            return check_site_id(value)
-        except ConfigError as err:
-            raise ValueError(str(err)) from err
 
     @field_validator("studies")
     @classmethod

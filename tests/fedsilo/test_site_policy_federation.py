@@ -9,13 +9,13 @@ with the new policy; a site's epsilon budget holds across two federations run at
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from fedsilo.engine.app import default_model
+from fedsilo.testing.cli import run_fedsilo
 from fedsilo.testing.moto_s3 import offline_env
 from fedsilo.testing.processes import Proc, ProcessGroup
 from fl_client.privacy_ledger import PrivacyLedger
@@ -111,15 +111,7 @@ def write_policy(path: Path, site_id: str, *studies: dict[str, Any], **terms: An
 
 
 def fedsilo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**offline_env(cwd, unset=POLICY_ENV), "COLUMNS": "400"}
-    return subprocess.run(
-        [sys.executable, "-m", "fedsilo.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    return run_fedsilo(*args, cwd=cwd, env=offline_env(cwd, unset=POLICY_ENV), columns=400)
 
 
 def declined_reasons(result: RoundResult | None) -> dict[str, str | None]:
