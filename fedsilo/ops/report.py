@@ -29,6 +29,7 @@ from fedsilo.ops.calibration_view import calibration_cells, calibration_html
 from fedsilo.ops.data_profile import FederatedDataProfile, federated_profile
 from fedsilo.ops.disclosure_view import withheld_html
 from fedsilo.ops.personalization_report import PersonalizationSummary, personalization_summary
+from fedsilo.ops.policy_view import policy_declines_html
 from fedsilo.ops.privacy_report import epsilon_table, privacy_html
 from fedsilo.ops.profile_view import profile_section
 from fedsilo.ops.report_figures import (
@@ -391,6 +392,7 @@ SECTION_BUILDERS: list[SectionBuilder] = [
     personalization_section,
     privacy_section,
     lambda data: withheld_html(data.results, _table),
+    lambda data: policy_declines_html(data.results, _table),
     profile_section,
 ]
 """The page's sections in order. Another module adds its own section here, one line each."""
