@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shlex
-import signal
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -30,6 +27,12 @@ from fedsilo.cli.output import (
     print_privacy,
     printed_exchange,
     stdout,
+)
+from fedsilo.cli.simulate_checks import check_data_options, check_dp_sgd_delta
+from fedsilo.cli.simulate_ending import (
+    launch_under_mpirun,
+    plain_output_for_ranks,
+    stop_interrupted,
 )
 
 if TYPE_CHECKING:
@@ -116,7 +119,12 @@ def simulate_command(
     app_ref: Annotated[
         str | None, typer.Option("--app", help="FILE.py:NAME of a FederatedApp")
     ] = None,
-    run_id: Annotated[str | None, typer.Option(help="name of the run folder")] = None,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            help="name of the run folder; an interrupted run's id (same options) resumes it"
+        ),
+    ] = None,
     tensorboard: Annotated[
         Path | None,
         typer.Option(
@@ -222,11 +230,9 @@ def simulate_command(
                 run_id=run_id,
             )
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the summary
         if tracking is not None:
             tracking.stop("KILLED")
-        report_interrupted(federation, run_dir)
-        raise typer.Exit(130) from None
+        stop_interrupted(federation, run_dir)
     except Exception as err:
         from fedsilo.engine.run_folder import record_outcome
 
@@ -250,108 +256,3 @@ def simulate_command(
     )
     if tracking is not None:
         stdout.print(f"  mlflow:   run {tracking.run_id} at {mlflow}", highlight=False)
-
-
-def check_data_options(*, hospitals: int | None, data: Path | None, twin: bool) -> None:
-    """Refuse data options that exclude each other instead of silently dropping one."""
-    if data is not None and twin:
-        raise typer.BadParameter(
-            "--data and --twin name two data sources; keep one", param_hint="'--data'"
-        )
-    if data is not None and hospitals is not None:
-        raise typer.BadParameter(
-            "--hospitals sets how many synthetic (or twin) hospitals to make, but --data "
-            "brings its own; drop --hospitals",
-            param_hint="'--hospitals'",
-        )
-
-
-def check_dp_sgd_delta(federation: FederationConfig) -> None:
-    """DP-SGD's delta against the largest hospital's training rows, before any worker starts.
-
-    Each hospital checks it again with its own rows; checked here, a bad ``--dp-delta`` is
-    an option error (exit 2) instead of a failed hospital worker (exit 1).
-    """
-    settings = federation.privacy.dp_sgd
-    if settings is None:
-        return
-    from fedsilo.engine.app import build_source
-    from fl_core.privacy import check_delta
-
-    rows = build_source(federation).train_rows()
-    if rows:
-        site, largest = max(rows.items(), key=lambda item: item[1])
-        check_delta(
-            what=f"--dp-delta (privacy.dp_sgd; site {site})",
-            delta=settings.delta,
-            population=largest,
-            unit="training rows",
-        )
-
-
-def resume_command(run_id: str) -> str:
-    """This command line with ``--run-id``, which continues the run from its last round."""
-    arguments = sys.argv[1:]
-    if not any(arg == "--run-id" or arg.startswith("--run-id=") for arg in arguments):
-        arguments += ["--run-id", run_id]
-    return shlex.join(["fedsilo", *arguments])
-
-
-def report_interrupted(federation: FederationConfig, run_dir: Path) -> None:
-    """One line: where the run stopped, what metrics.jsonl holds, the command that resumes."""
-    from fedsilo.engine.run_folder import is_run_folder
-    from fedsilo.engine.stopped_run import close_interrupted_run
-
-    if not is_run_folder(run_dir):
-        console.print("interrupted before the run folder was made; nothing to resume")
-        return
-    stopped = close_interrupted_run(federation, run_dir)
-    console.print(
-        f"interrupted after round {stopped.last_closed} of {federation.rounds} "
-        f"({run_dir / 'metrics.jsonl'}: {stopped.rows} rounds); resume with: "
-        f"{resume_command(run_dir.name)}",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
-    )
-
-
-def plain_output_for_ranks() -> None:
-    """No colour or cursor codes from ranks when this command's output is not a terminal.
-
-    mpirun gives each rank a pseudo-terminal whatever its own output is, so a rank cannot
-    tell that the output ends in a file; the launcher tells it through the environment the
-    ranks inherit (rich reads ``TTY_COMPATIBLE``, it and the log renderer ``NO_COLOR``).
-    """
-    import os
-
-    if not (sys.stdout.isatty() and sys.stderr.isatty()):
-        os.environ.setdefault("TTY_COMPATIBLE", "0")
-        os.environ.setdefault("NO_COLOR", "1")
-
-
-def launch_under_mpirun(
-    federation: FederationConfig, out: Path, run_id: str, options: dict[str, str | None]
-) -> bool:
-    """``run_unless_aggregator``, with the launcher saying how the ranks' run ended.
-
-    Ctrl-C reaches the launcher and mpirun, which stops the ranks; the launcher then writes
-    metrics.jsonl from the exchange and prints the one line with the resume command. A run
-    whose ranks failed is marked failed in its folder.
-    """
-    from fedsilo.engine.mpi_launch import run_unless_aggregator
-    from fedsilo.engine.mpi_setup import inside_mpirun
-    from fedsilo.engine.run_folder import record_outcome
-
-    if inside_mpirun():
-        return run_unless_aggregator(federation, out, run_id=run_id, options=options)
-    try:
-        return run_unless_aggregator(federation, out, run_id=run_id, options=options)
-    except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        report_interrupted(federation, out / run_id)
-        raise typer.Exit(130) from None
-    except SystemExit as failed:
-        if failed.code:
-            record_outcome(out / run_id, "failed", f"mpirun exited with status {failed.code}")
-        raise
