@@ -45,6 +45,10 @@ class AdmissionContext:
     seen_sha256: Set[Sha256Hex] = field(default_factory=frozenset)
     field_bits: int | None = None
     """Secure aggregation: updates are uint64 ring elements, each below 2**field_bits."""
+    check_finite: bool = True
+    """False where the aggregator scans every value for NaN/Inf as it adds it (in cache, in
+    the same pass: ``ServerAggregator.checks_finite``), so admission does not read the update
+    a second time for it."""
 
 
 def check_manifest(
@@ -183,7 +187,7 @@ def _check_tensors(data: bytes, header: SafetensorsHeader, ctx: AdmissionContext
                 raise UpdateRejectedError(
                     "out_of_field", f"{name} holds values >= 2**{ctx.field_bits}"
                 )
-        elif not all_finite(array):
+        elif ctx.check_finite and not all_finite(array):
             raise UpdateRejectedError("non_finite", f"{name} holds NaN or Inf")
     return weights
 

@@ -10,6 +10,12 @@ there, so adding an update reads it once and reads and writes the sum once, with
 model-sized temporary. Large models are cut into contiguous spans, one per thread
 (``ThreadedSlices``): numpy releases the GIL inside each ufunc, so the spans are summed at once.
 
+The NaN/Inf scan is fused with the slice it checks: each product slice is scanned while it is
+in cache, just before it is added, instead of in a pass of its own over the update. An update
+found to hold NaN or Inf raises ``NonFiniteUpdateError``; the slices before it were added, so
+the sum is void until it is begun again and the round's accepted updates re-added (the round
+loop does, as it does on resume).
+
 Determinism: every element of the sum is ``fl(fl(sum + fl(w * x)))`` in the order updates
 were added, whichever thread or slice it falls in, so the same updates in the same order give
 the same bytes on any thread count (a resumed round re-adds them in their recorded order and
@@ -18,6 +24,7 @@ reproduces the sum bit for bit).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,8 +39,9 @@ from fl_core.types import Weights
 
 CHUNK_ELEMENTS = 1 << 17
 """Elements per slice of an update added at a time (a float64 scratch of 1 MiB)."""
-THREAD_MIN_ELEMENTS = 1 << 20
-"""A thread is worth starting for this many parameters (4 MiB of float32) or more."""
+THREAD_MIN_ELEMENTS = 1 << 18
+"""Parameters per thread at least: a share is then a few hundred microseconds of work, far
+above what handing it to a thread costs (tens of microseconds)."""
 MAX_THREADS = 4
 """Memory bandwidth is shared: past a few threads more only add contention."""
 
@@ -83,6 +91,18 @@ def split_spans(sizes: Mapping[str, int], parts: int) -> list[list[_Span]]:
     return [share for share in shares if share]
 
 
+class NonFiniteUpdateError(AggregationError):
+    """An update held NaN or Inf (or overflowed when weighted), found while it was added.
+
+    Part of it is in the sum: the mean is void, and must be begun again with the updates
+    accepted before it.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} holds NaN or Inf")
+        self.tensor = name
+
+
 class StreamingWeightedMean:
     """Accumulates ``sum(n_i * w_i)`` and ``sum(n_i)``; ``result()`` divides once."""
 
@@ -98,9 +118,12 @@ class StreamingWeightedMean:
         self._scratch = [np.empty(CHUNK_ELEMENTS, dtype=np.float64) for _ in self._shares]
         self.total_weight = 0.0
         self.count = 0
+        self._void = False
 
     def add(self, weights: Mapping[str, npt.NDArray[np.generic]], weight: float) -> None:
-        """Add one update; names, shapes and finiteness were checked at admission."""
+        """Add one update (names and shapes checked at admission); raises
+        ``NonFiniteUpdateError`` where it holds NaN or Inf, leaving the mean void."""
+        self._check_usable()
         if not weight > 0:
             raise AggregationError(f"update weight must be > 0, got {weight}")
         if weights.keys() != self._sums.keys():
@@ -109,13 +132,25 @@ class StreamingWeightedMean:
 
         def add_share(share: list[_Span], scratch: F64Array) -> None:
             for name, start, stop in share:
-                _multiply_add(self._flat_sums[name], flat[name], weight, start, stop, scratch)
+                _multiply_add(self._flat_sums[name], flat[name], weight, start, stop, scratch, name)
 
-        self._each_share(add_share)
+        try:
+            self._each_share(add_share)
+        except NonFiniteUpdateError:
+            self._void = True
+            raise
         self.total_weight += weight
         self.count += 1
 
+    def _check_usable(self) -> None:
+        if self._void:
+            raise AggregationError(
+                "the sum holds part of a non-finite update: begin the round again and re-add "
+                "the accepted updates"
+            )
+
     def result(self) -> Weights:
+        self._check_usable()
         if self.count == 0 or self.total_weight <= 0:
             raise AggregationError("no updates to average; check round.min_sites")
         result: Weights = {
@@ -158,15 +193,30 @@ def _multiply_add(
     start: int,
     stop: int,
     scratch: F64Array,
+    name: str,
 ) -> None:
-    """``total[start:stop] += weight * update[start:stop]`` in float64, a cached slice at a time."""
+    """``total[start:stop] += weight * update[start:stop]`` in float64, a cached slice at a
+    time, each product slice scanned for NaN/Inf before it is added."""
+    scan = update.dtype.kind in "fc"  # integers are always finite
     for low in range(start, stop, CHUNK_ELEMENTS):
         high = min(low + CHUNK_ELEMENTS, stop)
         product = scratch[: high - low]
-        # dtype=float64: the product itself in float64 (NEP 50 would compute a float32 array
-        # times a Python float in float32 and only then widen it)
-        np.multiply(update[low:high], weight, out=product, dtype=np.float64)
-        np.add(total[low:high], product, out=total[low:high])
+        product[...] = update[low:high]  # widened to float64 exactly, then weighted in float64
+        product *= weight
+        # the slice's float64 sum is finite exactly when every value is, short of overflow
+        # (only float64 updates near 1e308 can); that rare case is settled element-wise
+        if scan and not _sum_finite(product) and not _all_finite(product):
+            raise NonFiniteUpdateError(name)
+        total[low:high] += product
+
+
+def _sum_finite(values: F64Array) -> bool:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return math.isfinite(np.add.reduce(values))
+
+
+def _all_finite(values: F64Array) -> bool:
+    return bool(np.isfinite(values).all())
 
 
 def weighted_mean(updates: Sequence[tuple[Mapping[str, npt.NDArray[np.generic]], int]]) -> Weights:

@@ -53,6 +53,12 @@ class ServerAggregator(ABC):
     ``add_admitted`` to use the file bytes (e.g. spool them to disk).
     """
 
+    checks_finite: bool = False
+    """True where ``add`` itself refuses an update holding NaN or Inf, raising
+    ``fl_core.aggregation.NonFiniteUpdateError`` (the round loop then rejects it as
+    ``non_finite``, begins the round again and re-adds the accepted updates), so admission
+    skips its own scan. Otherwise every update arrives already checked to be finite."""
+
     def initial_global(self, weights: Weights) -> Weights:
         """Round 1's model from the initial weights; a strategy may add tensors (SCAFFOLD's
         zero control variates). The default is the identity."""
@@ -103,6 +109,8 @@ class ServerAggregator(ABC):
 
 class FedAvgAggregator(ServerAggregator):
     """FedAvg weighted by ``num_examples``, streamed: one update in memory at a time."""
+
+    checks_finite = True  # StreamingWeightedMean scans each slice as it adds it
 
     def __init__(self) -> None:
         self._mean: StreamingWeightedMean | None = None

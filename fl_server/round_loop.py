@@ -14,7 +14,7 @@ import functools
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import structlog
@@ -25,6 +25,7 @@ from fl_core.admission import (
     check_update_file,
     check_weights_size,
 )
+from fl_core.aggregation import NonFiniteUpdateError
 from fl_core.calibration import calibration_from_histogram
 from fl_core.config import FederationConfig
 from fl_core.disclosure import FloorRule, withheld_evaluation_rule
@@ -450,6 +451,8 @@ class RoundLoop:
             revoked_sites=self._revoked_sites(),
             seen_nonces=nonces,
             seen_sha256=digests,
+            # an aggregator that scans each slice as it adds it spares admission its own pass
+            check_finite=not self.aggregator.checks_finite,
         )
         if self.secagg is not None and manifest.task == "train":  # masked updates from here
             context = self.secagg.open_round(state, manifest, context, self._save)
@@ -517,16 +520,31 @@ class RoundLoop:
             )
         self._remember(current, update)
         if current.manifest.task == "train" and decision.status == "accepted":
-            data, stored = self.exchange.read_update_weights_verified(round_index, decision.site_id)
-            if (stored or sha256_hex(data)) != decision.sha256:
-                raise ExchangeError(
-                    f"admitted update of site {decision.site_id} round {round_index} changed "
-                    "after admission; the exchange was altered"
-                )
-            weight = self._weight(current, decision.site_id, decision.num_examples)
-            self.aggregator.add_admitted(
-                AdmittedUpdate(decision.site_id, weight, data, view_weights(data))
+            self._add_again(current, decision)
+
+    def _add_again(self, current: _Round, decision: Decision) -> None:
+        """Add an update accepted earlier in the round to the sum again; byte-identical."""
+        round_index = current.manifest.round_index
+        data, stored = self.exchange.read_update_weights_verified(round_index, decision.site_id)
+        if (stored or sha256_hex(data)) != decision.sha256:
+            raise ExchangeError(
+                f"admitted update of site {decision.site_id} round {round_index} changed "
+                "after admission; the exchange was altered"
             )
+        weight = self._weight(current, decision.site_id, decision.num_examples)
+        self.aggregator.add_admitted(
+            AdmittedUpdate(decision.site_id, weight, data, view_weights(data))
+        )
+
+    def _sum_again(self, current: _Round, decided: Mapping[SiteId, Decision]) -> None:
+        """Begin the round's sum again from the updates accepted so far, in the order they
+        were decided (as a resumed round does): an update found non-finite while it was
+        added left part of itself in the sum."""
+        assert current.global_weights is not None  # a training round
+        self.aggregator.begin_round(current.manifest.round_index, current.global_weights)
+        for decision in decided.values():
+            if decision.status == "accepted":
+                self._add_again(current, decision)
 
     def _weight(self, current: _Round, site_id: SiteId, claimed: int) -> int:
         """An accepted training answer's FedAvg weight; a capped one is named."""
@@ -557,10 +575,14 @@ class RoundLoop:
             current.withheld[update.site_id] = rule
 
     def _admit(
-        self, current: _Round, site_id: SiteId, checked: Callable[[], _CheckedAnswer]
+        self,
+        current: _Round,
+        site_id: SiteId,
+        checked: Callable[[], _CheckedAnswer],
+        decided: Mapping[SiteId, Decision],
     ) -> Decision:
         """Take one answer's checks (``_check_answer``, run ahead on a worker thread); only an
-        accepted update reaches the aggregator."""
+        accepted update reaches the aggregator. ``decided``: the round's decisions so far."""
         round_index = current.context.round_index
         try:
             manifest, digest, source, admitted = checked()
@@ -577,7 +599,13 @@ class RoundLoop:
             return declined_decision(manifest, self.clock())
         if admitted is not None:
             weight = self._weight(current, site_id, admitted.num_examples)
-            self.aggregator.add_admitted(dataclasses.replace(admitted, num_examples=weight))
+            try:
+                self.aggregator.add_admitted(dataclasses.replace(admitted, num_examples=weight))
+            except NonFiniteUpdateError as err:  # scanned as it was added (checks_finite)
+                current.capped.pop(site_id, None)
+                self._sum_again(current, decided)
+                refused = UpdateRejectedError("non_finite", str(err))
+                return self._rejection(round_index, site_id, refused)
         self._remember(current, manifest)
         log.info(
             "update_accepted",
@@ -703,7 +731,7 @@ class RoundLoop:
                 # this one is added to the sum; decisions and the sum follow the order of `new`
                 check = functools.partial(self._check_answer, current)
                 for site_id, checked in checked_ahead(check, new, workers=current.check_workers):
-                    decision = self._admit(current, site_id, checked)
+                    decision = self._admit(current, site_id, checked, decisions)
                     del checked  # this update's bytes: one fewer in memory while checking on
                     decisions[site_id] = decision
                     self.events.decided(state.round_index, decision)

@@ -145,3 +145,28 @@ def test_spans_cover_every_element_once_in_order():
             ranges = [(start, stop) for n, start, stop in covered if n == name]
             assert ranges[0][0] == 0 and ranges[-1][1] == size
             assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+
+
+def test_a_non_finite_value_is_found_in_the_slice_that_holds_it_and_voids_the_sum():
+    from fl_core.aggregation import CHUNK_ELEMENTS, NonFiniteUpdateError
+
+    size = CHUNK_ELEMENTS * 3
+    mean = StreamingWeightedMean({"w": TensorSpec("float32", (size,))}, threads=1)
+    mean.add({"w": np.ones(size, np.float32)}, 2.0)
+    for bad in (np.nan, np.inf, -np.inf):
+        poisoned = np.ones(size, np.float32)
+        poisoned[CHUNK_ELEMENTS * 2 + 7] = bad  # the third slice: two were added before it
+        with pytest.raises(NonFiniteUpdateError, match="w holds NaN or Inf"):
+            StreamingWeightedMean({"w": TensorSpec("float32", (size,))}).add({"w": poisoned}, 1)
+    with pytest.raises(NonFiniteUpdateError):
+        mean.add({"w": poisoned}, 1.0)
+    with pytest.raises(AggregationError, match="begin the round again"):
+        mean.result()
+    with pytest.raises(AggregationError, match="begin the round again"):
+        mean.add({"w": np.ones(size, np.float32)}, 1.0)
+
+
+def test_finite_float64_values_whose_slice_sum_overflows_are_not_refused():
+    huge = np.full(8, 1e308)
+    out = weighted_mean([({"w": huge}, 1)])
+    np.testing.assert_array_equal(out["w"], huge)

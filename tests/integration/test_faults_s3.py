@@ -151,13 +151,16 @@ HOSTILE_ROUND_1 = {
     "bad-5": "wrong_tensors",  # extra tensor
     "bad-6": "wrong_tensors",  # missing tensor
     "bad-7": "wrong_dtype",
-    "bad-8": "non_finite",  # NaN
+    # NaN and Inf are found while the update is summed, after every admission check, and these
+    # sites registered no training rows, which admission refuses first (tests/fl_server has
+    # the NaN/Inf rejections themselves)
+    "bad-8": "num_examples_unregistered",  # NaN
     "bad-9": "too_large",
     "bad-10": "missing_tensors",  # a manifest alone in a training round
     "bad-11": "wrong_shape",
     "bad-12": "malformed_manifest",
     "bad-13": "malformed_tensors",  # a pickle, never unpickled
-    "bad-14": "non_finite",  # Inf
+    "bad-14": "num_examples_unregistered",  # Inf
     "bad-15": "stale_round",
 }
 HOSTILE_ROUND_2 = {
@@ -288,7 +291,8 @@ def test_hostile_hospitals_rejected_with_reasons_model_unaffected(make_federatio
 
 class _Rogue(RoundEvents):
     """Honest answers for two sites; a third writes with plain boto3, without fedsilo's
-    ``x-amz-meta-sha256`` (as any hospital holding its own credentials can)."""
+    SHA-256 checksum or ``x-amz-meta-sha256`` (as any hospital holding its own credentials
+    can)."""
 
     def __init__(self, federation, s3_client) -> None:
         self.federation = federation
@@ -353,7 +357,8 @@ def test_update_without_fedsilo_metadata_is_rejected_not_fatal(make_federation):
     loop.run()
     result = federation.result(1)
     assert result is not None
-    assert [(d.site_id, d.reason) for d in result.rejected] == [("site-003", "sha256_mismatch")]
+    # no SHA-256 checksum stored by S3 (plain boto3 sends none): refused before anything else
+    assert [(d.site_id, d.reason) for d in result.rejected] == [("site-003", "missing_checksum")]
 
 
 # ---- bad input at the command line --------------------------------------------------------
