@@ -44,6 +44,7 @@ def config() -> FederationConfig:
             "round.deadline_s": 100.0,
             "round.poll_interval_s": 1.0,
             "round.lease_s": 30.0,
+            "round.checkpoint_interval_s": 0.0,
             "data.synthetic.hospitals": len(SITES),
         }
     )
@@ -86,8 +87,32 @@ def raw_s3(mocked_aws: None) -> Any:
     return boto3.client("s3", region_name=REGION)
 
 
-def run_round(bucket: str, raw_s3: Any) -> Exchange:
-    exchange = Exchange(S3Store(bucket, PREFIX, region=REGION), "s3digest")
+class Honest(RoundEvents):
+    """``sites`` answer each training round as fedsilo does; every site evaluates."""
+
+    def __init__(self, exchange: Exchange, sites: list[str]) -> None:
+        self.exchange, self.sites = exchange, sites
+
+    def round_opened(self, manifest: GlobalManifest) -> None:
+        answered = set(self.exchange.list_answered_sites(manifest.round_index))
+        for site in SITES if manifest.task == "evaluate" else self.sites:
+            if site not in answered:
+                data = signed_update(manifest, site) if manifest.task == "train" else None
+                self.exchange.write_update(answer_to(manifest, site), data)
+
+
+class Crash(BaseException):
+    """Stands in for SIGKILL: nothing after it runs."""
+
+
+def run_round(
+    bucket: str,
+    raw_s3: Any,
+    events: RoundEvents | None = None,
+    prefix: str = PREFIX,
+    sleep: Any = None,
+) -> Exchange:
+    exchange = Exchange(S3Store(bucket, prefix, region=REGION), "s3digest")
     now = [1_000_000.0]
     loop = RoundLoop(
         exchange,
@@ -95,13 +120,19 @@ def run_round(bucket: str, raw_s3: Any) -> Exchange:
         config(),
         SITES,
         initial_weights=INITIAL,
-        events=Hospitals(exchange, raw_s3, bucket),
+        events=events or Hospitals(exchange, raw_s3, bucket),
         clock=lambda: now[0],
-        sleep=lambda seconds: now.__setitem__(0, now[0] + seconds),
+        sleep=sleep or (lambda seconds: now.__setitem__(0, now[0] + seconds)),
         owner_id="agg-1",
     )
     loop.run()
     return exchange
+
+
+def final_model_bytes(exchange: Exchange) -> bytes:
+    manifest = exchange.read_global_manifest(2)
+    assert manifest is not None
+    return exchange.read_global_weights(manifest)
 
 
 def test_admission_takes_s3s_checksum_and_refuses_an_update_without_one(
@@ -150,3 +181,28 @@ def test_ledger_verify_hashes_the_update_and_compares_s3s_checksum(
     messages = [p.message for p in verify_ledger(exchange).problems]
     assert "S3's stored checksum of the update file of site-a differs" in messages
     assert "update file of site-b was altered (sha256 differs)" in messages
+
+
+def test_a_round_resumed_mid_way_re_adds_updates_against_s3s_checksum_to_the_same_bytes(
+    raw_s3: Any, mock_bucket: str
+) -> None:
+    """Checkpointed decisions are re-added after a crash (their digests read from S3 again,
+    not hashed), then the late answer: the model is byte for byte the uninterrupted one's."""
+    uninterrupted = Exchange(S3Store(mock_bucket, "uninterrupted", region=REGION), "s3digest")
+    run_round(mock_bucket, raw_s3, Honest(uninterrupted, SITES), prefix="uninterrupted")
+
+    exchange = Exchange(S3Store(mock_bucket, PREFIX, region=REGION), "s3digest")
+
+    def crash(_seconds: float) -> None:
+        raise Crash()
+
+    with pytest.raises(Crash):
+        run_round(mock_bucket, raw_s3, Honest(exchange, SITES[:2]), sleep=crash)
+    found = exchange.read_state()
+    assert found is not None and sorted(found[0].decisions) == SITES[:2]
+    run_round(mock_bucket, raw_s3, Honest(exchange, SITES))
+    result = exchange.read_result(1)
+    assert result is not None
+    assert [d.site_id for d in result.accepted] == SITES
+    assert {d.sha256_source for d in result.accepted} == {"s3_checksum"}
+    assert final_model_bytes(exchange) == final_model_bytes(uninterrupted)
