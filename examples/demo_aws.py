@@ -1,14 +1,15 @@
-"""The operator's path from README.md, end to end, offline: ``make demo-aws``.
+"""The operator's path of docs/operations.md, end to end, offline: ``make demo-aws``.
 
 moto_server on 127.0.0.1 stands in for AWS (one account for the coordinating centre, one per
-hospital). Every ``fedsilo`` command below is a separate process run exactly as README's
-"Walk-through" section prints it; the AWS side (accounts, admin credentials, ``cdk deploy``,
-the ECS task role's credentials) is done here with boto3 against moto:
+hospital). Every ``fedsilo`` command below is a separate process run exactly as the
+walk-through of docs/operations.md prints it; the AWS side (accounts, admin credentials,
+``cdk deploy``, the ECS task role's credentials) is done here with boto3 against moto:
 
 * the stacks are synthesised by ``python app.py`` in the centre's CDK folder and created with
   moto's CloudFormation from those templates, one account each; the bucket, key and role
   names used afterwards are the stacks' outputs. Resource types moto's CloudFormation skips
-  are listed as the stacks are created (README names them and what asserts them instead);
+  are listed as the stacks are created (docs/operations.md names them and what asserts them
+  instead);
 * IAM is enforced from the first preflight on: the hospitals act through the task role the
   hospital stack created, with the policies CDK wrote.
 

@@ -1,4 +1,4 @@
-"""Joining and leaving, as README.md's onboarding section tells the two admins to do it.
+"""Joining and leaving, as docs/operations.md tells the two admins to do it.
 
 In-process moto (``mock_aws``) proves the request / approve / offboard rules (STS's proof of
 the account is tested in test_join_proof.py; here ``verified`` stands for its result); the preflight
@@ -353,7 +353,7 @@ def sts_front(moto_endpoint):
 
 
 def test_readme_steps_through_the_command_line(tmp_path, cdk_json, moto_endpoint, sts_front):
-    """The onboarding section of README.md, command by command, against moto_server."""
+    """The onboarding section of docs/operations.md, command by command, against moto_server."""
     import os
     import subprocess
 
@@ -371,7 +371,7 @@ def test_readme_steps_through_the_command_line(tmp_path, cdk_json, moto_endpoint
     def fedsilo(*args: str) -> subprocess.CompletedProcess[str]:
         return run_fedsilo(*args, cwd=tmp_path, env=env, timeout_s=120)
 
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "operations.md").read_text()
     for command in (
         "fedsilo onboard request",
         "fedsilo onboard approve",

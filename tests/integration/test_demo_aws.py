@@ -1,4 +1,4 @@
-"""``make demo-aws``: README's operator path, run by the same script, must pass end to end.
+"""``make demo-aws``: the operator path of docs/operations.md, run by its script, end to end.
 
 About 2.5 minutes on two cores (most of it the two ``python app.py`` syntheses), 10 with four
 other test suites on them (load average 15).
@@ -37,8 +37,8 @@ def test_the_readme_walk_through_passes(tmp_path: Path) -> None:
     assert "walk-through passed" in output
     assert "✗" not in output
     commands = (work / "commands.txt").read_text()
-    readme = (REPO / "README.md").read_text()
-    for line in commands.splitlines():  # every command it ran is shown in README as typed
+    readme = (REPO / "docs" / "operations.md").read_text()
+    for line in commands.splitlines():  # every command it ran is shown in the docs as typed
         command = line.split("] ", 1)[1]
         if command.startswith("fedsilo "):
             shown = _without_values(command)
