@@ -96,7 +96,7 @@ class TrainingConfig(StudyTraining):
     """Local training of the default tabular trainer, identical at every hospital.
 
     The defaults were chosen by ``bench/defaults_sweep.py`` on the eICU-CRD Demo's training
-    rows (186 hospitals of ~11 stays, 0-2 deaths each; README, "Training defaults"). Plain SGD,
+    rows (186 hospitals of ~11 stays, 0-2 deaths each; docs/model-quality.md). Plain SGD,
     not Adam: Adam rescales every coordinate of an eight-row gradient to about the learning
     rate, so each tiny hospital moved the model as far as a large one, in noisy directions.
     No class weighting: a hospital with one death would weight it up to 20-fold, and the

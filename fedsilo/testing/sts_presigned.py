@@ -9,7 +9,7 @@ of the access key, as STS does. Everything else passes through unchanged.
 The translated request keeps the presigned signature, which no longer matches its new form:
 moto checks signatures only while IAM is enforced, so proofs go through it before that, and
 neither this front nor moto verifies a proof's signature or expiry (STS does). Tests of what
-fedsilo checks itself use it; README says which checks are STS's.
+fedsilo checks itself use it; docs/operations.md says which are STS's.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Against moto_server behind ``PresignedStsFront`` (moto answers presigned STS requests only in
 their header-signed form): moto maps each access key to the account that made it, as STS does,
 but does not verify a presigned request's signature, so these tests cover what fedsilo checks
-itself; the signature check is STS's (README, onboarding).
+itself; the signature check is STS's (docs/operations.md).
 """
 
 from __future__ import annotations

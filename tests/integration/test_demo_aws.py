@@ -55,5 +55,5 @@ def _without_values_all(text: str) -> str:
 
 
 def _is_value(word: str) -> bool:
-    placeholders = ("s3://", "arn:", "site-", "join-request-", "<")  # README: <ExchangeKeyArn>
+    placeholders = ("s3://", "arn:", "site-", "join-request-", "<")  # the docs: <ExchangeKeyArn>
     return word.startswith(placeholders) or word.isdigit()
