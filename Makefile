@@ -54,7 +54,7 @@ node_modules/.package-lock.json: package.json package-lock.json
 synth: install node_modules/.package-lock.json
 	npx cdk synth --quiet
 
-# README's operator path end to end, offline: moto_server, stacks created by moto's
+# The operator path of docs/operations.md end to end, offline: moto_server, stacks created by moto's
 # CloudFormation from python app.py's templates, onboarding, a federation of separate processes.
 demo-aws: install
 	$(PY) examples/demo_aws.py
