@@ -186,8 +186,11 @@ class StoredChecksumStore(LocalDirectoryStore):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(sha256, encoding="ascii")
 
-    def get_verified(self, key: ObjectKey) -> tuple[bytes, Sha256Hex | None]:
-        return self.get(key), self._checksum_path(key).read_text(encoding="ascii")
+    def get_verified(
+        self, key: ObjectKey, max_bytes: int | None = None
+    ) -> tuple[bytes, Sha256Hex | None]:
+        data, _ = super().get_verified(key, max_bytes)
+        return data, self._checksum_path(key).read_text(encoding="ascii")
 
 
 def _site_ids(num_updates: int) -> tuple[SiteId, ...]:

@@ -78,6 +78,15 @@ class ObjectIntegrityError(ExchangeError):
     """
 
 
+class ObjectTooLargeError(ExchangeError):
+    """The object is larger than the reader allows; found from its size, before its bytes
+    were read."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
 class ChecksumMissingError(ObjectIntegrityError):
     """The object has no full-object SHA-256 checksum that S3 verified on arrival (written
     without ``ChecksumAlgorithm="SHA256"``, or as a multipart upload, whose SHA-256 is a

@@ -37,6 +37,7 @@ from fl_core.errors import (
     ObjectExistsError,
     ObjectIntegrityError,
     ObjectNotFoundError,
+    ObjectTooLargeError,
     ObjectUnreadableError,
     PreconditionFailedError,
     RoundFailedError,
@@ -671,11 +672,15 @@ class RoundLoop:
         ctx = current.context
         round_index = ctx.round_index
         if ctx.task == "train":
-            try:
-                check_weights_size(self.exchange.update_weights_size(round_index, site_id), ctx)
-                data, known = self.exchange.read_update_weights_verified(round_index, site_id)
+            try:  # one read: the store checks the size it learns before the bytes
+                data, known = self.exchange.read_update_weights_verified(
+                    round_index, site_id, ctx.max_update_bytes
+                )
             except ObjectNotFoundError:
                 data, known = None, None
+            except ObjectTooLargeError as err:
+                check_weights_size(err.size, ctx)  # too_large
+                raise
             if data is not None:  # S3's stored checksum is the digest: no second hash
                 manifest, digest, weights = check_update_file(data, site_id, ctx, known)
                 self._check_evaluation(manifest)

@@ -22,11 +22,12 @@ from fl_core.errors import (
     ExchangeError,
     ObjectExistsError,
     ObjectNotFoundError,
+    ObjectTooLargeError,
     ObjectUnreadableError,
     PreconditionFailedError,
 )
 from fl_core.exchange.store import ObjectStore
-from fl_core.types import ETag, ObjectKey
+from fl_core.types import ETag, ObjectKey, Sha256Hex
 
 _TMP_SUFFIX = ".fedsilo-tmp"
 _LOCK_SUFFIX = ".fedsilo-lock"
@@ -122,6 +123,20 @@ class LocalDirectoryStore(ObjectStore):
     def get(self, key: ObjectKey) -> bytes:
         try:
             return self._path(key).read_bytes()
+        except OSError as err:
+            raise self._read_error(key, err) from err
+
+    def get_verified(
+        self, key: ObjectKey, max_bytes: int | None = None
+    ) -> tuple[bytes, Sha256Hex | None]:
+        """The file, its size checked on the open file (one path lookup); never hashed here:
+        nothing vouches for a file on disk, so its reader hashes it."""
+        try:
+            with open(self._path(key), "rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                if max_bytes is not None and size > max_bytes:
+                    raise ObjectTooLargeError(f"{key} is {size} bytes, limit {max_bytes}", size)
+                return handle.read(), None
         except OSError as err:
             raise self._read_error(key, err) from err
 

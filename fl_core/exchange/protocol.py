@@ -228,10 +228,12 @@ class Exchange:
         return self.store.get(self.layout.update_weights_key(round_index, site_id))
 
     def read_update_weights_verified(
-        self, round_index: RoundIndex, site_id: SiteId
+        self, round_index: RoundIndex, site_id: SiteId, max_bytes: int | None = None
     ) -> tuple[bytes, Sha256Hex | None]:
-        """The update file and its sha256 where the store computed it (``get_verified``)."""
-        return self.store.get_verified(self.layout.update_weights_key(round_index, site_id))
+        """The update file and its sha256 where the store vouches for it (``get_verified``);
+        ``ObjectTooLargeError`` above ``max_bytes``, before the file is read."""
+        key = self.layout.update_weights_key(round_index, site_id)
+        return self.store.get_verified(key, max_bytes)
 
     # ---- round results, ledger, state ------------------------------------------------------
 

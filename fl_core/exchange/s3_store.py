@@ -76,6 +76,7 @@ from fl_core.errors import (
     ObjectExistsError,
     ObjectIntegrityError,
     ObjectNotFoundError,
+    ObjectTooLargeError,
     ObjectUnreadableError,
     PreconditionFailedError,
 )
@@ -817,15 +818,18 @@ class S3Store(ObjectStore):
     def get(self, key: ObjectKey) -> bytes:
         return self._get(key)[0]
 
-    def get_verified(self, key: ObjectKey) -> tuple[bytes, Sha256Hex | None]:
-        """The bytes and the SHA-256 S3 verified when they were written: not hashed here."""
+    def get_verified(
+        self, key: ObjectKey, max_bytes: int | None = None
+    ) -> tuple[bytes, Sha256Hex | None]:
+        """The bytes and the SHA-256 S3 verified when they were written: not hashed here.
+        One GET: its headers give the size (``max_bytes``) and the checksum before the body."""
         # once per client (botocore keeps one registration per unique_id)
         self.client.meta.events.register(
             "before-call.s3.GetObject", _skip_response_hash, unique_id="fedsilo-unhashed-get"
         )
         _UNHASHED_GETS.on = True
         try:
-            data, _etag, digest = self._get(key, trust_checksum=True)
+            data, _etag, digest = self._get(key, trust_checksum=True, max_bytes=max_bytes)
         finally:
             _UNHASHED_GETS.on = False
         return data, digest
@@ -834,13 +838,15 @@ class S3Store(ObjectStore):
         data, etag, _digest = self._get(key)
         return data, etag
 
-    def _get(self, key: ObjectKey, trust_checksum: bool = False) -> tuple[bytes, ETag, Sha256Hex]:
+    def _get(
+        self, key: ObjectKey, trust_checksum: bool = False, max_bytes: int | None = None
+    ) -> tuple[bytes, ETag, Sha256Hex]:
         """The object, its etag and its sha256: S3's stored checksum where ``trust_checksum``,
         else the bytes hashed against their writer's claim."""
         s3_key = self._s3_key(key)
         for attempt in range(1, _BODY_READ_ATTEMPTS + 1):
             try:
-                return self._download(key, s3_key, trust_checksum)
+                return self._download(key, s3_key, trust_checksum, max_bytes)
             except _BodyCutError as err:
                 if attempt == _BODY_READ_ATTEMPTS:
                     raise EndpointUnreachableError(
@@ -884,18 +890,20 @@ class S3Store(ObjectStore):
             ) from err
 
     def _download(
-        self, key: ObjectKey, s3_key: str, trust_checksum: bool
+        self, key: ObjectKey, s3_key: str, trust_checksum: bool, max_bytes: int | None = None
     ) -> tuple[bytes, ETag, Sha256Hex]:
         response = self.client.get_object(Bucket=self.bucket, Key=s3_key, ChecksumMode="ENABLED")
         etag = str(response["ETag"])
         expected = response.get("Metadata", {}).get(SHA256_METADATA_KEY)
         # before the body: an update S3 does not vouch for is not downloaded
+        size = int(response["ContentLength"])
         try:
+            if max_bytes is not None and size > max_bytes:
+                raise ObjectTooLargeError(f"{key} is {size} bytes, limit {max_bytes}", size)
             stored = stored_sha256(key, self.describe(), response) if trust_checksum else None
-        except ObjectIntegrityError:
+        except (ObjectTooLargeError, ObjectIntegrityError):
             response["Body"].close()
             raise
-        size = int(response["ContentLength"])
         if size > self._ranged_threshold:
             # Keep the first part of this stream, fetch the rest as parallel ranges.
             first = _read_body(response, self._part_size, whole=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from datetime import datetime
 
+from fl_core.errors import ObjectTooLargeError
 from fl_core.types import ETag, ObjectKey, Sha256Hex
 
 
@@ -45,14 +46,24 @@ class ObjectStore(ABC):
         """
         self.put_new(key, data)
 
-    def get_verified(self, key: ObjectKey) -> tuple[bytes, Sha256Hex | None]:
+    def get_verified(
+        self, key: ObjectKey, max_bytes: int | None = None
+    ) -> tuple[bytes, Sha256Hex | None]:
         """``get``, and the sha256 of those bytes where the store vouches for it unhashed.
+
+        ``max_bytes``: raise ``ObjectTooLargeError`` for a larger object before reading it,
+        from the size the read itself learns first (S3's GET headers, the open file's
+        ``fstat``), so that a hospital's answer costs one request, not a HEAD and a GET.
 
         S3 verified an update's SHA-256 checksum when it was written and keeps it with the
         object: that checksum is the update's digest, and the bytes are not hashed again.
         None where nothing vouches for the bytes (a local file: the caller hashes them).
         Raises ``ChecksumMissingError`` (S3) where the object carries no such checksum.
         """
+        if max_bytes is not None:
+            size = self.size(key)
+            if size > max_bytes:
+                raise ObjectTooLargeError(f"{key} is {size} bytes, limit {max_bytes}", size)
         return self.get(key), None
 
     @abstractmethod

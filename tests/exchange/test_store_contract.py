@@ -17,6 +17,7 @@ from fl_core.errors import (
     ExchangeError,
     ObjectExistsError,
     ObjectNotFoundError,
+    ObjectTooLargeError,
     PreconditionFailedError,
 )
 from fl_core.exchange.fs_store import LocalDirectoryStore
@@ -80,6 +81,14 @@ def test_get_verified_gives_the_bytes_and_their_sha256_where_the_store_hashed_th
         assert digest == hashlib.sha256(b"weights").hexdigest()
     else:
         assert digest is None  # a local file is hashed by whoever needs its digest
+
+
+def test_get_verified_refuses_an_object_over_max_bytes_from_its_size(store: ObjectStore) -> None:
+    store.put_update(KEY, b"weights", hashlib.sha256(b"weights").hexdigest())
+    with pytest.raises(ObjectTooLargeError) as refused:
+        store.get_verified(KEY, max_bytes=6)
+    assert refused.value.size == 7
+    assert store.get_verified(KEY, max_bytes=7)[0] == b"weights"
 
 
 def test_put_new_is_write_once(store: ObjectStore) -> None:
