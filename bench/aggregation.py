@@ -66,6 +66,7 @@ import safetensors.numpy
 import structlog
 from rich.table import Table
 
+from bench._tables import write_rows
 from bench._timing import bench_console, interleave
 from bench._timing import fmt as _fmt
 from fl_core import admission
@@ -105,8 +106,6 @@ RUN_TIMEOUT_S = 1200
 STREAM_ELEMENTS = 1 << 24
 """float64 elements per STREAM array: 128 MiB each, far beyond any cache."""
 STREAM_PASSES = 5
-JSON_PATH = Path("runs") / "bench" / "aggregation.json"
-"""Where ``main`` writes the table as JSON too (relative to the working directory)."""
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -642,37 +641,30 @@ def run_grid(
     return report
 
 
-def report_json(report: GridReport, title: str) -> dict[str, Any]:
-    """The table as a document: every row with its figures, and the notes."""
-    return {
-        "title": title,
-        "rows": [
-            {
-                "cell": row.cell,
-                "method": row.method,
-                "gbps_min_time": row.gbps(row.min_s),
-                "gbps_median": row.gbps(row.median_s),
-                "min_s": row.min_s,
-                "median_s": row.median_s,
-                "bytes": row.input_bytes,
-                "x_limit": row.x_limit,
-                "peak_rss_mb": row.peak_rss_mb,
-                "growth_mb": row.growth_mb,
-                "growth_per_model": row.growth_per_model,
-                "note": row.note,
-            }
-            for row in report.rows
-        ],
-        "notes": report.notes,
-        "cpus": os.cpu_count(),
-        "load_average": list(os.getloadavg()),
-    }
+def report_rows(report: GridReport) -> list[dict[str, Any]]:
+    """The table's rows as figures (``None`` where the table prints a dash)."""
+    return [
+        {
+            "cell": row.cell,
+            "method": row.method,
+            "gbps_min_time": row.gbps(row.min_s),
+            "gbps_median": row.gbps(row.median_s),
+            "min_s": row.min_s,
+            "median_s": row.median_s,
+            "bytes": row.input_bytes,
+            "x_limit": row.x_limit,
+            "peak_rss_mb": row.peak_rss_mb,
+            "growth_mb": row.growth_mb,
+            "growth_per_model": row.growth_per_model,
+            "note": row.note,
+        }
+        for row in report.rows
+    ]
 
 
-def write_json(report: GridReport, title: str, path: Path = JSON_PATH) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report_json(report, title), indent=2) + "\n", encoding="utf-8")
-    return path
+def write_json(report: GridReport, title: str, directory: Path | None = None) -> Path:
+    """``runs/bench/aggregation.json``: the rows as numbers, beside the printed table."""
+    return write_rows("aggregation", title, report_rows(report), directory)
 
 
 def render(report: GridReport, title: str, repeats: int = REPEATS) -> Table:

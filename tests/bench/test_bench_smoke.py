@@ -66,11 +66,11 @@ def test_the_table_is_written_as_json_too(tmp_path: Path) -> None:
     report = aggregation.GridReport(
         rows=[aggregation.Row("N=2 P=1k", "m", 1.0, 2.0, 8_000, 0.5, 10.0, 1.0, 0.1, "n")]
     )
-    path = aggregation.write_json(report, "smoke", tmp_path / "out.json")
-    document = json.loads(path.read_text())
-    assert document["title"] == "smoke"
-    assert document["rows"][0]["gbps_median"] == 8_000 / 2.0 / 1e9
-    assert document["rows"][0]["x_limit"] == 0.5
+    path = aggregation.write_json(report, "smoke", tmp_path)
+    [table] = json.loads(path.read_text())["tables"]
+    assert path.name == "aggregation.json" and table["title"] == "smoke"
+    assert table["rows"][0]["gbps_median"] == 8_000 / 2.0 / 1e9
+    assert table["rows"][0]["x_limit"] == 0.5
 
 
 def test_runner_discovers_the_aggregation_benchmark() -> None:
