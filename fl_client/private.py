@@ -91,7 +91,7 @@ class HospitalPrivacy:
         settings: DpSgdConfig,
         plan: DpSgdPlan,
         state_dir: Path | None,
-        federation_id: str = "demo",
+        federation_id: str,
     ) -> None:
         self.site_id = site_id
         self.federation_id = federation_id

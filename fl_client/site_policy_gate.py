@@ -27,7 +27,7 @@ import structlog
 from fl_client.privacy_ledger import PrivacyLedger
 from fl_client.private import HospitalPrivacy
 from fl_core.errors import ConfigError, ObjectExistsError
-from fl_core.exchange.manifests import GlobalManifest, PolicyRule, UpdateManifest
+from fl_core.exchange.manifests import GlobalManifest, PolicyRule, Task, UpdateManifest
 from fl_core.exchange.protocol import Exchange
 from fl_core.privacy import within_target
 from fl_core.site_policy import ApprovedStudy, SitePolicy
@@ -282,22 +282,20 @@ def policy_decline(
     federation_id: str,
     site_id: str,
     round_index: int,
-    task: str,
+    task: Task,
     global_sha256: str,
     refusal: PolicyRefusal,
 ) -> UpdateManifest:
     """The round's answer when the policy refuses it: the rule and why, nothing measured."""
-    return UpdateManifest.model_validate(
-        {
-            "federation_id": federation_id,
-            "site_id": site_id,
-            "round_index": round_index,
-            "task": task,
-            "global_sha256": global_sha256,
-            "num_examples": 0,
-            "nonce": secrets.token_hex(16),
-            "declined": "policy",
-            "policy_rule": refusal.rule,
-            "declined_detail": refusal.detail[:500],
-        }
+    return UpdateManifest(
+        federation_id=federation_id,
+        site_id=site_id,
+        round_index=round_index,
+        task=task,
+        global_sha256=global_sha256,
+        num_examples=0,
+        nonce=secrets.token_hex(16),
+        declined="policy",
+        policy_rule=refusal.rule,
+        declined_detail=refusal.detail[:500],
     )
