@@ -109,9 +109,10 @@ def site_status(state_dir: StateDirOption, site_policy: SitePolicyOption = None)
     else:
         for line in policy_summary(policy):
             _say(line)
-    ledger = PrivacyLedger(state_dir).read()
-    if not ledger.studies:
-        _say(f"privacy ledger {state_dir}: no DP-SGD spend recorded")
+    found = PrivacyLedger(state_dir)
+    ledger = found.read()
+    spent = "per study" if ledger.studies else "no DP-SGD spend recorded"
+    _say(f"privacy ledger {found.path}: {spent}")
     for federation_id, spend in sorted(ledger.studies.items()):
         _say(f"  {federation_id}: epsilon {spend.epsilon:.4g} at delta {spend.delta:g}")
     total = ledger.total_epsilon()
