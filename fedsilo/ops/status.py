@@ -129,9 +129,13 @@ def read_update_manifest(
 def _last_rejections(results: list[RoundResult]) -> dict[SiteId, str]:
     found: dict[SiteId, str] = {}
     for result in results:  # newest first
-        for decision in [*result.rejected, *result.declined]:  # declined: e.g. privacy budget
+        for decision in result.rejected:
             found.setdefault(
                 decision.site_id, f"round {result.round_index}: {decision.reason or 'rejected'}"
+            )
+        for decision in result.declined:  # the hospital's own choice: its budget or policy
+            found.setdefault(
+                decision.site_id, f"round {result.round_index}: declined: {decision.reason}"
             )
     return found
 
@@ -195,7 +199,7 @@ def collect_status(exchange: Exchange, now: float | None = None) -> FederationSt
                 results.append(result)
     current = results[0] if results and results[0].round_index == round_index else None
     if current is not None:  # a closed round's decisions live in result.json
-        for decision in [*current.accepted, *current.rejected]:
+        for decision in [*current.accepted, *current.rejected, *current.declined]:
             decisions.setdefault(decision.site_id, decision)
         foreign = (current.foreign_keys, tuple(current.foreign_key_samples))
     sites = sorted(set(registrations) | invited | answered | set(decisions))
