@@ -10,6 +10,7 @@ chose below ``t`` is refused, naming the flag to change.
 
 from __future__ import annotations
 
+from fedsilo.engine.strategy_fit import with_quorum
 from fl_core.config import FederationConfig
 from fl_core.errors import ConfigError
 
@@ -38,9 +39,7 @@ def fit_secagg_quorum(
             f"{hospitals} hospitals: a round that closes with fewer than {threshold} masked "
             f"updates fails instead of waiting for them; use --min-sites {threshold} or more"
         )
-    settings = config.model_dump(exclude_unset=True)
-    settings["round"] = {**settings.get("round", {}), "min_sites": threshold}
-    fitted = FederationConfig.model_validate(settings)
+    fitted = with_quorum(config, threshold)
     return fitted, [
         f"secure aggregation unmasks a round only from {threshold} of {hospitals} hospitals: "
         f"quorum round.min_sites raised from {quorum} to {threshold} (--min-sites to set it)"

@@ -52,14 +52,23 @@ def fit_strategy(
             f"byzantine {f} it aggregates at least {needed} updates (2f + 3); use "
             f"--min-sites {needed} or more"
         )
-    fitted = config.model_copy(
-        update={"round": config.round.model_copy(update={"min_sites": needed})}
-    )
+    fitted = with_quorum(config, needed)
     note = (
         f"strategy {name} (byzantine {f}) needs {needed} updates per round: quorum "
         f"round.min_sites raised from {config.round.min_sites} to {needed} (--min-sites to set it)"
     )
     return fitted, [note]
+
+
+def with_quorum(config: FederationConfig, min_sites: int) -> FederationConfig:
+    """The config validated again with ``round.min_sites`` raised, as if the user had set it.
+
+    Built from the settings the user gave (``exclude_unset``), so every other field keeps
+    telling apart a default from a choice.
+    """
+    settings = config.model_dump(exclude_unset=True)
+    settings["round"] = {**settings.get("round", {}), "min_sites": min_sites}
+    return FederationConfig.model_validate(settings)
 
 
 def _trimmed_mean_notes(strategy: TrimmedMeanStrategy, hospitals: int | None) -> list[str]:
