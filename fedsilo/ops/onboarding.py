@@ -48,6 +48,7 @@ from fedsilo.ops.revocation import (
     exchange_key_alias,
     revoke_live,
 )
+from fedsilo.ops.study_approval import newest_published
 from fl_core.errors import (
     AccessDeniedError,
     ConfigError,
@@ -473,16 +474,7 @@ def preflight(
         return f"{arn} (account {account})"
 
     def read_global() -> str:
-        latest = None
-        round_index = 1
-        while True:
-            try:
-                manifest = exchange.read_global_manifest(round_index)
-            except AccessDeniedError:
-                manifest = None  # not published yet: S3 says 403 to roles that cannot list
-            if manifest is None:
-                break
-            latest, round_index = manifest, round_index + 1
+        latest = newest_published(exchange)
         if latest is None:
             if exchange.read_registration(site_id) is None:
                 raise ExchangeError("cannot read this site's registration (the federation marker)")
@@ -549,5 +541,11 @@ def preflight(
         "on the exchange key",
     )
     # the saved report holds the first checks; that it could be saved proves the last one
-    final = report.model_copy(update={"checks": [*checks, write]})
+    final = PreflightReport(
+        federation_id=report.federation_id,
+        site_id=report.site_id,
+        account_id=report.account_id,
+        checked_unix=report.checked_unix,
+        checks=[*checks, write],
+    )
     return final, write.ok and final.passed

@@ -28,9 +28,9 @@ class PublishedStudy:
     architecture: str
 
 
-def newest_global(exchange: Exchange) -> GlobalManifest:
-    """The newest published global manifest (hospitals probe round by round: they cannot
-    list the exchange)."""
+def newest_published(exchange: Exchange) -> GlobalManifest | None:
+    """The newest published global manifest, None before the first (hospitals probe round by
+    round: they cannot list the exchange)."""
     newest = None
     round_index = 1
     try:
@@ -39,6 +39,12 @@ def newest_global(exchange: Exchange) -> GlobalManifest:
             round_index += 1
     except AccessDeniedError:
         pass  # S3 answers 403 to a hospital for a round not published yet
+    return newest
+
+
+def newest_global(exchange: Exchange) -> GlobalManifest:
+    """The newest published global manifest; a user error before the first."""
+    newest = newest_published(exchange)
     if newest is None:
         raise ConfigError(
             f"federation {exchange.federation_id}: no global model is published yet in "
