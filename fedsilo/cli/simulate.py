@@ -34,6 +34,7 @@ from fedsilo.cli.simulate_ending import (
     plain_output_for_ranks,
     stop_interrupted,
 )
+from fedsilo.cli.simulate_policies import simulated_policies
 
 if TYPE_CHECKING:
     from fedsilo.engine.federation import SimulationEvents
@@ -150,6 +151,15 @@ def simulate_command(
         ),
     ] = "sample",
     secure_aggregation: SecAggOption = None,
+    site_policy: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--site-policy",
+            help="a hospital site policy (YAML/JSON, docs/site-policy.md) enforced as `client "
+            "run` does; repeatable: a policy whose site_id is a simulated hospital is that "
+            "hospital's, one naming none applies to every hospital without its own",
+        ),
+    ] = None,
     log_format: LogFormatOption = "auto",
     log_level: Annotated[str, typer.Option(help="log level")] = "WARNING",
 ) -> None:
@@ -184,6 +194,7 @@ def simulate_command(
         overrides["data.twin.hospitals"] = overrides.pop("data.synthetic.hospitals")
     federation = load_config(config, overrides)
     federation = fit_strategy(federation, planned_hospitals(federation))
+    policies = simulated_policies(site_policy or [], federation)
     configure_logging(check_format(log_format), log_level)
     run_id = run_id or new_run_id(federation)  # known here, so a failure can mark its folder
     if federation.simulation.engine == "mpi":
@@ -228,6 +239,7 @@ def simulate_command(
                 log_format=check_format(log_format),
                 log_level=log_level,
                 run_id=run_id,
+                site_policies=policies,
             )
     except KeyboardInterrupt:
         if tracking is not None:

@@ -37,6 +37,7 @@ from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
 from fl_core.models import model_weights
 from fl_core.serialization import decode_weights, encode_weights
+from fl_core.site_policy import SitePolicy
 from fl_core.types import SiteId
 from fl_server.moments import gather_moments
 from fl_server.round_loop import RoundEvents, RoundLoop
@@ -93,6 +94,8 @@ class RunOptions(TypedDict, total=False):
     log_level: str
     run_id: str | None
     """The run folder's name under the output folder (default: time, federation, seed, pid)."""
+    site_policies: dict[SiteId, SitePolicy]
+    """The site policy each simulated hospital enforces (``fedsilo.engine.site_policies``)."""
 
 
 def prepare_federation(

@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import queue
 import signal as signals
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from pathlib import Path
@@ -37,11 +37,14 @@ from fedsilo.engine.federation import (
 from fedsilo.engine.gc_policy import collect_in_child, freeze_start_up
 from fedsilo.engine.logs import LogFormat, configure_logging
 from fedsilo.engine.round_signal import ANSWERED, Report, RoundSignal, WorkerNotifier
+from fedsilo.engine.site_policies import POLICY_STATE_FOLDER, enforce_site_policies
 from fedsilo.engine.worker_pool import worker_context
 from fl_client.hospital import serve_sites
 from fl_core.config import FederationConfig
 from fl_core.errors import FedsiloError
 from fl_core.exchange.manifests import Decision, GlobalManifest, RoundResult
+from fl_core.site_policy import SitePolicy
+from fl_core.types import SiteId
 from fl_server.round_loop import RoundEvents
 
 log = structlog.get_logger("fedsilo.simulate")
@@ -60,6 +63,10 @@ class WorkerSpec:
     log_level: str
     run_id: str
     secagg_key_dir: Path | None = None
+    site_policies: Mapping[SiteId, SitePolicy] = field(default_factory=dict)
+    """The policies of this worker's hospitals (``fedsilo.engine.site_policies``)."""
+    policy_state_dir: Path | None = None
+    """Where those policies keep each hospital's privacy ledger (in the run folder)."""
 
 
 def _leave_quietly(signum: int, frame: object) -> None:
@@ -80,6 +87,7 @@ def _worker_main(spec: WorkerSpec, reports: Queue[Report], signal: RoundSignal) 
     try:
         app = spec.app if spec.app is not None else load_app(spec.app_ref)
         hospitals = load_hospitals(app, spec.config, spec.site_ids, spec.secagg_key_dir)
+        enforce_site_policies(hospitals, spec.site_policies, spec.policy_state_dir)
         exchange = open_exchange(spec.exchange_uri, spec.config)
         freeze_start_up()
         served = serve_sites(
@@ -148,6 +156,7 @@ def simulate(
     app_ref = options.get("app_ref")
     workers = min(config.simulation.workers or os.cpu_count() or 1, len(federation.sites))
     plan = federation.placement(workers)
+    policies = options.get("site_policies", {})
     reports = context.Queue()
     signal = RoundSignal(context)
     procs = []
@@ -164,6 +173,8 @@ def simulate(
             log_level=options.get("log_level", "WARNING"),
             run_id=federation.run_dir.name,
             secagg_key_dir=federation.secagg_key_dir,
+            site_policies={s: policies[s] for s in plan[index] if s in policies},
+            policy_state_dir=federation.run_dir / POLICY_STATE_FOLDER,
         )
         proc = context.Process(
             target=_worker_main,

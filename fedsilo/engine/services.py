@@ -16,6 +16,7 @@ import structlog
 from fedsilo.engine.app import DEFAULT_APP, build_source
 from fedsilo.engine.federation import finish_run, load_hospitals, open_exchange, run_rounds
 from fedsilo.engine.run_folder import start_run
+from fedsilo.engine.site_policies import follow_policy
 from fedsilo.engine.strategy_fit import fit_strategy
 from fl_client.hospital import serve_sites
 from fl_client.site_policy_gate import SiteGate
@@ -122,8 +123,7 @@ def run_client(
             )
         key_dir = state_dir
     hospitals = load_hospitals(DEFAULT_APP, config, [site_id], key_dir, state_dir)
-    for hospital in hospitals:
-        hospital.site_gate = gate
-        if policy is not None:
-            hospital.disclosure_floor = policy.disclosure_floor
+    if gate is not None:
+        for hospital in hospitals:
+            follow_policy(hospital, gate)
     serve_sites(exchange, hospitals, config, config.simulation.client_timeout_s)
