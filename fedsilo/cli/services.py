@@ -91,6 +91,14 @@ def server_run(
             "privacy.secagg too",
         ),
     ] = None,
+    mlflow: Annotated[
+        str | None,
+        typer.Option(
+            "--mlflow",
+            help="with --out: also log parameters, per-round metrics and the final model to "
+            "MLflow, as simulate --mlflow does: a tracking server URI, or a folder (local store)",
+        ),
+    ] = None,
     log_format: ServiceLogFormat = "json",
 ) -> None:
     """The aggregator loop for one federation (resumes from what the exchange holds)."""
@@ -106,7 +114,12 @@ def server_run(
         endpoint_url,
         privacy_overrides(dp_epsilon, dp_delta, "client", secure_aggregation),
     )
-    federation = run_server(federation, [s for s in (sites or "").split(",") if s], out)
+    tracking = None
+    if mlflow is not None:
+        from fedsilo.ops.mlflow_sink import MlflowTracking
+
+        tracking = MlflowTracking(mlflow)
+    federation = run_server(federation, [s for s in (sites or "").split(",") if s], out, tracking)
     print_privacy(federation, federation.exchange.uri or "")
 
 

@@ -253,7 +253,7 @@ def simulate_command(
             tracking.stop("FAILED")
         raise
     if tracking is not None:
-        tracking.finish(result.run_dir)
+        tracking.finish(result.run_dir, result.rows)
     stdout.print(metrics_table(result.rows))
     calibration = calibration_table(result.rows)
     if calibration is not None:

@@ -9,12 +9,20 @@ run`` gathers them (or resumes a federation that has state).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Protocol
 
 import structlog
 
 from fedsilo.engine.app import DEFAULT_APP, build_source
-from fedsilo.engine.federation import finish_run, load_hospitals, open_exchange, run_rounds
+from fedsilo.engine.federation import (
+    SimulationEvents,
+    finish_run,
+    load_hospitals,
+    open_exchange,
+    run_rounds,
+)
 from fedsilo.engine.run_folder import start_run
 from fedsilo.engine.site_policies import follow_policy
 from fedsilo.engine.strategy_fit import fit_strategy
@@ -72,13 +80,32 @@ def require_secagg_keys(exchange: Exchange, config: FederationConfig, invited: l
         )
 
 
+class RunTracking(Protocol):
+    """Where a run's parameters, metrics rows and final files also go (MLflow)."""
+
+    def open(self, config: FederationConfig, run_name: str) -> SimulationEvents:
+        """Start the tracked run of ``config``; its events receive every round."""
+
+    def finished(self, run_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
+        """The run folder is written: record its rows and files, and end the tracked run."""
+
+    def stopped(self, status: str) -> None:
+        """End the tracked run without a model (``FAILED``, or ``KILLED`` on Ctrl-C)."""
+
+
 def run_server(
-    config: FederationConfig, sites: list[str], out_dir: Path | None = None
+    config: FederationConfig,
+    sites: list[str],
+    out_dir: Path | None = None,
+    tracking: RunTracking | None = None,
 ) -> FederationConfig:
     """Run the aggregator to the end; with ``out_dir``, write a run folder as simulate does.
 
-    Returns the config it ran (its strategy quorum fitted to the invited hospitals).
+    ``tracking`` (needs ``out_dir``) is opened under the run folder's name once the config is
+    fitted. Returns the config it ran (its strategy quorum fitted to the invited hospitals).
     """
+    if tracking is not None and out_dir is None:
+        raise ConfigError("--mlflow logs the run folder's model and metrics.jsonl; add --out DIR")
     structlog.contextvars.bind_contextvars(run_id=config.federation_id)
     exchange = open_exchange(config.exchange.uri, config)
     source = build_source(config)
@@ -92,9 +119,23 @@ def run_server(
     # a new federation's first model standardises with the hospitals' moments
     resume = exchange.read_state() is not None
     features = source.feature_names()
-    run_rounds(DEFAULT_APP, config, exchange, invited, features, resume=resume)
+    events = None
+    if tracking is not None and run is not None:
+        events = tracking.open(config, run[0].name)
+    try:
+        run_rounds(DEFAULT_APP, config, exchange, invited, features, events, resume=resume)
+    except KeyboardInterrupt:
+        if tracking is not None:
+            tracking.stopped("KILLED")
+        raise
+    except Exception:
+        if tracking is not None:
+            tracking.stopped("FAILED")
+        raise
     if run is not None:
-        finish_run(exchange, config, run[0], run[1], started)
+        result = finish_run(exchange, config, run[0], run[1], started)
+        if tracking is not None:
+            tracking.finished(result.run_dir, result.rows)
     return config
 
 

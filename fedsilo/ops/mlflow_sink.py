@@ -10,6 +10,7 @@ opt-in to its folder store (``MLFLOW_ALLOW_FILE_STORE``), which naming a folder 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,11 +88,13 @@ class MlflowEvents(ForwardingEvents):
         from mlflow.entities import Param
 
         self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
+        self.logged_rounds: set[int] = set()
 
     def row_ready(self, row: dict[str, Any]) -> None:
         from mlflow.entities import Metric
 
         step = int(row["round"])
+        self.logged_rounds.add(step)
         stamp = int(time.time() * 1000)
         metrics = [
             Metric(name, float(value), stamp, step)
@@ -105,8 +108,15 @@ class MlflowEvents(ForwardingEvents):
         ]
         self.client.log_batch(self.run_id, metrics=metrics)
 
-    def finish(self, run_dir: Path) -> None:
-        """The final model and metrics.jsonl as artifacts; the MLflow run ends as finished."""
+    def finish(self, run_dir: Path, rows: Sequence[dict[str, Any]] = ()) -> None:
+        """The final model and metrics.jsonl as artifacts; the MLflow run ends as finished.
+
+        ``rows``: the run's metrics rows; those of rounds closed before this process started
+        (a resumed run) are logged now, so the MLflow run holds every round.
+        """
+        for row in rows:
+            if int(row["round"]) not in self.logged_rounds:
+                self.row_ready(row)
         for name in ("model.safetensors", "metrics.jsonl"):
             if (run_dir / name).is_file():
                 self.client.log_artifact(self.run_id, str(run_dir / name))
@@ -115,6 +125,28 @@ class MlflowEvents(ForwardingEvents):
     def stop(self, status: str) -> None:
         """End the MLflow run without a model: ``FAILED`` or ``KILLED`` (interrupted)."""
         self.client.set_terminated(self.run_id, status)
+
+
+class MlflowTracking:
+    """``server run --mlflow``: the MLflow run opens once the aggregator's config is fitted
+    and its run folder named (``fedsilo.engine.services.RunTracking``)."""
+
+    def __init__(self, target: str) -> None:
+        open_client(target)  # a store MLflow cannot open stops the command before any round
+        self.target = target
+        self.events: MlflowEvents | None = None
+
+    def open(self, config: FederationConfig, run_name: str) -> MlflowEvents:
+        self.events = MlflowEvents(self.target, config, run_name, SimulationEvents(config.rounds))
+        return self.events
+
+    def finished(self, run_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
+        if self.events is not None:
+            self.events.finish(run_dir, rows)
+
+    def stopped(self, status: str) -> None:
+        if self.events is not None:
+            self.events.stop(status)
 
 
 def with_mlflow(
