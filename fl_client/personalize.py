@@ -37,4 +37,4 @@ def personalised_evaluation(
         finetuned = trainer.evaluate(data.test, config.evaluation.histogram_bins)
     finally:
         trainer.set_weights(global_weights)
-    return global_report.model_copy(update={"finetuned": finetuned})
+    return EvaluationReport.model_validate({**global_report.model_dump(), "finetuned": finetuned})

@@ -80,7 +80,8 @@ class TabularTrainer(ClientTrainer):
     def finetune(self, data: SiteData, epochs: int, seed: int) -> TrainResult:
         """Exactly ``epochs`` epochs with the plain objective (no step floor): personalisation."""
         federated = self.config
-        self.config = federated.model_copy(update={"local_epochs": epochs, "min_local_steps": 0})
+        plain = {**federated.model_dump(), "local_epochs": epochs, "min_local_steps": 0}
+        self.config = type(federated).model_validate(plain)
         self.local_objective = LocalObjective()
         try:
             return self.train(data, 0, seed)
