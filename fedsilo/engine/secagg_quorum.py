@@ -10,9 +10,8 @@ chose below ``t`` is refused, naming the flag to change.
 
 from __future__ import annotations
 
-from fedsilo.engine.strategy_fit import with_quorum
+from fedsilo.engine.strategy_fit import raised_quorum
 from fl_core.config import FederationConfig
-from fl_core.errors import ConfigError
 
 
 def secagg_threshold(config: FederationConfig, hospitals: int) -> int:
@@ -31,16 +30,13 @@ def fit_secagg_quorum(
         return config, []
     threshold = secagg_threshold(config, hospitals)
     quorum = config.round.min_sites
-    if quorum >= threshold:
-        return config, []
-    if "min_sites" in config.round.model_fields_set:
-        raise ConfigError(
-            f"--min-sites {quorum} is below secure aggregation's threshold {threshold} for "
-            f"{hospitals} hospitals: a round that closes with fewer than {threshold} masked "
-            f"updates fails instead of waiting for them; use --min-sites {threshold} or more"
-        )
-    fitted = with_quorum(config, threshold)
-    return fitted, [
-        f"secure aggregation unmasks a round only from {threshold} of {hospitals} hospitals: "
-        f"quorum round.min_sites raised from {quorum} to {threshold} (--min-sites to set it)"
-    ]
+    return raised_quorum(
+        config,
+        threshold,
+        too_low=f"--min-sites {quorum} is below secure aggregation's threshold {threshold} for "
+        f"{hospitals} hospitals: a round that closes with fewer than {threshold} masked "
+        f"updates fails instead of waiting for them; use --min-sites {threshold} or more",
+        note=f"secure aggregation unmasks a round only from {threshold} of {hospitals} "
+        f"hospitals: quorum round.min_sites raised from {quorum} to {threshold} (--min-sites "
+        "to set it)",
+    )

@@ -44,20 +44,27 @@ def fit_strategy(
             f"(--hospitals {needed}), lower strategy.byzantine in --config, or pick "
             "--strategy median or trimmed_mean, which run with any number"
         )
+    quorum = config.round.min_sites
+    return raised_quorum(
+        config,
+        needed,
+        too_low=f"--min-sites {quorum} is too low for --strategy {name}: with byzantine {f} it "
+        f"aggregates at least {needed} updates (2f + 3); use --min-sites {needed} or more",
+        note=f"strategy {name} (byzantine {f}) needs {needed} updates per round: quorum "
+        f"round.min_sites raised from {quorum} to {needed} (--min-sites to set it)",
+    )
+
+
+def raised_quorum(
+    config: FederationConfig, needed: int, *, too_low: str, note: str
+) -> tuple[FederationConfig, list[str]]:
+    """A quorum of at least ``needed``: one the user left at its default is raised (``note``
+    says so); one the user set below it is refused with ``too_low`` (exit 2)."""
     if config.round.min_sites >= needed:
         return config, []
     if "min_sites" in config.round.model_fields_set:
-        raise ConfigError(
-            f"--min-sites {config.round.min_sites} is too low for --strategy {name}: with "
-            f"byzantine {f} it aggregates at least {needed} updates (2f + 3); use "
-            f"--min-sites {needed} or more"
-        )
-    fitted = with_quorum(config, needed)
-    note = (
-        f"strategy {name} (byzantine {f}) needs {needed} updates per round: quorum "
-        f"round.min_sites raised from {config.round.min_sites} to {needed} (--min-sites to set it)"
-    )
-    return fitted, [note]
+        raise ConfigError(too_low)
+    return with_quorum(config, needed), [note]
 
 
 def with_quorum(config: FederationConfig, min_sites: int) -> FederationConfig:

@@ -228,30 +228,15 @@ def _outside(feature: SchemaFeature, values: npt.NDArray[np.float64]) -> npt.NDA
 def _value_problems(
     feature: SchemaFeature, values: npt.NDArray[np.float64], site_id: str, split: str
 ) -> list[Problem]:
-    problems = []
-    infinite = int(np.isinf(values).sum())
-    if infinite:
-        problems.append(
-            Problem(
-                code="non_finite",
-                feature=feature.name,
-                site_id=site_id,
-                split=split,
-                count=infinite,
-            )
-        )
-    outside = int(_outside(feature, values).sum())
-    if outside:
-        problems.append(
-            Problem(
-                code="out_of_range",
-                feature=feature.name,
-                site_id=site_id,
-                split=split,
-                count=outside,
-            )
-        )
-    return problems
+    counts: list[tuple[ProblemCode, int]] = [
+        ("non_finite", int(np.isinf(values).sum())),
+        ("out_of_range", int(_outside(feature, values).sum())),
+    ]
+    return [
+        Problem(code=code, feature=feature.name, site_id=site_id, split=split, count=count)
+        for code, count in counts
+        if count
+    ]
 
 
 def _add_stats(total: list[float], feature: SchemaFeature, values: npt.NDArray[np.float64]) -> None:
