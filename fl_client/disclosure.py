@@ -8,6 +8,9 @@ Every field of an answer is decided here, failing closed, on the finished manife
   into the masked sum instead of the clear (``fl_core.secagg.masked_evaluation``): a small
   hospital still counts in the federation's AUROC, and the aggregator never sees its
   histogram alone, nor the others' to subtract from the sum.
+* ``validation`` (histogram and loss sum of the same model on the validation split held out
+  of the training rows): decided like ``evaluation``, on the validation split's own stays
+  and deaths; under secure aggregation it goes into the masked sum beside it.
 * ``evaluation.reference.<name>``: a reference score may be missing for some stays, so each
   reference histogram is checked on the stays it counts.
 * ``metrics``: no basis is declared for them, so they leave only with an evaluation that does.
@@ -40,7 +43,7 @@ ANSWER_FIELDS = frozenset(
         # the hospital's own statements: its decline and what it withheld
         "declined", "declined_detail", "policy_rule", "suppressed",
         # decided by the floor (module docstring)
-        "num_examples", "train_loss", "evaluation", "metrics", "privacy",
+        "num_examples", "train_loss", "evaluation", "validation", "metrics", "privacy",
     }
 )  # fmt: skip
 """Every ``UpdateManifest`` field, each decided here. ``_with_disclosed`` builds the answer
@@ -55,6 +58,7 @@ class DisclosedAnswer:
 
     update: UpdateManifest
     masked_evaluation: EvaluationReport | None = None
+    masked_validation: EvaluationReport | None = None
 
 
 def events_in(split: Split) -> int:
@@ -155,6 +159,7 @@ def _disclosed_evaluation(
 def _with_disclosed(
     update: UpdateManifest,
     evaluation: EvaluationReport | None,
+    validation: EvaluationReport | None,
     train_loss: float | None,
     metrics: dict[str, float],
     num_examples: int,
@@ -170,6 +175,7 @@ def _with_disclosed(
         nonce=update.nonce,
         train_loss=train_loss,
         evaluation=evaluation,
+        validation=validation,
         metrics=metrics,
         privacy=update.privacy,
         declined=update.declined,
@@ -207,6 +213,32 @@ def _placed_evaluation(
     return kept, None, withheld
 
 
+def _placed_validation(
+    update: UpdateManifest, floor: DisclosureFloor | None, masked: bool
+) -> tuple[EvaluationReport | None, EvaluationReport | None, list[Suppression]]:
+    """Where the validation report goes: (in the clear, into the masked sum, named), as
+    ``_placed_evaluation`` decides the test report, on the validation split's own counts."""
+    validation = update.validation
+    if validation is None:
+        return None, None, []
+    histogram = validation.histogram
+    below = (
+        None
+        if floor is None
+        else check_floor(floor, "validation", histogram.num_examples, histogram.positives.total)
+    )
+    if masked:
+        if below is None:
+            return None, validation, []
+        named = Suppression(
+            path=below.path, rule=below.rule, floor=below.floor, disclosed_as="masked_sum"
+        )
+        return None, validation, [named]
+    if below is not None:
+        return None, None, [below]
+    return validation, None, []
+
+
 def disclose_answer(
     update: UpdateManifest, data: SiteData, floor: DisclosureFloor | None, masked: bool
 ) -> DisclosedAnswer:
@@ -215,12 +247,15 @@ def disclose_answer(
     ``masked``: this answer carries a masked update (secure aggregation, a training round
     the hospital trains in), so its evaluation goes into the masked sum, not the clear.
     """
-    if floor is None and not (masked and update.evaluation is not None):
+    if floor is None and not (
+        masked and (update.evaluation is not None or update.validation is not None)
+    ):
         return DisclosedAnswer(update)
     training = update.task == "train" and update.declined is None
     if floor is not None and training and update.num_examples < floor.min_stays:
         return DisclosedAnswer(_floor_decline(update, floor))  # fail closed: never trained on
     evaluation, masked_evaluation, suppressed = _placed_evaluation(update, floor, masked)
+    validation, masked_validation, validation_withheld = _placed_validation(update, floor, masked)
     metrics = update.metrics
     below = next((found for found in suppressed if found.path == "evaluation"), None)
     if floor is not None and metrics and below is not None:  # no basis declared: fail closed
@@ -235,10 +270,13 @@ def disclose_answer(
         if found is not None:
             suppressed.append(found)
             train_loss = None
-    if not suppressed and masked_evaluation is None:
+    suppressed.extend(validation_withheld)
+    if not suppressed and masked_evaluation is None and masked_validation is None:
         return DisclosedAnswer(update)
-    disclosed = _with_disclosed(update, evaluation, train_loss, metrics, num_examples, suppressed)
-    return DisclosedAnswer(disclosed, masked_evaluation)
+    disclosed = _with_disclosed(
+        update, evaluation, validation, train_loss, metrics, num_examples, suppressed
+    )
+    return DisclosedAnswer(disclosed, masked_evaluation, masked_validation)
 
 
 def disclose_moments(
@@ -306,5 +344,8 @@ def finish_answer(
     if mask is None:
         return disclosed.update, outgoing
     return disclosed.update, mask(
-        outgoing, disclosed.update.num_examples, disclosed.masked_evaluation
+        outgoing,
+        disclosed.update.num_examples,
+        disclosed.masked_evaluation,
+        disclosed.masked_validation,
     )

@@ -35,7 +35,7 @@ from fl_core.control_variates import split_controls
 from fl_core.data.base import SiteData
 from fl_core.disclosure import DisclosureFloor
 from fl_core.errors import AccessDeniedError, ExchangeError, ObjectExistsError
-from fl_core.exchange.manifests import GlobalManifest, UpdateManifest
+from fl_core.exchange.manifests import EvaluationReport, GlobalManifest, UpdateManifest
 from fl_core.exchange.protocol import Exchange
 from fl_core.serialization import decode_weights, encode_weights
 from fl_core.types import Weights
@@ -100,6 +100,19 @@ def declined_by_policy(
     return gate.declines(exchange, manifest, hospital.site_id, received, privacy, rows)
 
 
+def validation_report(
+    trainer: ClientTrainer, data: SiteData, num_bins: int
+) -> EvaluationReport | None:
+    """The model on the validation split (what early stopping and the recalibration sum);
+    None without validation rows. No reference scores: nothing is compared on it."""
+    if data.valid.num_examples == 0:
+        return None
+    scored = trainer.evaluate(data.valid, num_bins)
+    return EvaluationReport(
+        num_examples=scored.num_examples, loss_sum=scored.loss_sum, histogram=scored.histogram
+    )
+
+
 def answer_round(
     exchange: Exchange,
     hospital: Hospital,
@@ -137,6 +150,7 @@ def answer_round(
         num_examples=hospital.data.train.num_examples,
         nonce=secrets.token_hex(16),
         evaluation=evaluation,
+        validation=validation_report(trainer, hospital.data, config.evaluation.histogram_bins),
     )
     outgoing: Weights | None = None
     local = None

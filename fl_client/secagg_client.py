@@ -34,7 +34,11 @@ from fl_core.exchange.manifests import EvaluationReport, GlobalManifest
 from fl_core.exchange.protocol import Exchange
 from fl_core.secagg import masking, shamir, transport
 from fl_core.secagg.field import FieldParams, fractional_bits_for, quantise
-from fl_core.secagg.masked_evaluation import EVALUATION_TENSOR, encode_evaluation
+from fl_core.secagg.masked_evaluation import (
+    EVALUATION_TENSOR,
+    VALIDATION_TENSOR,
+    encode_evaluation,
+)
 from fl_core.secagg.messages import (
     EncryptedShares,
     SecAggAdvert,
@@ -212,10 +216,12 @@ def masked_weights(
     num_examples: int,
     num_bins: int,
     evaluation: EvaluationReport | None = None,
+    validation: EvaluationReport | None = None,
 ) -> Weights:
     """``y_u`` as uint64 tensors named and shaped like the global model, plus the evaluation
     segment (``fl_core.secagg.masked_evaluation``): ``evaluation`` is the report the disclosure
-    floor kept out of the clear, None when the hospital adds no evaluation to the sum."""
+    floor kept out of the clear, None when the hospital adds no evaluation to the sum;
+    ``validation`` the same for the validation split, in a segment of its own."""
     roster = own.roster
     if num_examples > roster.max_weight:
         raise SecAggRefusedError(
@@ -243,13 +249,14 @@ def masked_weights(
         own.self_seed, roster.federation_id, roster.round_index, own.site_id
     )
     parts = masking.unflatten(quantise(delta, num_examples, params), specs_of(global_weights))
-    parts[EVALUATION_TENSOR] = encode_evaluation(
-        None if evaluation is None else class_histogram(evaluation.histogram),
-        0.0 if evaluation is None else evaluation.loss_sum,
-        num_bins,
-        params,
-        len(roster.sites),
-    )
+    for name, report in ((EVALUATION_TENSOR, evaluation), (VALIDATION_TENSOR, validation)):
+        parts[name] = encode_evaluation(
+            None if report is None else class_histogram(report.histogram),
+            0.0 if report is None else report.loss_sum,
+            num_bins,
+            params,
+            len(roster.sites),
+        )
     masked = masking.mask_update(
         masking.flatten_u64(parts), own.site_id, self_seed, pair_seeds, params
     )
@@ -310,8 +317,9 @@ class SecAggHospital(Protocol):
     secagg_key: bytes | None
 
 
-Mask = Callable[[Weights, int, EvaluationReport | None], Weights]
-"""Masks a trained model of ``num_examples`` rows, with the evaluation to add to the sum."""
+Mask = Callable[[Weights, int, EvaluationReport | None, EvaluationReport | None], Weights]
+"""Masks a trained model of ``num_examples`` rows, with the evaluation and the validation
+report to add to the sum."""
 H = TypeVar("H", bound=SecAggHospital)
 
 
@@ -423,10 +431,11 @@ def serve_secagg_round(
             trained: Weights,
             num_examples: int,
             evaluation: EvaluationReport | None,
+            validation: EvaluationReport | None,
             s: RoundSecrets = held,
         ) -> Weights:
             return masked_weights(
-                s, setup, global_weights, trained, num_examples, num_bins, evaluation
+                s, setup, global_weights, trained, num_examples, num_bins, evaluation, validation
             )
 
         answer_round(hospital, mask)

@@ -150,6 +150,18 @@ class DataConfig(_Frozen):
 
 class EvaluationConfig(_Frozen):
     histogram_bins: int = Field(default=2000, ge=10, le=100_000)
+    early_stopping_patience: int = Field(
+        default=3,
+        ge=0,
+        description="training stops once the hospitals' summed validation loss has not "
+        "improved for this many rounds, so raising rounds does not over-fit small hospitals "
+        "(0: every round runs)",
+    )
+    recalibrate: bool = Field(
+        default=True,
+        description="fit Platt scaling of the final model on the hospitals' summed validation "
+        "histograms and publish the model with it (risks move, their order does not)",
+    )
 
 
 class FedAvgStrategy(_Frozen):

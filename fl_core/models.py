@@ -17,10 +17,17 @@ class TabularMLP(nn.Module):
     ``input_mean``/``input_std`` are buffers set once from federated moments, so the same
     standardisation travels with the model to every hospital; a NaN input (not measured)
     becomes the mean after standardisation.
+
+    ``risk_intercept``/``risk_slope`` are the Platt scaling of the published model
+    (``fl_core.recalibration``): identity while the federation trains, set once on the final
+    model from the hospitals' summed validation histograms, and applied in ``forward`` so that
+    every consumer of the model file reads calibrated risks.
     """
 
     input_mean: torch.Tensor
     input_std: torch.Tensor
+    risk_intercept: torch.Tensor
+    risk_slope: torch.Tensor
 
     def __init__(
         self, num_features: int, hidden_sizes: Sequence[int] = (64, 32), dropout: float = 0.1
@@ -28,6 +35,8 @@ class TabularMLP(nn.Module):
         super().__init__()
         self.register_buffer("input_mean", torch.zeros(num_features))
         self.register_buffer("input_std", torch.ones(num_features))
+        self.register_buffer("risk_intercept", torch.zeros(1))
+        self.register_buffer("risk_slope", torch.ones(1))
         layers: list[nn.Module] = []
         width = num_features
         for size in hidden_sizes:
@@ -45,7 +54,7 @@ class TabularMLP(nn.Module):
         z = (x - mean) / std
         z = torch.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
         logits: torch.Tensor = self.net(z).squeeze(-1)
-        return logits
+        return self.risk_intercept + self.risk_slope * logits
 
 
 def model_weights(model: nn.Module) -> Weights:

@@ -77,6 +77,12 @@ from fl_server.answer_keys import RoundKeys, sample
 from fl_server.lookahead import checked_ahead, workers_for
 from fl_server.privacy_round import declined_decision, round_privacy
 from fl_server.secagg_server import SecAggServer
+from fl_server.validation_round import (
+    final_recalibration,
+    stops_early,
+    sum_reports,
+    with_validation,
+)
 from fl_server.weight_bounds import check_registered_claim, read_registered_examples, weight_cap
 from fl_server.withheld import withheld_counts
 
@@ -189,6 +195,7 @@ class _Round:
     keys: RoundKeys
     """The round's listed keys classified so far: answers by exact name, foreign keys."""
     evaluations: dict[SiteId, EvaluationReport] = field(default_factory=dict)
+    validations: dict[SiteId, EvaluationReport] = field(default_factory=dict)
     train_losses: dict[SiteId, tuple[float, int]] = field(default_factory=dict)
     epsilons: dict[SiteId, float] = field(default_factory=dict)  # DP-SGD spent per hospital
     withheld: dict[SiteId, FloorRule] = field(default_factory=dict)
@@ -568,6 +575,8 @@ class RoundLoop:
         and cannot knock the original out by arriving first."""
         if update.evaluation is not None:
             current.evaluations[update.site_id] = update.evaluation
+        if update.validation is not None:
+            current.validations[update.site_id] = update.validation
         if update.train_loss is not None:
             current.train_losses[update.site_id] = (update.train_loss, update.num_examples)
         if update.privacy is not None:
@@ -705,6 +714,8 @@ class RoundLoop:
     def _check_evaluation(self, manifest: UpdateManifest) -> None:
         if manifest.evaluation is not None:
             _check_bins(manifest.evaluation, self.config.evaluation.histogram_bins)
+        if manifest.validation is not None:
+            _check_bins(manifest.validation, self.config.evaluation.histogram_bins)
 
     def _collect(self, state: FederationState, current: _Round) -> FederationState:
         """Admit answers until everyone answered, or the deadline with a quorum."""
@@ -792,6 +803,14 @@ class RoundLoop:
             if manifest.task == "train":
                 next_weights = encode_weights(self.aggregator.finish())
             accepted = [d for d in state.decisions.values() if d.status == "accepted"]
+            counted = [d.site_id for d in state.decisions.values() if d.status != "rejected"]
+            masked = self.secagg is not None and manifest.task == "train"
+            bins = self.config.evaluation.histogram_bins
+            validation = sum_reports(
+                [current.validations[s] for s in counted if s in current.validations],
+                bins,
+                self.secagg.masked_validation() if self.secagg is not None and masked else None,
+            )
             losses = list(current.train_losses.values())
             total = sum(n for _, n in losses)
             result = RoundResult(
@@ -805,16 +824,33 @@ class RoundLoop:
                 declined=[d for d in state.decisions.values() if d.status == "declined"],
                 privacy=round_privacy(self.aggregator, current.epsilons),
                 missing=sorted(set(manifest.invited_sites) - state.decisions.keys()),
-                evaluation=summarise_evaluations(
-                    [
-                        current.evaluations[d.site_id]
-                        for d in state.decisions.values()
-                        if d.status != "rejected" and d.site_id in current.evaluations
-                    ],
-                    self.config.evaluation.histogram_bins,
-                    self.secagg.masked_evaluation()
-                    if self.secagg is not None and manifest.task == "train"
-                    else None,
+                evaluation=with_validation(
+                    summarise_evaluations(
+                        [current.evaluations[s] for s in counted if s in current.evaluations],
+                        bins,
+                        self.secagg.masked_evaluation()
+                        if self.secagg is not None and masked
+                        else None,
+                    ),
+                    validation,
+                ),
+                recalibration=final_recalibration(
+                    validation,
+                    sum_reports(
+                        [current.evaluations[s] for s in counted if s in current.evaluations],
+                        bins,
+                        None,
+                    ).histogram,
+                )
+                if manifest.final and self.config.evaluation.recalibrate
+                else None,
+                stopped_early=manifest.task == "train"
+                and round_index < self.config.rounds
+                and stops_early(
+                    self.exchange,
+                    round_index,
+                    validation.mean_loss,
+                    self.config.evaluation.early_stopping_patience,
                 ),
                 withheld_evaluations=withheld_counts(current.withheld, state.decisions),
                 train_loss=sum(loss * n for loss, n in losses) / total if total else None,
@@ -846,7 +882,7 @@ class RoundLoop:
         )
         if manifest.final or next_weights is None:
             return self._save(state.model_copy(update={"phase": "done", "decisions": {}}))
-        final = round_index >= self.config.rounds
+        final = round_index >= self.config.rounds or result.stopped_early
         next_manifest = self._publish(
             round_index + 1, next_weights, manifest.sha256, "evaluate" if final else "train", final
         )

@@ -50,6 +50,7 @@ from fl_core.secagg import masking, shamir, transport
 from fl_core.secagg.field import U64, FieldParams, dequantise, fractional_bits_for
 from fl_core.secagg.masked_evaluation import (
     EVALUATION_TENSOR,
+    VALIDATION_TENSOR,
     MaskedEvaluationSum,
     decode_evaluation,
     segment_spec,
@@ -149,6 +150,7 @@ class SecAggAggregator(ServerAggregator):
         self._specs = {
             **{name: TensorSpec("uint64", s.shape) for name, s in specs_of(global_weights).items()},
             EVALUATION_TENSOR: segment_spec(self.num_bins),
+            VALIDATION_TENSOR: segment_spec(self.num_bins),
         }
         self._total = np.zeros(masking.flat_size(self._specs), np.uint64)
         self._summed = {}
@@ -198,16 +200,18 @@ class SecAggAggregator(ServerAggregator):
             self._unmasked = masking.unflatten(total, self._specs)
         return self._unmasked, self.params, self._material
 
-    def masked_evaluation(self) -> MaskedEvaluationSum | None:
+    def masked_evaluation(self, tensor: str = EVALUATION_TENSOR) -> MaskedEvaluationSum | None:
         """The evaluations the survivors added to the sum (None: none, or an impossible sum,
-        which is logged: a hostile segment spoils the pooled evaluation, never the round)."""
+        which is logged: a hostile segment spoils the pooled evaluation, never the round);
+        ``tensor`` ``VALIDATION_TENSOR``: their validation reports."""
         parts, params, material = self._unmasked_parts()
-        segment = np.asarray(parts[EVALUATION_TENSOR], dtype=np.uint64)
+        segment = np.asarray(parts[tensor], dtype=np.uint64)
         found = decode_evaluation(segment, self.num_bins, params, len(material.survivors))
         if found is None and int(segment[2 * self.num_bins]) != 0:
             log.warning(
                 "masked_evaluation_ignored",
                 round_index=self._round,
+                segment=tensor,
                 detail="the summed evaluation segments are impossible for the round's "
                 "survivors (a hospital sent a malformed segment); the round's metrics leave "
                 "them out",
@@ -217,7 +221,8 @@ class SecAggAggregator(ServerAggregator):
     def weighted_mean(self) -> Weights:
         """Global model plus the survivors' weighted mean delta (what the sum reveals)."""
         parts, params, material = self._unmasked_parts()
-        model = {name: part for name, part in parts.items() if name != EVALUATION_TENSOR}
+        segments = (EVALUATION_TENSOR, VALIDATION_TENSOR)
+        model = {name: part for name, part in parts.items() if name not in segments}
         weight = sum(material.survivors.values())
         mean_delta = dequantise(masking.flatten_u64(model), params) / float(weight)
         specs = {n: TensorSpec("float64", s.shape) for n, s in specs_of(self._global).items()}
@@ -273,6 +278,12 @@ class SecAggServer:
     def masked_evaluation(self) -> MaskedEvaluationSum | None:
         """The evaluations this training round's survivors added to the masked sum."""
         return None if self.aggregator is None else self.aggregator.masked_evaluation()
+
+    def masked_validation(self) -> MaskedEvaluationSum | None:
+        """The validation reports this training round's survivors added to the masked sum."""
+        if self.aggregator is None:
+            return None
+        return self.aggregator.masked_evaluation(VALIDATION_TENSOR)
 
     # -- helpers --
 
@@ -448,6 +459,7 @@ class SecAggServer:
             name: TensorSpec("uint64", spec.shape) for name, spec in context.tensor_specs.items()
         }
         specs[EVALUATION_TENSOR] = segment_spec(self.config.evaluation.histogram_bins)
+        specs[VALIDATION_TENSOR] = segment_spec(self.config.evaluation.histogram_bins)
         return dataclasses.replace(
             context,
             tensor_specs=specs,

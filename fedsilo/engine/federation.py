@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from fedsilo.engine.app import DEFAULT_APP, FederatedApp, build_source, load_app
+from fedsilo.engine.final_model import published_weights
 from fedsilo.engine.gc_policy import freeze_start_up
 from fedsilo.engine.logs import LogFormat
 from fedsilo.engine.placement import place_sites
@@ -28,15 +29,14 @@ from fedsilo.engine.run_folder import start_run
 from fedsilo.engine.secagg_keys import key_path, load_key, register_simulated_sites
 from fl_client.hospital import Hospital
 from fl_core.config import FederationConfig
-from fl_core.control_variates import split_controls
 from fl_core.data.base import DataSource
 from fl_core.data.standardize import FeatureMoments, combine_moments
-from fl_core.errors import ConfigError, FedsiloError
+from fl_core.errors import ConfigError
 from fl_core.exchange.manifests import RoundResult
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
 from fl_core.models import model_weights
-from fl_core.serialization import decode_weights, encode_weights
+from fl_core.serialization import encode_weights
 from fl_core.site_policy import SitePolicy
 from fl_core.types import SiteId
 from fl_server.moments import gather_moments
@@ -296,14 +296,8 @@ def finish_run(
     started: float,
 ) -> SimulationResult:
     """Write the final model and metrics.jsonl from what the exchange holds."""
-    final_manifest = exchange.read_global_manifest(config.rounds + 1)
-    if final_manifest is None:
-        raise FedsiloError("the federation ended without a final model; see the log")
-    final_bytes = exchange.read_global_weights(final_manifest)
-    final_weights, controls = split_controls(decode_weights(final_bytes))
-    if controls:  # SCAFFOLD's c stays in the exchange; the run's model is the model alone
-        final_bytes = encode_weights(final_weights)
-    (run_dir / "model.safetensors").write_bytes(final_bytes)
+    final_weights = published_weights(exchange, config.rounds)  # recalibrated, no controls
+    (run_dir / "model.safetensors").write_bytes(encode_weights(final_weights))
     rows = rows_from_exchange(exchange, config.rounds)
     with open(run_dir / "metrics.jsonl", "w") as handle:
         for row in rows:

@@ -54,6 +54,7 @@ from fl_core.data.prepared import (
 from fl_core.data.split import SPLIT_NAMES, assign_folds
 from fl_core.errors import ConfigError
 from fl_core.metrics import ClassHistogram, exact_auroc
+from fl_core.recalibration import without_scaling
 
 DEFAULT_FOLDS = 5
 
@@ -193,6 +194,58 @@ def _by_site(
     return {s.site_id: risk[bounds[i] : bounds[i + 1]] for i, s in enumerate(sites)}
 
 
+def _over_stays(
+    sites: Sequence[SiteData], by_site: Mapping[str, npt.NDArray[np.float64]]
+) -> npt.NDArray[np.float64]:
+    """Per-site predictions laid over the concatenated test splits; NaN for a site without."""
+    return np.concatenate(
+        [
+            np.asarray(by_site[s.site_id], np.float64)
+            if s.site_id in by_site
+            else np.full(s.test.num_examples, np.nan)
+            for s in sites
+        ]
+    )
+
+
+def test_stay_sites(fold_root: Path) -> npt.NDArray[np.str_]:
+    """The hospital of each stay of a fold's concatenated test splits, in ``score_federation``'s
+    order (the schema's test row counts, hospitals in ``site_ids`` order)."""
+    source = PreparedFolderSource(fold_root)
+    rows = {entry.site_id: entry.rows["test"] for entry in source.schema.sites}
+    return np.asarray(
+        [site for site in source.site_ids() for _ in range(rows[site])], dtype=np.str_
+    )
+
+
+STAYS_FILE = "out_of_fold_stays.parquet"
+"""Every test stay's risk under each model, its hospital, fold and outcome (simulation only:
+the per-hospital verdict is computed from it, and can be again without training)."""
+
+
+def write_stays(
+    path: Path,
+    repeat: int,
+    fold: int,
+    sites: npt.NDArray[np.str_],
+    labels: npt.NDArray[np.int8],
+    predicted: Mapping[str, npt.NDArray[np.float64]],
+) -> None:
+    """Append one fold's stays to ``path`` (rewritten whole: a fold is small)."""
+    columns: dict[str, pa.Array] = {
+        "repeat": pa.array(np.full(labels.shape[0], repeat, np.int16)),
+        "fold": pa.array(np.full(labels.shape[0], fold, np.int16)),
+        "site": pa.array(sites.tolist(), type=pa.string()),
+        "label": pa.array(labels.astype(np.int8)),
+    }
+    for name, risk in predicted.items():
+        columns[name] = pa.array(np.asarray(risk, np.float64))
+    table = pa.table(columns)
+    if path.is_file():
+        table = pa.concat_tables([pq.read_table(path), table], promote_options="default")
+    pq.write_table(table, path)
+
+
 def score_federation(
     config: FederationConfig,
     data_path: Path,
@@ -220,9 +273,12 @@ def score_federation(
     sites = [source.load_site(s) for s in source.site_ids()]
     test = _concat([s.test for s in sites])
     trainer = app.build_trainer(test.x.shape[1], fold_config)
+    trainer.set_weights(without_scaling(result.final_weights))
+    uncalibrated = np.asarray(trainer.predict_proba(test.x), np.float64)
     trainer.set_weights(result.final_weights)
     predictions = {
         "federated": np.asarray(trainer.predict_proba(test.x), np.float64),
+        "federated_uncalibrated": uncalibrated,
         "pooled": np.asarray(pooled_predictions(app, fold_config, sites), np.float64),
     }
     predictions.update(test.reference_scores)
@@ -234,6 +290,8 @@ def score_federation(
         if site.site_id in local
         and (a := exact_auroc(local[site.site_id], site.test.y)) is not None
     ]
+    if local_only:
+        predictions["local_only"] = _over_stays(sites, local)
     scores = Scores(
         federated=exact_auroc(predictions["federated"], test.y),
         federated_histogram=result.rows[-1]["auroc"] if result.rows else None,
@@ -277,11 +335,24 @@ def _take(split: Split, mask: npt.NDArray[np.bool_]) -> Split:
     )
 
 
+VALIDATION_SHARE = 5
+"""One in this many of a fold's training rows, dealt per hospital and stratified by label, is
+held out as its validation split: what early stopping and the recalibration are fitted on."""
+
+
+def _validation_mask(rows: Split, site_id: str, fold: int, seed: int) -> npt.NDArray[np.bool_]:
+    codes = assign_folds(
+        rows.y, seed=seed, site_key=f"{site_id}/validation/{fold}", folds=VALIDATION_SHARE
+    )
+    return np.asarray(codes == 0, dtype=np.bool_)
+
+
 def write_fold_folders(prepared: Path, out: Path, *, folds: int, seed: int) -> list[Path]:
     """``out/fold_<k>``: prepared folders whose test split is fold k at every hospital.
 
-    Train holds the other folds, valid is empty. Every hospital of ``prepared`` (all its rows,
-    whatever split they were in) is dealt into folds by ``assign_folds`` under ``seed``.
+    Valid holds one in ``VALIDATION_SHARE`` of the other folds' rows (never a test row), train
+    the rest. Every hospital of ``prepared`` (all its rows, whatever split they were in) is
+    dealt into folds by ``assign_folds`` under ``seed``.
     """
     source = PreparedFolderSource(prepared)
     schema = source.schema
@@ -295,9 +366,11 @@ def write_fold_folders(prepared: Path, out: Path, *, folds: int, seed: int) -> l
         codes = assign_folds(rows.y, seed=seed, site_key=site_entry.site_id, folds=folds)
         for k, root in enumerate(roots):
             test_mask = codes == k
+            rest = _take(rows, ~test_mask)
+            valid_mask = _validation_mask(rest, site_entry.site_id, k, seed)
             parts = {
-                "train": _take(rows, ~test_mask),
-                "valid": _take(rows, np.zeros_like(test_mask)),
+                "train": _take(rest, ~valid_mask),
+                "valid": _take(rest, valid_mask),
                 "test": _take(rows, test_mask),
             }
             (root / site_entry.folder).mkdir(parents=True)
@@ -318,7 +391,11 @@ def write_fold_folders(prepared: Path, out: Path, *, folds: int, seed: int) -> l
             )
     settings = SplitSettings(
         seed=seed,
-        fractions=(1 - 1 / folds, 0.0, 1 / folds),
+        fractions=(
+            (1 - 1 / folds) * (1 - 1 / VALIDATION_SHARE),
+            (1 - 1 / folds) / VALIDATION_SHARE,
+            1 / folds,
+        ),
         min_stays_to_split=1,
         stratified_by=f"label; cross-validation fold k of {folds} is test (assign_folds)",
     )
@@ -365,6 +442,7 @@ def cross_validate(
     if repeats < 1:
         raise ConfigError(f"repeats {repeats}: must be at least 1")
     per_fold: list[Scores] = []
+    (work / STAYS_FILE).unlink(missing_ok=True)
     out_of_fold: list[dict[str, float | None]] = []
     out_of_fold_calibration: list[dict[str, Calibration | None]] = []
     for repeat in range(repeats):
@@ -391,6 +469,7 @@ def cross_validate(
             per_fold.append(scores)
             predictions.append(predicted)
             labels.append(y)
+            write_stays(work / STAYS_FILE, repeat, k, test_stay_sites(root), y, predicted)
         figures, calibration = _out_of_fold(predictions, labels, config.evaluation.histogram_bins)
         out_of_fold.append(figures)
         out_of_fold_calibration.append(calibration)

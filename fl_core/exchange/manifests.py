@@ -192,6 +192,11 @@ class UpdateManifest(_Document):
     nonce: str = Field(pattern=NONCE_PATTERN)
     train_loss: float | None = Field(default=None, allow_inf_nan=False)
     evaluation: EvaluationReport | None = None
+    validation: EvaluationReport | None = Field(
+        default=None,
+        description="the same model on the validation split the hospital holds out of its "
+        "training rows: early stopping and the recalibration are fitted on its sums",
+    )
     metrics: dict[str, float] = Field(default_factory=dict)
     privacy: SitePrivacy | None = None
     declined: DeclineReason | None = Field(
@@ -219,7 +224,10 @@ class UpdateManifest(_Document):
         if (self.declined == "policy") != (self.policy_rule is not None):
             raise ValueError("declined 'policy' and policy_rule go together")
         if self.declined == "policy" and (
-            self.evaluation is not None or self.train_loss is not None or self.metrics
+            self.evaluation is not None
+            or self.validation is not None
+            or self.train_loss is not None
+            or self.metrics
         ):
             raise ValueError("a round declined by policy carries no evaluation or loss")
         return self
@@ -273,6 +281,22 @@ class RoundMetrics(_Document):
         description="hospitals (of num_sites) whose evaluation counted only inside the secure "
         "aggregation sum (every training answer under secure aggregation)",
     )
+    validation_loss: float | None = Field(
+        default=None,
+        description="mean log-loss on the hospitals' summed validation splits (early stopping)",
+    )
+    validation_examples: int = Field(default=0, ge=0)
+
+
+class Recalibration(_Document):
+    """Platt scaling of the final model: risk = sigmoid(intercept + slope * logit), fitted on
+    the hospitals' summed validation histograms; the published model applies it."""
+
+    intercept: float = Field(allow_inf_nan=False)
+    slope: float = Field(gt=0, allow_inf_nan=False)
+    validation_examples: int = Field(ge=0)
+    test_before: CalibrationFigures | None = None
+    test_after: CalibrationFigures | None = None
 
 
 class RoundPrivacy(_Document):
@@ -314,6 +338,15 @@ class RoundResult(_Document):
         default_factory=dict,
         description="accepted sites whose FedAvg weight round.max_weight_share capped: the "
         "weight used instead of num_examples",
+    )
+    recalibration: Recalibration | None = Field(
+        default=None,
+        description="the final round: the Platt scaling the published model carries",
+    )
+    stopped_early: bool = Field(
+        default=False,
+        description="training stopped here: the summed validation loss did not improve for "
+        "evaluation.early_stopping_patience rounds",
     )
     withheld_evaluations: dict[FloorRule, int] = Field(
         default_factory=dict,

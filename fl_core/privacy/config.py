@@ -83,7 +83,7 @@ class DpFedAvgConfig(_Frozen):
     target_epsilon: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     delta: float = Field(default=1e-3, gt=0, lt=1)
     exclude_tensors: tuple[str, ...] = Field(
-        default=("input_mean", "input_std"),
+        default=("input_mean", "input_std", "risk_intercept", "risk_slope"),
         description="tensors kept at the global value: set before round 1, never trained",
     )
 

@@ -31,6 +31,9 @@ from fl_core.serialization import TensorSpec
 EVALUATION_TENSOR = "fedsilo.secagg.evaluation"
 """The segment's name in a masked update file (no model tensor has a ``fedsilo.`` prefix)."""
 
+VALIDATION_TENSOR = "fedsilo.secagg.validation"
+"""The same segment for the validation split (early stopping and the recalibration)."""
+
 LOSS_FRACTIONAL_BITS = 8
 """Loss sums to 1/256: the mean test loss is reported to three decimals."""
 

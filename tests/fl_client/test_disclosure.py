@@ -181,7 +181,12 @@ def test_a_training_answer_below_the_floor_is_declined_and_sends_no_tensors() ->
 def test_finish_answer_masks_with_the_withheld_evaluation() -> None:
     seen: list[object] = []
 
-    def mask(trained: Weights, rows: int, evaluation: EvaluationReport | None) -> Weights:
+    def mask(
+        trained: Weights,
+        rows: int,
+        evaluation: EvaluationReport | None,
+        validation: EvaluationReport | None,
+    ) -> Weights:
         seen.append((rows, evaluation))
         return {name: array.astype(np.uint64) for name, array in trained.items()}
 

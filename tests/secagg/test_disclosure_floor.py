@@ -66,10 +66,11 @@ def test_secure_aggregation_counts_a_small_hospital_the_floor_withholds(tmp_path
 
     small = answer(floored, 1, SMALL)
     assert small.evaluation is None  # nothing of its test split in the clear
+    assert small.validation is None  # nor of its validation split: both go into the sum
+    floor = TEST_STAYS + 1
     assert small.suppressed == [
-        Suppression(
-            path="evaluation", rule="min_stays", floor=TEST_STAYS + 1, disclosed_as="masked_sum"
-        )
+        Suppression(path="evaluation", rule="min_stays", floor=floor, disclosed_as="masked_sum"),
+        Suppression(path="validation", rule="min_stays", floor=floor, disclosed_as="masked_sum"),
     ]
     # every evaluation goes into the sum: the others in the clear would give the small one away
     assert all(answer(run, 1, s).evaluation is None for run in (plain, floored) for s in SITES)
@@ -99,9 +100,10 @@ def test_secure_aggregation_counts_a_small_hospital_the_floor_withholds(tmp_path
 def test_without_secure_aggregation_the_small_evaluation_is_withheld(tmp_path: Path) -> None:
     floored = federation(tmp_path, secagg=False, floors=FLOORS)
     small = answer(floored, 1, SMALL)
-    assert small.evaluation is None
+    assert small.evaluation is None and small.validation is None
     assert small.suppressed == [
-        Suppression(path="evaluation", rule="min_stays", floor=TEST_STAYS + 1)
+        Suppression(path="evaluation", rule="min_stays", floor=TEST_STAYS + 1),
+        Suppression(path="validation", rule="min_stays", floor=TEST_STAYS + 1),
     ]
     round_one = metrics(floored, 1)
     assert round_one.num_examples == TEST_STAYS * (len(SITES) - 1)

@@ -1,0 +1,127 @@
+"""What the aggregator does with the hospitals' summed validation reports.
+
+Every answer may carry the global model's histogram and log-loss on the validation rows its
+hospital holds out of training (``UpdateManifest.validation``; under secure aggregation they
+arrive only as the masked sum). Summed, they decide two things no single hospital could:
+
+- **early stopping**: a round's ``validation_loss`` is that of the model the round sent out;
+  once it has not improved on the best for ``evaluation.early_stopping_patience`` rounds, the
+  round's model is the last one trained and the next round is the final evaluation. Read from
+  the rounds' ``result.json``, so a resumed aggregator decides the same;
+- **the recalibration**: on the final round, Platt scaling fitted on the summed validation
+  histogram of the final model (``fl_core.recalibration``), recorded with the test
+  calibration before and after it; the published model carries it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from fl_core.calibration import calibration_from_histogram
+from fl_core.exchange.histograms import class_histogram
+from fl_core.exchange.manifests import (
+    CalibrationFigures,
+    EvaluationReport,
+    Recalibration,
+    RoundMetrics,
+)
+from fl_core.exchange.protocol import Exchange
+from fl_core.metrics import ClassHistogram
+from fl_core.recalibration import fit_platt, rescaled_histogram
+from fl_core.secagg.masked_evaluation import MaskedEvaluationSum
+
+
+@dataclass(frozen=True)
+class ValidationSum:
+    """The summed validation reports of one global model."""
+
+    histogram: ClassHistogram
+    loss_sum: float
+
+    @property
+    def num_examples(self) -> int:
+        return self.histogram.num_examples
+
+    @property
+    def mean_loss(self) -> float | None:
+        return self.loss_sum / self.num_examples if self.num_examples else None
+
+
+def sum_reports(
+    reports: Sequence[EvaluationReport], num_bins: int, masked: MaskedEvaluationSum | None
+) -> ValidationSum:
+    """Reports in the clear plus what went only into the masked sum (validation or test)."""
+    histogram = ClassHistogram.empty(num_bins)
+    loss_sum = 0.0
+    for report in reports:
+        histogram = histogram + class_histogram(report.histogram)
+        loss_sum += report.loss_sum
+    if masked is not None:
+        histogram = histogram + masked.histogram
+        loss_sum += masked.loss_sum
+    return ValidationSum(histogram, loss_sum)
+
+
+def with_validation(metrics: RoundMetrics | None, validation: ValidationSum) -> RoundMetrics | None:
+    """The round's metrics with its validation loss beside them."""
+    if metrics is None or validation.num_examples == 0:
+        return metrics
+    return RoundMetrics.model_validate(
+        {
+            **metrics.model_dump(),
+            "validation_loss": validation.mean_loss,
+            "validation_examples": validation.num_examples,
+        }
+    )
+
+
+def stops_early(
+    exchange: Exchange, round_index: int, current_loss: float | None, patience: int
+) -> bool:
+    """Whether training ends with this round: the summed validation loss of the models sent
+    in the last ``patience`` rounds (this one included) is no better than an earlier best.
+
+    Rounds without a validation loss (no hospital held validation rows, or all withheld)
+    count neither way; with none at all training runs every round.
+    """
+    if patience == 0 or current_loss is None:
+        return False
+    losses: list[float] = []
+    for earlier in range(1, round_index):
+        result = exchange.read_result(earlier)
+        if result is None or result.task != "train" or result.evaluation is None:
+            continue
+        if result.evaluation.validation_loss is not None:
+            losses.append(result.evaluation.validation_loss)
+    losses.append(current_loss)
+    if len(losses) <= patience:
+        return False
+    best_before = min(losses[:-patience])
+    return min(losses[-patience:]) >= best_before
+
+
+def _figures(histogram: ClassHistogram) -> CalibrationFigures | None:
+    found = calibration_from_histogram(histogram)
+    if found is None:
+        return None
+    return CalibrationFigures(
+        brier=found.brier, ece=found.ece, intercept=found.intercept, slope=found.slope
+    )
+
+
+def final_recalibration(
+    validation: ValidationSum, test: ClassHistogram | None
+) -> Recalibration | None:
+    """The Platt scaling of the final model and the test calibration before and after it;
+    None where the summed validation split fits none (``fit_platt``)."""
+    scaling = fit_platt(validation.histogram)
+    if scaling is None:
+        return None
+    return Recalibration(
+        intercept=scaling.intercept,
+        slope=scaling.slope,
+        validation_examples=validation.num_examples,
+        test_before=None if test is None else _figures(test),
+        test_after=None if test is None else _figures(rescaled_histogram(test, scaling)),
+    )
