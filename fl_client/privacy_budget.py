@@ -77,8 +77,9 @@ def refuse_over_budget(
         epsilon_after=after,
         target_epsilon=target,
     )
-    return update.model_copy(
-        update={
+    return UpdateManifest.model_validate(
+        {
+            **update.model_dump(),
             "task": "train",
             "declined": "privacy_budget_exhausted",
             "declined_detail": detail,

@@ -8,6 +8,7 @@ hospital's own update prefix, which only that hospital's role can write.
 from __future__ import annotations
 
 from fl_core.errors import PreconditionFailedError
+from fl_core.exchange.manifests import Registration
 from fl_core.exchange.protocol import Exchange
 from fl_core.types import SiteId
 
@@ -29,8 +30,9 @@ def activate_verified_sites(exchange: Exchange, now: float) -> list[SiteId]:
         latest = max(passing, key=lambda r: r.checked_unix)
         try:
             exchange.write_registration(
-                current.model_copy(
-                    update={
+                Registration.model_validate(
+                    {
+                        **current.model_dump(),
                         "status": "active",
                         "changed_unix": now,
                         "note": f"preflight passed at {latest.checked_unix:.0f}",
