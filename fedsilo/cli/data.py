@@ -21,8 +21,7 @@ from fl_core.data.defaults import EICU_MIN_STAYS, TABLE_MIN_STAYS
 if TYPE_CHECKING:  # numpy, pandas and torch: only the command that needs one pays for it
     from rich.progress import Progress, TaskID
 
-    from fedsilo.ops.evaluate import CrossValidation
-    from fedsilo.ops.evaluation_summary import EvaluationSummary
+    from fedsilo.ops.evaluation_summary import EvaluationSummary, HospitalVerdicts
     from fl_core.data.prepared import PreparedSchema
 
 data_app = typer.Typer(
@@ -209,8 +208,9 @@ def evaluate_command(
     )
 
     from fedsilo.engine.logs import configure_logging
-    from fedsilo.ops.evaluate import cross_validate
+    from fedsilo.ops.evaluate import STAYS_FILE, cross_validate
     from fedsilo.ops.evaluation_summary import summarise, write_summary
+    from fedsilo.ops.hospital_verdict import verdict_from_file
     from fl_core.config import load_config
     from fl_core.errors import ConfigError
 
@@ -240,6 +240,8 @@ def evaluate_command(
             progress=EvaluationBars(progress, folds * repeats),
             keep=keep,
         )
+    bins = federation.evaluation.histogram_bins
+    verdicts = verdict_from_file(out / STAYS_FILE, bins) if local_only else None
     summary = summarise(
         cv,
         data=data,
@@ -247,14 +249,15 @@ def evaluate_command(
         local_only=local_only,
         seconds=time.monotonic() - started,
         kept=keep,
+        verdicts=verdicts,
     )
-    json_path, page_path = write_summary(summary, out)
+    json_path, page_path = write_summary(summary, out, verdicts)
     if as_json:
         print(json_path.read_text(), end="")
         return
     console.print(cross_validation_table(summary))
-    if local_only:
-        console.print(hospital_view_table(cv))
+    if summary.hospital_verdicts is not None:
+        console.print(hospital_verdict_table(summary.hospital_verdicts))
     console.print(
         f"{summary.test_stays} test stays, {summary.test_deaths} deaths over all folds in "
         f"{summary.seconds:.0f} s; kept in {json_path} and {page_path}"
@@ -328,31 +331,30 @@ def cross_validation_table(summary: EvaluationSummary) -> Table:
     return table
 
 
-def hospital_view_table(cv: CrossValidation) -> Table:
-    """Per fold: the share of hospitals served better federated than alone, the worst decile."""
+def hospital_verdict_table(verdicts: HospitalVerdicts) -> Table:
+    """The evaluable hospitals: federated against their own model, out of fold."""
+    from fedsilo.ops.evaluation_summary import verdict_headline
+
     table = Table(
-        title="each hospital's own test stays: federated vs a model of its own (Brier score)",
-        caption="fed. better: share of hospitals whose stays the federated model predicts with "
-        "a lower Brier score; with a death: the same over the hospitals with a death among "
-        "their test stays; worst 10%: mean Brier over the tenth of hospitals where the "
-        "federated model gains least",
+        title="each hospital's stays out of fold: federated vs a model of its own (log-loss)",
+        caption=verdict_headline(verdicts),
     )
-    columns = ("fold", "hospitals", "fed. better", "with a death", "worst 10%: fed.", "alone")
-    for column in columns:
-        table.add_column(column, justify="right")
-    for index, scores in enumerate(cv.per_fold):
-        view = scores.hospitals
-        if view is None:
+    columns = ("hospital", "stays", "deaths", "federated", "own", "APACHE", "fed. - own (95% CI)")
+    for column in (*columns, "verdict"):
+        table.add_column(column, justify="left" if column in ("hospital", "verdict") else "right")
+    for row in verdicts.rows:
+        if row.log_loss_difference is None:
             continue
+        mean, low, high = row.log_loss_difference
         table.add_row(
-            f"r{index // cv.folds}-f{index % cv.folds}",
-            str(view.hospitals),
-            f"{view.share_better:.1%}",
-            "n/a"
-            if view.share_better_with_deaths is None
-            else f"{view.share_better_with_deaths:.0%} of {view.with_deaths}",
-            _cell(view.worst_decile_federated_brier),
-            _cell(view.worst_decile_local_brier),
+            row.site_id,
+            str(row.stays),
+            str(row.deaths),
+            _cell(row.federated_log_loss, 3),
+            _cell(row.own_log_loss, 3),
+            _cell(row.apache_log_loss, 3),
+            f"{mean:+.3f} ({low:+.3f} to {high:+.3f})",
+            row.verdict,
         )
     return table
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from fedsilo.ops.evaluate import CrossValidation, Scores
+from fedsilo.ops.hospital_verdict import MIN_VERDICT_EVENTS, HospitalVerdict, VerdictSummary
+from fedsilo.ops.report_stats import Interval
 
 SUMMARY_FILE = "summary.json"
 PAGE_FILE = "evaluation.html"
@@ -55,6 +57,41 @@ class FoldFigures(_Frozen):
     """Mean Brier of each model over the tenth of hospitals the federation serves worst."""
 
 
+class HospitalRow(_Frozen):
+    """One hospital's out-of-fold stays: each model's losses and the verdict."""
+
+    site_id: str
+    stays: int
+    deaths: int
+    federated_log_loss: float
+    own_log_loss: float | None
+    apache_log_loss: float | None
+    federated_brier: float
+    own_brier: float | None
+    apache_brier: float | None
+    log_loss_difference: tuple[float, float, float] | None
+    """Federated - own per stay: mean, 95% low, high; None where not evaluable."""
+    brier_difference: tuple[float, float, float] | None
+    verdict: str
+    """``not worse``, ``worse``, or why the hospital is not evaluable."""
+    observed_expected: float | None
+    """The federated model's observed / expected deaths (the funnel plot's y)."""
+
+
+class HospitalVerdicts(_Frozen):
+    """Does joining pay, per hospital (``fedsilo.ops.hospital_verdict``), first deal only."""
+
+    min_events: int
+    hospitals: int
+    evaluable: int
+    not_worse_share: float | None
+    """Evaluable hospitals whose log-loss interval (federated - own) reaches 0 or below."""
+    better_share: float | None
+    """Evaluable hospitals whose mean log-loss is lower federated than alone (no interval)."""
+    brier_not_worse_share: float | None
+    rows: list[HospitalRow]
+
+
 class EvaluationSummary(_Frozen):
     data: str
     folds: int
@@ -67,14 +104,72 @@ class EvaluationSummary(_Frozen):
     models: list[ModelFigures]
     per_fold: list[FoldFigures]
     kept_work_folders: bool
+    hospital_verdicts: HospitalVerdicts | None = None
 
 
 def _number(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else value
 
 
+MODEL_LABELS = {
+    "local_only_mean": "local-only",
+    "federated_uncalibrated": "federated, before recalibration",
+}
+_OUT_OF_FOLD_NAME = {"local_only_mean": "local_only"}
+"""Per fold a hospital's own model has a mean AUROC; out of fold, every stay's risk."""
+
+
+def _interval(found: Interval | None) -> tuple[float, float, float] | None:
+    return None if found is None else (found.estimate, found.low, found.high)
+
+
+def _verdict_text(hospital: HospitalVerdict) -> str:
+    if not hospital.evaluable:
+        return hospital.not_evaluable_reason()
+    return "not worse" if hospital.not_worse else "worse"
+
+
+def hospital_verdicts(found: VerdictSummary) -> HospitalVerdicts:
+    ratios = {
+        f.site_id: f.observed_expected.estimate
+        for f in found.funnel
+        if f.observed_expected is not None
+    }
+    judged = found.evaluable
+    rows = [
+        HospitalRow(
+            site_id=h.site_id,
+            stays=h.stays,
+            deaths=h.deaths,
+            federated_log_loss=h.federated.log_loss,
+            own_log_loss=None if h.own is None else h.own.log_loss,
+            apache_log_loss=None if h.apache is None else h.apache.log_loss,
+            federated_brier=h.federated.brier,
+            own_brier=None if h.own is None else h.own.brier,
+            apache_brier=None if h.apache is None else h.apache.brier,
+            log_loss_difference=_interval(h.log_loss_difference),
+            brier_difference=_interval(h.brier_difference),
+            verdict=_verdict_text(h),
+            observed_expected=ratios.get(h.site_id),
+        )
+        for h in found.hospitals
+    ]
+    better = [h for h in judged if h.log_loss_difference and h.log_loss_difference.estimate <= 0]
+    return HospitalVerdicts(
+        min_events=MIN_VERDICT_EVENTS,
+        hospitals=len(found.hospitals),
+        evaluable=len(judged),
+        not_worse_share=found.not_worse_share,
+        better_share=len(better) / len(judged) if judged else None,
+        brier_not_worse_share=found.brier_not_worse_share,
+        rows=rows,
+    )
+
+
 def model_names(cv: CrossValidation, *, local_only: bool) -> list[str]:
-    names = ["federated", "pooled", *(["local_only_mean"] if local_only else [])]
+    found = {name for repeat in cv.out_of_fold for name in repeat}
+    uncalibrated = ["federated_uncalibrated"] if "federated_uncalibrated" in found else []
+    names = ["federated", *uncalibrated, "pooled", *(["local_only_mean"] if local_only else [])]
     return names + sorted({name for scores in cv.per_fold for name in scores.references})
 
 
@@ -104,15 +199,16 @@ def summarise(
     local_only: bool,
     seconds: float,
     kept: bool,
+    verdicts: VerdictSummary | None = None,
 ) -> EvaluationSummary:
     models = []
     for name in model_names(cv, local_only=local_only):
         mean, sd, count = cv.spread(name)
-        oof, _, pooled_over = cv.out_of_fold_spread(name)
-        calibration = cv.out_of_fold_calibration_mean(name)
+        oof, _, pooled_over = cv.out_of_fold_spread(_OUT_OF_FOLD_NAME.get(name, name))
+        calibration = cv.out_of_fold_calibration_mean(_OUT_OF_FOLD_NAME.get(name, name))
         models.append(
             ModelFigures(
-                model="local-only" if name == "local_only_mean" else name,
+                model=MODEL_LABELS.get(name, name),
                 auroc_mean=_number(mean) if count else None,
                 auroc_sd=_number(sd) if count else None,
                 folds_scored=count,
@@ -135,6 +231,7 @@ def summarise(
         models=models,
         per_fold=[_fold(i, cv, s) for i, s in enumerate(cv.per_fold)],
         kept_work_folders=kept,
+        hospital_verdicts=None if verdicts is None else hospital_verdicts(verdicts),
     )
 
 
@@ -196,11 +293,6 @@ def evaluation_html(summary: EvaluationSummary) -> str:
             "deaths",
             "federated AUROC",
             "pooled AUROC",
-            "hospitals",
-            "federated better",
-            "with a death",
-            "worst 10%: federated",
-            "alone",
             "seconds",
         ],
         [
@@ -210,13 +302,6 @@ def evaluation_html(summary: EvaluationSummary) -> str:
                 str(f.test_deaths),
                 _cell(f.federated_auroc),
                 _cell(f.pooled_auroc),
-                _cell(f.hospitals),
-                "n/a" if f.share_better_federated is None else f"{f.share_better_federated:.1%}",
-                "n/a"
-                if f.share_better_with_deaths is None
-                else f"{f.share_better_with_deaths:.0%} of {f.hospitals_with_deaths}",
-                _cell(f.worst_decile_federated_brier),
-                _cell(f.worst_decile_local_brier),
                 f"{f.seconds:.0f}",
             ]
             for f in summary.per_fold
@@ -232,11 +317,9 @@ def evaluation_html(summary: EvaluationSummary) -> str:
     notes = (
         "AUROC: mean and standard deviation over folds, and over every stay scored out of fold. "
         "Calibration out of fold: Brier score, expected calibration error, Cox intercept (0 when "
-        "calibrated) and slope (1; under 1, risks too extreme). Federated better: the share of "
-        "hospitals whose own test stays the federated model predicts with a lower Brier score "
-        "than a model trained on their rows alone; with a death: the same over the hospitals "
-        "with a death among their test stays; worst 10%: mean Brier over the tenth of "
-        "hospitals where the federated model gains least."
+        "calibrated) and slope (1; under 1, risks too extreme). The federated model is "
+        "published recalibrated (Platt scaling fitted on the hospitals' summed validation "
+        "histograms); its row before recalibration is the same model without it."
     )
     return "\n".join(
         [
@@ -253,15 +336,103 @@ def evaluation_html(summary: EvaluationSummary) -> str:
             f"<p>{html.escape(notes)}</p>",
             "<h2>Folds</h2>",
             folds,
+            *hospitals_html(summary.hospital_verdicts),
             "</body></html>",
         ]
     )
 
 
-def write_summary(summary: EvaluationSummary, out: Path) -> tuple[Path, Path]:
-    """``summary.json`` and ``evaluation.html`` in ``out``; returns their paths."""
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def verdict_headline(verdicts: HospitalVerdicts) -> str:
+    return (
+        f"{verdicts.evaluable} of {verdicts.hospitals} hospitals evaluable (at least "
+        f"{verdicts.min_events} deaths and {verdicts.min_events} survivors over their stays out "
+        f"of fold). Joining is not worse, within the 95% interval of the log-loss difference, "
+        f"for {_share(verdicts.not_worse_share)} of them (Brier: "
+        f"{_share(verdicts.brier_not_worse_share)}); the federated model's mean log-loss is "
+        f"lower than their own model's for {_share(verdicts.better_share)}."
+    )
+
+
+def _difference(value: tuple[float, float, float] | None) -> str:
+    return "n/a" if value is None else f"{value[0]:+.3f} ({value[1]:+.3f} to {value[2]:+.3f})"
+
+
+def hospitals_html(verdicts: HospitalVerdicts | None) -> list[str]:
+    if verdicts is None:
+        return []
+    rows = [
+        [
+            r.site_id,
+            str(r.stays),
+            str(r.deaths),
+            _cell(r.federated_log_loss, 3),
+            _cell(r.own_log_loss, 3),
+            _cell(r.apache_log_loss, 3),
+            _difference(r.log_loss_difference),
+            _difference(r.brier_difference),
+            r.verdict,
+        ]
+        for r in sorted(verdicts.rows, key=lambda r: (r.log_loss_difference is None, -r.deaths))
+        if r.log_loss_difference is not None
+    ]
+    table = _table(
+        [
+            "hospital",
+            "stays",
+            "deaths",
+            "log-loss federated",
+            "own",
+            "APACHE",
+            "federated - own (95% CI)",
+            "Brier federated - own",
+            "verdict",
+        ],
+        rows,
+    )
+    note = (
+        "Over each hospital's stays across the folds of the first deal. A hospital with fewer "
+        "deaths or survivors is not evaluable, and not counted: a model of its own that "
+        "predicts no risk wins on stays without a death by construction. The funnel plot of "
+        f"the federated model's observed against expected deaths per hospital is {FUNNEL_FILE}."
+    )
+    return [
+        "<h2>Hospitals: federated against a model of their own</h2>",
+        f"<p>{html.escape(verdict_headline(verdicts))}</p>",
+        table,
+        f"<p>{html.escape(note)}</p>",
+    ]
+
+
+FUNNEL_FILE = "hospitals_funnel.html"
+
+
+def write_funnel(verdicts: VerdictSummary, out: Path) -> Path:
+    """The funnel plot (``report_figures.funnel_figure``) of the out-of-fold risks, a page of
+    its own: it needs plotly's script, which ``evaluation.html`` does not run."""
+    from fedsilo.ops.report_figures import funnel_figure  # plotly: only when written
+
+    figure = funnel_figure(verdicts.funnel, None)
+    figure.figure.update_layout(
+        title="Observed / expected deaths per hospital, federated model, out of fold"
+    )
+    path = out / FUNNEL_FILE
+    figure.figure.write_html(path, include_plotlyjs=True, full_html=True)
+    return path
+
+
+def write_summary(
+    summary: EvaluationSummary, out: Path, verdicts: VerdictSummary | None = None
+) -> tuple[Path, Path]:
+    """``summary.json`` and ``evaluation.html`` in ``out`` (and the funnel page with
+    ``verdicts``); returns the first two paths."""
     out.mkdir(parents=True, exist_ok=True)
     json_path, page_path = out / SUMMARY_FILE, out / PAGE_FILE
     json_path.write_text(summary.model_dump_json(indent=2) + "\n", encoding="utf-8")
     page_path.write_text(evaluation_html(summary), encoding="utf-8")
+    if verdicts is not None:
+        write_funnel(verdicts, out)
     return json_path, page_path

@@ -12,11 +12,14 @@ from rich.console import Console
 from rich.progress import Progress
 
 from fedsilo.cli.data import EvaluationBars, run_data_command
+from fedsilo.ops.evaluate import STAYS_FILE
 from fedsilo.ops.evaluation_summary import (
     PAGE_FILE,
     SUMMARY_FILE,
     EvaluationSummary,
     FoldFigures,
+    HospitalRow,
+    HospitalVerdicts,
     evaluation_html,
 )
 
@@ -52,11 +55,13 @@ def test_json_summary_and_page_are_kept_and_fold_data_removed(
     assert printed == kept
     assert kept.folds == 2 and len(kept.per_fold) == 2 and not kept.kept_work_folders
     assert kept.test_stays == sum(f.test_stays for f in kept.per_fold) > 0
-    assert [m.model for m in kept.models][:2] == ["federated", "pooled"]
+    names = [m.model for m in kept.models][:3]
+    assert names == ["federated", "federated, before recalibration", "pooled"]
     assert kept.models[0].folds_scored == 2 and kept.models[0].out_of_fold_auroc is not None
     page = (tmp_path / "cv" / PAGE_FILE).read_text()
     assert "Cross-validation per hospital" in page and "r0-f1" in page
-    assert sorted(p.name for p in (tmp_path / "cv").iterdir()) == [PAGE_FILE, SUMMARY_FILE]
+    kept_files = sorted(p.name for p in (tmp_path / "cv").iterdir())
+    assert kept_files == [PAGE_FILE, STAYS_FILE, SUMMARY_FILE]
 
 
 @pytest.mark.slow
@@ -90,7 +95,7 @@ def test_progress_bars_advance_with_every_round() -> None:
     assert len(progress.tasks) == 1  # each fold's bar is gone once it finished
 
 
-def test_page_gives_the_per_hospital_view_of_each_fold() -> None:
+def test_page_gives_each_evaluable_hospital_its_verdict() -> None:
     fold = FoldFigures(
         fold="r0-f0",
         test_stays=696,
@@ -98,12 +103,47 @@ def test_page_gives_the_per_hospital_view_of_each_fold() -> None:
         federated_auroc=0.8234,
         pooled_auroc=0.7994,
         seconds=148.0,
-        hospitals=186,
-        share_better_federated=0.559,
-        hospitals_with_deaths=56,
-        share_better_with_deaths=0.79,
-        worst_decile_federated_brier=0.1959,
-        worst_decile_local_brier=0.0890,
+        hospitals=None,
+        share_better_federated=None,
+    )
+    judged = HospitalRow(
+        site_id="site-7",
+        stays=14,
+        deaths=3,
+        federated_log_loss=0.412,
+        own_log_loss=0.905,
+        apache_log_loss=0.388,
+        federated_brier=0.12,
+        own_brier=0.15,
+        apache_brier=0.11,
+        log_loss_difference=(-0.493, -1.2, 0.214),
+        brier_difference=(-0.03, -0.09, 0.03),
+        verdict="not worse",
+        observed_expected=1.1,
+    )
+    unjudged = HospitalRow(
+        site_id="site-9",
+        stays=9,
+        deaths=0,
+        federated_log_loss=0.1,
+        own_log_loss=0.01,
+        apache_log_loss=None,
+        federated_brier=0.02,
+        own_brier=0.0,
+        apache_brier=None,
+        log_loss_difference=None,
+        brier_difference=None,
+        verdict="not evaluable: 0 death(s), 9 survivor(s) (needs 2 of each)",
+        observed_expected=0.0,
+    )
+    verdicts = HospitalVerdicts(
+        min_events=2,
+        hospitals=2,
+        evaluable=1,
+        not_worse_share=1.0,
+        better_share=1.0,
+        brier_not_worse_share=1.0,
+        rows=[unjudged, judged],
     )
     summary = EvaluationSummary(
         data="prepared",
@@ -117,9 +157,14 @@ def test_page_gives_the_per_hospital_view_of_each_fold() -> None:
         models=[],
         per_fold=[fold],
         kept_work_folders=False,
+        hospital_verdicts=verdicts,
     )
-    cells = re.findall(r"<td>(.*?)</td>", evaluation_html(summary))
+    page = evaluation_html(summary)
+    cells = re.findall(r"<td>(.*?)</td>", page)
     assert cells == [
-        "r0-f0", "696", "57", "0.8234", "0.7994", "186", "55.9%", "79% of 56", "0.1959",
-        "0.0890", "148",
+        "r0-f0", "696", "57", "0.8234", "0.7994", "148",
+        "site-7", "14", "3", "0.412", "0.905", "0.388", "-0.493 (-1.200 to +0.214)",
+        "-0.030 (-0.090 to +0.030)", "not worse",
     ]  # fmt: skip
+    assert "1 of 2 hospitals evaluable" in page and "not worse" in page
+    assert "site-9" not in page  # not evaluable: not listed, not counted
