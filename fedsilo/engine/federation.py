@@ -203,6 +203,10 @@ def metrics_row(trained: RoundResult, evaluated: RoundResult) -> dict[str, Any]:
             else {}
         ),
         "eval_sites": evaluation.num_sites if evaluation else 0,
+        "validation_loss": evaluation.validation_loss if evaluation else None,
+        "recalibration": (
+            evaluated.recalibration.model_dump() if evaluated.recalibration else None
+        ),
     }
 
 

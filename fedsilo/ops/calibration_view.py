@@ -15,6 +15,8 @@ from rich.table import Table
 
 HEADERS = ["model", "AUROC", "Brier", "ECE", "intercept (0)", "slope (1)"]
 MODEL = "federated (final)"
+RECALIBRATED = "federated (final, recalibrated)"
+BEFORE = "federated before recalibration"
 
 
 def calibration_cells(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
@@ -23,6 +25,9 @@ def calibration_cells(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
         return []
     last = rows[-1]
     named = [(MODEL, last.get("auroc"), last["calibration"])]
+    after = (last.get("recalibration") or {}).get("test_after")
+    if after:  # the published model carries the scaling; the hospitals scored it without
+        named = [(RECALIBRATED, last.get("auroc"), after), (BEFORE, *named[0][1:])]
     references = last.get("reference_calibration") or {}
     named += [
         (name, (last.get("reference_auroc") or {}).get(name), figures)
