@@ -69,6 +69,20 @@ def rescaled_histogram(histogram: ClassHistogram, scaling: PlattScaling) -> Clas
     )
 
 
+def scaled_log_loss(histogram: ClassHistogram, scaling: PlattScaling) -> float | None:
+    """Mean log-loss of the stays of ``histogram`` once scaled, each at its bin's centre."""
+    total = histogram.num_examples
+    if total == 0:
+        return None
+    centre = bin_centers(histogram.positives.shape[0])
+    logit = scaling.intercept + scaling.slope * (np.log(centre) - np.log1p(-centre))
+    # log(sigmoid(z)) = -log1p(exp(-z)), computed stably for either sign of z
+    log_risk = -np.logaddexp(0.0, -logit)
+    log_survival = -np.logaddexp(0.0, logit)
+    summed = histogram.positives @ log_risk + histogram.negatives @ log_survival
+    return float(-summed / total)
+
+
 def carries_scaling(weights: Weights) -> bool:
     """Whether a model's tensors have the scaling slots (an app's own model may not)."""
     return RISK_INTERCEPT in weights and RISK_SLOPE in weights

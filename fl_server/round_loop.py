@@ -811,6 +811,15 @@ class RoundLoop:
                 bins,
                 self.secagg.masked_validation() if self.secagg is not None and masked else None,
             )
+            evaluation = with_validation(
+                summarise_evaluations(
+                    [current.evaluations[s] for s in counted if s in current.evaluations],
+                    bins,
+                    self.secagg.masked_evaluation() if self.secagg is not None and masked else None,
+                ),
+                validation,
+                self.config.evaluation.recalibrate,
+            )
             losses = list(current.train_losses.values())
             total = sum(n for _, n in losses)
             result = RoundResult(
@@ -824,16 +833,7 @@ class RoundLoop:
                 declined=[d for d in state.decisions.values() if d.status == "declined"],
                 privacy=round_privacy(self.aggregator, current.epsilons),
                 missing=sorted(set(manifest.invited_sites) - state.decisions.keys()),
-                evaluation=with_validation(
-                    summarise_evaluations(
-                        [current.evaluations[s] for s in counted if s in current.evaluations],
-                        bins,
-                        self.secagg.masked_evaluation()
-                        if self.secagg is not None and masked
-                        else None,
-                    ),
-                    validation,
-                ),
+                evaluation=evaluation,
                 recalibration=final_recalibration(
                     validation,
                     sum_reports(
@@ -849,7 +849,7 @@ class RoundLoop:
                 and stops_early(
                     self.exchange,
                     round_index,
-                    validation.mean_loss,
+                    evaluation,
                     self.config.evaluation.early_stopping_patience,
                 ),
                 withheld_evaluations=withheld_counts(current.withheld, state.decisions),

@@ -286,6 +286,11 @@ class RoundMetrics(_Document):
         description="mean log-loss on the hospitals' summed validation splits (early stopping)",
     )
     validation_examples: int = Field(default=0, ge=0)
+    validation_loss_recalibrated: float | None = Field(
+        default=None,
+        description="the same after the Platt scaling fitted on those histograms: the loss of "
+        "the model as it would be published, which early stopping follows when recalibrating",
+    )
 
 
 class Recalibration(_Document):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fl_core.calibration import calibration_from_histogram
-from fl_core.metrics import ClassHistogram, auroc_from_histogram, exact_auroc
+from fl_core.metrics import ClassHistogram, auroc_from_histogram, bin_centers, exact_auroc
 from fl_core.models import TabularMLP, load_model_weights, model_weights
 from fl_core.recalibration import (
     RISK_INTERCEPT,
@@ -15,6 +15,7 @@ from fl_core.recalibration import (
     PlattScaling,
     fit_platt,
     rescaled_histogram,
+    scaled_log_loss,
     with_scaling,
     without_scaling,
 )
@@ -88,3 +89,18 @@ def test_scaling_a_scaled_model_composes() -> None:
     assert float(twice[RISK_SLOPE][0]) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="risk_intercept"):
         with_scaling({"w": np.zeros(2, np.float32)}, PlattScaling(0.0, 1.0))
+
+
+def test_the_scaled_log_loss_is_the_mean_log_loss_at_the_moved_bin_centres() -> None:
+    risk, labels = over_confident(4, stays=3000)
+    histogram = ClassHistogram.from_scores(risk, labels, BINS)
+    centre = bin_centers(BINS)
+    moved = 1 / (1 + np.exp(-(-0.4 + 0.5 * np.log(centre / (1 - centre)))))
+    expected = (
+        -(histogram.positives @ np.log(moved) + histogram.negatives @ np.log(1 - moved))
+        / histogram.num_examples
+    )
+    found = scaled_log_loss(histogram, PlattScaling(-0.4, 0.5))
+    assert found == pytest.approx(expected, rel=1e-9)
+    assert found < scaled_log_loss(histogram, PlattScaling(0.0, 1.0))  # type: ignore[operator]
+    assert scaled_log_loss(ClassHistogram.empty(BINS), PlattScaling(0.0, 1.0)) is None

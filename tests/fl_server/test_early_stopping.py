@@ -14,12 +14,13 @@ import pytest
 from fedsilo.engine.final_model import final_round, published_weights
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.histograms import histogram_document
-from fl_core.exchange.manifests import EvaluationReport, GlobalManifest
+from fl_core.exchange.manifests import EvaluationReport, GlobalManifest, RoundMetrics
 from fl_core.exchange.protocol import Exchange
 from fl_core.metrics import ClassHistogram
 from fl_core.recalibration import RISK_INTERCEPT, RISK_SLOPE
 from fl_server.aggregator import FedAvgAggregator
 from fl_server.round_loop import RoundEvents, RoundLoop
+from fl_server.validation_round import stopping_loss
 from tests.fl_server.test_round_loop import INITIAL as ROUND_LOOP_INITIAL
 from tests.fl_server.test_round_loop import (
     SITES,
@@ -94,8 +95,11 @@ def run(tmp_path: Path, losses: list[float], **overrides: object) -> Exchange:
 
 def test_training_stops_once_the_summed_validation_loss_stops_improving(tmp_path: Path) -> None:
     # best at round 3; rounds 4 and 5 are no better: patience 2 ends training with round 5
+    # (no recalibration: the raw loss, which the script sets, is the one followed)
     exchange = run(
-        tmp_path, [0.6, 0.5, 0.4, 0.45, 0.4, 0.3], **{"evaluation.early_stopping_patience": 2}
+        tmp_path,
+        [0.6, 0.5, 0.4, 0.45, 0.4, 0.3],
+        **{"evaluation.early_stopping_patience": 2, "evaluation.recalibrate": False},
     )
     results = [exchange.read_result(r) for r in range(1, 7)]
     assert all(r is not None for r in results)
@@ -142,3 +146,17 @@ def test_recalibration_off_publishes_the_model_as_trained(tmp_path: Path) -> Non
     assert exchange.read_result(2).recalibration is None  # type: ignore[union-attr]
     published = published_weights(exchange, 1)
     assert float(published[RISK_SLOPE][0]) == 1.0 and float(published[RISK_INTERCEPT][0]) == 0.0
+
+
+def test_with_recalibration_the_loss_after_the_scaling_is_followed(tmp_path: Path) -> None:
+    """Over-confident risks: the raw loss is worse than the scaled one, which stopping uses."""
+    exchange = run(tmp_path, [0.9], rounds=2)
+    metrics = exchange.read_result(1).evaluation  # type: ignore[union-attr]
+    assert metrics is not None and metrics.validation_loss == pytest.approx(0.9)
+    scaled = metrics.validation_loss_recalibrated
+    assert scaled is not None and 0.2 < scaled < 0.9
+    assert stopping_loss(metrics) == scaled
+    unscaled = RoundMetrics.model_validate(
+        {**metrics.model_dump(), "validation_loss_recalibrated": None}
+    )
+    assert stopping_loss(unscaled) == pytest.approx(0.9)
