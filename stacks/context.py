@@ -104,11 +104,16 @@ SITE_POLICY_MAX_BYTES = 8192
 """An SSM advanced parameter's limit: the site policy reaches the client task as one."""
 
 
-class HospitalSite(_Frozen):
-    """One hospital: its site id in the exchange and the AWS account it deploys into."""
+class SiteAccount(_Frozen):
+    """A hospital's site id in the exchange and the AWS account it deploys into."""
 
     site_id: SiteId
     account_id: AccountId
+
+
+class HospitalSite(SiteAccount):
+    """A listed hospital: its site and account, and the site policy its stack delivers."""
+
     site_policy: Path | None = Field(
         default=None,
         description="the hospital's site policy file (docs/site-policy.md), validated at "
@@ -206,7 +211,7 @@ class FederationContext(_Frozen):
         description="Object Lock retention the aggregator sets on ledger entries, round "
         "results and global models (default six years, HIPAA's documentation retention)",
     )
-    revoked_hospitals: tuple[HospitalSite, ...] = Field(
+    revoked_hospitals: tuple[SiteAccount, ...] = Field(
         default=(),
         description="offboarded hospitals (written by `fedsilo offboard`): the exchange's "
         "bucket and key policies deny their task roles, and their accounts once no listed "
@@ -251,13 +256,13 @@ class FederationContext(_Frozen):
                     f"IAM allows {ROLE_NAME_MAX}; shorten the site id or the federation id"
                 )
         listed = {site.site_id for site in self.hospitals}
-        for index, site in enumerate(self.revoked_hospitals):
-            if site.site_id in listed:
+        for index, revoked in enumerate(self.revoked_hospitals):
+            if revoked.site_id in listed:
                 raise ValueError(
-                    f"revoked_hospitals.{index}.site_id {site.site_id!r} is also in hospitals; "
+                    f"revoked_hospitals.{index}.site_id {revoked.site_id!r} is also in hospitals; "
                     "remove it from one of the two lists"
                 )
-            if site.account_id == self.coordinating_account:
+            if revoked.account_id == self.coordinating_account:
                 raise ValueError(
                     f"revoked_hospitals.{index}.account_id is the coordinating account; a "
                     "revocation names a hospital's account"
@@ -289,7 +294,7 @@ def hospital_role_name(federation_id: str, site_id: str) -> str:
     return f"{federation_id}-{site_id}"
 
 
-def hospital_role_arn(federation_id: str, site: HospitalSite) -> str:
+def hospital_role_arn(federation_id: str, site: SiteAccount) -> str:
     name = hospital_role_name(federation_id, site.site_id)
     return f"arn:aws:iam::{site.account_id}:role{HOSPITAL_ROLE_PATH}{name}"
 

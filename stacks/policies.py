@@ -65,7 +65,7 @@ from stacks.context import (
     HOSPITAL_ROLE_PATH,
     SITE_TAG_KEY,
     FederationContext,
-    HospitalSite,
+    SiteAccount,
     exchange_key_alias,
     hospital_role_arn,
     hospital_role_name,
@@ -256,7 +256,7 @@ def revoked_principals(context: FederationContext) -> RevokedPrincipals:
         [(site.site_id, site.account_id) for site in context.revoked_hospitals],
         [site.account_id for site in context.hospitals],
         lambda site_id, account_id: hospital_role_arn(
-            context.federation_id, HospitalSite(site_id=site_id, account_id=account_id)
+            context.federation_id, SiteAccount(site_id=site_id, account_id=account_id)
         ),
     )
 
@@ -310,7 +310,7 @@ def hospital_key_statements(context: FederationContext) -> list[iam.PolicyStatem
 
 
 def hospital_identity_statements(
-    context: FederationContext, site: HospitalSite
+    context: FederationContext, site: SiteAccount
 ) -> list[iam.PolicyStatement]:
     """The hospital task role's own policy on the exchange: its site id, written literally.
 
