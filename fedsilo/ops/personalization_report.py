@@ -13,6 +13,7 @@ import html
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from fedsilo.engine.final_model import final_round
 from fedsilo.ops.status import read_update_manifest
 from fl_core.exchange.histograms import class_histogram
 from fl_core.exchange.protocol import Exchange
@@ -148,7 +149,7 @@ def summary_html(summary: PersonalizationSummary | None) -> str:
 
 def simulation_summary_lines(exchange: Exchange, rounds: int) -> list[str]:
     """What ``fedsilo simulate`` prints after its table (nothing when personalisation was off)."""
-    final = exchange.read_result(rounds + 1)
+    final = exchange.read_result(final_round(exchange, rounds))  # early stopping may end sooner
     if final is None:
         return []
     summary = personalization_summary(
