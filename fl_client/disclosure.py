@@ -185,6 +185,15 @@ def _with_disclosed(
     )
 
 
+def _counted_in_masked_sum(below: Suppression | None) -> list[Suppression]:
+    """A report below the floor that goes into the masked sum is named as counted there."""
+    if below is None:
+        return []
+    return [
+        Suppression(path=below.path, rule=below.rule, floor=below.floor, disclosed_as="masked_sum")
+    ]
+
+
 def _placed_evaluation(
     update: UpdateManifest, floor: DisclosureFloor | None, masked: bool
 ) -> tuple[EvaluationReport | None, EvaluationReport | None, list[Suppression]]:
@@ -199,12 +208,7 @@ def _placed_evaluation(
         return None, None, []
     below = None if floor is None else _evaluation_suppression(evaluation, floor)
     if masked:
-        if below is None:
-            return None, evaluation, []
-        named = Suppression(
-            path=below.path, rule=below.rule, floor=below.floor, disclosed_as="masked_sum"
-        )
-        return None, evaluation, [named]
+        return None, evaluation, _counted_in_masked_sum(below)
     if below is not None:
         return None, None, [below]
     if floor is None:
@@ -228,12 +232,7 @@ def _placed_validation(
         else check_floor(floor, "validation", histogram.num_examples, histogram.positives.total)
     )
     if masked:
-        if below is None:
-            return None, validation, []
-        named = Suppression(
-            path=below.path, rule=below.rule, floor=below.floor, disclosed_as="masked_sum"
-        )
-        return None, validation, [named]
+        return None, validation, _counted_in_masked_sum(below)
     if below is not None:
         return None, None, [below]
     return validation, None, []

@@ -22,10 +22,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fl_core.calibration import calibration_from_histogram
 from fl_core.exchange.histograms import class_histogram
 from fl_core.exchange.manifests import (
-    CalibrationFigures,
     EvaluationReport,
     Recalibration,
     RoundMetrics,
@@ -121,20 +119,13 @@ def stops_early(
     return min(losses[-patience:]) >= best_before
 
 
-def _figures(histogram: ClassHistogram) -> CalibrationFigures | None:
-    found = calibration_from_histogram(histogram)
-    if found is None:
-        return None
-    return CalibrationFigures(
-        brier=found.brier, ece=found.ece, intercept=found.intercept, slope=found.slope
-    )
-
-
 def final_recalibration(
     validation: ValidationSum, test: ClassHistogram | None
 ) -> Recalibration | None:
     """The Platt scaling of the final model and the test calibration before and after it;
     None where the summed validation split fits none (``fit_platt``)."""
+    from fl_server.round_loop import calibration_figures  # the round loop imports this module
+
     scaling = fit_platt(validation.histogram)
     if scaling is None:
         return None
@@ -142,6 +133,6 @@ def final_recalibration(
         intercept=scaling.intercept,
         slope=scaling.slope,
         validation_examples=validation.num_examples,
-        test_before=None if test is None else _figures(test),
-        test_after=None if test is None else _figures(rescaled_histogram(test, scaling)),
+        test_before=None if test is None else calibration_figures(test),
+        test_after=None if test is None else calibration_figures(rescaled_histogram(test, scaling)),
     )

@@ -333,7 +333,7 @@ def cross_validation_table(summary: EvaluationSummary) -> Table:
 
 def hospital_verdict_table(verdicts: HospitalVerdicts) -> Table:
     """The evaluable hospitals: federated against their own model, out of fold."""
-    from fedsilo.ops.evaluation_summary import verdict_headline
+    from fedsilo.ops.evaluation_summary import difference_text, verdict_headline
 
     table = Table(
         title="each hospital's stays out of fold: federated vs a model of its own (log-loss)",
@@ -345,7 +345,6 @@ def hospital_verdict_table(verdicts: HospitalVerdicts) -> Table:
     for row in verdicts.rows:
         if row.log_loss_difference is None:
             continue
-        mean, low, high = row.log_loss_difference
         table.add_row(
             row.site_id,
             str(row.stays),
@@ -353,7 +352,7 @@ def hospital_verdict_table(verdicts: HospitalVerdicts) -> Table:
             _cell(row.federated_log_loss, 3),
             _cell(row.own_log_loss, 3),
             _cell(row.apache_log_loss, 3),
-            f"{mean:+.3f} ({low:+.3f} to {high:+.3f})",
+            difference_text(row.log_loss_difference),
             row.verdict,
         )
     return table

@@ -357,7 +357,8 @@ def verdict_headline(verdicts: HospitalVerdicts) -> str:
     )
 
 
-def _difference(value: tuple[float, float, float] | None) -> str:
+def difference_text(value: tuple[float, float, float] | None) -> str:
+    """A difference with its interval: ``+0.123 (-0.456 to +0.789)``."""
     return "n/a" if value is None else f"{value[0]:+.3f} ({value[1]:+.3f} to {value[2]:+.3f})"
 
 
@@ -372,8 +373,8 @@ def hospitals_html(verdicts: HospitalVerdicts | None) -> list[str]:
             _cell(r.federated_log_loss, 3),
             _cell(r.own_log_loss, 3),
             _cell(r.apache_log_loss, 3),
-            _difference(r.log_loss_difference),
-            _difference(r.brier_difference),
+            difference_text(r.log_loss_difference),
+            difference_text(r.brier_difference),
             r.verdict,
         ]
         for r in sorted(verdicts.rows, key=lambda r: (r.log_loss_difference is None, -r.deaths))
