@@ -73,7 +73,11 @@ def test_ctrl_c_stops_with_one_line_and_the_run_resumes(tmp_path: Path) -> None:
     done = run_fedsilo(*resume[1:], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     rows = [json.loads(row) for row in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [row["round"] for row in rows] == list(range(1, ROUNDS + 1))
+    final = len(rows)  # ROUNDS, or where early stopping ended it, as uninterrupted
+    assert [row["round"] for row in rows] == list(range(1, final + 1)) and last < final <= ROUNDS
+    rounds = run / "exchange" / "federations" / "demo" / "rounds"
+    closing = json.loads((rounds / f"{final:06d}" / "result.json").read_text())
+    assert final == ROUNDS or closing["stopped_early"]
     assert all(row["auroc"] is not None for row in rows)
     assert read_outcome(run) is None and (run / "model.safetensors").is_file()
 
