@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import _timing
+from bench import _tables, _timing
 from bench._timed_app import TIMINGS_ENV, Timings, read_timings
 from fedsilo.engine.federation import open_exchange
 from fedsilo.engine.mpi_launch import rank_environment
@@ -313,6 +313,7 @@ def main(quick: bool) -> None:
         ]
     )
     console.print(table)
+    console.print(f"table written as JSON to {_tables.write_tables('scale_bench', [table])}")
     for engine, found in runs.items():
         last = found[-1]
         per_worker = " / ".join(f"{s:.1f}" for s in last.timings.compute_per_process_s)

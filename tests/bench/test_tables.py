@@ -41,21 +41,11 @@ def test_a_table_is_written_with_its_cells_as_printed(tmp_path: Path) -> None:
 
 
 WITHOUT_TABLES = {"plain_loop"}  # a program that writes its one result with --out
-WITHOUT_JSON_YET = {"scale_bench"}
 
 
 @pytest.mark.parametrize(
     "name",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(strict=True, reason="prints its table without JSON yet"),
-        )
-        if name in WITHOUT_JSON_YET
-        else name
-        for name in [*discover_benchmarks(), "chaos.__main__"]
-        if name not in WITHOUT_TABLES
-    ],
+    [name for name in [*discover_benchmarks(), "chaos.__main__"] if name not in WITHOUT_TABLES],
 )
 def test_every_benchmark_writes_its_tables_as_json(name: str) -> None:
     spec = importlib.util.find_spec(f"bench.{name}")
