@@ -94,10 +94,36 @@ KNOWN_RANGES: dict[str, tuple[float, float]] = {
     "motor": (1.0, 6.0),
     "verbal": (1.0, 5.0),
     "gcs": (3.0, 15.0),
+    "apache_iva_logit": (-10.0, 10.0),
 }
 
 _NAMED_INDICATORS = frozenset(
-    {"male", "ventilated", "intubated", "vent", "dialysis", "gcs_unable_meds", "teaching"}
+    {
+        "male",
+        "ventilated",
+        "intubated",
+        "vent",
+        "dialysis",
+        "gcs_unable_meds",
+        "teaching",
+        # eICU's admission group (fl_core.data.eicu.features.ADMISSION_FLAGS and _DERIVED)
+        "elective_surgery",
+        "thrombolytics",
+        "mi_within_6_months",
+        "internal_mammary_graft",
+        "icu_readmission",
+        "active_treatment",
+        "aids",
+        "hepatic_failure",
+        "lymphoma",
+        "metastatic_cancer",
+        "leukemia",
+        "immunosuppression",
+        "cirrhosis",
+        "diabetes",
+        "operative",
+        "acute_mi",
+    }
 )
 """0/1 flags without the ``_missing`` suffix: the synthetic source's and eICU's."""
 _NAMED_ONEHOT = frozenset(

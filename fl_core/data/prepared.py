@@ -50,6 +50,9 @@ class FeatureEntry(_Frozen):
     name: str = Field(min_length=1)
     kind: Literal["numeric", "indicator", "onehot"]
     source: str
+    group: str = Field(default="core", min_length=1, max_length=64)
+    """Which feature set the column belongs to (eICU: ``core``, ``admission``,
+    ``apache_prediction``); a candidate model of ``data evaluate`` trains on some groups."""
 
 
 class SiteEntry(_Frozen):

@@ -1,4 +1,4 @@
-"""From the four eICU tables to one row per stay of the mortality cohort.
+"""From the eICU tables to one row per stay of the mortality cohort.
 
 The cohort: the first ICU unit stay of each hospital admission (``unitvisitnumber == 1``) of an
 adult (age >= 18, ``"> 89"`` read as 90) whose hospital discharge status is known. This is the
@@ -82,8 +82,12 @@ def parse_age(text: pd.Series) -> pd.Series:
     return numeric
 
 
-def load_cohort(eicu_dir: Path) -> Cohort:
-    """Read the tables of ``eicu_dir`` and build the cohort (see the module docstring)."""
+def load_cohort(eicu_dir: Path, *, predictor_variables: bool = False) -> Cohort:
+    """Read the tables of ``eicu_dir`` and build the cohort (see the module docstring).
+
+    With ``predictor_variables`` the ``apachePredVar`` table is read too, its columns joined
+    as ``predvar_<column>`` (only ``USED_COLUMNS``, never its outcome columns).
+    """
     if not eicu_dir.is_dir():
         raise ConfigError(f"--eicu-dir {eicu_dir}: not a folder; give the eICU CSV folder")
     report = CohortReport()
@@ -110,6 +114,10 @@ def load_cohort(eicu_dir: Path) -> Cohort:
     stays["aps_row_missing"] = stays["apsrow"].isna().astype("float32")
     stays = stays.drop(columns=["apsrow"])
     stays["ref_apache"] = _apache_iva(result, stays["patientunitstayid"])
+    if predictor_variables:
+        stays = stays.merge(_predictor_rows(eicu_dir), on="patientunitstayid", how="left")
+        stays["predvar_row_missing"] = stays["predvar_row"].isna().astype("float32")
+        stays = stays.drop(columns=["predvar_row"])
     has_true_risk = (eicu_dir / TRUE_RISK_FILE).is_file()
     if has_true_risk:
         stays["ref_bayes"] = _true_risk(eicu_dir / TRUE_RISK_FILE, stays["patientunitstayid"])
@@ -172,6 +180,16 @@ def _first_aps_rows(aps: pd.DataFrame) -> pd.DataFrame:
         aps[column] = values.mask(values == -1)
     aps["apsrow"] = 1.0
     return aps
+
+
+def _predictor_rows(eicu_dir: Path) -> pd.DataFrame:
+    """One ``apachePredVar`` row per stay, its columns named ``predvar_<column>``."""
+    table = read_table(eicu_dir, "apachePredVar").to_pandas()
+    table = table.drop_duplicates("patientunitstayid")
+    renamed = {c: f"predvar_{c}" for c in table.columns if c != "patientunitstayid"}
+    table = table.rename(columns=renamed)
+    table["predvar_row"] = 1.0
+    return table
 
 
 def _apache_iva(result: pd.DataFrame, stay_ids: pd.Series) -> npt.NDArray[np.float64]:

@@ -5,6 +5,14 @@ computed federatedly (``fl_core.data.standardize``), never here. Every physiolog
 an explicit 0/1 missingness indicator, because in an ICU whether a lab was drawn says something
 about the patient. Categorical columns are one-hot over a fixed vocabulary (eICU's own codes)
 plus an ``other`` column; a missing category is all zeros.
+
+Features come in groups. ``core`` is the set every federation has trained on so far. Two more
+are read only when asked for (``fedsilo data prepare --features full``): ``admission``, what
+APACHE records about the admission in ``apachePredVar`` beyond the core set (operative and
+elective status, thrombolysis, myocardial infarction, chronic health items, readmission), and
+``apache_prediction``, APACHE IVa's own predicted risk as an input, where a hospital has one,
+so that a consortium can customise APACHE to its population. Both are day-1 data; no feature
+is read from a column written after the stay ended (``tables.OUTCOME_COLUMNS``).
 """
 
 from __future__ import annotations
@@ -19,6 +27,10 @@ import pandas as pd
 from fl_core.data.eicu.tables import APS_SENTINEL_COLUMNS
 
 FeatureKind: TypeAlias = Literal["numeric", "indicator", "onehot"]
+FeatureGroup: TypeAlias = Literal["core", "admission", "apache_prediction"]
+FEATURE_GROUPS: tuple[FeatureGroup, ...] = ("core", "admission", "apache_prediction")
+"""Every group, in column order."""
+CORE_GROUPS: tuple[FeatureGroup, ...] = ("core",)
 
 NUMERIC: tuple[str, ...] = ("age", "admissionweight", "admissionheight")
 APS_FLAGS: tuple[str, ...] = ("intubated", "vent", "dialysis")
@@ -94,6 +106,36 @@ DX_GROUP_PATTERNS: tuple[tuple[str, str], ...] = (
 )
 """APACHE admission diagnoses grouped into case-mix classes by keyword, first match wins."""
 
+ADMISSION_FLAGS: dict[str, str] = {
+    "elective_surgery": "electivesurgery",
+    "thrombolytics": "thrombolytics",
+    "mi_within_6_months": "midur",
+    "internal_mammary_graft": "ima",
+    "icu_readmission": "readmit",
+    "active_treatment": "activetx",
+    "aids": "aids",
+    "hepatic_failure": "hepaticfailure",
+    "lymphoma": "lymphoma",
+    "metastatic_cancer": "metastaticcancer",
+    "leukemia": "leukemia",
+    "immunosuppression": "immunosuppression",
+    "cirrhosis": "cirrhosis",
+    "diabetes": "diabetes",
+}
+"""``admission`` 0/1 features -> their ``apachePredVar`` column (1 only where it is 1)."""
+ADMISSION_DERIVED: dict[str, str] = {
+    "operative": "admitdiagnosis",
+    "acute_mi": "amilocation",
+    "predvar_row_missing": "",
+}
+"""``admission`` features derived from a column: an operative APACHE diagnosis code (``S-``
+prefix), an acute myocardial infarction (a recorded AMI location), no ``apachePredVar`` row."""
+APACHE_PREDICTION: tuple[str, ...] = ("apache_iva_logit", "apache_iva_missing")
+"""``apache_prediction``: logit of APACHE IVa's predicted hospital mortality (NaN where none)
+and its missingness indicator."""
+APACHE_RISK_CLIP = 1e-4
+"""Predicted risks are clipped to [clip, 1 - clip] before the logit: APACHE writes 0 and 1."""
+
 
 @dataclass(frozen=True)
 class FeatureSpec:
@@ -102,10 +144,31 @@ class FeatureSpec:
     name: str
     kind: FeatureKind
     source: str
+    group: FeatureGroup = "core"
 
 
-def feature_specs() -> tuple[FeatureSpec, ...]:
-    """Every feature in column order; the same tuple for every hospital and every run."""
+def feature_specs(groups: tuple[FeatureGroup, ...] = CORE_GROUPS) -> tuple[FeatureSpec, ...]:
+    """The features of ``groups`` in column order; the same tuple for every hospital."""
+    specs: list[FeatureSpec] = []
+    if "core" in groups:
+        specs += _core_specs()
+    if "admission" in groups:
+        specs += [
+            FeatureSpec(name, "indicator", f"apachePredVar.{column}", "admission")
+            for name, column in ADMISSION_FLAGS.items()
+        ]
+        specs += [
+            FeatureSpec(name, "indicator", f"apachePredVar.{column}".rstrip("."), "admission")
+            for name, column in ADMISSION_DERIVED.items()
+        ]
+    if "apache_prediction" in groups:
+        source = "apachePatientResult.predictedhospitalmortality"
+        specs.append(FeatureSpec(APACHE_PREDICTION[0], "numeric", source, "apache_prediction"))
+        specs.append(FeatureSpec(APACHE_PREDICTION[1], "indicator", source, "apache_prediction"))
+    return tuple(specs)
+
+
+def _core_specs() -> list[FeatureSpec]:
     specs: list[FeatureSpec] = [FeatureSpec(c, "numeric", f"patient.{c}") for c in NUMERIC]
     specs += [FeatureSpec(c, "numeric", f"apacheApsVar.{c}") for c in (*GCS, *PHYSIOLOGY)]
     specs += [FeatureSpec(c, "indicator", f"apacheApsVar.{c}") for c in APS_FLAGS]
@@ -119,7 +182,7 @@ def feature_specs() -> tuple[FeatureSpec, ...]:
         table = "hospital" if column in ("numbedscategory", "region") else "patient"
         source = f"{table}.{'apacheadmissiondx' if column == 'dxgroup' else column}"
         specs += [FeatureSpec(f"{column}={v}", "onehot", source) for v in (*values, "other")]
-    return tuple(specs)
+    return specs
 
 
 def group_diagnosis(dx: pd.Series) -> pd.Series:
@@ -140,15 +203,54 @@ def teaching_flag(values: pd.Series) -> pd.Series:
     return flag.mask(text.isin(["f", "false", "0", "no"]).fillna(False).astype(bool), 0.0)
 
 
-def build_features(stays: pd.DataFrame, hospitals: pd.DataFrame) -> npt.NDArray[np.float32]:
-    """The float32 feature matrix of the cohort rows, columns in ``feature_specs()`` order."""
+def _number(series: pd.Series) -> npt.NDArray[np.float64]:
+    values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.asarray(values, dtype=np.float64)
+
+
+def build_features(
+    stays: pd.DataFrame,
+    hospitals: pd.DataFrame,
+    groups: tuple[FeatureGroup, ...] = CORE_GROUPS,
+) -> npt.NDArray[np.float32]:
+    """The float32 feature matrix of the cohort rows, columns in ``feature_specs(groups)``
+    order. ``admission`` needs the cohort's ``predvar_*`` columns (``load_cohort`` with
+    ``predictor_variables``)."""
+    columns: list[npt.NDArray[np.float64]] = []
+    if "core" in groups:
+        columns += _core_columns(stays, hospitals)
+    if "admission" in groups:
+        columns += admission_columns(stays)
+    if "apache_prediction" in groups:
+        columns += apache_prediction_columns(stays["ref_apache"])
+    return np.column_stack(columns).astype(np.float32)
+
+
+def admission_columns(stays: pd.DataFrame) -> list[npt.NDArray[np.float64]]:
+    """The ``admission`` group: 0/1 each, 0 where not recorded (no row, or an empty field)."""
+    columns = [
+        (_number(stays[f"predvar_{c}"]) == 1).astype(np.float64) for c in ADMISSION_FLAGS.values()
+    ]
+    code = stays["predvar_admitdiagnosis"].astype("string").str.strip().str.upper()
+    columns.append(code.str.startswith("S-").fillna(False).to_numpy(dtype=np.float64))
+    columns.append((_number(stays["predvar_amilocation"]) > 0).astype(np.float64))
+    columns.append(_number(stays["predvar_row_missing"]))
+    return columns
+
+
+def apache_prediction_columns(risk: pd.Series) -> list[npt.NDArray[np.float64]]:
+    """APACHE IVa's predicted risk as its logit (NaN where none) and a missingness flag."""
+    values = _number(risk)
+    known = np.isfinite(values) & (values >= 0) & (values <= 1)
+    clipped = np.clip(np.where(known, values, 0.5), APACHE_RISK_CLIP, 1 - APACHE_RISK_CLIP)
+    logit = np.where(known, np.log(clipped / (1 - clipped)), np.nan)
+    return [logit, (~known).astype(np.float64)]
+
+
+def _core_columns(stays: pd.DataFrame, hospitals: pd.DataFrame) -> list[npt.NDArray[np.float64]]:
     hosp = hospitals.reindex(stays["hospitalid"].to_numpy())
     columns: list[npt.NDArray[np.float64]] = []
-
-    def number(series: pd.Series) -> npt.NDArray[np.float64]:
-        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        return np.asarray(values, dtype=np.float64)
-
+    number = _number
     for column in (*NUMERIC, *GCS, *PHYSIOLOGY):
         columns.append(number(stays[column]))
     for column in APS_FLAGS:
@@ -171,7 +273,7 @@ def build_features(stays: pd.DataFrame, hospitals: pd.DataFrame) -> npt.NDArray[
     }
     for column, vocabulary in VOCABULARY.items():
         columns += one_hot(categorical[column], vocabulary)
-    return np.column_stack(columns).astype(np.float32)
+    return columns
 
 
 def one_hot(values: pd.Series, vocabulary: tuple[str, ...]) -> list[npt.NDArray[np.float64]]:

@@ -9,11 +9,22 @@ import numpy as np
 
 from fl_core.data.defaults import EICU_MIN_STAYS
 from fl_core.data.eicu.cohort import Cohort, load_cohort
-from fl_core.data.eicu.features import VOCABULARY, build_features, feature_specs
+from fl_core.data.eicu.features import (
+    CORE_GROUPS,
+    FEATURE_GROUPS,
+    VOCABULARY,
+    FeatureGroup,
+    build_features,
+    feature_specs,
+)
 from fl_core.data.prepared import FeatureEntry, PreparedSchema, PreparedWriter
 from fl_core.errors import ConfigError
 
 DEFAULT_MIN_STAYS = EICU_MIN_STAYS
+
+FEATURE_SETS: dict[str, tuple[FeatureGroup, ...]] = {"core": CORE_GROUPS, "full": FEATURE_GROUPS}
+"""What ``fedsilo data prepare --features`` writes: the core set (what a federation trains on
+by default) or every group (what ``data evaluate --candidate`` chooses among)."""
 
 
 @dataclass(frozen=True)
@@ -23,7 +34,13 @@ class PrepareResult:
 
 
 def prepare_eicu(
-    eicu_dir: Path, out: Path, *, min_stays: int, seed: int, overwrite: bool = False
+    eicu_dir: Path,
+    out: Path,
+    *,
+    min_stays: int,
+    seed: int,
+    overwrite: bool = False,
+    feature_set: str = "core",
 ) -> PrepareResult:
     """Build the cohort, one-hot and flag it, and write one folder per hospital.
 
@@ -32,14 +49,17 @@ def prepare_eicu(
     """
     if min_stays < 1:
         raise ConfigError(f"--min-stays {min_stays}: must be at least 1")
-    cohort = load_cohort(eicu_dir)
+    if feature_set not in FEATURE_SETS:
+        raise ConfigError(f"--features {feature_set}: choose one of {', '.join(FEATURE_SETS)}")
+    groups = FEATURE_SETS[feature_set]
+    cohort = load_cohort(eicu_dir, predictor_variables="admission" in groups)
     if cohort.stays.empty:
         raise ConfigError(
             f"{eicu_dir}: no stay is left after the cohort rules ({cohort.report.excluded}); "
             "check hospitaldischargestatus, age and unitvisitnumber in the patient table"
         )
-    specs = feature_specs()
-    x = build_features(cohort.stays, cohort.hospitals)
+    specs = feature_specs(groups)
+    x = build_features(cohort.stays, cohort.hospitals, groups)
     y = cohort.stays["label"].to_numpy(dtype=np.int8)
     references = {"apache": cohort.stays["ref_apache"].to_numpy(dtype=np.float64)}
     if cohort.has_true_risk:
@@ -64,7 +84,9 @@ def prepare_eicu(
         description=f"eICU-CRD v2.0 layout from {eicu_dir}: in-hospital mortality, first ICU "
         "stay of each admission, adults, known outcome",
         label="in-hospital death (hospitaldischargestatus == 'Expired')",
-        features=tuple(FeatureEntry(name=s.name, kind=s.kind, source=s.source) for s in specs),
+        features=tuple(
+            FeatureEntry(name=s.name, kind=s.kind, source=s.source, group=s.group) for s in specs
+        ),
         categories={k: (*v, "other") for k, v in VOCABULARY.items()},
         input_report=cohort.report.as_dict(),
     )

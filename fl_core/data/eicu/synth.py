@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gzip
 from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ TWIN_FILES = (
     "hospital.csv.gz",
     "apacheApsVar.csv.gz",
     "apachePatientResult.csv.gz",
+    "apachePredVar.csv.gz",
     TRUE_RISK_FILE,
 )
 
@@ -67,7 +69,48 @@ ETHNICITY_P = np.array(  # rows: region (+ missing); columns: VOCABULARY["ethnic
         [0.77, 0.10, 0.06, 0.02, 0.01, 0.04],
     ]
 )
-UNIT_P = np.array([0.60, 0.09, 0.05, 0.06, 0.07, 0.04, 0.045, 0.045])  # VOCABULARY["unittype"]
+
+
+class UnitType(IntEnum):
+    """ICU types, numbered in ``VOCABULARY["unittype"]`` order (the twin's arrays index by it)."""
+
+    MED_SURG = 0
+    MICU = 1
+    SICU = 2
+    CCU_CTICU = 3
+    CARDIAC = 4
+    NEURO = 5
+    CSICU = 6
+    CTICU = 7
+
+
+class DxGroup(IntEnum):
+    """Diagnosis groups, numbered in ``VOCABULARY["dxgroup"]`` order; ``label`` is the name
+    there."""
+
+    SEPSIS = 0
+    CARDIAC_ARREST = 1
+    CARDIAC_SURGERY = 2
+    CARDIAC_MEDICAL = 3
+    NEURO = 4
+    RESPIRATORY = 5
+    GI_BLEED = 6
+    OVERDOSE = 7
+    METABOLIC = 8
+    TRAUMA = 9
+    SURGICAL_OTHER = 10
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+def by_group(values: dict[DxGroup, float]) -> F64:
+    """One value per diagnosis group, in ``DxGroup`` order (0 for a group not named)."""
+    return np.array([values.get(group, 0.0) for group in DxGroup], dtype=np.float64)
+
+
+UNIT_P = np.array([0.60, 0.09, 0.05, 0.06, 0.07, 0.04, 0.045, 0.045])  # by UnitType
 MEDICAL_SOURCES = (
     ("Emergency Department", 0.62),
     ("Floor", 0.15),
@@ -104,18 +147,59 @@ DIAGNOSES: dict[str, tuple[str, ...]] = {
     "surgical_other": ("Endarterectomy, carotid", "Cholecystectomy"),
 }
 DX_GROUPS = VOCABULARY["dxgroup"]
-#                      sep  arr  csurg cmed neuro resp gi  od   met  tra  surg
-DX_MEDICAL = np.array([0.17, 0.06, 0.0, 0.27, 0.10, 0.14, 0.08, 0.08, 0.10, 0.0, 0.0])
-DX_SURGICAL = np.array([0.0, 0.0, 0.25, 0.0, 0.08, 0.0, 0.0, 0.0, 0.0, 0.17, 0.50])
-DX_SEVERITY = np.array([0.5, 1.2, -0.2, 0.0, 0.3, 0.3, 0.0, -0.3, -0.2, 0.0, -0.4])
-DX_RISK = np.array([0.35, 1.3, -0.8, 0.0, 0.45, 0.25, -0.1, -1.1, -1.0, 0.1, -0.5])
-UNIT_DX_BOOST = {  # unit type index -> (dx group index, multiplier)
-    3: (3, 3.0),
-    4: (3, 3.0),
-    5: (4, 5.0),
-    6: (2, 6.0),
-    7: (2, 6.0),
+D = DxGroup
+DX_MEDICAL = by_group(
+    {
+        D.SEPSIS: 0.17,
+        D.CARDIAC_ARREST: 0.06,
+        D.CARDIAC_MEDICAL: 0.27,
+        D.NEURO: 0.10,
+        D.RESPIRATORY: 0.14,
+        D.GI_BLEED: 0.08,
+        D.OVERDOSE: 0.08,
+        D.METABOLIC: 0.10,
+    }
+)
+DX_SURGICAL = by_group(
+    {D.CARDIAC_SURGERY: 0.25, D.NEURO: 0.08, D.TRAUMA: 0.17, D.SURGICAL_OTHER: 0.50}
+)
+DX_SEVERITY = by_group(
+    {
+        D.SEPSIS: 0.5,
+        D.CARDIAC_ARREST: 1.2,
+        D.CARDIAC_SURGERY: -0.2,
+        D.NEURO: 0.3,
+        D.RESPIRATORY: 0.3,
+        D.OVERDOSE: -0.3,
+        D.METABOLIC: -0.2,
+        D.SURGICAL_OTHER: -0.4,
+    }
+)
+DX_RISK = by_group(
+    {
+        D.SEPSIS: 0.35,
+        D.CARDIAC_ARREST: 1.3,
+        D.CARDIAC_SURGERY: -0.8,
+        D.NEURO: 0.45,
+        D.RESPIRATORY: 0.25,
+        D.GI_BLEED: -0.1,
+        D.OVERDOSE: -1.1,
+        D.METABOLIC: -1.0,
+        D.TRAUMA: 0.1,
+        D.SURGICAL_OTHER: -0.5,
+    }
+)
+UNIT_DX_BOOST: dict[UnitType, tuple[DxGroup, float]] = {
+    UnitType.CCU_CTICU: (D.CARDIAC_MEDICAL, 3.0),
+    UnitType.CARDIAC: (D.CARDIAC_MEDICAL, 3.0),
+    UnitType.NEURO: (D.NEURO, 5.0),
+    UnitType.CSICU: (D.CARDIAC_SURGERY, 6.0),
+    UnitType.CTICU: (D.CARDIAC_SURGERY, 6.0),
 }
+"""A specialised unit sees its diagnosis group this many times as often."""
+SURGICAL_UNITS = (UnitType.SICU, UnitType.CSICU, UnitType.CTICU)
+UNCONSCIOUS_DX = (D.CARDIAC_ARREST, D.NEURO, D.OVERDOSE)
+"""Diagnosis groups whose patients often arrive with an impaired Glasgow Coma Scale."""
 LAB_MISSING = {  # base rate of "not measured" (eICU demo rates)
     "urine": 0.52,
     "wbc": 0.31,
@@ -240,8 +324,8 @@ def _draw_hospitals(rng: np.random.Generator, hospitals: int, stays: int) -> pd.
     beds_missing = rng.random(hospitals) < 0.12
     teaching = rng.random(hospitals) < np.array([0.02, 0.05, 0.15, 0.45])[beds]
     unit_p = np.stack([rng.dirichlet(UNIT_P * c) for c in rng.uniform(4, 30, hospitals)])
-    small = beds == 0  # small hospitals run one mixed ICU
-    unit_p[small] = 0.3 * unit_p[small] + 0.7 * np.eye(len(UNIT_P))[0]
+    small = beds == VOCABULARY["numbedscategory"].index("<100")  # they run one mixed ICU
+    unit_p[small] = 0.3 * unit_p[small] + 0.7 * np.eye(len(UNIT_P))[UnitType.MED_SURG]
     return pd.DataFrame(
         {
             "hospitalid": hospital_id,
@@ -266,15 +350,17 @@ def _draw_stays(rng: np.random.Generator, hosp: pd.DataFrame) -> pd.DataFrame:
     hp = {c: hosp[c].to_numpy()[h] for c in hosp.columns}
     unit_probs = np.stack([hosp[f"unit_p{k}"].to_numpy() for k in range(len(UNIT_P))], axis=1)
     unit = choose(rng, unit_probs[h])
-    surgical = rng.random(n) < np.clip(hp["surgical_share"] + 0.35 * np.isin(unit, [2, 6, 7]), 0, 1)
+    surgical = rng.random(n) < np.clip(
+        hp["surgical_share"] + 0.35 * np.isin(unit, SURGICAL_UNITS), 0, 1
+    )
     dx_p = np.where(surgical[:, None], DX_SURGICAL, DX_MEDICAL)
-    for unit_index, (dx_index, boost) in UNIT_DX_BOOST.items():
-        rows = unit == unit_index
-        dx_p[rows, dx_index] *= boost
+    for unit_type, (group, boost) in UNIT_DX_BOOST.items():
+        rows = unit == unit_type
+        dx_p[rows, group] *= boost
     dx = choose(rng, dx_p + 1e-9)
 
     male = rng.random(n) < 0.55
-    age = np.clip(rng.normal(64.0 + hp["age_shift"] - 6.0 * (dx == 7), 16.0), 15, 100)
+    age = np.clip(rng.normal(64.0 + hp["age_shift"] - 6.0 * (dx == D.OVERDOSE), 16.0), 15, 100)
     age = np.floor(age)
     severity = rng.normal(0.0, 1.0, n) + DX_SEVERITY[dx] + 0.2 * (age - 64) / 16 - 0.3 * surgical
     s = severity
@@ -288,9 +374,11 @@ def _draw_stays(rng: np.random.Generator, hosp: pd.DataFrame) -> pd.DataFrame:
     p["sodium"] = np.clip(139 + 1.5 * s * up + rng.normal(0, 4, n), 105, 175).round()
     p["creatinine"] = np.clip(np.exp(rng.normal(np.log(1.1) + 0.3 * s, 0.55)), 0.1, 20).round(2)
     p["bun"] = np.clip(p["creatinine"] * 17 * np.exp(rng.normal(0, 0.3, n)), 2, 200).round()
-    glucose_mu = np.log(150) + 0.1 * s + 0.9 * (dx == 8)
+    glucose_mu = np.log(150) + 0.1 * s + 0.9 * (dx == D.METABOLIC)
     p["glucose"] = np.clip(np.exp(rng.normal(glucose_mu, 0.35)), 20, 1200).round()
-    p["hematocrit"] = np.clip(34 - 1.5 * s - 5 * (dx == 6) + rng.normal(0, 5, n), 12, 60).round(1)
+    p["hematocrit"] = np.clip(
+        34 - 1.5 * s - 5 * (dx == D.GI_BLEED) + rng.normal(0, 5, n), 12, 60
+    ).round(1)
     p["albumin"] = np.clip(3.0 - 0.35 * s + rng.normal(0, 0.55, n), 1.0, 5.5).round(1)
     p["bilirubin"] = np.clip(np.exp(rng.normal(np.log(0.8) + 0.25 * s, 0.8)), 0.1, 35).round(1)
     p["ph"] = np.clip(7.37 - 0.05 * s + rng.normal(0, 0.06, n), 6.8, 7.7).round(2)
@@ -298,7 +386,7 @@ def _draw_stays(rng: np.random.Generator, hosp: pd.DataFrame) -> pd.DataFrame:
     p["pao2"] = np.clip(np.exp(rng.normal(np.log(110), 0.4, n)) - 8 * s, 30, 550).round()
     p["urine"] = np.clip(np.exp(rng.normal(np.log(1700) - 0.45 * s, 0.6)), 0, 9000).round(1)
 
-    impaired = rng.random(n) < sigmoid(-1.5 + 1.0 * s + 1.5 * np.isin(dx, [1, 4, 7]))
+    impaired = rng.random(n) < sigmoid(-1.5 + 1.0 * s + 1.5 * np.isin(dx, UNCONSCIOUS_DX))
     deficit = np.where(impaired, np.clip(rng.gamma(2.0, 2.0 + np.maximum(s, 0), n), 1, 12), 0)
     eyes = np.clip(4 - np.round(deficit * 3 / 12 + rng.normal(0, 0.3, n)), 1, 4)
     motor = np.clip(6 - np.round(deficit * 5 / 12 + rng.normal(0, 0.3, n)), 1, 6)
@@ -422,7 +510,7 @@ def _add_later_unit_stays(rng: np.random.Generator, frame: pd.DataFrame) -> pd.D
 def _write_tables(
     rng: np.random.Generator, out: Path, hosp: pd.DataFrame, frame: pd.DataFrame
 ) -> None:
-    """Shuffle stays, give them eICU identifiers, and write the four tables + side file."""
+    """Shuffle stays, give them eICU identifiers, and write the five tables + side file."""
     frame = frame.iloc[rng.permutation(len(frame))].reset_index(drop=True)
     n = len(frame)
     stay_id = 141_000 + np.cumsum(rng.integers(1, 40, n))
@@ -437,6 +525,7 @@ def _write_tables(
     aps = frame.loc[has_aps]
     _write(out / "apacheApsVar.csv.gz", "apacheApsVar", _aps_table(rng, aps))
     _write(out / "apachePatientResult.csv.gz", "apachePatientResult", _result_table(rng, aps))
+    _write(out / "apachePredVar.csv.gz", "apachePredVar", _predictor_table(rng, aps))
     risk = pa.table({"patientunitstayid": stay_id, "truerisk": frame["risk"].to_numpy()})
     _write_csv(out / TRUE_RISK_FILE, risk)
 
@@ -612,6 +701,85 @@ def _result_table(rng: np.random.Generator, aps: pd.DataFrame) -> dict[str, obje
     )
     rows["apachepatientresultsid"] = rng.permutation(np.arange(1, 2 * m + 1)) + 500
     return rows
+
+
+ADMIT_DIAGNOSIS_CODE: dict[DxGroup, str] = {
+    D.SEPSIS: "SEPSISPULM",
+    D.CARDIAC_ARREST: "CARDARREST",
+    D.CARDIAC_SURGERY: "CABGALONE",
+    D.CARDIAC_MEDICAL: "CHF",
+    D.NEURO: "CVA",
+    D.RESPIRATORY: "PNEUMBACT",
+    D.GI_BLEED: "GIBLEED",
+    D.OVERDOSE: "ODSEDHYP",
+    D.METABOLIC: "DKA",
+    D.TRAUMA: "HIPFX",
+    D.SURGICAL_OTHER: "CAROTEND",
+}
+"""``apachePredVar.admitdiagnosis`` per group; an operative admission gets eICU's ``S-``."""
+CHRONIC_HEALTH_RATE = {
+    "aids": 0.001,
+    "hepaticfailure": 0.013,
+    "lymphoma": 0.006,
+    "metastaticcancer": 0.022,
+    "leukemia": 0.01,
+    "immunosuppression": 0.026,
+    "cirrhosis": 0.014,
+    "diabetes": 0.2,
+}
+"""Prevalences near the eICU demo's."""
+
+
+def _predictor_table(rng: np.random.Generator, aps: pd.DataFrame) -> dict[str, object]:
+    """``apachePredVar`` for the stays with an APS row, drawn after everything else.
+
+    Its admission and chronic health items follow the case mix but do not enter the true
+    risk: they are there so that the ``admission`` features are built from real columns,
+    and the other tables are the same as a twin drawn without them. ``diedinhospital`` and
+    the other outcome columns are written, as eICU does; the reader never reads them.
+    """
+    m = len(aps)
+    dx = aps["dx"].to_numpy()
+    surgical = aps["surgical"].to_numpy().astype(bool)
+    vent = aps["vent"].to_numpy()
+    codes = np.array([ADMIT_DIAGNOSIS_CODE[group] for group in DxGroup], dtype=object)[dx]
+    admit_dx = np.where(surgical, "S-" + codes.astype(str), codes.astype(str)).astype(object)
+    admit_dx[aps["later"].to_numpy()] = None
+    cardiac = dx == D.CARDIAC_MEDICAL
+    acute_mi = cardiac & (rng.random(m) < 0.2)
+    table: dict[str, object] = {
+        "apachepredvarid": rng.permutation(np.arange(1, m + 1)) * 3 + 2000,
+        "patientunitstayid": aps["patientunitstayid"].to_numpy(),
+        "sicuday": np.ones(m, dtype=np.int64),
+        "gender": aps["male"].to_numpy().astype(np.int64),
+        "admitsource": np.where(surgical, 2, 1),
+        "graftcount": np.where(dx == D.CARDIAC_SURGERY, rng.integers(1, 6, m), 3),
+        "age": aps["age"].to_numpy().astype(np.float64),
+        "admitdiagnosis": admit_dx,
+        "thrombolytics": (cardiac & (rng.random(m) < 0.1)).astype(np.int64),
+        "diedinhospital": aps["died"].to_numpy().astype(np.int64),
+        "electivesurgery": np.where(surgical, (rng.random(m) < 0.85).astype(np.float64), np.nan),
+        "activetx": (rng.random(m) < sigmoid(aps["severity"].to_numpy())).astype(np.int64),
+        "readmit": (rng.random(m) < 0.04).astype(np.int64),
+        "ima": ((dx == D.CARDIAC_SURGERY) & (rng.random(m) < 0.5)).astype(np.int64),
+        "midur": (cardiac & (rng.random(m) < 0.05)).astype(np.int64),
+        "ventday1": vent,
+        "oobventday1": vent,
+        "oobintubday1": aps["intubated"].to_numpy(),
+        "amilocation": np.where(acute_mi, rng.integers(1, 7, m), -1),
+        "ejectfx": np.full(m, -1.0),
+        "var03hspxlos": np.exp(rng.normal(np.log(7), 0.8, m)).round(2),
+        "dischargelocation": np.where(aps["died"].to_numpy(), 6, 4),
+        "visitnumber": np.where(aps["later"].to_numpy(), 2, 1),
+    }
+    for column, rate in CHRONIC_HEALTH_RATE.items():
+        table[column] = (rng.random(m) < rate).astype(np.int64)
+    for column in ("meds", "verbal", "motor", "eyes", "pao2", "fio2", "creatinine"):
+        table[column] = aps[column].to_numpy()
+        table[f"day1{column}"] = aps[column].to_numpy()
+    for column in TABLE_COLUMNS["apachePredVar"]:
+        table.setdefault(column, np.zeros(m, dtype=np.int64))
+    return table
 
 
 def _write(path: Path, table_name: str, columns: dict[str, object]) -> None:

@@ -1,4 +1,4 @@
-"""The four eICU-CRD v2.0 tables fedsilo reads, as PhysioNet distributes them.
+"""The five eICU-CRD v2.0 tables fedsilo reads, as PhysioNet distributes them.
 
 One description of the layout serves both directions: the reader checks files against it and
 the synthetic twin writes exactly these columns in this order, so there is one code path for
@@ -112,8 +112,61 @@ TABLE_COLUMNS: dict[str, dict[str, pa.DataType]] = {
         "predventdays": _F,
         "unabridgedactualventdays": _F,
     },
+    "apachePredVar": {
+        "apachepredvarid": _I,
+        "patientunitstayid": _I,
+        "sicuday": _I,
+        "saps3day1": _I,
+        "saps3today": _I,
+        "saps3yesterday": _I,
+        "gender": _I,
+        "teachtype": _I,
+        "region": _I,
+        "bedcount": _I,
+        "admitsource": _I,
+        "graftcount": _I,
+        "meds": _I,
+        "verbal": _I,
+        "motor": _I,
+        "eyes": _I,
+        "age": _F,
+        "admitdiagnosis": _S,
+        "thrombolytics": _I,
+        "diedinhospital": _I,
+        "aids": _I,
+        "hepaticfailure": _I,
+        "lymphoma": _I,
+        "metastaticcancer": _I,
+        "leukemia": _I,
+        "immunosuppression": _I,
+        "cirrhosis": _I,
+        "electivesurgery": _F,
+        "activetx": _I,
+        "readmit": _I,
+        "ima": _I,
+        "midur": _I,
+        "ventday1": _I,
+        "oobventday1": _I,
+        "oobintubday1": _I,
+        "diabetes": _I,
+        "managementsystem": _I,
+        "var03hspxlos": _F,
+        "pao2": _F,
+        "fio2": _F,
+        "ejectfx": _F,
+        "creatinine": _F,
+        "dischargelocation": _I,
+        "visitnumber": _I,
+        "amilocation": _I,
+        "day1meds": _I,
+        "day1verbal": _I,
+        "day1motor": _I,
+        "day1eyes": _I,
+        "day1pao2": _F,
+        "day1fio2": _F,
+    },
 }
-"""Every column of the four tables, in PhysioNet's order, with the type fedsilo reads it as."""
+"""Every column of the five tables, in PhysioNet's order, with the type fedsilo reads it as."""
 
 # Physiology is read as float: APACHE writes some as integers, and -1 means "not measured".
 _READ_AS_FLOAT = {"respiratoryrate", "heartrate", "meanbp", "glucose", "fio2"}
@@ -138,8 +191,52 @@ USED_COLUMNS: dict[str, tuple[str, ...]] = {
     "hospital": ("hospitalid", "numbedscategory", "teachingstatus", "region"),
     "apacheApsVar": tuple(TABLE_COLUMNS["apacheApsVar"])[1:],
     "apachePatientResult": ("patientunitstayid", "apacheversion", "predictedhospitalmortality"),
+    "apachePredVar": (
+        "patientunitstayid",
+        "admitdiagnosis",
+        "electivesurgery",
+        "thrombolytics",
+        "amilocation",
+        "midur",
+        "ima",
+        "readmit",
+        "activetx",
+        "aids",
+        "hepaticfailure",
+        "lymphoma",
+        "metastaticcancer",
+        "leukemia",
+        "immunosuppression",
+        "cirrhosis",
+        "diabetes",
+    ),
 }
 """The columns the cohort builder needs; a file lacking one of these is refused."""
+
+OUTCOME_COLUMNS: dict[str, tuple[str, ...]] = {
+    "patient": (
+        "hospitaldischargestatus",
+        "hospitaldischargelocation",
+        "hospitaldischargeoffset",
+        "unitdischargestatus",
+        "unitdischargelocation",
+        "unitdischargeoffset",
+        "dischargeweight",
+    ),
+    "apachePatientResult": (
+        "actualicumortality",
+        "actualhospitalmortality",
+        "actualiculos",
+        "actualhospitallos",
+        "unabridgedunitlos",
+        "unabridgedhosplos",
+        "actualventdays",
+        "unabridgedactualventdays",
+    ),
+    "apachePredVar": ("diedinhospital", "dischargelocation", "var03hspxlos", "visitnumber"),
+}
+"""Columns written after the stay ended (the outcome, or things that follow from it). Only the
+label is read from one of them (``hospitaldischargestatus``); no feature may come from any."""
 
 TRUE_RISK_FILE = "fedsilo_true_risk.csv.gz"
 """Side file of the synthetic twin (not an eICU table): ``patientunitstayid,truerisk``."""
