@@ -14,31 +14,38 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from fl_client.tabular import TabularTrainer
-from fl_client.trainer import ClientTrainer, pick_device
 from fl_core.config import FederationConfig
 from fl_core.data.base import DataSource
 from fl_core.errors import ConfigError
-from fl_core.models import TabularMLP
 from fl_server.aggregator import ServerAggregator
 from fl_server.strategies import build_aggregator
 
-ModelFactory = Callable[[int, FederationConfig], nn.Module]
-TrainerFactory = Callable[[nn.Module, FederationConfig, torch.device], ClientTrainer]
+if TYPE_CHECKING:
+    # torch loads only where a model or trainer is built: an aggregator whose strategy is
+    # numpy over safetensors (FedAvg) starts without it
+    import torch
+    from torch import nn
+
+    from fl_client.trainer import ClientTrainer
+
+ModelFactory = Callable[[int, FederationConfig], "nn.Module"]
+TrainerFactory = Callable[["nn.Module", FederationConfig, "torch.device"], "ClientTrainer"]
 AggregatorFactory = Callable[[FederationConfig], ServerAggregator]
 
 
 def default_model(num_features: int, config: FederationConfig) -> nn.Module:
+    from fl_core.models import TabularMLP
+
     return TabularMLP(num_features, config.training.hidden_sizes, config.training.dropout)
 
 
 def default_trainer(
     model: nn.Module, config: FederationConfig, device: torch.device
 ) -> ClientTrainer:
+    from fl_client.tabular import TabularTrainer
+
     return TabularTrainer(model, config.training, device)
 
 
@@ -74,6 +81,8 @@ class FederatedApp:
 
     def build_trainer(self, num_features: int, config: FederationConfig) -> ClientTrainer:
         """One hospital process's trainer, on the device the config asks for."""
+        from fl_client.trainer import pick_device
+
         model = self.model(num_features, config)
         return self.trainer(model, config, pick_device(config.training.device))
 

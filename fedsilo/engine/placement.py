@@ -14,7 +14,6 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping, Sequence
 
-from fl_client.tabular import planned_steps
 from fl_core.config import TrainingConfig
 from fl_core.data.base import DataSource
 from fl_core.types import SiteId
@@ -50,6 +49,8 @@ def place_sites(
     source: DataSource, hosts: int, training: TrainingConfig
 ) -> list[tuple[SiteId, ...]]:
     """Hospitals per host, by planned training steps where the source knows its row counts."""
+    from fl_client.tabular import planned_steps  # the trainer's module imports torch
+
     sites = source.site_ids()
     rows = source.train_rows()
     if rows is None or set(rows) != set(sites):

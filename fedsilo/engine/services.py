@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
@@ -23,11 +23,9 @@ from fedsilo.engine.federation import (
     open_exchange,
     run_rounds,
 )
+from fedsilo.engine.metrics_row import MetricsRow
 from fedsilo.engine.run_folder import start_run
-from fedsilo.engine.site_policies import follow_policy
 from fedsilo.engine.strategy_fit import fit_strategy
-from fl_client.hospital import serve_sites
-from fl_client.site_policy_gate import SiteGate
 from fl_core.config import FederationConfig
 from fl_core.errors import ConfigError
 from fl_core.exchange.protocol import Exchange
@@ -86,7 +84,7 @@ class RunTracking(Protocol):
     def open(self, config: FederationConfig, run_name: str) -> SimulationEvents:
         """Start the tracked run of ``config``; its events receive every round."""
 
-    def finished(self, run_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
+    def finished(self, run_dir: Path, rows: Sequence[MetricsRow]) -> None:
         """The run folder is written: record its rows and files, and end the tracked run."""
 
     def stopped(self, status: str) -> None:
@@ -146,6 +144,11 @@ def run_client(
     policy: SitePolicy | None = None,
 ) -> None:
     """Serve every round of one federation as hospital ``site_id``, under its site policy."""
+    # the hospital's side (torch) is imported here, so that the aggregator starts without it
+    from fedsilo.engine.site_policies import follow_policy
+    from fl_client.hospital import serve_sites
+    from fl_client.site_policy_gate import SiteGate
+
     structlog.contextvars.bind_contextvars(run_id=config.federation_id, site_id=site_id)
     gate = None if policy is None else SiteGate.open(policy, [site_id], state_dir)
     if policy is None:
