@@ -15,10 +15,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
-import torch
 
 from fedsilo.engine.app import DEFAULT_APP, FederatedApp, build_source, load_app
 from fedsilo.engine.final_model import published_weights
@@ -27,7 +26,6 @@ from fedsilo.engine.logs import LogFormat
 from fedsilo.engine.placement import place_sites
 from fedsilo.engine.run_folder import start_run
 from fedsilo.engine.secagg_keys import key_path, load_key, register_simulated_sites
-from fl_client.hospital import Hospital
 from fl_core.config import FederationConfig
 from fl_core.data.base import DataSource
 from fl_core.data.standardize import FeatureMoments, combine_moments
@@ -35,12 +33,16 @@ from fl_core.errors import ConfigError
 from fl_core.exchange.manifests import RoundResult
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
-from fl_core.models import model_weights
 from fl_core.serialization import encode_weights
 from fl_core.site_policy import SitePolicy
 from fl_core.types import SiteId
 from fl_server.moments import gather_moments
 from fl_server.round_loop import RoundEvents, RoundLoop
+
+if TYPE_CHECKING:
+    # the hospitals' side and the first model need torch; an aggregator resuming a
+    # FedAvg federation imports neither
+    from fl_client.hospital import Hospital
 
 Sleep = Callable[[float], None]
 
@@ -147,6 +149,8 @@ def load_hospitals(
 
     Shared by both engines and ``client run`` so a hospital is set up alike whatever hosts it.
     """
+    from fl_client.hospital import Hospital
+
     source = build_source(config)
     trainer = app.build_trainer(len(source.feature_names()), config)
     return [
@@ -237,6 +241,10 @@ def initial_model_weights(
     moments: list[FeatureMoments],
 ) -> dict[str, np.ndarray]:
     """Round 1's model: the app's model at the config's seed, standardised by the moments."""
+    import torch
+
+    from fl_core.models import model_weights
+
     torch.manual_seed(config.seed)
     model = app.model(num_features, config)
     set_standardisation = getattr(model, "set_standardisation", None)
