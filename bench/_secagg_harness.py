@@ -1,6 +1,6 @@
 """A federation round with hospitals as threads over a local-directory exchange.
 
-Shared by ``bench/secagg_bench.py`` and ``tests/secagg``: the aggregator is a real
+Shared by ``bench/secagg_bench.py`` and the secure-aggregation tests: the aggregator is a real
 ``RoundLoop`` and every hospital runs the real client loop (``serve_sites``) with a trainer
 that moves each parameter by a fixed, site-specific delta (so FedAvg of the round is known
 exactly). A hospital can be made to die (an exception nothing catches ends its thread, as

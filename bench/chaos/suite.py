@@ -51,7 +51,7 @@ def run(folder: Path, quick: bool, kills: int, only: set[str]) -> list[Figure]:
     rounds = 2 if quick else 3
     steps = _Steps()
     figures: list[Figure] = []
-    if "data" in only and not quick:  # tests/data covers these cases in the test suite
+    if "data" in only and not quick:  # tests/fl_core/data covers these cases in the test suite
         figures += steps.run(
             [("bad tables at data prepare", lambda: storage.bad_data(folder / "data"))]
         )

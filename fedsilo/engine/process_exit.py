@@ -3,7 +3,7 @@
 After the last line of a command, CPython clears every module and collects what is left. With
 torch, torch._dynamo and pandas loaded that teardown costs about as much as a second import of
 them, paid once by every command that trains or aggregates and once by the hospital workers'
-fork server (``tests/fedsilo/test_process_exit.py`` runs both endings).
+fork server (``tests/fedsilo/engine/test_process_exit.py`` runs both endings).
 
 Nothing the teardown does is needed by us: files are closed by their ``with`` blocks, and the
 clean-ups that do matter are registered with ``atexit`` (logging's flush, multiprocessing's

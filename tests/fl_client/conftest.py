@@ -20,12 +20,14 @@ from fedsilo.engine.inline import HospitalsFor, InlineHospitals
 from fl_client.hospital import Hospital
 from fl_core.config import FederationConfig, load_config
 from fl_core.data.standardize import FeatureMoments
+from fl_core.data.synthetic import SyntheticSource
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import RoundResult
 from fl_core.exchange.protocol import Exchange
 from fl_core.serialization import decode_weights
 from fl_server.round_loop import RoundLoop
 from fl_server.strategies import build_aggregator
+from tests.fl_client._private_hospitals import HOSPITALS, MEAN_STAYS
 
 
 def small_config(**overrides: Any) -> FederationConfig:
@@ -144,3 +146,9 @@ class Kit:
 @pytest.fixture(scope="session")
 def kit() -> Kit:
     return Kit()
+
+
+@pytest.fixture(scope="session")
+def source() -> SyntheticSource:
+    """The privacy tests' hospitals: a few synthetic sites of a few hundred rows."""
+    return SyntheticSource(HOSPITALS, MEAN_STAYS, 0)

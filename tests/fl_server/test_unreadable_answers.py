@@ -3,7 +3,7 @@
 Over S3 (moto_server) a hospital's answer is refused as S3 refuses an SSE-C object read
 without its key, or one under a KMS key of the hospital's own (moto serves both to anyone,
 so the refusal is injected on the aggregator's own client, see
-``tests/exchange/test_unreadable_objects.py``); over a local folder the file has mode 000.
+``tests/fl_core/exchange/test_unreadable_objects.py``); over a local folder the file has mode 000.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from fl_server.aggregator import FedAvgAggregator
 from fl_server.moments import gather_moments
 from fl_server.round_loop import RoundLoop
 from fl_server.weight_bounds import read_registered_examples
+from tests.fl_core.exchange.test_unreadable_objects import KMS_MESSAGE, SSE_C_MESSAGE, refusal
 
-from ..exchange.test_unreadable_objects import KMS_MESSAGE, SSE_C_MESSAGE, refusal
 from .test_moments import SITES as MOMENTS_SITES
 from .test_moments import config as moments_config
 from .test_moments import fake_clock, site_data

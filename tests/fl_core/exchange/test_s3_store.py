@@ -573,7 +573,7 @@ def test_local_exchange_does_not_import_boto3(tmp_path: Any) -> None:
         f"open_store('file://{tmp_path}'); "
         "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules, 'boto3 loaded'"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[3])
 
 
 def test_threads_share_one_store(moto_server: str, server_bucket: str) -> None:

@@ -13,16 +13,6 @@ from functools import partial
 
 import numpy as np
 import pytest
-from hostile import (
-    FUZZ,
-    JSON_VALUES,
-    RAW_TOKENS,
-    dumps,
-    nested,
-    outcome,
-    safetensors_bytes,
-    splice,
-)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -35,6 +25,16 @@ from fl_core.serialization import (
     read_header,
     read_metadata,
     view_weights,
+)
+from tests.hostile import (
+    FUZZ,
+    JSON_VALUES,
+    RAW_TOKENS,
+    dumps,
+    nested,
+    outcome,
+    safetensors_bytes,
+    splice,
 )
 
 WEIGHTS = {

@@ -16,7 +16,7 @@ from fl_client.private import STATE_FILE, accountant_path
 from fl_core.errors import ConfigError
 from fl_core.exchange.manifests import UpdateManifest
 from fl_core.privacy import epsilon_for
-from tests.privacy.conftest import dp_config, make_hospital
+from tests.fl_client._private_hospitals import dp_config, make_hospital
 
 DP = {"privacy.dp_sgd.target_epsilon": 4.0, "privacy.dp_sgd.delta": 1e-4}
 

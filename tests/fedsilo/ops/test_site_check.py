@@ -26,7 +26,7 @@ from fl_core.data.tabular import prepare_table
 from fl_core.disclosure import DisclosureFloor
 
 FLOOR = DisclosureFloor(min_stays=10, min_events=5)
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from fl_core.data.profile import bin_counts, profile_edges
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,6 @@ ledger, a malformed preflight report is skipped, and a restart goes on the same 
 from __future__ import annotations
 
 import numpy as np
-from hostile import nested, safetensors_bytes
-from offline_round import run_offline
 
 from fedsilo.testing.manifests import answer_to
 from fl_core.admission import update_metadata
@@ -15,6 +13,8 @@ from fl_core.exchange.manifests import GlobalManifest, Registration
 from fl_core.exchange.protocol import Exchange
 from fl_core.serialization import encode_weights
 from fl_server.round_loop import RoundEvents
+from tests.hostile import nested, safetensors_bytes
+from tests.offline_round import run_offline
 
 HONEST = ["site-a", "site-b"]
 INITIAL = {"w": np.zeros((3, 2), np.float32), "b": np.zeros(2, np.float32)}

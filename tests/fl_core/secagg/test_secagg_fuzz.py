@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hostile import FUZZ, dumps, hostile_documents, only_named_rejections
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,6 +20,7 @@ from fl_core.secagg import masking, shamir, transport
 from fl_core.secagg.field import fractional_bits_for
 from fl_core.secagg.messages import RosterEntry, SecAggAdvert, SecAggRoster, SecAggUnmaskAnswer
 from fl_server.secagg_server import SecAggServer, reconstruct_checked
+from tests.hostile import FUZZ, dumps, hostile_documents, only_named_rejections
 
 SITES = ["site-a", "site-b", "site-c"]
 CONFIG = load_config(

@@ -8,13 +8,6 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from hostile import (
-    FUZZ,
-    HOSTILE_NUMBERS,
-    dumps,
-    hostile_documents,
-    only_named_rejections,
-)
 from hypothesis import given
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
@@ -24,6 +17,13 @@ from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import MomentsReport
 from fl_core.exchange.protocol import Exchange, _dump
 from fl_server.moments import check_moments, gather_moments, max_report_bytes
+from tests.hostile import (
+    FUZZ,
+    HOSTILE_NUMBERS,
+    dumps,
+    hostile_documents,
+    only_named_rejections,
+)
 
 FEATURES = 3
 REPORT = _dump(

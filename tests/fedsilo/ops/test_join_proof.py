@@ -34,7 +34,7 @@ from fedsilo.testing.sts_presigned import presigned_sts_front
 from fl_core.errors import ConfigError
 from fl_core.exchange.protocol import Exchange
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 FEDERATION = "eicu-mortality"
 ACCOUNT_A = "444444444444"
 ACCOUNT_B = "555555555555"

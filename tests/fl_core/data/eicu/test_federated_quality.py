@@ -22,7 +22,7 @@ from fl_core.data.eicu.synth import synthesize
 from fl_core.data.split import assign_folds
 from fl_core.models import TabularMLP, model_weights
 
-from .conftest import DEMO_DIR
+from ..conftest import DEMO_DIR
 
 TWIN_HOSPITALS = 40
 TWIN_STAYS = 15_000

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from hostile import FUZZ, HOSTILE_NUMBERS, dumps, hostile_documents, only_named_rejections
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -15,6 +14,7 @@ from fl_core.data.base import SiteData, Split
 from fl_core.data.profile import common_names, pool_profiles
 from fl_core.exchange.protocol import _dump
 from fl_server.moments import check_moments
+from tests.hostile import FUZZ, HOSTILE_NUMBERS, dumps, hostile_documents, only_named_rejections
 
 NAMES = ("age", "lactate", "male")
 REASONS = frozenset(

@@ -11,16 +11,6 @@ import struct
 
 import numpy as np
 import pytest
-from hostile import (
-    FUZZ,
-    JSON_VALUES,
-    RAW_TOKENS,
-    dumps,
-    nested,
-    only_named_rejections,
-    safetensors_bytes,
-    splice,
-)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -35,6 +25,16 @@ from fl_core.exchange.manifests import (
     SparseCounts,
 )
 from fl_core.serialization import encode_weights
+from tests.hostile import (
+    FUZZ,
+    JSON_VALUES,
+    RAW_TOKENS,
+    dumps,
+    nested,
+    only_named_rejections,
+    safetensors_bytes,
+    splice,
+)
 
 ADMISSION_REASONS = frozenset(
     {

@@ -11,7 +11,7 @@ import pytest
 
 from fedsilo.testing.cli import run_fedsilo
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def fedsilo(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -16,7 +16,7 @@ from fl_core.models import model_weights
 from fl_server.dp_fedavg import DpFedAvgAggregator
 from fl_server.round_loop import RoundLoop
 from fl_server.strategies import build_aggregator
-from tests.privacy.conftest import dp_config, make_hospital
+from tests.fl_client._private_hospitals import dp_config, make_hospital
 
 
 def run_federation(source, config, tmp_path):

@@ -24,7 +24,7 @@ from fl_core.data.prepared import PreparedFolderSource
 from fl_core.metrics import ClassHistogram, auroc_from_histogram
 
 CHROMIUM = Path("/usr/bin/chromium")
-DEMO_DIR = (Path(__file__).resolve().parents[2] / "../shared/data/eicu-demo").resolve()
+DEMO_DIR = (Path(__file__).resolve().parents[3] / "../shared/data/eicu-demo").resolve()
 SCREEN = (1280, 900)
 CHROMIUM_FLAGS = [
     "--headless",

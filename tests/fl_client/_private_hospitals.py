@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from fedsilo.engine.app import DEFAULT_APP
 from fl_client.hospital import Hospital
 from fl_core.config import FederationConfig, load_config
@@ -32,11 +30,6 @@ def dp_config(**overrides: Any) -> FederationConfig:
     }
     base.update(overrides)
     return load_config(overrides=base)
-
-
-@pytest.fixture(scope="session")
-def source() -> SyntheticSource:
-    return SyntheticSource(HOSPITALS, MEAN_STAYS, 0)
 
 
 def make_hospital(source: SyntheticSource, config: FederationConfig, index: int = 0, **kw: Any):

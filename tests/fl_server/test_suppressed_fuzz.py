@@ -8,10 +8,8 @@ a round with lying, flooding and malformed lists still closes, counting only the
 from __future__ import annotations
 
 import numpy as np
-from hostile import FUZZ, JSON_VALUES, dumps, only_named_rejections
 from hypothesis import given
 from hypothesis import strategies as st
-from offline_round import run_offline
 
 from fedsilo.testing.manifests import admission_context, answer_to, update_manifest
 from fl_core.admission import check_manifest, update_metadata
@@ -27,6 +25,8 @@ from fl_core.exchange.manifests import (
 from fl_core.exchange.protocol import Exchange
 from fl_core.serialization import encode_weights
 from fl_server.round_loop import RoundEvents
+from tests.hostile import FUZZ, JSON_VALUES, dumps, only_named_rejections
+from tests.offline_round import run_offline
 
 SUPPRESSION = {"path": "evaluation", "rule": "min_stays", "floor": 5}
 ENTRIES = st.one_of(

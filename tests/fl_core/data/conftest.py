@@ -14,7 +14,7 @@ import pytest
 from fl_core.data.eicu.synth import TwinSummary, synthesize
 from fl_core.data.eicu.tables import TABLE_COLUMNS
 
-DEMO_DIR = (Path(__file__).resolve().parents[2] / "../shared/data/eicu-demo").resolve()
+DEMO_DIR = (Path(__file__).resolve().parents[3] / "../shared/data/eicu-demo").resolve()
 
 TableWriter = Callable[..., Path]
 

@@ -9,7 +9,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from hostile import FUZZ, hostile_documents, nested, outcome, safetensors_bytes, splice
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -22,6 +21,7 @@ from fl_core.exchange.manifests import PreflightCheck, PreflightReport, Registra
 from fl_core.exchange.protocol import MAX_PREFLIGHT_BYTES, Exchange, _dump
 from fl_core.exchange.registry import activate_verified_sites
 from fl_core.serialization import encode_weights
+from tests.hostile import FUZZ, hostile_documents, nested, outcome, safetensors_bytes, splice
 
 PREFLIGHT = _dump(
     PreflightReport(

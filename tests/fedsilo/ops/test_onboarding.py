@@ -56,7 +56,7 @@ from fl_core.exchange.s3_store import S3Store
 from fl_server.aggregator import FedAvgAggregator
 from fl_server.round_loop import RoundLoop
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 REGION = "eu-west-1"
 NEW_ACCOUNT = "444444444444"
 
