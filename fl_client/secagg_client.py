@@ -28,7 +28,12 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from pydantic import BaseModel
 
 from fl_core.config import FederationConfig
-from fl_core.errors import AccessDeniedError, ExchangeError, FedsiloError, ObjectExistsError
+from fl_core.errors import (
+    AccessDeniedError,
+    ExchangeError,
+    ObjectExistsError,
+    SecAggRefusedError,
+)
 from fl_core.exchange.histograms import class_histogram
 from fl_core.exchange.manifests import EvaluationReport, GlobalManifest
 from fl_core.exchange.protocol import Exchange
@@ -53,12 +58,6 @@ from fl_core.types import SiteId, Weights
 log = structlog.get_logger("fedsilo.client.secagg")
 
 SEED_BYTES = 32
-
-
-class SecAggRefusedError(FedsiloError):
-    """A hospital refuses a secure aggregation document that would let it be unmasked."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True)

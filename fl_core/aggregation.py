@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fl_core.errors import AggregationError
+from fl_core.errors import NonFiniteUpdateError as NonFiniteUpdateError  # the round loop's import
 from fl_core.serialization import TensorSpec
 from fl_core.types import Weights
 
@@ -89,18 +90,6 @@ def split_spans(sizes: Mapping[str, int], parts: int) -> list[list[_Span]]:
             room -= stop - start
             start = stop
     return [share for share in shares if share]
-
-
-class NonFiniteUpdateError(AggregationError):
-    """An update held NaN or Inf (or overflowed when weighted), found while it was added.
-
-    Part of it is in the sum: the mean is void, and must be begun again with the updates
-    accepted before it.
-    """
-
-    def __init__(self, name: str) -> None:
-        super().__init__(f"{name} holds NaN or Inf")
-        self.tensor = name
 
 
 class StreamingWeightedMean:

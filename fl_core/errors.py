@@ -49,6 +49,18 @@ class AggregationError(FedsiloError):
     exit_code = 3
 
 
+class NonFiniteUpdateError(AggregationError):
+    """An update held NaN or Inf (or overflowed when weighted), found while it was added.
+
+    Part of it is in the sum: the mean is void, and must be begun again with the updates
+    accepted before it.
+    """
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} holds NaN or Inf")
+        self.tensor = name
+
+
 class ExchangeError(FedsiloError):
     """The exchange store failed (I/O, permissions, service)."""
 
@@ -113,12 +125,6 @@ class RoundFailedError(FedsiloError):
     exit_code = 6
 
 
-class BudgetExhaustedError(FedsiloError):
-    """A hospital's privacy budget would be exceeded by the next round."""
-
-    exit_code = 7
-
-
 class ObjectUnreadableError(ExchangeError):
     """The object is there but the store will not give this caller its bytes: written with a
     customer-provided key (SSE-C) or under a KMS key this caller may not use, archived, or
@@ -136,3 +142,45 @@ class ObjectAccessDeniedError(AccessDeniedError, ObjectUnreadableError):
     S3's answer for a key the caller may not list), the aggregator reading a hospital's
     answer for an unreadable one.
     """
+
+
+class BucketNotFoundError(ExchangeError):
+    """The exchange bucket does not exist (or not where the client looks for it)."""
+
+
+class KmsKeyError(ExchangeError):
+    """S3 could not use the configured KMS key (wrong id, disabled, or no grant)."""
+
+
+class UnreadableKmsObjectError(KmsKeyError, ObjectUnreadableError):
+    """An object encrypted under a KMS key this role may not use: unreadable, by KMS."""
+
+
+class StoreCredentialsError(ExchangeError):
+    """No usable AWS credentials: missing, expired, invalid, or the role could not be assumed."""
+
+
+StoreAccessDeniedError = AccessDeniedError
+"""The name the S3 store's callers know a refused action by."""
+
+
+class EndpointUnreachableError(ExchangeError):
+    """The S3 endpoint did not answer after botocore's retries."""
+
+
+class LedgerVerificationError(FedsiloError):
+    """The exchange no longer matches its ledger: something was altered, removed or reordered."""
+
+    exit_code = 8
+
+
+class SiteCheckError(FedsiloError):
+    """The data does not fit the federation: the message names what, the report says more."""
+
+    exit_code = 1
+
+
+class SecAggRefusedError(FedsiloError):
+    """A hospital refuses a secure aggregation document that would let it be unmasked."""
+
+    exit_code = 2

@@ -218,7 +218,8 @@ class Federation:
         """``fedsilo ledger verify``'s one line when it fails, else None. An aggregator killed
         before its first write leaves no state, model or entry: nothing to verify, nothing
         broken (the suite made this federation, so its id and exchange are right)."""
-        from fl_core.exchange.ledger import LedgerVerificationError, verify_ledger
+        from fl_core.errors import LedgerVerificationError
+        from fl_core.exchange.ledger import verify_ledger
 
         try:
             report = verify_ledger(self.exchange)

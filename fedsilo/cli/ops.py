@@ -103,8 +103,8 @@ def ledger_verify(
     one line per problem.
     """
     from fedsilo.cli.json_documents import ledger_json
-    from fl_core.errors import ConfigError
-    from fl_core.exchange.ledger import LedgerVerificationError, verify_ledger
+    from fl_core.errors import ConfigError, LedgerVerificationError
+    from fl_core.exchange.ledger import verify_ledger
 
     if as_json:
         json_output_only()
@@ -124,8 +124,7 @@ def ledger_verify(
 
 
 def _verify_as_site(exchange: Exchange, site_id: str, state_dir: Path | None) -> None:
-    from fl_core.errors import ConfigError
-    from fl_core.exchange.ledger import LedgerVerificationError
+    from fl_core.errors import ConfigError, LedgerVerificationError
     from fl_core.exchange.receipts import read_receipts, receipts_path
     from fl_core.exchange.witness import verify_as_site
 

@@ -69,14 +69,13 @@ def check_command(
     the part you may share) to --out. Nothing is uploaded. Exit 1 when the data does not fit.
     """
     from fedsilo.ops.site_check import (
-        SiteCheckError,
         check_site,
         failure_line,
         published_schema,
         write_site_check,
     )
     from fl_core.disclosure import DisclosureFloor
-    from fl_core.errors import ConfigError
+    from fl_core.errors import ConfigError, SiteCheckError
 
     if (schema is None) == (exchange is None):
         raise ConfigError("give the federation's schema: --schema FILE or --exchange URI")

@@ -23,7 +23,6 @@ from fl_core.data.feature_schema import FeatureSchema, SchemaFeature, schema_of_
 from fl_core.data.prepared import PreparedSchema, SiteEntry, read_schema
 from fl_core.data.split import SPLIT_NAMES
 from fl_core.disclosure import DisclosureFloor
-from fl_core.errors import FedsiloError
 
 if TYPE_CHECKING:
     from fl_core.exchange.protocol import Exchange
@@ -44,12 +43,6 @@ ProblemCode = Literal[
     "non_finite",
     "no_training_rows",
 ]
-
-
-class SiteCheckError(FedsiloError):
-    """The data does not fit the federation: the message names what, the report says more."""
-
-    exit_code = 1
 
 
 class _Frozen(BaseModel):

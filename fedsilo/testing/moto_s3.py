@@ -47,7 +47,11 @@ REAL_AWS_VARIABLES = (
 
 
 class MotoServerError(RuntimeError):
-    """moto_server did not start or did not answer."""
+    """moto_server did not start or did not answer.
+
+    A fault of the test harness, not an expected fault of fedsilo: it stays with the harness
+    and is no ``FedsiloError``, so no entrypoint turns it into an exit code.
+    """
 
 
 def offline_settings(folder: Path) -> dict[str, str]:

@@ -19,7 +19,11 @@ from typing import Any
 
 
 class ProcessWaitError(AssertionError):
-    """A process or a wait did not end as the run needs (exited, hung, timed out)."""
+    """A process or a wait did not end as the run needs (exited, hung, timed out).
+
+    A fault of the test harness, not an expected fault of fedsilo: it stays with the harness,
+    and is an ``AssertionError`` so that pytest reports it as the test's failure.
+    """
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from fl_core.errors import (
     AccessDeniedError,
     ExchangeError,
-    FedsiloError,
+    LedgerVerificationError,
     ObjectIntegrityError,
     ObjectNotFoundError,
 )
@@ -38,12 +38,6 @@ def chain_hash(fields: Mapping[str, Any]) -> str:
 
 
 # ---- verification -----------------------------------------------------------------------------
-
-
-class LedgerVerificationError(FedsiloError):
-    """The exchange no longer matches its ledger: something was altered, removed or reordered."""
-
-    exit_code = 8
 
 
 @dataclass(frozen=True)

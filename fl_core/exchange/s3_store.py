@@ -68,10 +68,12 @@ from botocore.exceptions import (
 )
 
 from fl_core.errors import (
-    AccessDeniedError,
+    BucketNotFoundError,
     ChecksumMissingError,
     ConfigError,
+    EndpointUnreachableError,
     ExchangeError,
+    KmsKeyError,
     ObjectAccessDeniedError,
     ObjectExistsError,
     ObjectIntegrityError,
@@ -79,6 +81,9 @@ from fl_core.errors import (
     ObjectTooLargeError,
     ObjectUnreadableError,
     PreconditionFailedError,
+    StoreAccessDeniedError,
+    StoreCredentialsError,
+    UnreadableKmsObjectError,
 )
 from fl_core.exchange.store import ObjectStore
 from fl_core.types import ETag, ObjectKey, Sha256Hex
@@ -133,7 +138,8 @@ class _BodyCutError(Exception):
     """A GET's headers arrived but its body was cut off; the whole GET is worth repeating.
 
     Kept apart from the same botocore errors raised while sending the request, which botocore
-    has already retried.
+    has already retried. Private to this module, not in ``fl_core.errors``: it never leaves
+    ``_get``, which repeats the GET or turns it into ``EndpointUnreachableError``.
     """
 
 
@@ -146,29 +152,6 @@ def _read_body(response: dict[str, Any], expected_bytes: int, *, whole: bool = T
     if len(data) != expected_bytes:
         raise _BodyCutError(f"read {len(data)} of {expected_bytes} bytes")
     return data
-
-
-class BucketNotFoundError(ExchangeError):
-    """The exchange bucket does not exist (or not where the client looks for it)."""
-
-
-class KmsKeyError(ExchangeError):
-    """S3 could not use the configured KMS key (wrong id, disabled, or no grant)."""
-
-
-class UnreadableKmsObjectError(KmsKeyError, ObjectUnreadableError):
-    """An object encrypted under a KMS key this role may not use: unreadable, by KMS."""
-
-
-class StoreCredentialsError(ExchangeError):
-    """No usable AWS credentials: missing, expired, invalid, or the role could not be assumed."""
-
-
-StoreAccessDeniedError = AccessDeniedError
-
-
-class EndpointUnreachableError(ExchangeError):
-    """The S3 endpoint did not answer after botocore's retries."""
 
 
 def _error_code(err: ClientError) -> str:

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from fl_core.errors import AccessDeniedError, ConfigError, ExchangeError
-from fl_core.exchange.ledger import LedgerProblem, LedgerVerificationError, link_problems
+from fl_core.errors import AccessDeniedError, ConfigError, ExchangeError, LedgerVerificationError
+from fl_core.exchange.ledger import LedgerProblem, link_problems
 from fl_core.exchange.manifests import LedgerEntry
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.receipts import Receipt

@@ -148,7 +148,8 @@ def test_spans_cover_every_element_once_in_order():
 
 
 def test_a_non_finite_value_is_found_in_the_slice_that_holds_it_and_voids_the_sum():
-    from fl_core.aggregation import CHUNK_ELEMENTS, NonFiniteUpdateError
+    from fl_core.aggregation import CHUNK_ELEMENTS
+    from fl_core.errors import NonFiniteUpdateError
 
     size = CHUNK_ELEMENTS * 3
     mean = StreamingWeightedMean({"w": TensorSpec("float32", (size,))}, threads=1)
