@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from fl_client.secagg_client import (
-    SecAggRefusedError,
     answer_unmask,
     build_advert,
     build_answer,
     check_roster,
 )
 from fl_core.config import load_config
+from fl_core.errors import SecAggRefusedError
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import GlobalManifest
 from fl_core.exchange.protocol import Exchange

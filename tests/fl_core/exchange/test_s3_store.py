@@ -28,22 +28,20 @@ from botocore.exceptions import ClientError, ConnectionClosedError, ResponseStre
 from moto.sts.models import sts_backends
 
 from fl_core.errors import (
+    BucketNotFoundError,
     ConfigError,
+    EndpointUnreachableError,
     ExchangeError,
+    KmsKeyError,
     ObjectExistsError,
     ObjectIntegrityError,
     ObjectNotFoundError,
     PreconditionFailedError,
-)
-from fl_core.exchange.fs_store import LocalDirectoryStore
-from fl_core.exchange.s3_store import (
-    BucketNotFoundError,
-    EndpointUnreachableError,
-    KmsKeyError,
-    S3Store,
     StoreAccessDeniedError,
     StoreCredentialsError,
 )
+from fl_core.exchange.fs_store import LocalDirectoryStore
+from fl_core.exchange.s3_store import S3Store
 from fl_core.exchange.uri import open_store
 
 REGION = "eu-west-1"

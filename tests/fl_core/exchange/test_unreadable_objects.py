@@ -26,18 +26,16 @@ from fedsilo.testing.moto_iam import (
 from fedsilo.testing.moto_s3 import REGION
 from fl_core.errors import (
     AccessDeniedError,
+    KmsKeyError,
     ObjectAccessDeniedError,
     ObjectNotFoundError,
     ObjectUnreadableError,
-)
-from fl_core.exchange.fs_store import LocalDirectoryStore
-from fl_core.exchange.s3_store import (
-    KmsKeyError,
-    S3Store,
     StoreAccessDeniedError,
     StoreCredentialsError,
     UnreadableKmsObjectError,
 )
+from fl_core.exchange.fs_store import LocalDirectoryStore
+from fl_core.exchange.s3_store import S3Store
 
 from .test_s3_store import Injector, _Raw, error_response
 
