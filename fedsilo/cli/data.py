@@ -106,6 +106,15 @@ def prepare_command(
     ] = None,
     seed: SeedOption = 0,
     overwrite: OverwriteOption = False,
+    features: Annotated[
+        str,
+        typer.Option(
+            "--features",
+            help="eICU: core (what a federation trains on by default) or full (also the "
+            "apachePredVar admission items and APACHE IVa's prediction, for data evaluate "
+            "--candidate)",
+        ),
+    ] = "core",
 ) -> None:
     """Write one folder per hospital (stratified train/valid/test Parquet) plus schema.json."""
     from fl_core.errors import ConfigError
@@ -126,6 +135,7 @@ def prepare_command(
             min_stays=EICU_MIN_STAYS if min_stays is None else min_stays,
             seed=seed,
             overwrite=overwrite,
+            feature_set=features,
         )
         _print_summary(result.schema, out)
         report = result.cohort.report
@@ -136,6 +146,8 @@ def prepare_command(
         )
         return
     assert csv is not None
+    if features != "core":
+        raise ConfigError("--features applies to --eicu-dir only")
     if site_column is None or label_column is None:
         raise ConfigError("--csv needs --site-column COL and --label-column COL")
     table = prepare_table(
@@ -189,6 +201,15 @@ def evaluate_command(
     as_json: Annotated[
         bool, typer.Option("--json", help="print summary.json instead of the tables")
     ] = False,
+    candidate: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--candidate",
+            help="a named model to evaluate (repeat for several; default: default): default, "
+            "logistic, rich, apache_input, rich_apache, rich_apache_logistic; the first is the "
+            "one the per-hospital verdict is about",
+        ),
+    ] = None,
 ) -> None:
     """Cross-validate a federation per hospital beside pooled training and the yardsticks.
 
@@ -208,8 +229,13 @@ def evaluate_command(
     )
 
     from fedsilo.engine.logs import configure_logging
-    from fedsilo.ops.evaluate import STAYS_FILE, cross_validate
-    from fedsilo.ops.evaluation_summary import summarise, write_summary
+    from fedsilo.ops.evaluate import STAYS_FILE, CrossValidation, cross_validate
+    from fedsilo.ops.evaluation_candidates import (
+        Candidate,
+        candidate_config,
+        candidates_named,
+    )
+    from fedsilo.ops.evaluation_summary import candidates_text, summarise, write_summary
     from fedsilo.ops.hospital_verdict import verdict_from_file
     from fl_core.config import load_config
     from fl_core.errors import ConfigError
@@ -218,6 +244,7 @@ def evaluate_command(
     if not (data / "schema.json").is_file():
         raise ConfigError(f"--data {data}: no schema.json; run `fedsilo data prepare` first")
     federation = load_config(config)
+    chosen = candidates_named(candidate or [])
     started = time.monotonic()
     columns = (
         TextColumn("{task.description}"),
@@ -228,18 +255,30 @@ def evaluate_command(
         TimeRemainingColumn(),
     )
     # a fold takes minutes: estimate speed over a quarter hour, not rich's default 30 s
+    results: list[tuple[Candidate, CrossValidation]] = []
     with Progress(*columns, console=Console(stderr=True), speed_estimate_period=900) as progress:
-        cv = cross_validate(
-            data,
-            out,
-            federation,
-            folds=folds,
-            repeats=repeats,
-            split_seed=seed,
-            local_only=local_only,
-            progress=EvaluationBars(progress, folds * repeats),
-            keep=keep,
-        )
+        bars = EvaluationBars(progress, folds * repeats * len(chosen))
+        for index, preset in enumerate(chosen):
+            primary = index == 0  # its work stays in --out; the verdict is about it
+            results.append(
+                (
+                    preset,
+                    cross_validate(
+                        data,
+                        out if primary else out / "candidates" / preset.name,
+                        candidate_config(federation, preset),
+                        folds=folds,
+                        repeats=repeats,
+                        split_seed=seed,
+                        local_only=local_only and primary,
+                        progress=bars,
+                        keep=keep,
+                        feature_groups=preset.feature_groups,
+                        label_prefix="" if len(chosen) == 1 else f"{preset.name}-",
+                    ),
+                )
+            )
+    cv = results[0][1]
     bins = federation.evaluation.histogram_bins
     verdicts = verdict_from_file(out / STAYS_FILE, bins) if local_only else None
     summary = summarise(
@@ -250,12 +289,16 @@ def evaluate_command(
         seconds=time.monotonic() - started,
         kept=keep,
         verdicts=verdicts,
+        candidates=results,
+        hidden_sizes=federation.training.hidden_sizes,
     )
     json_path, page_path = write_summary(summary, out, verdicts)
     if as_json:
         print(json_path.read_text(), end="")
         return
     console.print(cross_validation_table(summary))
+    if summary.chosen_by_validation:
+        console.print(candidates_text(summary), markup=False)
     if summary.hospital_verdicts is not None:
         console.print(hospital_verdict_table(summary.hospital_verdicts))
     console.print(
@@ -314,9 +357,12 @@ def cross_validation_table(summary: EvaluationSummary) -> Table:
         "calibration out of fold: Brier score, expected calibration error (ECE), Cox "
         "intercept (0 when calibrated) and slope (1)",
     )
-    for column in ("model", "AUROC", "OOF", "Brier", "ECE", "icpt", "slope"):
+    several = len(summary.candidates) > 1
+    headers = ("model", "AUROC", "OOF", "Brier", "ECE", "icpt", "slope")
+    for column in (*headers, *(("val. loss",) if several else ())):
         table.add_column(column, justify="left" if column == "model" else "right")
     for model in summary.models:
+        loss = (_cell(model.validation_log_loss),) if several else ()
         table.add_row(
             model.model,
             f"{_cell(model.auroc_mean)} +- {_cell(model.auroc_sd, 3)}"
@@ -327,6 +373,7 @@ def cross_validation_table(summary: EvaluationSummary) -> Table:
             _cell(model.ece),
             _cell(model.intercept, 2),
             _cell(model.slope, 2),
+            *loss,
         )
     return table
 

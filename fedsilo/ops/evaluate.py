@@ -28,7 +28,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 
 from fedsilo.engine.app import DEFAULT_APP, FederatedApp
 from fedsilo.engine.federation import SimulationEvents
+from fedsilo.engine.metrics_row import MetricsRow
 from fedsilo.engine.process_engine import simulate
 from fedsilo.ops.baselines import local_only_predictions, pooled_predictions
 from fedsilo.ops.hospital_view import HospitalComparison, compare_hospitals
@@ -79,9 +80,9 @@ class _RoundsToProgress(SimulationEvents):
         super().__init__(rounds)
         self.progress = progress
 
-    def row_ready(self, row: dict[str, Any]) -> None:
-        done = f"round {row['round']} of {self.rounds} done"
-        last = row["round"] == self.rounds  # the yardsticks train next: say so while they run
+    def row_ready(self, row: MetricsRow) -> None:
+        done = f"round {row.round} of {self.rounds} done"
+        last = row.round == self.rounds  # the yardsticks train next: say so while they run
         self.progress.advance(f"{done}; training the yardsticks" if last else done)
 
 
@@ -105,6 +106,9 @@ class Scores:
     """Each hospital's own test stays, federated vs a model of its own (``local_only``)."""
     seconds: float = 0.0
     """Wall time of the fold: its federation and its yardsticks."""
+    validation_log_loss: float | None = None
+    """Mean log-loss of the published (recalibrated) federated model on the fold's validation
+    rows, which are training rows: what a choice between candidates may look at."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,11 @@ class CrossValidation:
             return math.nan, math.nan, 0
         sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
         return float(np.mean(values)), sd, len(values)
+
+    def validation_loss(self) -> float | None:
+        """Mean over folds of the federated model's validation log-loss (training rows only)."""
+        values = [s.validation_log_loss for s in self.per_fold if s.validation_log_loss is not None]
+        return float(np.mean(values)) if values else None
 
     def out_of_fold_spread(self, name: str) -> tuple[float, float, int]:
         values = [v for v in (r.get(name) for r in self.out_of_fold) if v is not None]
@@ -276,6 +285,12 @@ def score_federation(
     trainer.set_weights(without_scaling(result.final_weights))
     uncalibrated = np.asarray(trainer.predict_proba(test.x), np.float64)
     trainer.set_weights(result.final_weights)
+    valid = _concat([s.valid for s in sites])
+    validation_loss = (
+        log_loss(np.asarray(trainer.predict_proba(valid.x), np.float64), valid.y)
+        if valid.num_examples
+        else None
+    )
     predictions = {
         "federated": np.asarray(trainer.predict_proba(test.x), np.float64),
         "federated_uncalibrated": uncalibrated,
@@ -294,7 +309,7 @@ def score_federation(
         predictions["local_only"] = _over_stays(sites, local)
     scores = Scores(
         federated=exact_auroc(predictions["federated"], test.y),
-        federated_histogram=result.rows[-1]["auroc"] if result.rows else None,
+        federated_histogram=result.rows[-1].auroc if result.rows else None,
         pooled=exact_auroc(predictions["pooled"], test.y),
         local_only_mean=float(np.mean(local_aurocs)) if local_aurocs else None,
         local_only_sites=len(local_aurocs),
@@ -310,15 +325,43 @@ def score_federation(
         if local_only
         else None,
         seconds=round(time.monotonic() - started, 1),
+        validation_log_loss=validation_loss,
     )
     if progress is not None:
         progress.advance("yardsticks done: pooled" + (" and local-only" if local_only else ""))
     return scores, predictions, test.y
 
 
-def _split_table(schema: PreparedSchema, split: Split) -> pa.Table:
-    names = [f.name for f in schema.features]
-    arrays = [pa.array(split.x[:, i], type=pa.float32()) for i in range(split.x.shape[1])]
+LOSS_CLIP = 1e-7
+"""Risks are clipped to [clip, 1 - clip] in a log-loss, so a confident miss is finite."""
+
+
+def log_loss(risk: npt.NDArray[np.float64], labels: npt.NDArray[np.int8]) -> float:
+    """Mean binary log-loss (natural log) of ``risk`` for ``labels``."""
+    p = np.clip(risk, LOSS_CLIP, 1 - LOSS_CLIP)
+    y = labels.astype(np.float64)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def feature_columns(schema: PreparedSchema, groups: Sequence[str] | None) -> list[int]:
+    """Indices of the features in ``groups`` (every feature for None); a group the folder
+    lacks is a ConfigError saying how to prepare one that has it."""
+    if groups is None:
+        return list(range(len(schema.features)))
+    present = {f.group for f in schema.features}
+    missing = [g for g in groups if g not in present]
+    if missing:
+        raise ConfigError(
+            f"the prepared folder has no {', '.join(missing)} features (it has "
+            f"{', '.join(sorted(present))}); prepare it with `fedsilo data prepare --eicu-dir "
+            "DIR --features full`"
+        )
+    return [i for i, f in enumerate(schema.features) if f.group in groups]
+
+
+def _split_table(schema: PreparedSchema, split: Split, columns: Sequence[int]) -> pa.Table:
+    names = [schema.features[i].name for i in columns]
+    arrays = [pa.array(split.x[:, i], type=pa.float32()) for i in columns]
     arrays.append(pa.array(split.y.astype(np.int8), type=pa.int8()))
     names.append(LABEL_COLUMN)
     for ref, column in schema.reference_scores.items():
@@ -347,15 +390,24 @@ def _validation_mask(rows: Split, site_id: str, fold: int, seed: int) -> npt.NDA
     return np.asarray(codes == 0, dtype=np.bool_)
 
 
-def write_fold_folders(prepared: Path, out: Path, *, folds: int, seed: int) -> list[Path]:
+def write_fold_folders(
+    prepared: Path,
+    out: Path,
+    *,
+    folds: int,
+    seed: int,
+    feature_groups: Sequence[str] | None = None,
+) -> list[Path]:
     """``out/fold_<k>``: prepared folders whose test split is fold k at every hospital.
 
     Valid holds one in ``VALIDATION_SHARE`` of the other folds' rows (never a test row), train
     the rest. Every hospital of ``prepared`` (all its rows, whatever split they were in) is
-    dealt into folds by ``assign_folds`` under ``seed``.
+    dealt into folds by ``assign_folds`` under ``seed``: the deal depends on the labels alone,
+    so every choice of ``feature_groups`` (the columns kept; all for None) gets the same folds.
     """
     source = PreparedFolderSource(prepared)
     schema = source.schema
+    columns = feature_columns(schema, feature_groups)
     if out.exists():
         shutil.rmtree(out)
     roots = [out / f"fold_{k}" for k in range(folds)]
@@ -376,7 +428,8 @@ def write_fold_folders(prepared: Path, out: Path, *, folds: int, seed: int) -> l
             (root / site_entry.folder).mkdir(parents=True)
             for name in SPLIT_NAMES:
                 pq.write_table(
-                    _split_table(schema, parts[name]), root / site_entry.folder / f"{name}.parquet"
+                    _split_table(schema, parts[name], columns),
+                    root / site_entry.folder / f"{name}.parquet",
                 )
             train_pos = parts["train"].num_positive
             one_class = train_pos in (0, parts["train"].num_examples)
@@ -400,7 +453,14 @@ def write_fold_folders(prepared: Path, out: Path, *, folds: int, seed: int) -> l
         stratified_by=f"label; cross-validation fold k of {folds} is test (assign_folds)",
     )
     for k, root in enumerate(roots):
-        fold_schema = schema.model_copy(update={"sites": tuple(entries[k]), "split": settings})
+        fold_schema = PreparedSchema.model_validate(
+            {
+                **schema.model_dump(),
+                "sites": [entry.model_dump() for entry in entries[k]],
+                "split": settings.model_dump(),
+                "features": [schema.features[i].model_dump() for i in columns],
+            }
+        )
         (root / SCHEMA_FILE).write_text(fold_schema.model_dump_json(indent=2) + "\n")
     return roots
 
@@ -433,11 +493,14 @@ def cross_validate(
     local_only: bool = True,
     progress: EvaluationProgress | None = None,
     keep: bool = False,
+    feature_groups: Sequence[str] | None = None,
+    label_prefix: str = "",
 ) -> CrossValidation:
     """``repeats`` x ``folds`` federations; repeat r deals folds with seed ``split_seed + r``.
 
     ``config`` gives rounds, seed and training; its data section is replaced per fold. The
     fold folders (``work/folds_r<r>``) and run folders (``work/runs``) stay only with ``keep``.
+    ``feature_groups`` picks the prepared folder's columns the models train on (all for None).
     """
     if repeats < 1:
         raise ConfigError(f"repeats {repeats}: must be at least 1")
@@ -447,11 +510,15 @@ def cross_validate(
     out_of_fold_calibration: list[dict[str, Calibration | None]] = []
     for repeat in range(repeats):
         roots = write_fold_folders(
-            prepared, work / f"folds_r{repeat}", folds=folds, seed=split_seed + repeat
+            prepared,
+            work / f"folds_r{repeat}",
+            folds=folds,
+            seed=split_seed + repeat,
+            feature_groups=feature_groups,
         )
         predictions, labels = [], []
         for k, root in enumerate(roots):
-            label = f"r{repeat}-f{k}"
+            label = f"{label_prefix}r{repeat}-f{k}"
             if progress is not None:
                 progress.federation_started(label, config.rounds + 1)
             scores, predicted, y = score_federation(

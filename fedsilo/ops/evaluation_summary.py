@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
 from fedsilo.ops.evaluate import CrossValidation, Scores
+from fedsilo.ops.evaluation_candidates import Candidate, choose_by_validation
 from fedsilo.ops.hospital_verdict import MIN_VERDICT_EVENTS, HospitalVerdict, VerdictSummary
 from fedsilo.ops.report_stats import Interval
 
@@ -37,6 +39,21 @@ class ModelFigures(_Frozen):
     ece: float | None
     intercept: float | None
     slope: float | None
+    candidate: str | None = None
+    """The candidate this federated model is (``--candidate``); None for the yardsticks."""
+    validation_log_loss: float | None = None
+    """Candidates only: mean over folds of the log-loss on the validation rows (training
+    rows), what the default is chosen by."""
+
+
+class CandidateSummary(_Frozen):
+    """One ``--candidate`` preset as it was evaluated."""
+
+    name: str
+    description: str
+    feature_groups: tuple[str, ...]
+    hidden_sizes: tuple[int, ...]
+    validation_log_loss: float | None
 
 
 class FoldFigures(_Frozen):
@@ -105,6 +122,10 @@ class EvaluationSummary(_Frozen):
     per_fold: list[FoldFigures]
     kept_work_folders: bool
     hospital_verdicts: HospitalVerdicts | None = None
+    candidates: list[CandidateSummary] = []
+    chosen_by_validation: str | None = None
+    """The candidate with the lowest validation log-loss (training rows only); None with a
+    single candidate."""
 
 
 def _number(value: float | None) -> float | None:
@@ -191,6 +212,31 @@ def _fold(index: int, cv: CrossValidation, scores: Scores) -> FoldFigures:
     )
 
 
+def _model_figures(
+    cv: CrossValidation, name: str, label: str, candidate: str | None = None
+) -> ModelFigures:
+    mean, sd, count = cv.spread(name)
+    oof, _, pooled_over = cv.out_of_fold_spread(_OUT_OF_FOLD_NAME.get(name, name))
+    calibration = cv.out_of_fold_calibration_mean(_OUT_OF_FOLD_NAME.get(name, name))
+    return ModelFigures(
+        model=label,
+        auroc_mean=_number(mean) if count else None,
+        auroc_sd=_number(sd) if count else None,
+        folds_scored=count,
+        out_of_fold_auroc=_number(oof) if pooled_over else None,
+        brier=calibration.get("brier"),
+        ece=calibration.get("ece"),
+        intercept=calibration.get("intercept"),
+        slope=calibration.get("slope"),
+        candidate=candidate,
+        validation_log_loss=cv.validation_loss() if candidate is not None else None,
+    )
+
+
+def candidate_label(name: str) -> str:
+    return f"federated: {name}"
+
+
 def summarise(
     cv: CrossValidation,
     *,
@@ -200,25 +246,38 @@ def summarise(
     seconds: float,
     kept: bool,
     verdicts: VerdictSummary | None = None,
+    candidates: Sequence[tuple[Candidate, CrossValidation]] = (),
+    hidden_sizes: tuple[int, ...] = (),
 ) -> EvaluationSummary:
-    models = []
+    """The summary of ``cv``; with several ``candidates`` (``cv`` being the first one's), a
+    federated row for each, the primary's yardstick rows after them."""
+    several = len(candidates) > 1
+    primary = candidates[0][0].name if candidates else None
+    models = (
+        [_model_figures(c, "federated", candidate_label(k.name), k.name) for k, c in candidates]
+        if several
+        else []
+    )
     for name in model_names(cv, local_only=local_only):
-        mean, sd, count = cv.spread(name)
-        oof, _, pooled_over = cv.out_of_fold_spread(_OUT_OF_FOLD_NAME.get(name, name))
-        calibration = cv.out_of_fold_calibration_mean(_OUT_OF_FOLD_NAME.get(name, name))
-        models.append(
-            ModelFigures(
-                model=MODEL_LABELS.get(name, name),
-                auroc_mean=_number(mean) if count else None,
-                auroc_sd=_number(sd) if count else None,
-                folds_scored=count,
-                out_of_fold_auroc=_number(oof) if pooled_over else None,
-                brier=calibration.get("brier"),
-                ece=calibration.get("ece"),
-                intercept=calibration.get("intercept"),
-                slope=calibration.get("slope"),
-            )
+        if several and name == "federated":
+            continue
+        label = MODEL_LABELS.get(name, name)
+        models.append(_model_figures(cv, name, label, primary if name == "federated" else None))
+    summaries = [
+        CandidateSummary(
+            name=k.name,
+            description=k.description,
+            feature_groups=k.feature_groups,
+            hidden_sizes=hidden_sizes if k.hidden_sizes is None else k.hidden_sizes,
+            validation_log_loss=c.validation_loss(),
         )
+        for k, c in candidates
+    ]
+    chosen = (
+        choose_by_validation({c.name: c.validation_log_loss for c in summaries})
+        if several
+        else None
+    )
     return EvaluationSummary(
         data=str(data),
         folds=cv.folds,
@@ -232,6 +291,8 @@ def summarise(
         per_fold=[_fold(i, cv, s) for i, s in enumerate(cv.per_fold)],
         kept_work_folders=kept,
         hospital_verdicts=None if verdicts is None else hospital_verdicts(verdicts),
+        candidates=summaries,
+        chosen_by_validation=chosen,
     )
 
 
@@ -270,6 +331,7 @@ def evaluation_html(summary: EvaluationSummary) -> str:
             "ECE",
             "intercept",
             "slope",
+            "validation log-loss",
         ],
         [
             [
@@ -282,6 +344,7 @@ def evaluation_html(summary: EvaluationSummary) -> str:
                 _cell(m.ece),
                 _cell(m.intercept, 2),
                 _cell(m.slope, 2),
+                _cell(m.validation_log_loss),
             ]
             for m in summary.models
         ],
@@ -334,12 +397,44 @@ def evaluation_html(summary: EvaluationSummary) -> str:
             "<h2>Models and yardsticks</h2>",
             models,
             f"<p>{html.escape(notes)}</p>",
+            *candidates_html(summary),
             "<h2>Folds</h2>",
             folds,
             *hospitals_html(summary.hospital_verdicts),
             "</body></html>",
         ]
     )
+
+
+def candidates_text(summary: EvaluationSummary) -> str:
+    """How the candidates were compared and which one the training-rows rule picks."""
+    if not summary.chosen_by_validation:
+        return ""
+    return (
+        "Every candidate was trained and tested on the same folds. The rule for the default "
+        "looks at training rows only: the lowest mean log-loss of the published federated "
+        "model on the folds' validation rows. By that rule: "
+        f"{summary.chosen_by_validation}. The AUROCs above are for reading, not for choosing."
+    )
+
+
+def candidates_html(summary: EvaluationSummary) -> list[str]:
+    if len(summary.candidates) < 2:
+        return []
+    table = _table(
+        ["candidate", "features", "hidden layers", "validation log-loss", "what it is"],
+        [
+            [
+                c.name,
+                " + ".join(c.feature_groups),
+                ", ".join(str(h) for h in c.hidden_sizes) or "none (logistic)",
+                _cell(c.validation_log_loss),
+                c.description,
+            ]
+            for c in summary.candidates
+        ],
+    )
+    return ["<h2>Candidates</h2>", table, f"<p>{html.escape(candidates_text(summary))}</p>"]
 
 
 def _share(value: float | None) -> str:

@@ -1,0 +1,98 @@
+"""Candidate models for ``fedsilo data evaluate --candidate``: a feature set and a network.
+
+Each candidate is cross-validated on the same folds (the deal depends on the labels alone) and
+reported beside the others and APACHE IVa. Which one becomes the default is decided on training
+rows only (``choose_by_validation``): the lowest mean log-loss of the published, recalibrated
+federated model on the folds' validation rows. The test folds are never looked at to choose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fl_core.config import FederationConfig
+from fl_core.data.eicu.features import FeatureGroup
+from fl_core.errors import ConfigError
+
+
+class Candidate(BaseModel):
+    """A named preset: the feature groups a model trains on, and its hidden layers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str
+    feature_groups: tuple[FeatureGroup, ...] = Field(min_length=1)
+    hidden_sizes: tuple[int, ...] | None = None
+    """None: the federation config's ``training.hidden_sizes``; ``()`` is logistic regression."""
+
+
+CANDIDATES: dict[str, Candidate] = {
+    c.name: c
+    for c in (
+        Candidate(
+            name="default",
+            description="core features, the configured network (default: one layer of 32)",
+            feature_groups=("core",),
+        ),
+        Candidate(
+            name="logistic",
+            description="core features, logistic regression (no hidden layer)",
+            feature_groups=("core",),
+            hidden_sizes=(),
+        ),
+        Candidate(
+            name="rich",
+            description="core and admission features (apachePredVar), the configured network",
+            feature_groups=("core", "admission"),
+        ),
+        Candidate(
+            name="apache_input",
+            description="core features and APACHE IVa's prediction, the configured network",
+            feature_groups=("core", "apache_prediction"),
+        ),
+        Candidate(
+            name="rich_apache",
+            description="every feature group, the configured network",
+            feature_groups=("core", "admission", "apache_prediction"),
+        ),
+        Candidate(
+            name="rich_apache_logistic",
+            description="every feature group, logistic regression",
+            feature_groups=("core", "admission", "apache_prediction"),
+            hidden_sizes=(),
+        ),
+    )
+}
+DEFAULT_CANDIDATE = "default"
+
+
+def candidates_named(names: Sequence[str]) -> list[Candidate]:
+    """The presets in the order given (``default`` alone when none); unknown or repeated
+    names are a ConfigError listing the choices."""
+    chosen = list(names) or [DEFAULT_CANDIDATE]
+    unknown = [n for n in chosen if n not in CANDIDATES]
+    if unknown:
+        raise ConfigError(f"--candidate {unknown[0]}: unknown; choose from {', '.join(CANDIDATES)}")
+    if len(set(chosen)) != len(chosen):
+        raise ConfigError("--candidate: a candidate is named twice; name each once")
+    return [CANDIDATES[n] for n in chosen]
+
+
+def candidate_config(config: FederationConfig, candidate: Candidate) -> FederationConfig:
+    """``config`` with the candidate's hidden layers (unchanged where it keeps the config's)."""
+    if candidate.hidden_sizes is None:
+        return config
+    tree = config.model_dump(mode="json")
+    tree["training"]["hidden_sizes"] = list(candidate.hidden_sizes)
+    return FederationConfig.model_validate(tree)
+
+
+def choose_by_validation(losses: Mapping[str, float | None]) -> str | None:
+    """The candidate with the lowest mean validation log-loss; None if none has one."""
+    known = {name: loss for name, loss in losses.items() if loss is not None}
+    if not known:
+        return None
+    return min(known, key=lambda name: known[name])
