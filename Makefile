@@ -45,7 +45,7 @@ bench: install
 # Faults and attacks against real server/client processes (127.0.0.1, a temporary folder):
 # one table of figures, exit 1 if any misses its goal. `--quick` is the slow test's size.
 chaos: install
-	$(PY) -m bench.chaos
+	$(PY) -m chaos
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund

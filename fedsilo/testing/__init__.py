@@ -1,4 +1,4 @@
-"""Support code for offline runs against moto: tests, ``bench/chaos`` and ``examples/demo_aws.py``.
+"""Support code for offline runs against moto: tests, ``chaos`` and ``examples/demo_aws.py``.
 
 Nothing here is imported by the product. ``moto_s3`` starts moto (in-process or as its own
 process), builds the environment that keeps a process away from any real AWS account, and

@@ -4,7 +4,7 @@ Two ways to run moto_server, both on a free port of 127.0.0.1:
 
 * ``threaded_moto_server``: moto's ``ThreadedMotoServer`` inside this process (tests);
 * ``start_moto_process`` / ``moto_process``: the ``moto_server`` executable next to this
-  Python, as its own process, so its CPU is not the caller's (bench/chaos, the AWS demo).
+  Python, as its own process, so its CPU is not the caller's (chaos, the AWS demo).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bench.chaos.suite import run, table
+from chaos.suite import run, table
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 ``Federation`` that runs ``fedsilo server run`` / ``fedsilo client run`` as OS processes.
 
 moto_server, the offline environment, the processes and the fault proxy come from
-``fedsilo.testing`` (shared with bench/chaos and examples/demo_aws.py). Every wait polls S3
+``fedsilo.testing`` (shared with chaos and examples/demo_aws.py). Every wait polls S3
 (state.json, result.json) or a process, never a fixed sleep.
 """
 

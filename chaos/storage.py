@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.chaos.federation import ChaosError, Federation, process_env, running
-from bench.chaos.hooks import JOURNAL_ENV
-from bench.chaos.scenarios import Figure, Reference, honest_losses
-from bench.chaos.stores import s3_federation, versions
+from chaos.federation import ChaosError, Federation, process_env, running
+from chaos.hooks import JOURNAL_ENV
+from chaos.scenarios import Figure, Reference, honest_losses
+from chaos.stores import s3_federation, versions
 from fedsilo.testing.fault_proxy import FaultProxy
 from fedsilo.testing.moto_s3 import moto_client
 from fedsilo.testing.processes import Proc

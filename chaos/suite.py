@@ -19,9 +19,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from bench.chaos import members, scenarios, storage
-from bench.chaos.scenarios import Figure, Reference
-from bench.chaos.stores import local_federation, moto_server, s3_federation
+from chaos import members, scenarios, storage
+from chaos.scenarios import Figure, Reference
+from chaos.stores import local_federation, moto_server, s3_federation
 
 GROUPS = ("hostile", "members", "crash", "random", "two", "storage", "data")
 
@@ -180,7 +180,7 @@ class _References:
 
 
 def table(figures: list[Figure]) -> Table:
-    out = Table(title="What fedsilo survives (bench/chaos)")
+    out = Table(title="What fedsilo survives (chaos)")
     for column in ("scenario", "figure", "value", "goal", ""):
         out.add_column(column)
     for f in figures:

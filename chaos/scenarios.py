@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.chaos.attacks import FOREIGN, Attack, HostileWriter, invited_bad_sites
-from bench.chaos.federation import ChaosError, Federation, Zygote, running
-from bench.chaos.stores import local_federation, s3_federation
+from chaos.attacks import FOREIGN, Attack, HostileWriter, invited_bad_sites
+from chaos.federation import ChaosError, Federation, Zygote, running
+from chaos.stores import local_federation, s3_federation
 from fedsilo.testing.processes import Proc
 
 ROUND_FILES = ("result.json", "global.safetensors", "global.json")

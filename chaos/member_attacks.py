@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.chaos.attacks import header_json, signed_update
-from bench.chaos.federation import Federation
+from chaos.attacks import header_json, signed_update
+from chaos.federation import Federation
 from fedsilo.testing.manifests import answer_to
 from fedsilo.testing.processes import Proc
 from fl_core.errors import ObjectNotFoundError

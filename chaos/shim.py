@@ -1,15 +1,15 @@
-"""``python -m bench.chaos.shim ARGS``: the ``fedsilo`` command line with the chaos hooks in.
+"""``python -m chaos.shim ARGS``: the ``fedsilo`` command line with the chaos hooks in.
 
 The same entry point as the ``fedsilo`` console script (``fedsilo.cli.main``), so the
 process under test is the real command; only the store classes and the trainer step are
-wrapped (``bench.chaos.hooks``), and only in this process.
+wrapped (``chaos.hooks``), and only in this process.
 """
 
 from __future__ import annotations
 
 import sys
 
-from bench.chaos import hooks
+from chaos import hooks
 
 
 def main() -> None:

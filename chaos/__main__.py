@@ -1,4 +1,4 @@
-"""``python -m bench.chaos [--quick] [--kills N] [--only NAME ...]``: the fault and attack suite.
+"""``python -m chaos [--quick] [--kills N] [--only NAME ...]``: the fault and attack suite.
 
 Prints one table of figures and exits 1 if any figure misses its goal (a hostile file let in
 or rejected for the wrong reason, an update lost, a round aggregated twice, a ledger that
@@ -17,11 +17,11 @@ from pathlib import Path
 from rich.console import Console
 
 from bench._tables import write_tables
-from bench.chaos.suite import GROUPS, run, table
+from chaos.suite import GROUPS, run, table
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds and kills (CI)")
     parser.add_argument("--kills", type=int, default=None, help="random aggregator kills")
     parser.add_argument("--only", nargs="*", choices=GROUPS, default=list(GROUPS))

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.chaos.federation import ChaosError, Federation
+from chaos.federation import ChaosError, Federation
 from fedsilo.testing.moto_s3 import MotoServerError, create_bucket, moto_client, moto_process
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.s3_store import S3Store

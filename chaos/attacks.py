@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.chaos.federation import Federation
+from chaos.federation import Federation
 from fedsilo.testing.manifests import answer_to
 from fedsilo.testing.processes import Proc
 from fl_core.admission import update_metadata

@@ -1,4 +1,4 @@
-"""``python -m bench.chaos.zygote``: a fork server for aggregators that are killed 100 times.
+"""``python -m chaos.zygote``: a fork server for aggregators that are killed 100 times.
 
 A fresh ``fedsilo server run`` spends about 3 CPU-seconds importing torch and pandas before
 it does anything; a hundred kills would be mostly imports. This process imports the command
@@ -25,7 +25,7 @@ def _child(request: dict[str, Any]) -> None:
         handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         os.dup2(handle, fd)
         os.close(handle)
-    from bench.chaos import hooks
+    from chaos import hooks
 
     hooks.install()
     from fedsilo.cli import main

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.chaos.attacks import signed_update
-from bench.chaos.federation import Federation, process_env, running
-from bench.chaos.member_attacks import (
+from chaos.attacks import signed_update
+from chaos.federation import Federation, process_env, running
+from chaos.member_attacks import (
     CRASH_HEADERS,
     FLOODER,
     MALFORMED_PREFLIGHTS,
@@ -34,9 +34,9 @@ from bench.chaos.member_attacks import (
     pending_sites,
     wait_for_honest,
 )
-from bench.chaos.scenarios import Figure, Reference, honest_losses
-from bench.chaos.ssec_proxy import SseCProxy
-from bench.chaos.storage import one_line
+from chaos.scenarios import Figure, Reference, honest_losses
+from chaos.ssec_proxy import SseCProxy
+from chaos.storage import one_line
 from fedsilo.ops.onboarding import request_digest
 from fedsilo.testing.cli import run_fedsilo
 from fedsilo.testing.manifests import answer_to
@@ -407,7 +407,7 @@ def onboarding_ids(folder: Path) -> list[Figure]:
     hospital crafted with it (digest and all): each must stop with one line, and nothing may
     reach cdk.json or the registry."""
     folder.mkdir(parents=True, exist_ok=True)
-    repo = Path(__file__).resolve().parents[2]
+    repo = Path(__file__).resolve().parents[1]
     cdk = folder / "cdk.json"
     original = (repo / "cdk.json").read_text()
     cdk.write_text(original)

@@ -23,13 +23,13 @@ from typing import Any
 
 import yaml
 
-from bench.chaos.hooks import JOURNAL_ENV, KILL_ENV
+from chaos.hooks import JOURNAL_ENV, KILL_ENV
 from fedsilo.testing.moto_s3 import FAKE_KEY, offline_env
 from fedsilo.testing.processes import Proc, ProcessGroup, ProcessWaitError
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.store import ObjectStore
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 FEDERATION_ID = "chaos"
 SEED = 11
 WAIT_S = 240.0
@@ -55,11 +55,11 @@ def site_ids(count: int) -> list[str]:
 
 
 class Zygote:
-    """The fork server of ``bench.chaos.zygote``: one aggregator life per ``start``."""
+    """The fork server of ``chaos.zygote``: one aggregator life per ``start``."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "bench.chaos.zygote"],
+            [sys.executable, "-m", "chaos.zygote"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -127,7 +127,7 @@ class Federation:
 
     def __post_init__(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.processes = ProcessGroup(self.folder, "bench.chaos.shim", REPO, WAIT_S)
+        self.processes = ProcessGroup(self.folder, "chaos.shim", REPO, WAIT_S)
         self.exchange = Exchange(self.store, FEDERATION_ID)
         self.honest = site_ids(self.hospitals)
         self.journal = self.folder / "writes.journal"

@@ -1,6 +1,6 @@
 """Fault hooks for the chaos suite: SIGKILL a fedsilo process at a chosen write or step.
 
-Installed only by ``bench.chaos.shim`` (and its fork server) in a process the suite starts;
+Installed only by ``chaos.shim`` (and its fork server) in a process the suite starts;
 nothing in the product imports this module, so a deployed ``fedsilo`` has no fault hook at
 all. The hooks wrap the store classes' write methods and the trainer, and read one
 environment variable, ``FEDSILO_CHAOS_KILL``: a JSON rule saying where to die.
