@@ -20,9 +20,15 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict
 
 from fl_core.data.feature_schema import FeatureSchema, SchemaFeature, schema_of_prepared
-from fl_core.data.prepared import PreparedSchema, SiteEntry, read_schema
+from fl_core.data.prepared import (
+    PreparedSchema,
+    SiteEntry,
+    named_feature_columns,
+    read_schema,
+)
 from fl_core.data.split import SPLIT_NAMES
 from fl_core.disclosure import DisclosureFloor
+from fl_core.errors import ConfigError
 
 if TYPE_CHECKING:
     from fl_core.exchange.protocol import Exchange
@@ -171,8 +177,9 @@ def _check_split(
     if not path.is_file():
         return None, [Problem(code="split_missing", site_id=site.site_id, split=split)]
     try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException):
+        names = [f.name for f in prepared.features]
+        table = named_feature_columns(pq.read_table(path), names, path)
+    except (OSError, pa.ArrowException, ConfigError):
         return None, [Problem(code="split_unreadable", site_id=site.site_id, split=split)]
     problems: list[Problem] = []
     present = set(table.column_names)

@@ -5,8 +5,15 @@ Layout (the same for eICU and bring-your-own tables)::
     OUT/schema.json
     OUT/site_<key>/train.parquet   valid.parquet   test.parquet
 
-Each Parquet file holds the feature columns (float32, NaN = not measured, in schema order), the
-label column ``_label`` (int8 0/1) and one float64 column ``_ref_<name>`` per reference score.
+Each Parquet file holds the feature matrix, the label column ``_label`` (int8 0/1) and one
+float64 column ``_ref_<name>`` per reference score. The matrix is one column, ``_features``:
+each row's features (float32, NaN = not measured, in schema order) as one fixed-size binary
+value of little-endian float32, so a split is read with one column decode and one zero-copy
+view instead of a decode and a copy per feature (the file's ``fedsilo.layout`` metadata says
+``2``). Files without that field hold one float32 column per feature, named as in the schema
+(layout 1, still read; ``fedsilo data evaluate`` writes its folds that way), and
+``named_feature_columns`` turns a layout-2 table into that form for tools that look at a
+feature by name.
 ``schema.json`` records the features, the one-hot vocabularies, the split seed and every
 hospital with its ``site_id`` (a valid exchange id, ``site-<key>``) and folder, plus the
 hospitals kept out and why. ``PreparedFolderSource`` reads it back as a ``DataSource``.
@@ -16,7 +23,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +44,13 @@ FORMAT_NAME = "fedsilo-prepared"
 FORMAT_VERSION = 1
 LABEL_COLUMN = "_label"
 REFERENCE_PREFIX = "_ref_"
+FEATURES_COLUMN = "_features"
+LAYOUT_KEY = b"fedsilo.layout"
+LAYOUT_COLUMNS = b"1"
+"""One float32 column per feature (files without ``LAYOUT_KEY``)."""
+LAYOUT_MATRIX = b"2"
+"""The features as one ``FEATURES_COLUMN`` of fixed-size little-endian float32 rows."""
+_FLOAT32 = np.dtype("<f4")
 
 _THREADED_READ_ROWS = 200_000
 """Splits this large are read with Arrow's threads (a single big hospital, not many small)."""
@@ -207,14 +221,15 @@ class PreparedWriter:
         y: npt.NDArray[np.int8],
         references: Mapping[str, npt.NDArray[np.float64]],
     ) -> pa.Table:
-        arrays = [pa.array(x[:, i], type=pa.float32()) for i in range(x.shape[1])]
-        names = list(self.feature_names)
+        arrays = [feature_matrix_column(x)]
+        names = [FEATURES_COLUMN]
         arrays.append(pa.array(y.astype(np.int8), type=pa.int8()))
         names.append(LABEL_COLUMN)
         for name in self.reference_names:
             arrays.append(pa.array(references[name].astype(np.float64), type=pa.float64()))
             names.append(REFERENCE_PREFIX + name)
-        return pa.Table.from_arrays(arrays, names=names)
+        table = pa.Table.from_arrays(arrays, names=names)
+        return table.replace_schema_metadata({LAYOUT_KEY: LAYOUT_MATRIX})
 
     def finish(
         self,
@@ -251,6 +266,19 @@ class PreparedWriter:
         tmp.write_text(schema.model_dump_json(indent=2) + "\n", encoding="utf-8")
         tmp.replace(self.out / SCHEMA_FILE)
         return schema
+
+
+def feature_matrix_column(x: npt.NDArray[np.float32]) -> pa.FixedSizeBinaryArray:
+    """The rows of ``x`` as one fixed-size binary value each (layout 2's ``_features``)."""
+    rows = np.ascontiguousarray(x, dtype=_FLOAT32)
+    width = rows.shape[1] * _FLOAT32.itemsize
+    if width == 0:
+        raise ConfigError("a prepared folder needs at least one feature column")
+    array = pa.Array.from_buffers(
+        pa.binary(width), rows.shape[0], [None, pa.py_buffer(rows.tobytes())]
+    )
+    assert isinstance(array, pa.FixedSizeBinaryArray)
+    return array
 
 
 def prepare_out_dir(out: Path, *, overwrite: bool) -> None:
@@ -363,8 +391,10 @@ class PreparedFolderSource(DataSource):
         try:
             file = pq.ParquetFile(path)
             available = set(file.schema_arrow.names)
+            layout = _layout(file, path)
+            features = [FEATURES_COLUMN] if layout == LAYOUT_MATRIX else list(self._features)
             wanted = [
-                *self._features,
+                *features,
                 self.schema.label_column,
                 *self.schema.reference_scores.values(),
             ]
@@ -380,9 +410,12 @@ class PreparedFolderSource(DataSource):
             table = file.read(columns=wanted, use_threads=threads)
         except (OSError, pa.ArrowException) as err:
             raise ConfigError(f"{path}: unreadable Parquet file ({err}); prepare again") from err
-        x = np.empty((table.num_rows, len(self._features)), dtype=np.float32)
-        for i, column in enumerate(self._features):
-            x[:, i] = _numeric(table, column, path, np.float32)
+        if layout == LAYOUT_MATRIX:
+            x = _feature_matrix(table, len(self._features), path)
+        else:
+            x = np.empty((table.num_rows, len(self._features)), dtype=np.float32)
+            for i, column in enumerate(self._features):
+                x[:, i] = _numeric(table, column, path, np.float32)
         y = _numeric(table, self.schema.label_column, path, np.int8)
         if table.num_rows and not np.isin(y, (0, 1)).all():
             raise ConfigError(
@@ -403,3 +436,59 @@ def _numeric(table: pa.Table, column: str, path: Path, dtype: type[np.generic]) 
     if dtype is np.int8 and data.null_count:
         raise ConfigError(f"{path}: column {column!r} has empty values; prepare again")
     return np.asarray(data.to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+def _layout(file: pq.ParquetFile, path: Path) -> bytes:
+    """The file's layout (``LAYOUT_KEY``); one this reader does not know is refused."""
+    layout = bytes((file.schema_arrow.metadata or {}).get(LAYOUT_KEY, LAYOUT_COLUMNS))
+    if layout not in (LAYOUT_COLUMNS, LAYOUT_MATRIX):
+        raise ConfigError(
+            f"{path}: prepared file layout {layout[:20]!r} is not one this fedsilo reads "
+            f"({LAYOUT_COLUMNS.decode()} or {LAYOUT_MATRIX.decode()}); upgrade fedsilo or "
+            "prepare the folder again"
+        )
+    return layout
+
+
+def _feature_matrix(table: pa.Table, width: int, path: Path) -> npt.NDArray[np.float32]:
+    """Layout 2's ``_features`` as a (rows, width) float32 array, viewed, not converted.
+
+    One copy follows the view: the split then owns writable memory (``torch.from_numpy``
+    warns on a read-only array), and a copy of the whole matrix costs less than one column's
+    decode did.
+    """
+    column = table.column(FEATURES_COLUMN)
+    expected = pa.binary(width * _FLOAT32.itemsize)
+    if column.type != expected:
+        raise ConfigError(
+            f"{path}: column {FEATURES_COLUMN!r} has type {column.type}, expected {expected} "
+            f"({width} float32 features); prepare the folder again"
+        )
+    if column.null_count:
+        raise ConfigError(f"{path}: column {FEATURES_COLUMN!r} has empty rows; prepare again")
+    if table.num_rows == 0:
+        return np.empty((0, width), dtype=np.float32)
+    rows = column.combine_chunks()  # one chunk (one row group) is returned as it is
+    view = np.frombuffer(
+        rows.buffers()[1],
+        dtype=_FLOAT32,
+        count=len(rows) * width,
+        offset=rows.offset * width * _FLOAT32.itemsize,
+    )
+    return view.reshape(len(rows), width).astype(np.float32)
+
+
+def named_feature_columns(table: pa.Table, feature_names: Sequence[str], path: Path) -> pa.Table:
+    """A prepared split's table with one float32 column per feature (layout 1's form).
+
+    For tools that look at a feature by name (``fedsilo site check``); a layout-1 table is
+    returned as it is. The feature names come from the folder's ``schema.json``; ``path``
+    names the file in errors.
+    """
+    if FEATURES_COLUMN not in table.column_names:
+        return table
+    matrix = _feature_matrix(table, len(feature_names), path)
+    rest = table.drop_columns([FEATURES_COLUMN])
+    for index, name in enumerate(feature_names):
+        rest = rest.append_column(name, pa.array(matrix[:, index], type=pa.float32()))
+    return rest.replace_schema_metadata(None)

@@ -22,6 +22,7 @@ from fl_core.data.feature_schema import (
     schema_of_prepared,
     write_feature_schema,
 )
+from fl_core.data.prepared import named_feature_columns, read_schema
 from fl_core.data.tabular import prepare_table
 from fl_core.disclosure import DisclosureFloor
 
@@ -74,7 +75,8 @@ def test_a_wrong_feature_out_of_range_values_and_a_missing_split_are_named(
 ) -> None:
     data = _copy(prepared, tmp_path)
     train = data / "site_north" / "train.parquet"
-    table = pq.read_table(train).to_pandas()
+    names = [f.name for f in read_schema(data).features]
+    table = named_feature_columns(pq.read_table(train), names, train).to_pandas()
     table.loc[table.index[:3], "age"] = 150.0
     pq.write_table(pa.Table.from_pandas(table, preserve_index=False), train)
     (data / "site_south" / "test.parquet").unlink()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
@@ -13,7 +14,14 @@ from hypothesis import strategies as st
 
 from fl_core.data.base import DataSource
 from fl_core.data.eicu.prepare import prepare_eicu
-from fl_core.data.prepared import PreparedFolderSource, read_schema, site_names
+from fl_core.data.prepared import (
+    FEATURES_COLUMN,
+    LAYOUT_KEY,
+    PreparedFolderSource,
+    named_feature_columns,
+    read_schema,
+    site_names,
+)
 from fl_core.data.split import TEST, TRAIN, VALID, assign_splits, class_counts
 from fl_core.errors import ConfigError
 from fl_core.ids import check_site_id
@@ -47,7 +55,8 @@ def test_every_site_loads_with_both_reference_scores(prepared: Path, twin) -> No
 
 def test_parquet_is_raw_not_standardised(prepared: Path) -> None:
     schema = read_schema(prepared)
-    table = pq.read_table(prepared / schema.sites[0].folder / "train.parquet")
+    path = prepared / schema.sites[0].folder / "train.parquet"
+    table = named_feature_columns(pq.read_table(path), [f.name for f in schema.features], path)
     age = table.column("age").to_numpy()
     assert age.min() >= 18 and age.mean() > 40  # raw years, not z-scores
     assert np.isnan(table.column("ph").to_numpy(zero_copy_only=False)).any()
@@ -99,12 +108,67 @@ def test_missing_split_file_and_column(prepared: Path, tmp_path: Path) -> None:
     site = read_schema(root).sites[0]
     path = root / site.folder / "valid.parquet"
     table = pq.read_table(path)
-    pq.write_table(table.drop_columns(["heartrate"]), path)
+    pq.write_table(table.drop_columns([FEATURES_COLUMN]), path)
+    with pytest.raises(ConfigError, match=r"valid\.parquet: column '_features' missing"):
+        PreparedFolderSource(root).load_site(site.site_id)
+    names = [f.name for f in read_schema(root).features]
+    pq.write_table(named_feature_columns(table, names, path).drop_columns(["heartrate"]), path)
     with pytest.raises(ConfigError, match=r"valid\.parquet: column 'heartrate' missing"):
         PreparedFolderSource(root).load_site(site.site_id)
     path.unlink()
     with pytest.raises(ConfigError, match=r"valid\.parquet: missing"):
         PreparedFolderSource(root)
+
+
+def _rewrite(root: Path, change) -> None:  # type: ignore[no-untyped-def]
+    """Every split file of ``root`` rewritten as ``change(table, names, path)`` returns it."""
+    schema = read_schema(root)
+    names = [f.name for f in schema.features]
+    for site in schema.sites:
+        for path in (root / site.folder).glob("*.parquet"):
+            pq.write_table(change(pq.read_table(path), names, path), path)
+
+
+def test_the_features_are_one_column_and_the_per_feature_layout_still_reads(
+    prepared: Path, tmp_path: Path
+) -> None:
+    schema = read_schema(prepared)
+    path = prepared / schema.sites[0].folder / "train.parquet"
+    file = pq.ParquetFile(path)
+    assert file.schema_arrow.metadata[LAYOUT_KEY] == b"2"
+    assert FEATURES_COLUMN in file.schema_arrow.names
+    assert len(file.schema_arrow.names) == 1 + 1 + len(schema.reference_scores)
+    per_feature = _copy(prepared, tmp_path)
+    _rewrite(per_feature, named_feature_columns)  # layout 1: a float32 column per feature
+    assert (
+        "age"
+        in pq.ParquetFile(per_feature / schema.sites[0].folder / "train.parquet").schema_arrow.names
+    )
+    matrix, columns = PreparedFolderSource(prepared), PreparedFolderSource(per_feature)
+    for site_id in matrix.site_ids():
+        a, b = matrix.load_site(site_id), columns.load_site(site_id)
+        for split_a, split_b in ((a.train, b.train), (a.valid, b.valid), (a.test, b.test)):
+            assert split_a.x.dtype == np.float32 and split_a.x.flags.writeable
+            assert np.array_equal(split_a.x, split_b.x, equal_nan=True)
+            assert np.array_equal(split_a.y, split_b.y)
+
+
+def test_a_layout_this_reader_does_not_know_and_a_wrong_width_are_refused(
+    prepared: Path, tmp_path: Path
+) -> None:
+    root = _copy(prepared, tmp_path)
+    site = read_schema(root).sites[0]
+    path = root / site.folder / "test.parquet"
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata({LAYOUT_KEY: b"3"}), path)
+    with pytest.raises(ConfigError, match=r"test\.parquet: prepared file layout b'3'"):
+        PreparedFolderSource(root).load_site(site.site_id)
+    narrow = table.set_column(
+        0, FEATURES_COLUMN, pa.array([b"1234"] * table.num_rows, type=pa.binary(4))
+    )
+    pq.write_table(narrow, path)
+    with pytest.raises(ConfigError, match=r"column '_features' has type fixed_size_binary\[4\]"):
+        PreparedFolderSource(root).load_site(site.site_id)
 
 
 def test_out_folder_protection(twin, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
