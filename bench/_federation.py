@@ -25,7 +25,7 @@ from fl_client.tabular import TabularTrainer
 from fl_client.trainer import derive_seed, pick_device
 from fl_core.config import DataConfig, FederationConfig, SyntheticDataConfig
 from fl_core.data.base import SiteData
-from fl_core.data.standardize import FeatureMoments, combine_moments
+from fl_core.data.standardise import FeatureMoments, combine_moments
 from fl_core.data.synthetic import FEATURES, SyntheticSource
 from fl_core.models import TabularMLP, model_weights
 from fl_core.types import Weights

@@ -24,7 +24,7 @@ from bench import _tables, _timing
 from fl_core.data.eicu.cohort import Cohort, load_cohort
 from fl_core.data.eicu.features import build_features
 from fl_core.data.eicu.prepare import prepare_eicu
-from fl_core.data.eicu.synth import TwinSummary, synthesize
+from fl_core.data.eicu.synth import TwinSummary, synthesise
 from fl_core.data.prepared import PreparedFolderSource
 
 HOSPITALS = 208
@@ -46,7 +46,7 @@ def run_pipeline(root: Path, stays: int) -> PipelineRun:
     """Synthesise, read, featurise, prepare and load the twin under ``root``, timing each."""
     stages: list[tuple[str, float, str]] = []
     started = time.perf_counter()
-    twin = synthesize(root / "twin", hospitals=HOSPITALS, stays=stays, seed=0)
+    twin = synthesise(root / "twin", hospitals=HOSPITALS, stays=stays, seed=0)
     stages.append(("synthesise (4 tables + true risk)", time.perf_counter() - started, ""))
 
     started = time.perf_counter()

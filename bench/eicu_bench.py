@@ -26,7 +26,7 @@ from fedsilo.engine.logs import configure_logging
 from fedsilo.ops.evaluate import CrossValidation, Scores, cross_validate, score_federation
 from fl_core.config import FederationConfig, load_config
 from fl_core.data.eicu.prepare import prepare_eicu
-from fl_core.data.eicu.synth import synthesize
+from fl_core.data.eicu.synth import synthesise
 
 TWINS = ((40, 20_000), (208, 200_000))
 """``make run``'s twin and the full-size one (hospitals, stays); quick runs the first only."""
@@ -60,7 +60,7 @@ def _cv_row(cv: CrossValidation) -> list[str]:
 
 def _twin(root: Path, hospitals: int, stays: int) -> tuple[Scores, str]:
     folder = root / f"twin{hospitals}"
-    synthesize(folder, hospitals=hospitals, stays=stays, seed=0)
+    synthesise(folder, hospitals=hospitals, stays=stays, seed=0)
     prepare_eicu(folder, root / f"twin{hospitals}_prepared", min_stays=1, seed=0)
     config = load_config()
     scores, _, _ = score_federation(

@@ -35,7 +35,7 @@ from fedsilo.engine.logs import configure_logging
 from fedsilo.engine.process_engine import simulate
 from fl_core.config import load_config
 from fl_core.data.eicu.prepare import prepare_eicu
-from fl_core.data.eicu.synth import synthesize
+from fl_core.data.eicu.synth import synthesise
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
 
@@ -79,7 +79,7 @@ def run(root: Path, quick: bool) -> Table:
     hospitals = QUICK_HOSPITALS if quick else HOSPITALS
     stays = QUICK_STAYS if quick else STAYS
     rounds = QUICK_ROUNDS if quick else ROUNDS
-    synthesize(root / "twin", hospitals=hospitals, stays=stays, seed=0)
+    synthesise(root / "twin", hospitals=hospitals, stays=stays, seed=0)
     prepare_eicu(root / "twin", root / "prepared", min_stays=1, seed=0)
     table = Table(
         title=f"AUROC cost of privacy, eICU twin {hospitals} hospitals x {stays:,} stays, "

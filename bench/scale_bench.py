@@ -41,7 +41,7 @@ from bench._timed_app import TIMINGS_ENV, Timings, read_timings
 from fedsilo.engine.federation import open_exchange
 from fedsilo.engine.mpi_launch import rank_environment
 from fl_core.config import FederationConfig, TwinDataConfig
-from fl_core.data.eicu.twin_source import materialize_twin
+from fl_core.data.eicu.twin_source import materialise_twin
 from fl_core.data.prepared import PreparedFolderSource
 from fl_core.exchange.fs_store import LocalDirectoryStore
 
@@ -267,7 +267,7 @@ def main(quick: bool) -> None:
     rounds = QUICK_ROUNDS if quick else ROUNDS
     console = _timing.table_console()
     started = time.perf_counter()
-    prepared = materialize_twin(TwinDataConfig(hospitals=hospitals, stays=stays), 0)
+    prepared = materialise_twin(TwinDataConfig(hospitals=hospitals, stays=stays), 0)
     sites = len(PreparedFolderSource(prepared).site_ids())
     console.print(
         f"twin {hospitals} x {stays:,} stays: {sites} hospitals prepared in {prepared} "

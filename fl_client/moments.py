@@ -15,7 +15,7 @@ from fl_client.disclosure import disclose_moments
 from fl_core.data.base import SiteData
 from fl_core.data.feature_schema import schema_from_names
 from fl_core.data.profile import site_profile
-from fl_core.data.standardize import FeatureMoments
+from fl_core.data.standardise import FeatureMoments
 from fl_core.disclosure import DisclosureFloor
 from fl_core.errors import ObjectExistsError
 from fl_core.exchange.manifests import MomentsReport

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from fl_core.config import FederationConfig
 from fl_core.data.profile import MAX_PROFILE_EDGES
-from fl_core.data.standardize import FeatureMoments
+from fl_core.data.standardise import FeatureMoments
 from fl_core.errors import (
     ObjectNotFoundError,
     ObjectUnreadableError,

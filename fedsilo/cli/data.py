@@ -51,9 +51,9 @@ def synth_command(
     """Write a synthetic twin of eICU-CRD v2.0 (same four tables) plus its true-risk file."""
     import numpy as np
 
-    from fl_core.data.eicu.synth import synthesize  # pandas: only this command pays for it
+    from fl_core.data.eicu.synth import synthesise  # pandas: only this command pays for it
 
-    summary = synthesize(out, hospitals=hospitals, stays=stays, seed=seed, overwrite=overwrite)
+    summary = synthesise(out, hospitals=hospitals, stays=stays, seed=seed, overwrite=overwrite)
     sizes = np.array(summary.sizes)
     mortality = np.array(summary.hospital_mortality)
     table = Table(title=f"synthetic eICU twin -> {out}", show_header=False)

@@ -28,7 +28,7 @@ from fedsilo.engine.run_folder import start_run
 from fedsilo.engine.secagg_keys import key_path, load_key, register_simulated_sites
 from fl_core.config import FederationConfig
 from fl_core.data.base import DataSource
-from fl_core.data.standardize import FeatureMoments, combine_moments
+from fl_core.data.standardise import FeatureMoments, combine_moments
 from fl_core.errors import ConfigError
 from fl_core.exchange.manifests import RoundResult
 from fl_core.exchange.protocol import Exchange

@@ -26,7 +26,7 @@ from fedsilo.engine.federation import initial_model_weights, rows_from_exchange
 from fl_client.hospital import GlobalModel, Hospital, answer_round
 from fl_core.config import FederationConfig
 from fl_core.data.base import SiteData
-from fl_core.data.standardize import FeatureMoments
+from fl_core.data.standardise import FeatureMoments
 from fl_core.errors import ConfigError
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import GlobalManifest

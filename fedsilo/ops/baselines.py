@@ -16,7 +16,7 @@ from fedsilo.engine.app import FederatedApp
 from fl_client.trainer import ClientTrainer, derive_seed
 from fl_core.config import FederationConfig
 from fl_core.data.base import SiteData, Split
-from fl_core.data.standardize import FeatureMoments, combine_moments
+from fl_core.data.standardise import FeatureMoments, combine_moments
 from fl_core.metrics import exact_auroc
 
 

@@ -2,7 +2,7 @@
 
 A source hands out one hospital at a time; nothing here forms a pooled table of patients. The
 trainer sees float32 features with NaN where a value was not measured (the model imputes and
-standardises with statistics computed federatedly, see ``fl_core.data.standardize``).
+standardises with statistics computed federatedly, see ``fl_core.data.standardise``).
 """
 
 from __future__ import annotations

@@ -17,13 +17,13 @@ from bench.defaults_sweep import (
 )
 from fedsilo.ops.evaluate import write_fold_folders
 from fl_core.data.eicu.prepare import prepare_eicu
-from fl_core.data.eicu.synth import synthesize
+from fl_core.data.eicu.synth import synthesise
 
 
 @pytest.fixture(scope="module")
 def fold_roots(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     root = tmp_path_factory.mktemp("sweep")
-    synthesize(root / "eicu", hospitals=12, stays=600, seed=3)
+    synthesise(root / "eicu", hospitals=12, stays=600, seed=3)
     prepare_eicu(root / "eicu", root / "prepared", min_stays=1, seed=0)
     return write_fold_folders(root / "prepared", root / "folds", folds=3, seed=0)
 

@@ -19,7 +19,7 @@ from fedsilo.engine.federation import initial_model_weights
 from fedsilo.engine.inline import HospitalsFor, InlineHospitals
 from fl_client.hospital import Hospital
 from fl_core.config import FederationConfig, load_config
-from fl_core.data.standardize import FeatureMoments
+from fl_core.data.standardise import FeatureMoments
 from fl_core.data.synthetic import SyntheticSource
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import RoundResult

@@ -10,7 +10,7 @@ import pytest
 from fl_client.moments import moments_report, publish_moments
 from fl_core.config import load_config
 from fl_core.data.base import SiteData, Split
-from fl_core.data.standardize import FeatureMoments, combine_moments
+from fl_core.data.standardise import FeatureMoments, combine_moments
 from fl_core.errors import RoundFailedError, UpdateRejectedError
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.protocol import Exchange

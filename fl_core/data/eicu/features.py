@@ -1,7 +1,7 @@
 """The eICU feature set: fixed names and vocabularies, identical for every hospital.
 
 Values stay raw (NaN where not measured): imputation and standardisation statistics are
-computed federatedly (``fl_core.data.standardize``), never here. Every physiology variable gets
+computed federatedly (``fl_core.data.standardise``), never here. Every physiology variable gets
 an explicit 0/1 missingness indicator, because in an ICU whether a lab was drawn says something
 about the patient. Categorical columns are one-hot over a fixed vocabulary (eICU's own codes)
 plus an ``other`` column; a missing category is all zeros.

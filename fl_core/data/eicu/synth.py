@@ -272,7 +272,7 @@ def hospital_sizes(rng: np.random.Generator, hospitals: int, stays: int) -> I64:
     return np.asarray(sizes + 1, dtype=np.int64)
 
 
-def synthesize(
+def synthesise(
     out: Path, *, hospitals: int, stays: int, seed: int, overwrite: bool = False
 ) -> TwinSummary:
     """Write a twin of ``hospitals`` hospitals and ``stays`` unit stays to ``out``."""

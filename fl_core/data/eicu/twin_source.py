@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fl_core.config import TwinDataConfig
 from fl_core.data.eicu.prepare import prepare_eicu
-from fl_core.data.eicu.synth import synthesize
+from fl_core.data.eicu.synth import synthesise
 from fl_core.data.prepared import PreparedFolderSource
 
 TWIN_FORMAT = 2
@@ -32,7 +32,7 @@ def twin_key(twin: TwinDataConfig, seed: int) -> str:
     return f"h{twin.hospitals}-n{twin.stays}-m{twin.min_stays}-s{seed}-v{TWIN_FORMAT}"
 
 
-def materialize_twin(twin: TwinDataConfig, federation_seed: int) -> Path:
+def materialise_twin(twin: TwinDataConfig, federation_seed: int) -> Path:
     """The prepared folders of this twin, building them if the cache lacks them."""
     seed = federation_seed if twin.seed is None else twin.seed
     cache = twin.cache_dir or default_cache_dir()
@@ -43,7 +43,7 @@ def materialize_twin(twin: TwinDataConfig, federation_seed: int) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=cache))
     try:
-        synthesize(scratch / "tables", hospitals=twin.hospitals, stays=twin.stays, seed=seed)
+        synthesise(scratch / "tables", hospitals=twin.hospitals, stays=twin.stays, seed=seed)
         prepare_eicu(scratch / "tables", scratch / "prepared", min_stays=twin.min_stays, seed=seed)
         try:
             scratch.rename(target)
@@ -56,4 +56,4 @@ def materialize_twin(twin: TwinDataConfig, federation_seed: int) -> Path:
 
 
 def twin_source(twin: TwinDataConfig, federation_seed: int) -> PreparedFolderSource:
-    return PreparedFolderSource(materialize_twin(twin, federation_seed))
+    return PreparedFolderSource(materialise_twin(twin, federation_seed))

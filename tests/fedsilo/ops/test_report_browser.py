@@ -19,7 +19,7 @@ from matplotlib.image import imread
 from fedsilo.ops.report import RunData, write_page, write_report
 from fl_core.config import FederationConfig
 from fl_core.data.eicu.prepare import prepare_eicu
-from fl_core.data.eicu.synth import synthesize
+from fl_core.data.eicu.synth import synthesise
 from fl_core.data.prepared import PreparedFolderSource
 from fl_core.metrics import ClassHistogram, auroc_from_histogram
 
@@ -136,7 +136,7 @@ def test_eicu_demo_report_renders(tmp_path: Path) -> None:
 
 
 def test_twin_report_renders(tmp_path: Path) -> None:
-    synthesize(tmp_path / "twin", hospitals=208, stays=20_000, seed=0)
+    synthesise(tmp_path / "twin", hospitals=208, stays=20_000, seed=0)
     prepared = tmp_path / "prepared"
     prepare_eicu(tmp_path / "twin", prepared, min_stays=1, seed=0)
     data = apache_run(prepared, "eicu-twin")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from fl_core.data.eicu.synth import TwinSummary, synthesize
+from fl_core.data.eicu.synth import TwinSummary, synthesise
 from fl_core.data.eicu.tables import TABLE_COLUMNS
 
 DEMO_DIR = (Path(__file__).resolve().parents[3] / "../shared/data/eicu-demo").resolve()
@@ -22,7 +22,7 @@ TableWriter = Callable[..., Path]
 @pytest.fixture(scope="session")
 def twin(tmp_path_factory: pytest.TempPathFactory) -> TwinSummary:
     """30 hospitals x 6,000 stays: big enough for the twin's properties, quick to draw."""
-    return synthesize(tmp_path_factory.mktemp("twin") / "eicu", hospitals=30, stays=6000, seed=7)
+    return synthesise(tmp_path_factory.mktemp("twin") / "eicu", hospitals=30, stays=6000, seed=7)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from fl_client.tabular import TabularTrainer
 from fl_core.config import TrainingConfig, load_config
 from fl_core.data.base import SiteData, Split
 from fl_core.data.eicu.prepare import prepare_eicu
-from fl_core.data.eicu.synth import synthesize
+from fl_core.data.eicu.synth import synthesise
 from fl_core.data.split import assign_folds
 from fl_core.models import TabularMLP, model_weights
 
@@ -72,7 +72,7 @@ def test_min_local_steps_training_is_deterministic_under_the_seed() -> None:
 
 @pytest.mark.slow
 def test_twin_federation_near_pooled_and_bayes(tmp_path: Path) -> None:
-    synthesize(tmp_path / "eicu", hospitals=TWIN_HOSPITALS, stays=TWIN_STAYS, seed=11)
+    synthesise(tmp_path / "eicu", hospitals=TWIN_HOSPITALS, stays=TWIN_STAYS, seed=11)
     prepare_eicu(tmp_path / "eicu", tmp_path / "prepared", min_stays=1, seed=0)
     config = load_config(overrides={"simulation.workers": 2})  # the defaults, as make run
     scores, _, _ = score_federation(

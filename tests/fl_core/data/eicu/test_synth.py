@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 
 from fl_core.data.eicu.cohort import load_cohort
 from fl_core.data.eicu.features import build_features, feature_specs
-from fl_core.data.eicu.synth import TWIN_FILES, hospital_sizes, synthesize
+from fl_core.data.eicu.synth import TWIN_FILES, hospital_sizes, synthesise
 from fl_core.data.eicu.tables import TABLE_COLUMNS
 from fl_core.errors import ConfigError
 
@@ -77,8 +77,8 @@ def test_sizes_long_tailed_at_eicu_scale() -> None:
 
 
 def test_same_seed_same_twin(tmp_path: Path) -> None:
-    a = synthesize(tmp_path / "a", hospitals=5, stays=400, seed=3)
-    b = synthesize(tmp_path / "b", hospitals=5, stays=400, seed=3)
+    a = synthesise(tmp_path / "a", hospitals=5, stays=400, seed=3)
+    b = synthesise(tmp_path / "b", hospitals=5, stays=400, seed=3)
     assert a.sizes == b.sizes and a.deaths == b.deaths
     for name in TWIN_FILES:
         assert pacsv.read_csv(a.out / name).equals(pacsv.read_csv(b.out / name)), name
@@ -90,10 +90,10 @@ def test_same_seed_same_twin(tmp_path: Path) -> None:
 )
 def test_bad_sizes(tmp_path: Path, hospitals: int, stays: int, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
-        synthesize(tmp_path / "t", hospitals=hospitals, stays=stays, seed=0)
+        synthesise(tmp_path / "t", hospitals=hospitals, stays=stays, seed=0)
 
 
 def test_refuses_a_foreign_folder(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not empty"):
-        synthesize(tmp_path, hospitals=2, stays=20, seed=0, overwrite=True)
+        synthesise(tmp_path, hospitals=2, stays=20, seed=0, overwrite=True)

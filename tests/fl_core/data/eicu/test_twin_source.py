@@ -12,19 +12,19 @@ import pytest
 
 from fedsilo.engine.app import build_source
 from fl_core.config import TwinDataConfig, load_config
-from fl_core.data.eicu.twin_source import materialize_twin
+from fl_core.data.eicu.twin_source import materialise_twin
 from fl_core.errors import ConfigError
 
 
 def test_twin_is_built_once_then_read_from_the_cache(tmp_path: Path) -> None:
     twin = TwinDataConfig(hospitals=5, stays=400, cache_dir=tmp_path / "cache")
-    prepared = materialize_twin(twin, federation_seed=3)
+    prepared = materialise_twin(twin, federation_seed=3)
     schema = prepared / "schema.json"
     assert schema.is_file()
     built = schema.stat().st_mtime_ns
-    assert materialize_twin(twin, federation_seed=3) == prepared
+    assert materialise_twin(twin, federation_seed=3) == prepared
     assert schema.stat().st_mtime_ns == built  # not rebuilt
-    assert materialize_twin(twin, federation_seed=4) != prepared  # the seed is in the key
+    assert materialise_twin(twin, federation_seed=4) != prepared  # the seed is in the key
     assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".building-")]
 
 
