@@ -7,7 +7,6 @@ pickle can). Everything else is refused with ``CodecError``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import struct
@@ -21,7 +20,8 @@ import safetensors.numpy
 from safetensors import SafetensorError
 
 from fl_core.errors import CodecError, HeaderError
-from fl_core.types import Sha256Hex, Weights
+from fl_core.hashing import sha256_hex as sha256_hex  # the codec's digest, where callers look
+from fl_core.types import Weights
 
 _HEADER_LEN_BYTES = 8
 _MAX_HEADER_BYTES = 16 * 1024 * 1024
@@ -33,10 +33,6 @@ class TensorSpec:
 
     dtype: str
     shape: tuple[int, ...]
-
-
-def sha256_hex(data: bytes) -> Sha256Hex:
-    return hashlib.sha256(data).hexdigest()
 
 
 def encode_weights(

@@ -58,9 +58,9 @@ from fl_core.errors import (
 )
 from fl_core.exchange.manifests import PreflightCheck, PreflightReport, Registration
 from fl_core.exchange.protocol import Exchange
+from fl_core.hashing import canonical_json_sha256
 from fl_core.ids import ACCOUNT_ID_REGEX, check_account_id, check_federation_id, check_site_id
 from fl_core.secagg import masking
-from fl_core.serialization import sha256_hex
 from fl_core.site_policy import SitePolicy, policy_summary
 
 ROLE_PATH = "/fedsilo/"  # stacks.context.HOSPITAL_ROLE_PATH: the stacks grant exactly this role
@@ -108,7 +108,7 @@ class VerifiedJoinRequest(BaseModel):
 
 def request_digest(fields: dict[str, Any]) -> str:
     """sha256 of the request's canonical JSON: the binding the proof signs, not a signature."""
-    return sha256_hex(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode())
+    return canonical_json_sha256(fields)
 
 
 def known_regions() -> list[str]:

@@ -9,7 +9,6 @@ renames the new content into place.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from fl_core.errors import (
     PreconditionFailedError,
 )
 from fl_core.exchange.store import ObjectStore
+from fl_core.hashing import sha256_hex
 from fl_core.types import ETag, ObjectKey, Sha256Hex
 
 _TMP_SUFFIX = ".fedsilo-tmp"
@@ -35,7 +35,8 @@ _READ_ONLY = S_IRUSR | S_IRGRP | S_IROTH
 
 
 def _etag_of(data: bytes) -> ETag:
-    return hashlib.sha256(data).hexdigest()
+    """The content's SHA-256: a replace that writes the same bytes keeps the same etag."""
+    return sha256_hex(data)
 
 
 def _files_under(folder: str) -> Iterator[str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -27,14 +25,13 @@ from fl_core.exchange.manifests import (
     UpdateManifest,
 )
 from fl_core.exchange.protocol import Exchange
-from fl_core.serialization import sha256_hex
+from fl_core.hashing import canonical_json_sha256, sha256_hex
 from fl_core.types import RoundIndex
 
 
 def chain_hash(fields: Mapping[str, Any]) -> str:
     """sha256 of the entry's canonical JSON (which includes ``prev_hash``)."""
-    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return canonical_json_sha256(fields)
 
 
 # ---- verification -----------------------------------------------------------------------------

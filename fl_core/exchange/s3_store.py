@@ -28,70 +28,64 @@ first attempt landed but whose reply was lost (the retry then fails its conditio
 recognised by its checksum and counted as done), and a body read cut off mid-stream (the GET
 is repeated).
 
-This is the only module of ``fl_core`` that imports boto3.
+The client itself (session, endpoint, retries, credentials, region) and the meaning of its
+errors live in ``s3_client``; with this module, the only ones of ``fl_core`` that import boto3
+or botocore.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Literal, NoReturn
 from urllib.parse import urlsplit
 
-import boto3
-import botocore.session
 import structlog
-from botocore.config import Config
-from botocore.credentials import CredentialProvider, DeferredRefreshableCredentials
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectionClosedError,
-    CredentialRetrievalError,
-    FlexibleChecksumError,
     IncompleteReadError,
-    NoCredentialsError,
-    PartialCredentialsError,
     ReadTimeoutError,
     ResponseStreamingError,
 )
-from botocore.exceptions import (
-    ConnectionError as BotoConnectionError,
-)
 
 from fl_core.errors import (
-    BucketNotFoundError,
     ChecksumMissingError,
     ConfigError,
     EndpointUnreachableError,
     ExchangeError,
-    KmsKeyError,
-    ObjectAccessDeniedError,
     ObjectExistsError,
     ObjectIntegrityError,
     ObjectNotFoundError,
     ObjectTooLargeError,
-    ObjectUnreadableError,
     PreconditionFailedError,
-    StoreAccessDeniedError,
-    StoreCredentialsError,
-    UnreadableKmsObjectError,
+)
+from fl_core.exchange.s3_client import (
+    CONFLICT_CODES,
+    NOT_FOUND_CODES,
+    PRECONDITION_CODES,
+    S3Client,
+    StoreWhereabouts,
+    build_client,
+    check_endpoint_url,
+    error_code,
+    missing_bucket,
+    redact_url,
+    translate_error,
 )
 from fl_core.exchange.store import ObjectStore
+from fl_core.hashing import digest_b64, sha256_b64, sha256_hex
 from fl_core.types import ETag, ObjectKey, Sha256Hex
 
 log = structlog.get_logger("fedsilo.exchange")
-
-S3Client = Any
-"""boto3 clients are generated at run time and carry no static type."""
 
 MiB = 1024 * 1024
 DEFAULT_MULTIPART_THRESHOLD_BYTES = 256 * MiB
@@ -106,26 +100,6 @@ _CONFLICT_ATTEMPTS = 3  # 409 ConditionalRequestConflict: AWS says retry the wri
 _CONFLICT_BACKOFF_S = 0.2
 _BODY_READ_ATTEMPTS = 3  # a GET whose body is cut off mid-stream is repeated this often
 
-_NOT_FOUND_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
-_PRECONDITION_CODES = frozenset({"PreconditionFailed", "412"})
-_CONFLICT_CODES = frozenset({"ConditionalRequestConflict", "409"})
-_ACCESS_DENIED_CODES = frozenset({"AccessDenied", "403", "AllAccessDisabled"})
-_SSE_C_CODES = frozenset({"InvalidRequest", "400"})
-"""A GET of an SSE-C object without its key: 400 InvalidRequest; a HEAD: a bare 400."""
-_READ_ACTIONS = frozenset({"read", "look up"})
-"""The ``_raise`` actions of GET and HEAD (an object refused to us, not a store we cannot use)."""
-_CREDENTIAL_CODES = frozenset(
-    {
-        "ExpiredToken",
-        "ExpiredTokenException",
-        "InvalidAccessKeyId",
-        "InvalidClientTokenId",
-        "InvalidToken",
-        "SignatureDoesNotMatch",
-        "TokenRefreshRequired",
-        "RequestExpired",
-    }
-)
 _BODY_READ_ERRORS = (
     ResponseStreamingError,
     IncompleteReadError,
@@ -154,14 +128,10 @@ def _read_body(response: dict[str, Any], expected_bytes: int, *, whole: bool = T
     return data
 
 
-def _error_code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
-
-
 def _lacks_object_lock(err: ClientError) -> bool:
     """S3's answer to a retained write into a bucket created without Object Lock."""
     message = str(err.response.get("Error", {}).get("Message", "")).lower().replace(" ", "")
-    return _error_code(err) == "InvalidRequest" and "objectlockconfiguration" in message
+    return error_code(err) == "InvalidRequest" and "objectlockconfiguration" in message
 
 
 def _retry_attempts(err: ClientError) -> int:
@@ -209,16 +179,6 @@ def stored_sha256(key: ObjectKey, where: str, response: dict[str, Any]) -> Sha25
     return digest
 
 
-def sha256_hex(data: bytes | memoryview) -> str:
-    """Hex SHA-256, the form stored in ``x-amz-meta-sha256`` and in exchange manifests."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_b64(data: bytes | memoryview) -> str:
-    """Base64 SHA-256, the form S3's ``ChecksumSHA256`` takes."""
-    return base64.b64encode(hashlib.sha256(data).digest()).decode("ascii")
-
-
 def normalise_prefix(prefix: str) -> str:
     """``"a/b"`` or ``"/a/b/"`` to ``"a/b/"``; ``""`` stays ``""`` (the bucket root)."""
     stripped = prefix.strip("/")
@@ -234,121 +194,6 @@ def check_bucket_name(bucket: str) -> str:
             "dots or dashes (e.g. s3://fedsilo-exchange/federations)"
         )
     return bucket
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _check_endpoint_url(endpoint_url: str, *, allow_insecure_http: bool) -> str:
-    parts = urlsplit(endpoint_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"endpoint URL {_redact_url(endpoint_url)!r} is invalid; use https://host[:port] "
-            "(or http://127.0.0.1:PORT for a local moto_server)"
-        )
-    if parts.username or parts.password:
-        raise ConfigError("endpoint URL must not carry credentials; use the AWS credential chain")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname) and not allow_insecure_http:
-        raise ConfigError(
-            f"endpoint URL {endpoint_url!r} is plain http to a remote host; the exchange is "
-            "TLS only: use https (plain http is accepted for 127.0.0.1 / localhost only)"
-        )
-    return endpoint_url
-
-
-def _redact_url(url: str) -> str:
-    """Drop user info and query (presigned signatures live there) before printing a URL."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
-class _AssumeRoleProvider(CredentialProvider):  # type: ignore[misc]
-    """Credentials of ``role_arn``, assumed with the default chain and refreshed before expiry.
-
-    A hospital's ECS task role assumes the federation role named in its config; botocore's
-    ``DeferredRefreshableCredentials`` calls STS again shortly before the session expires, so a
-    task that runs for days keeps working.
-    """
-
-    METHOD = "fedsilo-assume-role"
-    CANONICAL_NAME = "fedsilo-assume-role"
-
-    def __init__(self, refresh: Callable[[], dict[str, str]]) -> None:
-        super().__init__()
-        self._refresh = refresh
-
-    def load(self) -> DeferredRefreshableCredentials:
-        return DeferredRefreshableCredentials(refresh_using=self._refresh, method=self.METHOD)
-
-
-def _assume_role_refresher(
-    sts: S3Client, role_arn: str, external_id: str | None, session_name: str
-) -> Callable[[], dict[str, str]]:
-    def refresh() -> dict[str, str]:
-        kwargs: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": session_name}
-        if external_id is not None:
-            kwargs["ExternalId"] = external_id
-        creds = sts.assume_role(**kwargs)["Credentials"]
-        return {
-            "access_key": creds["AccessKeyId"],
-            "secret_key": creds["SecretAccessKey"],
-            "token": creds["SessionToken"],
-            "expiry_time": creds["Expiration"].isoformat(),
-        }
-
-    return refresh
-
-
-def build_client(
-    *,
-    endpoint_url: str | None,
-    region: str | None,
-    role_arn: str | None,
-    external_id: str | None,
-    session_name: str,
-    retry_mode: Literal["standard", "adaptive"],
-    max_attempts: int,
-    connect_timeout_s: float,
-    read_timeout_s: float,
-    max_pool_connections: int,
-) -> S3Client:
-    """An S3 client with botocore's retries and timeouts, optionally as an assumed role.
-
-    No request is made here: a missing bucket or bad credentials surface on first use, mapped
-    to one-line errors by ``S3Store``.
-    """
-    config = Config(
-        retries={"mode": retry_mode, "max_attempts": max_attempts},
-        connect_timeout=connect_timeout_s,
-        read_timeout=read_timeout_s,
-        max_pool_connections=max_pool_connections,
-        # S3-compatible servers (moto_server, MinIO) rarely resolve bucket subdomains.
-        s3={"addressing_style": "path" if endpoint_url else "auto"},
-        request_checksum_calculation="when_supported",
-        response_checksum_validation="when_supported",
-    )
-    core = botocore.session.get_session()
-    if role_arn is not None:
-        if not role_arn.startswith("arn:"):
-            raise ConfigError(
-                f"role ARN {role_arn!r} is invalid; use arn:aws:iam::ACCOUNT:role/NAME"
-            )
-        source = boto3.Session(region_name=region)
-        # S3-compatible servers (moto_server, MinIO) answer STS on the same endpoint.
-        sts = source.client("sts", endpoint_url=endpoint_url, region_name=region, config=config)
-        refresh = _assume_role_refresher(sts, role_arn, external_id, session_name)
-        resolver = core.get_component("credential_provider")
-        resolver.insert_before("env", _AssumeRoleProvider(refresh))
-    session = boto3.Session(botocore_session=core, region_name=region)
-    return session.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
 
 
 class S3Store(ObjectStore):
@@ -408,7 +253,7 @@ class S3Store(ObjectStore):
         self.bucket = check_bucket_name(bucket)
         self.prefix = normalise_prefix(prefix)
         if endpoint_url is not None:
-            _check_endpoint_url(endpoint_url, allow_insecure_http=allow_insecure_http)
+            check_endpoint_url(endpoint_url, allow_insecure_http=allow_insecure_http)
         if external_id is not None and role_arn is None:
             raise ConfigError("external_id is set but role_arn is not; set both or neither")
         if part_size_bytes < 1 or multipart_threshold_bytes < part_size_bytes:
@@ -456,7 +301,7 @@ class S3Store(ObjectStore):
     def describe(self) -> str:
         where = f"s3://{self.bucket}/{self.prefix}"
         if self._endpoint_url is not None:
-            where += f" at {_redact_url(self._endpoint_url)}"
+            where += f" at {redact_url(self._endpoint_url)}"
         return where
 
     # ------------------------------------------------------------------ keys
@@ -481,99 +326,20 @@ class S3Store(ObjectStore):
     # ---------------------------------------------------------------- errors
 
     def _raise(self, err: Exception, action: str, key: ObjectKey | None) -> NoReturn:
-        """Raise the one-line ``ExchangeError`` for ``err``; never echoes credentials or URLs."""
-        what = f"{action} {key} in {self.describe()}" if key else f"{action} {self.describe()}"
-        if isinstance(err, ClientError):
-            code = _error_code(err)
-            if err.operation_name == "AssumeRole":
-                raise StoreCredentialsError(
-                    f"cannot assume role {self._role_arn} ({code}) to {what}; check the role's "
-                    "trust policy names this account and the external id matches"
-                ) from err
-            if code == "NoSuchBucket":
-                raise BucketNotFoundError(
-                    f"bucket {self.bucket!r} does not exist; check the exchange URI, the region "
-                    "and the endpoint URL"
-                ) from err
-            message = str(err.response.get("Error", {}).get("Message", ""))
-            if action in _READ_ACTIONS and code not in _CREDENTIAL_CODES:
-                refusal = self._read_refusal(code, message, what)
-                if refusal is not None:
-                    raise refusal from err
-            if code.startswith("KMS.") or "kms" in message.lower():
-                raise KmsKeyError(
-                    f"cannot {what}: KMS refused ({code}); check the KMS key id "
-                    f"{self._kms_key_id!r} exists in the bucket's region and the key policy "
-                    "grants this role encrypt/decrypt"
-                ) from err
-            if code in _CREDENTIAL_CODES:
-                raise StoreCredentialsError(
-                    f"cannot {what}: credentials rejected ({code}); refresh or fix the AWS "
-                    "credentials (task role, AWS_PROFILE, or the assumed role)"
-                ) from err
-            if code in _ACCESS_DENIED_CODES:
-                raise StoreAccessDeniedError(
-                    f"cannot {what}: access denied ({code}); check the IAM role policy and the "
-                    "bucket policy grant this action on this prefix"
-                ) from err
-            raise ExchangeError(f"cannot {what}: S3 error {code or 'unknown'}") from err
-        if isinstance(err, NoCredentialsError | PartialCredentialsError):
-            raise StoreCredentialsError(
-                f"cannot {what}: no AWS credentials found; run with a task role, AWS_PROFILE or "
-                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
-            ) from err
-        if isinstance(err, CredentialRetrievalError):
-            raise StoreCredentialsError(
-                f"cannot {what}: AWS credentials could not be loaded; check the task role or "
-                "the configured profile"
-            ) from err
-        if isinstance(err, BotoConnectionError | ReadTimeoutError | ConnectionClosedError):
-            endpoint = _redact_url(self._endpoint_url) if self._endpoint_url else "AWS S3"
-            raise EndpointUnreachableError(
-                f"cannot {what}: endpoint {endpoint} did not answer after retries "
-                f"({type(err).__name__}); check the endpoint URL, network and proxy"
-            ) from err
-        if isinstance(err, FlexibleChecksumError):
-            raise ObjectIntegrityError(
-                f"{key} in {self.describe()} failed S3's SHA-256 check on download; the object "
-                "is corrupt or was altered"
-            ) from err
-        if isinstance(err, BotoCoreError):
-            raise ExchangeError(f"cannot {what}: {type(err).__name__}") from err
-        raise err
+        """Raise the one-line ``ExchangeError`` for ``err`` (``s3_client.translate_error``)."""
+        translated = translate_error(err, action, key, self._whereabouts())
+        if translated is None:
+            raise err
+        raise translated from err
 
-    def _read_refusal(self, code: str, message: str, what: str) -> ObjectUnreadableError | None:
-        """The error for a GET or HEAD that S3 refused for the object's sake, if it was one.
-
-        S3 answers a read of an object written with a customer-provided key (SSE-C) with 400
-        InvalidRequest (a bare 400 to HEAD), one under a KMS key the caller may not use with
-        403 AccessDenied naming KMS or a ``KMS.*`` code, an archived one with 403
-        InvalidObjectState. A hospital can put its own answer in any of these states, so the
-        aggregator must be able to tell them from a store it cannot use at all: they are
-        ``ObjectUnreadableError`` (a 403 AccessDenied also an ``AccessDeniedError``, which a
-        hospital polling for a key it may not list takes for "not yet").
-        """
-        if code.startswith("KMS.") or "kms" in message.lower():
-            return UnreadableKmsObjectError(
-                f"cannot {what}: KMS refused ({code}); the object is encrypted under a KMS key "
-                "this role may not use: a hospital must write with the exchange's key "
-                f"(exchange.kms_key_id {self._kms_key_id!r}), else grant this role kms:Decrypt"
-            )
-        if code in _SSE_C_CODES:
-            return ObjectUnreadableError(
-                f"cannot {what}: S3 refused the read ({code}); the object was written with a "
-                "customer-provided encryption key (SSE-C), which only its writer holds"
-            )
-        if code == "InvalidObjectState":
-            return ObjectUnreadableError(
-                f"cannot {what}: the object is archived (InvalidObjectState); restore it first"
-            )
-        if code in _ACCESS_DENIED_CODES:
-            return ObjectAccessDeniedError(
-                f"cannot {what}: access denied ({code}); check the IAM role policy and the "
-                "bucket policy grant this action on this prefix"
-            )
-        return None
+    def _whereabouts(self) -> StoreWhereabouts:
+        return StoreWhereabouts(
+            where=self.describe(),
+            bucket=self.bucket,
+            endpoint_url=self._endpoint_url,
+            role_arn=self._role_arn,
+            kms_key_id=self._kms_key_id,
+        )
 
     @contextmanager
     def _mapped(self, action: str, key: ObjectKey | None) -> Iterator[None]:
@@ -592,12 +358,9 @@ class S3Store(ObjectStore):
         try:
             self.client.head_bucket(Bucket=self.bucket)
         except ClientError as err:
-            if _error_code(err) in ("404", "NoSuchBucket", "NotFound"):
-                raise BucketNotFoundError(
-                    f"bucket {self.bucket!r} does not exist; check the exchange URI, the region "
-                    "and the endpoint URL"
-                ) from err
-            if _error_code(err) not in ("403", "AccessDenied"):
+            if error_code(err) in ("404", "NoSuchBucket", "NotFound"):
+                raise missing_bucket(self.bucket) from err
+            if error_code(err) not in ("403", "AccessDenied"):
                 self._raise(err, "check bucket of", None)
         except BotoCoreError as err:
             self._raise(err, "check bucket of", None)
@@ -653,17 +416,17 @@ class S3Store(ObjectStore):
                     return self._put_single(s3_key, data, digest, condition, retention)
                 return self._put_multipart(s3_key, data, digest, condition, retention)
             except ClientError as err:
-                code = _error_code(err)
+                code = error_code(err)
                 if retain_until is not None and _lacks_object_lock(err) and self._object_lock:
                     self._object_lock = False  # this bucket never had it: write unretained
                     log.warning("object_lock_missing", bucket=self.bucket, key=key)
                     continue
-                if code in _CONFLICT_CODES and attempt < _CONFLICT_ATTEMPTS:
+                if code in CONFLICT_CODES and attempt < _CONFLICT_ATTEMPTS:
                     # 409: a concurrent write to this key was in flight; AWS says retry.
                     time.sleep(_CONFLICT_BACKOFF_S * attempt)
                     continue
-                lost = code in _PRECONDITION_CODES | _CONFLICT_CODES or (
-                    if_match is not None and code in _NOT_FOUND_CODES
+                lost = code in PRECONDITION_CODES | CONFLICT_CODES or (
+                    if_match is not None and code in NOT_FOUND_CODES
                 )
                 if not lost:
                     self._raise(err, action, key)
@@ -726,7 +489,7 @@ class S3Store(ObjectStore):
         response = self.client.put_object(
             **self._new_object_args(s3_key, digest, retention),
             Body=data,
-            ChecksumSHA256=base64.b64encode(digest).decode("ascii"),
+            ChecksumSHA256=digest_b64(digest),
             **condition,
         )
         return str(response["ETag"])
@@ -754,7 +517,7 @@ class S3Store(ObjectStore):
 
         def upload_part(number: int, start: int) -> dict[str, Any]:
             chunk = view[start : start + self._part_size]
-            checksum = _sha256_b64(chunk)
+            checksum = sha256_b64(chunk)
             response = self.client.upload_part(
                 Bucket=self.bucket,
                 Key=s3_key,
@@ -837,10 +600,10 @@ class S3Store(ObjectStore):
                         f"mid-body {attempt} times ({err}); check the network"
                     ) from err
             except ClientError as err:
-                code = _error_code(err)
-                if code in _NOT_FOUND_CODES:
+                code = error_code(err)
+                if code in NOT_FOUND_CODES:
                     raise ObjectNotFoundError(f"{key} not found in {self.describe()}") from err
-                if code in _PRECONDITION_CODES:
+                if code in PRECONDITION_CODES:
                     # Replaced between the first GET and a ranged GET: read it again.
                     if attempt < _BODY_READ_ATTEMPTS:
                         continue
@@ -860,9 +623,9 @@ class S3Store(ObjectStore):
             )
             return bytes(response["Body"].read())
         except ClientError as err:
-            if _error_code(err) in _NOT_FOUND_CODES:
+            if error_code(err) in NOT_FOUND_CODES:
                 raise ObjectNotFoundError(f"{key} not found in {self.describe()}") from err
-            if _error_code(err) == "InvalidRange":  # an empty object
+            if error_code(err) == "InvalidRange":  # an empty object
                 return b""
             self._raise(err, "read", key)
         except BotoCoreError as err:
@@ -947,7 +710,7 @@ class S3Store(ObjectStore):
         try:
             head: dict[str, Any] = self.client.head_object(Bucket=self.bucket, Key=s3_key)
         except ClientError as err:
-            if _error_code(err) in _NOT_FOUND_CODES:
+            if error_code(err) in NOT_FOUND_CODES:
                 self._confirm_bucket()
                 return None
             self._raise(err, "look up", key)

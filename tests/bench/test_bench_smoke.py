@@ -13,7 +13,7 @@ import numpy as np
 
 from bench import aggregation
 from bench.__main__ import discover_benchmarks, selected
-from fl_core.serialization import sha256_hex
+from fl_core.hashing import sha256_hex
 
 
 def test_tiny_grid_gives_finite_positive_rows_and_cleans_up(tmp_path: Path) -> None:

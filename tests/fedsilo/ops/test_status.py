@@ -20,7 +20,7 @@ from fl_core.exchange.ledger import verify_ledger
 from fl_core.exchange.manifests import Registration
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
-from fl_core.serialization import sha256_hex
+from fl_core.hashing import sha256_hex
 
 FEDERATION = "demo"
 BUCKET = "fedsilo-exchange-test"

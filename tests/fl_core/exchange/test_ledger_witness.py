@@ -26,7 +26,7 @@ from fl_core.exchange.receipts import (
     receipts_path,
 )
 from fl_core.exchange.witness import verify_as_site
-from fl_core.serialization import sha256_hex
+from fl_core.hashing import sha256_hex
 
 FEDERATION = "demo"
 LAYOUT = ExchangeLayout(FEDERATION)

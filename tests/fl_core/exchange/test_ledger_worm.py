@@ -23,7 +23,7 @@ from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.receipts import read_receipts, receipts_path
 from fl_core.exchange.s3_store import SHA256_METADATA_KEY, S3Store
 from fl_core.exchange.witness import verify_as_site
-from fl_core.serialization import sha256_hex
+from fl_core.hashing import sha256_hex
 
 FEDERATION = "demo"
 LAYOUT = ExchangeLayout(FEDERATION)

@@ -422,13 +422,6 @@ def test_service_faults_map_to_one_line(
     assert isinstance(info.value.__cause__, ClientError)
 
 
-def test_failed_role_assumption_names_the_role() -> None:
-    store = S3Store("bucket", client=object(), role_arn="arn:aws:iam::1:role/r")
-    err = ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "AssumeRole")
-    with pytest.raises(StoreCredentialsError, match="cannot assume role arn:aws:iam::1:role/r"):
-        store._raise(err, "write", KEY)
-
-
 @pytest.fixture
 def closed_port() -> int:
     with socket.socket() as sock:
