@@ -21,8 +21,8 @@ import structlog
 from fl_client.disclosure import finish_answer, refuse_below_floor
 from fl_client.local_round import begin_local_round
 from fl_client.moments import publish_moments
-from fl_client.personalize import personalised_evaluation
-from fl_client.privacy_budget import attach_privacy, private_training, refuse_over_budget
+from fl_client.personalise import personalised_evaluation
+from fl_client.privacy_budget import private_training, refuse_over_budget, trainer_privacy
 from fl_client.private import HospitalPrivacy
 from fl_client.receipts import keep_receipt
 from fl_client.scaffold_state import ControlVariate
@@ -66,6 +66,15 @@ class Hospital:
     @property
     def site_id(self) -> str:
         return self.data.site_id
+
+
+def attach_privacy(hospital: Hospital, config: FederationConfig) -> None:
+    """At client start: check this hospital's DP-SGD settings and restore its accountant."""
+    if hospital.privacy is None:
+        rows = hospital.data.train.num_examples
+        hospital.privacy = trainer_privacy(
+            hospital.trainer, config, hospital.site_id, rows, hospital.state_dir
+        )
 
 
 @dataclass(frozen=True)

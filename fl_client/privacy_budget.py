@@ -13,43 +13,44 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import structlog
 from pydantic import ValidationError
 
 from fl_client.private import HospitalPrivacy, open_hospital_privacy
+from fl_client.trainer import ClientTrainer
+from fl_client.trainer_protocol import PrivateTrainer
 from fl_core.config import FederationConfig, describe_validation_error
 from fl_core.errors import ConfigError
 from fl_core.exchange.manifests import UpdateManifest
 from fl_core.privacy import within_target
 
-if TYPE_CHECKING:
-    from fl_client.hospital import Hospital
-
 log = structlog.get_logger("fedsilo.client")
 
 
-def attach_privacy(hospital: Hospital, config: FederationConfig) -> None:
-    """At client start: check this hospital's DP-SGD settings and restore its accountant."""
-    if config.privacy.dp_sgd is None or hospital.privacy is not None:
-        return
-    trainer: Any = hospital.trainer
-    if not hasattr(trainer, "privacy") or not callable(getattr(trainer, "local_epochs", None)):
+def trainer_privacy(
+    trainer: ClientTrainer,
+    config: FederationConfig,
+    site_id: str,
+    rows: int,
+    state_dir: Path | None,
+) -> HospitalPrivacy | None:
+    """At client start: check a hospital's DP-SGD settings and restore its accountant.
+
+    None when DP-SGD is off. ``rows``: the hospital's training rows, from which the
+    accountant plans the steps of a round.
+    """
+    if config.privacy.dp_sgd is None:
+        return None
+    if not isinstance(trainer, PrivateTrainer):
         raise ConfigError(
             f"privacy.dp_sgd needs a trainer that trains through fl_client.private (the "
             f"default TabularTrainer); {type(trainer).__name__} does not: drop privacy.dp_sgd "
             "or use the default trainer"
         )
-    rows = hospital.data.train.num_examples
-    hospital.privacy = open_hospital_privacy(
-        config,
-        hospital.site_id,
-        rows,
-        config.training.batch_size,
-        int(trainer.local_epochs(rows)),
-        hospital.state_dir,
-    )
+    epochs = int(trainer.local_epochs(rows))
+    batch_size = config.training.batch_size
+    return open_hospital_privacy(config, site_id, rows, batch_size, epochs, state_dir)
 
 
 def refuse_over_budget(
@@ -90,7 +91,7 @@ def refuse_over_budget(
 
 @contextmanager
 def private_training(
-    trainer: Any, privacy: HospitalPrivacy | None, round_index: int
+    trainer: ClientTrainer, privacy: HospitalPrivacy | None, round_index: int
 ) -> Iterator[None]:
     """Train through DP-SGD for this round, then save the accountant (before the update leaves).
 
@@ -100,6 +101,8 @@ def private_training(
     if privacy is None:
         yield
         return
+    if not isinstance(trainer, PrivateTrainer):  # trainer_privacy refused it at client start
+        raise ConfigError(f"{type(trainer).__name__} cannot train under DP-SGD")
     trainer.privacy = privacy
     try:
         yield

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fl_client.privacy_budget import attach_privacy, private_training, refuse_over_budget
+from fl_client.hospital import attach_privacy
+from fl_client.privacy_budget import private_training, refuse_over_budget
 from fl_client.private import STATE_FILE, accountant_path
 from fl_core.errors import ConfigError
 from fl_core.exchange.manifests import UpdateManifest
