@@ -43,6 +43,7 @@ from rich.table import Table
 import fl_server.round_loop as round_loop_module
 from bench import _tables, _timing
 from fedsilo.engine.logs import configure_logging
+from fedsilo.testing.moto_s3 import REGION
 from fl_core.admission import update_metadata
 from fl_core.config import load_config
 from fl_core.exchange.manifests import (
@@ -61,7 +62,6 @@ from fl_core.types import ETag, ObjectKey, Weights
 from fl_server.aggregator import FedAvgAggregator
 from fl_server.round_loop import RoundEvents, RoundLoop
 
-REGION = "eu-west-1"
 MB = 1_000_000
 BINS = 10
 REPEATS = _timing.MIN_REPEATS

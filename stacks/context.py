@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from fedsilo.ops.regions import Region
 from fl_core.errors import ConfigError
 from fl_core.ids import ACCOUNT_ID_REGEX, check_federation_id, check_site_id
 from fl_core.site_policy import read_site_policy
@@ -33,7 +34,6 @@ ROLE_NAME_MAX = 64
 BUCKET_NAME_MAX = 63
 
 AccountId = Annotated[str, Field(pattern=ACCOUNT_ID_REGEX, description="12-digit AWS account id")]
-Region = Annotated[str, Field(pattern=r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]$")]
 InstanceType = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]
 
 GPU_FAMILIES = frozenset(

@@ -53,11 +53,11 @@ from __future__ import annotations
 
 from aws_cdk import aws_iam as iam
 
+from fedsilo.ops.regions import partition
 from fedsilo.ops.revocation import (
     RevokedPrincipals,
     bucket_revocation_statements,
     key_revocation_statements,
-    partition,
 )
 from fl_core.exchange.key_grammar import ROUND_PATTERN, HospitalKeyPatterns, hospital_key_patterns
 from fl_core.exchange.layout import ExchangeLayout

@@ -42,6 +42,7 @@ from fedsilo.ops.join_proof import (
     sign_proof,
     signed_query,
 )
+from fedsilo.ops.regions import check_region
 from fedsilo.ops.revocation import (
     CoordinatingAccount,
     RevokedPrincipals,
@@ -64,6 +65,8 @@ from fl_core.secagg import masking
 from fl_core.site_policy import SitePolicy, policy_summary
 
 ROLE_PATH = "/fedsilo/"  # stacks.context.HOSPITAL_ROLE_PATH: the stacks grant exactly this role
+JOIN_PARTITION = "aws"
+"""Join proofs are presigned for STS's endpoints of this partition (``allowed_endpoints``)."""
 
 
 class JoinRequest(BaseModel):
@@ -111,14 +114,6 @@ def request_digest(fields: dict[str, Any]) -> str:
     return canonical_json_sha256(fields)
 
 
-def known_regions() -> list[str]:
-    """Regions botocore knows for S3 (read from its bundled data, offline)."""
-    import boto3  # 0.2 s: only the commands that check a region pay for it
-
-    regions: list[str] = boto3.session.Session().get_available_regions("s3")
-    return regions
-
-
 def caller_identity(sts: Any) -> tuple[str, str]:
     """``(account, arn)`` of the credentials in use; one-line errors when there are none."""
     try:
@@ -150,8 +145,7 @@ def build_request(
     check_federation_id(federation_id)
     check_site_id(site_id)
     check_account_id(account_id)
-    if region not in known_regions():
-        raise ConfigError(f"--region {region!r} is not an AWS region; e.g. eu-west-1")
+    check_region(region, "--region", in_partition=JOIN_PARTITION)
     account, arn = caller_identity(sts)
     if account != account_id:
         raise ConfigError(
@@ -212,8 +206,7 @@ def verify_ownership(
             f"the request is for federation {request.federation_id!r}, this cdk.json is "
             f"{federation_id!r}; ask the hospital admin for a request to {federation_id!r}"
         )
-    if request.region not in known_regions():
-        raise ConfigError(f"the request's region {request.region!r} is not an AWS region")
+    check_region(request.region, "the request's region", in_partition=JOIN_PARTITION)
     binding = request.binding()
     endpoint, query = signed_query(
         request.proof, binding, allowed_endpoints(request.region, sts_endpoint)

@@ -21,6 +21,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from fedsilo.ops.regions import partition
 from fl_core.errors import ExchangeError
 from fl_core.exchange.layout import ExchangeLayout
 
@@ -34,15 +35,6 @@ Statement = dict[str, Any]
 def exchange_key_alias(federation_id: str) -> str:
     """The exchange key's alias (``stacks.context.exchange_key_alias``, which a test compares)."""
     return f"alias/fedsilo/{federation_id}/exchange"
-
-
-def partition(region: str) -> str:
-    """The ARN partition of ``region``."""
-    if region.startswith("cn-"):
-        return "aws-cn"
-    if region.startswith("us-gov-"):
-        return "aws-us-gov"
-    return "aws"
 
 
 @dataclass(frozen=True)

@@ -30,11 +30,11 @@ from botocore.exceptions import ClientError
 from moto.server import ThreadedMotoServer
 from stackhelpers import Federation, resources_of
 
+from fedsilo.testing.moto_s3 import REGION
 from fl_core.exchange.layout import ExchangeLayout
 from stacks.context import HOSPITAL_ROLE_PATH, SITE_TAG_KEY, hospital_role_name
 
 ROUND = 3
-REGION = "eu-west-1"
 
 
 @pytest.fixture(scope="module")

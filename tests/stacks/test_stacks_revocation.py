@@ -43,7 +43,7 @@ from stackhelpers import REPO, synthesise_aggregator
 
 from fedsilo.ops.onboarding import CdkJson, offboard
 from fedsilo.ops.revocation import REVOCATION_SIDS, CoordinatingAccount, exchange_key_alias
-from fedsilo.testing.moto_s3 import create_bucket
+from fedsilo.testing.moto_s3 import REGION, create_bucket
 from fl_core.exchange.layout import ExchangeLayout
 from fl_core.exchange.manifests import Registration
 from fl_core.exchange.protocol import Exchange
@@ -52,7 +52,6 @@ from stacks import context as stack_context
 from stacks.context import CONTEXT_KEY, parse_context
 
 ROUND = 4
-REGION = "eu-west-1"
 ALONE = {"site_id": "site-c", "account_id": "444444444444"}
 SHARED = {"site_id": "site-d", "account_id": "222222222222"}  # site-a's account
 

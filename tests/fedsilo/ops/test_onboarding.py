@@ -43,7 +43,13 @@ from fedsilo.testing.moto_iam import (
     stop_enforcing_iam,
     trust_policy,
 )
-from fedsilo.testing.moto_s3 import create_bucket, moto_client, reset_moto, threaded_moto_server
+from fedsilo.testing.moto_s3 import (
+    REGION,
+    create_bucket,
+    moto_client,
+    reset_moto,
+    threaded_moto_server,
+)
 from fedsilo.testing.sts_presigned import presigned_sts_front
 from fl_client.hospital import Hospital
 from fl_core.config import load_config
@@ -57,7 +63,6 @@ from fl_server.aggregator import FedAvgAggregator
 from fl_server.round_loop import RoundLoop
 
 REPO = Path(__file__).resolve().parents[3]
-REGION = "eu-west-1"
 NEW_ACCOUNT = "444444444444"
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from fedsilo.testing.manifests import answer_to
+from fedsilo.testing.moto_s3 import REGION
 from fl_core.admission import update_metadata
 from fl_core.config import FederationConfig, load_config
 from fl_core.exchange.ledger import verify_ledger
@@ -29,7 +30,6 @@ from fl_core.serialization import encode_weights
 from fl_server.aggregator import FedAvgAggregator
 from fl_server.round_loop import RoundEvents, RoundLoop
 
-REGION = "eu-west-1"
 SITES = ["site-a", "site-b", "site-c"]
 INITIAL = {"w": np.zeros((3, 2), np.float32)}
 PREFIX = "exchange"

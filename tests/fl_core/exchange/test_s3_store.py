@@ -27,6 +27,7 @@ from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 from botocore.exceptions import ClientError, ConnectionClosedError, ResponseStreamingError
 from moto.sts.models import sts_backends
 
+from fedsilo.testing.moto_s3 import REGION
 from fl_core.errors import (
     BucketNotFoundError,
     ConfigError,
@@ -44,7 +45,6 @@ from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.s3_store import S3Store
 from fl_core.exchange.uri import open_store
 
-REGION = "eu-west-1"
 MiB = 1024 * 1024
 KEY = "federations/f1/rounds/000001/global.safetensors"
 

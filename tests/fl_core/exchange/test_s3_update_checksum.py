@@ -15,10 +15,10 @@ from typing import Any
 import boto3
 import pytest
 
+from fedsilo.testing.moto_s3 import REGION
 from fl_core.errors import ChecksumMissingError, ObjectIntegrityError
 from fl_core.exchange.s3_store import S3Store
 
-REGION = "eu-west-1"
 MiB = 1024 * 1024
 KEY = "federations/f1/rounds/000001/updates/site-a.safetensors"
 

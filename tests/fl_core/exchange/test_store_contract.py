@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from fedsilo.testing.moto_s3 import REGION
 from fl_core.errors import (
     ExchangeError,
     ObjectExistsError,
@@ -23,8 +24,6 @@ from fl_core.errors import (
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.s3_store import S3Store
 from fl_core.exchange.store import ObjectStore
-
-REGION = "eu-west-1"
 
 StoreFactory = Callable[[str], ObjectStore]
 """Builds a store rooted at the given prefix; two calls with one prefix share their objects."""
