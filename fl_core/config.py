@@ -264,7 +264,7 @@ StrategyConfig = Annotated[
 ]
 
 
-class PersonalizationConfig(_Frozen):
+class PersonalisationConfig(_Frozen):
     """After the last round each hospital fine-tunes the global model on its own data."""
 
     finetune_epochs: int = Field(default=0, ge=0, description="0: no fine-tuning")
@@ -347,7 +347,7 @@ class FederationConfig(_Frozen):
     admission: AdmissionConfig = AdmissionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     strategy: StrategyConfig = FedAvgStrategy()
-    personalization: PersonalizationConfig = PersonalizationConfig()
+    personalization: PersonalisationConfig = PersonalisationConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     simulation: SimulationConfig = SimulationConfig()
     exchange: ExchangeConfig = ExchangeConfig()

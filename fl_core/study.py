@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from fl_core.config import (
     EvaluationConfig,
     FederationConfig,
-    PersonalizationConfig,
+    PersonalisationConfig,
     PrivacyConfig,
     StrategyConfig,
     StudyTraining,
@@ -57,7 +57,7 @@ class Study(_Frozen):
     strategy: StrategyConfig
     training: StudyTraining
     evaluation: EvaluationConfig
-    personalization: PersonalizationConfig
+    personalization: PersonalisationConfig
     privacy: PrivacyConfig
     round: StudyRound
     features: tuple[FeatureName, ...] = Field(

@@ -1,4 +1,4 @@
-"""What the run commands print: the per-round table, privacy spent, personalization, notes.
+"""What the run commands print: the per-round table, privacy spent, personalisation, notes.
 
 Two consoles: progress and notes go to stderr, results to stdout (so a script can capture
 the tables without the progress bars).
@@ -57,11 +57,11 @@ def _exchange(federation: FederationConfig, exchange_uri: str) -> Exchange:
     return Exchange(store, federation.federation_id)
 
 
-def print_personalization(federation: FederationConfig, exchange_uri: str) -> None:
-    """Per-hospital global vs fine-tuned AUROC, when the run fine-tuned (personalization)."""
+def print_personalisation(federation: FederationConfig, exchange_uri: str) -> None:
+    """Per-hospital global vs fine-tuned AUROC, when the run fine-tuned (personalisation)."""
     if federation.personalization.finetune_epochs == 0:
         return
-    from fedsilo.ops.personalization_report import simulation_summary_lines
+    from fedsilo.ops.personalisation_report import simulation_summary_lines
 
     exchange = _exchange(federation, exchange_uri)
     for line in simulation_summary_lines(exchange, federation.rounds):

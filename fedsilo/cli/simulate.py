@@ -23,7 +23,7 @@ from fedsilo.cli.output import (
     fit_strategy,
     fmt,
     metrics_table,
-    print_personalization,
+    print_personalisation,
     print_privacy,
     printed_exchange,
     stdout,
@@ -258,7 +258,7 @@ def simulate_command(
     calibration = calibration_table(result.rows)
     if calibration is not None:
         stdout.print(calibration)
-    print_personalization(federation, result.exchange_uri)
+    print_personalisation(federation, result.exchange_uri)
     print_privacy(federation, result.exchange_uri)
     stdout.print(f"run folder: {result.run_dir}  ({result.seconds:.1f} s)", highlight=False)
     stdout.print(f"  metrics:  {result.run_dir / 'metrics.jsonl'}", highlight=False)

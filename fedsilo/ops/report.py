@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict
 from fedsilo.ops.calibration_view import calibration_cells, calibration_html
 from fedsilo.ops.data_profile import FederatedDataProfile, federated_profile
 from fedsilo.ops.disclosure_view import withheld_html
-from fedsilo.ops.personalization_report import PersonalizationSummary, personalization_summary
+from fedsilo.ops.personalisation_report import PersonalisationSummary, personalisation_summary
 from fedsilo.ops.policy_view import policy_declines_html
 from fedsilo.ops.privacy_report import epsilon_table, privacy_html
 from fedsilo.ops.profile_view import profile_section
@@ -71,7 +71,7 @@ class RunData:
     evaluation_round: int | None
     site_histograms: dict[SiteId, ClassHistogram]
     """Each hospital's test histogram under the final global model."""
-    personalization: PersonalizationSummary | None = None
+    personalisation: PersonalisationSummary | None = None
     data_profile: FederatedDataProfile | None = None
 
     @cached_property
@@ -161,7 +161,7 @@ def load_run(run_dir: Path, endpoint_url: str | None = None) -> RunData:
         results=results,
         evaluation_round=final.round_index if final else None,
         site_histograms=dict(sorted(histograms.items())),
-        personalization=personalization_summary(exchange, final.round_index, histograms)
+        personalisation=personalisation_summary(exchange, final.round_index, histograms)
         if final is not None
         else None,
         data_profile=federated_profile(exchange, config.admission.max_num_examples),
@@ -324,13 +324,13 @@ def rejections_section(data: RunData) -> str:
     return _figure_html(rejections_figure(data.results)) + table
 
 
-def personalization_section(data: RunData) -> str:
+def personalisation_section(data: RunData) -> str:
     """Global versus fine-tuned AUROC per hospital; only when the run fine-tuned.
 
     A hospital's own AUROC is shown under the same rule as in the hospitals' table: with
     fewer than ``MIN_CLASS_STAYS`` deaths or survivors it is not evaluable, not 0 or 1.
     """
-    summary = data.personalization
+    summary = data.personalisation
     if summary is None:
         return ""
     figures = {s.site_id: s for s in data.sites}
@@ -389,7 +389,7 @@ SECTION_BUILDERS: list[SectionBuilder] = [
     hospitals_section,
     calibration_section,
     rejections_section,
-    personalization_section,
+    personalisation_section,
     privacy_section,
     lambda data: withheld_html(data.results, _table),
     lambda data: policy_declines_html(data.results, _table),

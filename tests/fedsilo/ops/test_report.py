@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedsilo.ops.personalization_report import PersonalizationSummary, SitePersonalization
-from fedsilo.ops.report import ReportOutcome, RunData, personalization_section, write_report
+from fedsilo.ops.personalisation_report import PersonalisationSummary, SitePersonalisation
+from fedsilo.ops.report import ReportOutcome, RunData, personalisation_section, write_report
 from fedsilo.ops.report_stats import (
     MIN_CLASS_STAYS,
     auroc_interval,
@@ -133,17 +133,17 @@ def test_personalisation_never_shows_a_chance_auroc() -> None:
         results=[],
         evaluation_round=3,
         site_histograms={"site-001": small, "site-002": large},
-        personalization=PersonalizationSummary(
+        personalisation=PersonalisationSummary(
             round_index=3,
             sites=[
-                SitePersonalization("site-001", 10, 1.0, 0.0),
-                SitePersonalization("site-002", 77, 0.70, 0.74),
+                SitePersonalisation("site-001", 10, 1.0, 0.0),
+                SitePersonalisation("site-002", 77, 0.70, 0.74),
             ],
             pooled_global_auroc=0.71,
             pooled_finetuned_auroc=0.73,
         ),
     )
-    page = personalization_section(data)
+    page = personalisation_section(data)
     cells = re.findall(r"<td[^>]*>(.*?)</td>", page)
     assert cells[:8] == [
         "site-001", "10", "not evaluable (1 death(s))", "not evaluable (1 death(s))",

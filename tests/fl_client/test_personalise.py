@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from fedsilo.engine.federation import rows_from_exchange
-from fedsilo.ops.personalization_report import (
-    PersonalizationSummary,
-    SitePersonalization,
-    personalization_summary,
+from fedsilo.ops.personalisation_report import (
+    PersonalisationSummary,
+    SitePersonalisation,
+    personalisation_summary,
     summary_html,
     summary_lines,
 )
@@ -29,7 +29,7 @@ def test_final_round_reports_finetuned_auroc_per_hospital_and_the_report_renders
     run = kit.run(tmp_path, config)
     final = config.rounds + 1
     sites = [d.site_id for d in run.results[-1].accepted]
-    summary = personalization_summary(run.exchange, final, sites)
+    summary = personalisation_summary(run.exchange, final, sites)
     assert summary is not None and [s.site_id for s in summary.sites] == sorted(sites)
     for site in summary.sites:
         manifest = json.loads(run.exchange.read_update_manifest_bytes(final, site.site_id))
@@ -61,7 +61,7 @@ def test_no_finetuning_leaves_the_answer_unchanged(kit, tmp_path):
     run = kit.run(tmp_path, config)
     manifest = json.loads(run.exchange.read_update_manifest_bytes(2, "site-002"))
     assert manifest["evaluation"]["finetuned"] is None
-    assert personalization_summary(run.exchange, 2, ["site-002"]) is None
+    assert personalisation_summary(run.exchange, 2, ["site-002"]) is None
     assert "not available in this run" in summary_html(None)
 
 
@@ -81,11 +81,11 @@ def test_finetuned_weights_never_leave_the_hospital(kit, tmp_path):
 
 
 def test_a_one_class_hospital_shows_na_not_a_crash():
-    summary = PersonalizationSummary(
+    summary = PersonalisationSummary(
         round_index=4,
         sites=[
-            SitePersonalization("site-a", 40, 0.71, 0.75),
-            SitePersonalization("site-b", 6, None, None),
+            SitePersonalisation("site-a", 40, 0.71, 0.75),
+            SitePersonalisation("site-b", 6, None, None),
         ],
         pooled_global_auroc=0.7,
         pooled_finetuned_auroc=0.74,

@@ -22,7 +22,7 @@ from fl_core.types import SiteId
 
 
 @dataclass(frozen=True)
-class SitePersonalization:
+class SitePersonalisation:
     site_id: SiteId
     num_examples: int
     global_auroc: float | None
@@ -30,9 +30,9 @@ class SitePersonalization:
 
 
 @dataclass(frozen=True)
-class PersonalizationSummary:
+class PersonalisationSummary:
     round_index: int
-    sites: list[SitePersonalization]
+    sites: list[SitePersonalisation]
     pooled_global_auroc: float | None
     pooled_finetuned_auroc: float | None
 
@@ -48,15 +48,15 @@ class PersonalizationSummary:
         )
 
 
-def personalization_summary(
+def personalisation_summary(
     exchange: Exchange, round_index: int, site_ids: Iterable[SiteId]
-) -> PersonalizationSummary | None:
+) -> PersonalisationSummary | None:
     """The summary of one (final) round, or None when no hospital reported a fine-tuned model.
 
     A manifest whose two histograms differ in bins is skipped (the aggregator checks only the
     global one), so a malformed answer can never break a report.
     """
-    sites: list[SitePersonalization] = []
+    sites: list[SitePersonalisation] = []
     pooled_global: ClassHistogram | None = None
     pooled_finetuned: ClassHistogram | None = None
     for site_id in site_ids:
@@ -78,7 +78,7 @@ def personalization_summary(
         else:
             continue
         sites.append(
-            SitePersonalization(
+            SitePersonalisation(
                 site_id=site_id,
                 num_examples=manifest.evaluation.num_examples,
                 global_auroc=auroc_from_histogram(global_hist),
@@ -87,7 +87,7 @@ def personalization_summary(
         )
     if not sites or pooled_global is None or pooled_finetuned is None:
         return None
-    return PersonalizationSummary(
+    return PersonalisationSummary(
         round_index=round_index,
         sites=sorted(sites, key=lambda s: s.site_id),
         pooled_global_auroc=auroc_from_histogram(pooled_global),
@@ -100,7 +100,7 @@ def format_auroc(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-def summary_lines(summary: PersonalizationSummary) -> list[str]:
+def summary_lines(summary: PersonalisationSummary) -> list[str]:
     """Plain-text lines for the simulate summary: pooled figures, then one line per hospital."""
     defined = [
         s for s in summary.sites if s.global_auroc is not None and s.finetuned_auroc is not None
@@ -119,7 +119,7 @@ def summary_lines(summary: PersonalizationSummary) -> list[str]:
     return lines
 
 
-def summary_html(summary: PersonalizationSummary | None) -> str:
+def summary_html(summary: PersonalisationSummary | None) -> str:
     """The report's section (its table has one row per hospital, then the pooled row)."""
     heading = "<h2>Personalisation: global versus fine-tuned AUROC per hospital</h2>"
     if summary is None:
@@ -152,7 +152,7 @@ def simulation_summary_lines(exchange: Exchange, rounds: int) -> list[str]:
     final = exchange.read_result(final_round(exchange, rounds))  # early stopping may end sooner
     if final is None:
         return []
-    summary = personalization_summary(
+    summary = personalisation_summary(
         exchange, final.round_index, [d.site_id for d in final.accepted]
     )
     return [] if summary is None else summary_lines(summary)
