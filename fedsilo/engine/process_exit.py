@@ -38,7 +38,7 @@ def _flush_standard_streams() -> None:
             pass
 
 
-def _finalize_mpi() -> None:
+def _finalise_mpi() -> None:
     """What mpi4py's own exit hook would do, when the program imported it."""
     mpi = sys.modules.get("mpi4py.MPI")
     if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
@@ -65,7 +65,7 @@ def _stop_multiprocessing_helpers() -> None:
 def _leave(code: int) -> NoReturn:
     atexit._run_exitfuncs()  # multiprocessing's among them: pools shut, children joined
     _stop_multiprocessing_helpers()
-    _finalize_mpi()
+    _finalise_mpi()
     _flush_standard_streams()
     os._exit(code)
 
