@@ -140,9 +140,9 @@ def score_candidate(
     aurocs, briers, slopes = [], [], []
     for index, sites in enumerate(folds):
         rows = run_inline(config, sites, work / f"fold{index}-{time.monotonic_ns()}")
-        aurocs.append([row["auroc"] for row in rows])
-        briers.append([(row.get("calibration") or {}).get("brier", np.nan) for row in rows])
-        slopes.append([(row.get("calibration") or {}).get("slope") for row in rows])
+        aurocs.append([row.auroc for row in rows])
+        briers.append([row.calibration.brier if row.calibration else np.nan for row in rows])
+        slopes.append([row.calibration.slope if row.calibration else None for row in rows])
     slope_means: list[float | None] = []
     for per_round in zip(*slopes, strict=True):
         known = [s for s in per_round if s is not None]

@@ -40,6 +40,7 @@ from bench._tables import write_tables
 from bench._timing import bench_console, interleave
 from bench._timing import fmt as _fmt
 from bench._timing import load_note as _load_note
+from fedsilo.engine.metrics_row import read_metrics
 from fl_core.config import FederationConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -230,14 +231,14 @@ def run_fedsilo_inside(config: FederationConfig, work: Path) -> FederationRun:
 def _fedsilo_row(
     config: FederationConfig, run_dir: Path, whole: float | None, inside: float | None
 ) -> FederationRun:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(run_dir / "metrics.jsonl")
     return FederationRun(
         "fedsilo simulate",
         whole_s=whole,
         inside_s=inside,
-        round_s=tuple(float(row["seconds"]) for row in rows),
+        round_s=tuple(row.seconds for row in rows),
         final_auroc=_final_auroc(config, run_dir / "model.safetensors"),
-        own_auroc=rows[-1]["auroc"],
+        own_auroc=rows[-1].auroc,
         note=f"{config.simulation.workers or os.cpu_count()} worker processes, file exchange",
     )
 

@@ -102,7 +102,7 @@ def run(root: Path, quick: bool) -> Table:
         )
         label = f"{kind}-{target}".lower().replace(".", "_")
         result = simulate(config, root / "runs", run_id=label)
-        auroc = result.rows[-1]["auroc"] if result.rows else None
+        auroc = result.rows[-1].auroc if result.rows else None
         if kind == "none":
             baseline = auroc
         cost = "-" if auroc is None or baseline is None or kind == "none" else (

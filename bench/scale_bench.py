@@ -23,7 +23,6 @@ No thresholds: numbers only.
 from __future__ import annotations
 
 import ctypes
-import json
 import os
 import resource
 import shutil
@@ -39,6 +38,7 @@ from pathlib import Path
 from bench import _tables, _timing
 from bench._timed_app import TIMINGS_ENV, Timings, read_timings
 from fedsilo.engine.federation import open_exchange
+from fedsilo.engine.metrics_row import read_metrics
 from fedsilo.engine.mpi_launch import rank_environment
 from fl_core.config import FederationConfig, TwinDataConfig
 from fl_core.data.eicu.twin_source import materialise_twin
@@ -166,8 +166,8 @@ def _rounds_wall_s(run_dir: Path, rounds: int) -> float:
 
 
 def _final_auroc(run_dir: Path) -> float | None:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return rows[-1]["auroc"] if rows else None
+    rows = read_metrics(run_dir / "metrics.jsonl")
+    return rows[-1].auroc if rows else None
 
 
 def put_cost_us(work: Path, objects: int = 400) -> float:

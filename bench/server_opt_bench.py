@@ -54,7 +54,7 @@ def aurocs_by_round(overrides: dict[str, Any], strategy: str, root: Path) -> lis
     source = build_source(config)
     sites = [source.load_site(s) for s in source.site_ids()]
     rows = run_inline(config, sites, root / f"{strategy}-{len(list(root.iterdir()))}")
-    return [float(row["auroc"]) for row in rows]
+    return [float("nan") if row.auroc is None else row.auroc for row in rows]
 
 
 def first_round_within(aurocs: list[float], target: float) -> str:

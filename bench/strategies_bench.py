@@ -27,6 +27,7 @@ from bench import _tables, _timing
 from fedsilo.engine.app import FederatedApp, build_source
 from fedsilo.engine.attacks import hostile_app
 from fedsilo.engine.inline import run_inline
+from fedsilo.engine.metrics_row import MetricsRow
 from fl_core.config import FederationConfig, StrategyConfig, load_config
 from fl_core.data.base import SiteData
 from fl_core.errors import ConfigError, FedsiloError
@@ -66,8 +67,8 @@ def rounds_to_best(aurocs: list[float], within: float = WITHIN) -> int:
     return next(index for index, value in enumerate(aurocs, start=1) if value >= best - within)
 
 
-def _aurocs(rows: list[dict[str, Any]]) -> list[float]:
-    return [float(row["auroc"]) for row in rows if row.get("auroc") is not None]
+def _aurocs(rows: list[MetricsRow]) -> list[float]:
+    return [row.auroc for row in rows if row.auroc is not None]
 
 
 def _row(

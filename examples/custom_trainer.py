@@ -89,4 +89,4 @@ if __name__ == "__main__":
         load_config(overrides={"rounds": 5, "data.synthetic.hospitals": 8}), Path("runs"), app=app
     )
     for row in result.rows:
-        print(row["round"], row["auroc"])
+        print(row.round, row.auroc)

@@ -6,12 +6,15 @@ the tables without the progress bars).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from fedsilo.engine.metrics_row import MetricsRow
     from fl_core.config import FederationConfig
     from fl_core.exchange.protocol import Exchange
 
@@ -23,9 +26,9 @@ def fmt(value: float | None) -> str:
     return "  n/a" if value is None else f"{value:.4f}"
 
 
-def metrics_table(rows: list[dict[str, Any]]) -> Table:
+def metrics_table(rows: Sequence[MetricsRow]) -> Table:
     """Per-round metrics, with the yardsticks on the same test stays (APACHE IVa, Bayes)."""
-    references = sorted({name for row in rows for name in row.get("reference_auroc", {})})
+    references = sorted({name for row in rows for name in row.reference_auroc})
     title = "federated rounds" + (
         f" (yardstick AUROC on the same stays: {', '.join(references)})" if references else ""
     )
@@ -35,16 +38,15 @@ def metrics_table(rows: list[dict[str, Any]]) -> Table:
     for name in references:
         table.add_column(name, justify="right")
     for row in rows:
-        yardsticks = row.get("reference_auroc", {})
         table.add_row(
-            str(row["round"]),
-            fmt(row["auroc"]),
-            fmt(row["auprc"]),
-            fmt(row["loss"]),
-            str(row["sites_accepted"]),
-            str(row["sites_rejected"]),
-            f"{row['seconds']:.2f}",
-            *(fmt(yardsticks.get(name)) for name in references),
+            str(row.round),
+            fmt(row.auroc),
+            fmt(row.auprc),
+            fmt(row.loss),
+            str(row.sites_accepted),
+            str(row.sites_rejected),
+            f"{row.seconds:.2f}",
+            *(fmt(row.reference_auroc.get(name)) for name in references),
         )
     return table
 

@@ -38,6 +38,7 @@ from fedsilo.cli.simulate_policies import simulated_policies
 
 if TYPE_CHECKING:
     from fedsilo.engine.federation import SimulationEvents
+    from fedsilo.engine.metrics_row import MetricsRow
     from fedsilo.ops.mlflow_sink import MlflowEvents
     from fl_core.config import FederationConfig
     from fl_core.exchange.manifests import Decision, GlobalManifest
@@ -62,7 +63,7 @@ class ProgressEvents:
             def decided(self, round_index: int, decision: Decision) -> None:
                 events.progress.advance(events.task)
 
-            def row_ready(self, row: dict[str, Any]) -> None:
+            def row_ready(self, row: MetricsRow) -> None:
                 events.print_row(row)
 
         self.events = Events(config.rounds)
@@ -91,11 +92,11 @@ class ProgressEvents:
         )
         self.task = self.progress.add_task(label, total=len(manifest.invited_sites))
 
-    def print_row(self, row: dict[str, Any]) -> None:
+    def print_row(self, row: MetricsRow) -> None:
         self.progress.console.print(
-            f"round {row['round']:>3}  AUROC {fmt(row['auroc'])}  AUPRC {fmt(row['auprc'])}  "
-            f"loss {fmt(row['loss'])}  sites {row['sites_accepted']}/"
-            f"{row['sites_rejected']}  {row['seconds']:.1f}s",
+            f"round {row.round:>3}  AUROC {fmt(row.auroc)}  AUPRC {fmt(row.auprc)}  "
+            f"loss {fmt(row.loss)}  sites {row.sites_accepted}/"
+            f"{row.sites_rejected}  {row.seconds:.1f}s",
             soft_wrap=True,
             highlight=False,
         )

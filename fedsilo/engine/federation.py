@@ -10,12 +10,11 @@ deployed path (``fedsilo.engine.services``) imports this module and never an eng
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
@@ -23,6 +22,7 @@ from fedsilo.engine.app import DEFAULT_APP, FederatedApp, build_source, load_app
 from fedsilo.engine.final_model import published_weights
 from fedsilo.engine.gc_policy import freeze_start_up
 from fedsilo.engine.logs import LogFormat
+from fedsilo.engine.metrics_row import MetricsRow, write_metrics
 from fedsilo.engine.placement import place_sites
 from fedsilo.engine.run_folder import start_run
 from fedsilo.engine.secagg_keys import key_path, load_key, register_simulated_sites
@@ -170,7 +170,7 @@ class SimulationEvents(RoundEvents):
     def __init__(self, rounds: int) -> None:
         self.rounds = rounds
         self.results: dict[int, RoundResult] = {}
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[MetricsRow] = []
 
     def round_closed(self, result: RoundResult) -> None:
         self.results[result.round_index] = result
@@ -180,41 +180,16 @@ class SimulationEvents(RoundEvents):
             self.rows.append(row)
             self.row_ready(row)
 
-    def row_ready(self, row: dict[str, Any]) -> None:
+    def row_ready(self, row: MetricsRow) -> None:
         """A round's metrics are known (one round later: the next round evaluates its model)."""
 
 
-def metrics_row(trained: RoundResult, evaluated: RoundResult) -> dict[str, Any]:
+def metrics_row(trained: RoundResult, evaluated: RoundResult) -> MetricsRow:
     """One metrics.jsonl line: round ``r``'s counts with the evaluation of the model it made."""
-    evaluation = evaluated.evaluation
-    return {
-        "round": trained.round_index,
-        "auroc": evaluation.auroc if evaluation else None,
-        "auprc": evaluation.auprc if evaluation else None,
-        "loss": evaluation.loss if evaluation else None,
-        "train_loss": trained.train_loss,
-        "sites_accepted": len(trained.accepted),
-        "sites_rejected": len(trained.rejected),
-        "sites_missing": len(trained.missing),
-        "seconds": round(trained.closed_unix - trained.started_unix, 3),
-        "reference_auroc": evaluation.reference_auroc if evaluation else {},
-        "calibration": (
-            evaluation.calibration.model_dump() if evaluation and evaluation.calibration else None
-        ),
-        "reference_calibration": (
-            {k: v.model_dump() for k, v in evaluation.reference_calibration.items()}
-            if evaluation
-            else {}
-        ),
-        "eval_sites": evaluation.num_sites if evaluation else 0,
-        "validation_loss": evaluation.validation_loss if evaluation else None,
-        "recalibration": (
-            evaluated.recalibration.model_dump() if evaluated.recalibration else None
-        ),
-    }
+    return MetricsRow.of(trained, evaluated)
 
 
-def rows_from_exchange(exchange: Exchange, rounds: int) -> list[dict[str, Any]]:
+def rows_from_exchange(exchange: Exchange, rounds: int) -> list[MetricsRow]:
     """Rebuild every metrics row from result.json files (the source of truth)."""
     rows = []
     for round_index in range(1, rounds + 1):
@@ -228,7 +203,7 @@ def rows_from_exchange(exchange: Exchange, rounds: int) -> list[dict[str, Any]]:
 @dataclass(frozen=True)
 class SimulationResult:
     run_dir: Path
-    rows: list[dict[str, Any]]
+    rows: list[MetricsRow]
     final_weights: dict[str, np.ndarray]
     exchange_uri: str
     seconds: float
@@ -311,9 +286,7 @@ def finish_run(
     final_weights = published_weights(exchange, config.rounds)  # recalibrated, no controls
     (run_dir / "model.safetensors").write_bytes(encode_weights(final_weights))
     rows = rows_from_exchange(exchange, config.rounds)
-    with open(run_dir / "metrics.jsonl", "w") as handle:
-        for row in rows:
-            handle.write(json.dumps(row) + "\n")
+    write_metrics(run_dir / "metrics.jsonl", rows)
     return SimulationResult(
         run_dir=run_dir,
         rows=rows,

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from fedsilo.engine.app import FederatedApp
 from fedsilo.engine.federation import initial_model_weights, rows_from_exchange
+from fedsilo.engine.metrics_row import MetricsRow
 from fl_client.hospital import GlobalModel, Hospital, answer_round
 from fl_core.config import FederationConfig
 from fl_core.data.base import SiteData
@@ -108,7 +108,7 @@ def run_inline(
     sites: Sequence[SiteData],
     exchange_dir: Path,
     app: FederatedApp | None = None,
-) -> list[dict[str, Any]]:
+) -> list[MetricsRow]:
     """Run ``config`` to its final evaluation; returns the per-round metrics rows."""
     if not sites:
         raise ConfigError("no hospitals to federate; check the data source")

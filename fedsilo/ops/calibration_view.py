@@ -9,9 +9,10 @@ the same stays. Read from the metrics rows, so that a finished run's folder show
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from rich.table import Table
+
+from fedsilo.engine.metrics_row import MetricsRow
 
 HEADERS = ["model", "AUROC", "Brier", "ECE", "intercept (0)", "slope (1)"]
 MODEL = "federated (final)"
@@ -19,28 +20,28 @@ RECALIBRATED = "federated (final, recalibrated)"
 BEFORE = "federated before recalibration"
 
 
-def calibration_cells(rows: Sequence[dict[str, Any]]) -> list[list[str]]:
+def calibration_cells(rows: Sequence[MetricsRow]) -> list[list[str]]:
     """One line per model of the last evaluated round; empty when it carries no calibration."""
-    if not rows or not rows[-1].get("calibration"):
+    last = rows[-1] if rows else None
+    if last is None or last.calibration is None:
         return []
-    last = rows[-1]
-    named = [(MODEL, last.get("auroc"), last["calibration"])]
-    after = (last.get("recalibration") or {}).get("test_after")
-    if after:  # the published model carries the scaling; the hospitals scored it without
-        named = [(RECALIBRATED, last.get("auroc"), after), (BEFORE, *named[0][1:])]
-    references = last.get("reference_calibration") or {}
+    calibration = last.calibration
+    named = [(MODEL, last.auroc, calibration)]
+    after = last.recalibration.test_after if last.recalibration else None
+    if after is not None:  # the published model carries the scaling; hospitals scored without
+        named = [(RECALIBRATED, last.auroc, after), (BEFORE, last.auroc, calibration)]
     named += [
-        (name, (last.get("reference_auroc") or {}).get(name), figures)
-        for name, figures in sorted(references.items())
+        (name, last.reference_auroc.get(name), figures)
+        for name, figures in sorted(last.reference_calibration.items())
     ]
     return [
         [
             name,
             _fmt(auroc),
-            _fmt(figures.get("brier")),
-            _fmt(figures.get("ece")),
-            _fmt(figures.get("intercept"), 3),
-            _fmt(figures.get("slope"), 3),
+            _fmt(figures.brier),
+            _fmt(figures.ece),
+            _fmt(figures.intercept, 3),
+            _fmt(figures.slope, 3),
         ]
         for name, auroc, figures in named
     ]
@@ -50,7 +51,7 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def calibration_table(rows: Sequence[dict[str, Any]]) -> Table | None:
+def calibration_table(rows: Sequence[MetricsRow]) -> Table | None:
     cells = calibration_cells(rows)
     if not cells:
         return None
@@ -66,7 +67,7 @@ def calibration_table(rows: Sequence[dict[str, Any]]) -> Table | None:
 
 
 def calibration_html(
-    rows: Sequence[dict[str, Any]], table: Callable[[list[str], list[list[str]], set[int]], str]
+    rows: Sequence[MetricsRow], table: Callable[[list[str], list[list[str]], set[int]], str]
 ) -> str:
     """The same lines as an HTML table (``table`` is the report's escaping table writer)."""
     cells = calibration_cells(rows)

@@ -9,17 +9,6 @@ from __future__ import annotations
 from fedsilo.engine.federation import SimulationEvents
 from fl_core.exchange.manifests import Decision, GlobalManifest, RoundResult
 
-ROW_SCALARS = (
-    "auroc",
-    "auprc",
-    "loss",
-    "train_loss",
-    "sites_accepted",
-    "sites_rejected",
-    "seconds",
-)
-"""The numbers of a metrics row that the sinks record, by their metrics.jsonl names."""
-
 
 class ForwardingEvents(SimulationEvents):
     """``inner``'s hooks, each called first; ``row_ready`` is the subclass's own."""

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fedsilo.engine.federation import SimulationEvents
-from fedsilo.ops.forwarding_events import ROW_SCALARS, ForwardingEvents
+from fedsilo.engine.metrics_row import MetricsRow
+from fedsilo.ops.forwarding_events import ForwardingEvents
 from fl_core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -90,32 +91,28 @@ class MlflowEvents(ForwardingEvents):
         self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in params.items()])
         self.logged_rounds: set[int] = set()
 
-    def row_ready(self, row: dict[str, Any]) -> None:
+    def row_ready(self, row: MetricsRow) -> None:
         from mlflow.entities import Metric
 
-        step = int(row["round"])
+        step = row.round
         self.logged_rounds.add(step)
         stamp = int(time.time() * 1000)
-        metrics = [
-            Metric(name, float(value), stamp, step)
-            for name in ROW_SCALARS
-            if (value := row.get(name)) is not None
-        ]
+        metrics = [Metric(name, value, stamp, step) for name, value in row.scalars().items()]
         metrics += [
             Metric(f"reference_auroc.{name}", float(value), stamp, step)
-            for name, value in (row.get("reference_auroc") or {}).items()
+            for name, value in row.reference_auroc.items()
             if value is not None
         ]
         self.client.log_batch(self.run_id, metrics=metrics)
 
-    def finish(self, run_dir: Path, rows: Sequence[dict[str, Any]] = ()) -> None:
+    def finish(self, run_dir: Path, rows: Sequence[MetricsRow] = ()) -> None:
         """The final model and metrics.jsonl as artifacts; the MLflow run ends as finished.
 
         ``rows``: the run's metrics rows; those of rounds closed before this process started
         (a resumed run) are logged now, so the MLflow run holds every round.
         """
         for row in rows:
-            if int(row["round"]) not in self.logged_rounds:
+            if row.round not in self.logged_rounds:
                 self.row_ready(row)
         for name in ("model.safetensors", "metrics.jsonl"):
             if (run_dir / name).is_file():
@@ -140,7 +137,7 @@ class MlflowTracking:
         self.events = MlflowEvents(self.target, config, run_name, SimulationEvents(config.rounds))
         return self.events
 
-    def finished(self, run_dir: Path, rows: Sequence[dict[str, Any]]) -> None:
+    def finished(self, run_dir: Path, rows: Sequence[MetricsRow]) -> None:
         if self.events is not None:
             self.events.finish(run_dir, rows)
 

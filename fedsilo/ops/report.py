@@ -13,7 +13,6 @@ adds a section appends its builder to that list with one line below it.
 from __future__ import annotations
 
 import html
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import numpy as np
 from plotly.offline import get_plotlyjs
 from pydantic import BaseModel, ConfigDict
 
+from fedsilo.engine.metrics_row import MetricsRow, read_metrics
 from fedsilo.ops.calibration_view import calibration_cells, calibration_html
 from fedsilo.ops.data_profile import FederatedDataProfile, federated_profile
 from fedsilo.ops.disclosure_view import withheld_html
@@ -66,7 +66,7 @@ class RunData:
 
     run_name: str
     config: FederationConfig
-    rows: list[dict[str, Any]]
+    rows: list[MetricsRow]
     results: list[RoundResult]
     evaluation_round: int | None
     site_histograms: dict[SiteId, ClassHistogram]
@@ -109,11 +109,11 @@ class ReportOutcome(BaseModel):
     evaluation_round: int | None
 
 
-def _read_rows(run_dir: Path) -> list[dict[str, Any]]:
+def _read_rows(run_dir: Path) -> list[MetricsRow]:
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
         raise ConfigError(f"{path} not found; RUN must be a run folder written by simulate")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_metrics(path)
 
 
 def _read_config(run_dir: Path) -> FederationConfig:
@@ -216,18 +216,13 @@ def summary_section(data: RunData) -> str:
 
 
 def metrics_section(data: RunData) -> str:
-    keys = [
-        "round",
-        "auroc",
-        "auprc",
-        "loss",
-        "train_loss",
-        "sites_accepted",
-        "sites_rejected",
-        "seconds",
-    ]
     headers = ["round", "AUROC", "AUPRC", "loss", "train loss", "accepted", "rejected", "s"]
-    table = _table(headers, [[_fmt(r.get(k)) for k in keys] for r in data.rows], set())
+    cells = [
+        [_fmt(value) for value in (r.round, r.auroc, r.auprc, r.loss, r.train_loss)]
+        + [_fmt(value) for value in (r.sites_accepted, r.sites_rejected, r.seconds)]
+        for r in data.rows
+    ]
+    table = _table(headers, cells, set())
     return _figure_html(metrics_figure(data.rows)) + table
 
 
@@ -453,7 +448,6 @@ def figure_names(page: str) -> list[str]:
 
 
 def outcome(data: RunData, out: Path, page: str) -> ReportOutcome:
-    last = data.rows[-1] if data.rows else {}
     return ReportOutcome(
         report=str(out),
         figures=figure_names(page),
@@ -461,7 +455,7 @@ def outcome(data: RunData, out: Path, page: str) -> ReportOutcome:
         hospitals_with_auroc=sum(s.evaluable for s in data.sites),
         test_stays=sum(s.stays for s in data.sites),
         test_deaths=sum(s.deaths for s in data.sites),
-        final_auroc=last.get("auroc"),
+        final_auroc=data.rows[-1].auroc if data.rows else None,
         evaluation_round=data.evaluation_round,
     )
 

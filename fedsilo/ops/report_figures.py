@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
+from fedsilo.engine.metrics_row import MetricsRow
 from fedsilo.ops.report_stats import (
     FUNNEL_LEVELS,
     CalibrationGroup,
@@ -50,20 +51,22 @@ def _layout(figure: go.Figure, height: int, **extra: Any) -> go.Figure:
     return figure
 
 
-def metrics_figure(rows: Sequence[dict[str, Any]]) -> ReportFigure:
+def metrics_figure(rows: Sequence[MetricsRow]) -> ReportFigure:
     figure = go.Figure()
     points = 0
-    for key, label in (("auroc", "AUROC"), ("auprc", "AUPRC")):
-        pairs = [(r["round"], r[key]) for r in rows if r.get(key) is not None]
-        if pairs:
-            x, y = zip(*pairs, strict=True)
+    for label, scored_rows in (
+        ("AUROC", [(r.round, r.auroc) for r in rows if r.auroc is not None]),
+        ("AUPRC", [(r.round, r.auprc) for r in rows if r.auprc is not None]),
+    ):
+        if scored_rows:
+            x, y = zip(*scored_rows, strict=True)
             figure.add_scatter(x=x, y=y, mode="lines+markers", name=f"{label} (global model)")
-            points += len(pairs)
+            points += len(scored_rows)
     references: dict[str, list[tuple[int, float]]] = {}
     for row in rows:
-        for name, value in (row.get("reference_auroc") or {}).items():
+        for name, value in row.reference_auroc.items():
             if value is not None:
-                references.setdefault(name, []).append((row["round"], value))
+                references.setdefault(name, []).append((row.round, value))
     for name, pairs in sorted(references.items()):
         x, y = zip(*pairs, strict=True)
         figure.add_scatter(
@@ -72,16 +75,13 @@ def metrics_figure(rows: Sequence[dict[str, Any]]) -> ReportFigure:
     _layout(figure, 380, xaxis_title="round", yaxis_title="pooled test metric")
     figure.update_yaxes(range=[0, 1])
     figure.update_xaxes(dtick=1)
-    last = rows[-1] if rows else {}
+    last = rows[-1] if rows else None
     caption = (
         "The global model after each round, scored on the hospitals' pooled test splits from "
         "their summed risk histograms (no per-patient prediction leaves a hospital)."
     )
-    scored = [
-        f"{label} {last[key]:.3f}"
-        for key, label in (("auroc", "AUROC"), ("auprc", "AUPRC"))
-        if last.get(key) is not None
-    ]
+    final = (("AUROC", last.auroc), ("AUPRC", last.auprc)) if last else ()
+    scored = [f"{label} {value:.3f}" for label, value in final if value is not None]
     if scored:
         caption += f" Last round: {', '.join(scored)}."
     return ReportFigure("metrics", "Discrimination per round", caption, points, figure)

@@ -7,10 +7,10 @@ own maintainers keep compatible, never by hand.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from fedsilo.engine.federation import SimulationEvents
-from fedsilo.ops.forwarding_events import ROW_SCALARS, ForwardingEvents
+from fedsilo.engine.metrics_row import MetricsRow
+from fedsilo.ops.forwarding_events import ForwardingEvents
 
 
 class TensorBoardEvents(ForwardingEvents):
@@ -23,15 +23,13 @@ class TensorBoardEvents(ForwardingEvents):
         self.log_dir = log_dir
         self.writer = SummaryWriter(log_dir=str(log_dir))
 
-    def row_ready(self, row: dict[str, Any]) -> None:
-        step = int(row["round"])
-        for name in ROW_SCALARS:
-            value = row.get(name)
-            if value is not None:
-                self.writer.add_scalar(f"federation/{name}", float(value), step)
-        for name, value in (row.get("reference_auroc") or {}).items():
-            if value is not None:
-                self.writer.add_scalar(f"reference_auroc/{name}", float(value), step)
+    def row_ready(self, row: MetricsRow) -> None:
+        step = row.round
+        for name, number in row.scalars().items():
+            self.writer.add_scalar(f"federation/{name}", number, step)
+        for name, auroc in row.reference_auroc.items():
+            if auroc is not None:
+                self.writer.add_scalar(f"reference_auroc/{name}", auroc, step)
         self.writer.flush()
         if step >= self.rounds:  # the last training round's row: nothing more will come
             self.writer.close()

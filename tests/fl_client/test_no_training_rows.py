@@ -31,5 +31,5 @@ def test_a_hospital_without_training_rows_declines_and_still_evaluates(tmp_path:
         assert result.declined[0].reason == "no_training_rows"
         assert len(result.accepted) == 2
     # its test stays are still in the evaluation of every model
-    assert rows[-1]["eval_sites"] == 3
-    assert np.isfinite(rows[-1]["auroc"])
+    assert rows[-1].eval_sites == 3
+    assert rows[-1].auroc is not None and np.isfinite(rows[-1].auroc)

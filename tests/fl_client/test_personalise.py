@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from fedsilo.engine.federation import rows_from_exchange
+from fedsilo.engine.metrics_row import write_metrics
 from fedsilo.ops.personalisation_report import (
     PersonalisationSummary,
     SitePersonalisation,
@@ -48,7 +49,7 @@ def test_final_round_reports_finetuned_auroc_per_hospital_and_the_report_renders
     run_dir = tmp_path  # kit.run put the exchange in tmp_path / "exchange", as simulate does
     (run_dir / "config.json").write_text(config.model_dump_json())
     rows = rows_from_exchange(run.exchange, config.rounds)
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_metrics(run_dir / "metrics.jsonl", rows)
     write_report(run_dir, tmp_path / "report.html")
     page = (tmp_path / "report.html").read_text()
     assert 'id="personalization"' in page and "fine-tuned AUROC" in page

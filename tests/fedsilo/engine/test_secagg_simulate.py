@@ -26,7 +26,7 @@ def test_simulated_federation_runs_under_secure_aggregation(tmp_path: Path) -> N
         }
     )
     result = simulate(config, tmp_path, run_id="secagg")
-    assert [row["sites_accepted"] for row in result.rows] == [6]
+    assert [row.sites_accepted for row in result.rows] == [6]
     keys = sorted((result.run_dir / "hospital-keys").iterdir())
     assert len(keys) == 6 and all(k.stat().st_mode & 0o777 == 0o600 for k in keys)
     exchange = Exchange(LocalDirectoryStore(result.run_dir / "exchange"), config.federation_id)

@@ -69,7 +69,8 @@ def test_federated_auroc_near_pooled_and_above_local_only(default_run):
     config, result, _ = default_run
     source = build_source(config)
     sites = [source.load_site(s) for s in source.site_ids()]
-    federated = result.rows[-1]["auroc"]
+    federated = result.rows[-1].auroc
+    assert federated is not None
     pooled = pooled_auroc(DEFAULT_APP, config, sites)
     local = local_only_aurocs(DEFAULT_APP, config, sites)
     print(
@@ -85,7 +86,7 @@ def test_histogram_auroc_matches_exact_pooled_auroc(default_run):
     source = build_source(config)
     sites = [source.load_site(s) for s in source.site_ids()]
     exact = federated_test_auroc(DEFAULT_APP, config, result.final_weights, sites)
-    assert abs(result.rows[-1]["auroc"] - exact) < 2e-3
+    assert result.rows[-1].auroc == pytest.approx(exact, abs=2e-3)
 
 
 def test_hospital_processes_are_bounded(default_run):
@@ -100,9 +101,7 @@ def test_same_seed_same_model(default_run, tmp_path):
     again = simulate(config, tmp_path, run_id="again")
     for name, value in result.final_weights.items():
         np.testing.assert_allclose(again.final_weights[name], value, rtol=1e-5, atol=1e-6)
-    assert [r["auroc"] for r in again.rows] == pytest.approx(
-        [r["auroc"] for r in result.rows], abs=1e-6
-    )
+    assert [r.auroc for r in again.rows] == pytest.approx([r.auroc for r in result.rows], abs=1e-6)
 
 
 def test_many_hospitals_share_few_processes(tmp_path):
@@ -116,5 +115,5 @@ def test_many_hospitals_share_few_processes(tmp_path):
     )
     events = CountingEvents(config.rounds)
     result = simulate(config, tmp_path, events=events, run_id="many")
-    assert result.rows[0]["sites_accepted"] == 40
+    assert result.rows[0].sites_accepted == 40
     assert events.max_children <= 3

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from matplotlib.image import imread
 
+from fedsilo.engine.metrics_row import MetricsRow
 from fedsilo.ops.report import RunData, write_page, write_report
 from fl_core.config import FederationConfig
 from fl_core.data.eicu.prepare import prepare_eicu
@@ -68,7 +69,19 @@ def apache_run(prepared: Path, name: str) -> RunData:
     return RunData(
         run_name=name,
         config=data.config,
-        rows=[{"round": 1, "auroc": pooled, "auprc": None, "reference_auroc": {}}],
+        rows=[
+            MetricsRow(
+                round=1,
+                auroc=pooled,
+                auprc=None,
+                loss=None,
+                train_loss=None,
+                sites_accepted=len(histograms),
+                sites_rejected=0,
+                sites_missing=0,
+                seconds=0.0,
+            )
+        ],
         results=[],
         evaluation_round=1,
         site_histograms=histograms,

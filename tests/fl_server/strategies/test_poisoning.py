@@ -67,7 +67,7 @@ def test_robust_rules_survive_poisoning_that_collapses_fedavg(tmp_path: Path) ->
             app = hostile_app(hostile, mode, 10.0 if mode == "sign_flip" else 50.0)
         name = f"{strategy['name']}-{mode}"
         rows = run_inline(config(tmp_path, strategy), sites, tmp_path / name, app)
-        auroc = rows[-1]["auroc"]
+        auroc = rows[-1].auroc
         assert auroc is not None
         return float(auroc)
 
