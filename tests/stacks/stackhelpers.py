@@ -67,6 +67,19 @@ def synthesise_aggregator(raw_context: dict[str, Any], outdir: Path) -> Federati
     return Federation(app, context, aggregator, [], outdir)
 
 
+BARE_ACCOUNT = "111111111111"
+BARE_REGION = "eu-west-1"
+
+
+def bare_stack(name: str = "Bare") -> cdk.Stack:
+    """An empty stack in a fixed account and region, under the app's feature flags: where a
+    construct test instantiates one construct and reads what it alone synthesises."""
+    app = cdk.App()
+    for flag, value in FEATURE_FLAGS.items():
+        app.node.set_context(flag, value)
+    return cdk.Stack(app, name, env=cdk.Environment(account=BARE_ACCOUNT, region=BARE_REGION))
+
+
 def hospitals_context(count: int) -> dict[str, Any]:
     raw = copy.deepcopy(cdk_json_context())
     raw["hospitals"] = [
