@@ -2,8 +2,8 @@
 
 The aggregator reads one update, sums it and frees it, N times per round. glibc returns every
 block above its (dynamic) mmap threshold to the OS on free, so each update's buffer is a fresh
-mapping and every page faults again on first touch, several times slower end to end than the
-same loop with blocks kept (``bench/aggregation.py`` measures both). Raising the mmap threshold
+mapping and every page faults again on first touch, slower end to end than the same loop with
+blocks kept (``python -m bench --only aggregation`` measures both). Raising the mmap threshold
 with ``mallopt`` keeps blocks of up to 32 MiB (glibc's largest threshold) in the heap, and
 trimming only above 256 MiB keeps them there. Updates above 32 MiB (models over 8M float32
 parameters) would still be mapped and unmapped one by one, and with admission checking ahead on

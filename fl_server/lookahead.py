@@ -1,7 +1,8 @@
 """Admission checks run ahead of the running sum, on worker threads.
 
-Checking an update (reading it, its sha256, the NaN/Inf scan) costs about twice as much as
-adding it to the sum, and one file's sha256 runs on one core. File and socket reads, hashlib
+Checking an update (reading it, its sha256, the NaN/Inf scan) costs more than adding it to the
+sum (``python -m bench --only aggregation`` measures both), and one file's sha256 runs on one
+core. File and socket reads, hashlib
 and numpy release the GIL, so the next updates are checked on worker threads while the caller
 adds the current one. The caller takes the results in the order of the keys, whatever order
 the threads finish in, so the sum (and the model) is the same as a one-by-one loop's; a
@@ -13,12 +14,12 @@ At most ``ahead`` checks are submitted beyond the result the caller holds, so at
 (an exception in the caller) cancels the checks not yet started and waits for the running
 ones: no thread outlives the call.
 
-Threads pay only for large updates. A small model's answer (the default eICU model's is 40 kB)
-is checked in about 0.3 ms, most of it Python that holds the GIL (header and manifest parsing,
-the exchange's paths); handing it to a thread and back cost more CPU than the check itself
-(0.6 against 0.3 ms per answer at 10k parameters, 1.2 against 0.7 at 100k; at 1M the threads
-win on wall time for the same CPU). So updates under ``THREADED_MIN_UPDATE_BYTES`` are checked
-in the caller's thread (``workers_for``).
+Threads pay only for large updates. Checking a small model's answer (the default eICU model's
+is 40 kB) is mostly Python that holds the GIL (header and manifest parsing, the exchange's
+paths), and handing it to a thread and back costs more CPU than the check itself; at a million
+parameters the threads win on wall time for the same CPU (``python -m bench --only
+aggregation`` runs the server at each model size). So updates under
+``THREADED_MIN_UPDATE_BYTES`` are checked in the caller's thread (``workers_for``).
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ class ProgressEvents:
             console=console,
             transient=True,
             # a bar of answers needs no more than rich's own default of 4 redraws a second
-            # (Progress's 10 cost the aggregator's process 20 ms of CPU a second of the run),
+            # (Progress's 10 take CPU from the aggregator's process for the whole run),
             # and where the console is not a terminal a transient bar shows nothing at all
             refresh_per_second=PROGRESS_REFRESH_PER_S,
             disable=not console.is_terminal,

@@ -15,7 +15,7 @@ same test stays. Results: per-fold mean and spread, and the out-of-fold AUROC ov
 
 A fold takes minutes on the eICU demo, so every federation reports its rounds to an
 ``EvaluationProgress`` (the CLI draws bars with an ETA), and the fold folders and run folders
-(~50 MB a fold on the demo) are removed once scored unless ``keep`` is set.
+are removed once scored unless ``keep`` is set.
 
 Pooling rows happens here only because this is a simulation measuring what federating costs.
 """

@@ -23,7 +23,7 @@ EXAMPLE_REGION = "eu-west-1"
 
 @cache
 def _botocore_session() -> botocore.session.Session:
-    import botocore.session  # 0.2 s: only the commands that check a region pay for it
+    import botocore.session  # loaded here: only the commands that check a region pay for it
 
     return botocore.session.get_session()
 

@@ -1,7 +1,7 @@
 """Defaults of the data preparers, in a module that imports nothing.
 
 The command line shows them in ``--help``; importing the preparers themselves would import
-pandas into every ``fedsilo`` command, a fifth of a second before anything happens.
+pandas into every ``fedsilo`` command before anything happens.
 """
 
 EICU_MIN_STAYS = 1

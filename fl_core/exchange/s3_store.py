@@ -220,10 +220,10 @@ class S3Store(ObjectStore):
         Objects above the threshold are written as a multipart upload, ``part_size_bytes`` at
         a time, ``max_concurrency`` in flight.
     ranged_download_threshold_bytes
-        Objects above it are read with parallel ranged GETs; below it, one streamed GET. One
-        stream is faster for model-sized objects (measured on 100 MB through moto_server:
-        0.21 s streamed against 0.60 s ranged and 0.16 s for a raw ``get_object``), and
-        parallel ranges only pay off where one connection cannot fill the link.
+        Objects above it are read with parallel ranged GETs; below it, one streamed GET, the
+        quicker for model-sized objects: parallel ranges only pay off where one connection
+        cannot fill the link. ``python -m bench --only s3_bench`` times a model's round trip
+        against raw boto3 (``docs/performance.md``).
     retry_mode, max_attempts, connect_timeout_s, read_timeout_s
         botocore's retry and timeout settings.
     """

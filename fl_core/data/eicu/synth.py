@@ -793,7 +793,8 @@ def _write(path: Path, table_name: str, columns: dict[str, object]) -> None:
 
 
 def _write_csv(path: Path, table: pa.Table) -> None:
-    """CSV text by Arrow, gzip at level 1: level 9 would triple the time for 10 % less disk."""
+    """CSV text by Arrow, gzip at level 1: higher levels cost far more time for little less disk
+    (``python -m bench --only data_bench`` times synthesis)."""
     buffer = pa.BufferOutputStream()
     pacsv.write_csv(table, buffer, write_options=pacsv.WriteOptions(quoting_style="needed"))
     with gzip.open(path, "wb", compresslevel=1) as stream:
