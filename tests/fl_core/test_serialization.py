@@ -1,3 +1,4 @@
+import json
 import pickle
 import struct
 
@@ -9,6 +10,7 @@ from fl_core.errors import CodecError
 from fl_core.models import TabularMLP, load_model_weights, model_weights
 from fl_core.serialization import (
     TensorSpec,
+    _json_depth,
     decode_weights,
     encode_weights,
     read_tensor_specs,
@@ -80,3 +82,16 @@ def test_views_equal_decoded_copies_and_check_ranges():
         assert views[name].dtype == value.dtype and not views[name].flags.writeable
     with pytest.raises(CodecError):
         view_weights(data[:-8])
+
+
+def test_the_depth_of_a_header_with_many_brackets_counts_only_those_outside_strings():
+    """Over 256 brackets the count runs in numpy; strings full of brackets still never count."""
+    value = {
+        "__metadata__": {"m": json.dumps([[{"a": "]]}}"}]] * 400)},
+        **{f"t{i}": {"shape": [[i]] * 3, "n": '[{"'} for i in range(200)},
+    }
+    text = json.dumps(value).encode()
+    assert text.count(b"[") + text.count(b"{") > 2000
+    assert _json_depth(text) == 4
+    assert _json_depth(b"[" * 300 + b'"]]]' + b"]" * 300) == 300  # unterminated string
+    assert _json_depth(b"[" * 300 + b'"\\"]"' + b"]" * 300 + b"[" * 5) == 300
