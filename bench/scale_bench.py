@@ -17,6 +17,9 @@
   server's: a one-off cost that 20 rounds do not amortise). CPU, not wall, so
   that other load on a shared machine does not pass for overhead; the wall-clock share
   (``WORKERS`` cores x rounds wall minus compute) is printed beside it for the same runs.
+- Before the runs, the CPU a hospital worker spends reading one hospital's three splits, the
+  prepared files as written (the feature matrix one column) against a copy with a column per
+  feature (the layout before), interleaved.
 No thresholds: numbers only.
 """
 
@@ -27,6 +30,7 @@ import os
 import resource
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +39,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from bench import _tables, _timing
 from bench._timed_app import TIMINGS_ENV, Timings, read_timings
 from fedsilo.engine.federation import open_exchange
@@ -42,7 +48,7 @@ from fedsilo.engine.metrics_row import read_metrics
 from fedsilo.engine.mpi_launch import rank_environment
 from fl_core.config import FederationConfig, TwinDataConfig
 from fl_core.data.eicu.twin_source import materialise_twin
-from fl_core.data.prepared import PreparedFolderSource
+from fl_core.data.prepared import PreparedFolderSource, named_feature_columns, read_schema
 from fl_core.exchange.fs_store import LocalDirectoryStore
 
 HOSPITALS = 208
@@ -187,6 +193,42 @@ def put_cost_us(work: Path, objects: int = 400) -> float:
     return spent / objects * 1e6
 
 
+def per_feature_copy(prepared: Path, target: Path) -> Path:
+    """``prepared`` with every split rewritten in layout 1 (a float32 column per feature),
+    the layout the prepared files had before the feature matrix became one column."""
+    shutil.copytree(prepared, target)
+    names = [feature.name for feature in read_schema(target).features]
+    for path in sorted(target.glob("*/*.parquet")):
+        pq.write_table(
+            named_feature_columns(pq.read_table(path), names, path),
+            path,
+            compression="snappy",
+            use_dictionary=False,
+        )
+    return target
+
+
+def split_read_ms(prepared: Path, work: Path, repeats: int) -> dict[str, float]:
+    """CPU ms to read one hospital's three splits, per layout (median of ``repeats``
+    interleaved passes over every hospital): what each hospital worker pays at start-up."""
+    folders = {"one column": prepared, "a column per feature": per_feature_copy(prepared, work)}
+    sources = {name: PreparedFolderSource(folder) for name, folder in folders.items()}
+    sites = sources["one column"].site_ids()
+
+    def read_all(source: PreparedFolderSource) -> Callable[[], float]:
+        def run() -> float:
+            started = time.process_time()
+            for site in sites:
+                source.load_site(site)
+            return (time.process_time() - started) / len(sites) * 1e3
+
+        return run
+
+    found = _timing.interleave({name: read_all(s) for name, s in sources.items()}, repeats)
+    shutil.rmtree(work)
+    return {name: statistics.median(values) for name, values in found.items()}
+
+
 def run_engine(
     engine: str, prepared: Path, rounds: int, work: Path, run_id: str | None = None
 ) -> EngineRun:
@@ -272,6 +314,13 @@ def main(quick: bool) -> None:
     console.print(
         f"twin {hospitals} x {stays:,} stays: {sites} hospitals prepared in {prepared} "
         f"({time.perf_counter() - started:.1f} s, cached after the first build)"
+    )
+    with tempfile.TemporaryDirectory(prefix="fedsilo-layouts-") as scratch:
+        reads = split_read_ms(prepared, Path(scratch) / "per-feature", 2 * REPEATS + 1)
+    console.print(
+        "reading a hospital's three splits (CPU ms, median of "
+        f"{2 * REPEATS + 1} interleaved passes over {sites} hospitals): "
+        + ", ".join(f"{name} {ms:.2f}" for name, ms in reads.items())
     )
     _become_subreaper()
     engines = [BASELINE] + (["mpi"] if shutil.which("mpirun") else [])
