@@ -9,7 +9,6 @@ write landed but its reply was lost.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
 import multiprocessing
@@ -44,6 +43,7 @@ from fl_core.errors import (
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.s3_store import S3Store
 from fl_core.exchange.uri import open_store
+from fl_core.hashing import sha256_b64
 
 MiB = 1024 * 1024
 KEY = "federations/f1/rounds/000001/global.safetensors"
@@ -111,10 +111,6 @@ class Recorder:
         return [headers for name, headers in self.requests if name == op]
 
 
-def b64_sha256(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()
-
-
 @pytest.fixture
 def raw_s3(mocked_aws: None) -> Any:
     return boto3.client("s3", region_name=REGION)
@@ -166,7 +162,7 @@ def test_sha256_checksum_and_digest_travel_with_the_object(raw_s3: Any, mock_buc
     store = S3Store(mock_bucket, region=REGION)
     store.put_new(KEY, data)
     head = raw_s3.head_object(Bucket=mock_bucket, Key=KEY, ChecksumMode="ENABLED")
-    assert head["ChecksumSHA256"] == b64_sha256(data)
+    assert head["ChecksumSHA256"] == sha256_b64(data)
     assert head["Metadata"]["sha256"] == hashlib.sha256(data).hexdigest()
     assert store.get(KEY) == data
 
@@ -178,7 +174,7 @@ def test_download_fails_when_s3_checksum_does_not_match(raw_s3: Any, mock_bucket
         Key=KEY,
         Body=data,
         ChecksumAlgorithm="SHA256",
-        ChecksumSHA256=b64_sha256(b"something else"),
+        ChecksumSHA256=sha256_b64(b"something else"),
         Metadata={"sha256": hashlib.sha256(data).hexdigest()},
     )
     with pytest.raises(ObjectIntegrityError, match="SHA-256 check"):

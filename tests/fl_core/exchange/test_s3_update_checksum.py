@@ -8,7 +8,6 @@ checksum it sends, that it reads the stored one with the object, and what it ref
 
 from __future__ import annotations
 
-import base64
 import hashlib
 from typing import Any
 
@@ -18,13 +17,10 @@ import pytest
 from fedsilo.testing.moto_s3 import REGION
 from fl_core.errors import ChecksumMissingError, ObjectIntegrityError
 from fl_core.exchange.s3_store import S3Store
+from fl_core.hashing import sha256_b64
 
 MiB = 1024 * 1024
 KEY = "federations/f1/rounds/000001/updates/site-a.safetensors"
-
-
-def b64_sha256(data: bytes) -> str:
-    return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
 
 @pytest.fixture
@@ -43,7 +39,7 @@ def test_the_digest_is_the_checksum_s3_stored_not_a_hash_of_the_bytes(
         Key=KEY,
         Body=b"the bytes stored",
         ChecksumAlgorithm="SHA256",
-        ChecksumSHA256=b64_sha256(claimed),
+        ChecksumSHA256=sha256_b64(claimed),
         Metadata={"sha256": hashlib.sha256(claimed).hexdigest()},
     )
     store = S3Store(mock_bucket, region=REGION)
@@ -69,7 +65,7 @@ def test_an_update_is_one_put_with_its_checksum_above_the_multipart_threshold(
     store.put_update(KEY, data, digest)
     assert [name.split(".")[-1] for name in sent] == ["PutObject"]
     head = raw_s3.head_object(Bucket=mock_bucket, Key=KEY, ChecksumMode="ENABLED")
-    assert head["ChecksumSHA256"] == b64_sha256(data)
+    assert head["ChecksumSHA256"] == sha256_b64(data)
     assert store.get_verified(KEY) == (data, digest)
 
 
@@ -103,7 +99,7 @@ def test_a_checksum_that_is_not_the_writers_claim_is_refused(raw_s3: Any, mock_b
         Key=KEY,
         Body=data,
         ChecksumAlgorithm="SHA256",
-        ChecksumSHA256=b64_sha256(data),
+        ChecksumSHA256=sha256_b64(data),
         Metadata={"sha256": "0" * 64},
     )
     with pytest.raises(ObjectIntegrityError, match="claimed") as refused:
