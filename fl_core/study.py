@@ -13,8 +13,6 @@ it received, never from what a manifest claims.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from typing import Annotated
 
@@ -28,6 +26,7 @@ from fl_core.config import (
     StrategyConfig,
     StudyTraining,
 )
+from fl_core.hashing import canonical_json, canonical_json_sha256, sha256_hex
 from fl_core.serialization import TensorSpec, read_tensor_specs, specs_of
 from fl_core.types import Weights
 
@@ -85,11 +84,11 @@ class Study(_Frozen):
 
     def canonical_json(self) -> str:
         """Sorted keys, no spaces: the same study gives the same text on every machine."""
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return canonical_json(self.model_dump(mode="json"))
 
     def digest(self) -> str:
         """sha256 of ``canonical_json``: the study's config hash."""
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+        return sha256_hex(self.canonical_json().encode())
 
 
 def architecture_digest(specs: Mapping[str, TensorSpec]) -> str:
@@ -99,8 +98,7 @@ def architecture_digest(specs: Mapping[str, TensorSpec]) -> str:
     hospital can approve an architecture once for every round of a study.
     """
     rows = sorted([name, list(spec.shape), spec.dtype] for name, spec in specs.items())
-    canonical = json.dumps(rows, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return canonical_json_sha256(rows)
 
 
 def weights_architecture(weights: Weights) -> str:
