@@ -97,3 +97,31 @@ def test_refuses_a_foreign_folder(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ConfigError, match="not empty"):
         synthesise(tmp_path, hospitals=2, stays=20, seed=0, overwrite=True)
+
+
+def test_named_groups_and_units_follow_the_feature_vocabulary() -> None:
+    """The twin indexes its arrays by DxGroup and UnitType: their order is the vocabulary's."""
+    from fl_core.data.eicu.features import VOCABULARY
+    from fl_core.data.eicu.synth import DX_RISK, UNIT_P, DxGroup, UnitType, by_group
+
+    assert tuple(group.label for group in DxGroup) == VOCABULARY["dxgroup"]
+    assert len(UnitType) == len(VOCABULARY["unittype"]) == len(UNIT_P)
+    assert VOCABULARY["unittype"][UnitType.NEURO] == "Neuro ICU"
+    assert VOCABULARY["unittype"][UnitType.CTICU] == "CTICU"
+    assert DX_RISK[DxGroup.CARDIAC_ARREST] == 1.3 and DX_RISK[DxGroup.CARDIAC_MEDICAL] == 0.0
+    assert by_group({DxGroup.TRAUMA: 2.0}).tolist() == [0.0] * 9 + [2.0, 0.0]
+
+
+def test_twin_predictor_table_is_read_and_follows_the_case_mix(twin) -> None:  # type: ignore[no-untyped-def]
+    from fl_core.data.eicu.features import FEATURE_GROUPS
+
+    cohort = load_cohort(twin.out, predictor_variables=True)
+    specs = feature_specs(FEATURE_GROUPS)
+    x = pd.DataFrame(
+        build_features(cohort.stays, cohort.hospitals, FEATURE_GROUPS),
+        columns=[s.name for s in specs],
+    )
+    surgical = x["dxgroup=cardiac_surgery"] + x["dxgroup=surgical_other"] > 0
+    assert x.loc[surgical, "operative"].mean() > 0.9 and x.loc[~surgical, "operative"].mean() < 0.5
+    assert 0.1 < x["diabetes"].mean() < 0.3
+    assert x["apache_iva_missing"].mean() > 0.0 and x["apache_iva_logit"].notna().mean() > 0.8
