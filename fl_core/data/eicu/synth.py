@@ -1,7 +1,8 @@
-"""A synthetic twin of eICU-CRD v2.0: the same four tables, written for the real reader.
+"""A synthetic twin of eICU-CRD v2.0: the same five tables, written for the real reader.
 
 Nobody may ship eICU, so everything runs and is tested on this twin. It writes ``patient``,
-``hospital``, ``apacheApsVar`` and ``apachePatientResult`` with eICU's names, columns, types and
+``hospital``, ``apacheApsVar``, ``apachePatientResult`` and ``apachePredVar`` (whose admission
+items do not enter the true risk) with eICU's names, columns, types and
 codes (``"> 89"`` ages, ``-1`` for "not measured", ``Alive``/``Expired``), so the one reader in
 ``cohort.py`` reads both. Where it matters to federated learning it looks like the real thing:
 

@@ -1,7 +1,7 @@
 """The twin as a data source: synthesised once into a cache, then read by the real reader.
 
 ``make run`` trains on it, so the demo federation exercises the same path as real eICU
-tables: four CSV tables, the cohort and feature builder, per-hospital prepared folders. A
+tables: five CSV tables, the cohort and feature builder, per-hospital prepared folders. A
 twin is a pure function of (hospitals, stays, seed), so it is cached under a key of those
 and built at most once; concurrent builders each write a private folder and the first
 rename wins.
