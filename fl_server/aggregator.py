@@ -55,7 +55,7 @@ class ServerAggregator(ABC):
 
     checks_finite: bool = False
     """True where ``add`` itself refuses an update holding NaN or Inf, raising
-    ``fl_core.aggregation.NonFiniteUpdateError`` (the round loop then rejects it as
+    ``fl_core.errors.NonFiniteUpdateError`` (the round loop then rejects it as
     ``non_finite``, begins the round again and re-adds the accepted updates), so admission
     skips its own scan. Otherwise every update arrives already checked to be finite."""
 
