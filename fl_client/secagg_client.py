@@ -52,6 +52,7 @@ from fl_core.secagg.messages import (
     SecAggUnmaskAnswer,
     SecAggUnmaskRequest,
 )
+from fl_core.secagg.threshold import honest_majority
 from fl_core.serialization import decode_weights, specs_of
 from fl_core.types import SiteId, Weights
 
@@ -74,11 +75,6 @@ class RoundSecrets:
 
 def field_of(roster: SecAggRoster) -> FieldParams:
     return FieldParams(roster.modulus_bits, roster.fractional_bits, roster.clip)
-
-
-def honest_majority(num_sites: int) -> int:
-    """The smallest threshold for which two disjoint groups cannot both reconstruct."""
-    return num_sites // 2 + 1
 
 
 # ---- checks -----------------------------------------------------------------------------

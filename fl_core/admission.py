@@ -16,11 +16,11 @@ from pydantic import ValidationError
 
 from fl_core.errors import CodecError, HeaderError, UpdateRejectedError
 from fl_core.exchange.manifests import MANIFEST_METADATA_KEY, Task, UpdateManifest
+from fl_core.hashing import sha256_hex
 from fl_core.serialization import (
     SafetensorsHeader,
     TensorSpec,
     read_header,
-    sha256_hex,
     view_weights,
 )
 from fl_core.types import Sha256Hex, SiteId, Weights

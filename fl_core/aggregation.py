@@ -33,8 +33,7 @@ from threading import Lock
 import numpy as np
 import numpy.typing as npt
 
-from fl_core.errors import AggregationError
-from fl_core.errors import NonFiniteUpdateError as NonFiniteUpdateError  # the round loop's import
+from fl_core.errors import AggregationError, NonFiniteUpdateError
 from fl_core.serialization import TensorSpec
 from fl_core.types import Weights
 

@@ -8,7 +8,7 @@ problem naming the field and what to do.
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -402,15 +402,6 @@ class FederationConfig(_Frozen):
         except ConfigError as err:
             raise ValueError(str(err)) from err
         return self
-
-    def config_hash(self, features: Sequence[str] = ()) -> str:
-        """The digest of the study this config runs (``fl_core.study.Study``), recorded in
-        every manifest: hospitals approve a study by it, so it covers what the federation
-        agreed and nothing a machine sets for itself (exchange, workers, data path, device).
-        """
-        from fl_core.study import Study  # the study is built from this config
-
-        return Study.of(self, features).digest()
 
 
 def _read_file(path: Path) -> dict[str, Any]:

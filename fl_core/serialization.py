@@ -20,7 +20,6 @@ import safetensors.numpy
 from safetensors import SafetensorError
 
 from fl_core.errors import CodecError, HeaderError
-from fl_core.hashing import sha256_hex as sha256_hex  # the codec's digest, where callers look
 from fl_core.types import Weights
 
 _HEADER_LEN_BYTES = 8

@@ -3,7 +3,7 @@
 A hospital approves a study, not a config file: the config also holds settings each machine
 chooses for itself (exchange URI, workers, data path, endpoint, training device), which must
 not change what was approved. ``Study`` keeps only what the federation agreed; its digest is
-``FederationConfig.config_hash()``, which the aggregator writes into every manifest and
+``study_hash(config)``, which the aggregator writes into every manifest and
 publishes, with the study itself, in every ``GlobalManifest``. A hospital recomputes the
 digest from the published study (``Study.digest``) before trusting either.
 
@@ -109,3 +109,10 @@ def weights_architecture(weights: Weights) -> str:
 def file_architecture(data: bytes) -> str:
     """The architecture digest of a safetensors file, read from its header alone."""
     return architecture_digest(read_tensor_specs(data))
+
+
+def study_hash(config: FederationConfig, features: Sequence[str] = ()) -> str:
+    """The digest of the study ``config`` runs, recorded in every manifest as its config
+    hash: hospitals approve a study by it, so it covers what the federation agreed and
+    nothing a machine sets for itself (exchange, workers, data path, device)."""
+    return Study.of(config, features).digest()

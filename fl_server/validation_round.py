@@ -9,9 +9,9 @@ arrive only as the masked sum). Summed, they decide two things no single hospita
   round's model is the last one trained and the next round is the final evaluation. Read from
   the rounds' ``result.json``, so a resumed aggregator decides the same. When the final model
   is recalibrated the loss followed is the one after a Platt scaling fitted on the same sums
-  (``validation_loss_recalibrated``): on the demo the raw loss turns up after 4-5 rounds as the
-  risks spread, while the ranking still improves for rounds after, and the spread is what the
-  recalibration removes;
+  (``validation_loss_recalibrated``): the raw loss turns up as the risks spread while the
+  ranking still improves, and the spread is what the recalibration removes
+  (``docs/model-quality.md`` measures it);
 - **the recalibration**: on the final round, Platt scaling fitted on the summed validation
   histogram of the final model (``fl_core.recalibration``), recorded with the test
   calibration before and after it; the published model carries it.
@@ -32,6 +32,7 @@ from fl_core.exchange.protocol import Exchange
 from fl_core.metrics import ClassHistogram
 from fl_core.recalibration import fit_platt, rescaled_histogram, scaled_log_loss
 from fl_core.secagg.masked_evaluation import MaskedEvaluationSum
+from fl_server.round_metrics import calibration_figures
 
 
 @dataclass(frozen=True)
@@ -124,8 +125,6 @@ def final_recalibration(
 ) -> Recalibration | None:
     """The Platt scaling of the final model and the test calibration before and after it;
     None where the summed validation split fits none (``fit_platt``)."""
-    from fl_server.round_loop import calibration_figures  # the round loop imports this module
-
     scaling = fit_platt(validation.histogram)
     if scaling is None:
         return None

@@ -73,7 +73,8 @@ def profile_command(
 ) -> None:
     """Pool the hospitals' data profiles (from their round-0 reports) into the cohort."""
     from fedsilo.cli.ops import open_exchange
-    from fedsilo.ops.data_profile import federated_profile, write_data_profile
+    from fedsilo.ops.data_profile import federated_profile
+    from fedsilo.ops.profile_view import write_data_profile
     from fl_core.errors import ConfigError
 
     profile = federated_profile(open_exchange(exchange, federation, endpoint_url), max_examples)

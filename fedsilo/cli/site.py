@@ -68,12 +68,8 @@ def check_command(
     and the preflight summary (preflight-summary.json: pass/fail and counts over the floor,
     the part you may share) to --out. Nothing is uploaded. Exit 1 when the data does not fit.
     """
-    from fedsilo.ops.site_check import (
-        check_site,
-        failure_line,
-        published_schema,
-        write_site_check,
-    )
+    from fedsilo.ops.site_check import check_site, failure_line, published_schema
+    from fedsilo.ops.site_check_html import write_site_check
     from fl_core.disclosure import DisclosureFloor
     from fl_core.errors import ConfigError, SiteCheckError
 

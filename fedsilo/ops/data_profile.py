@@ -8,8 +8,6 @@ shown without a row or a small count leaving any hospital, and every withheld ce
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import BaseModel, ConfigDict
 
 from fl_core.data.profile import PooledProfile, SiteProfile, common_names, pool_profiles
@@ -107,13 +105,3 @@ def federated_profile(exchange: Exchange, max_examples: int) -> FederatedDataPro
         refused=refused,
         pooled=pooled,
     )
-
-
-def write_data_profile(profile: FederatedDataProfile, out: Path) -> dict[str, Path]:
-    from fedsilo.ops.profile_view import profile_page
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / PROFILE_JSON, "html": out / PROFILE_HTML}
-    paths["json"].write_text(profile.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    paths["html"].write_text(profile_page(profile), encoding="utf-8")
-    return paths

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import pairwise
-from typing import TYPE_CHECKING
+from pathlib import Path
 
+from fedsilo.ops.data_profile import PROFILE_HTML, PROFILE_JSON, FederatedDataProfile
 from fedsilo.ops.html_page import heading, page, paragraph, table
 from fl_core.data.profile import PooledFeature
-
-if TYPE_CHECKING:
-    from fedsilo.ops.data_profile import FederatedDataProfile
-    from fedsilo.ops.report import RunData
 
 
 def bin_labels(edges: Sequence[float]) -> list[str]:
@@ -89,13 +86,9 @@ def profile_page(profile: FederatedDataProfile) -> str:
     return page(f"fedsilo data profile: {profile.federation_id}", profile_parts(profile))
 
 
-def profile_section(data: RunData) -> str:
-    """The run report's cohort section; empty when no hospital reported a profile."""
-    if data.data_profile is None or not data.data_profile.sites:
-        return ""
-    return (
-        '<section id="data-profile">'
-        + heading("Cohort: the federated data profile")
-        + "".join(profile_parts(data.data_profile))
-        + "</section>"
-    )
+def write_data_profile(profile: FederatedDataProfile, out: Path) -> dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out / PROFILE_JSON, "html": out / PROFILE_HTML}
+    paths["json"].write_text(profile.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    paths["html"].write_text(profile_page(profile), encoding="utf-8")
+    return paths

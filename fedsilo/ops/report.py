@@ -28,10 +28,11 @@ from fedsilo.engine.metrics_row import MetricsRow, read_metrics
 from fedsilo.ops.calibration_view import calibration_cells, calibration_html
 from fedsilo.ops.data_profile import FederatedDataProfile, federated_profile
 from fedsilo.ops.disclosure_view import withheld_html
+from fedsilo.ops.html_page import heading
 from fedsilo.ops.personalisation_report import PersonalisationSummary, personalisation_summary
 from fedsilo.ops.policy_view import policy_declines_html
 from fedsilo.ops.privacy_report import epsilon_table, privacy_html
-from fedsilo.ops.profile_view import profile_section
+from fedsilo.ops.profile_view import profile_parts
 from fedsilo.ops.report_figures import (
     ReportFigure,
     calibration_figure,
@@ -376,6 +377,18 @@ def personalisation_section(data: RunData) -> str:
 def privacy_section(data: RunData) -> str:
     """Epsilon per hospital per round; only when the run spent a privacy budget."""
     return privacy_html(data.results, _table) if epsilon_table(data.results)[1] else ""
+
+
+def profile_section(data: RunData) -> str:
+    """The run report's cohort section; empty when no hospital reported a profile."""
+    if data.data_profile is None or not data.data_profile.sites:
+        return ""
+    return (
+        '<section id="data-profile">'
+        + heading("Cohort: the federated data profile")
+        + "".join(profile_parts(data.data_profile))
+        + "</section>"
+    )
 
 
 SECTION_BUILDERS: list[SectionBuilder] = [

@@ -325,24 +325,6 @@ def check_site(
     return SiteCheckResult(report=report, preflight=preflight_of(report))
 
 
-def write_site_check(result: SiteCheckResult, out: Path) -> dict[str, Path]:
-    """The local report (JSON, HTML) and the shareable preflight summary, under ``out``."""
-    from fedsilo.ops.site_check_html import site_check_html
-
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "report": out / REPORT_JSON,
-        "html": out / REPORT_HTML,
-        "preflight": out / PREFLIGHT_JSON,
-    }
-    paths["report"].write_text(result.report.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    paths["html"].write_text(site_check_html(result.report), encoding="utf-8")
-    paths["preflight"].write_text(
-        result.preflight.model_dump_json(indent=2) + "\n", encoding="utf-8"
-    )
-    return paths
-
-
 def failure_line(report: SiteCheckReport, html: Path) -> str:
     """One line naming what does not fit (the first few problems) and where to read more."""
     shown = "; ".join(p.line() for p in report.problems[:4])

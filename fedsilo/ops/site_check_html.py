@@ -1,9 +1,18 @@
-"""The local site check report as one HTML page (it stays at the hospital)."""
+"""The local site check report as one HTML page and the files it is written to (they stay at
+the hospital, except the preflight summary)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fedsilo.ops.html_page import heading, page, paragraph, table
-from fedsilo.ops.site_check import SiteCheckReport
+from fedsilo.ops.site_check import (
+    PREFLIGHT_JSON,
+    REPORT_HTML,
+    REPORT_JSON,
+    SiteCheckReport,
+    SiteCheckResult,
+)
 
 
 def _number(value: float | None) -> str:
@@ -68,3 +77,19 @@ def site_check_html(report: SiteCheckReport) -> str:
         ]
         parts.append(table(headers, feature_rows, {0, 1}))
     return page("fedsilo site check", parts)
+
+
+def write_site_check(result: SiteCheckResult, out: Path) -> dict[str, Path]:
+    """The local report (JSON, HTML) and the shareable preflight summary, under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "report": out / REPORT_JSON,
+        "html": out / REPORT_HTML,
+        "preflight": out / PREFLIGHT_JSON,
+    }
+    paths["report"].write_text(result.report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    paths["html"].write_text(site_check_html(result.report), encoding="utf-8")
+    paths["preflight"].write_text(
+        result.preflight.model_dump_json(indent=2) + "\n", encoding="utf-8"
+    )
+    return paths

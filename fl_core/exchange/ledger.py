@@ -131,6 +131,16 @@ def expected_entry_fields(result: RoundResult) -> dict[str, Any]:
     return fields
 
 
+def entry_for(result: RoundResult, previous: LedgerEntry | None) -> LedgerEntry:
+    """The ledger entry of a closed round, chained to ``previous`` (None: round 1)."""
+    fields = {
+        **expected_entry_fields(result),
+        "prev_hash": previous.entry_hash if previous is not None else None,
+    }
+    unhashed = LedgerEntry.model_validate({**fields, "entry_hash": ""})
+    return LedgerEntry.model_validate({**fields, "entry_hash": entry_hash_of(unhashed)})
+
+
 def sha256_sources(accepted: Sequence[Decision]) -> dict[str, Sha256Source]:
     """Where each accepted update's sha256 came from, as the ledger records it."""
     return {d.site_id: d.sha256_source for d in accepted if d.sha256 and d.sha256_source}

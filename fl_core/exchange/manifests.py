@@ -7,6 +7,7 @@ malformed or hostile manifest fails admission with a reason instead of reaching 
 from __future__ import annotations
 
 import operator
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -254,6 +255,12 @@ class Decision(_Document):
     num_examples: int = 0
     decided_unix: float
 
+    def overruled(self, reason: str, detail: str) -> Decision:
+        """This answer rejected after all, with ``reason`` (a rule that closes the round)."""
+        return type(self).model_validate(
+            {**dict(self), "status": "rejected", "reason": reason, "detail": detail}
+        )
+
 
 class CalibrationFigures(_Document):
     """``fl_core.calibration.Calibration`` of one model, as the round's result records it."""
@@ -377,21 +384,78 @@ class LedgerEntry(_Document):
     )
 
 
+FederationPhase = Literal["collecting", "done", "failed"]
+
+
 class FederationState(_Document):
-    """The aggregator's checkpoint: enough to resume a round after a crash."""
+    """The aggregator's checkpoint: enough to resume a round after a crash.
+
+    It changes only through the transitions below, each of which returns a new, validated
+    state: a misspelt field or a wrong value fails at the transition, not when an aggregator
+    resumes from ``state.json``.
+    """
 
     federation_id: str
     round_index: int = Field(ge=1)
-    phase: Literal["collecting", "done", "failed"]
+    phase: FederationPhase
     started_unix: float
     deadline_unix: float
-    extensions: int = 0
+    extensions: int = Field(default=0, ge=0)
     decisions: dict[str, Decision] = Field(default_factory=dict)
     owner_id: str
     lease_expires_unix: float
     config_hash: str
     strategy_state: dict[str, Any] = Field(default_factory=dict)
     message: str | None = None
+
+    def _changed(self, **changes: Any) -> FederationState:
+        unknown = changes.keys() - type(self).model_fields.keys()
+        if unknown:
+            raise TypeError(f"FederationState has no field {sorted(unknown)}")
+        return type(self).model_validate({**dict(self), **changes})
+
+    def leased(self, owner_id: str, expires_unix: float) -> FederationState:
+        """The same state held by ``owner_id`` until ``expires_unix``."""
+        return self._changed(owner_id=owner_id, lease_expires_unix=expires_unix)
+
+    def with_decisions(self, decisions: Mapping[str, Decision]) -> FederationState:
+        """The open round's verdicts so far (every one a ``Decision``)."""
+        if self.phase != "collecting":
+            raise ValueError(f"decisions recorded in a {self.phase} federation")
+        return self._changed(decisions=dict(decisions))
+
+    def extended(self, extend_s: float) -> FederationState:
+        """The open round's deadline moved ``extend_s`` later (below quorum, ``extend``)."""
+        if self.phase != "collecting" or extend_s <= 0:
+            raise ValueError(f"cannot extend a {self.phase} round by {extend_s} s")
+        return self._changed(
+            deadline_unix=self.deadline_unix + extend_s, extensions=self.extensions + 1
+        )
+
+    def next_round(
+        self, started_unix: float, deadline_unix: float, strategy_state: dict[str, Any]
+    ) -> FederationState:
+        """The next round opened: no decisions yet, and the strategy as it left this one."""
+        if self.phase != "collecting":
+            raise ValueError(f"a {self.phase} federation opens no round")
+        return self._changed(
+            round_index=self.round_index + 1,
+            started_unix=started_unix,
+            deadline_unix=deadline_unix,
+            extensions=0,
+            decisions={},
+            strategy_state=strategy_state,
+        )
+
+    def done(self) -> FederationState:
+        """The final round closed."""
+        return self._changed(phase="done", decisions={})
+
+    def failed(self, message: str) -> FederationState:
+        """The federation stopped on a failure the operator must read (``message``)."""
+        if not message:
+            raise ValueError("a failed federation needs a message")
+        return self._changed(phase="failed", message=message)
 
 
 class Registration(_Document):

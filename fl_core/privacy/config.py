@@ -61,10 +61,11 @@ class DpSgdConfig(_Frozen):
     def for_site(self, site_id: str) -> DpSgdConfig:
         """This hospital's settings: the federation's, overridden by its own entry."""
         override = self.sites.get(site_id)
-        if override is None:
-            return self.model_copy(update={"sites": {}})
-        given = override.model_dump(exclude_none=True)
-        return self.model_copy(update={**given, "sites": {}})
+        given = {} if override is None else override.model_dump(exclude_none=True)
+        # validated, so an override is held to the federation's own bounds
+        return DpSgdConfig.model_validate(
+            {**self.model_dump(exclude={"sites"}), **given, "sites": {}}
+        )
 
 
 class DpFedAvgConfig(_Frozen):

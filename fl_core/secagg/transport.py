@@ -18,7 +18,7 @@ from fl_core.errors import (
     UpdateRejectedError,
 )
 from fl_core.exchange.protocol import Exchange
-from fl_core.serialization import sha256_hex
+from fl_core.hashing import sha256_hex
 from fl_core.validation import first_error
 
 _Doc = TypeVar("_Doc", bound=BaseModel)

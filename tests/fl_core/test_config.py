@@ -5,6 +5,7 @@ from pydantic import ValidationError
 
 from fl_core.config import FederationConfig, load_config
 from fl_core.errors import ConfigError
+from fl_core.study import study_hash
 
 
 def test_defaults_are_the_make_run_federation():
@@ -62,8 +63,8 @@ def test_config_is_frozen_and_hash_is_stable():
     config = FederationConfig()
     with pytest.raises(ValidationError):
         config.rounds = 3  # type: ignore[misc]
-    assert config.config_hash() == FederationConfig().config_hash()
-    assert config.config_hash() != load_config(overrides={"rounds": 3}).config_hash()
+    assert study_hash(config) == study_hash(FederationConfig())
+    assert study_hash(config) != study_hash(load_config(overrides={"rounds": 3}))
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from fl_core.errors import CodecError
+from fl_core.hashing import sha256_hex
 from fl_core.models import TabularMLP, load_model_weights, model_weights
 from fl_core.serialization import (
     TensorSpec,
@@ -14,7 +15,6 @@ from fl_core.serialization import (
     decode_weights,
     encode_weights,
     read_tensor_specs,
-    sha256_hex,
     view_weights,
 )
 

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from fl_core.config import FederationConfig, load_config
 from fl_core.exchange.manifests import GlobalManifest
 from fl_core.serialization import encode_weights
-from fl_core.study import Study, file_architecture, weights_architecture
+from fl_core.study import Study, file_architecture, study_hash, weights_architecture
 
 FEATURES = ("age", "heart_rate")
 
@@ -27,26 +27,26 @@ def test_machine_settings_leave_the_hash_alone(tmp_path):
             "training.device": "cpu",
         }
     )
-    assert base.config_hash(FEATURES) == elsewhere.config_hash(FEATURES)
+    assert study_hash(base, FEATURES) == study_hash(elsewhere, FEATURES)
     prepared = load_config(overrides={"data.source": "prepared", "data.path": str(data)})
-    assert prepared.config_hash(FEATURES) == FederationConfig().config_hash(FEATURES)
+    assert study_hash(prepared, FEATURES) == study_hash(FederationConfig(), FEATURES)
 
 
 def test_what_the_federation_agreed_changes_the_hash():
     base = FederationConfig()
     fedprox = load_config(overrides={"strategy.name": "fedprox"})
-    assert fedprox.config_hash(FEATURES) != base.config_hash(FEATURES)
-    assert base.config_hash(FEATURES) != base.config_hash(("age",))
+    assert study_hash(fedprox, FEATURES) != study_hash(base, FEATURES)
+    assert study_hash(base, FEATURES) != study_hash(base, ("age",))
     secagg = load_config(overrides={"privacy.secagg.enabled": True})
-    assert secagg.config_hash(FEATURES) != base.config_hash(FEATURES)
+    assert study_hash(secagg, FEATURES) != study_hash(base, FEATURES)
     quorum = load_config(overrides={"round.min_sites": 3})
-    assert quorum.config_hash() != base.config_hash()
+    assert study_hash(quorum) != study_hash(base)
 
 
 def test_a_published_study_verifies_after_the_wire():
     config = load_config(overrides={"strategy.name": "fedadam", "rounds": 3})
     study = Study.of(config, FEATURES)
-    assert study.digest() == config.config_hash(FEATURES)
+    assert study.digest() == study_hash(config, FEATURES)
     manifest = GlobalManifest(
         federation_id="demo",
         round_index=1,

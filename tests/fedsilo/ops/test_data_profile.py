@@ -11,7 +11,8 @@ import pytest
 
 from fedsilo.engine.app import build_source
 from fedsilo.engine.process_engine import simulate
-from fedsilo.ops.data_profile import federated_profile, write_data_profile
+from fedsilo.ops.data_profile import federated_profile
+from fedsilo.ops.profile_view import write_data_profile
 from fedsilo.testing.cli import run_fedsilo
 from fl_core.config import load_config
 from fl_core.data.feature_schema import schema_from_names

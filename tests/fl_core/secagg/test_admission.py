@@ -69,7 +69,7 @@ def test_an_answer_with_a_malformed_share_is_refused_by_its_schema() -> None:
 
 def test_one_wrong_share_among_more_than_t_does_not_spoil_the_secret() -> None:
     from fl_core.secagg import masking, shamir
-    from fl_server.secagg_server import reconstruct_checked
+    from fl_core.secagg.unmasking import reconstruct_checked
 
     seed = bytes(range(32))
     shares = shamir.split(shamir.secret_from_bytes(seed), 4, [1, 2, 3, 4, 5, 6])

@@ -19,7 +19,9 @@ from fl_core.exchange.protocol import Exchange
 from fl_core.secagg import masking, shamir, transport
 from fl_core.secagg.field import fractional_bits_for
 from fl_core.secagg.messages import RosterEntry, SecAggAdvert, SecAggRoster, SecAggUnmaskAnswer
-from fl_server.secagg_server import SecAggServer, reconstruct_checked
+from fl_core.secagg.unmasking import reconstruct_checked
+from fl_server.aggregator import FedAvgAggregator
+from fl_server.secagg_server import SecureAggregation
 from tests.hostile import FUZZ, dumps, hostile_documents, only_named_rejections
 
 SITES = ["site-a", "site-b", "site-c"]
@@ -65,12 +67,12 @@ def test_hostile_unmask_answers(data: bytes) -> None:
 @FUZZ
 @given(hostile_documents(ADVERT))
 def test_hostile_adverts_as_the_aggregator_reads_them(data: bytes) -> None:
-    """Through ``SecAggServer._valid_advert``: the site is a participant or it is not."""
+    """Through ``SecureAggregation._valid_advert``: the site is a participant or it is not."""
     with tempfile.TemporaryDirectory() as root:
         exchange = Exchange(LocalDirectoryStore(Path(root), durable=False), "sa")
         key = exchange.layout.secagg_update_key(1, "site-b", "advert")
         exchange.store.put_new(key, data)
-        advert = SecAggServer(exchange, CONFIG)._valid_advert("site-b", ROSTER)
+        advert = _advert_of_site_b(exchange)
     if advert is not None:  # every participant's mask key agrees a pair seed with the others
         public = bytes.fromhex(advert.mask_public_key)
         masking.pair_seed(KEYS["site-a"], public, "sa", 1, "site-a", "site-b")
@@ -87,7 +89,7 @@ def test_hostile_shares_never_stop_the_reconstruction(values: list[bytes], thres
         try:
             shares.append(shamir.Share.from_bytes(x, value))
         except ValueError:
-            continue  # what SecAggServer._reconstruct logs and skips
+            continue  # what reconstruct_material reports and skips
     secret = reconstruct_checked(
         shares,
         threshold,
@@ -95,6 +97,11 @@ def test_hostile_shares_never_stop_the_reconstruction(values: list[bytes], thres
         "00" * 32,
     )
     assert secret is None or len(secret) == 32
+
+
+def _advert_of_site_b(exchange: Exchange) -> SecAggAdvert | None:
+    """What the aggregator's secure aggregation phase makes of site-b's advert."""
+    return SecureAggregation(exchange, CONFIG, FedAvgAggregator())._valid_advert("site-b", ROSTER)
 
 
 def test_a_low_order_mask_key_is_refused_when_the_advert_is_read() -> None:
@@ -118,12 +125,12 @@ def test_an_advert_too_large_is_refused_before_it_is_read() -> None:
         with pytest.raises(UpdateRejectedError) as rejected:
             transport.read_from_site(exchange, key, SecAggAdvert, 64 * 1024)
         assert rejected.value.reason == "too_large"
-        assert SecAggServer(exchange, CONFIG)._valid_advert("site-b", ROSTER) is None
+        assert _advert_of_site_b(exchange) is None
 
 
 def test_an_honest_advert_is_read() -> None:
     with tempfile.TemporaryDirectory() as root:
         exchange = Exchange(LocalDirectoryStore(Path(root), durable=False), "sa")
         exchange.store.put_new(exchange.layout.secagg_update_key(1, "site-b", "advert"), ADVERT)
-        advert = SecAggServer(exchange, CONFIG)._valid_advert("site-b", ROSTER)
+        advert = _advert_of_site_b(exchange)
     assert advert == SecAggAdvert.model_validate_json(ADVERT)
