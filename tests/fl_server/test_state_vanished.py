@@ -36,11 +36,12 @@ class _Meddle(RoundEvents):
             return
         found = self.exchange.read_state()
         assert found is not None
+        state = found[0]
         if self.how == "rival":
-            change = {"owner_id": "rival"}
+            changed = state.leased("rival", state.lease_expires_unix)
         else:  # an older version of ours: same owner, an older lease
-            change = {"lease_expires_unix": found[0].lease_expires_unix - 1}
-        self.exchange.write_state(found[0].model_copy(update=change), found[1])
+            changed = state.leased(state.owner_id, state.lease_expires_unix - 1)
+        self.exchange.write_state(changed, found[1])
 
 
 def _loop(tmp_path: Path, how: str) -> RoundLoop:
