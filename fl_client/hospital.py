@@ -171,12 +171,8 @@ def answer_round(
     elif manifest.task == "train" and hospital.data.train.num_examples == 0:
         # nothing to learn from (a cross-validation fold that holds all its stays): an update
         # of zero rows would be refused every round; saying so is an answer, not a fault
-        update = update.model_copy(
-            update={
-                "task": "train",
-                "declined": "no_training_rows",
-                "declined_detail": f"site {site_id} has no training rows; it evaluates only",
-            }
+        update = update.declined_as(
+            "no_training_rows", f"site {site_id} has no training rows; it evaluates only"
         )
     elif manifest.task == "train":
         seed = derive_seed(config.seed, site_id, manifest.round_index)
@@ -187,15 +183,9 @@ def answer_round(
         with private_training(trainer, hospital.privacy, manifest.round_index):
             trained = trainer.train(hospital.data, manifest.round_index, seed)
         outgoing = local.outgoing(trainer.get_weights(), trained)
-        update = update.model_copy(
-            update={
-                "task": "train",
-                "num_examples": trained.num_examples,
-                "train_loss": trained.train_loss,
-            }
-        )
+        update = update.trained(trained.num_examples, trained.train_loss)
     if hospital.privacy is not None:
-        update = update.model_copy(update={"privacy": hospital.privacy.spent()})
+        update = update.with_privacy(hospital.privacy.spent())
     # the disclosure floor; under secure aggregation y_u replaces the weights
     floor = hospital.disclosure_floor
     update, outgoing = finish_answer(update, outgoing, hospital.data, floor, mask)

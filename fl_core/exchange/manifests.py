@@ -6,6 +6,7 @@ malformed or hostile manifest fails admission with a reason instead of reaching 
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -232,6 +233,29 @@ class UpdateManifest(_Document):
         ):
             raise ValueError("a round declined by policy carries no evaluation or loss")
         return self
+
+    def _changed(self, **changes: Any) -> UpdateManifest:
+        unknown = changes.keys() - type(self).model_fields.keys()
+        if unknown:
+            raise TypeError(f"UpdateManifest has no field {sorted(unknown)}")
+        return type(self).model_validate({**dict(self), **changes})
+
+    def trained(self, num_examples: int, train_loss: float | None) -> UpdateManifest:
+        """This answer as a training round's: ``num_examples`` rows trained on. A loss that
+        is not finite is sent as none (as JSON writes it); the update itself is what the
+        aggregator refuses if training diverged."""
+        finite = train_loss is not None and math.isfinite(train_loss)
+        return self._changed(
+            task="train", num_examples=num_examples, train_loss=train_loss if finite else None
+        )
+
+    def declined_as(self, reason: DeclineReason, detail: str) -> UpdateManifest:
+        """This answer as a training round the hospital declined, and why."""
+        return self._changed(task="train", declined=reason, declined_detail=detail)
+
+    def with_privacy(self, spent: SitePrivacy) -> UpdateManifest:
+        """This answer with the hospital's privacy spent so far."""
+        return self._changed(privacy=spent)
 
 
 Sha256Source = Literal["s3_checksum", "computed"]

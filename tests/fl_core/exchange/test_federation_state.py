@@ -69,3 +69,25 @@ def test_a_wrong_field_or_value_fails_at_the_transition() -> None:
 def test_overruled_decision_is_a_rejection_with_its_reason() -> None:
     late = _accepted("s").overruled("secagg_late", "arrived after the unmask request")
     assert (late.status, late.reason, late.sha256) == ("rejected", "secagg_late", "0" * 64)
+
+
+def test_an_answer_changes_through_validated_transitions() -> None:
+    from fl_core.exchange.manifests import SitePrivacy, UpdateManifest
+
+    answer = UpdateManifest(
+        federation_id="f",
+        site_id="s",
+        round_index=2,
+        task="evaluate",
+        global_sha256="1" * 64,
+        num_examples=40,
+        nonce="a" * 32,
+    )
+    trained = answer.trained(38, float("nan"))
+    assert (trained.task, trained.num_examples, trained.train_loss) == ("train", 38, None)
+    declined = answer.declined_as("no_training_rows", "no rows")
+    assert (declined.task, declined.declined) == ("train", "no_training_rows")
+    spent = SitePrivacy(epsilon=1.2, delta=1e-5, target_epsilon=3.0, noise_multiplier=1.1, steps=40)
+    assert answer.with_privacy(spent).privacy == spent
+    with pytest.raises(ValidationError):
+        answer.trained(-1, 0.5)
