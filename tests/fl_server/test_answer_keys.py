@@ -13,8 +13,7 @@ from fl_core.exchange.manifests import GlobalManifest
 from fl_core.exchange.protocol import Exchange
 from fl_server.answer_keys import FOREIGN_KEY_SAMPLES, RoundKeys
 from fl_server.round_loop import RoundEvents
-
-from .test_round_loop import (
+from tests.fl_server._round_harness import (
     INITIAL,
     SITES,
     FakeTime,

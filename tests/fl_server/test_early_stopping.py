@@ -1,6 +1,6 @@
 """Early stopping and the recalibration, decided by the aggregator on summed validation reports.
 
-Hospitals are scripted (``test_round_loop``'s ``Script``): each answer carries a validation
+Hospitals are scripted (``_round_harness``'s ``Script``): each answer carries a validation
 report whose loss follows a set course over the rounds, so when training must stop is known.
 """
 
@@ -21,15 +21,15 @@ from fl_core.recalibration import RISK_INTERCEPT, RISK_SLOPE
 from fl_server.aggregator import FedAvgAggregator
 from fl_server.round_loop import RoundEvents, RoundLoop
 from fl_server.validation_round import stopping_loss
-from tests.fl_server.test_round_loop import INITIAL as ROUND_LOOP_INITIAL
-from tests.fl_server.test_round_loop import (
+from tests.fl_server._round_harness import INITIAL as ROUND_LOOP_INITIAL
+from tests.fl_server._round_harness import (
     SITES,
     FakeTime,
     honest_weights,
     make_config,
     signed,
 )
-from tests.fl_server.test_round_loop import manifest_for as plain_answer
+from tests.fl_server._round_harness import manifest_for as plain_answer
 
 BINS = 400
 INITIAL = {

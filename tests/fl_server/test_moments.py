@@ -8,50 +8,17 @@ import numpy as np
 import pytest
 
 from fl_client.moments import moments_report, publish_moments
-from fl_core.config import load_config
-from fl_core.data.base import SiteData, Split
 from fl_core.data.standardise import FeatureMoments, combine_moments
 from fl_core.errors import RoundFailedError, UpdateRejectedError
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.protocol import Exchange
 from fl_server.moments import check_moments, gather_moments
-
-SITES = ["site-a", "site-b", "site-c"]
-
-
-def site_data(site_id: str, rows: int, seed: int) -> SiteData:
-    rng = np.random.default_rng(seed)
-    x = rng.normal(loc=seed, size=(rows, 3)).astype(np.float32)
-    x[::4, 1] = np.nan  # not measured
-    y = (rng.random(rows) < 0.2).astype(np.int8)
-    empty = Split(x[:0], y[:0])
-    names = ("a", "b", "c")
-    return SiteData(
-        site_id=site_id, feature_names=names, train=Split(x, y), valid=empty, test=empty
-    )
-
-
-def fake_clock():
-    now = [0.0]
-
-    def clock() -> float:
-        return now[0]
-
-    def sleep(seconds: float) -> None:
-        now[0] += seconds
-
-    return clock, sleep
+from tests.fl_server._moments_harness import SITES, config, fake_clock, site_data
 
 
 @pytest.fixture
 def exchange(tmp_path) -> Exchange:
     return Exchange(LocalDirectoryStore(tmp_path / "exchange"), "test")
-
-
-def config(**overrides):
-    base = {"round.deadline_s": 10.0, "round.min_sites": 2, "data.synthetic.hospitals": 3}
-    base.update(overrides)
-    return load_config(overrides=base)
 
 
 def test_gathered_moments_equal_pooled_standardisation(exchange):

@@ -16,6 +16,7 @@ import pytest
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 
 from fedsilo.testing.moto_s3 import create_bucket, moto_client
+from fedsilo.testing.s3_faults import KMS_MESSAGE, SSE_C_MESSAGE, refusal
 from fl_client.moments import publish_moments
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import GlobalManifest
@@ -26,12 +27,17 @@ from fl_server.aggregator import FedAvgAggregator
 from fl_server.moments import gather_moments
 from fl_server.round_loop import RoundLoop
 from fl_server.weight_bounds import read_registered_examples
-from tests.fl_core.exchange.test_unreadable_objects import KMS_MESSAGE, SSE_C_MESSAGE, refusal
-
-from .test_moments import SITES as MOMENTS_SITES
-from .test_moments import config as moments_config
-from .test_moments import fake_clock, site_data
-from .test_round_loop import INITIAL, SITES, FakeTime, Script, expected_model, make_config
+from tests.fl_server._moments_harness import SITES as MOMENTS_SITES
+from tests.fl_server._moments_harness import config as moments_config
+from tests.fl_server._moments_harness import fake_clock, site_data
+from tests.fl_server._round_harness import (
+    INITIAL,
+    SITES,
+    FakeTime,
+    Script,
+    expected_model,
+    make_config,
+)
 
 VICTIM = "site-b"
 """The hospital whose answer cannot be read (it wrote it so, or its key is its own)."""

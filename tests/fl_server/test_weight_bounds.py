@@ -16,8 +16,7 @@ from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import GlobalManifest, MomentsReport
 from fl_core.exchange.protocol import Exchange
 from fl_server.weight_bounds import check_registered_claim, read_registered_examples, weight_cap
-
-from .test_round_loop import (
+from tests.fl_server._round_harness import (
     SITES,
     Crash,
     Script,

@@ -7,7 +7,9 @@ separate OS processes can share one S3; buckets on it come from ``fedsilo.testin
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import boto3
 import pytest
 from moto import mock_aws
 
@@ -62,3 +64,9 @@ def server_bucket(make_server_bucket: Callable[[], str]) -> str:
 def mock_bucket(mocked_aws: None) -> str:
     """A fresh bucket in moto's in-process mock."""
     return create_bucket(moto_client(None, region=REGION))
+
+
+@pytest.fixture
+def raw_s3(mocked_aws: None) -> Any:
+    """A plain boto3 S3 client on moto's in-process mock, to write or read past the store."""
+    return boto3.client("s3", region_name=REGION)

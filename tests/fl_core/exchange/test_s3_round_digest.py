@@ -14,7 +14,6 @@ import base64
 import hashlib
 from typing import Any
 
-import boto3
 import numpy as np
 import pytest
 
@@ -80,11 +79,6 @@ class Hospitals(RoundEvents):
             Body=data,
             Metadata={"sha256": hashlib.sha256(data).hexdigest()},
         )
-
-
-@pytest.fixture
-def raw_s3(mocked_aws: None) -> Any:
-    return boto3.client("s3", region_name=REGION)
 
 
 class Honest(RoundEvents):

@@ -10,13 +10,12 @@ write landed but its reply was lost.
 from __future__ import annotations
 
 import hashlib
-import io
 import multiprocessing
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from botocore.exceptions import ClientError, ConnectionClosedError, ResponseStre
 from moto.sts.models import sts_backends
 
 from fedsilo.testing.moto_s3 import REGION
+from fedsilo.testing.s3_faults import Injector, error_response
 from fl_core.errors import (
     BucketNotFoundError,
     ConfigError,
@@ -50,36 +50,6 @@ KEY = "federations/f1/rounds/000001/global.safetensors"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class _Raw(io.BytesIO):
-    """The raw body botocore reads from an ``AWSResponse``."""
-
-    def stream(self, **_: Any) -> Iterator[bytes]:
-        yield self.read()
-
-
-def error_response(request: AWSPreparedRequest, status: int, code: str) -> AWSResponse:
-    body = (
-        '<?xml version="1.0" encoding="UTF-8"?>'
-        f"<Error><Code>{code}</Code><Message>injected {code}</Message></Error>"
-    ).encode()
-    return AWSResponse(request.url, status, {"Content-Type": "application/xml"}, _Raw(body))
-
-
-class Injector:
-    """A ``before-send`` handler that fails the first ``times`` requests, then lets them pass."""
-
-    def __init__(self, fault: Callable[[AWSPreparedRequest], AWSResponse], times: int) -> None:
-        self.fault = fault
-        self.times = times
-        self.calls = 0
-
-    def __call__(self, request: AWSPreparedRequest, **_: Any) -> AWSResponse | None:
-        self.calls += 1
-        if self.calls <= self.times:
-            return self.fault(request)
-        return None
 
 
 def slow_down(request: AWSPreparedRequest) -> AWSResponse:
@@ -109,11 +79,6 @@ class Recorder:
 
     def headers_of(self, op: str) -> list[dict[str, str]]:
         return [headers for name, headers in self.requests if name == op]
-
-
-@pytest.fixture
-def raw_s3(mocked_aws: None) -> Any:
-    return boto3.client("s3", region_name=REGION)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-import boto3
 import pytest
 
 from fedsilo.testing.moto_s3 import REGION
@@ -21,11 +20,6 @@ from fl_core.hashing import sha256_b64
 
 MiB = 1024 * 1024
 KEY = "federations/f1/rounds/000001/updates/site-a.safetensors"
-
-
-@pytest.fixture
-def raw_s3(mocked_aws: None) -> Any:
-    return boto3.client("s3", region_name=REGION)
 
 
 def test_the_digest_is_the_checksum_s3_stored_not_a_hash_of_the_bytes(

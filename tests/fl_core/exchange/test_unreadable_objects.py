@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 
 import pytest
-from botocore.awsrequest import AWSPreparedRequest, AWSResponse
 
 from fedsilo.testing.moto_iam import (
     ALLOW_EVERYTHING,
@@ -24,6 +23,7 @@ from fedsilo.testing.moto_iam import (
     stop_enforcing_iam,
 )
 from fedsilo.testing.moto_s3 import REGION
+from fedsilo.testing.s3_faults import KMS_MESSAGE, SSE_C_MESSAGE, Injector, error_response, refusal
 from fl_core.errors import (
     AccessDeniedError,
     KmsKeyError,
@@ -37,30 +37,7 @@ from fl_core.errors import (
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.s3_store import S3Store
 
-from .test_s3_store import Injector, _Raw, error_response
-
 KEY = "federations/f1/rounds/000001/updates/site-b.safetensors"
-SSE_C_MESSAGE = (
-    "The object was stored using a form of Server Side Encryption. The correct parameters must "
-    "be provided to retrieve the object."
-)
-KMS_MESSAGE = (
-    "User: arn:aws:sts::111111111111:assumed-role/aggregator is not authorized to perform: "
-    "kms:Decrypt on the resource associated with this ciphertext"
-)
-
-
-def refusal(status: int, code: str, message: str):
-    def respond(request: AWSPreparedRequest) -> AWSResponse:
-        if request.method == "HEAD":  # S3 answers a HEAD with the status alone
-            return AWSResponse(request.url, status, {}, _Raw(b""))
-        body = (
-            '<?xml version="1.0" encoding="UTF-8"?>'
-            f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
-        ).encode()
-        return AWSResponse(request.url, status, {"Content-Type": "application/xml"}, _Raw(body))
-
-    return respond
 
 
 @pytest.fixture

@@ -26,9 +26,8 @@ from fl_core.exchange.protocol import Exchange
 from fl_core.serialization import decode_weights
 from fl_server.round_loop import RoundEvents, RoundLoop
 from fl_server.strategies import build_aggregator
-
-from ..test_round_loop import SITES, FakeTime, manifest_for, signed
-from ..test_round_loop import make_config as round_loop_config
+from tests.fl_server._round_harness import SITES, FakeTime, manifest_for, signed
+from tests.fl_server._round_harness import make_config as round_loop_config
 
 ROUNDS = 4
 CRASH_ROUND = 2
