@@ -22,7 +22,7 @@ from fl_core.exchange.manifests import RoundResult
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
 from fl_core.site_policy import SitePolicy
-from tests.fedsilo.engine.test_site_policy_federation import POLICY_ENV, approval, write_policy
+from tests.fedsilo.engine._folder_federation import POLICY_ENV, approval, write_policy
 
 HOSPITALS = 4
 ROUNDS = 2

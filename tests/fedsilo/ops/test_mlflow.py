@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from fedsilo.testing.cli import run_fedsilo
-from tests.fedsilo.engine.test_site_policy_federation import FolderFederation
+from tests.fedsilo.engine._folder_federation import FolderFederation
 
 ROUNDS = 2
 

@@ -4,26 +4,8 @@ from __future__ import annotations
 
 from fedsilo.ops.policy_view import policy_declines_html
 from fedsilo.ops.report import _table
-from fl_core.exchange.manifests import Decision, RoundResult
-
-
-def result(round_index: int, *declined: Decision) -> RoundResult:
-    return RoundResult(
-        federation_id="f",
-        round_index=round_index,
-        task="train",
-        global_sha256="0" * 64,
-        next_global_sha256=None,
-        accepted=[],
-        rejected=[],
-        missing=[],
-        evaluation=None,
-        train_loss=None,
-        started_unix=0.0,
-        closed_unix=1.0,
-        config_hash="h",
-        declined=list(declined),
-    )
+from fl_core.exchange.manifests import Decision
+from tests.fedsilo.ops._round_results import closed_round
 
 
 def declined(site_id: str, reason: str, detail: str) -> Decision:
@@ -35,8 +17,12 @@ def declined(site_id: str, reason: str, detail: str) -> Decision:
 def test_policy_declines_are_listed_by_rule_and_others_left_to_their_sections():
     page = policy_declines_html(
         [
-            result(1, declined("site-a", "policy study_not_approved", "hash <b>abc</b> unknown")),
-            result(2, declined("site-b", "privacy_budget_exhausted", "would spend 4.2 > 4")),
+            closed_round(
+                1, [declined("site-a", "policy study_not_approved", "hash <b>abc</b> unknown")]
+            ),
+            closed_round(
+                2, [declined("site-b", "privacy_budget_exhausted", "would spend 4.2 > 4")]
+            ),
         ],
         _table,
     )
@@ -47,4 +33,4 @@ def test_policy_declines_are_listed_by_rule_and_others_left_to_their_sections():
 
 
 def test_no_policy_decline_no_section():
-    assert policy_declines_html([result(1)], _table) == ""
+    assert policy_declines_html([closed_round(1)], _table) == ""

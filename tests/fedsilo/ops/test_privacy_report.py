@@ -4,27 +4,8 @@ from __future__ import annotations
 
 from fedsilo.ops.privacy_report import epsilon_table, privacy_html
 from fedsilo.ops.report import _table
-from fl_core.exchange.manifests import Decision, RoundPrivacy, RoundResult
-
-
-def result(round_index: int, privacy: RoundPrivacy | None, declined=()) -> RoundResult:
-    return RoundResult(
-        federation_id="f",
-        round_index=round_index,
-        task="train",
-        global_sha256="0" * 64,
-        next_global_sha256=None,
-        accepted=[],
-        rejected=[],
-        missing=[],
-        evaluation=None,
-        train_loss=None,
-        started_unix=0.0,
-        closed_unix=1.0,
-        config_hash="h",
-        declined=list(declined),
-        privacy=privacy,
-    )
+from fl_core.exchange.manifests import Decision, RoundPrivacy
+from tests.fedsilo.ops._round_results import closed_round
 
 
 def test_epsilon_per_hospital_per_round_and_the_declined_round():
@@ -36,22 +17,22 @@ def test_epsilon_per_hospital_per_round_and_the_declined_round():
         decided_unix=1.0,
     )
     results = [
-        result(
+        closed_round(
             1,
-            RoundPrivacy(
+            privacy=RoundPrivacy(
                 site_epsilon={"site-a": 3.9, "site-b": 1.5},
                 dp_fedavg_epsilon=2.0,
                 dp_fedavg_delta=1e-3,
             ),
         ),
-        result(
+        closed_round(
             2,
-            RoundPrivacy(
+            privacy=RoundPrivacy(
                 site_epsilon={"site-a": 3.9, "site-b": 2.25},
                 dp_fedavg_epsilon=3.1,
                 dp_fedavg_delta=1e-3,
             ),
-            [refused],
+            declined=[refused],
         ),
     ]
     headers, rows = epsilon_table(results)
@@ -67,5 +48,5 @@ def test_epsilon_per_hospital_per_round_and_the_declined_round():
 
 
 def test_without_dp_the_section_says_so():
-    page = privacy_html([result(1, None)], _table)
+    page = privacy_html([closed_round(1)], _table)
     assert "Epsilon per hospital: not available in this run" in page
