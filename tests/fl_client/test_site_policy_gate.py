@@ -17,11 +17,11 @@ from fl_core.errors import ConfigError
 from fl_core.exchange.manifests import GlobalManifest, UpdateManifest
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
-from fl_core.models import model_weights
 from fl_core.hashing import sha256_hex
+from fl_core.models import model_weights
 from fl_core.serialization import encode_weights
 from fl_core.site_policy import ApprovedStudy, SitePolicy
-from fl_core.study import Study, weights_architecture
+from fl_core.study import Study, study_hash, weights_architecture
 from fl_core.types import Weights
 from fl_server.privacy_round import declined_decision
 
@@ -60,7 +60,7 @@ def published(
 def approval(config: FederationConfig, **terms: Any) -> ApprovedStudy:
     return ApprovedStudy(
         federation_id=config.federation_id,
-        config_hashes=(config.config_hash(FEATURES),),
+        config_hashes=(study_hash(config, FEATURES),),
         architecture_digests=(weights_architecture(model_of(config)),),
         **terms,
     )
@@ -95,7 +95,7 @@ def test_an_approved_study_passes_and_everything_else_is_named():
     fedprox = study_config(**{"strategy.name": "fedprox"})
     refused = gate_for(approval(fedprox)).refusal(manifest, weights, None, 100)
     assert refused.rule == "study_not_approved"
-    assert config.config_hash(FEATURES)[:12] in refused.detail
+    assert study_hash(config, FEATURES)[:12] in refused.detail
 
     wider = study_config(**{"training.hidden_sizes": [16]})
     refused = gate_for(approval(config)).refusal(manifest, model_of(wider), None, 100)

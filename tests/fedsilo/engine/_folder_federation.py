@@ -21,7 +21,7 @@ from fl_core.exchange.manifests import RoundResult
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
 from fl_core.models import model_weights
-from fl_core.study import weights_architecture
+from fl_core.study import study_hash, weights_architecture
 
 TIMEOUT_S = 240.0
 POLICY_ENV = ("FEDSILO_SITE_POLICY", "FEDSILO_SITE_POLICY_JSON", "FEDSILO_STATE_DIR")
@@ -93,7 +93,7 @@ def approval(config: FederationConfig, **terms: Any) -> dict[str, Any]:
     model = default_model(len(FEATURES), config)
     return {
         "federation_id": config.federation_id,
-        "config_hashes": [config.config_hash(FEATURES)],
+        "config_hashes": [study_hash(config, FEATURES)],
         "architecture_digests": [weights_architecture(model_weights(model))],
         **terms,
     }

@@ -20,6 +20,7 @@ from fl_core.config import load_config
 from fl_core.data.synthetic import FEATURES
 from fl_core.exchange.manifests import RoundResult
 from fl_core.site_policy import parse_site_policy
+from fl_core.study import study_hash
 from tests.fedsilo.engine._folder_federation import (
     POLICY_ENV,
     TIMEOUT_S,
@@ -94,14 +95,14 @@ def test_unapproved_studies_and_architectures_are_declined_and_shown(tmp_path):
     assert parse_site_policy(pasted.read_text(), "pasted").study("sepsis") is not None
     shown = fedsilo("study", "show", "--config", str(federation.config_path), cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
-    assert f"config hash {config.config_hash(FEATURES)}" in shown.stdout
+    assert f"config hash {study_hash(config, FEATURES)}" in shown.stdout
 
 
 def test_a_changed_config_is_refused_until_its_hash_is_approved(tmp_path):
     federation = FolderFederation(tmp_path, "sepsis", rounds=3)
     config = federation.config
     earlier = load_config(federation.config_path, {"rounds": 2})  # what the site approved
-    assert earlier.config_hash(FEATURES) != config.config_hash(FEATURES)
+    assert study_hash(earlier, FEATURES) != study_hash(config, FEATURES)
     stale = write_policy(tmp_path / "stale.yaml", "site-001", approval(earlier))
 
     server = federation.start_server()
@@ -115,7 +116,7 @@ def test_a_changed_config_is_refused_until_its_hash_is_approved(tmp_path):
         watch=[server, first, other],
     )
     first.kill()  # the admin reviews the new study, approves its hash and restarts the client
-    both = [earlier.config_hash(FEATURES), config.config_hash(FEATURES)]
+    both = [study_hash(earlier, FEATURES), study_hash(config, FEATURES)]
     approved = write_policy(
         tmp_path / "new.yaml", "site-001", {**approval(config), "config_hashes": both}
     )
