@@ -110,11 +110,10 @@ def prepare_command(
         str,
         typer.Option(
             "--features",
-            help="eICU: core (what a federation trains on by default) or full (also the "
-            "apachePredVar admission items and APACHE IVa's prediction, for data evaluate "
-            "--candidate)",
+            help="eICU: apache (the core set and APACHE IVa's prediction, the default), core, "
+            "or full (also the apachePredVar admission items, for data evaluate --candidate)",
         ),
-    ] = "core",
+    ] = "apache",
 ) -> None:
     """Write one folder per hospital (stratified train/valid/test Parquet) plus schema.json."""
     from fl_core.errors import ConfigError
@@ -146,7 +145,7 @@ def prepare_command(
         )
         return
     assert csv is not None
-    if features != "core":
+    if features != "apache":
         raise ConfigError("--features applies to --eicu-dir only")
     if site_column is None or label_column is None:
         raise ConfigError("--csv needs --site-column COL and --label-column COL")
@@ -205,7 +204,7 @@ def evaluate_command(
         list[str] | None,
         typer.Option(
             "--candidate",
-            help="a named model to evaluate (repeat for several; default: default): default, "
+            help="a named model to evaluate (repeat for several; default: apache_input): core, "
             "logistic, rich, apache_input, rich_apache, rich_apache_logistic; the first is the "
             "one the per-hospital verdict is about",
         ),

@@ -33,8 +33,8 @@ CANDIDATES: dict[str, Candidate] = {
     c.name: c
     for c in (
         Candidate(
-            name="default",
-            description="core features, the configured network (default: one layer of 32)",
+            name="core",
+            description="core features, the configured network (one layer of 32 by default)",
             feature_groups=("core",),
         ),
         Candidate(
@@ -66,11 +66,13 @@ CANDIDATES: dict[str, Candidate] = {
         ),
     )
 }
-DEFAULT_CANDIDATE = "default"
+DEFAULT_CANDIDATE = "apache_input"
+"""What ``fedsilo data prepare`` and the default config train: it had the lowest validation
+log-loss on the eICU demo (docs/model-quality.md)."""
 
 
 def candidates_named(names: Sequence[str]) -> list[Candidate]:
-    """The presets in the order given (``default`` alone when none); unknown or repeated
+    """The presets in the order given (the default alone when none); unknown or repeated
     names are a ConfigError listing the choices."""
     chosen = list(names) or [DEFAULT_CANDIDATE]
     unknown = [n for n in chosen if n not in CANDIDATES]

@@ -19,7 +19,7 @@ from fl_core.data.eicu.prepare import prepare_eicu
 from fl_core.data.eicu.synth import synthesise
 from fl_core.data.prepared import PreparedFolderSource
 
-TWIN_FORMAT = 2
+TWIN_FORMAT = 3
 """Bump when the generator or the preparation changes what a cached twin holds."""
 
 

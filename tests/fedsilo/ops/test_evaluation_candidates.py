@@ -48,13 +48,13 @@ def test_every_candidate_is_a_row_and_the_rule_reads_validation_only(
 ) -> None:
     data = _prepare(twin, "full")
     capsys.readouterr()
-    assert _evaluate(twin, data, tmp_path / "cv", "default", "rich_apache_logistic") == 0
+    assert _evaluate(twin, data, tmp_path / "cv", "core", "rich_apache_logistic") == 0
     summary = EvaluationSummary.model_validate(json.loads(capsys.readouterr().out))
     assert summary == EvaluationSummary.model_validate_json(
         (tmp_path / "cv" / SUMMARY_FILE).read_text()
     )
     rows = {m.candidate: m for m in summary.models if m.candidate is not None}
-    assert set(rows) == {"default", "rich_apache_logistic"}
+    assert set(rows) == {"core", "rich_apache_logistic"}
     for row in rows.values():
         assert row.model == f"federated: {row.candidate}"
         assert row.folds_scored == 2 and row.auroc_mean is not None and row.auroc_sd is not None
@@ -63,8 +63,8 @@ def test_every_candidate_is_a_row_and_the_rule_reads_validation_only(
     assert "apache" in [m.model for m in summary.models]  # the yardstick stays beside them
     described = {c.name: c for c in summary.candidates}
     assert described["rich_apache_logistic"].hidden_sizes == ()
-    assert described["default"].hidden_sizes == (32,)
-    assert described["default"].feature_groups == ("core",)
+    assert described["core"].hidden_sizes == (32,)
+    assert described["core"].feature_groups == ("core",)
     losses = {name: row.validation_log_loss for name, row in rows.items()}
     assert summary.chosen_by_validation == min(losses, key=lambda n: losses[n] or 0.0)
     page = (tmp_path / "cv" / PAGE_FILE).read_text()
@@ -83,17 +83,17 @@ def test_a_candidate_needing_columns_the_folder_lacks_is_refused(
 
 
 def test_unknown_or_repeated_candidates_are_refused() -> None:
-    with pytest.raises(ConfigError, match="choose from default, logistic"):
+    with pytest.raises(ConfigError, match="choose from core, logistic"):
         candidates_named(["deep"])
     with pytest.raises(ConfigError, match="named twice"):
         candidates_named(["logistic", "logistic"])
-    assert [c.name for c in candidates_named([])] == ["default"]
+    assert [c.name for c in candidates_named([])] == ["apache_input"]
 
 
-def test_logistic_candidate_has_no_hidden_layer_and_default_keeps_the_config() -> None:
+def test_logistic_candidate_has_no_hidden_layer_and_the_others_keep_the_config() -> None:
     config = load_config(overrides={"training.hidden_sizes": [16, 8]})
     assert candidate_config(config, CANDIDATES["logistic"]).training.hidden_sizes == ()
-    assert candidate_config(config, CANDIDATES["default"]) is config
+    assert candidate_config(config, CANDIDATES["core"]) is config
 
 
 def test_the_rule_picks_the_lowest_validation_loss_and_ignores_unknown() -> None:

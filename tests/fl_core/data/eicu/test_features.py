@@ -156,11 +156,15 @@ def test_outcome_columns_do_not_reach_the_features(twin: TwinSummary, tmp_path: 
 
 def test_prepare_full_has_every_group_and_one_vocabulary(twin: TwinSummary, tmp_path: Path) -> None:
     full = prepare_eicu(twin.out, tmp_path / "full", min_stays=1, seed=0, feature_set="full")
-    core = prepare_eicu(twin.out, tmp_path / "core", min_stays=1, seed=0)
+    core = prepare_eicu(twin.out, tmp_path / "core", min_stays=1, seed=0, feature_set="core")
+    default = prepare_eicu(twin.out, tmp_path / "default", min_stays=1, seed=0)
     groups = [f.group for f in full.schema.features]
     assert sorted(set(groups)) == sorted(FEATURE_GROUPS)
     assert groups == sorted(groups, key=FEATURE_GROUPS.index)  # core first, in group order
     assert [f.name for f in core.schema.features] == [s.name for s in feature_specs()]
     assert {f.group for f in core.schema.features} == {"core"}
+    # the default: the core set and APACHE IVa's prediction (docs/model-quality.md)
+    expected = feature_specs(("core", "apache_prediction"))
+    assert [f.name for f in default.schema.features] == [s.name for s in expected]
     with pytest.raises(ConfigError, match="--features"):
         prepare_eicu(twin.out, tmp_path / "bad", min_stays=1, seed=0, feature_set="most")
