@@ -222,7 +222,7 @@ def write_updates(root: Path, num_updates: int, num_params: int, seed: int) -> U
     initial: Weights = {name: np.zeros(size, np.float32) for name, size in sizes.items()}
     config = bench_config(num_updates)
     loop = _round_loop(root, config, num_updates, initial, s3_path=True)  # digests kept too
-    loop._acquire()
+    loop.keeper.acquire(loop._first_state)
     published = loop.exchange.read_global_manifest(ROUND_INDEX)
     assert published is not None
     rng = np.random.default_rng(seed)
@@ -266,16 +266,15 @@ def run_server_round(updates: UpdateSet, *, s3_path: bool = False) -> Weights:
     Open the round (global model read, decoded, registry read), admit every answer with all
     checks (ahead on worker threads, summed in listing order), then the mean. It stops short
     of writing result.json, the ledger and the next global model, so the same files serve
-    every repeat. Taking the lease (``_acquire``, once per aggregator process, which also
-    compares the config's hash) is not part of a round: the state is read as it stands.
+    every repeat. Taking the lease (once per aggregator process: the config's hash compared
+    and one small state.json written, as every resumed aggregator does) is part of each repeat.
     ``s3_path``: each update's digest comes with it from the store, as on S3.
     """
     config = FederationConfig.model_validate_json(updates.config_json)
     loop = _round_loop(updates.root, config, len(updates.site_ids), s3_path=s3_path)
-    found = loop.exchange.read_state()
-    if found is None:
+    if loop.exchange.read_state() is None:
         raise RuntimeError(f"no federation state under {updates.root}")
-    state, loop._etag = found
+    state = loop.keeper.acquire(loop._first_state)
     current = loop._open(state)
     state = loop._collect(state, current)
     rejected = [d for d in state.decisions.values() if d.status != "accepted"]

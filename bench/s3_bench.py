@@ -60,7 +60,8 @@ from fl_core.exchange.store import ObjectStore
 from fl_core.serialization import decode_weights, encode_weights
 from fl_core.types import ETag, ObjectKey, Weights
 from fl_server.aggregator import FedAvgAggregator
-from fl_server.round_loop import RoundEvents, RoundLoop
+from fl_server.round_events import RoundEvents
+from fl_server.round_loop import RoundLoop
 
 MB = 1_000_000
 BINS = 10

@@ -67,31 +67,14 @@ from fl_server.lookahead import checked_ahead, workers_for
 from fl_server.open_round import OpenRound
 from fl_server.privacy_round import declined_decision
 from fl_server.publisher import Publisher
+from fl_server.round_events import RoundEvents
 from fl_server.round_protocol import AggregationProtocol, ClearRound, InTheClear
 from fl_server.round_result import round_result
 from fl_server.secagg_server import SecureAggregation
 from fl_server.state_keeper import StateKeeper
-from fl_server.weight_bounds import read_registered_examples, weight_cap
+from fl_server.weight_bounds import RegisteredRows, weight_cap
 
 log = structlog.get_logger("fedsilo.server")
-
-
-class RoundEvents:
-    """What the round loop tells an observer; subclass it for a user interface or a sink.
-
-    Every hook runs on the aggregator's thread between two steps of the round, so it must
-    return quickly and must not raise: the CLI's progress bar, the TensorBoard sink and the
-    simulation's per-round rows are subclasses. The default does nothing.
-    """
-
-    def round_opened(self, manifest: GlobalManifest) -> None:
-        """A round's global model is published (or found, on resume)."""
-
-    def decided(self, round_index: int, decision: Decision) -> None:
-        """One site's answer was accepted or rejected."""
-
-    def round_closed(self, result: RoundResult) -> None:
-        """A round's result.json is written."""
 
 
 class RoundLoop:
@@ -140,8 +123,10 @@ class RoundLoop:
         )
         self.publisher = Publisher(exchange, config, study, sites, clock)
         self.history = AcceptedHistory(exchange)
-        self._registered: dict[SiteId, int | None] = {}  # moments reports' rows, read once
-        self._told_unbounded = False
+        admission = config.admission
+        self.registered = RegisteredRows(
+            exchange, admission.max_num_examples, admission.max_manifest_bytes
+        )
         keep_freed_buffers()
 
     # ---- the loop ---------------------------------------------------------------------------
@@ -251,30 +236,11 @@ class RoundLoop:
     def _bound_weights(self, current: OpenRound) -> None:
         """The registered rows and the weight cap of a training round (``weight_bounds``).
 
-        Reports missing so far are looked for again at every round (a hospital may report
-        late). A round that closed before a restart has a result.json, whose capped weights
-        are the ones its recorded model was built with: a report that arrived since must not
-        change them.
+        A round that closed before a restart has a result.json, whose capped weights are the
+        ones its recorded model was built with: a report that arrived since must not change
+        them.
         """
-        invited = current.manifest.invited_sites
-        missing = [s for s in invited if s not in self._registered]
-        if missing:
-            admission = self.config.admission
-            found = read_registered_examples(
-                self.exchange, missing, admission.max_num_examples, admission.max_manifest_bytes
-            )
-            self._registered.update(found)
-        current.registered = {
-            s: rows for s in invited if (rows := self._registered.get(s)) is not None
-        }
-        if not current.registered and not self._told_unbounded:
-            self._told_unbounded = True
-            log.info(
-                "weights_unbounded",
-                detail="no invited hospital reported its training rows before round 1, so "
-                "num_examples is neither checked against them nor capped by "
-                "round.max_weight_share",
-            )
+        current.registered = self.registered.of(current.manifest.invited_sites)
         if self.protocol.caps_weights:
             current.weight_cap = weight_cap(
                 current.registered.values(), self.config.round.max_weight_share

@@ -104,6 +104,42 @@ def read_registered_examples(
     return registered
 
 
+class RegisteredRows:
+    """The rows each invited hospital registered, read once per site and per process.
+
+    Reports missing so far are looked for again at every round (a hospital may report late);
+    one that was read is never read again (reports are write-once).
+    """
+
+    def __init__(self, exchange: Exchange, max_num_examples: int, max_bytes: int) -> None:
+        self.exchange = exchange
+        self.max_num_examples = max_num_examples
+        self.max_bytes = max_bytes
+        self._found: dict[SiteId, int | None] = {}
+        self._told_unbounded = False
+
+    def of(self, invited: Iterable[SiteId]) -> dict[SiteId, int]:
+        """The registered rows of ``invited`` sites that have a valid report."""
+        sites = list(invited)
+        missing = [s for s in sites if s not in self._found]
+        if missing:
+            self._found.update(
+                read_registered_examples(
+                    self.exchange, missing, self.max_num_examples, self.max_bytes
+                )
+            )
+        registered = {s: rows for s in sites if (rows := self._found.get(s)) is not None}
+        if not registered and not self._told_unbounded:
+            self._told_unbounded = True
+            log.info(
+                "weights_unbounded",
+                detail="no invited hospital reported its training rows before round 1, so "
+                "num_examples is neither checked against them nor capped by "
+                "round.max_weight_share",
+            )
+        return registered
+
+
 def _registered_rows(
     exchange: Exchange, site_id: SiteId, data: bytes | None, max_num_examples: int
 ) -> int | None:

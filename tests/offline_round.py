@@ -9,7 +9,8 @@ from fl_core.config import load_config
 from fl_core.exchange.protocol import Exchange
 from fl_core.types import Weights
 from fl_server.aggregator import FedAvgAggregator
-from fl_server.round_loop import RoundEvents, RoundLoop
+from fl_server.round_events import RoundEvents
+from fl_server.round_loop import RoundLoop
 
 
 class SteppedClock:

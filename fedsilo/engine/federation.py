@@ -37,7 +37,8 @@ from fl_core.serialization import encode_weights
 from fl_core.site_policy import SitePolicy
 from fl_core.types import SiteId
 from fl_server.moments import gather_moments
-from fl_server.round_loop import RoundEvents, RoundLoop
+from fl_server.round_events import RoundEvents
+from fl_server.round_loop import RoundLoop
 
 if TYPE_CHECKING:
     # the hospitals' side and the first model need torch; an aggregator resuming a

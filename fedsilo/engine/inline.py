@@ -31,7 +31,8 @@ from fl_core.errors import ConfigError
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import GlobalManifest
 from fl_core.exchange.protocol import Exchange
-from fl_server.round_loop import RoundEvents, RoundLoop
+from fl_server.round_events import RoundEvents
+from fl_server.round_loop import RoundLoop
 
 HospitalsFor = Callable[[int], Sequence[Hospital]]
 """The hospitals that answer round ``round_index``: a test swaps in fresh ones to restart them."""

@@ -45,7 +45,7 @@ from fl_core.errors import FedsiloError
 from fl_core.exchange.manifests import Decision, GlobalManifest, RoundResult
 from fl_core.site_policy import SitePolicy
 from fl_core.types import SiteId
-from fl_server.round_loop import RoundEvents
+from fl_server.round_events import RoundEvents
 
 log = structlog.get_logger("fedsilo.simulate")
 

@@ -26,7 +26,8 @@ from fl_core.exchange.manifests import (
 from fl_core.exchange.protocol import Exchange
 from fl_core.serialization import decode_weights, encode_weights
 from fl_server.aggregator import FedAvgAggregator
-from fl_server.round_loop import RoundEvents, RoundLoop
+from fl_server.round_events import RoundEvents
+from fl_server.round_loop import RoundLoop
 
 SITES = ["site-a", "site-b", "site-c", "site-d"]
 BINS = 10

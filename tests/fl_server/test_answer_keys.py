@@ -12,7 +12,7 @@ from fl_core.exchange.layout import ExchangeLayout
 from fl_core.exchange.manifests import GlobalManifest
 from fl_core.exchange.protocol import Exchange
 from fl_server.answer_keys import FOREIGN_KEY_SAMPLES, RoundKeys
-from fl_server.round_loop import RoundEvents
+from fl_server.round_events import RoundEvents
 from tests.fl_server._round_harness import (
     INITIAL,
     SITES,

@@ -19,7 +19,8 @@ from fl_core.exchange.protocol import Exchange
 from fl_core.metrics import ClassHistogram
 from fl_core.recalibration import RISK_INTERCEPT, RISK_SLOPE
 from fl_server.aggregator import FedAvgAggregator
-from fl_server.round_loop import RoundEvents, RoundLoop
+from fl_server.round_events import RoundEvents
+from fl_server.round_loop import RoundLoop
 from fl_server.validation_round import stopping_loss
 from tests.fl_server._round_harness import INITIAL as ROUND_LOOP_INITIAL
 from tests.fl_server._round_harness import (

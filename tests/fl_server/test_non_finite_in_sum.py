@@ -17,7 +17,8 @@ from fl_core.exchange.manifests import GlobalManifest
 from fl_core.exchange.protocol import Exchange
 from fl_core.serialization import TensorSpec, decode_weights, encode_weights
 from fl_server.aggregator import FedAvgAggregator
-from fl_server.round_loop import RoundEvents, RoundLoop
+from fl_server.round_events import RoundEvents
+from fl_server.round_loop import RoundLoop
 
 SIZE = CHUNK_ELEMENTS * 2 + 5  # three slices: a NaN in the last one comes after two added
 SITES = ["site-a", "site-b", "site-c", "site-d"]

@@ -27,7 +27,8 @@ from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.s3_store import S3Store
 from fl_core.serialization import encode_weights
 from fl_server.aggregator import FedAvgAggregator
-from fl_server.round_loop import RoundEvents, RoundLoop
+from fl_server.round_events import RoundEvents
+from fl_server.round_loop import RoundLoop
 
 SITES = ["site-a", "site-b", "site-c"]
 INITIAL = {"w": np.zeros((3, 2), np.float32)}

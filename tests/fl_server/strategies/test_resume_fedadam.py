@@ -24,7 +24,8 @@ from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import GlobalManifest
 from fl_core.exchange.protocol import Exchange
 from fl_core.serialization import decode_weights
-from fl_server.round_loop import RoundEvents, RoundLoop
+from fl_server.round_events import RoundEvents
+from fl_server.round_loop import RoundLoop
 from fl_server.strategies import build_aggregator
 from tests.fl_server._round_harness import SITES, FakeTime, manifest_for, signed
 from tests.fl_server._round_harness import make_config as round_loop_config
