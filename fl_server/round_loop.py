@@ -51,7 +51,6 @@ from fl_core.hashing import sha256_hex
 from fl_core.serialization import decode_weights, encode_weights, read_tensor_specs
 from fl_core.study import Study
 from fl_core.types import SiteId, Weights
-from fl_server.accepted_history import AcceptedHistory
 from fl_server.admitted import reread_admitted
 from fl_server.aggregator import ServerAggregator
 from fl_server.allocator import keep_freed_buffers
@@ -68,6 +67,7 @@ from fl_server.open_round import OpenRound
 from fl_server.privacy_round import declined_decision
 from fl_server.publisher import Publisher
 from fl_server.round_events import RoundEvents
+from fl_server.round_history import RoundHistory
 from fl_server.round_protocol import AggregationProtocol, ClearRound, InTheClear
 from fl_server.round_result import round_result
 from fl_server.secagg_server import SecureAggregation
@@ -122,7 +122,7 @@ class RoundLoop:
             sleep,
         )
         self.publisher = Publisher(exchange, config, study, sites, clock)
-        self.history = AcceptedHistory(exchange)
+        self.history = RoundHistory(exchange)
         admission = config.admission
         self.registered = RegisteredRows(
             exchange, admission.max_num_examples, admission.max_manifest_bytes
@@ -206,7 +206,7 @@ class RoundLoop:
         return current
 
     def _admission_context(self, manifest: GlobalManifest, global_bytes: bytes) -> AdmissionContext:
-        nonces, digests = self.history.before(manifest.round_index)
+        nonces, digests = self.history.accepted_before(manifest.round_index)
         admission = self.config.admission
         return AdmissionContext(
             federation_id=self.exchange.federation_id,
@@ -448,6 +448,7 @@ class RoundLoop:
                 self.aggregator,
                 next_weights,
                 self.clock(),
+                self.history.losses_before(current.round_index),
             )
             self.exchange.write_result(result)
         elif result.next_global_sha256 is not None:

@@ -6,6 +6,8 @@ Written once per round; a resumed aggregator that finds it never aggregates the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fl_core.config import FederationConfig
 from fl_core.exchange.manifests import FederationState, RoundResult
 from fl_core.exchange.protocol import Exchange
@@ -31,8 +33,10 @@ def round_result(
     aggregator: ServerAggregator,
     next_weights: bytes | None,
     closed_unix: float,
+    earlier_losses: Sequence[float],
 ) -> RoundResult:
-    """The result of the open round, its decisions in ``state`` and its next model."""
+    """The result of the open round, its decisions in ``state`` and its next model;
+    ``earlier_losses``: the validation losses of earlier training rounds (early stopping)."""
     manifest = current.manifest
     round_index = manifest.round_index
     decisions = state.decisions.values()
@@ -57,9 +61,7 @@ def round_result(
     stopped_early = (
         current.training
         and round_index < config.rounds
-        and stops_early(
-            exchange, round_index, evaluation, config.evaluation.early_stopping_patience
-        )
+        and stops_early(earlier_losses, evaluation, config.evaluation.early_stopping_patience)
     )
     losses = list(current.train_losses.values())
     total = sum(n for _, n in losses)

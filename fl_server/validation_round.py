@@ -28,7 +28,6 @@ from fl_core.exchange.manifests import (
     Recalibration,
     RoundMetrics,
 )
-from fl_core.exchange.protocol import Exchange
 from fl_core.metrics import ClassHistogram
 from fl_core.recalibration import fit_platt, rescaled_histogram, scaled_log_loss
 from fl_core.secagg.masked_evaluation import MaskedEvaluationSum
@@ -94,11 +93,12 @@ def stopping_loss(metrics: RoundMetrics | None) -> float | None:
     return metrics.validation_loss
 
 
-def stops_early(
-    exchange: Exchange, round_index: int, current: RoundMetrics | None, patience: int
-) -> bool:
+def stops_early(earlier: Sequence[float], current: RoundMetrics | None, patience: int) -> bool:
     """Whether training ends with this round: the summed validation loss of the models sent
     in the last ``patience`` rounds (this one included) is no better than an earlier best.
+    ``earlier``: the losses of the training rounds before this one that have one
+    (``RoundHistory.losses_before``), read from their ``result.json``, so a resumed aggregator
+    decides the same.
 
     Rounds without a validation loss (no hospital held validation rows, or all withheld)
     count neither way; with none at all training runs every round.
@@ -106,14 +106,7 @@ def stops_early(
     current_loss = stopping_loss(current)
     if patience == 0 or current_loss is None:
         return False
-    losses: list[float] = []
-    for earlier in range(1, round_index):
-        result = exchange.read_result(earlier)
-        if result is None or result.task != "train":
-            continue
-        if (loss := stopping_loss(result.evaluation)) is not None:
-            losses.append(loss)
-    losses.append(current_loss)
+    losses = [*earlier, current_loss]
     if len(losses) <= patience:
         return False
     best_before = min(losses[:-patience])
