@@ -76,7 +76,7 @@ from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import UpdateManifest
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.store import ObjectStore
-from fl_core.serialization import (
+from fl_core.serialisation import (
     TensorSpec,
     decode_weights,
     read_header,

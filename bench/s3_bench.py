@@ -57,7 +57,7 @@ from fl_core.exchange.manifests import (
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.s3_store import S3Store
 from fl_core.exchange.store import ObjectStore
-from fl_core.serialization import decode_weights, encode_weights
+from fl_core.serialisation import decode_weights, encode_weights
 from fl_core.types import ETag, ObjectKey, Weights
 from fl_server.aggregator import FedAvgAggregator
 from fl_server.round_events import RoundEvents

@@ -38,7 +38,7 @@ from fl_core.config import FederationConfig, load_config
 from fl_core.secagg import masking, shamir, transport
 from fl_core.secagg.field import FieldParams, fractional_bits_for
 from fl_core.secagg.messages import RosterEntry, SecAggRoster, SecAggSetup, SecAggUnmaskRequest
-from fl_core.serialization import TensorSpec
+from fl_core.serialisation import TensorSpec
 
 NUM_SITES = 20
 REPEATS = _timing.MIN_REPEATS

@@ -30,7 +30,7 @@ from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import GlobalManifest, Registration, UpdateManifest
 from fl_core.exchange.s3_store import S3Store
 from fl_core.hashing import sha256_hex
-from fl_core.serialization import decode_weights, encode_weights
+from fl_core.serialisation import decode_weights, encode_weights
 from fl_core.types import Weights
 
 HEADER_BYTES = 100 * 1024 * 1024

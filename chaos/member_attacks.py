@@ -39,7 +39,7 @@ from fl_core.errors import ObjectNotFoundError
 from fl_core.exchange.manifests import GlobalManifest, Registration
 from fl_core.exchange.s3_store import S3Store
 from fl_core.hashing import sha256_hex
-from fl_core.serialization import decode_weights
+from fl_core.serialisation import decode_weights
 from fl_core.types import Weights
 
 PLANTER = "bad-planter"

@@ -45,7 +45,7 @@ from fedsilo.testing.processes import Proc, ProcessWaitError
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import GlobalManifest, RoundResult
 from fl_core.exchange.protocol import Exchange
-from fl_core.serialization import decode_weights
+from fl_core.serialisation import decode_weights
 from fl_core.types import Weights
 
 KILL_OVER_ROUND_1 = {"at": "write", "key": "rounds/000001/result.json", "when": "before"}

@@ -37,7 +37,7 @@ from fl_core.disclosure import DisclosureFloor
 from fl_core.errors import AccessDeniedError, ExchangeError, ObjectExistsError
 from fl_core.exchange.manifests import EvaluationReport, GlobalManifest, UpdateManifest
 from fl_core.exchange.protocol import Exchange
-from fl_core.serialization import decode_weights, encode_weights
+from fl_core.serialisation import decode_weights, encode_weights
 from fl_core.types import Weights
 
 log = structlog.get_logger("fedsilo.client")

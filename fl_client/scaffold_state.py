@@ -21,7 +21,7 @@ import numpy as np
 import safetensors.numpy
 
 from fl_core.errors import ConfigError, FedsiloError
-from fl_core.serialization import decode_weights, read_metadata
+from fl_core.serialisation import decode_weights, read_metadata
 from fl_core.types import SiteId, Weights
 
 FILE_NAME = "scaffold_control.safetensors"

@@ -53,7 +53,7 @@ from fl_core.secagg.messages import (
     SecAggUnmaskRequest,
 )
 from fl_core.secagg.threshold import honest_majority
-from fl_core.serialization import decode_weights, specs_of
+from fl_core.serialisation import decode_weights, specs_of
 from fl_core.types import SiteId, Weights
 
 log = structlog.get_logger("fedsilo.client.secagg")

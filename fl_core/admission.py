@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from fl_core.errors import CodecError, HeaderError, UpdateRejectedError
 from fl_core.exchange.manifests import MANIFEST_METADATA_KEY, Task, UpdateManifest
 from fl_core.hashing import sha256_hex
-from fl_core.serialization import (
+from fl_core.serialisation import (
     SafetensorsHeader,
     TensorSpec,
     read_header,

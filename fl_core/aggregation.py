@@ -34,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fl_core.errors import AggregationError, NonFiniteUpdateError
-from fl_core.serialization import TensorSpec
+from fl_core.serialisation import TensorSpec
 from fl_core.types import Weights
 
 CHUNK_ELEMENTS = 1 << 17

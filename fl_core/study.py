@@ -27,7 +27,7 @@ from fl_core.config import (
     StudyTraining,
 )
 from fl_core.hashing import canonical_json, canonical_json_sha256, sha256_hex
-from fl_core.serialization import TensorSpec, read_tensor_specs, specs_of
+from fl_core.serialisation import TensorSpec, read_tensor_specs, specs_of
 from fl_core.types import Weights
 
 MAX_FEATURES = 100_000

@@ -11,7 +11,7 @@ from fl_core.errors import ExchangeError
 from fl_core.exchange.manifests import Decision
 from fl_core.exchange.protocol import Exchange
 from fl_core.hashing import sha256_hex
-from fl_core.serialization import view_weights
+from fl_core.serialisation import view_weights
 from fl_server.aggregator import AdmittedUpdate
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from fl_core.aggregation import StreamingWeightedMean
 from fl_core.errors import AggregationError
-from fl_core.serialization import specs_of
+from fl_core.serialisation import specs_of
 from fl_core.types import SiteId, Weights
 
 

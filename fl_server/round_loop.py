@@ -48,7 +48,7 @@ from fl_core.exchange.manifests import (
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.registry import activate_verified_sites
 from fl_core.hashing import sha256_hex
-from fl_core.serialization import decode_weights, encode_weights, read_tensor_specs
+from fl_core.serialisation import decode_weights, encode_weights, read_tensor_specs
 from fl_core.study import Study
 from fl_core.types import SiteId, Weights
 from fl_server.admitted import reread_admitted

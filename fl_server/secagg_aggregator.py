@@ -27,7 +27,7 @@ from fl_core.secagg.masked_evaluation import (
     segment_spec,
 )
 from fl_core.secagg.unmasking import UnmaskMaterial
-from fl_core.serialization import TensorSpec, specs_of
+from fl_core.serialisation import TensorSpec, specs_of
 from fl_core.types import SiteId, Weights
 from fl_server.aggregator import AdmittedUpdate, ServerAggregator
 

@@ -51,7 +51,7 @@ from fl_core.secagg.messages import (
 )
 from fl_core.secagg.threshold import check_threshold, default_threshold
 from fl_core.secagg.unmasking import reconstruct_material
-from fl_core.serialization import TensorSpec
+from fl_core.serialisation import TensorSpec
 from fl_core.types import SiteId
 from fl_server.admitted import reread_admitted
 from fl_server.aggregator import ServerAggregator

@@ -33,7 +33,7 @@ from fl_core.errors import ConfigError
 from fl_core.exchange.manifests import RoundResult
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
-from fl_core.serialization import encode_weights
+from fl_core.serialisation import encode_weights
 from fl_core.site_policy import SitePolicy
 from fl_core.types import SiteId
 from fl_server.moments import gather_moments

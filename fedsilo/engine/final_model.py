@@ -13,7 +13,7 @@ from fl_core.control_variates import split_controls
 from fl_core.errors import FedsiloError
 from fl_core.exchange.protocol import Exchange
 from fl_core.recalibration import PlattScaling, carries_scaling, with_scaling
-from fl_core.serialization import decode_weights
+from fl_core.serialisation import decode_weights
 from fl_core.types import Weights
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from fl_core.admission import AdmissionContext
 from fl_core.exchange.manifests import GlobalManifest, UpdateManifest
-from fl_core.serialization import TensorSpec
+from fl_core.serialisation import TensorSpec
 
 DEFAULT_UPDATE: dict[str, Any] = {
     "federation_id": "f",

@@ -34,7 +34,7 @@ from fl_core.exchange.manifests import (
 from fl_core.exchange.store import ObjectStore
 from fl_core.hashing import sha256_hex
 from fl_core.ids import SITE_ID_PATTERN
-from fl_core.serialization import header_span, read_metadata
+from fl_core.serialisation import header_span, read_metadata
 from fl_core.types import ETag, ObjectKey, RoundIndex, Sha256Hex, SiteId
 from fl_core.validation import first_error
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from fl_core.metrics import ClassHistogram
 from fl_core.secagg.field import U64, FieldParams
-from fl_core.serialization import TensorSpec
+from fl_core.serialisation import TensorSpec
 
 EVALUATION_TENSOR = "fedsilo.secagg.evaluation"
 """The segment's name in a masked update file (no model tensor has a ``fedsilo.`` prefix)."""

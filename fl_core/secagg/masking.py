@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from fl_core.secagg import prg
 from fl_core.secagg.field import U64, FieldParams
-from fl_core.serialization import TensorSpec
+from fl_core.serialisation import TensorSpec
 from fl_core.types import Weights
 
 KEY_BYTES = 32

@@ -15,7 +15,7 @@ import structlog
 from fl_core.aggregation import StreamingWeightedMean
 from fl_core.errors import AggregationError, ConfigError
 from fl_core.privacy.mechanisms import clip_factor, delta_norm
-from fl_core.serialization import specs_of
+from fl_core.serialisation import specs_of
 from fl_core.types import Weights
 from fl_server.aggregator import ServerAggregator
 

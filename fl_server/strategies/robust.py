@@ -22,7 +22,7 @@ from fl_core.robust_aggregation import (
     pairwise_distances,
     weighted_rows_mean,
 )
-from fl_core.serialization import encode_weights, specs_of, view_weights
+from fl_core.serialisation import encode_weights, specs_of, view_weights
 from fl_core.types import SiteId, Weights
 from fl_server.aggregator import AdmittedUpdate, ServerAggregator
 from fl_server.strategies.spool import Block, UpdateSpool

@@ -21,7 +21,7 @@ from fl_core.control_variates import (
     zero_controls,
 )
 from fl_core.errors import AggregationError
-from fl_core.serialization import specs_of
+from fl_core.serialisation import specs_of
 from fl_core.types import SiteId, Weights
 from fl_server.aggregator import ServerAggregator
 

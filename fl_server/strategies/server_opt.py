@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from fl_core.aggregation import StreamingWeightedMean
 from fl_core.errors import AggregationError, ConfigError
-from fl_core.serialization import specs_of
+from fl_core.serialisation import specs_of
 from fl_core.server_optimizers import ServerOptimizerRule, server_optimizer_step
 from fl_core.types import Weights
 from fl_server.aggregator import ServerAggregator

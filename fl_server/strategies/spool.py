@@ -28,7 +28,7 @@ import numpy.typing as npt
 from safetensors import safe_open
 
 from fl_core.errors import AggregationError
-from fl_core.serialization import TensorSpec
+from fl_core.serialisation import TensorSpec
 from fl_core.types import SiteId, Weights
 from fl_server.aggregator import AdmittedUpdate
 

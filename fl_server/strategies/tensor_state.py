@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from fl_core.errors import AggregationError, CodecError
 from fl_core.hashing import sha256_hex
-from fl_core.serialization import decode_weights, encode_weights
+from fl_core.serialisation import decode_weights, encode_weights
 from fl_core.types import Weights
 
 

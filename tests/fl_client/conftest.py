@@ -24,7 +24,7 @@ from fl_core.data.synthetic import SyntheticSource
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import RoundResult
 from fl_core.exchange.protocol import Exchange
-from fl_core.serialization import decode_weights
+from fl_core.serialisation import decode_weights
 from fl_server.round_loop import RoundLoop
 from fl_server.strategies import build_aggregator
 from tests.fl_client._private_hospitals import HOSPITALS, MEAN_STAYS

@@ -19,7 +19,7 @@ from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
 from fl_core.hashing import sha256_hex
 from fl_core.models import model_weights
-from fl_core.serialization import encode_weights
+from fl_core.serialisation import encode_weights
 from fl_core.site_policy import ApprovedStudy, SitePolicy
 from fl_core.study import Study, study_hash, weights_architecture
 from fl_core.types import Weights

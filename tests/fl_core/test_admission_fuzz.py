@@ -24,7 +24,7 @@ from fl_core.exchange.manifests import (
     ScoreHistogram,
     SparseCounts,
 )
-from fl_core.serialization import encode_weights
+from fl_core.serialisation import encode_weights
 from tests.hostile import (
     FUZZ,
     JSON_VALUES,

@@ -8,7 +8,7 @@ from hypothesis.extra.numpy import arrays
 
 from fl_core.aggregation import StreamingWeightedMean, weighted_mean
 from fl_core.errors import AggregationError
-from fl_core.serialization import TensorSpec
+from fl_core.serialisation import TensorSpec
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 vectors = arrays(np.float32, 6, elements=finite)

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fl_core.errors import CodecError, HeaderError
-from fl_core.serialization import (
+from fl_core.serialisation import (
     _json_depth,
     decode_weights,
     encode_weights,

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from fl_core.config import FederationConfig, load_config
 from fl_core.exchange.manifests import GlobalManifest
-from fl_core.serialization import encode_weights
+from fl_core.serialisation import encode_weights
 from fl_core.study import Study, file_architecture, study_hash, weights_architecture
 
 FEATURES = ("age", "heart_rate")

@@ -18,7 +18,7 @@ from fl_core.exchange.manifests import (
 )
 from fl_core.exchange.protocol import Exchange
 from fl_core.hashing import sha256_hex
-from fl_core.serialization import encode_weights
+from fl_core.serialisation import encode_weights
 
 WEIGHTS = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.float32)}
 

@@ -22,7 +22,7 @@ AGGREGATE_ONE_ROUND = textwrap.dedent(
     from fedsilo.testing.manifests import admission_context, update_manifest
     from fl_core.admission import check_update_file, update_metadata
     from fl_core.config import FederationConfig
-    from fl_core.serialization import encode_weights
+    from fl_core.serialisation import encode_weights
     from fl_server.aggregator import AdmittedUpdate
 
     assert callable(run_server)

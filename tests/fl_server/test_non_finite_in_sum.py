@@ -15,7 +15,7 @@ from fl_core.config import load_config
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import GlobalManifest
 from fl_core.exchange.protocol import Exchange
-from fl_core.serialization import TensorSpec, decode_weights, encode_weights
+from fl_core.serialisation import TensorSpec, decode_weights, encode_weights
 from fl_server.aggregator import FedAvgAggregator
 from fl_server.round_events import RoundEvents
 from fl_server.round_loop import RoundLoop

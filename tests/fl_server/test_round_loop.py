@@ -23,7 +23,7 @@ from fl_core.exchange.manifests import (
     UpdateManifest,
 )
 from fl_core.exchange.protocol import Exchange
-from fl_core.serialization import encode_weights
+from fl_core.serialisation import encode_weights
 from fl_server.aggregator import FedAvgAggregator
 from fl_server.round_loop import RoundLoop
 from tests.fl_server._round_harness import (

@@ -11,7 +11,7 @@ from fl_core.admission import update_metadata
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import GlobalManifest, Registration
 from fl_core.exchange.protocol import Exchange
-from fl_core.serialization import encode_weights
+from fl_core.serialisation import encode_weights
 from fl_server.round_events import RoundEvents
 from tests.hostile import nested, safetensors_bytes
 from tests.offline_round import run_offline

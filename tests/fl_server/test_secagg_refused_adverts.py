@@ -18,7 +18,7 @@ from fl_core.exchange.manifests import FederationState
 from fl_core.exchange.protocol import Exchange
 from fl_core.secagg import transport
 from fl_core.secagg.messages import SecAggSetup
-from fl_core.serialization import decode_weights
+from fl_core.serialisation import decode_weights
 from fl_server.aggregator import FedAvgAggregator
 from fl_server.round_loop import RoundLoop
 

@@ -28,7 +28,7 @@ from fl_core.exchange.protocol import Exchange
 from fl_core.secagg import transport
 from fl_core.secagg.field import FieldParams, quantisation_error_bound
 from fl_core.secagg.messages import SecAggRoster, SecAggUnmaskRequest
-from fl_core.serialization import decode_weights, read_tensor_specs
+from fl_core.serialisation import decode_weights, read_tensor_specs
 from fl_server.aggregator import FedAvgAggregator
 from fl_server.moments import gather_moments
 from fl_server.round_loop import RoundLoop

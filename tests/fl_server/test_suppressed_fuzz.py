@@ -23,7 +23,7 @@ from fl_core.exchange.manifests import (
     SparseCounts,
 )
 from fl_core.exchange.protocol import Exchange
-from fl_core.serialization import encode_weights
+from fl_core.serialisation import encode_weights
 from fl_server.round_events import RoundEvents
 from tests.hostile import FUZZ, JSON_VALUES, dumps, only_named_rejections
 from tests.offline_round import run_offline

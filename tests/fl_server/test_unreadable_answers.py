@@ -22,7 +22,7 @@ from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import GlobalManifest
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.s3_store import S3Store
-from fl_core.serialization import decode_weights
+from fl_core.serialisation import decode_weights
 from fl_server.aggregator import FedAvgAggregator
 from fl_server.moments import gather_moments
 from fl_server.round_loop import RoundLoop

@@ -25,7 +25,7 @@ from fedsilo.testing.processes import Proc, ProcessGroup
 from fl_core.exchange.manifests import FederationState, GlobalManifest, RoundResult
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.s3_store import S3Store
-from fl_core.serialization import decode_weights
+from fl_core.serialisation import decode_weights
 
 COORDINATOR_KEY = FAKE_KEY  # moto maps unknown keys to its default account 123456789012
 PROCESS_TIMEOUT_S = 150.0

@@ -22,7 +22,7 @@ from fl_core.exchange.manifests import (
     SparseCounts,
     UpdateManifest,
 )
-from fl_core.serialization import decode_weights, encode_weights
+from fl_core.serialisation import decode_weights, encode_weights
 from fl_server.aggregator import FedAvgAggregator
 from fl_server.round_events import RoundEvents
 from fl_server.round_loop import RoundLoop

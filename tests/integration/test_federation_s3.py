@@ -16,7 +16,7 @@ from fl_client.moments import publish_moments
 from fl_core.config import load_config
 from fl_core.exchange.ledger import verify_ledger
 from fl_core.exchange.protocol import Exchange
-from fl_core.serialization import decode_weights
+from fl_core.serialisation import decode_weights
 
 pytestmark = pytest.mark.slow
 

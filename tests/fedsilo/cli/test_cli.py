@@ -74,7 +74,7 @@ def test_custom_trainer_example_trains_through_simulate(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     model = (tmp_path / "custom" / "model.safetensors").read_bytes()
-    from fl_core.serialization import read_tensor_specs
+    from fl_core.serialisation import read_tensor_specs
 
     assert "interaction.0.weight" in read_tensor_specs(model)
     rows = [json.loads(x) for x in (tmp_path / "custom" / "metrics.jsonl").read_text().splitlines()]

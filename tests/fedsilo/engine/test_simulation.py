@@ -13,7 +13,7 @@ from fedsilo.engine.federation import SimulationEvents
 from fedsilo.engine.process_engine import simulate
 from fedsilo.ops.baselines import federated_test_auroc, local_only_aurocs, pooled_auroc
 from fl_core.config import load_config
-from fl_core.serialization import decode_weights
+from fl_core.serialisation import decode_weights
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import PreflightCheck, PreflightReport, Registration
 from fl_core.exchange.protocol import MAX_PREFLIGHT_BYTES, Exchange, _dump
 from fl_core.exchange.registry import activate_verified_sites
-from fl_core.serialization import encode_weights
+from fl_core.serialisation import encode_weights
 from tests.hostile import FUZZ, hostile_documents, nested, outcome, safetensors_bytes, splice
 
 PREFLIGHT = _dump(

@@ -25,7 +25,7 @@ from fl_core.exchange.ledger import verify_ledger
 from fl_core.exchange.manifests import GlobalManifest
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.s3_store import S3Store
-from fl_core.serialization import encode_weights
+from fl_core.serialisation import encode_weights
 from fl_server.aggregator import FedAvgAggregator
 from fl_server.round_events import RoundEvents
 from fl_server.round_loop import RoundLoop

@@ -10,7 +10,7 @@ from fedsilo.testing.manifests import update_manifest
 from fl_core.admission import AdmissionContext, check_update_file, update_metadata
 from fl_core.errors import UpdateRejectedError
 from fl_core.secagg.messages import SecAggUnmaskAnswer
-from fl_core.serialization import TensorSpec, encode_weights
+from fl_core.serialisation import TensorSpec, encode_weights
 
 
 def _context(bits: int) -> AdmissionContext:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fl_core.serialization import decode_weights, encode_weights, view_weights
+from fl_core.serialisation import decode_weights, encode_weights, view_weights
 from fl_server.aggregator import AdmittedUpdate, ServerAggregator
 
 Update = tuple[str, dict[str, np.ndarray], int]

@@ -23,7 +23,7 @@ from fl_core.config import FederationConfig
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import GlobalManifest
 from fl_core.exchange.protocol import Exchange
-from fl_core.serialization import decode_weights
+from fl_core.serialisation import decode_weights
 from fl_server.round_events import RoundEvents
 from fl_server.round_loop import RoundLoop
 from fl_server.strategies import build_aggregator

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from fl_core.config import load_config
 from fl_core.control_variates import control_name, split_controls
 from fl_core.errors import AggregationError
-from fl_core.serialization import decode_weights, encode_weights, view_weights
+from fl_core.serialisation import decode_weights, encode_weights, view_weights
 from fl_server.aggregator import AdmittedUpdate
 from fl_server.strategies import build_aggregator
 from fl_server.strategies.scaffold import ScaffoldAggregator

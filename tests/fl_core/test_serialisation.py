@@ -9,7 +9,7 @@ import torch
 from fl_core.errors import CodecError
 from fl_core.hashing import sha256_hex
 from fl_core.models import TabularMLP, load_model_weights, model_weights
-from fl_core.serialization import (
+from fl_core.serialisation import (
     TensorSpec,
     _json_depth,
     decode_weights,
