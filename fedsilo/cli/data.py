@@ -204,9 +204,9 @@ def evaluate_command(
         list[str] | None,
         typer.Option(
             "--candidate",
-            help="a named model to evaluate (repeat for several; default: apache_input): core, "
-            "logistic, rich, apache_input, rich_apache, rich_apache_logistic; the first is the "
-            "one the per-hospital verdict is about",
+            help="a named model to evaluate (repeat for several; default: every column of "
+            "--data, as simulate trains): core, logistic, rich, apache_input, rich_apache, "
+            "rich_apache_logistic; the first is the one the per-hospital verdict is about",
         ),
     ] = None,
 ) -> None:

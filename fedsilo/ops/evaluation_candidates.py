@@ -24,7 +24,8 @@ class Candidate(BaseModel):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str
-    feature_groups: tuple[FeatureGroup, ...] = Field(min_length=1)
+    feature_groups: tuple[FeatureGroup, ...] | None = Field(default=None, min_length=1)
+    """None: every column of the prepared folder."""
     hidden_sizes: tuple[int, ...] | None = None
     """None: the federation config's ``training.hidden_sizes``; ``()`` is logistic regression."""
 
@@ -67,14 +68,22 @@ CANDIDATES: dict[str, Candidate] = {
     )
 }
 DEFAULT_CANDIDATE = "apache_input"
-"""What ``fedsilo data prepare`` and the default config train: it had the lowest validation
-log-loss on the eICU demo (docs/model-quality.md)."""
+"""What ``fedsilo data prepare`` and the default config train on eICU: it had the lowest
+validation log-loss on the eICU demo (docs/model-quality.md)."""
+AS_PREPARED = Candidate(
+    name="as_prepared",
+    description="every column of the prepared folder, the configured network (what "
+    "fedsilo simulate trains on it)",
+)
+"""What ``data evaluate`` runs without ``--candidate``: any prepared folder, eICU or a table."""
 
 
 def candidates_named(names: Sequence[str]) -> list[Candidate]:
-    """The presets in the order given (the default alone when none); unknown or repeated
+    """The presets in the order given (``AS_PREPARED`` alone when none); unknown or repeated
     names are a ConfigError listing the choices."""
-    chosen = list(names) or [DEFAULT_CANDIDATE]
+    if not names:
+        return [AS_PREPARED]
+    chosen = list(names)
     unknown = [n for n in chosen if n not in CANDIDATES]
     if unknown:
         raise ConfigError(f"--candidate {unknown[0]}: unknown; choose from {', '.join(CANDIDATES)}")

@@ -51,7 +51,8 @@ class CandidateSummary(_Frozen):
 
     name: str
     description: str
-    feature_groups: tuple[str, ...]
+    feature_groups: tuple[str, ...] | None
+    """None: every column of the prepared folder."""
     hidden_sizes: tuple[int, ...]
     validation_log_loss: float | None
 
@@ -426,7 +427,7 @@ def candidates_html(summary: EvaluationSummary) -> list[str]:
         [
             [
                 c.name,
-                " + ".join(c.feature_groups),
+                "every column" if c.feature_groups is None else " + ".join(c.feature_groups),
                 ", ".join(str(h) for h in c.hidden_sizes) or "none (logistic)",
                 _cell(c.validation_log_loss),
                 c.description,

@@ -74,12 +74,17 @@ def test_every_candidate_is_a_row_and_the_rule_reads_validation_only(
 
 
 @pytest.mark.slow
-def test_a_candidate_needing_columns_the_folder_lacks_is_refused(
+def test_a_candidate_needing_columns_the_folder_lacks_is_refused_the_default_takes_all(
     twin: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = _prepare(twin, "core")
     assert _evaluate(twin, data, tmp_path / "cv", "apache_input") != 0
     assert "--features full" in capsys.readouterr().err
+    # without --candidate every column of the folder is used, whatever it holds
+    assert _evaluate(twin, data, tmp_path / "cv") == 0
+    summary = EvaluationSummary.model_validate(json.loads(capsys.readouterr().out))
+    assert [c.name for c in summary.candidates] == ["as_prepared"]
+    assert summary.models[0].model == "federated" and summary.chosen_by_validation is None
 
 
 def test_unknown_or_repeated_candidates_are_refused() -> None:
@@ -87,7 +92,8 @@ def test_unknown_or_repeated_candidates_are_refused() -> None:
         candidates_named(["deep"])
     with pytest.raises(ConfigError, match="named twice"):
         candidates_named(["logistic", "logistic"])
-    assert [c.name for c in candidates_named([])] == ["apache_input"]
+    assert [c.name for c in candidates_named([])] == ["as_prepared"]
+    assert candidates_named([])[0].feature_groups is None  # every column, eICU or a table
 
 
 def test_logistic_candidate_has_no_hidden_layer_and_the_others_keep_the_config() -> None:
