@@ -78,6 +78,8 @@ log = structlog.get_logger("fedsilo.server")
 
 
 class RoundLoop:
+    """One federation's aggregator: runs its rounds from whatever the exchange holds."""
+
     def __init__(
         self,
         exchange: Exchange,
