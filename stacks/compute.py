@@ -175,9 +175,10 @@ class GpuCapacity(Construct):
         acknowledge(
             role,
             "AwsSolutions-IAM5[Resource::*]",
-            "CDK grants the ECS capacity provider's draining calls (ecs:DescribeContainerInstances "
-            "and the like) that AWS only defines on all resources; the role belongs to the "
-            "instances of this cluster only.",
+            "The ECS agent's calls on all resources are ecs:Poll and ecs:StartTelemetrySession, "
+            "each conditioned on this cluster's ARN, and ecs:DiscoverPollEndpoint, "
+            "ecr:GetAuthorizationToken and the log writes, which AWS defines on no narrower "
+            "resource; the role belongs to the instances of this cluster only.",
         )
         acknowledge(
             role,
