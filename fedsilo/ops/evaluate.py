@@ -434,12 +434,13 @@ def write_fold_folders(
             train_pos = parts["train"].num_positive
             one_class = train_pos in (0, parts["train"].num_examples)
             entries[k].append(
-                site_entry.model_copy(
-                    update={
-                        "rows": {n: parts[n].num_examples for n in SPLIT_NAMES},
-                        "positives": {n: parts[n].num_positive for n in SPLIT_NAMES},
-                        "note": "one class only" if one_class else None,
-                    }
+                SiteEntry(
+                    site_id=site_entry.site_id,
+                    folder=site_entry.folder,
+                    source_value=site_entry.source_value,
+                    rows={n: parts[n].num_examples for n in SPLIT_NAMES},
+                    positives={n: parts[n].num_positive for n in SPLIT_NAMES},
+                    note="one class only" if one_class else None,
                 )
             )
     settings = SplitSettings(
