@@ -1,4 +1,4 @@
-"""Issue 17: the default training settings, chosen on training rows only (eICU-CRD Demo).
+"""The default training settings, chosen on training rows only (eICU-CRD Demo).
 
 ``python -m bench --only defaults_sweep [--quick]``. The demo (186 hospitals of ~11 stays, 0-2
 deaths each) is dealt into the same outer folds as ``fedsilo data evaluate`` (seed 0). For each
@@ -67,7 +67,8 @@ BEFORE = {
     "training.batch_size": 128,
     "training.min_local_steps": 32,
 }
-"""The defaults before issue 17, for the record (AUROC 0.706 +- 0.064 on the test folds)."""
+"""The Adam settings the SGD candidates are compared with (AUROC 0.706 +- 0.064 on the test
+folds)."""
 CANDIDATES: tuple[dict[str, Any], ...] = (
     BEFORE,
     {**_SGD, "training.learning_rate": 0.02, "training.min_local_steps": 20},
@@ -81,7 +82,7 @@ CANDIDATES: tuple[dict[str, Any], ...] = (
 )  # fmt: skip
 """Rounds are not a knob here: every candidate runs ``max(ROUND_CHOICES)`` rounds and is
 scored at each choice. How these were narrowed (Adam against SGD, local epochs against a
-floor of steps) is in issue 17's closing note."""
+floor of steps) is in ``docs/model-quality.md``, "The defaults and why"."""
 QUICK_CANDIDATES = CANDIDATES[2:3]
 QUICK_OUTER = 1
 

@@ -1,4 +1,4 @@
-"""Issues 4 and 17's AUROC table: federated, pooled, local-only mean, APACHE and Bayes.
+"""The AUROC table: federated, pooled, local-only mean, APACHE and Bayes.
 
 ``python -m bench --only eicu_bench`` (or ``python bench/eicu_bench.py [--quick]``), all with
 the config's defaults (``bench/defaults_sweep.py`` chose them; no setting is overridden here).
@@ -6,7 +6,7 @@ the config's defaults (``bench/defaults_sweep.py`` chose them; no setting is ove
   scored on its prepared test split (thousands of deaths), Bayes = the twin's true risk.
 - The real eICU-CRD Demo (when ``../shared/data/eicu-demo`` exists), cross-validated per
   hospital (``fedsilo.ops.evaluate``: ``DEMO_FOLDS`` folds x ``DEMO_REPEATS`` split seeds,
-  quick: 1), beside the published figures the issue quotes (``PUBLISHED``).
+  quick: 1), beside published figures (``PUBLISHED``).
 No thresholds: numbers only (the tests hold the bars). This measures model quality, not
 speed: AUROC is deterministic under the seed, so each federation runs once, and the table
 shows no time (each part's wall time is printed as a progress line, for planning a run).
@@ -85,7 +85,7 @@ def _demo(root: Path, quick: bool) -> tuple[CrossValidation, FederationConfig]:
 def main(quick: bool = False) -> None:
     configure_logging("auto", "WARNING")  # one line per update otherwise buries the table
     console = _timing.table_console()
-    table = Table(title="in-hospital mortality AUROC, default config (issues 4 and 17)")
+    table = Table(title="in-hospital mortality AUROC, default config")
     for column in ("data", "federated", "pooled", "local-only mean", "APACHE", "Bayes"):
         table.add_column(column)
     with tempfile.TemporaryDirectory(prefix="fedsilo-eicu-bench-") as tmp:

@@ -1,4 +1,4 @@
-"""fedsilo side by side with Flower, and both against a plain PyTorch loop (issue 8).
+"""fedsilo side by side with Flower, and both against a plain PyTorch loop.
 
 Why: "is the framework's overhead worth it" needs a peer and a floor measured in the same run
 on the same machine, never figures copied from elsewhere.
@@ -51,10 +51,10 @@ STAMP_NAME = ".fedsilo-lock-sha256"
 INSTALL_TIMEOUT_S = 1800
 RUN_TIMEOUT_S = 1200
 FULL_FEDERATION = (20, 10, 1500)
-"""(hospitals, rounds, mean stays): the issue's 20 hospitals, 10 rounds, ``make run``'s data."""
+"""(hospitals, rounds, mean stays): 20 hospitals, 10 rounds, ``make run``'s data."""
 QUICK_FEDERATION = (6, 3, 300)
 TARGET_VS_PLAIN = 1.3
-"""The issue's target: fedsilo as a whole process within 1.3x of the plain loop."""
+"""The target: fedsilo as a whole process within 1.3x of the plain loop."""
 NOT_MEASURED = "not measured"
 REPEATS = 3
 PLAIN_NAMES = {1: "plain PyTorch loop, 1 process", 2: "plain PyTorch loop, 2 processes"}
@@ -344,7 +344,7 @@ def _over(value: float | None, floor: float | None) -> float | None:
 
 
 def verdict(run: Repeated, plain: Repeated) -> str:
-    """What the table says about the issue's target (fedsilo within 1.3x as a whole process)."""
+    """What the table says about the target (fedsilo within 1.3x as a whole process)."""
     ratio = _over(run.median(_whole), plain.median(_whole))
     if ratio is None or run is plain or run.name.startswith("plain"):
         return ""

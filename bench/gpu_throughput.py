@@ -1,4 +1,4 @@
-"""GPU THROUGHPUT: client training stays per second on CUDA next to CPU (issue 8).
+"""GPU THROUGHPUT: client training stays per second on CUDA next to CPU.
 
 Why: hospitals train on a GPU when their task has one (docs/design.md, a round, step 2), and the
 default model is a small MLP, for which a GPU may not pay off at the default batch size.

@@ -1,4 +1,4 @@
-"""The AUROC cost of differential privacy on the eICU twin (issue 10).
+"""The AUROC cost of differential privacy on the eICU twin.
 
 ``python -m bench --only privacy_bench`` (or ``python bench/privacy_bench.py [--quick]``).
 One federation per row on the same prepared twin: no DP, then DP-SGD at every hospital

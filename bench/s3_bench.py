@@ -1,11 +1,11 @@
-"""The S3 exchange over moto_server (issue 5): model round trip and a round of hospitals.
+"""The S3 exchange over moto_server: model round trip and a round of hospitals.
 
 Two measurements, both against a ``ThreadedMotoServer`` on 127.0.0.1 started here:
 
 1. Round trip of a model: ``S3Store.put_new`` (multipart with SHA-256 part checksums and
    ``IfNoneMatch``) then ``S3Store.get`` (parallel ranged GETs, sha256 verified), against raw
    boto3 ``put_object`` / ``get_object().read()`` of the same bytes (the baseline). The two
-   run interleaved, ``REPEATS`` times each; the ratio of medians is the figure (the issue's
+   run interleaved, ``REPEATS`` times each; the ratio of medians is the figure (the
    goal: within ``GOAL_VS_RAW``). moto_server is in this process, so both sides share its CPU
    cost; the ratio says what fedsilo's integrity and write-once machinery adds.
 2. A round of hospitals through the real ``RoundLoop`` over S3 (admission on, as production
@@ -67,7 +67,7 @@ MB = 1_000_000
 BINS = 10
 REPEATS = _timing.MIN_REPEATS
 GOAL_VS_RAW = 1.2
-"""The issue's goal for S3Store's round trip against raw boto3 (a target, not a result)."""
+"""The goal for S3Store's round trip against raw boto3 (a target, not a result)."""
 VERIFICATION = ("check_manifest", "check_update_file", "check_weights_size")
 """The admission checks ``RoundLoop`` calls, wrapped to time verification."""
 

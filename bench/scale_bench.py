@@ -1,4 +1,4 @@
-"""Issue 8's scale figure: the eICU-size twin on ``WORKERS`` cores, process and MPI engines.
+"""The scale figure: the eICU-size twin on ``WORKERS`` cores, process and MPI engines.
 
 ``python -m bench --only scale_bench`` (``--quick``: the ``QUICK_*`` twin and rounds).
 - Data: the twin at eICU's size (``HOSPITALS`` x ``STAYS`` unit stays), written as the four
@@ -61,7 +61,7 @@ WORKERS = 2
 REPEATS = _timing.MIN_REPEATS
 BASELINE = "process"
 TARGET_SHARE = 0.10
-"""Issue 18's goal: the federation's overhead at 208 hospitals within 10 % of training compute."""
+"""The goal: the federation's overhead at 208 hospitals within 10 % of training compute."""
 _PR_SET_CHILD_SUBREAPER = 36
 APP_REF = str(Path(__file__).with_name("_timed_app.py")) + ":app"
 ROOT = Path(__file__).resolve().parents[1]

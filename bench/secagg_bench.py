@@ -1,4 +1,4 @@
-"""Secure aggregation's cost per round (issue 10): time and bytes, against plain FedAvg.
+"""Secure aggregation's cost per round: time and bytes, against plain FedAvg.
 
 Two tables for ``NUM_SITES`` hospitals:
 

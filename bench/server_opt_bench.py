@@ -1,4 +1,4 @@
-"""Issue 17: do the server optimizers, at their default settings, learn as fast as FedAvg?
+"""Do the server optimizers, at their default settings, learn as fast as FedAvg?
 
 ``python -m bench --only server_opt_bench [--quick]``. One row per strategy (FedAvg, FedAvgM,
 FedAdam, FedYogi, FedAdagrad), each with the config's defaults for its server learning rate,

@@ -1,4 +1,4 @@
-"""Issue 9's strategy table on the eICU twin: one row per aggregation strategy.
+"""The strategy table on the eICU twin: one row per aggregation strategy.
 
 ``python -m bench --only strategies_bench [--quick]``. Every strategy the config knows is
 tried (``strategy.name``); one whose aggregator this build lacks is listed as skipped. Per

@@ -31,8 +31,8 @@ def planned_steps(num_examples: int, config: TrainingConfig) -> int:
     """Optimizer steps a round of training makes on ``num_examples`` rows (no data needed).
 
     For the small default model a step costs about the same whatever its batch (from 2 to 128
-    rows), so this is what a round costs a hospital, and what the simulation balances its
-    workers by.
+    rows; ``python -m bench --only gpu_throughput`` times a round at two batch sizes), so this
+    is what a round costs a hospital, and what the simulation balances its workers by.
     """
     return local_epochs(num_examples, config) * -(-num_examples // config.batch_size)
 

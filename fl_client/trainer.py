@@ -35,9 +35,9 @@ def seed_torch(seed: int, device: torch.device) -> None:
     """Seed the generators that training on ``device`` draws from (dropout, init).
 
     Not ``torch.manual_seed``: while CUDA is not initialised it queues a CUDA seeding with a
-    formatted stack trace, about a millisecond per call, which is a CPU-second per thousand
-    hospital rounds on a CPU-only machine. The CPU generator gets the same seed, so CPU
-    training draws the same numbers as before.
+    formatted stack trace on every call, a cost paid again in each of thousands of hospital
+    rounds on a CPU-only machine. The CPU generator gets the same seed, so CPU training draws
+    the same numbers as under ``torch.manual_seed``.
     """
     torch.default_generator.manual_seed(seed)
     if device.type == "cuda":

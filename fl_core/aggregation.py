@@ -40,8 +40,8 @@ from fl_core.types import Weights
 CHUNK_ELEMENTS = 1 << 17
 """Elements per slice of an update added at a time (a float64 scratch of 1 MiB)."""
 THREAD_MIN_ELEMENTS = 1 << 18
-"""Parameters per thread at least: a share is then a few hundred microseconds of work, far
-above what handing it to a thread costs (tens of microseconds)."""
+"""Parameters per thread at least: a share is then far more work than handing it to a thread
+costs (``python -m bench --only aggregation`` runs the server at each model size)."""
 MAX_THREADS = 4
 """Memory bandwidth is shared: past a few threads more only add contention."""
 

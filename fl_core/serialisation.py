@@ -173,7 +173,7 @@ def _read_header(data: bytes) -> dict[str, Any]:
 @dataclass(frozen=True)
 class SafetensorsHeader:
     """A safetensors header parsed and checked once: admission reads the specs, the metadata
-    and then the views of thousands of updates, and each used to parse the JSON again."""
+    and then the views of thousands of updates, all from the one parse of the JSON."""
 
     specs: dict[str, TensorSpec]
     metadata: dict[str, str]

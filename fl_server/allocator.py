@@ -7,7 +7,7 @@ blocks kept (``python -m bench --only aggregation`` measures both). Raising the 
 with ``mallopt`` keeps blocks of up to 32 MiB (glibc's largest threshold) in the heap, and
 trimming only above 256 MiB keeps them there. Updates above 32 MiB (models over 8M float32
 parameters) would still be mapped and unmapped one by one, and with admission checking ahead on
-worker threads each unmapping also interrupts the other core (a TLB shootdown), which cost more
+worker threads each unmapping also interrupts the other core (a TLB shootdown), which costs more
 CPU per GB admitted than checking one update at a time. So mmap for allocations is switched off
 altogether (``M_MMAP_MAX`` 0): every block comes from a heap and is reused. Memory stays
 O(model): the heap holds what the round holds at its peak (the sum and the few updates in

@@ -29,7 +29,7 @@ def resume_command(run_id: str) -> str:
 
 
 def stop_interrupted(federation: FederationConfig, run_dir: Path) -> NoReturn:
-    """After Ctrl-C: the one line, then exit 130 (a second Ctrl-C no longer cuts it short)."""
+    """After Ctrl-C: the one line, then exit 130 (a second Ctrl-C cannot cut it short)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     report_interrupted(federation, run_dir)
     raise typer.Exit(130)

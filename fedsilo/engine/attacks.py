@@ -5,7 +5,7 @@ trainer is the honest one except at the named sites, which replace their trained
 a poisoned one that still passes admission (same names, shapes and dtypes, finite):
 
 - ``sign_flip``: ``global - scale * (trained - global)``: the update pushed the other way,
-  ``scale`` times as far (the issue's "sign-flipped and scaled x10").
+  ``scale`` times as far (``scale=10``: "sign-flipped and scaled x10").
 - ``garbage``: every floating-point tensor set to the constant ``scale``.
 
 Only model updates are poisoned; the evaluation a hostile site reports stays honest, so the

@@ -1,9 +1,9 @@
 """What every way of running a federation shares: set-up, the aggregator's rounds, the run files.
 
 The process engine, the MPI engine and ``server run`` differ only in where the hospitals
-live; each used to repeat the same set-up (load the app, start the run folder, open the
-exchange, build the data source, place the sites, register secure-aggregation keys) and the
-same ending (final model and metrics.jsonl from the exchange). ``prepare_federation`` and
+live; each needs the same set-up (load the app, start the run folder, open the exchange,
+build the data source, place the sites, register secure-aggregation keys) and the same
+ending (final model and metrics.jsonl from the exchange). ``prepare_federation`` and
 ``finish_run`` are that set-up and ending, once. Nothing here starts a process, so the
 deployed path (``fedsilo.engine.services``) imports this module and never an engine.
 """

@@ -2,7 +2,7 @@
 
 Imported only by the fork server, as its one preload module:
 - torch, torch._dynamo (``torch.optim`` imports it in every optimizer's first step), pandas
-  (pyarrow imports it on a worker's first column conversion: a quarter CPU-second per worker)
+  (pyarrow imports it on a worker's first column conversion, else paid again in every worker)
   and the worker's own code, so each worker starts with them loaded;
 - with the collector off while they load and frozen afterwards (``gc_policy``); the fork server
   keeps collection off, each worker turns it back on;

@@ -1,9 +1,10 @@
 """Leaving a process that has torch loaded without Python's module teardown.
 
 After the last line of a command, CPython clears every module and collects what is left. With
-torch, torch._dynamo and pandas loaded that teardown costs about as much as a second import of
-them, paid once by every command that trains or aggregates and once by the hospital workers'
-fork server (``tests/fedsilo/engine/test_process_exit.py`` runs both endings).
+torch, torch._dynamo and pandas loaded that teardown is slow (``python -m bench --only
+flower_compare`` times ``fedsilo simulate`` as a whole process beside the same run in
+process), paid once by every command that trains or aggregates and once by the hospital
+workers' fork server (``tests/fedsilo/engine/test_process_exit.py`` runs both endings).
 
 Nothing the teardown does is needed by us: files are closed by their ``with`` blocks, and the
 clean-ups that do matter are registered with ``atexit`` (logging's flush, multiprocessing's

@@ -1,8 +1,7 @@
 """The safetensors codec against hostile files: a valid parse or ``CodecError``, nothing else.
 
-The regression tests at the end are the crashes a hostile hospital found: each raised
-something other than ``CodecError`` (and so escaped admission as a traceback) before the
-header was bounded.
+The regression tests at the end are hostile files on which an unbounded header parse raises
+something other than ``CodecError`` (and so escapes admission as a traceback).
 """
 
 from __future__ import annotations

@@ -160,4 +160,4 @@ def final_model(exchange: Exchange, config: FederationConfig) -> dict[str, np.nd
 
 
 class Crash(BaseException):
-    """Stands in for SIGKILL: nothing after it runs (the process integration test is issue 5)."""
+    """Stands in for SIGKILL: nothing after it runs (``tests/integration`` kills real processes)."""

@@ -75,7 +75,7 @@ def test_clean_round_is_fedavg_and_writes_layout(tmp_path):
 
 
 def _hostile_writes(exchange: Exchange, manifest: GlobalManifest) -> None:
-    """Every kind of bad answer the issue lists, each under its own (invited) site key."""
+    """Every kind of bad answer a hostile hospital writes, each under its own (invited) site key."""
     layout = exchange.layout
     store = exchange.store
     r = manifest.round_index

@@ -1,5 +1,5 @@
-"""The aggregator's round loop, end to end, with the files that used to kill it in the
-exchange: each hostile answer is a rejection with a named reason in ``result.json`` and the
+"""The aggregator's round loop, end to end, with files in the exchange that would kill an
+unguarded loop: each hostile answer is a rejection with a named reason in ``result.json`` and the
 ledger, a malformed preflight report is skipped, and a restart goes on the same way."""
 
 from __future__ import annotations

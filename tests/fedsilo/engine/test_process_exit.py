@@ -153,8 +153,8 @@ def _run_in_own_group(command: list[str], tmp_path: Path) -> tuple[int, list[str
 
 
 def test_simulate_leaves_no_process_behind(tmp_path):
-    """Its fork server and resource tracker used to outlive it by a moment (still in its
-    process group right after it exited)."""
+    """Its fork server and resource tracker do not outlive it, not even by a moment (still in
+    its process group right after it exited)."""
     fedsilo = Path(sys.executable).with_name("fedsilo")
     command = [str(fedsilo), "simulate", "--hospitals", "3", "--rounds", "1", "--out", "run"]
     status, left, stderr = _run_in_own_group(command, tmp_path)

@@ -27,7 +27,7 @@ ROUNDS = 6
 TOLERANCE = 0.04
 KRUM_TOLERANCE = 0.1
 """Krum keeps one hospital's update a round: its model is that hospital's, so it trails the
-clean mean further (with issue 17's SGD defaults: -0.083 after 6 rounds, median -0.031,
+clean mean further (with the default SGD settings: -0.083 after 6 rounds, median -0.031,
 multikrum -0.003), still far above FedAvg's collapse (-0.33)."""
 
 

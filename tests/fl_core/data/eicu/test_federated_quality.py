@@ -1,4 +1,4 @@
-"""Issue 4's quality bars for federated training: the synthetic twin and the real eICU demo.
+"""The quality bars for federated training: the synthetic twin and the real eICU demo.
 
 The twin: a federation within 0.02 of pooled training and within 0.05 of the Bayes AUROC.
 The demo: cross-validated per hospital (``fedsilo.ops.evaluate``), because its prepared test
@@ -92,7 +92,7 @@ def test_twin_federation_near_pooled_and_bayes(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_federation_cross_validated_with_the_defaults(tmp_path: Path) -> None:
-    """Issue 17: no setting overridden, the federation keeps up with pooled training."""
+    """No setting overridden, the federation keeps up with pooled training."""
     if not DEMO_DIR.is_dir():
         pytest.skip(f"eICU demo not present at {DEMO_DIR}")
     prepare_eicu(DEMO_DIR, tmp_path / "prepared", min_stays=1, seed=0)
