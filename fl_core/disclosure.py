@@ -85,7 +85,7 @@ def check_floor(
     floor: DisclosureFloor | None, path: str, stays: int, events: int | None = None
 ) -> Suppression | None:
     """``path``'s suppression when its aggregate is below ``floor``; None when it may leave
-    (or there is no floor: a hospital without a site policy discloses as before)."""
+    (or there is no floor: a hospital without a site policy withholds nothing)."""
     if floor is None:
         return None
     rule = below_floor(floor, stays, events)

@@ -1,7 +1,7 @@
 """Round hooks that pass every event on to the events they wrap (the CLI's progress bar).
 
 A sink (TensorBoard, MLflow) adds what it records on top and leaves the wrapped events to
-draw and print as before; it receives its own metrics rows through ``row_ready``.
+draw and print as they would without it; it receives its own metrics rows through ``row_ready``.
 """
 
 from __future__ import annotations
