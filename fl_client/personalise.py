@@ -1,6 +1,6 @@
 """Personalisation: after the last round, fine-tune the final global model at each hospital.
 
-With ``personalization.finetune_epochs > 0``, a hospital answering the final (evaluation)
+With ``personalisation.finetune_epochs > 0``, a hospital answering the final (evaluation)
 round scores the global model on its test split as usual, then fine-tunes a copy on its own
 training split and scores that on the same test split. Only the second histogram joins the
 answer (``EvaluationReport.finetuned``); the fine-tuned weights stay in the hospital's memory
@@ -27,7 +27,7 @@ def personalised_evaluation(
 
     The trainer must hold the final global model; it holds it again on return.
     """
-    epochs = config.personalization.finetune_epochs
+    epochs = config.personalisation.finetune_epochs
     if epochs == 0:
         return global_report
     global_weights: Weights = trainer.get_weights()

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fl_core.errors import ConfigError
 from fl_core.ids import check_federation_id
@@ -347,7 +355,11 @@ class FederationConfig(_Frozen):
     admission: AdmissionConfig = AdmissionConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     strategy: StrategyConfig = FedAvgStrategy()
-    personalization: PersonalisationConfig = PersonalisationConfig()
+    personalisation: PersonalisationConfig = Field(
+        default=PersonalisationConfig(),
+        validation_alias=AliasChoices("personalisation", "personalization"),
+    )
+    """Also read as ``personalization`` (``AMERICAN_KEYS``)."""
     privacy: PrivacyConfig = PrivacyConfig()
     simulation: SimulationConfig = SimulationConfig()
     exchange: ExchangeConfig = ExchangeConfig()
@@ -448,14 +460,29 @@ def describe_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+AMERICAN_KEYS = {"personalization": "personalisation"}
+"""Top-level config keys also accepted in American spelling, in a file or a dotted override."""
+
+
+def _british(key: str) -> str:
+    head, dot, rest = key.partition(".")
+    return AMERICAN_KEYS.get(head, head) + dot + rest
+
+
 def load_config(
     path: Path | None = None, overrides: Mapping[str, Any] | None = None
 ) -> FederationConfig:
     """Defaults, then the file, then command-line overrides (dotted keys)."""
-    tree: dict[str, Any] = _read_file(path) if path is not None else {}
+    read: dict[str, Any] = _read_file(path) if path is not None else {}
+    tree = {_british(key): value for key, value in read.items()}
+    if len(tree) < len(read):
+        raise ConfigError(
+            f"config {path} sets a section under both spellings "
+            f"({', '.join(f'{a}/{b}' for a, b in AMERICAN_KEYS.items())}); keep one"
+        )
     for dotted, value in (overrides or {}).items():
         if value is not None:
-            _set_dotted(tree, dotted, value)
+            _set_dotted(tree, _british(dotted), value)
     source = f"config {path}" if path is not None else "the command line"
     try:
         return FederationConfig.model_validate(tree)

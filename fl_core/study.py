@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints
 
 from fl_core.config import (
     EvaluationConfig,
@@ -56,7 +56,11 @@ class Study(_Frozen):
     strategy: StrategyConfig
     training: StudyTraining
     evaluation: EvaluationConfig
-    personalization: PersonalisationConfig
+    personalisation: PersonalisationConfig = Field(
+        validation_alias=AliasChoices("personalisation", "personalization"),
+        serialization_alias="personalization",
+    )
+    """Hashed under the key ``personalization``, as every study approved so far was."""
     privacy: PrivacyConfig
     round: StudyRound
     features: tuple[FeatureName, ...] = Field(
@@ -73,7 +77,7 @@ class Study(_Frozen):
             strategy=config.strategy,
             training=StudyTraining.model_validate(config.training.model_dump(exclude={"device"})),
             evaluation=config.evaluation,
-            personalization=config.personalization,
+            personalisation=config.personalisation,
             privacy=config.privacy,
             round=StudyRound(
                 min_sites=config.round.min_sites,
@@ -84,7 +88,7 @@ class Study(_Frozen):
 
     def canonical_json(self) -> str:
         """Sorted keys, no spaces: the same study gives the same text on every machine."""
-        return canonical_json(self.model_dump(mode="json"))
+        return canonical_json(self.model_dump(mode="json", by_alias=True))
 
     def digest(self) -> str:
         """sha256 of ``canonical_json``: the study's config hash."""

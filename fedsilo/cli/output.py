@@ -61,7 +61,7 @@ def _exchange(federation: FederationConfig, exchange_uri: str) -> Exchange:
 
 def print_personalisation(federation: FederationConfig, exchange_uri: str) -> None:
     """Per-hospital global vs fine-tuned AUROC, when the run fine-tuned (personalisation)."""
-    if federation.personalization.finetune_epochs == 0:
+    if federation.personalisation.finetune_epochs == 0:
         return
     from fedsilo.ops.personalisation_report import simulation_summary_lines
 

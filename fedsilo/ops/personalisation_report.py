@@ -1,6 +1,6 @@
 """Global versus fine-tuned AUROC per hospital, from the final round's update manifests.
 
-With ``personalization.finetune_epochs > 0`` every hospital's answer to the final round
+With ``personalisation.finetune_epochs > 0`` every hospital's answer to the final round
 carries two histograms of its test split: the final global model's and its fine-tuned copy's
 (``EvaluationReport.finetuned``). Per hospital the AUROC of each comes from its own
 histogram (``None``, shown "n/a", for a test split with one class); the pooled figures come
@@ -124,8 +124,8 @@ def summary_html(summary: PersonalisationSummary | None) -> str:
     heading = "<h2>Personalisation: global versus fine-tuned AUROC per hospital</h2>"
     if summary is None:
         return (
-            f'{heading}<p class="na" id="personalization">Fine-tuned AUROC: not available in '
-            "this run (personalization.finetune_epochs was 0).</p>"
+            f'{heading}<p class="na" id="personalisation">Fine-tuned AUROC: not available in '
+            "this run (personalisation.finetune_epochs was 0).</p>"
         )
     rows = "".join(
         f'<tr><td class="text">{html.escape(s.site_id)}</td><td>{s.num_examples}</td>'
@@ -142,7 +142,7 @@ def summary_html(summary: PersonalisationSummary | None) -> str:
         f"{heading}<p>Round {summary.round_index}: each hospital fine-tuned the final global "
         "model on its own training split and scored both on its test split; the fine-tuned "
         'weights never left the hospital. "n/a": a test split with one class.</p>'
-        '<table id="personalization"><tr><th>hospital</th><th>test stays</th>'
+        '<table id="personalisation"><tr><th>hospital</th><th>test stays</th>'
         f"<th>global AUROC</th><th>fine-tuned AUROC</th></tr>{rows}{pooled}</table>"
     )
 

@@ -370,7 +370,7 @@ def personalisation_section(data: RunData) -> str:
     table = _table(["hospital", "test stays", "global AUROC", "fine-tuned AUROC"], rows, {0})
     return (
         "<h2>Personalisation: global versus fine-tuned AUROC per hospital</h2>"
-        f'<p>{html.escape(note)}</p><div class="scroll" id="personalization">{table}</div>'
+        f'<p>{html.escape(note)}</p><div class="scroll" id="personalisation">{table}</div>'
     )
 
 

@@ -96,8 +96,8 @@ def summary_rows(
         ("privacy", privacy_text(config)),
         (
             "personalisation",
-            f"{config.personalization.finetune_epochs} fine-tuning epoch(s) at each hospital"
-            if config.personalization.finetune_epochs
+            f"{config.personalisation.finetune_epochs} fine-tuning epoch(s) at each hospital"
+            if config.personalisation.finetune_epochs
             else "off (no fine-tuning)",
         ),
         (

@@ -91,7 +91,7 @@ def study_lines(study: Study, config_hash: str) -> list[str]:
         "  DP-SGD in the study's config: "
         + ("off" if dp_sgd is None else f"target epsilon {dp_sgd.target_epsilon:g}"),
         "  DP-FedAvg: " + ("off" if dp_fedavg is None else dp_fedavg.model_dump_json()),
-        f"  fine-tuning epochs after the last round: {study.personalization.finetune_epochs}",
+        f"  fine-tuning epochs after the last round: {study.personalisation.finetune_epochs}",
         f"  features ({len(study.features)}): {features or 'not listed'}",
     ]
 

@@ -52,7 +52,7 @@ def test_final_round_reports_finetuned_auroc_per_hospital_and_the_report_renders
     write_metrics(run_dir / "metrics.jsonl", rows)
     write_report(run_dir, tmp_path / "report.html")
     page = (tmp_path / "report.html").read_text()
-    assert 'id="personalization"' in page and "fine-tuned AUROC" in page
+    assert 'id="personalisation"' in page and "fine-tuned AUROC" in page
     for site in summary.sites:
         assert f">{site.site_id}</td>" in page
 
@@ -68,7 +68,7 @@ def test_no_finetuning_leaves_the_answer_unchanged(kit, tmp_path):
 
 def test_finetuned_weights_never_leave_the_hospital(kit, tmp_path):
     """After answering the final round the trainer holds the global model again."""
-    config = kit.config(rounds=1, **{"personalization.finetune_epochs": 2})
+    config = kit.config(rounds=1, **{"personalisation.finetune_epochs": 2})
     run = kit.run(tmp_path, config)
     hospital = kit.hospitals(config)[0]
     final = run.exchange.read_global_manifest(2)

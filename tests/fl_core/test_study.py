@@ -81,3 +81,13 @@ def test_architecture_digest_reads_shapes_not_values():
     assert digest == file_architecture(encode_weights(weights))
     assert digest != weights_architecture(wider)
     assert digest != weights_architecture({**weights, "net.0.bias": np.ones(4, np.float64)})
+
+
+def test_personalisation_reads_in_either_spelling_and_hashes_as_approved() -> None:
+    british = load_config(overrides={"personalisation.finetune_epochs": 2})
+    american = load_config(overrides={"personalization.finetune_epochs": 2})
+    assert british == american and british.personalisation.finetune_epochs == 2
+    study = Study.of(british, FEATURES)
+    # approved digests were taken over this key: it stays in the hashed form
+    assert '"personalization":{"finetune_epochs":2' in study.canonical_json()
+    assert Study.model_validate_json(study.model_dump_json()).digest() == study.digest()
