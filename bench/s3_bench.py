@@ -40,7 +40,7 @@ import numpy as np
 from moto.server import ThreadedMotoServer
 from rich.table import Table
 
-import fl_server.round_loop as round_loop_module
+import fl_server.answer_checks as answer_checks_module
 from bench import _tables, _timing
 from fedsilo.engine.logs import configure_logging
 from fedsilo.testing.moto_s3 import REGION
@@ -329,9 +329,9 @@ class RoundSplit:
 def run_hospital_round(endpoint: str, hospitals: int, params: int) -> RoundSplit:
     """One round of ``hospitals`` over S3 in a fresh bucket, its stages timed."""
     clock = _Clock()
-    originals = {name: getattr(round_loop_module, name) for name in VERIFICATION}
+    originals = {name: getattr(answer_checks_module, name) for name in VERIFICATION}
     for name, fn in originals.items():
-        setattr(round_loop_module, name, clock.timed("verification", fn))
+        setattr(answer_checks_module, name, clock.timed("verification", fn))
     try:
         bucket = _new_bucket(endpoint)
         sites = [f"site-{i:03d}" for i in range(1, hospitals + 1)]
@@ -366,7 +366,7 @@ def run_hospital_round(endpoint: str, hospitals: int, params: int) -> RoundSplit
         loop.run()
     finally:
         for name, fn in originals.items():
-            setattr(round_loop_module, name, fn)
+            setattr(answer_checks_module, name, fn)
     closed_at, result = hospitals_events.closed[1]
     return RoundSplit(
         dict(clock.seconds),
