@@ -12,12 +12,15 @@ from typing import Any
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 import aws_cdk as cdk
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
 from aws_cdk.assertions import Template
 
 from stacks.aggregator import AggregatorStack
 from stacks.context import CONTEXT_KEY, FederationContext, parse_context
 from stacks.federation import FEATURE_FLAGS, build_federation
 from stacks.hospital import HospitalStack
+from stacks.network import PrivateNetwork
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -78,6 +81,27 @@ def bare_stack(name: str = "Bare") -> cdk.Stack:
     for flag, value in FEATURE_FLAGS.items():
         app.node.set_context(flag, value)
     return cdk.Stack(app, name, env=cdk.Environment(account=BARE_ACCOUNT, region=BARE_REGION))
+
+
+def bare_network(
+    stack: cdk.Stack,
+    key: kms.IKey,
+    *,
+    with_ecs_instances: bool = False,
+    with_parameters: bool = False,
+) -> PrivateNetwork:
+    """The private network a construct test puts its construct in: two zones, logs under
+    ``key``, kept a year."""
+    return PrivateNetwork(
+        stack,
+        "Network",
+        cidr="10.0.0.0/20",
+        zones=[f"{BARE_REGION}a", f"{BARE_REGION}b"],
+        logs_key=key,
+        log_retention=logs.RetentionDays.ONE_YEAR,
+        with_ecs_instances=with_ecs_instances,
+        with_parameters=with_parameters,
+    )
 
 
 def hospitals_context(count: int) -> dict[str, Any]:

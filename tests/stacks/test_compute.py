@@ -14,7 +14,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk.assertions import Template
 from iamsim import simulate
-from stackhelpers import BARE_ACCOUNT, BARE_REGION, bare_stack, render, resources_of
+from stackhelpers import BARE_ACCOUNT, BARE_REGION, bare_network, bare_stack, render, resources_of
 
 from stacks.compute import (
     BLOCK_TASK_IMDS,
@@ -30,7 +30,6 @@ from stacks.compute import (
     task_role,
 )
 from stacks.context import LOG_RETENTION_CHOICES
-from stacks.network import PrivateNetwork
 
 INSTANCE_TYPE = "g5.xlarge"
 MAX_INSTANCES = 2
@@ -55,15 +54,7 @@ SERVICES = ("OnGpu", "OnFargate")
 def template() -> dict[str, Any]:
     stack = bare_stack()
     key = kms.Key(stack, "Key")
-    network = PrivateNetwork(
-        stack,
-        "Network",
-        cidr="10.0.0.0/20",
-        zones=[f"{BARE_REGION}a", f"{BARE_REGION}b"],
-        logs_key=key,
-        log_retention=logs.RetentionDays.ONE_YEAR,
-        with_ecs_instances=True,
-    )
+    network = bare_network(stack, key, with_ecs_instances=True)
     cluster = FederationCluster(stack, "Compute", network=network)
     capacity = GpuCapacity(
         stack,

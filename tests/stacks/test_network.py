@@ -7,11 +7,10 @@ from typing import Any
 
 import pytest
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_logs as logs
 from aws_cdk.assertions import Template
-from stackhelpers import BARE_ACCOUNT, BARE_REGION, bare_stack, resources_of
+from stackhelpers import BARE_ACCOUNT, BARE_REGION, bare_network, bare_stack, resources_of
 
-from stacks.network import NO_EGRESS, PrivateNetwork
+from stacks.network import NO_EGRESS
 
 EXCHANGE = "arn:aws:s3:::exchange-bucket"
 REPOSITORY = f"arn:aws:ecr:{BARE_REGION}:{BARE_ACCOUNT}:repository/fedsilo"
@@ -22,16 +21,7 @@ OWN_ACCOUNT_ONLY = {"StringEquals": {"aws:PrincipalAccount": BARE_ACCOUNT}}
 def template() -> dict[str, Any]:
     stack = bare_stack()
     key = kms.Key(stack, "Key")
-    network = PrivateNetwork(
-        stack,
-        "Network",
-        cidr="10.0.0.0/20",
-        zones=[f"{BARE_REGION}a", f"{BARE_REGION}b"],
-        logs_key=key,
-        log_retention=logs.RetentionDays.ONE_YEAR,
-        with_ecs_instances=True,
-        with_parameters=True,
-    )
+    network = bare_network(stack, key, with_ecs_instances=True, with_parameters=True)
     workload = network.workload_security_group(stack, "Workload", description="a workload")
     network.admit_to_endpoints(workload)
     network.limit_s3_to([EXCHANGE])

@@ -8,17 +8,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from aws_cdk import Stack
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk.assertions import Template
 from iamsim import simulate
-from stackhelpers import BARE_ACCOUNT, BARE_REGION, bare_stack, render, resources_of
+from stackhelpers import BARE_ACCOUNT, BARE_REGION, bare_network, bare_stack, render, resources_of
 
 from fl_client.state_persistence import STATE_PERSISTENT_ENV
 from stacks.compute import FederationCluster, FederationService, task_role
-from stacks.network import PrivateNetwork
 from stacks.state_volume import (
     ACCESS_POINT_ROOT,
     CLIENT_GID,
@@ -31,23 +29,11 @@ from stacks.state_volume import (
 NFS_PORT = 2049
 
 
-def private_network(stack: Stack, key: kms.IKey) -> PrivateNetwork:
-    return PrivateNetwork(
-        stack,
-        "Network",
-        cidr="10.0.0.0/20",
-        zones=[f"{BARE_REGION}a", f"{BARE_REGION}b"],
-        logs_key=key,
-        log_retention=logs.RetentionDays.ONE_YEAR,
-        with_ecs_instances=False,
-    )
-
-
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
     stack = bare_stack()
     key = kms.Key(stack, "Key")
-    HospitalStateVolume(stack, "State", network=private_network(stack, key), key=key)
+    HospitalStateVolume(stack, "State", network=bare_network(stack, key), key=key)
     return Template.from_stack(stack).to_json()  # type: ignore[no-any-return]
 
 
@@ -56,7 +42,7 @@ def mounted() -> dict[str, Any]:
     """The volume mounted into a client service (its own synth: mounting opens the targets)."""
     stack = bare_stack()
     key = kms.Key(stack, "Key")
-    network = private_network(stack, key)
+    network = bare_network(stack, key)
     role = task_role(stack, "ClientRole", description="the hospital's client task")
     client = FederationService(
         stack,
