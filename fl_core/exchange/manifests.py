@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -24,6 +24,14 @@ NONCE_PATTERN = r"^[0-9a-f]{32,128}$"
 
 class _Document(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def _changed(self, **changes: Any) -> Self:
+        """A copy with ``changes``, validated: an unknown field or a wrong value fails here
+        (``model_copy(update=...)`` validates neither). The typed transitions use it."""
+        unknown = changes.keys() - type(self).model_fields.keys()
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field {sorted(unknown)}")
+        return type(self).model_validate({**dict(self), **changes})
 
 
 MAX_HISTOGRAM_BINS = 1_000_000
@@ -234,12 +242,6 @@ class UpdateManifest(_Document):
             raise ValueError("a round declined by policy carries no evaluation or loss")
         return self
 
-    def _changed(self, **changes: Any) -> UpdateManifest:
-        unknown = changes.keys() - type(self).model_fields.keys()
-        if unknown:
-            raise TypeError(f"UpdateManifest has no field {sorted(unknown)}")
-        return type(self).model_validate({**dict(self), **changes})
-
     def trained(self, num_examples: int, train_loss: float | None) -> UpdateManifest:
         """This answer as a training round's: ``num_examples`` rows trained on. A loss that
         is not finite is sent as none (as JSON writes it); the update itself is what the
@@ -281,9 +283,7 @@ class Decision(_Document):
 
     def overruled(self, reason: str, detail: str) -> Decision:
         """This answer rejected after all, with ``reason`` (a rule that closes the round)."""
-        return type(self).model_validate(
-            {**dict(self), "status": "rejected", "reason": reason, "detail": detail}
-        )
+        return self._changed(status="rejected", reason=reason, detail=detail)
 
 
 class CalibrationFigures(_Document):
@@ -431,12 +431,6 @@ class FederationState(_Document):
     config_hash: str
     strategy_state: dict[str, Any] = Field(default_factory=dict)
     message: str | None = None
-
-    def _changed(self, **changes: Any) -> FederationState:
-        unknown = changes.keys() - type(self).model_fields.keys()
-        if unknown:
-            raise TypeError(f"FederationState has no field {sorted(unknown)}")
-        return type(self).model_validate({**dict(self), **changes})
 
     def leased(self, owner_id: str, expires_unix: float) -> FederationState:
         """The same state held by ``owner_id`` until ``expires_unix``."""
