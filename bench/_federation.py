@@ -73,7 +73,12 @@ def initial_weights(config: FederationConfig, sites: Sequence[SiteData]) -> Weig
 
 
 def new_model(config: FederationConfig) -> TabularMLP:
-    return TabularMLP(len(FEATURES), config.training.hidden_sizes, config.training.dropout)
+    return TabularMLP(
+        len(FEATURES),
+        config.training.hidden_sizes,
+        config.training.dropout,
+        config.training.linear_skip,
+    )
 
 
 def new_trainer(config: FederationConfig) -> TabularTrainer:

@@ -91,6 +91,12 @@ class StudyTraining(_Frozen):
     max_pos_weight: float = Field(default=20.0, ge=1)
     hidden_sizes: tuple[int, ...] = (32,)
     dropout: float = Field(default=0.1, ge=0, lt=1)
+    linear_skip: bool = Field(
+        default=False,
+        description="add a linear term of the inputs to the network's logit (wide and deep): "
+        "an input that is already a risk's logit, such as APACHE IVa's, keeps its "
+        "discrimination; no effect without hidden layers",
+    )
 
     @field_validator("hidden_sizes")
     @classmethod

@@ -22,6 +22,12 @@ class TabularMLP(nn.Module):
     (``fl_core.recalibration``): identity while the federation trains, set once on the final
     model from the hospitals' summed validation histograms, and applied in ``forward`` so that
     every consumer of the model file reads calibrated risks.
+
+    ``linear_skip`` adds a linear term of the standardised inputs to the network's logit
+    (a wide-and-deep model). A strong input that is already a logit, such as APACHE IVa's
+    prediction, then reaches the output through one weight instead of through ReLUs that small
+    hospitals' few steps bend it out of shape in; the network learns what the linear term
+    misses. The term starts at zero, so round 1's model is the network alone.
     """
 
     input_mean: torch.Tensor
@@ -30,7 +36,11 @@ class TabularMLP(nn.Module):
     risk_slope: torch.Tensor
 
     def __init__(
-        self, num_features: int, hidden_sizes: Sequence[int] = (64, 32), dropout: float = 0.1
+        self,
+        num_features: int,
+        hidden_sizes: Sequence[int] = (64, 32),
+        dropout: float = 0.1,
+        linear_skip: bool = False,
     ) -> None:
         super().__init__()
         self.register_buffer("input_mean", torch.zeros(num_features))
@@ -44,6 +54,10 @@ class TabularMLP(nn.Module):
             width = size
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
+        self.skip: nn.Linear | None = None
+        if linear_skip and hidden_sizes:
+            self.skip = nn.Linear(num_features, 1, bias=False)
+            nn.init.zeros_(self.skip.weight)
 
     def set_standardisation(self, mean: np.ndarray, std: np.ndarray) -> None:
         self.input_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
@@ -54,6 +68,8 @@ class TabularMLP(nn.Module):
         z = (x - mean) / std
         z = torch.nan_to_num(z, nan=0.0, posinf=0.0, neginf=0.0)
         logits: torch.Tensor = self.net(z).squeeze(-1)
+        if self.skip is not None:
+            logits = logits + self.skip(z).squeeze(-1)
         return self.risk_intercept + self.risk_slope * logits
 
 

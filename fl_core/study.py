@@ -33,6 +33,10 @@ from fl_core.types import Weights
 MAX_FEATURES = 100_000
 """Far above any tabular model's inputs: a bound on what a published study may list."""
 
+HASHED_WHEN_SET: tuple[tuple[str, str, object], ...] = (("training", "linear_skip", False),)
+"""Settings added after studies were approved: (section, key, default). Each is hashed only
+where it leaves its default, so that every study approved before it keeps its digest."""
+
 FeatureName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
@@ -88,7 +92,11 @@ class Study(_Frozen):
 
     def canonical_json(self) -> str:
         """Sorted keys, no spaces: the same study gives the same text on every machine."""
-        return canonical_json(self.model_dump(mode="json", by_alias=True))
+        tree = self.model_dump(mode="json", by_alias=True)
+        for section, key, default in HASHED_WHEN_SET:
+            if tree[section].get(key) == default:
+                del tree[section][key]
+        return canonical_json(tree)
 
     def digest(self) -> str:
         """sha256 of ``canonical_json``: the study's config hash."""

@@ -38,7 +38,12 @@ AggregatorFactory = Callable[[FederationConfig], ServerAggregator]
 def default_model(num_features: int, config: FederationConfig) -> nn.Module:
     from fl_core.models import TabularMLP
 
-    return TabularMLP(num_features, config.training.hidden_sizes, config.training.dropout)
+    return TabularMLP(
+        num_features,
+        config.training.hidden_sizes,
+        config.training.dropout,
+        config.training.linear_skip,
+    )
 
 
 def default_trainer(

@@ -28,6 +28,8 @@ class Candidate(BaseModel):
     """None: every column of the prepared folder."""
     hidden_sizes: tuple[int, ...] | None = None
     """None: the federation config's ``training.hidden_sizes``; ``()`` is logistic regression."""
+    linear_skip: bool | None = None
+    """None: the config's ``training.linear_skip``; True adds a linear term (wide and deep)."""
 
 
 CANDIDATES: dict[str, Candidate] = {
@@ -53,6 +55,19 @@ CANDIDATES: dict[str, Candidate] = {
             name="apache_input",
             description="core features and APACHE IVa's prediction, the configured network",
             feature_groups=("core", "apache_prediction"),
+        ),
+        Candidate(
+            name="apache_skip",
+            description="core features and APACHE IVa's prediction, the configured network "
+            "with a linear term beside it (wide and deep)",
+            feature_groups=("core", "apache_prediction"),
+            linear_skip=True,
+        ),
+        Candidate(
+            name="rich_apache_skip",
+            description="every feature group, the configured network with a linear term",
+            feature_groups=("core", "admission", "apache_prediction"),
+            linear_skip=True,
         ),
         Candidate(
             name="rich_apache",
@@ -93,11 +108,14 @@ def candidates_named(names: Sequence[str]) -> list[Candidate]:
 
 
 def candidate_config(config: FederationConfig, candidate: Candidate) -> FederationConfig:
-    """``config`` with the candidate's hidden layers (unchanged where it keeps the config's)."""
-    if candidate.hidden_sizes is None:
+    """``config`` with the candidate's network (unchanged where it keeps the config's)."""
+    if candidate.hidden_sizes is None and candidate.linear_skip is None:
         return config
     tree = config.model_dump(mode="json")
-    tree["training"]["hidden_sizes"] = list(candidate.hidden_sizes)
+    if candidate.hidden_sizes is not None:
+        tree["training"]["hidden_sizes"] = list(candidate.hidden_sizes)
+    if candidate.linear_skip is not None:
+        tree["training"]["linear_skip"] = candidate.linear_skip
     return FederationConfig.model_validate(tree)
 
 

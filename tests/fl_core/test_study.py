@@ -91,3 +91,19 @@ def test_personalisation_reads_in_either_spelling_and_hashes_as_approved() -> No
     # approved digests were taken over this key: it stays in the hashed form
     assert '"personalization":{"finetune_epochs":2' in study.canonical_json()
     assert Study.model_validate_json(study.model_dump_json()).digest() == study.digest()
+
+
+APPROVED_DEFAULT_DIGEST = "a856c9cdc16660ac6e641a9ad0288051265d3f22e6f9ed53f8f53d63e825c889"
+"""The default study's digest over FEATURES as hospitals approved it before the linear term
+was a setting: a setting added later must not move it."""
+
+
+def test_a_setting_added_later_leaves_approved_digests_and_counts_once_set() -> None:
+    base = FederationConfig()
+    assert study_hash(base, FEATURES) == APPROVED_DEFAULT_DIGEST
+    assert "linear_skip" not in Study.of(base, FEATURES).canonical_json()
+    skip = load_config(overrides={"training.linear_skip": True})
+    assert '"linear_skip":true' in Study.of(skip, FEATURES).canonical_json()
+    assert study_hash(skip, FEATURES) != APPROVED_DEFAULT_DIGEST
+    published = Study.model_validate_json(Study.of(skip, FEATURES).model_dump_json())
+    assert published.digest() == study_hash(skip, FEATURES)

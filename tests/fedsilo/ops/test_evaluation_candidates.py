@@ -136,3 +136,11 @@ def test_demo_table_has_every_candidate_beside_apache(tmp_path: Path) -> None:
     for name in CANDIDATES:
         assert f"federated: {name} " in shown.getvalue()
     assert "apache" in shown.getvalue()
+
+
+def test_a_wide_candidate_adds_the_linear_term_and_keeps_the_config_layers() -> None:
+    config = load_config(overrides={"training.hidden_sizes": [16]})
+    wide = candidate_config(config, CANDIDATES["apache_skip"])
+    assert wide.training.linear_skip is True
+    assert wide.training.hidden_sizes == config.training.hidden_sizes
+    assert candidate_config(config, CANDIDATES["apache_input"]).training.linear_skip is False

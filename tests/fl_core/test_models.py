@@ -1,0 +1,58 @@
+"""The default tabular model: its tensors, and the linear term beside the network."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from fl_core.models import TabularMLP, load_model_weights, model_weights
+
+
+def _logits(model: TabularMLP, x: np.ndarray) -> np.ndarray:
+    model.eval()
+    with torch.no_grad():
+        return model(torch.from_numpy(x)).numpy()
+
+
+def test_without_the_linear_term_the_model_has_the_tensors_it_always_had() -> None:
+    names = set(model_weights(TabularMLP(3, (4,))))
+    assert names == {
+        "input_mean",
+        "input_std",
+        "risk_intercept",
+        "risk_slope",
+        "net.0.weight",
+        "net.0.bias",
+        "net.3.weight",
+        "net.3.bias",
+    }
+    assert "skip.weight" not in model_weights(TabularMLP(3, (), linear_skip=True))
+
+
+def test_the_linear_term_starts_at_zero_and_adds_to_the_network() -> None:
+    x = np.random.default_rng(0).normal(size=(32, 3)).astype(np.float32)
+    torch.manual_seed(1)
+    plain = TabularMLP(3, (4,))
+    torch.manual_seed(1)
+    wide = TabularMLP(3, (4,), linear_skip=True)
+    weights = model_weights(wide)
+    assert weights["skip.weight"].shape == (1, 3) and not weights["skip.weight"].any()
+    np.testing.assert_array_equal(_logits(wide, x), _logits(plain, x))
+    weights["skip.weight"] = np.array([[2.0, 0.0, -1.0]], np.float32)
+    weights["input_mean"] = np.array([1.0, 0.0, 0.0], np.float32)
+    load_model_weights(wide, weights)
+    z = x - np.array([1.0, 0.0, 0.0], np.float32)
+    expected = _logits(plain, z) + 2.0 * z[:, 0] - z[:, 2]
+    np.testing.assert_allclose(_logits(wide, x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_missing_input_adds_nothing_through_the_linear_term() -> None:
+    torch.manual_seed(2)
+    wide = TabularMLP(2, (4,), linear_skip=True)
+    weights = model_weights(wide)
+    weights["skip.weight"] = np.array([[5.0, 0.0]], np.float32)
+    load_model_weights(wide, weights)
+    x = np.array([[np.nan, 1.0]], np.float32)
+    torch.manual_seed(2)
+    plain = TabularMLP(2, (4,))
+    np.testing.assert_allclose(_logits(wide, x), _logits(plain, x), rtol=1e-6)
