@@ -65,6 +65,7 @@ from fl_server.answer_keys import RoundKeys, sample
 from fl_server.lookahead import checked_ahead, workers_for
 from fl_server.open_round import OpenRound
 from fl_server.privacy_round import declined_decision
+from fl_server.published_model import publish_final_model
 from fl_server.publisher import Publisher
 from fl_server.round_events import RoundEvents
 from fl_server.round_history import RoundHistory
@@ -466,6 +467,8 @@ class RoundLoop:
             rejected=len(result.rejected),
             missing=len(result.missing),
         )
+        if manifest.final:
+            publish_final_model(self.exchange, manifest, result, self.clock)
         if manifest.final or next_weights is None:
             return self.keeper.save(state.done())
         final = current.round_index >= self.config.rounds or result.stopped_early

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, TypedDict
 import numpy as np
 
 from fedsilo.engine.app import DEFAULT_APP, FederatedApp, build_source, load_app
-from fedsilo.engine.final_model import published_weights
+from fedsilo.engine.final_model import published_model_bytes
 from fedsilo.engine.gc_policy import freeze_start_up
 from fedsilo.engine.logs import LogFormat
 from fedsilo.engine.metrics_row import MetricsRow, write_metrics
@@ -33,7 +33,7 @@ from fl_core.errors import ConfigError
 from fl_core.exchange.manifests import RoundResult
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.uri import open_store
-from fl_core.serialisation import encode_weights
+from fl_core.serialisation import decode_weights
 from fl_core.site_policy import SitePolicy
 from fl_core.types import SiteId
 from fl_server.moments import gather_moments
@@ -284,8 +284,9 @@ def finish_run(
     started: float,
 ) -> SimulationResult:
     """Write the final model and metrics.jsonl from what the exchange holds."""
-    final_weights = published_weights(exchange, config.rounds)  # recalibrated, no controls
-    (run_dir / "model.safetensors").write_bytes(encode_weights(final_weights))
+    published = published_model_bytes(exchange, config.rounds)  # recalibrated, no controls
+    (run_dir / "model.safetensors").write_bytes(published)  # the exchange's very bytes
+    final_weights = decode_weights(published)
     rows = rows_from_exchange(exchange, config.rounds)
     write_metrics(run_dir / "metrics.jsonl", rows)
     return SimulationResult(

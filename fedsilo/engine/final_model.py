@@ -5,14 +5,17 @@ the round's ``result.json``); the final evaluation round is the one after it. Th
 result carries the Platt scaling fitted on the summed validation histograms
 (``fl_server.validation_round``); the published model file holds it in its
 ``risk_intercept``/``risk_slope`` tensors, so whoever loads the model reads calibrated risks.
+
+The aggregator writes that model into the exchange when the final round closes
+(``fl_server.published_model``); the run folder takes those very bytes. Exchanges written
+before it did are read as they were: the same model, derived here.
 """
 
 from __future__ import annotations
 
-from fl_core.control_variates import split_controls
 from fl_core.errors import FedsiloError
 from fl_core.exchange.protocol import Exchange
-from fl_core.recalibration import PlattScaling, carries_scaling, with_scaling
+from fl_core.published_model import model_of, published_bytes, scaling_to_apply
 from fl_core.serialisation import decode_weights
 from fl_core.types import Weights
 
@@ -28,15 +31,21 @@ def final_round(exchange: Exchange, rounds: int) -> int:
     return rounds + 1
 
 
-def published_weights(exchange: Exchange, rounds: int) -> Weights:
-    """The final global model (SCAFFOLD's controls left in the exchange), recalibrated."""
+def published_model_bytes(exchange: Exchange, rounds: int) -> bytes:
+    """The published model's file (SCAFFOLD's controls left in the exchange), recalibrated."""
+    published = exchange.read_published_manifest()
+    if published is not None:
+        return exchange.read_published_weights(published)
     round_index = final_round(exchange, rounds)
     manifest = exchange.read_global_manifest(round_index)
     if manifest is None:
         raise FedsiloError("the federation ended without a final model; see the log")
-    weights, _controls = split_controls(decode_weights(exchange.read_global_weights(manifest)))
+    global_bytes = exchange.read_global_weights(manifest)
     result = exchange.read_result(round_index)
     fitted = None if result is None else result.recalibration
-    if fitted is None or not carries_scaling(weights):
-        return weights
-    return with_scaling(weights, PlattScaling(intercept=fitted.intercept, slope=fitted.slope))
+    return published_bytes(global_bytes, scaling_to_apply(model_of(global_bytes), fitted))
+
+
+def published_weights(exchange: Exchange, rounds: int) -> Weights:
+    """The published model's tensors (``published_model_bytes``)."""
+    return decode_weights(published_model_bytes(exchange, rounds))

@@ -51,8 +51,9 @@ def hospital_key_patterns(
     Writes: its update weights and manifest, its secure aggregation advert and answer (any
     round), its moments and its preflight reports (round 0). Reads: what is public to the
     federation (global models, manifests and secure aggregation documents, round results,
-    ledger entries) and its own registry entry. ``round_pattern`` ``*`` (any one segment, once
-    the nested keys are denied) serves evaluators that know no ``?``.
+    ledger entries, the published model and its manifest) and its own registry entry.
+    ``round_pattern`` ``*`` (any one segment, once the nested keys are denied) serves
+    evaluators that know no ``?``.
     """
     writes = [
         layout.update_weights_key(_MARKER_ROUND, _MARKER_SITE),
@@ -74,6 +75,8 @@ def hospital_key_patterns(
         layout.result_key(_MARKER_ROUND),
         layout.ledger_key(_MARKER_ROUND),
         layout.registry_key(_MARKER_SITE),
+        layout.published_weights_key(),
+        layout.published_manifest_key(),
     ]
     return HospitalKeyPatterns(
         writes=tuple(_pattern(layout, key, site, round_pattern) for key in writes),
@@ -86,7 +89,7 @@ def hospital_key_patterns(
 
 def _nested_key_patterns(layout: ExchangeLayout, keys: list[str]) -> tuple[str, ...]:
     """Keys with more ``/`` than the deepest of ``keys`` in the same folder (``rounds``,
-    ``ledger``, ``registry``)."""
+    ``ledger``, ``registry``, ``published``)."""
     deepest: dict[str, int] = {}
     for key in keys:
         relative = key.removeprefix(layout.root)

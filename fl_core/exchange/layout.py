@@ -121,6 +121,16 @@ class ExchangeLayout:
     def result_key(self, round_index: RoundIndex) -> ObjectKey:
         return f"{self.round_prefix(round_index)}result.json"
 
+    def published_prefix(self) -> str:
+        """The federation's published model: one per federation, written when it ends."""
+        return f"{self.root}published/"
+
+    def published_weights_key(self) -> ObjectKey:
+        return f"{self.published_prefix()}model.safetensors"
+
+    def published_manifest_key(self) -> ObjectKey:
+        return f"{self.published_prefix()}model.json"
+
     def ledger_prefix(self) -> str:
         return f"{self.root}ledger/"
 

@@ -335,6 +335,38 @@ class Recalibration(_Document):
     test_after: CalibrationFigures | None = None
 
 
+class AppliedScaling(_Document):
+    """The Platt scaling a published model carries on top of the global model it derives from
+    (``fl_core.recalibration.with_scaling``)."""
+
+    intercept: float = Field(allow_inf_nan=False)
+    slope: float = Field(gt=0, allow_inf_nan=False)
+
+
+class PublishedModel(_Document):
+    """The federation's model for use, beside the file it names (``published/model.json``).
+
+    Derived, never trained: the global model of ``round_index`` (the final evaluation round)
+    with SCAFFOLD's controls stripped and ``scaling`` applied, so anyone holding the
+    exchange can derive the bytes again (``fl_core.published_model.published_bytes``) and
+    check them against ``sha256``; ``fedsilo ledger verify`` does.
+    """
+
+    federation_id: str
+    round_index: int = Field(ge=1)
+    sha256: str = Field(pattern=SHA256_PATTERN)
+    num_bytes: int = Field(gt=0)
+    global_sha256: str = Field(
+        pattern=SHA256_PATTERN, description="the uncalibrated global model it derives from"
+    )
+    scaling: AppliedScaling | None = Field(
+        description="the recalibration applied; None where none was fitted, or the model has "
+        "no risk_intercept/risk_slope tensors to carry it"
+    )
+    config_hash: str
+    created_unix: float = Field(allow_inf_nan=False)
+
+
 class RoundPrivacy(_Document):
     """Privacy spent as of a round: DP-SGD per hospital, DP-FedAvg for the model."""
 

@@ -27,6 +27,7 @@ from fl_core.exchange.manifests import (
     LedgerEntry,
     MomentsReport,
     PreflightReport,
+    PublishedModel,
     Registration,
     RoundResult,
     UpdateManifest,
@@ -150,6 +151,40 @@ class Exchange:
             raise ExchangeError(
                 f"global model of round {manifest.round_index} does not match its manifest "
                 "sha256; the exchange was altered: stop and run `fedsilo ledger verify`"
+            )
+        return data
+
+    # ---- the published model ------------------------------------------------------------
+
+    def publish_model(self, weights: bytes, manifest: PublishedModel) -> None:
+        """The federation's published model, its file first and its manifest last, both
+        write-once and retained like the history they derive from. ``ObjectExistsError``
+        where either is stored with other bytes (the caller decides whether that is the same
+        model: a resumed writer's manifest differs in ``created_unix`` alone)."""
+        if sha256_hex(weights) != manifest.sha256 or len(weights) != manifest.num_bytes:
+            raise ExchangeError("refusing to publish: the model does not match its manifest")
+        self._put_once_or_same(self.layout.published_weights_key(), weights, history=True)
+        self._put_once_or_same(self.layout.published_manifest_key(), _dump(manifest), history=True)
+
+    def read_published_manifest(self) -> PublishedModel | None:
+        """The published model's manifest; None before the federation ends (and in exchanges
+        written before models were published). ``ExchangeError`` where it is malformed."""
+        manifest = self._read_model(self.layout.published_manifest_key(), PublishedModel)
+        if manifest is not None and manifest.federation_id != self.federation_id:
+            raise ExchangeError(
+                f"{self.layout.published_manifest_key()} in {self.store.describe()} names "
+                f"federation {manifest.federation_id[:80]!r}; the exchange was altered: run "
+                "`fedsilo ledger verify`"
+            )
+        return manifest
+
+    def read_published_weights(self, manifest: PublishedModel) -> bytes:
+        """The published model's bytes, verified against its manifest."""
+        data = self.store.get(self.layout.published_weights_key())
+        if sha256_hex(data) != manifest.sha256:
+            raise ExchangeError(
+                "the published model does not match its manifest sha256; the exchange was "
+                "altered: stop and run `fedsilo ledger verify`"
             )
         return data
 

@@ -45,7 +45,8 @@ def canonical_reads(site: str) -> re.Pattern[str]:
     root, name = re.escape(LAYOUT.root), re.escape(site)
     return re.compile(
         rf"{root}rounds/[^/]{{6}}/(global\.(safetensors|json|secagg-(roster|setup|unmask)\.json)"
-        rf"|result\.json)|{root}ledger/[^/]{{6}}\.json|{root}registry/{name}\.json",
+        rf"|result\.json)|{root}ledger/[^/]{{6}}\.json|{root}registry/{name}\.json"
+        rf"|{root}published/model\.(safetensors|json)",
         re.DOTALL,
     )
 
@@ -68,7 +69,8 @@ def built_writes(site: str) -> list[str]:
 
 
 def built_reads(site: str) -> list[str]:
-    keys = [LAYOUT.registry_key(site)]
+    keys = [LAYOUT.registry_key(site), LAYOUT.published_weights_key()]
+    keys.append(LAYOUT.published_manifest_key())
     for round_index in (1, 7, 999_999):
         keys += [
             LAYOUT.global_weights_key(round_index),
@@ -129,6 +131,7 @@ def test_a_site_pattern_can_be_a_policy_variable() -> None:
         f"{LAYOUT.root}rounds/*/*/*/*",
         f"{LAYOUT.root}ledger/*/*",
         f"{LAYOUT.root}registry/*/*",
+        f"{LAYOUT.root}published/*/*",
     )
 
 
