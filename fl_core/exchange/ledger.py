@@ -20,12 +20,14 @@ from fl_core.errors import (
 from fl_core.exchange.manifests import (
     Decision,
     LedgerEntry,
+    PublishedModel,
     RoundResult,
     Sha256Source,
     UpdateManifest,
 )
 from fl_core.exchange.protocol import Exchange
 from fl_core.hashing import canonical_json_sha256, sha256_hex
+from fl_core.published_model import model_of, published_bytes, scaling_to_apply
 from fl_core.types import RoundIndex
 
 
@@ -64,6 +66,9 @@ class LedgerReport:
     """Admitted updates by who vouched for their sha256 at admission (``s3_checksum``:
     S3 verified it on upload; ``computed``: the aggregator hashed the file); every one was
     hashed again here."""
+    published_sha256: str | None = None
+    """The published model's sha256 where the exchange holds one (derived again from the
+    final round's global model and its recalibration, and compared byte for byte)."""
 
     @property
     def ok(self) -> bool:
@@ -90,9 +95,14 @@ class LedgerReport:
             )
             sources = ", ".join(f"{n} {src}" for src, n in sorted(self.digest_sources.items()))
             digests = f"; update digests at admission: {sources}" if sources else ""
+            published = (
+                f"; published model {self.published_sha256} derives from the final round"
+                if self.published_sha256 is not None
+                else ""
+            )
             return (
                 f"ledger of federation {self.federation_id} verified: {self.rounds_checked} "
-                f"rounds, head hash {self.head_hash}{closing}{versions}{digests}"
+                f"rounds, head hash {self.head_hash}{closing}{versions}{digests}{published}"
             )
         first = self.problems[0]
         more = len(self.problems) - 1
@@ -187,29 +197,35 @@ def _stored_ledger_rounds(exchange: Exchange) -> list[RoundIndex]:
 
 _HISTORY_KEY = re.compile(
     r"(?:ledger/(?P<entry>\d{6})\.json"
-    r"|rounds/(?P<round>\d{6})/(?:result\.json|global\.json|global\.safetensors))"
+    r"|rounds/(?P<round>\d{6})/(?:result\.json|global\.json|global\.safetensors)"
+    r"|(?P<published>published/model\.(?:json|safetensors)))"
 )
 
 
-def _rewritten_history(exchange: Exchange) -> tuple[list[LedgerProblem], bool]:
+def _rewritten_history(
+    exchange: Exchange, published_round: RoundIndex
+) -> tuple[list[LedgerProblem], bool]:
     """Write-once history keys that hold more than one version: each was overwritten (or
     deleted) after it was written, whatever their content says now. Returns the problems and
-    whether versions could be counted at all."""
+    whether versions could be counted at all. ``published_round``: the round a rewritten
+    published model is reported at."""
     root = exchange.layout.root
     try:
         entries = exchange.store.count_versions(exchange.layout.ledger_prefix())
         rounds = exchange.store.count_versions(f"{root}rounds/")
+        published = exchange.store.count_versions(exchange.layout.published_prefix())
     except AccessDeniedError:
         return [], False
-    if entries is None or rounds is None:
+    if entries is None or rounds is None or published is None:
         return [], False
-    counts = entries | rounds
+    counts = entries | rounds | published
     problems = []
     for key, count in counts.items():
         match = _HISTORY_KEY.fullmatch(key.removeprefix(root))
         if match is None or count < 2:
             continue
-        round_index = int(match.group("entry") or match.group("round"))
+        found = match.group("entry") or match.group("round")
+        round_index = int(found) if found else published_round
         name = key.removeprefix(root)
         problems.append(
             LedgerProblem(
@@ -363,6 +379,59 @@ def _check_entry(
     return problems + _check_updates(exchange, entry)
 
 
+def _check_published(
+    exchange: Exchange, last: RoundIndex
+) -> tuple[list[LedgerProblem], PublishedModel | None]:
+    """The published model, where the exchange holds one (exchanges written before models
+    were published hold none): its file hashes to its manifest, and is byte for byte the
+    global model of the final round the ledger vouches for, with the recalibration that
+    round's ``result.json`` recorded applied (``fl_core.published_model``)."""
+    try:
+        published = exchange.read_published_manifest()
+    except ExchangeError as err:
+        return [LedgerProblem(last, f"published model manifest is malformed: {err}")], None
+    if published is None:
+        return [], None
+    round_index = published.round_index
+    entry = exchange.read_ledger_entry(round_index)
+    manifest = exchange.read_global_manifest(round_index)
+    if entry is None or manifest is None or not manifest.final:
+        return [LedgerProblem(round_index, "published model names no final round")], published
+    problems = []
+    if published.global_sha256 != entry.global_sha256:
+        problems.append(LedgerProblem(round_index, "published model names another global model"))
+    if published.config_hash != entry.config_hash:
+        problems.append(LedgerProblem(round_index, "published model names another config hash"))
+    try:
+        data = exchange.store.get(exchange.layout.published_weights_key())
+        global_bytes = exchange.store.get(exchange.layout.global_weights_key(round_index))
+    except ObjectNotFoundError:
+        return [*problems, LedgerProblem(round_index, "published model file is missing")], published
+    if sha256_hex(data) != published.sha256 or len(data) != published.num_bytes:
+        problems.append(
+            LedgerProblem(round_index, "published model file was altered (its sha256 differs)")
+        )
+    if sha256_hex(global_bytes) != entry.global_sha256:
+        return problems, published  # the global model's own check reports it
+    result = exchange.read_result(round_index)
+    fitted = None if result is None else result.recalibration
+    if published.scaling != scaling_to_apply(model_of(global_bytes), fitted):
+        problems.append(
+            LedgerProblem(
+                round_index,
+                "published model carries another scaling than the final round's recalibration",
+            )
+        )
+    elif published_bytes(global_bytes, published.scaling) != data:
+        problems.append(
+            LedgerProblem(
+                round_index,
+                "published model is not the final global model with its recorded scaling",
+            )
+        )
+    return problems, published
+
+
 def verify_ledger(exchange: Exchange) -> LedgerReport:
     """Recompute the hash chain and check every stored file it vouches for.
 
@@ -416,13 +485,17 @@ def verify_ledger(exchange: Exchange) -> LedgerReport:
         problems += _check_model(
             exchange, previous.round_index + 1, previous.next_global_sha256, previous.global_sha256
         )
-    rewritten, versions_checked = _rewritten_history(exchange)
+    published_problems, published = _check_published(exchange, last)
+    rewritten, versions_checked = _rewritten_history(
+        exchange, published.round_index if published is not None else last
+    )
     return LedgerReport(
         federation_id=exchange.federation_id,
         rounds_checked=last,
         head_hash=previous.entry_hash if previous else None,
-        problems=sorted(problems + rewritten, key=lambda p: p.round_index),
+        problems=sorted(problems + published_problems + rewritten, key=lambda p: p.round_index),
         closing_round=closing,
         versions_checked=versions_checked,
         digest_sources=dict(sources),
+        published_sha256=published.sha256 if published is not None else None,
     )
