@@ -408,9 +408,8 @@ def _check_published(
     except ObjectNotFoundError:
         return [*problems, LedgerProblem(round_index, "published model file is missing")], published
     if sha256_hex(data) != published.sha256 or len(data) != published.num_bytes:
-        problems.append(
-            LedgerProblem(round_index, "published model file was altered (its sha256 differs)")
-        )
+        altered = "published model file was altered (its sha256 differs)"
+        return [*problems, LedgerProblem(round_index, altered)], published
     if sha256_hex(global_bytes) != entry.global_sha256:
         return problems, published  # the global model's own check reports it
     result = exchange.read_result(round_index)

@@ -27,6 +27,7 @@ def _cut_close_of_round_2(root: Path, *, entry_written: bool) -> Exchange:
     exchange.write_state(state.model_copy(update={"round_index": 2, "phase": "collecting"}), etag)
     doomed = [LAYOUT.ledger_key(3), LAYOUT.result_key(3)]
     doomed += [LAYOUT.global_manifest_key(3), LAYOUT.global_weights_key(3)]
+    doomed += [LAYOUT.published_manifest_key(), LAYOUT.published_weights_key()]
     if not entry_written:
         doomed.append(LAYOUT.ledger_key(2))
     for key in doomed:
