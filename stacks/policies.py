@@ -2,7 +2,8 @@
 
 The rule: a hospital's task role may read what is public to the federation (each round's
 ``global.safetensors``, ``global.json``, ``global.secagg-{roster,setup,unmask}.json`` and
-``result.json``, and the ledger entries ``ledger/{round}.json``) and its own
+``result.json``, the ledger entries ``ledger/{round}.json``, and the federation's published
+model ``published/model.{safetensors,json}``) and its own
 ``registry/{site_id}.json``, and write only its own canonical update keys (weights, manifest,
 secure aggregation advert and answer, moments, preflight reports); it lists nothing and reads
 no other hospital's update. Cross-account access needs both sides to agree, so the rule is

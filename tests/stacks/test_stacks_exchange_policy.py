@@ -103,6 +103,8 @@ def canonical_reads(layout: ExchangeLayout, site: str) -> list[str]:
         layout.ledger_key(ROUND),
         layout.ledger_key(999_999),
         layout.registry_key(site),
+        layout.published_weights_key(),
+        layout.published_manifest_key(),
     ]
 
 
@@ -151,6 +153,9 @@ def hostile_writes(layout: ExchangeLayout, site: str, other: str) -> list[str]:
         layout.ledger_key(ROUND),
         layout.registry_key(site),
         layout.state_key(),
+        layout.published_weights_key(),
+        layout.published_manifest_key(),
+        f"{layout.published_prefix()}{site}.json",
         f"federations/other-federation/rounds/{ROUND:06d}/updates/{site}.json",
         # very long keys
         long_name,
@@ -180,6 +185,9 @@ def hostile_reads(layout: ExchangeLayout, site: str, other: str) -> list[str]:
         f"{root}rounds/{ROUND:06d}/global.pickle",
         f"{root}registry/{look_alike(site)}.json",
         f"federations/other-federation/rounds/{ROUND:06d}/global.safetensors",
+        f"{layout.published_weights_key()}/x",
+        f"{layout.published_prefix()}x/model.json",
+        f"{layout.published_prefix()}model.pickle",
     ]
 
 
@@ -312,7 +320,9 @@ def build_table(
        layout.global_weights_key(ROUND), False, identity=ALLOW_EVERYTHING)  # fmt: skip
     aggregator = Caller(f"arn:aws:iam::{centre}:role/aggregator", None)
     for action, key in [(PUT, layout.state_key()), (GET, key_b),
-                        (PUT, layout.ledger_key(ROUND)), ("s3:ListBucket", None)]:  # fmt: skip
+                        (PUT, layout.ledger_key(ROUND)), ("s3:ListBucket", None),
+                        (PUT, layout.published_weights_key()),
+                        (GET, layout.published_manifest_key())]:  # fmt: skip
         s3(f"the coordinating account is not caught by the hospital denies: {action} {key}",
            aggregator, action, key, True, identity=ALLOW_EVERYTHING)  # fmt: skip
     s3("nobody writes under SSE-C, the coordinating account neither", aggregator, PUT,
