@@ -78,6 +78,7 @@ def new_model(config: FederationConfig) -> TabularMLP:
         config.training.hidden_sizes,
         config.training.dropout,
         config.training.linear_skip,
+        config.training.logit_offset is not None,
     )
 
 

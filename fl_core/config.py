@@ -98,6 +98,15 @@ class StudyTraining(_Frozen):
         "discrimination; no effect without hidden layers",
     )
 
+    logit_offset: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="an input that is already a risk's logit (apache_iva_logit): round 1's "
+        "model is that prior model exactly, and training learns corrections to it (a "
+        "consortium customising APACHE IVa); adds the linear term",
+    )
+
     @field_validator("hidden_sizes")
     @classmethod
     def _positive_layers(cls, value: tuple[int, ...]) -> tuple[int, ...]:

@@ -27,7 +27,10 @@ class TabularMLP(nn.Module):
     (a wide-and-deep model). A strong input that is already a logit, such as APACHE IVa's
     prediction, then reaches the output through one weight instead of through ReLUs that small
     hospitals' few steps bend it out of shape in; the network learns what the linear term
-    misses. The term starts at zero, so round 1's model is the network alone.
+    misses. The term starts at zero, so round 1's model is the network alone, unless the
+    model starts from an input's logit (``start_from_logit``): then round 1's model is that
+    prior model exactly (a consortium customising APACHE IVa to its population starts from
+    APACHE IVa), and training learns the corrections the hospitals' data support.
     """
 
     input_mean: torch.Tensor
@@ -41,6 +44,7 @@ class TabularMLP(nn.Module):
         hidden_sizes: Sequence[int] = (64, 32),
         dropout: float = 0.1,
         linear_skip: bool = False,
+        logit_offset: bool = False,
     ) -> None:
         super().__init__()
         self.register_buffer("input_mean", torch.zeros(num_features))
@@ -55,13 +59,29 @@ class TabularMLP(nn.Module):
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
         self.skip: nn.Linear | None = None
-        if linear_skip and hidden_sizes:
+        if (linear_skip or logit_offset) and hidden_sizes:
             self.skip = nn.Linear(num_features, 1, bias=False)
             nn.init.zeros_(self.skip.weight)
 
     def set_standardisation(self, mean: np.ndarray, std: np.ndarray) -> None:
         self.input_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.input_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    @torch.no_grad()
+    def start_from_logit(self, index: int) -> None:
+        """Make the model's logit input ``index`` itself (its mean where not measured).
+
+        Call after ``set_standardisation``: the linear term (the output layer, without hidden
+        layers) undoes the input's standardisation, ``std * (x - mean) / std + mean``, and the
+        network's output layer starts at zero, so its hidden layers learn from round 1 on.
+        """
+        output = self.net[-1]
+        assert isinstance(output, nn.Linear)
+        linear = self.skip if self.skip is not None else output
+        output.weight.zero_()
+        linear.weight.zero_()
+        linear.weight[0, index] = self.input_std[index]
+        output.bias.fill_(float(self.input_mean[index]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean, std = self.input_mean, self.input_std

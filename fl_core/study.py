@@ -33,7 +33,10 @@ from fl_core.types import Weights
 MAX_FEATURES = 100_000
 """Far above any tabular model's inputs: a bound on what a published study may list."""
 
-HASHED_WHEN_SET: tuple[tuple[str, str, object], ...] = (("training", "linear_skip", False),)
+HASHED_WHEN_SET: tuple[tuple[str, str, object], ...] = (
+    ("training", "linear_skip", False),
+    ("training", "logit_offset", None),
+)
 """Settings added after studies were approved: (section, key, default). Each is hashed only
 where it leaves its default, so that every study approved before it keeps its digest."""
 

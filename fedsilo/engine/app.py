@@ -43,6 +43,7 @@ def default_model(num_features: int, config: FederationConfig) -> nn.Module:
         config.training.hidden_sizes,
         config.training.dropout,
         config.training.linear_skip,
+        config.training.logit_offset is not None,
     )
 
 

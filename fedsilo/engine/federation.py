@@ -23,12 +23,13 @@ from fedsilo.engine.final_model import published_model_bytes
 from fedsilo.engine.gc_policy import freeze_start_up
 from fedsilo.engine.logs import LogFormat
 from fedsilo.engine.metrics_row import MetricsRow, write_metrics
+from fedsilo.engine.model_start import start_model
 from fedsilo.engine.placement import place_sites
 from fedsilo.engine.run_folder import start_run
 from fedsilo.engine.secagg_keys import key_path, load_key, register_simulated_sites
 from fl_core.config import FederationConfig
 from fl_core.data.base import DataSource
-from fl_core.data.standardise import FeatureMoments, combine_moments
+from fl_core.data.standardise import FeatureMoments
 from fl_core.errors import ConfigError
 from fl_core.exchange.manifests import RoundResult
 from fl_core.exchange.protocol import Exchange
@@ -213,20 +214,17 @@ class SimulationResult:
 def initial_model_weights(
     app: FederatedApp,
     config: FederationConfig,
-    num_features: int,
+    feature_names: Sequence[str],
     moments: list[FeatureMoments],
 ) -> dict[str, np.ndarray]:
-    """Round 1's model: the app's model at the config's seed, standardised by the moments."""
+    """Round 1's model: the app's model at the config's seed, started by ``start_model``."""
     import torch
 
     from fl_core.models import model_weights
 
     torch.manual_seed(config.seed)
-    model = app.model(num_features, config)
-    set_standardisation = getattr(model, "set_standardisation", None)
-    if callable(set_standardisation):
-        mean, std = combine_moments(moments)
-        set_standardisation(mean, std)
+    model = app.model(len(feature_names), config)
+    start_model(model, config, feature_names, moments)
     return model_weights(model)
 
 
@@ -235,12 +233,12 @@ def first_model(
     config: FederationConfig,
     exchange: Exchange,
     sites: list[SiteId],
-    num_features: int,
+    feature_names: Sequence[str],
     sleep: Sleep = time.sleep,
 ) -> dict[str, np.ndarray]:
     """Gather the hospitals' feature moments through the exchange, then build round 1's model."""
-    moments = gather_moments(exchange, sites, num_features, config, sleep=sleep)
-    return initial_model_weights(app, config, num_features, moments)
+    moments = gather_moments(exchange, sites, len(feature_names), config, sleep=sleep)
+    return initial_model_weights(app, config, feature_names, moments)
 
 
 def run_rounds(
@@ -260,8 +258,7 @@ def run_rounds(
     the exchange already holds the federation's state, so the rounds continue from it and no
     first model is built.
     """
-    num_features = len(features)
-    initial = None if resume else first_model(app, config, exchange, sites, num_features, sleep)
+    initial = None if resume else first_model(app, config, exchange, sites, features, sleep)
     loop = RoundLoop(
         exchange,
         app.aggregator(config),

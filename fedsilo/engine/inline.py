@@ -91,7 +91,7 @@ def inline_round_loop(
     trainer = app.build_trainer(num_features, config)  # one trainer, as one worker has
     hospitals = [Hospital(data=site, trainer=trainer, state_dir=state_dir) for site in sites]
     initial = initial_model_weights(
-        app, config, num_features, [FeatureMoments.of(site.train.x) for site in sites]
+        app, config, sites[0].feature_names, [FeatureMoments.of(site.train.x) for site in sites]
     )
     return RoundLoop(
         exchange,

@@ -13,21 +13,19 @@ import numpy as np
 import torch
 
 from fedsilo.engine.app import FederatedApp
+from fedsilo.engine.model_start import start_model
 from fl_client.trainer import ClientTrainer, derive_seed
 from fl_core.config import FederationConfig
 from fl_core.data.base import SiteData, Split
-from fl_core.data.standardise import FeatureMoments, combine_moments
+from fl_core.data.standardise import FeatureMoments
 from fl_core.metrics import exact_auroc
 
 
-def _fresh_trainer(
-    app: FederatedApp, config: FederationConfig, train_x: np.ndarray
-) -> ClientTrainer:
+def _fresh_trainer(app: FederatedApp, config: FederationConfig, site: SiteData) -> ClientTrainer:
+    """A trainer whose model starts as the federation's does, from ``site``'s training rows."""
     torch.manual_seed(config.seed)
-    trainer = app.build_trainer(train_x.shape[1], config)
-    set_standardisation = getattr(trainer.model, "set_standardisation", None)
-    if callable(set_standardisation):
-        set_standardisation(*combine_moments([FeatureMoments.of(train_x)]))
+    trainer = app.build_trainer(site.train.x.shape[1], config)
+    start_model(trainer.model, config, site.feature_names, [FeatureMoments.of(site.train.x)])
     return trainer
 
 
@@ -52,7 +50,7 @@ def pooled_predictions(
     pooled = SiteData(
         "pooled", sites[0].feature_names, train, _concat([s.valid for s in sites]), test
     )
-    trainer = _fresh_trainer(app, config, train.x)
+    trainer = _fresh_trainer(app, config, pooled)
     for round_index in range(1, config.rounds + 1):
         trainer.train(pooled, round_index, derive_seed(config.seed, "pooled", round_index))
     return trainer.predict_proba(test.x)
@@ -79,7 +77,7 @@ def local_only_predictions(
     for site in sites:
         if site.test.num_examples == 0 or site.train.num_examples == 0:
             continue
-        trainer = _fresh_trainer(app, config, site.train.x)
+        trainer = _fresh_trainer(app, config, site)
         for round_index in range(1, config.rounds + 1):
             trainer.train(site, round_index, derive_seed(config.seed, site.site_id, round_index))
         predictions[site.site_id] = trainer.predict_proba(site.test.x)

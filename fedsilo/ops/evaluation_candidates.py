@@ -30,6 +30,8 @@ class Candidate(BaseModel):
     """None: the federation config's ``training.hidden_sizes``; ``()`` is logistic regression."""
     linear_skip: bool | None = None
     """None: the config's ``training.linear_skip``; True adds a linear term (wide and deep)."""
+    logit_offset: str | None = None
+    """An input the model starts from as its logit (None: the config's setting)."""
 
 
 CANDIDATES: dict[str, Candidate] = {
@@ -62,6 +64,21 @@ CANDIDATES: dict[str, Candidate] = {
             "with a linear term beside it (wide and deep)",
             feature_groups=("core", "apache_prediction"),
             linear_skip=True,
+        ),
+        Candidate(
+            name="apache_customised",
+            description="core features and APACHE IVa's prediction; the model starts as "
+            "APACHE IVa and learns corrections (the configured network and a linear term)",
+            feature_groups=("core", "apache_prediction"),
+            logit_offset="apache_iva_logit",
+        ),
+        Candidate(
+            name="apache_customised_logistic",
+            description="core features and APACHE IVa's prediction; logistic regression "
+            "started as APACHE IVa",
+            feature_groups=("core", "apache_prediction"),
+            hidden_sizes=(),
+            logit_offset="apache_iva_logit",
         ),
         Candidate(
             name="rich_apache_skip",
@@ -109,13 +126,19 @@ def candidates_named(names: Sequence[str]) -> list[Candidate]:
 
 def candidate_config(config: FederationConfig, candidate: Candidate) -> FederationConfig:
     """``config`` with the candidate's network (unchanged where it keeps the config's)."""
-    if candidate.hidden_sizes is None and candidate.linear_skip is None:
+    if (
+        candidate.hidden_sizes is None
+        and candidate.linear_skip is None
+        and candidate.logit_offset is None
+    ):
         return config
     tree = config.model_dump(mode="json")
     if candidate.hidden_sizes is not None:
         tree["training"]["hidden_sizes"] = list(candidate.hidden_sizes)
     if candidate.linear_skip is not None:
         tree["training"]["linear_skip"] = candidate.linear_skip
+    if candidate.logit_offset is not None:
+        tree["training"]["logit_offset"] = candidate.logit_offset
     return FederationConfig.model_validate(tree)
 
 

@@ -108,7 +108,7 @@ def initial_weights(config: FederationConfig) -> dict[str, np.ndarray]:
     """The first model as the simulation builds it, from every hospital's moments."""
     source = build_source(config)
     moments = [FeatureMoments.of(source.load_site(s).train.x) for s in source.site_ids()]
-    return initial_model_weights(DEFAULT_APP, config, len(source.feature_names()), moments)
+    return initial_model_weights(DEFAULT_APP, config, source.feature_names(), moments)
 
 
 def run_federation(

@@ -56,3 +56,18 @@ def test_a_missing_input_adds_nothing_through_the_linear_term() -> None:
     torch.manual_seed(2)
     plain = TabularMLP(2, (4,))
     np.testing.assert_allclose(_logits(wide, x), _logits(plain, x), rtol=1e-6)
+
+
+def test_started_from_an_input_logit_the_model_is_that_prior_model() -> None:
+    rng = np.random.default_rng(4)
+    x = (rng.normal(size=(50, 3)) * [1.0, 2.0, 3.0]).astype(np.float32)
+    x[::7, 1] = np.nan  # no prior prediction for these stays
+    mean, std = np.array([0.1, -1.5, 0.4]), np.array([1.2, 2.0, 3.1])
+    for hidden in ((4,), ()):
+        torch.manual_seed(5)
+        model = TabularMLP(3, hidden, logit_offset=True)
+        model.set_standardisation(mean, std)
+        model.start_from_logit(1)
+        expected = np.where(np.isnan(x[:, 1]), -1.5, x[:, 1])
+        np.testing.assert_allclose(_logits(model, x), expected, rtol=1e-5, atol=1e-5)
+    assert "skip.weight" in model_weights(TabularMLP(3, (4,), logit_offset=True))
