@@ -11,6 +11,11 @@ on it:
 - ``limit``: numpy over the mmapped files, ``acc += w * x`` in place with a float32 accumulator
   and a preallocated scratch (no allocation per update, no copy of the file): the practical
   memory-bandwidth limit of averaging these files, and the denominator of "x limit";
+- ``limit_f64``: the same over the same mapped files with a float64 accumulator, as the
+  aggregator must sum (within 1e-6 of a float64 mean), a cached float64 slice at a time, no
+  NaN/Inf scan and no admission: the ceiling of any numpy sum at that accuracy. It moves 20
+  bytes per parameter against the limit's 12 (the float64 sum read and written), so it cannot
+  reach the limit itself;
 - ``sha256``: mmap and sha256 of every file on two threads, nothing else: the ceiling of any
   path that hashes every byte, as admission must (the ledger records each update's sha256);
 - ``server``: what ``fedsilo server run`` runs for a round on a local-folder exchange, on the
@@ -70,7 +75,7 @@ from bench._tables import write_rows
 from bench._timing import bench_console, interleave
 from bench._timing import fmt as _fmt
 from fl_core import admission
-from fl_core.aggregation import StreamingWeightedMean
+from fl_core.aggregation import CHUNK_ELEMENTS, StreamingWeightedMean
 from fl_core.config import FederationConfig, load_config
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import UpdateManifest
@@ -343,6 +348,28 @@ def accumulate_mmap(paths: Sequence[Path], weights: Sequence[float]) -> dict[str
     return {name: np.divide(a, total, out=a) for name, a in acc.items()}
 
 
+def accumulate_mmap_f64(paths: Sequence[Path], weights: Sequence[float]) -> dict[str, F32Array]:
+    """The float64 ceiling: ``acc64 += w * x`` over mmapped files, slice by slice in cache."""
+    acc: dict[str, npt.NDArray[np.float64]] = {}
+    scratch = np.empty(CHUNK_ELEMENTS, np.float64)
+    for path, weight in zip(paths, weights, strict=True):
+        with _mapped(path) as mapped:
+            views = _payload_views(mapped)
+            if not acc:
+                acc = {name: np.zeros(x.shape, np.float64) for name, x in views.items()}
+            for name, x in views.items():
+                total = acc[name]
+                for low in range(0, x.size, CHUNK_ELEMENTS):
+                    high = min(low + CHUNK_ELEMENTS, x.size)
+                    part = scratch[: high - low]
+                    part[...] = x[low:high]
+                    part *= weight
+                    total[low:high] += part
+            del views, x  # the views must go before the mapping closes
+    total_weight = sum(weights)
+    return {name: (a / total_weight).astype(np.float32) for name, a in acc.items()}
+
+
 def stream_add_seconds(elements: int = STREAM_ELEMENTS, passes: int = STREAM_PASSES) -> float:
     """The fastest of ``passes`` runs of ``a = b + c`` over float64 arrays (STREAM's Add)."""
     b = np.full(elements, 1.0)
@@ -407,6 +434,8 @@ def measure(contender: str, updates: UpdateSet) -> Sample:
     work: Callable[[], object]
     if contender == "limit":
         work = lambda: accumulate_mmap(updates.paths(), weights)  # noqa: E731
+    elif contender == "limit_f64":
+        work = lambda: accumulate_mmap_f64(updates.paths(), weights)  # noqa: E731
     elif contender == "sha256":
         work = lambda: hash_files(updates.paths())  # noqa: E731
     elif contender == "server":
@@ -467,10 +496,20 @@ def measure_flower(python: Path, updates: UpdateSet, result_path: Path | None = 
 
 # ---- the grid --------------------------------------------------------------------------------
 
-CONTENDERS = ("stream", "limit", "sha256", "server_s3", "server", "no_admission", "flower")
+CONTENDERS = (
+    "stream",
+    "limit",
+    "limit_f64",
+    "sha256",
+    "server_s3",
+    "server",
+    "no_admission",
+    "flower",
+)
 LABELS = {
     "stream": "STREAM-like a = b + c, float64 (memory bandwidth)",
     "limit": "numpy mmap f32, acc += w*x in place (limit)",
+    "limit_f64": "numpy mmap, float64 acc += w*x in cached slices (f64 ceiling)",
     "sha256": "mmap + sha256 only, 2 threads (hashing ceiling)",
     "server_s3": "fedsilo server run, S3 path: S3's checksum, no hash",
     "server": "fedsilo server run, local folder: admission + FedAvg",
@@ -481,6 +520,7 @@ LABELS = {
 ROW_ORDER = (
     "stream",
     "limit",
+    "limit_f64",
     "sha256",
     "server_s3",
     "server",

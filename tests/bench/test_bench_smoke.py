@@ -23,7 +23,7 @@ def test_tiny_grid_gives_finite_positive_rows_and_cleans_up(tmp_path: Path) -> N
     methods = {row.method for row in measured}
     local = {
         aggregation.LABELS[key]
-        for key in ("stream", "limit", "sha256", "server_s3", "server", "no_admission")
+        for key in ("stream", "limit", "limit_f64", "sha256", "server_s3", "server", "no_admission")
     }
     assert methods == local  # no Flower environment given: its rows say why, with no numbers
     for row in measured:
@@ -49,11 +49,13 @@ def test_every_contender_averages_the_same_updates(tmp_path: Path) -> None:
     server_s3 = aggregation.run_server_round(updates, s3_path=True)
     streamed = aggregation.stream_fedsilo(updates, 5)
     limit = aggregation.accumulate_mmap(updates.paths(), weights)
+    ceiling = aggregation.accumulate_mmap_f64(updates.paths(), weights)
 
     assert server.keys() == streamed.keys() == aggregation.tensor_sizes(1_003).keys()
     for name in server:
         expected = np.average([w[name] for w, _ in in_memory], axis=0, weights=weights)
         np.testing.assert_array_equal(server_s3[name], server[name])
+        np.testing.assert_array_equal(ceiling[name], server[name])  # the same float64 sum
         for candidate in (server[name], streamed[name], limit[name]):
             np.testing.assert_allclose(
                 np.asarray(candidate, dtype=np.float64), expected, rtol=1e-5, atol=1e-6
