@@ -3,7 +3,7 @@
 The exchange is where the federation's users fetch its model (on AWS there is no run
 folder), so the model they get must be the one the final round vouches for: its global
 model with the recalibration fitted on the summed validation histograms applied
-(``fl_core.published_model``). Written beside the history it derives from, write-once and
+(``fl_core.exchange.published``). Written beside the history it derives from, write-once and
 retained; a resumed aggregator that finds it keeps it only if it names the same bytes.
 """
 
@@ -16,8 +16,8 @@ import structlog
 from fl_core.errors import ExchangeError, ObjectExistsError
 from fl_core.exchange.manifests import GlobalManifest, PublishedModel, RoundResult
 from fl_core.exchange.protocol import Exchange
+from fl_core.exchange.published import model_of, published_bytes, scaling_to_apply
 from fl_core.hashing import sha256_hex
-from fl_core.published_model import model_of, published_bytes, scaling_to_apply
 
 log = structlog.get_logger("fedsilo.server")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from fl_core.errors import FedsiloError
 from fl_core.exchange.protocol import Exchange
-from fl_core.published_model import model_of, published_bytes, scaling_to_apply
+from fl_core.exchange.published import model_of, published_bytes, scaling_to_apply
 from fl_core.serialisation import decode_weights
 from fl_core.types import Weights
 

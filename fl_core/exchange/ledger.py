@@ -26,8 +26,8 @@ from fl_core.exchange.manifests import (
     UpdateManifest,
 )
 from fl_core.exchange.protocol import Exchange
+from fl_core.exchange.published import model_of, published_bytes, scaling_to_apply
 from fl_core.hashing import canonical_json_sha256, sha256_hex
-from fl_core.published_model import model_of, published_bytes, scaling_to_apply
 from fl_core.types import RoundIndex
 
 
@@ -385,7 +385,7 @@ def _check_published(
     """The published model, where the exchange holds one (exchanges written before models
     were published hold none): its file hashes to its manifest, and is byte for byte the
     global model of the final round the ledger vouches for, with the recalibration that
-    round's ``result.json`` recorded applied (``fl_core.published_model``)."""
+    round's ``result.json`` recorded applied (``fl_core.exchange.published``)."""
     try:
         published = exchange.read_published_manifest()
     except ExchangeError as err:

@@ -348,7 +348,7 @@ class PublishedModel(_Document):
 
     Derived, never trained: the global model of ``round_index`` (the final evaluation round)
     with SCAFFOLD's controls stripped and ``scaling`` applied, so anyone holding the
-    exchange can derive the bytes again (``fl_core.published_model.published_bytes``) and
+    exchange can derive the bytes again (``fl_core.exchange.published.published_bytes``) and
     check them against ``sha256``; ``fedsilo ledger verify`` does.
     """
 

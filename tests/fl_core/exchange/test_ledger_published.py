@@ -14,8 +14,8 @@ from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.ledger import LedgerReport, verify_ledger
 from fl_core.exchange.manifests import AppliedScaling, PublishedModel
 from fl_core.exchange.protocol import Exchange
+from fl_core.exchange.published import model_of, published_bytes
 from fl_core.hashing import sha256_hex
-from fl_core.published_model import model_of, published_bytes
 from fl_core.serialisation import encode_weights
 
 FEDERATION = "demo"

@@ -13,8 +13,8 @@ from fl_core.errors import ExchangeError
 from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.manifests import AppliedScaling, PublishedModel, Recalibration
 from fl_core.exchange.protocol import Exchange
+from fl_core.exchange.published import model_of, published_bytes, scaling_to_apply
 from fl_core.hashing import sha256_hex
-from fl_core.published_model import model_of, published_bytes, scaling_to_apply
 from fl_core.recalibration import RISK_INTERCEPT, RISK_SLOPE
 from fl_core.serialisation import decode_weights, encode_weights
 
