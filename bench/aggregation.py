@@ -517,17 +517,8 @@ LABELS = {
     "flower_load": "Flower: load files + aggregate",
     "flower": "Flower: aggregate, inputs in RAM (arithmetic only)",
 }
-ROW_ORDER = (
-    "stream",
-    "limit",
-    "limit_f64",
-    "sha256",
-    "server_s3",
-    "server",
-    "no_admission",
-    "flower_load",
-    "flower",
-)
+ROW_ORDER = (*CONTENDERS[:-1], "flower_load", "flower")
+"""The table's rows: Flower's two rows come from the one ``flower`` run."""
 
 
 @dataclass(frozen=True)
