@@ -289,7 +289,7 @@ def evaluate_command(
         kept=keep,
         verdicts=verdicts,
         candidates=results,
-        hidden_sizes=federation.training.hidden_sizes,
+        training=federation.training,
     )
     json_path, page_path = write_summary(summary, out, verdicts)
     if as_json:

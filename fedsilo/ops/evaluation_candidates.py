@@ -81,6 +81,20 @@ CANDIDATES: dict[str, Candidate] = {
             logit_offset="apache_iva_logit",
         ),
         Candidate(
+            name="rich_apache_customised",
+            description="every feature group; the model starts as APACHE IVa and learns "
+            "corrections (the configured network and a linear term)",
+            feature_groups=("core", "admission", "apache_prediction"),
+            logit_offset="apache_iva_logit",
+        ),
+        Candidate(
+            name="rich_apache_customised_logistic",
+            description="every feature group; logistic regression started as APACHE IVa",
+            feature_groups=("core", "admission", "apache_prediction"),
+            hidden_sizes=(),
+            logit_offset="apache_iva_logit",
+        ),
+        Candidate(
             name="rich_apache_skip",
             description="every feature group, the configured network with a linear term",
             feature_groups=("core", "admission", "apache_prediction"),

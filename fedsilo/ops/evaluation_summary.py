@@ -18,6 +18,7 @@ from fedsilo.ops.evaluate import CrossValidation, Scores
 from fedsilo.ops.evaluation_candidates import Candidate, choose_by_validation
 from fedsilo.ops.hospital_verdict import MIN_VERDICT_EVENTS, HospitalVerdict, VerdictSummary
 from fedsilo.ops.report_stats import Interval
+from fl_core.config import StudyTraining
 
 SUMMARY_FILE = "summary.json"
 PAGE_FILE = "evaluation.html"
@@ -54,6 +55,10 @@ class CandidateSummary(_Frozen):
     feature_groups: tuple[str, ...] | None
     """None: every column of the prepared folder."""
     hidden_sizes: tuple[int, ...]
+    linear_skip: bool = False
+    """A linear term beside the network (wide and deep)."""
+    logit_offset: str | None = None
+    """The input the model started from as its logit (a prior model it customises)."""
     validation_log_loss: float | None
 
 
@@ -248,7 +253,7 @@ def summarise(
     kept: bool,
     verdicts: VerdictSummary | None = None,
     candidates: Sequence[tuple[Candidate, CrossValidation]] = (),
-    hidden_sizes: tuple[int, ...] = (),
+    training: StudyTraining | None = None,
 ) -> EvaluationSummary:
     """The summary of ``cv``; with several ``candidates`` (``cv`` being the first one's), a
     federated row for each, the primary's yardstick rows after them."""
@@ -264,12 +269,15 @@ def summarise(
             continue
         label = MODEL_LABELS.get(name, name)
         models.append(_model_figures(cv, name, label, primary if name == "federated" else None))
+    configured = training or StudyTraining()
     summaries = [
         CandidateSummary(
             name=k.name,
             description=k.description,
             feature_groups=k.feature_groups,
-            hidden_sizes=hidden_sizes if k.hidden_sizes is None else k.hidden_sizes,
+            hidden_sizes=configured.hidden_sizes if k.hidden_sizes is None else k.hidden_sizes,
+            linear_skip=configured.linear_skip if k.linear_skip is None else k.linear_skip,
+            logit_offset=k.logit_offset or configured.logit_offset,
             validation_log_loss=c.validation_loss(),
         )
         for k, c in candidates
@@ -419,16 +427,26 @@ def candidates_text(summary: EvaluationSummary) -> str:
     )
 
 
+def network_text(candidate: CandidateSummary) -> str:
+    """The candidate's network in words: its hidden layers, the linear term, its start."""
+    parts = [", ".join(str(h) for h in candidate.hidden_sizes) or "none (logistic)"]
+    if candidate.linear_skip and candidate.hidden_sizes:
+        parts.append("+ linear term")
+    if candidate.logit_offset:
+        parts.append(f"started from {candidate.logit_offset}")
+    return " ".join(parts)
+
+
 def candidates_html(summary: EvaluationSummary) -> list[str]:
     if len(summary.candidates) < 2:
         return []
     table = _table(
-        ["candidate", "features", "hidden layers", "validation log-loss", "what it is"],
+        ["candidate", "features", "network", "validation log-loss", "what it is"],
         [
             [
                 c.name,
                 "every column" if c.feature_groups is None else " + ".join(c.feature_groups),
-                ", ".join(str(h) for h in c.hidden_sizes) or "none (logistic)",
+                network_text(c),
                 _cell(c.validation_log_loss),
                 c.description,
             ]

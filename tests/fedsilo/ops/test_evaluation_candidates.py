@@ -144,3 +144,16 @@ def test_a_wide_candidate_adds_the_linear_term_and_keeps_the_config_layers() -> 
     assert wide.training.linear_skip is True
     assert wide.training.hidden_sizes == config.training.hidden_sizes
     assert candidate_config(config, CANDIDATES["apache_input"]).training.linear_skip is False
+
+
+def test_the_network_in_words_names_the_linear_term_and_the_prior() -> None:
+    from fedsilo.ops.evaluation_summary import CandidateSummary, network_text
+
+    def summary(**fields: object) -> CandidateSummary:
+        base: dict[str, object] = {"name": "c", "description": "d", "feature_groups": None}
+        return CandidateSummary.model_validate({**base, "validation_log_loss": None, **fields})
+
+    assert network_text(summary(hidden_sizes=[32])) == "32"
+    assert network_text(summary(hidden_sizes=[32], linear_skip=True)) == "32 + linear term"
+    started = summary(hidden_sizes=[], linear_skip=True, logit_offset="apache_iva_logit")
+    assert network_text(started) == "none (logistic) started from apache_iva_logit"
