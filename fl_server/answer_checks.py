@@ -124,12 +124,13 @@ def check_answer(
             update = AdmittedUpdate(site_id, manifest.num_examples, data, weights)
             source: Sha256Source = "computed" if known is None else "s3_checksum"
             return CheckedAnswer(manifest, digest, source, update)
-    size = exchange.update_manifest_size(round_index, site_id)
-    if size > context.max_manifest_bytes:
-        raise UpdateRejectedError("too_large", f"manifest is {size} bytes")
-    manifest = check_manifest(
-        exchange.read_update_manifest_bytes(round_index, site_id), site_id, context
-    )
+    try:  # one read, sized before its body as the training file is
+        data = exchange.read_standalone_manifest_bytes(
+            round_index, site_id, context.max_manifest_bytes
+        )
+    except ObjectTooLargeError as err:
+        raise UpdateRejectedError("too_large", f"manifest is {err.size} bytes") from err
+    manifest = check_manifest(data, site_id, context)
     check_reports(manifest, num_bins)
     if context.task == "train" and manifest.declined is None:
         raise UpdateRejectedError(

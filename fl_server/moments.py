@@ -20,7 +20,7 @@ from fl_core.config import FederationConfig
 from fl_core.data.profile import MAX_PROFILE_EDGES
 from fl_core.data.standardise import FeatureMoments
 from fl_core.errors import (
-    ObjectNotFoundError,
+    ObjectTooLargeError,
     ObjectUnreadableError,
     RoundFailedError,
     UpdateRejectedError,
@@ -29,6 +29,13 @@ from fl_core.exchange.manifests import MomentsReport
 from fl_core.exchange.protocol import Exchange
 from fl_core.types import SiteId
 from fl_core.validation import first_error
+from fl_server.moments_reports import (
+    CHECKED_REPORTS,
+    CheckedReport,
+    ParsedReport,
+    Refusal,
+    report_key,
+)
 
 log = structlog.get_logger("fedsilo.server")
 
@@ -105,38 +112,63 @@ def check_moments(
 
     ``num_features`` None: the model is not at hand (the weight bounds read the reported
     rows), so the three lists need only agree with each other; every other rule holds, so
-    a report the standardisation refuses never registers rows either.
+    a report the standardisation refuses never registers rows either. The same bytes are
+    parsed and checked once per process (``fl_server.moments_reports``); the rules that
+    need ``num_features`` are applied here each time, in their place among the others.
     """
     if num_features is not None:
         _check_size(len(data), num_features)
+    key = report_key(data, site_id, federation_id, max_examples)
+    checked = CHECKED_REPORTS.checked(
+        key, len(data), lambda: _check_report(data, site_id, federation_id, max_examples)
+    )
+    if isinstance(checked, Refusal):
+        checked.raise_again()
+    expected = checked.lengths[0] if num_features is None else num_features
+    if any(length != expected for length in checked.lengths):
+        raise UpdateRejectedError(
+            "shape_mismatch",
+            f"moments have lengths {list(checked.lengths)}, the model has {expected} features",
+        )
+    if isinstance(checked.content, Refusal):
+        checked.content.raise_again()
+    return checked.report, checked.content
+
+
+def _check_report(
+    data: bytes, site_id: SiteId, federation_id: str, max_examples: int
+) -> CheckedReport:
+    """Every rule that does not need the model's feature count, in ``check_moments``' order."""
     try:
         report = MomentsReport.model_validate_json(data)
     except ValidationError as err:
-        raise UpdateRejectedError(
-            "malformed_moments", f"moments report: {first_error(err)}"
-        ) from err
+        return Refusal("malformed_moments", f"moments report: {first_error(err)}")
     if report.site_id != site_id or report.federation_id != federation_id:
-        raise UpdateRejectedError(
+        return Refusal(
             "site_mismatch",
             f"moments report names {report.site_id}/{report.federation_id} but sits under "
             f"{site_id}/{federation_id}",
         )
     if report.num_examples > max_examples:
-        raise UpdateRejectedError("too_large", f"num_examples {report.num_examples}")
-    arrays = [
+        return Refusal("too_large", f"num_examples {report.num_examples}")
+    lengths = (len(report.count), len(report.total), len(report.total_sq))
+    if len(set(lengths)) > 1:  # refused for its shape before its values, with or without a model
+        return ParsedReport(report, lengths, Refusal("shape_mismatch", f"lengths {lengths}"))
+    try:
+        return ParsedReport(report, lengths, _check_values(report))
+    except UpdateRejectedError as rejected:
+        return ParsedReport(report, lengths, Refusal(rejected.reason, rejected.detail))
+
+
+def _check_values(report: MomentsReport) -> FeatureMoments:
+    """The moments of a report whose three lists agree in length; raises
+    ``UpdateRejectedError`` for impossible ones. Kept read-only: served to every caller."""
+    count, total, total_sq = (
         np.asarray(values, dtype=np.float64)
         for values in (report.count, report.total, report.total_sq)
-    ]
-    expected = (arrays[0].size,) if num_features is None else (num_features,)
-    if any(a.shape != expected for a in arrays):
-        raise UpdateRejectedError(
-            "shape_mismatch",
-            f"moments have lengths {[a.size for a in arrays]}, the model has "
-            f"{expected[0]} features",
-        )
-    if not all(np.isfinite(a).all() for a in arrays):
+    )
+    if not all(np.isfinite(a).all() for a in (count, total, total_sq)):
         raise UpdateRejectedError("non_finite", "moments hold NaN or Inf")
-    count, total, total_sq = arrays
     if (count < 0).any() or (count > report.num_examples).any() or (total_sq < 0).any():
         raise UpdateRejectedError(
             "out_of_range", "counts must lie in [0, num_examples] and sums of squares >= 0"
@@ -146,18 +178,19 @@ def check_moments(
     if (total_sq < floor * (1 - _CAUCHY_SCHWARZ_SLACK) - 1e-9).any():
         raise UpdateRejectedError("out_of_range", "a sum of squares is below sum^2 / count")
     check_profile(report)
-    return report, FeatureMoments(count, total, total_sq)
+    for values in (count, total, total_sq):
+        values.flags.writeable = False
+    return FeatureMoments(count, total, total_sq)
 
 
 def _read_report(exchange: Exchange, site_id: SiteId, num_features: int) -> bytes | None:
-    """A hospital's report (None: not written yet), sized before it is read: one of
-    gigabytes is refused, never downloaded."""
+    """A hospital's report (None: not written yet), in one read sized before its body: one
+    of gigabytes is refused, never downloaded."""
     try:
-        size = exchange.store.size(exchange.layout.moments_key(site_id))
-        _check_size(size, num_features)
-        return exchange.read_moments_bytes(site_id)
-    except ObjectNotFoundError:
-        return None
+        return exchange.read_moments_bounded(site_id, max_report_bytes(num_features))
+    except ObjectTooLargeError as err:
+        _check_size(err.size, num_features)  # too_large, with the size
+        raise
     except ObjectUnreadableError as err:  # SSE-C, its own KMS key: that hospital's doing
         raise UpdateRejectedError("unreadable", str(err).splitlines()[0]) from err
 

@@ -70,7 +70,7 @@ from fractions import Fraction
 
 import structlog
 
-from fl_core.errors import ObjectNotFoundError, ObjectUnreadableError, UpdateRejectedError
+from fl_core.errors import ObjectTooLargeError, ObjectUnreadableError, UpdateRejectedError
 from fl_core.exchange.protocol import Exchange
 from fl_core.types import SiteId
 from fl_server.moments import check_moments
@@ -83,19 +83,19 @@ def read_registered_examples(
 ) -> dict[SiteId, int | None]:
     """The training rows each of ``sites`` reported before round 1, for those with a report.
 
-    None for a report that registers nothing: larger than ``max_bytes`` (sized before it is
-    read), unreadable, not parsing, naming another site or federation, or claiming more than
-    ``admission.max_num_examples``. Reports are write-once: the caller reads each site's
-    once, and looks again only for a site that had none.
+    None for a report that registers nothing: larger than ``max_bytes`` (refused by the read
+    itself, before the body), unreadable, not parsing, naming another site or federation, or
+    claiming more than ``admission.max_num_examples``. Reports are write-once: the caller
+    reads each site's once, and looks again only for a site that had none.
     """
     registered: dict[SiteId, int | None] = {}
     for site_id in sites:
-        key = exchange.layout.moments_key(site_id)
-        try:
-            size = exchange.store.size(key)
-            data = exchange.store.get(key) if size <= max_bytes else None
-        except ObjectNotFoundError:
-            continue
+        try:  # one read, sized before its body
+            data = exchange.read_moments_bounded(site_id, max_bytes)
+            if data is None:
+                continue  # no report yet
+        except ObjectTooLargeError:
+            data = None  # registers nothing, and is never downloaded
         except ObjectUnreadableError as err:  # SSE-C, its own KMS key: the hospital's doing
             log.warning("registered_examples_unreadable", site_id=site_id, detail=str(err))
             registered[site_id] = None

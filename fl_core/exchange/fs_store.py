@@ -27,7 +27,7 @@ from fl_core.errors import (
 )
 from fl_core.exchange.store import ObjectStore
 from fl_core.hashing import sha256_hex
-from fl_core.types import ETag, ObjectKey, Sha256Hex
+from fl_core.types import ETag, ObjectKey
 
 _TMP_SUFFIX = ".fedsilo-tmp"
 _LOCK_SUFFIX = ".fedsilo-lock"
@@ -127,17 +127,15 @@ class LocalDirectoryStore(ObjectStore):
         except OSError as err:
             raise self._read_error(key, err) from err
 
-    def get_verified(
-        self, key: ObjectKey, max_bytes: int | None = None
-    ) -> tuple[bytes, Sha256Hex | None]:
-        """The file, its size checked on the open file (one path lookup); never hashed here:
-        nothing vouches for a file on disk, so its reader hashes it."""
+    def get_bounded(self, key: ObjectKey, max_bytes: int) -> bytes:
+        """The file, its size checked on the open file (one path lookup); ``get_verified``
+        reads through it and hashes nothing: nothing vouches for a file on disk."""
         try:
             with open(self._path(key), "rb") as handle:
                 size = os.fstat(handle.fileno()).st_size
-                if max_bytes is not None and size > max_bytes:
+                if size > max_bytes:
                     raise ObjectTooLargeError(f"{key} is {size} bytes, limit {max_bytes}", size)
-                return handle.read(), None
+                return handle.read()
         except OSError as err:
             raise self._read_error(key, err) from err
 

@@ -238,6 +238,15 @@ class Exchange:
     def update_manifest_size(self, round_index: RoundIndex, site_id: SiteId) -> int:
         return self.store.size(self.layout.update_manifest_key(round_index, site_id))
 
+    def read_standalone_manifest_bytes(
+        self, round_index: RoundIndex, site_id: SiteId, max_bytes: int
+    ) -> bytes:
+        """A site's ``.json`` answer (an evaluation, or a declined round) in one bounded read:
+        ``ObjectTooLargeError`` above ``max_bytes``, before the body is read."""
+        return self.store.get_bounded(
+            self.layout.update_manifest_key(round_index, site_id), max_bytes
+        )
+
     def read_update_manifest_bytes(self, round_index: RoundIndex, site_id: SiteId) -> bytes:
         """The manifest of a site's answer, standalone or from inside its training file."""
         try:
@@ -406,5 +415,13 @@ class Exchange:
         """The raw report (a hospital's input: the caller validates it)."""
         try:
             return self.store.get(self.layout.moments_key(site_id))
+        except ObjectNotFoundError:
+            return None
+
+    def read_moments_bounded(self, site_id: SiteId, max_bytes: int) -> bytes | None:
+        """``read_moments_bytes`` in one bounded read: ``ObjectTooLargeError`` above
+        ``max_bytes``, before the body is read (a report of gigabytes is never downloaded)."""
+        try:
+            return self.store.get_bounded(self.layout.moments_key(site_id), max_bytes)
         except ObjectNotFoundError:
             return None

@@ -580,6 +580,11 @@ class S3Store(ObjectStore):
             _UNHASHED_GETS.on = False
         return data, digest
 
+    def get_bounded(self, key: ObjectKey, max_bytes: int) -> bytes:
+        """One GET: its headers give the size before the body; the bytes are verified
+        against their writer's sha256 as ``get`` verifies them."""
+        return self._get(key, max_bytes=max_bytes)[0]
+
     def get_with_etag(self, key: ObjectKey) -> tuple[bytes, ETag]:
         data, etag, _digest = self._get(key)
         return data, etag

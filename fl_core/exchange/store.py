@@ -60,11 +60,21 @@ class ObjectStore(ABC):
         None where nothing vouches for the bytes (a local file: the caller hashes them).
         Raises ``ChecksumMissingError`` (S3) where the object carries no such checksum.
         """
-        if max_bytes is not None:
-            size = self.size(key)
-            if size > max_bytes:
-                raise ObjectTooLargeError(f"{key} is {size} bytes, limit {max_bytes}", size)
-        return self.get(key), None
+        return (self.get(key) if max_bytes is None else self.get_bounded(key, max_bytes)), None
+
+    def get_bounded(self, key: ObjectKey, max_bytes: int) -> bytes:
+        """``get``, refusing an object over ``max_bytes`` with ``ObjectTooLargeError`` (its
+        size attached) before its body is read.
+
+        For a hospital's small documents (a moments report, an answer's manifest), read by
+        the hundred: a store that learns the size from the read itself (S3's GET headers,
+        the open file's ``fstat``) overrides this, so that each costs one request, not a
+        HEAD and a GET. This fallback, for stores that cannot, asks for the size first.
+        """
+        size = self.size(key)
+        if size > max_bytes:
+            raise ObjectTooLargeError(f"{key} is {size} bytes, limit {max_bytes}", size)
+        return self.get(key)
 
     @abstractmethod
     def get_head(self, key: ObjectKey, length: int) -> bytes:
