@@ -214,6 +214,10 @@ class _TimedStore(ObjectStore):
         result: bytes = self.clock.timed("transfer", self.inner.get)(key)
         return result
 
+    def get_bounded(self, key: ObjectKey, max_bytes: int) -> bytes:
+        result: bytes = self.clock.timed("transfer", self.inner.get_bounded)(key, max_bytes)
+        return result
+
     def get_with_etag(self, key: ObjectKey) -> tuple[bytes, ETag]:
         result: tuple[bytes, ETag] = self.clock.timed("transfer", self.inner.get_with_etag)(key)
         return result
