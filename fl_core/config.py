@@ -288,9 +288,33 @@ StrategyConfig = Annotated[
 
 
 class PersonalisationConfig(_Frozen):
-    """After the last round each hospital fine-tunes the global model on its own data."""
+    """After the last round each hospital adapts the global model to its own data.
+
+    ``finetune_epochs`` fine-tunes every weight; ``local_intercept`` refits only the model's
+    intercept on the hospital's training rows (calibration-in-the-large, as a hospital
+    recalibrates a risk score to its own mortality), shrunk toward the global model's by a
+    normal prior of ``local_intercept_prior_sd`` on the log-odds shift. Hospitals differ most
+    by a shift of their baseline risk that no shared feature explains; one parameter per
+    hospital learns it without the over-fitting of a fine-tuned network.
+    """
 
     finetune_epochs: int = Field(default=0, ge=0, description="0: no fine-tuning")
+    local_intercept: bool = Field(
+        default=False,
+        description="refit the model's intercept at each hospital after the last round",
+    )
+    local_intercept_prior_sd: float = Field(
+        default=0.5,
+        gt=0,
+        le=10,
+        description="sd of the normal prior on a hospital's log-odds shift (shrinks the shift "
+        "of a hospital with few deaths toward the global model's)",
+    )
+
+    @property
+    def adapts(self) -> bool:
+        """Whether hospitals adapt the final model at all (and report it)."""
+        return self.finetune_epochs > 0 or self.local_intercept
 
 
 class SecAggConfig(_Frozen):

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from fl_core.calibration import cox_calibration
 from fl_core.metrics import ClassHistogram, bin_centers, bin_edges
@@ -26,6 +27,10 @@ from fl_core.types import Weights
 RISK_INTERCEPT = "risk_intercept"
 RISK_SLOPE = "risk_slope"
 """The model tensors (shape (1,)) that carry the Platt scaling; identity is 0 and 1."""
+
+MAX_ROOT_STEPS = 200
+"""Far more than the bracketed root needs (Newton's steps converge in under ten; halving a
+bracket of width w to 1e-12 takes log2(w / 1e-12) steps)."""
 
 MIN_VALIDATION_EVENTS = 5
 """Fewer deaths (or survivors) in the summed validation split fit no scaling: two parameters
@@ -81,6 +86,37 @@ def scaled_log_loss(histogram: ClassHistogram, scaling: PlattScaling) -> float |
     log_survival = -np.logaddexp(0.0, logit)
     summed = histogram.positives @ log_risk + histogram.negatives @ log_survival
     return float(-summed / total)
+
+
+def local_intercept_shift(
+    logits: npt.NDArray[np.float64], labels: npt.NDArray[np.integer], prior_sd: float
+) -> float:
+    """The log-odds shift that fits one hospital's rows best under a N(0, prior_sd^2) prior.
+
+    The root of the gradient ``sum(y - sigmoid(logit + b)) - b / prior_sd^2``, which falls as
+    ``b`` rises, so the root is unique and lies in ``prior_sd^2 * [deaths - rows, deaths]``.
+    Newton's steps inside that bracket, halving it where a step would leave it: Newton alone
+    overshoots wildly from saturated risks (a model that gives every stay a risk near 1). A
+    hospital with no rows gets 0; one with few deaths moves little.
+    """
+    z = np.asarray(logits, np.float64)
+    y = np.asarray(labels, np.float64)
+    variance = prior_sd * prior_sd
+    low, high = variance * (float(y.sum()) - y.size), variance * float(y.sum())
+    shift = min(max(0.0, low), high)
+    for _ in range(MAX_ROOT_STEPS):
+        risk = 0.5 * (1.0 + np.tanh(0.5 * (z + shift)))  # the sigmoid, without overflow
+        gradient = float(np.sum(y - risk)) - shift / variance
+        if gradient > 0:
+            low = shift
+        else:
+            high = shift
+        newton = shift + gradient / (float(np.sum(risk * (1.0 - risk))) + 1.0 / variance)
+        following = newton if low < newton < high else (low + high) / 2
+        if abs(following - shift) < 1e-12 or high - low < 1e-12:
+            return following
+        shift = following
+    return shift
 
 
 def carries_scaling(weights: Weights) -> bool:

@@ -36,6 +36,8 @@ MAX_FEATURES = 100_000
 HASHED_WHEN_SET: tuple[tuple[str, str, object], ...] = (
     ("training", "linear_skip", False),
     ("training", "logit_offset", None),
+    ("personalization", "local_intercept", False),
+    ("personalization", "local_intercept_prior_sd", 0.5),
 )
 """Settings added after studies were approved: (section, key, default). Each is hashed only
 where it leaves its default, so that every study approved before it keeps its digest."""

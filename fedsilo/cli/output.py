@@ -60,8 +60,8 @@ def _exchange(federation: FederationConfig, exchange_uri: str) -> Exchange:
 
 
 def print_personalisation(federation: FederationConfig, exchange_uri: str) -> None:
-    """Per-hospital global vs fine-tuned AUROC, when the run fine-tuned (personalisation)."""
-    if federation.personalisation.finetune_epochs == 0:
+    """Per-hospital global vs adapted AUROC, when hospitals adapted it (personalisation)."""
+    if not federation.personalisation.adapts:
         return
     from fedsilo.ops.personalisation_report import simulation_summary_lines
 

@@ -1,10 +1,11 @@
 """Global versus fine-tuned AUROC per hospital, from the final round's update manifests.
 
-With ``personalisation.finetune_epochs > 0`` every hospital's answer to the final round
-carries two histograms of its test split: the final global model's and its fine-tuned copy's
-(``EvaluationReport.finetuned``). Per hospital the AUROC of each comes from its own
-histogram (``None``, shown "n/a", for a test split with one class); the pooled figures come
-from the summed histograms, as every other pooled metric (docs/design.md, step 6).
+With ``personalisation.finetune_epochs > 0`` or ``personalisation.local_intercept`` every
+hospital's answer to the final round carries two histograms of its test split: the final
+global model's and its adapted ("fine-tuned") copy's (``EvaluationReport.finetuned``). Per
+hospital the AUROC of each comes from its own histogram (``None``, shown "n/a", for a test
+split with one class); the pooled figures come from the summed histograms, as every other
+pooled metric (docs/design.md, step 6).
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def summary_html(summary: PersonalisationSummary | None) -> str:
     if summary is None:
         return (
             f'{heading}<p class="na" id="personalisation">Fine-tuned AUROC: not available in '
-            "this run (personalisation.finetune_epochs was 0).</p>"
+            "this run (personalisation.finetune_epochs was 0 and local_intercept off).</p>"
         )
     rows = "".join(
         f'<tr><td class="text">{html.escape(s.site_id)}</td><td>{s.num_examples}</td>'

@@ -35,6 +35,20 @@ def strategy_text(config: FederationConfig) -> str:
     return config.strategy.name + (f" ({details})" if details else "")
 
 
+def personalisation_text(config: FederationConfig) -> str:
+    """What each hospital did to the final model on its own data, in words."""
+    personalisation = config.personalisation
+    parts = []
+    if personalisation.finetune_epochs:
+        parts.append(f"{personalisation.finetune_epochs} fine-tuning epoch(s) at each hospital")
+    if personalisation.local_intercept:
+        parts.append(
+            "each hospital's own intercept (prior sd "
+            f"{personalisation.local_intercept_prior_sd:g} on the log-odds shift)"
+        )
+    return "; ".join(parts) if parts else "off (no fine-tuning)"
+
+
 def training_text(config: FederationConfig) -> str:
     t = config.training
     layers = " x ".join(str(n) for n in t.hidden_sizes) or "none"
@@ -94,12 +108,7 @@ def summary_rows(
         ("strategy", strategy_text(config)),
         ("training", training_text(config)),
         ("privacy", privacy_text(config)),
-        (
-            "personalisation",
-            f"{config.personalisation.finetune_epochs} fine-tuning epoch(s) at each hospital"
-            if config.personalisation.finetune_epochs
-            else "off (no fine-tuning)",
-        ),
+        ("personalisation", personalisation_text(config)),
         (
             "final evaluation",
             f"round {evaluation_round}; risk histograms of {config.evaluation.histogram_bins} bins"

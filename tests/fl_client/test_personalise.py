@@ -96,3 +96,39 @@ def test_a_one_class_hospital_shows_na_not_a_crash():
     lines = summary_lines(summary)
     assert "fine-tuning helped 1 of 1 hospitals" in lines[0]
     assert "n/a" in lines[2]
+
+
+def test_a_local_intercept_shifts_the_final_model_at_each_hospital_and_stays_there(kit, tmp_path):
+    config = kit.config(rounds=1, **{"personalisation.local_intercept": True})
+    run = kit.run(tmp_path, config)
+    sites = [d.site_id for d in run.results[-1].accepted]
+    summary = personalisation_summary(run.exchange, 2, sites)
+    assert summary is not None and summary.pooled_finetuned_auroc is not None
+    hospital = kit.hospitals(config)[0]
+    final = run.exchange.read_global_manifest(2)
+    assert final is not None
+    answer_round(run.exchange, hospital, final, config)
+    stored = run.global_weights(2)
+    weights = hospital.trainer.get_weights()
+    assert all((weights[name] == value).all() for name, value in stored.items())
+
+
+def test_the_intercept_refit_moves_the_model_by_the_shift_its_rows_call_for(kit):
+    import numpy as np
+
+    from fl_client.personalise import refit_intercept
+    from fl_core.recalibration import RISK_INTERCEPT
+
+    config = kit.config(rounds=1)
+    hospital = kit.hospitals(config)[0]
+    trainer, data = hospital.trainer, hospital.data
+    before = float(trainer.get_weights()[RISK_INTERCEPT][0])
+    risk = trainer.predict_proba(data.train.x)
+    refit_intercept(trainer, data, prior_sd=2.0)
+    moved = float(trainer.get_weights()[RISK_INTERCEPT][0]) - before
+    after = trainer.predict_proba(data.train.x)
+    # the refit model's mean risk on the rows is pulled toward their observed mortality
+    observed = float(data.train.y.mean())
+    assert abs(after.mean() - observed) < abs(risk.mean() - observed) or moved == 0.0
+    refit_intercept(trainer, data, prior_sd=1e-6)  # a prior that allows no shift
+    assert float(trainer.get_weights()[RISK_INTERCEPT][0]) == np.float32(before + moved)

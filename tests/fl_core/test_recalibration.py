@@ -104,3 +104,26 @@ def test_the_scaled_log_loss_is_the_mean_log_loss_at_the_moved_bin_centres() -> 
     assert found == pytest.approx(expected, rel=1e-9)
     assert found < scaled_log_loss(histogram, PlattScaling(0.0, 1.0))  # type: ignore[operator]
     assert scaled_log_loss(ClassHistogram.empty(BINS), PlattScaling(0.0, 1.0)) is None
+
+
+def test_the_local_intercept_recovers_a_hospital_shift_and_shrinks_a_small_one() -> None:
+    from fl_core.recalibration import local_intercept_shift
+
+    rng = np.random.default_rng(11)
+    logits = rng.normal(-2.5, 1.0, 40_000)
+    labels = (rng.random(40_000) < 1 / (1 + np.exp(-(logits + 0.6)))).astype(np.int8)
+    assert local_intercept_shift(logits, labels, prior_sd=1.0) == pytest.approx(0.6, abs=0.05)
+    few = slice(0, 30)  # about three deaths: the prior holds the shift near zero
+    small = local_intercept_shift(logits[few], labels[few], prior_sd=0.5)
+    loose = local_intercept_shift(logits[few], labels[few], prior_sd=5.0)
+    assert abs(small) < abs(loose)
+    assert local_intercept_shift(np.array([]), np.array([], np.int8), prior_sd=0.5) == 0.0
+
+
+def test_the_local_intercept_comes_back_from_saturated_risks() -> None:
+    from fl_core.recalibration import local_intercept_shift
+
+    logits = np.full(500, 16.0)  # a model that gives every stay a risk near 1
+    labels = (np.arange(500) < 80).astype(np.int8)  # 16% died
+    shift = local_intercept_shift(logits, labels, prior_sd=10.0)
+    assert 1 / (1 + np.exp(-(16.0 + shift))) == pytest.approx(0.16, abs=0.01)
