@@ -102,9 +102,11 @@ class CheckedReports:
         return outcome
 
     def clear(self) -> None:
+        """Forget every outcome, and the count of checks."""
         with self._lock:
             self._kept.clear()
             self._kept_bytes = 0
+            self.checks = 0
 
 
 CHECKED_REPORTS = CheckedReports()

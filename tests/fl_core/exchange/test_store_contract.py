@@ -266,3 +266,13 @@ def test_concurrent_replace_has_one_winner(
     assert len(outcomes) == len(writers)
     assert len(winners) == 1
     assert writers[0].get(key) == f"round-2-by-{winners[0].split('-')[1]}".encode()
+
+
+def test_get_bounded_refuses_an_object_over_max_bytes_from_its_size(store: ObjectStore) -> None:
+    store.put_new(KEY, b"manifest")
+    with pytest.raises(ObjectTooLargeError) as refused:
+        store.get_bounded(KEY, max_bytes=7)
+    assert refused.value.size == 8
+    assert store.get_bounded(KEY, max_bytes=8) == b"manifest"
+    with pytest.raises(ObjectNotFoundError):
+        store.get_bounded("absent", max_bytes=8)
