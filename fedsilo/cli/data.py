@@ -354,14 +354,19 @@ def cross_validation_table(summary: EvaluationSummary) -> Table:
         title=f"{summary.folds}-fold cross-validation per hospital x {summary.repeats}",
         caption="AUROC: mean +- sd over the folds, and over every stay out of fold (OOF); "
         "calibration out of fold: Brier score, expected calibration error (ECE), Cox "
-        "intercept (0 when calibrated) and slope (1)",
+        "intercept (0 when calibrated) and slope (1); APACHE's stays: AUROC mean over the folds "
+        "on the stays APACHE IVa scores, like for like",
     )
     several = len(summary.candidates) > 1
+    like_for_like = any(m.auroc_on_apache_stays is not None for m in summary.models)
     headers = ("model", "AUROC", "OOF", "Brier", "ECE", "icpt", "slope")
-    for column in (*headers, *(("val. loss",) if several else ())):
+    extra = (*(("val. loss",) if several else ()), *(("APACHE's stays",) if like_for_like else ()))
+    for column in (*headers, *extra):
         table.add_column(column, justify="left" if column == "model" else "right")
     for model in summary.models:
         loss = (_cell(model.validation_log_loss),) if several else ()
+        if like_for_like:
+            loss = (*loss, _cell(model.auroc_on_apache_stays))
         table.add_row(
             model.model,
             f"{_cell(model.auroc_mean)} +- {_cell(model.auroc_sd, 3)}"

@@ -109,6 +109,9 @@ class Scores:
     validation_log_loss: float | None = None
     """Mean log-loss of the published (recalibrated) federated model on the fold's validation
     rows, which are training rows: what a choice between candidates may look at."""
+    federated_on_references: dict[str, float | None] = field(default_factory=dict)
+    """The federated model's AUROC on the stays each reference scores (APACHE IVa gives no
+    prediction for some): the like-for-like comparison with that reference."""
 
 
 @dataclass(frozen=True)
@@ -152,11 +155,23 @@ class CrossValidation:
         return means
 
 
+ON_STAYS_OF = "federated_on_stays_of_"
+"""``federated_on_stays_of_apache``: the federated AUROC on the stays APACHE scores."""
+
+
 def _figure(scores: Scores, name: str) -> float | None:
     if name in ("federated", "federated_histogram", "pooled", "local_only_mean"):
         value: float | None = getattr(scores, name)
         return value
+    if name.startswith(ON_STAYS_OF):
+        return scores.federated_on_references.get(name.removeprefix(ON_STAYS_OF))
     return scores.references.get(name)
+
+
+def auroc_where_known(risk: npt.NDArray[np.float64], split: Split, name: str) -> float | None:
+    """AUROC of ``risk`` on the stays where reference ``name`` is known."""
+    known = ~np.isnan(split.reference_scores[name])
+    return exact_auroc(risk[known], split.y[known]) if known.any() else None
 
 
 def reference_auroc(split: Split, name: str) -> float | None:
@@ -326,6 +341,10 @@ def score_federation(
         else None,
         seconds=round(time.monotonic() - started, 1),
         validation_log_loss=validation_loss,
+        federated_on_references={
+            name: auroc_where_known(predictions["federated"], test, name)
+            for name in test.reference_scores
+        },
     )
     if progress is not None:
         progress.advance("yardsticks done: pooled" + (" and local-only" if local_only else ""))

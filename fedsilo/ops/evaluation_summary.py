@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from fedsilo.ops.evaluate import CrossValidation, Scores
+from fedsilo.ops.evaluate import ON_STAYS_OF, CrossValidation, Scores
 from fedsilo.ops.evaluation_candidates import Candidate, choose_by_validation
 from fedsilo.ops.hospital_verdict import MIN_VERDICT_EVENTS, HospitalVerdict, VerdictSummary
 from fedsilo.ops.report_stats import Interval
@@ -45,6 +45,9 @@ class ModelFigures(_Frozen):
     validation_log_loss: float | None = None
     """Candidates only: mean over folds of the log-loss on the validation rows (training
     rows), what the default is chosen by."""
+    auroc_on_apache_stays: float | None = None
+    """Mean over folds of the AUROC on the stays APACHE IVa scores: the federated models' and
+    APACHE IVa's own, like for like (None where the data has no APACHE prediction)."""
 
 
 class CandidateSummary(_Frozen):
@@ -138,6 +141,8 @@ def _number(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else value
 
 
+APACHE = "apache"
+"""The reference whose stays the like-for-like AUROC is taken on."""
 MODEL_LABELS = {
     "local_only_mean": "local-only",
     "federated_uncalibrated": "federated, before recalibration",
@@ -222,6 +227,8 @@ def _model_figures(
     cv: CrossValidation, name: str, label: str, candidate: str | None = None
 ) -> ModelFigures:
     mean, sd, count = cv.spread(name)
+    like_for_like = {"federated": f"{ON_STAYS_OF}{APACHE}", APACHE: APACHE}.get(name)
+    apache_mean, _, apache_count = cv.spread(like_for_like) if like_for_like else (0.0, 0.0, 0)
     oof, _, pooled_over = cv.out_of_fold_spread(_OUT_OF_FOLD_NAME.get(name, name))
     calibration = cv.out_of_fold_calibration_mean(_OUT_OF_FOLD_NAME.get(name, name))
     return ModelFigures(
@@ -236,6 +243,7 @@ def _model_figures(
         slope=calibration.get("slope"),
         candidate=candidate,
         validation_log_loss=cv.validation_loss() if candidate is not None else None,
+        auroc_on_apache_stays=_number(apache_mean) if apache_count else None,
     )
 
 
@@ -341,6 +349,7 @@ def evaluation_html(summary: EvaluationSummary) -> str:
             "intercept",
             "slope",
             "validation log-loss",
+            "AUROC mean on APACHE's stays",
         ],
         [
             [
@@ -354,6 +363,7 @@ def evaluation_html(summary: EvaluationSummary) -> str:
                 _cell(m.intercept, 2),
                 _cell(m.slope, 2),
                 _cell(m.validation_log_loss),
+                _cell(m.auroc_on_apache_stays),
             ]
             for m in summary.models
         ],

@@ -58,6 +58,11 @@ def test_json_summary_and_page_are_kept_and_fold_data_removed(
     names = [m.model for m in kept.models][:3]
     assert names == ["federated", "federated, before recalibration", "pooled"]
     assert kept.models[0].folds_scored == 2 and kept.models[0].out_of_fold_auroc is not None
+    # like for like: the federated model on the stays APACHE scores, and APACHE on its own
+    apache = next(m for m in kept.models if m.model == "apache")
+    assert apache.auroc_on_apache_stays == apache.auroc_mean is not None
+    assert kept.models[0].auroc_on_apache_stays is not None
+    assert kept.models[2].auroc_on_apache_stays is None  # pooled: no like-for-like figure
     page = (tmp_path / "cv" / PAGE_FILE).read_text()
     assert "Cross-validation per hospital" in page and "r0-f1" in page
     kept_files = sorted(p.name for p in (tmp_path / "cv").iterdir())
