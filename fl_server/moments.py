@@ -32,8 +32,8 @@ from fl_core.validation import first_error
 from fl_server.moments_reports import (
     CHECKED_REPORTS,
     CheckedReport,
-    ParsedReport,
     Refusal,
+    ReportFacts,
     report_key,
 )
 
@@ -112,16 +112,40 @@ def check_moments(
 
     ``num_features`` None: the model is not at hand (the weight bounds read the reported
     rows), so the three lists need only agree with each other; every other rule holds, so
-    a report the standardisation refuses never registers rows either. The same bytes are
-    parsed and checked once per process (``fl_server.moments_reports``); the rules that
-    need ``num_features`` are applied here each time, in their place among the others.
+    a report the standardisation refuses never registers rows either.
+    """
+    if num_features is not None:
+        _check_size(len(data), num_features)
+    checked = _check_report(data, site_id, federation_id, max_examples)
+    if isinstance(checked, Refusal):
+        checked.raise_again()
+    report, facts = checked
+    return report, _held_to_model(facts, num_features)[1]
+
+
+def check_report_once(
+    data: bytes, site_id: SiteId, federation_id: str, num_features: int | None, max_examples: int
+) -> tuple[int, FeatureMoments]:
+    """``check_moments`` for the aggregator, which meets each report twice before round 1
+    (the standardisation, the weight bounds): the rows it registers and its moments.
+
+    The same bytes are parsed and checked once per process (``fl_server.moments_reports``
+    keeps what was found, not the parsed report, whose many small objects would stay alive
+    for the garbage collector to walk); the rules that need ``num_features`` are applied
+    each time, in their place among the others, so every refusal keeps its reason.
     """
     if num_features is not None:
         _check_size(len(data), num_features)
     key = report_key(data, site_id, federation_id, max_examples)
     checked = CHECKED_REPORTS.checked(
-        key, len(data), lambda: _check_report(data, site_id, federation_id, max_examples)
+        key, len(data), lambda: _facts_of(_check_report(data, site_id, federation_id, max_examples))
     )
+    return _held_to_model(checked, num_features)
+
+
+def _held_to_model(checked: CheckedReport, num_features: int | None) -> tuple[int, FeatureMoments]:
+    """The report's rows and moments, or its refusal: the lengths are held to the model's
+    feature count (or to each other, ``num_features`` None) before the values are looked at."""
     if isinstance(checked, Refusal):
         checked.raise_again()
     expected = checked.lengths[0] if num_features is None else num_features
@@ -132,13 +156,18 @@ def check_moments(
         )
     if isinstance(checked.content, Refusal):
         checked.content.raise_again()
-    return checked.report, checked.content
+    return checked.num_examples, checked.content
+
+
+def _facts_of(checked: Refusal | tuple[MomentsReport, ReportFacts]) -> CheckedReport:
+    return checked if isinstance(checked, Refusal) else checked[1]
 
 
 def _check_report(
     data: bytes, site_id: SiteId, federation_id: str, max_examples: int
-) -> CheckedReport:
-    """Every rule that does not need the model's feature count, in ``check_moments``' order."""
+) -> Refusal | tuple[MomentsReport, ReportFacts]:
+    """The refusal, or the parsed report and what the rules that do not need the model's
+    feature count found, in ``check_moments``' order."""
     try:
         report = MomentsReport.model_validate_json(data)
     except ValidationError as err:
@@ -153,11 +182,13 @@ def _check_report(
         return Refusal("too_large", f"num_examples {report.num_examples}")
     lengths = (len(report.count), len(report.total), len(report.total_sq))
     if len(set(lengths)) > 1:  # refused for its shape before its values, with or without a model
-        return ParsedReport(report, lengths, Refusal("shape_mismatch", f"lengths {lengths}"))
+        shape = Refusal("shape_mismatch", f"lengths {lengths}")
+        return report, ReportFacts(report.num_examples, lengths, shape)
     try:
-        return ParsedReport(report, lengths, _check_values(report))
+        content: FeatureMoments | Refusal = _check_values(report)
     except UpdateRejectedError as rejected:
-        return ParsedReport(report, lengths, Refusal(rejected.reason, rejected.detail))
+        content = Refusal(rejected.reason, rejected.detail)
+    return report, ReportFacts(report.num_examples, lengths, content)
 
 
 def _check_values(report: MomentsReport) -> FeatureMoments:
@@ -213,7 +244,7 @@ def gather_moments(
                 data = _read_report(exchange, site_id, num_features)
                 if data is None:
                     continue
-                _, gathered.moments[site_id] = check_moments(
+                _, gathered.moments[site_id] = check_report_once(
                     data,
                     site_id,
                     exchange.federation_id,

@@ -23,7 +23,6 @@ from typing import NamedTuple, NoReturn
 
 from fl_core.data.standardise import FeatureMoments
 from fl_core.errors import UpdateRejectedError
-from fl_core.exchange.manifests import MomentsReport
 from fl_core.hashing import sha256_hex
 from fl_core.types import Sha256Hex, SiteId
 
@@ -45,10 +44,12 @@ class Refusal:
 
 
 @dataclass(frozen=True)
-class ParsedReport:
-    """A report that parsed, belongs where it sits and claims no more rows than allowed."""
+class ReportFacts:
+    """What a report that parsed, belongs where it sits and claims no more rows than allowed
+    showed: all the aggregator uses of it, not the parsed report itself (hundreds of those,
+    each with its data profile, would be megabytes of small objects kept alive)."""
 
-    report: MomentsReport
+    num_examples: int
     lengths: tuple[int, int, int]
     """How many ``count``, ``total`` and ``total_sq`` values it holds."""
     content: FeatureMoments | Refusal
@@ -56,7 +57,7 @@ class ParsedReport:
     describe them). Only reached once the lengths agree with each other and the model."""
 
 
-CheckedReport = ParsedReport | Refusal
+CheckedReport = ReportFacts | Refusal
 
 
 class ReportKey(NamedTuple):

@@ -73,7 +73,7 @@ import structlog
 from fl_core.errors import ObjectTooLargeError, ObjectUnreadableError, UpdateRejectedError
 from fl_core.exchange.protocol import Exchange
 from fl_core.types import SiteId
-from fl_server.moments import check_moments
+from fl_server.moments import check_report_once
 
 log = structlog.get_logger("fedsilo.server")
 
@@ -158,10 +158,10 @@ def _rows_or_problem(
     if data is None:
         return None, "too_large"
     try:
-        report, _ = check_moments(data, site_id, exchange.federation_id, None, max_num_examples)
+        rows, _ = check_report_once(data, site_id, exchange.federation_id, None, max_num_examples)
     except UpdateRejectedError as rejected:
         return None, rejected.reason
-    return report.num_examples, None
+    return rows, None
 
 
 def check_registered_claim(site_id: SiteId, claimed: int, registered: Mapping[SiteId, int]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from botocore.awsrequest import AWSPreparedRequest
@@ -18,7 +18,7 @@ from fl_core.exchange.fs_store import LocalDirectoryStore
 from fl_core.exchange.protocol import Exchange
 from fl_core.exchange.s3_store import S3Store
 from fl_server.answer_checks import check_answer
-from fl_server.moments import check_moments, gather_moments, max_report_bytes
+from fl_server.moments import check_moments, check_report_once, gather_moments, max_report_bytes
 from fl_server.moments_reports import CHECKED_REPORTS
 from fl_server.weight_bounds import RegisteredRows
 from tests.fl_server._moments_harness import config, fake_clock, site_data
@@ -89,18 +89,18 @@ def report_bytes(site_id: str = "site-a", **changes: object) -> bytes:
 
 def test_a_report_is_checked_again_unless_it_is_the_same_bytes_site_federation_and_bound() -> None:
     data = report_bytes()
-    check_moments(data, "site-a", "test", FEATURES, MAX_EXAMPLES)
-    check_moments(data, "site-a", "test", None, MAX_EXAMPLES)
+    assert check_report_once(data, "site-a", "test", FEATURES, MAX_EXAMPLES)[0] == 20
+    assert check_report_once(data, "site-a", "test", None, MAX_EXAMPLES)[0] == 20
     assert CHECKED_REPORTS.checks == 1
     changed = data.replace(b'"num_examples": 20', b'"num_examples":  20')  # same document
     assert changed != data
-    assert check_moments(changed, "site-a", "test", FEATURES, MAX_EXAMPLES)[0].num_examples == 20
+    assert check_report_once(changed, "site-a", "test", FEATURES, MAX_EXAMPLES)[0] == 20
     assert CHECKED_REPORTS.checks == 2
     with pytest.raises(UpdateRejectedError) as elsewhere:  # the same bytes under another site
-        check_moments(data, "site-b", "test", FEATURES, MAX_EXAMPLES)
+        check_report_once(data, "site-b", "test", FEATURES, MAX_EXAMPLES)
     assert elsewhere.value.reason == "site_mismatch"
     with pytest.raises(UpdateRejectedError) as bounded:  # a tighter bound on the rows
-        check_moments(data, "site-a", "test", FEATURES, 19)
+        check_report_once(data, "site-a", "test", FEATURES, 19)
     assert bounded.value.reason == "too_large"
     assert CHECKED_REPORTS.checks == 4
 
@@ -129,9 +129,11 @@ HOSTILE = {
 }
 
 
-def refusal(data: bytes, num_features: int | None) -> tuple[str, str] | None:
+def refusal(
+    check: Callable[..., object], data: bytes, num_features: int | None
+) -> tuple[str, str] | None:
     try:
-        check_moments(data, "site-a", "test", num_features, MAX_EXAMPLES)
+        check(data, "site-a", "test", num_features, MAX_EXAMPLES)
     except UpdateRejectedError as rejected:
         return rejected.reason, rejected.detail
     return None
@@ -142,16 +144,16 @@ def refusal(data: bytes, num_features: int | None) -> tuple[str, str] | None:
 def test_a_hostile_report_is_refused_for_the_same_reason_checked_or_served(
     changes: dict[str, object], first: int | None
 ) -> None:
+    """Served from what one reader found, the other reader's refusal is the one a full check
+    (``check_moments``, nothing kept) gives, reason and detail."""
     data = report_bytes(**changes)
-    second = None if first is not None else FEATURES
-    fresh = {}
-    for num_features in (first, second):
-        CHECKED_REPORTS.clear()
-        fresh[num_features] = refusal(data, num_features)
-    assert fresh[FEATURES] is not None  # the standardisation refuses every one of them
-    CHECKED_REPORTS.clear()
-    served = {num_features: refusal(data, num_features) for num_features in (first, second)}
-    assert served == fresh
+    order = (first, None if first is not None else FEATURES)
+    full = {num_features: refusal(check_moments, data, num_features) for num_features in order}
+    assert full[FEATURES] is not None  # the standardisation refuses every one of them
+    served = {
+        num_features: refusal(check_report_once, data, num_features) for num_features in order
+    }
+    assert served == full
     assert CHECKED_REPORTS.checks <= 1  # the padded one is refused by its size, unparsed
 
 
