@@ -7,7 +7,7 @@ costly part (milliseconds each, hundreds of hospitals), so it is done once per p
 its outcome, refusals included, served to both.
 
 A report is reused only for the very same bytes under the same site and federation and the
-same ``max_examples`` bound (its key holds their sha256): reports are write-once, but a
+same ``max_examples`` bound (its key holds the bytes' sha256): reports are write-once, but a
 different byte string is checked again, never trusted to be the one checked before. The
 checks that depend on the model's feature count are not kept here; the caller applies them
 to the kept outcome, in the order a fresh check would, so each refusal keeps its reason.
@@ -28,8 +28,9 @@ from fl_core.types import Sha256Hex, SiteId
 
 MAX_KEPT_REPORT_BYTES = 256 << 20
 """The most report bytes whose outcomes are kept at once; the least recently used go first.
-Far above a federation's reports (eICU's 208 take a few MB), so none is checked twice while
-the aggregator gathers them, yet a process fed endless distinct reports stays bounded."""
+Far above a federation's reports (208 hospitals at the eICU model's 123 inputs: about 9 MB),
+so none is checked twice before round 1, yet a process fed endless distinct reports keeps a
+bounded number of outcomes (each a few kB: the moments, not the profile)."""
 
 
 @dataclass(frozen=True)
