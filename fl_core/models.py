@@ -101,6 +101,42 @@ def model_weights(model: nn.Module) -> Weights:
 
 
 def load_model_weights(model: nn.Module, weights: Weights) -> None:
-    device = next(model.parameters()).device
-    state = {name: torch.from_numpy(np.array(array)).to(device) for name, array in weights.items()}
-    model.load_state_dict(state, strict=True)
+    """Load ``weights`` into ``model`` (every key, strictly), as ``load_state_dict`` would.
+
+    A hospital loads the global model several times a round; ``load_state_dict`` walks every
+    module's loading hooks for what, in a plain module, is one in-place copy per tensor. A
+    model with no loading hooks of its own gets exactly those copies (same keys, same shapes,
+    the same cast ``load_state_dict`` makes); any other goes through ``load_state_dict``.
+    """
+    if not _plain_loading(model):
+        device = next(model.parameters()).device
+        state = {n: torch.from_numpy(np.array(a)).to(device) for n, a in weights.items()}
+        model.load_state_dict(state, strict=True)
+        return
+    targets = model.state_dict()
+    if targets.keys() != weights.keys():
+        missing = sorted(targets.keys() - weights.keys())
+        unexpected = sorted(weights.keys() - targets.keys())
+        raise RuntimeError(
+            f"weights do not fit the model: missing {missing}, unexpected {unexpected}"
+        )
+    with torch.no_grad():
+        for name, target in targets.items():
+            array = np.asarray(weights[name])
+            if tuple(array.shape) != tuple(target.shape):
+                raise RuntimeError(
+                    f"size mismatch for {name}: weights {tuple(array.shape)}, model "
+                    f"{tuple(target.shape)}"
+                )
+            target.copy_(torch.from_numpy(array) if array.flags.writeable else torch.tensor(array))
+
+
+def _plain_loading(model: nn.Module) -> bool:
+    """No module of ``model`` loads its state its own way (hooks or an override)."""
+    base = nn.Module._load_from_state_dict
+    return not any(
+        module._load_state_dict_pre_hooks
+        or module._load_state_dict_post_hooks
+        or type(module)._load_from_state_dict is not base
+        for module in model.modules()
+    )

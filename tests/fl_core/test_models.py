@@ -71,3 +71,34 @@ def test_started_from_an_input_logit_the_model_is_that_prior_model() -> None:
         expected = np.where(np.isnan(x[:, 1]), -1.5, x[:, 1])
         np.testing.assert_allclose(_logits(model, x), expected, rtol=1e-5, atol=1e-5)
     assert "skip.weight" in model_weights(TabularMLP(3, (4,), logit_offset=True))
+
+
+def test_loading_weights_is_strict_about_keys_and_shapes_and_copies_in_place() -> None:
+    import pytest
+
+    model = TabularMLP(3, (4,))
+    weights = model_weights(TabularMLP(3, (4,)))
+    parameter = model.net[0].weight
+    frozen = {name: value.copy() for name, value in weights.items()}
+    for value in frozen.values():
+        value.flags.writeable = False  # decoded weights may be read-only views
+    load_model_weights(model, frozen)
+    assert model.net[0].weight is parameter  # the same tensor, now holding the new values
+    np.testing.assert_array_equal(parameter.detach().numpy(), weights["net.0.weight"])
+    with pytest.raises(RuntimeError, match=r"missing \['net.3.bias'\]"):
+        load_model_weights(model, {k: v for k, v in weights.items() if k != "net.3.bias"})
+    with pytest.raises(RuntimeError, match=r"size mismatch for net\.0\.weight"):
+        load_model_weights(model, {**weights, "net.0.weight": np.zeros((4, 2), np.float32)})
+
+
+def test_a_module_that_loads_its_own_way_still_goes_through_load_state_dict() -> None:
+    calls: list[str] = []
+
+    class Hooked(TabularMLP):
+        def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:  # type: ignore[override]
+            calls.append("hook")
+            super()._load_from_state_dict(*args, **kwargs)  # type: ignore[arg-type]
+
+    model = Hooked(2, (3,))
+    load_model_weights(model, model_weights(TabularMLP(2, (3,))))
+    assert calls == ["hook"]
