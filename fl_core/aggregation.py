@@ -119,8 +119,13 @@ class StreamingWeightedMean:
         flat = {name: np.asarray(weights[name]).reshape(-1) for name in self._sums}
 
         def add_share(share: list[_Span], scratch: F64Array) -> None:
-            for name, start, stop in share:
-                _multiply_add(self._flat_sums[name], flat[name], weight, start, stop, scratch, name)
+            # a slice's float64 sum may overflow (only float64 updates near 1e308 can): the
+            # scan then looks element by element; the error state is set once per share,
+            # not per slice (it is thread-local, so each thread sets its own)
+            with np.errstate(over="ignore", invalid="ignore"):
+                for name, start, stop in share:
+                    total = self._flat_sums[name]
+                    _multiply_add(total, flat[name], weight, start, stop, scratch, name)
 
         try:
             self._each_share(add_share)
@@ -199,8 +204,8 @@ def _multiply_add(
 
 
 def _sum_finite(values: F64Array) -> bool:
-    with np.errstate(over="ignore", invalid="ignore"):
-        return math.isfinite(np.add.reduce(values))
+    """Called under ``np.errstate(over="ignore", invalid="ignore")`` (``add_share``)."""
+    return math.isfinite(np.add.reduce(values))
 
 
 def _all_finite(values: F64Array) -> bool:
