@@ -210,13 +210,11 @@ class SecureAggregation:
         """The site answered the round with a decline (its site policy refused the round): as
         final as a refused advert, and its answer is admitted as a declined decision."""
         try:
-            size = self.exchange.update_manifest_size(round_index, site_id)
-            if size > self.config.admission.max_manifest_bytes:
-                return False  # admission names it too_large if it is ever read
-            answer = UpdateManifest.model_validate_json(
-                self.exchange.read_update_manifest_bytes(round_index, site_id)
+            data = self.exchange.read_standalone_manifest_bytes(
+                round_index, site_id, self.config.admission.max_manifest_bytes
             )
-        except (ExchangeError, ValidationError):
+            answer = UpdateManifest.model_validate_json(data)
+        except (ExchangeError, ValidationError):  # too large: admission names it too_large
             return False
         return answer.declined is not None and (answer.site_id, answer.round_index) == (
             site_id,

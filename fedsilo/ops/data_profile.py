@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 from fl_core.data.profile import PooledProfile, SiteProfile, common_names, pool_profiles
-from fl_core.errors import ObjectUnreadableError, UpdateRejectedError
+from fl_core.errors import ObjectTooLargeError, ObjectUnreadableError, UpdateRejectedError
 from fl_core.exchange.protocol import Exchange
 from fl_core.ids import check_site_id
 from fl_core.types import SiteId
@@ -71,14 +71,14 @@ def federated_profile(exchange: Exchange, max_examples: int) -> FederatedDataPro
     without: list[str] = []
     refused: dict[str, str] = {}
     for site_id in reported_sites(exchange):
-        key = exchange.layout.moments_key(site_id)
         try:
-            if exchange.store.size(key) > max_report_bytes(MAX_PROFILE_FEATURES):
-                raise UpdateRejectedError("too_large", "moments report")
-            data = exchange.read_moments_bytes(site_id)
+            data = exchange.read_moments_bounded(site_id, max_report_bytes(MAX_PROFILE_FEATURES))
             if data is None:
                 continue
             report, _ = check_moments(data, site_id, exchange.federation_id, None, max_examples)
+        except ObjectTooLargeError:
+            refused[site_id] = "too_large"
+            continue
         except ObjectUnreadableError:
             refused[site_id] = "unreadable"
             continue

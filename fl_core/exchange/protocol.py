@@ -235,9 +235,6 @@ class Exchange:
                 sites[found[0]] = None
         return list(sites)
 
-    def update_manifest_size(self, round_index: RoundIndex, site_id: SiteId) -> int:
-        return self.store.size(self.layout.update_manifest_key(round_index, site_id))
-
     def read_standalone_manifest_bytes(
         self, round_index: RoundIndex, site_id: SiteId, max_bytes: int
     ) -> bytes:
