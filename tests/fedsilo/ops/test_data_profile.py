@@ -120,3 +120,19 @@ def test_a_hospital_reads_the_schema_from_the_published_study(run) -> None:  # t
     schema = published_schema(exchange)
     assert schema == schema_from_names(build_source(config).feature_names())
     assert {f.kind for f in schema.features} == {"numeric", "indicator", "onehot"}
+
+
+def test_a_report_too_large_to_read_is_named_and_never_read(run, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from fedsilo.ops.data_profile import MAX_PROFILE_FEATURES
+    from fl_server.moments import max_report_bytes
+
+    config, exchange, _ = run
+    site = sorted(s.site_id for s in federated_profile(exchange, 10**7).sites)[0]
+    key = exchange.layout.moments_key(site)
+    copy = Exchange(open_store((tmp_path / "exchange").as_uri()), config.federation_id)
+    huge = b" " * (max_report_bytes(MAX_PROFILE_FEATURES) + 1)
+    for other in exchange.store.list_keys(exchange.layout.preflight_prefix()):
+        copy.store.put_new(other, huge if other == key else exchange.store.get(other))
+    profile = federated_profile(copy, config.admission.max_num_examples)
+    assert profile.refused == {site: "too_large"}
+    assert len(profile.sites) == 3
