@@ -4,20 +4,23 @@ The aggregator holds one float64 accumulator per tensor and one update in memory
 memory is O(model) whatever the number of hospitals. float64 accumulation keeps the result
 within 1e-6 relative of an exact float64 mean, far below anything a metric sees.
 
-An update is added in place, slice by slice (``CHUNK_ELEMENTS``): each slice's float64 product
-``w * x`` goes to a small scratch buffer that stays in cache and is added to the sum from
-there, so adding an update reads it once and reads and writes the sum once, with no
-model-sized temporary. Large models are cut into contiguous spans, one per thread
-(``ThreadedSlices``): numpy releases the GIL inside each ufunc, so the spans are summed at once.
+An update is added in place with no model-sized temporary. Models of
+``COMPILED_MIN_ELEMENTS`` parameters or more, in float32 or float64, are added by one compiled
+loop (``fl_core.compiled_sum``) that widens, weights, scans and adds each element in a single
+pass; smaller models and other dtypes are added slice by slice (``CHUNK_ELEMENTS``) in numpy,
+each slice's float64 product going to a small scratch buffer that stays in cache. Either way
+adding an update reads it once and reads and writes the sum once. Large models are cut into
+contiguous spans, one per thread: the compiled loop and numpy's ufuncs release the GIL, so
+the spans are summed at once.
 
-The NaN/Inf scan is fused with the slice it checks: each product slice is scanned while it is
-in cache, just before it is added, instead of in a pass of its own over the update. An update
-found to hold NaN or Inf raises ``NonFiniteUpdateError``; the slices before it were added, so
-the sum is void until it is begun again and the round's accepted updates re-added (the round
-loop does, as it does on resume).
+The NaN/Inf scan is fused with the add: the compiled loop flags a non-finite product as it
+adds it; numpy's path scans each product slice while it is in cache, just before it is added.
+An update found to hold NaN or Inf raises ``NonFiniteUpdateError``; part or all of it was
+added, so the sum is void until it is begun again and the round's accepted updates re-added
+(the round loop does, as it does on resume).
 
-Determinism: every element of the sum is ``fl(fl(sum + fl(w * x)))`` in the order updates
-were added, whichever thread or slice it falls in, so the same updates in the same order give
+Determinism: every element of the sum is ``fl(sum + fl(w * x))`` in the order updates were
+added, whichever path, thread or slice it falls in, so the same updates in the same order give
 the same bytes on any thread count (a resumed round re-adds them in their recorded order and
 reproduces the sum bit for bit).
 """
@@ -33,6 +36,7 @@ from threading import Lock
 import numpy as np
 import numpy.typing as npt
 
+from fl_core import compiled_sum
 from fl_core.errors import AggregationError, NonFiniteUpdateError
 from fl_core.serialisation import TensorSpec
 from fl_core.types import Weights
@@ -44,6 +48,10 @@ THREAD_MIN_ELEMENTS = 1 << 18
 costs (``python -m bench --only aggregation`` runs the server at each model size)."""
 MAX_THREADS = 4
 """Memory bandwidth is shared: past a few threads more only add contention."""
+COMPILED_MIN_ELEMENTS = 1 << 18
+"""Parameters from which float32/float64 updates are added by the compiled loop
+(``fl_core.compiled_sum``): below, numba's one-off start-up in the process (about 0.7 s) costs
+more than a federation's rounds would save (the eICU model's 10k parameters take numpy's path)."""
 
 F64Array = npt.NDArray[np.float64]
 _Span = tuple[str, int, int]
@@ -104,6 +112,12 @@ class StreamingWeightedMean:
         count = threads if threads is not None else thread_count(sum(sizes.values()))
         self._shares = split_spans(sizes, max(1, count)) if sizes else []
         self._scratch = [np.empty(CHUNK_ELEMENTS, dtype=np.float64) for _ in self._shares]
+        self._compiled: compiled_sum.MultiplyAdd | None = None
+        if sum(sizes.values()) >= COMPILED_MIN_ELEMENTS and any(
+            compiled_sum.uses_compiled_loop(np.dtype(spec.dtype)) for spec in self._specs.values()
+        ):
+            compiled_sum.prepare()
+            self._compiled = compiled_sum.compiled_multiply_add()
         self.total_weight = 0.0
         self.count = 0
         self._void = False
@@ -117,6 +131,7 @@ class StreamingWeightedMean:
         if weights.keys() != self._sums.keys():
             raise AggregationError("update tensors differ from the global model's; admit first")
         flat = {name: np.asarray(weights[name]).reshape(-1) for name in self._sums}
+        compiled = self._compiled
 
         def add_share(share: list[_Span], scratch: F64Array) -> None:
             # a slice's float64 sum may overflow (only float64 updates near 1e308 can): the
@@ -124,8 +139,12 @@ class StreamingWeightedMean:
             # not per slice (it is thread-local, so each thread sets its own)
             with np.errstate(over="ignore", invalid="ignore"):
                 for name, start, stop in share:
-                    total = self._flat_sums[name]
-                    _multiply_add(total, flat[name], weight, start, stop, scratch, name)
+                    total, update = self._flat_sums[name], flat[name]
+                    if compiled is not None and compiled_sum.uses_compiled_loop(update.dtype):
+                        if compiled(total, update, weight, start, stop):
+                            raise NonFiniteUpdateError(name)
+                    else:
+                        _multiply_add(total, update, weight, start, stop, scratch, name)
 
         try:
             self._each_share(add_share)
