@@ -67,6 +67,10 @@ class WorkerSpec:
     """The policies of this worker's hospitals (``fedsilo.engine.site_policies``)."""
     policy_state_dir: Path | None = None
     """Where those policies keep each hospital's privacy ledger (in the run folder)."""
+    interruptible: bool = True
+    """Whether Ctrl-C stops the worker: as it stops the launcher, which ignores it when run as
+    a background job of a script (the shell then ignores SIGINT for it, and so do its workers,
+    else they would leave a federation that goes on without them)."""
 
 
 def _leave_quietly(signum: int, frame: object) -> None:
@@ -79,7 +83,7 @@ def _worker_main(spec: WorkerSpec, reports: Queue[Report], signal: RoundSignal) 
     Ctrl-C reaches every process of the terminal's group: a worker leaves at once and
     quietly (the aggregator says where the run stopped), instead of printing a traceback.
     """
-    signals.signal(signals.SIGINT, _leave_quietly)
+    signals.signal(signals.SIGINT, _leave_quietly if spec.interruptible else signals.SIG_IGN)
     collect_in_child()
     torch.set_num_threads(1)
     configure_logging(spec.log_format, spec.log_level)
@@ -175,6 +179,7 @@ def simulate(
             secagg_key_dir=federation.secagg_key_dir,
             site_policies={s: policies[s] for s in plan[index] if s in policies},
             policy_state_dir=federation.run_dir / POLICY_STATE_FOLDER,
+            interruptible=signals.getsignal(signals.SIGINT) is not signals.SIG_IGN,
         )
         proc = context.Process(
             target=_worker_main,

@@ -35,6 +35,17 @@ def _wait_for(path: Path, process: subprocess.Popen[str], limit_s: float = 300.0
         time.sleep(0.05)
 
 
+def _foreground_job() -> None:
+    """SIGINT as a terminal's foreground job has it, however the test itself was started (a
+    background job of a script inherits SIGINT ignored, and so would the command)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _background_job() -> None:
+    """SIGINT as a script's background job has it: ignored, as the shell sets it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_with_one_line_and_the_run_resumes(tmp_path: Path) -> None:
     run = tmp_path / "r"
@@ -48,6 +59,7 @@ def test_ctrl_c_stops_with_one_line_and_the_run_resumes(tmp_path: Path) -> None:
             stderr=stderr,
             text=True,
             start_new_session=True,  # its own process group, as a terminal's job
+            preexec_fn=_foreground_job,
             env={**os.environ, "COLUMNS": "400"},
         )
         closed = f"{INTERRUPT_AFTER:06d}"
@@ -96,6 +108,7 @@ def test_ctrl_c_under_mpi_stops_with_one_line(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_foreground_job,
         env={**os.environ, "COLUMNS": "400"},
     )
     closed = f"{INTERRUPT_AFTER:06d}"
@@ -112,3 +125,34 @@ def test_ctrl_c_under_mpi_stops_with_one_line(tmp_path: Path) -> None:
     assert line.endswith("--run-id m") and "--engine mpi" in line
     outcome = read_outcome(run)
     assert outcome is not None and outcome.outcome == "interrupted"
+
+
+@pytest.mark.slow
+def test_a_background_simulate_goes_on_through_ctrl_c_with_all_its_hospitals(
+    tmp_path: Path,
+) -> None:
+    """A script's background job ignores SIGINT: so do its hospital workers, or the
+    federation would lose them all and fail."""
+    run = tmp_path / "b"
+    rounds = 6
+    arguments = ["simulate", "--hospitals", "3", "--rounds", str(rounds), "--workers", "2",
+                 "--out", str(tmp_path), "--run-id", "b"]  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", FEDSILO_MODULE, *arguments],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=_background_job,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+    _wait_for(run / "exchange" / "federations" / "demo" / "rounds" / "000002" / "result.json",
+              process)  # fmt: skip
+    os.killpg(process.pid, signal.SIGINT)
+    _, errors = process.communicate(timeout=300)
+    assert process.returncode == 0, errors
+    assert "interrupted" not in errors and "exited" not in errors, errors
+    rows = [json.loads(row) for row in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows and [row["round"] for row in rows] == list(range(1, len(rows) + 1))
+    assert all(row["sites_accepted"] == 3 for row in rows), rows
