@@ -9,9 +9,11 @@ An update is added in place with no model-sized temporary. Models of
 loop (``fl_core.compiled_sum``) that widens, weights, scans and adds each element in a single
 pass; smaller models and other dtypes are added slice by slice (``CHUNK_ELEMENTS``) in numpy,
 each slice's float64 product going to a small scratch buffer that stays in cache. Either way
-adding an update reads it once and reads and writes the sum once. Large models are cut into
-contiguous spans, one per thread: the compiled loop and numpy's ufuncs release the GIL, so
-the spans are summed at once.
+adding an update reads it once and reads and writes the sum once. The compiled loop runs on
+the caller's thread: one core sums faster than the other cores read and check the next
+updates beside it (``python -m bench --only aggregation``). On numpy's path large models are
+cut into contiguous spans, one per thread: numpy's ufuncs release the GIL, so the spans are
+summed at once (the compiled loop releases it too, for callers that ask for threads).
 
 The NaN/Inf scan is fused with the add: the compiled loop flags a non-finite product as it
 adds it; numpy's path scans each product slice while it is in cache, just before it is added.
@@ -109,15 +111,20 @@ class StreamingWeightedMean:
         }
         self._flat_sums = {name: total.reshape(-1) for name, total in self._sums.items()}
         sizes = {name: flat.size for name, flat in self._flat_sums.items()}
-        count = threads if threads is not None else thread_count(sum(sizes.values()))
-        self._shares = split_spans(sizes, max(1, count)) if sizes else []
-        self._scratch = [np.empty(CHUNK_ELEMENTS, dtype=np.float64) for _ in self._shares]
         self._compiled: compiled_sum.MultiplyAdd | None = None
         if sum(sizes.values()) >= COMPILED_MIN_ELEMENTS and any(
             compiled_sum.uses_compiled_loop(np.dtype(spec.dtype)) for spec in self._specs.values()
         ):
             compiled_sum.prepare()
             self._compiled = compiled_sum.compiled_multiply_add()
+        if threads is not None:
+            count = threads
+        elif self._compiled is not None:
+            count = 1  # one core's loop outruns the checks that the other cores run beside it
+        else:
+            count = thread_count(sum(sizes.values()))
+        self._shares = split_spans(sizes, max(1, count)) if sizes else []
+        self._scratch = [np.empty(CHUNK_ELEMENTS, dtype=np.float64) for _ in self._shares]
         self.total_weight = 0.0
         self.count = 0
         self._void = False

@@ -81,16 +81,30 @@ def compiled_multiply_add() -> MultiplyAdd:
 
 @functools.cache
 def prepare() -> None:
-    """Compile (or load from the cache) the loop for every dtype, for read-only and writable
-    updates alike, once per process: ``StreamingWeightedMean`` calls it when it is built for a
-    large model, so no update pays for it in the middle of a sum."""
+    """Compile (or load from the cache) the loop for every kind of update it will be handed,
+    once per process: ``StreamingWeightedMean`` calls it when it is built for a large model,
+    so that no round compiles in the middle of a sum.
+
+    numba compiles per array type: each dtype, read-only (a decoded file) or writable, and
+    aligned or not (a safetensors payload starts wherever its header ends).
+    """
     kernel = compiled_multiply_add()
     total = np.zeros(1, dtype=np.float64)
+    for update in example_updates():
+        kernel(total, update, 1.0, 0, 1)
+
+
+def example_updates() -> list[npt.NDArray[np.generic]]:
+    """One update of each kind the loop is compiled for (``prepare``)."""
+    examples: list[npt.NDArray[np.generic]] = []
     for dtype in COMPILED_DTYPES:
-        update = np.zeros(1, dtype=dtype)
-        kernel(total, update, 1.0, 0, 1)
-        update.flags.writeable = False
-        kernel(total, update, 1.0, 0, 1)
+        for offset in (0, 1):  # 1: a buffer offset that no dtype here is aligned to
+            buffer = bytearray(dtype.itemsize + 1)
+            for writeable in (True, False):
+                update = np.frombuffer(buffer, dtype=dtype, count=1, offset=offset)
+                update.flags.writeable = writeable
+                examples.append(update)
+    return examples
 
 
 def uses_compiled_loop(dtype: np.dtype[np.generic]) -> bool:

@@ -23,8 +23,11 @@ def test_tiny_grid_gives_finite_positive_rows_and_cleans_up(tmp_path: Path) -> N
     methods = {row.method for row in measured}
     local = {
         aggregation.LABELS[key]
-        for key in ("stream", "limit", "limit_f64", "sha256", "server_s3", "server", "no_admission")
-    }
+        for key in (
+            "stream", "limit", "limit_f64", "sha256", "server_s3", "server_s3_numpy", "server",
+            "no_admission",
+        )
+    }  # fmt: skip
     assert methods == local  # no Flower environment given: its rows say why, with no numbers
     for row in measured:
         gbps = row.gbps(row.median_s)
