@@ -183,6 +183,8 @@ class StoredChecksumStore(LocalDirectoryStore):
     aggregator lists.
     """
 
+    vouches_for_updates = True
+
     def _checksum_path(self, key: ObjectKey) -> Path:
         return self.root / ".checksums" / f"{key}.sha256"
 

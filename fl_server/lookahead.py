@@ -47,9 +47,16 @@ def default_workers() -> int:
     return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 
 
-def workers_for(update_bytes: int) -> int:
-    """Checking threads for updates of ``update_bytes``: none (the caller's) when small."""
-    return default_workers() if update_bytes >= THREADED_MIN_UPDATE_BYTES else 0
+def workers_for(update_bytes: int, *, hashed: bool = True) -> int:
+    """Checking threads for updates of ``update_bytes``: none (the caller's) when small.
+
+    ``hashed``: each check hashes its update (a local folder). Hashing costs more than the
+    sum, so the checks get every core; where the store hands the digest over (S3), a check
+    is a read and a parse, and one core is left to the caller's sum.
+    """
+    if update_bytes < THREADED_MIN_UPDATE_BYTES:
+        return 0
+    return default_workers() if hashed else max(1, default_workers() - 1)
 
 
 def checked_ahead(

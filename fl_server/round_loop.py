@@ -198,7 +198,11 @@ class RoundLoop:
             protocol,
             RoundKeys(self.exchange.layout, state.round_index, manifest.invited_sites),
             # an answer is the size of the global model in a training round, a manifest else
-            check_workers=workers_for(len(global_bytes)) if training else 0,
+            check_workers=(
+                workers_for(len(global_bytes), hashed=not self.exchange.store.vouches_for_updates)
+                if training
+                else 0
+            ),
         )
         if training:
             self._bound_weights(current)

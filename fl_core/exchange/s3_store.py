@@ -228,6 +228,8 @@ class S3Store(ObjectStore):
         botocore's retry and timeout settings.
     """
 
+    vouches_for_updates = True  # get_verified returns S3's verified full-object checksum
+
     def __init__(
         self,
         bucket: str,

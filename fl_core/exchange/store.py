@@ -18,6 +18,9 @@ from fl_core.types import ETag, ObjectKey, Sha256Hex
 class ObjectStore(ABC):
     """Bytes by key, with write-once and compare-and-swap semantics."""
 
+    vouches_for_updates: bool = False
+    """Whether ``get_verified`` hands back a digest with every update (S3's stored checksum),
+    so that admitting an update does not hash it."""
     poll_backoff_cap_s: float = 2.0
     """Longest pause between a poller's reads: each read of S3 is a billed request, and
     hundreds of hospitals poll at once; a local store can afford to look more often."""

@@ -106,3 +106,23 @@ def test_inline_checks_in_the_callers_thread_in_order_and_raises_at_the_result()
 def test_small_updates_are_checked_inline_large_ones_on_threads():
     assert workers_for(THREADED_MIN_UPDATE_BYTES - 1) == 0
     assert workers_for(THREADED_MIN_UPDATE_BYTES) == default_workers() >= 1
+
+
+def test_checks_that_hash_get_every_core_and_checks_that_do_not_leave_one_to_the_sum(
+    monkeypatch,
+):
+    from fl_server import lookahead
+
+    for cores, hashed, unhashed in ((1, 1, 1), (2, 2, 1), (4, 4, 3), (16, 4, 3)):
+        monkeypatch.setattr(lookahead.os, "cpu_count", lambda cores=cores: cores)
+        assert workers_for(THREADED_MIN_UPDATE_BYTES, hashed=True) == hashed
+        assert workers_for(THREADED_MIN_UPDATE_BYTES, hashed=False) == unhashed
+        assert workers_for(THREADED_MIN_UPDATE_BYTES - 1, hashed=False) == 0
+
+
+def test_only_a_store_that_hands_over_s3s_checksum_spares_the_hash(tmp_path):
+    from fl_core.exchange.fs_store import LocalDirectoryStore
+    from fl_core.exchange.s3_store import S3Store
+
+    assert S3Store.vouches_for_updates is True
+    assert LocalDirectoryStore(tmp_path).vouches_for_updates is False
