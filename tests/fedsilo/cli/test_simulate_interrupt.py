@@ -15,7 +15,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -46,22 +48,30 @@ def _background_job() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _start_simulate(
+    arguments: list[str], cwd: Path, job: Callable[[], None], stderr: IO[str] | int
+) -> subprocess.Popen[str]:
+    """``fedsilo simulate`` in its own session (its own process group, as a terminal's job),
+    with SIGINT set up by ``job`` before it starts."""
+    return subprocess.Popen(
+        [sys.executable, "-m", FEDSILO_MODULE, *arguments],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+        start_new_session=True,
+        preexec_fn=job,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+
+
 @pytest.mark.slow
 def test_ctrl_c_stops_with_one_line_and_the_run_resumes(tmp_path: Path) -> None:
     run = tmp_path / "r"
     arguments = ["simulate", "--hospitals", "3", "--rounds", str(ROUNDS), "--workers", "2",
                  "--out", str(tmp_path), "--run-id", "r"]  # fmt: skip
     with (tmp_path / "stderr.txt").open("w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", FEDSILO_MODULE, *arguments],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            start_new_session=True,  # its own process group, as a terminal's job
-            preexec_fn=_foreground_job,
-            env={**os.environ, "COLUMNS": "400"},
-        )
+        process = _start_simulate(arguments, tmp_path, _foreground_job, stderr)
         closed = f"{INTERRUPT_AFTER:06d}"
         _wait_for(run / "exchange" / "federations" / "demo" / "rounds" / closed / "result.json",
                   process)  # fmt: skip
@@ -101,16 +111,7 @@ def test_ctrl_c_under_mpi_stops_with_one_line(tmp_path: Path) -> None:
     run = tmp_path / "m"
     arguments = ["simulate", "--engine", "mpi", "--hospitals", "3", "--rounds", "200",
                  "--workers", "2", "--out", str(tmp_path), "--run-id", "m"]  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", FEDSILO_MODULE, *arguments],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=_foreground_job,
-        env={**os.environ, "COLUMNS": "400"},
-    )
+    process = _start_simulate(arguments, tmp_path, _foreground_job, subprocess.PIPE)
     closed = f"{INTERRUPT_AFTER:06d}"
     _wait_for(run / "exchange" / "federations" / "demo" / "rounds" / closed / "result.json",
               process)  # fmt: skip
@@ -137,16 +138,7 @@ def test_a_background_simulate_goes_on_through_ctrl_c_with_all_its_hospitals(
     rounds = 6
     arguments = ["simulate", "--hospitals", "3", "--rounds", str(rounds), "--workers", "2",
                  "--out", str(tmp_path), "--run-id", "b"]  # fmt: skip
-    process = subprocess.Popen(
-        [sys.executable, "-m", FEDSILO_MODULE, *arguments],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        preexec_fn=_background_job,
-        env={**os.environ, "COLUMNS": "400"},
-    )
+    process = _start_simulate(arguments, tmp_path, _background_job, subprocess.PIPE)
     _wait_for(run / "exchange" / "federations" / "demo" / "rounds" / "000002" / "result.json",
               process)  # fmt: skip
     os.killpg(process.pid, signal.SIGINT)
