@@ -52,7 +52,7 @@ MAX_THREADS = 4
 """Memory bandwidth is shared: past a few threads more only add contention."""
 COMPILED_MIN_ELEMENTS = 1 << 18
 """Parameters from which float32/float64 updates are added by the compiled loop
-(``fl_core.compiled_sum``): below, numba's one-off start-up in the process (about 0.7 s) costs
+(``fl_core.compiled_sum``): below, numba's one-off start-up in the process (about 0.6 s) costs
 more than a federation's rounds would save (the eICU model's 10k parameters take numpy's path)."""
 
 F64Array = npt.NDArray[np.float64]

@@ -15,7 +15,7 @@ The scan: ``v - v`` is 0 for every finite ``v`` and NaN for NaN and both infinit
 value that overflows when weighted) as a comparison, which vectorises, where a floating-point
 reduction would not. A flagged update has been added in full; the caller voids the sum.
 
-numba costs about 0.7 s per process to import and initialise (the machine code itself is cached
+numba costs about 0.6 s per process to import and initialise (the machine code itself is cached
 on disk), so it is imported only for models large enough to repay it
 (``fl_core.aggregation.COMPILED_MIN_ELEMENTS``) and for the dtypes compiled here.
 """
