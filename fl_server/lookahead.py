@@ -1,13 +1,13 @@
 """Admission checks run ahead of the running sum, on worker threads.
 
-Checking an update (reading it, its sha256, the NaN/Inf scan) costs more than adding it to the
-sum (``python -m bench --only aggregation`` measures both), and one file's sha256 runs on one
-core. File and socket reads, hashlib
-and numpy release the GIL, so the next updates are checked on worker threads while the caller
-adds the current one. The caller takes the results in the order of the keys, whatever order
-the threads finish in, so the sum (and the model) is the same as a one-by-one loop's; a
-check's exception is raised when the caller takes that key's result, exactly where the
-one-by-one loop would have raised it.
+Checking an update (reading it, its sha256 where the store does not hand one over, header and
+manifest) costs more than adding it to the sum (``python -m bench --only aggregation``
+measures both), and one file's sha256 runs on one core. File and socket reads and hashlib
+release the GIL, so the next updates are checked on worker threads while the caller adds the
+current one (``workers_for`` leaves the caller a core where nothing is hashed). The caller
+takes the results in the order of the keys, whatever order the threads finish in, so the sum
+(and the model) is the same as a one-by-one loop's; a check's exception is raised when the
+caller takes that key's result, exactly where the one-by-one loop would have raised it.
 
 At most ``ahead`` checks are submitted beyond the result the caller holds, so at most
 ``ahead + 1`` updates are in memory at once: memory stays O(model). Closing the iterator early

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bench import aggregation
 from bench.__main__ import discover_benchmarks, selected
@@ -93,3 +94,21 @@ def test_scale_bench_put_probe_measures_and_cleans_up(tmp_path: Path) -> None:
 def test_only_takes_a_benchmarks_short_name() -> None:
     available = discover_benchmarks()
     assert selected(["scale", "aggregation"], available) == ["aggregation", "scale_bench"]
+
+
+def test_a_round_whose_store_hands_over_digests_leaves_the_sum_a_core(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On the S3 path nothing is hashed, so one checking thread fewer; a local folder hashes
+    every update and checks on every core. Updates of 1 MiB, the smallest checked on threads."""
+    from fl_server import lookahead
+
+    monkeypatch.setattr(lookahead.os, "cpu_count", lambda: 4)
+    updates = aggregation.write_updates(tmp_path, num_updates=2, num_params=1 << 18, seed=1)
+    config = aggregation.FederationConfig.model_validate_json(updates.config_json)
+    workers = {}
+    for s3_path in (False, True):
+        loop = aggregation._round_loop(updates.root, config, 2, s3_path=s3_path)
+        state = loop.keeper.acquire(loop._first_state)
+        workers[s3_path] = loop._open(state).check_workers
+    assert workers == {False: 4, True: 3}

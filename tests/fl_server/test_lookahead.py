@@ -118,11 +118,3 @@ def test_checks_that_hash_get_every_core_and_checks_that_do_not_leave_one_to_the
         assert workers_for(THREADED_MIN_UPDATE_BYTES, hashed=True) == hashed
         assert workers_for(THREADED_MIN_UPDATE_BYTES, hashed=False) == unhashed
         assert workers_for(THREADED_MIN_UPDATE_BYTES - 1, hashed=False) == 0
-
-
-def test_only_a_store_that_hands_over_s3s_checksum_spares_the_hash(tmp_path):
-    from fl_core.exchange.fs_store import LocalDirectoryStore
-    from fl_core.exchange.s3_store import S3Store
-
-    assert S3Store.vouches_for_updates is True
-    assert LocalDirectoryStore(tmp_path).vouches_for_updates is False
