@@ -86,26 +86,15 @@ def prepare() -> None:
     once per process: ``StreamingWeightedMean`` calls it when it is built for a large model,
     so that no round compiles in the middle of a sum.
 
-    numba compiles per array type: each dtype, read-only (a decoded file) or writable, and
-    aligned or not (a safetensors payload starts wherever its header ends).
+    numba compiles per array type: each dtype, read-only (a decoded file) or writable.
     """
     kernel = compiled_multiply_add()
     total = np.zeros(1, dtype=np.float64)
-    for update in example_updates():
-        kernel(total, update, 1.0, 0, 1)
-
-
-def example_updates() -> list[npt.NDArray[np.generic]]:
-    """One update of each kind the loop is compiled for (``prepare``)."""
-    examples: list[npt.NDArray[np.generic]] = []
     for dtype in COMPILED_DTYPES:
-        for offset in (0, 1):  # 1: a buffer offset that no dtype here is aligned to
-            buffer = bytearray(dtype.itemsize + 1)
-            for writeable in (True, False):
-                update = np.frombuffer(buffer, dtype=dtype, count=1, offset=offset)
-                update.flags.writeable = writeable
-                examples.append(update)
-    return examples
+        for writeable in (True, False):
+            update = np.zeros(1, dtype=dtype)
+            update.flags.writeable = writeable
+            kernel(total, update, 1.0, 0, 1)
 
 
 def uses_compiled_loop(dtype: np.dtype[np.generic]) -> bool:

@@ -107,3 +107,21 @@ def test_a_small_model_never_imports_numba():
         "assert 'numba' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def test_after_prepare_no_update_compiles_the_loop_again():
+    """Every kind of update a round hands over was compiled before the round: read-only and
+    writable, float32 and float64, at any offset in its buffer (a safetensors payload starts
+    wherever its header ends)."""
+    compiled_sum.prepare()
+    kernel = compiled_sum.compiled_multiply_add()
+    compiled = len(kernel.signatures)  # type: ignore[attr-defined]
+    total = np.zeros(3)
+    for dtype in compiled_sum.COMPILED_DTYPES:
+        for offset in (0, 1, 3):
+            buffer = bytearray(dtype.itemsize * 3 + offset)
+            for writeable in (True, False):
+                update = np.frombuffer(buffer, dtype=dtype, count=3, offset=offset)
+                update.flags.writeable = writeable
+                assert kernel(total, update, 2.0, 0, 3) is False
+    assert len(kernel.signatures) == compiled == 4  # type: ignore[attr-defined]
