@@ -135,6 +135,7 @@ class StreamingWeightedMean:
         self._check_usable()
         if not weight > 0:
             raise AggregationError(f"update weight must be > 0, got {weight}")
+        weight = float(weight)  # an int weight would compile a second loop mid-round
         if weights.keys() != self._sums.keys():
             raise AggregationError("update tensors differ from the global model's; admit first")
         flat = {name: np.asarray(weights[name]).reshape(-1) for name in self._sums}

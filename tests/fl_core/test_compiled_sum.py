@@ -125,3 +125,16 @@ def test_after_prepare_no_update_compiles_the_loop_again():
                 update.flags.writeable = writeable
                 assert kernel(total, update, 2.0, 0, 3) is False
     assert len(kernel.signatures) == compiled  # type: ignore[attr-defined]
+
+
+def test_a_whole_number_weight_uses_the_prepared_loop():
+    """A caller's int weight (a hospital's example count) is summed by a loop compiled before
+    the round, not one compiled in the middle of it."""
+    spec = TensorSpec(dtype="float32", shape=(COMPILED_MIN_ELEMENTS,))
+    mean = StreamingWeightedMean({"w": spec})
+    kernel = compiled_sum.compiled_multiply_add()
+    compiled = len(kernel.signatures)  # type: ignore[attr-defined]
+    mean.add({"w": np.ones(COMPILED_MIN_ELEMENTS, np.float32)}, 3)
+    mean.add({"w": np.zeros(COMPILED_MIN_ELEMENTS, np.float32)}, 1)
+    assert len(kernel.signatures) == compiled  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(mean.result()["w"], np.full(COMPILED_MIN_ELEMENTS, 0.75))
