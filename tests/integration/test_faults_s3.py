@@ -239,7 +239,10 @@ def _write_hostile(federation, manifest: GlobalManifest) -> None:
 
 
 def test_hostile_hospitals_rejected_with_reasons_model_unaffected(make_federation, reference_model):
-    federation = make_federation(admission={"max_update_bytes": MAX_UPDATE_BYTES})
+    # the hostile sites send no feature moments: the server waits out one deadline for them
+    federation = make_federation(
+        admission={"max_update_bytes": MAX_UPDATE_BYTES}, round={"deadline_s": 20.0}
+    )
     honest = federation.hospitals
     server = federation.start_server(sites=honest + BAD_SITES)
     clients = federation.start_clients()
