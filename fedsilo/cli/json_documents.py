@@ -75,6 +75,8 @@ class LedgerDocument(_Document):
     first_bad_round: int | None
     closing_round: int | None
     versions_checked: bool
+    digest_sources: dict[str, int]
+    published_sha256: str | None
     problems: list[LedgerProblemDocument]
     summary: str
 
@@ -109,6 +111,8 @@ def ledger_json(report: LedgerReport) -> str:
         first_bad_round=report.first_bad_round,
         closing_round=report.closing_round,
         versions_checked=report.versions_checked,
+        digest_sources=report.digest_sources,
+        published_sha256=report.published_sha256,
         problems=[LedgerProblemDocument.model_validate(p) for p in report.problems],
         summary=report.summary(),
     )

@@ -6,6 +6,7 @@ exchange or run holds nothing; ``--json`` prints one document (docs/cli-json.md)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -84,6 +85,9 @@ def test_ledger_verify_json_says_ok_and_then_names_the_altered_round(
     assert document["schema_id"] == "fedsilo.ledger-verify/1"
     assert document["ok"] and document["problems"] == [] and document["first_bad_round"] is None
     assert document["rounds_checked"] == 3 and len(document["head_hash"]) == 64
+    published = exchange_dir / ExchangeLayout(FEDERATION).published_weights_key()
+    assert document["published_sha256"] == hashlib.sha256(published.read_bytes()).hexdigest()
+    assert sum(document["digest_sources"].values()) > 0
     model = exchange_dir / ExchangeLayout(FEDERATION).global_weights_key(2)
     data = bytearray(model.read_bytes())
     data[-1] ^= 0x01
