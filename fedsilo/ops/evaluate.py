@@ -41,6 +41,8 @@ from fedsilo.engine.metrics_row import MetricsRow
 from fedsilo.engine.process_engine import simulate
 from fedsilo.ops.baselines import local_only_predictions, pooled_predictions
 from fedsilo.ops.hospital_view import HospitalComparison, compare_hospitals
+from fl_client.personalise import refit_intercept
+from fl_client.trainer import ClientTrainer
 from fl_core.calibration import Calibration, calibration_from_histogram
 from fl_core.config import FederationConfig
 from fl_core.data.base import SiteData, Split
@@ -112,6 +114,11 @@ class Scores:
     federated_on_references: dict[str, float | None] = field(default_factory=dict)
     """The federated model's AUROC on the stays each reference scores (APACHE IVa gives no
     prediction for some): the like-for-like comparison with that reference."""
+    own_intercept: float | None = None
+    """With ``personalisation.local_intercept``: AUROC of the federated model with each
+    hospital's own intercept (``OWN_INTERCEPT``) over the fold's test stays."""
+    own_intercept_on_references: dict[str, float | None] = field(default_factory=dict)
+    """The same model's AUROC on the stays each reference scores."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +163,10 @@ class CrossValidation:
 
 
 ON_STAYS_OF = "federated_on_stays_of_"
+OWN_INTERCEPT = "federated_own_intercept"
+"""The federated model with each hospital's intercept refitted on its own training rows, as
+``personalisation.local_intercept`` has every hospital do after the last round."""
+OWN_INTERCEPT_ON_STAYS_OF = f"{OWN_INTERCEPT}_on_stays_of_"
 """``federated_on_stays_of_apache``: the federated AUROC on the stays APACHE scores."""
 
 
@@ -165,6 +176,10 @@ def _figure(scores: Scores, name: str) -> float | None:
         return value
     if name.startswith(ON_STAYS_OF):
         return scores.federated_on_references.get(name.removeprefix(ON_STAYS_OF))
+    if name == OWN_INTERCEPT:
+        return scores.own_intercept
+    if name.startswith(OWN_INTERCEPT_ON_STAYS_OF):
+        return scores.own_intercept_on_references.get(name.removeprefix(OWN_INTERCEPT_ON_STAYS_OF))
     return scores.references.get(name)
 
 
@@ -270,6 +285,24 @@ def write_stays(
     pq.write_table(table, path)
 
 
+def own_intercept_predictions(
+    trainer: ClientTrainer, sites: Sequence[SiteData], prior_sd: float
+) -> dict[str, npt.NDArray[np.float64]]:
+    """Each hospital's test risks under the trainer's model with that hospital's intercept
+    refitted on its training rows (``fl_client.personalise.refit_intercept``, the step the
+    hospitals run); the trainer holds its model again on return."""
+    held = trainer.get_weights()
+    risks: dict[str, npt.NDArray[np.float64]] = {}
+    try:
+        for site in sites:
+            refit_intercept(trainer, site, prior_sd)
+            risks[site.site_id] = np.asarray(trainer.predict_proba(site.test.x), np.float64)
+            trainer.set_weights(held)
+    finally:
+        trainer.set_weights(held)
+    return risks
+
+
 def score_federation(
     config: FederationConfig,
     data_path: Path,
@@ -311,6 +344,11 @@ def score_federation(
         "federated_uncalibrated": uncalibrated,
         "pooled": np.asarray(pooled_predictions(app, fold_config, sites), np.float64),
     }
+    personalisation = fold_config.personalisation
+    if personalisation.local_intercept:
+        own = own_intercept_predictions(trainer, sites, personalisation.local_intercept_prior_sd)
+        predictions[OWN_INTERCEPT] = _over_stays(sites, own)
+    own_risk = predictions.get(OWN_INTERCEPT)
     predictions.update(test.reference_scores)
     bins = fold_config.evaluation.histogram_bins
     local = local_only_predictions(app, fold_config, sites) if local_only else {}
@@ -345,6 +383,12 @@ def score_federation(
             name: auroc_where_known(predictions["federated"], test, name)
             for name in test.reference_scores
         },
+        own_intercept=exact_auroc(own_risk, test.y) if own_risk is not None else None,
+        own_intercept_on_references={
+            name: auroc_where_known(own_risk, test, name) for name in test.reference_scores
+        }
+        if own_risk is not None
+        else {},
     )
     if progress is not None:
         progress.advance("yardsticks done: pooled" + (" and local-only" if local_only else ""))

@@ -14,7 +14,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from fedsilo.ops.evaluate import ON_STAYS_OF, CrossValidation, Scores
+from fedsilo.ops.evaluate import (
+    ON_STAYS_OF,
+    OWN_INTERCEPT,
+    OWN_INTERCEPT_ON_STAYS_OF,
+    CrossValidation,
+    Scores,
+)
 from fedsilo.ops.evaluation_candidates import Candidate, choose_by_validation
 from fedsilo.ops.hospital_verdict import MIN_VERDICT_EVENTS, HospitalVerdict, VerdictSummary
 from fedsilo.ops.report_stats import Interval
@@ -146,6 +152,7 @@ APACHE = "apache"
 MODEL_LABELS = {
     "local_only_mean": "local-only",
     "federated_uncalibrated": "federated, before recalibration",
+    OWN_INTERCEPT: "federated, each hospital's own intercept",
 }
 _OUT_OF_FOLD_NAME = {"local_only_mean": "local_only"}
 """Per fold a hospital's own model has a mean AUROC; out of fold, every stay's risk."""
@@ -200,8 +207,8 @@ def hospital_verdicts(found: VerdictSummary) -> HospitalVerdicts:
 
 def model_names(cv: CrossValidation, *, local_only: bool) -> list[str]:
     found = {name for repeat in cv.out_of_fold for name in repeat}
-    uncalibrated = ["federated_uncalibrated"] if "federated_uncalibrated" in found else []
-    names = ["federated", *uncalibrated, "pooled", *(["local_only_mean"] if local_only else [])]
+    adapted = [n for n in ("federated_uncalibrated", OWN_INTERCEPT) if n in found]
+    names = ["federated", *adapted, "pooled", *(["local_only_mean"] if local_only else [])]
     return names + sorted({name for scores in cv.per_fold for name in scores.references})
 
 
@@ -227,7 +234,11 @@ def _model_figures(
     cv: CrossValidation, name: str, label: str, candidate: str | None = None
 ) -> ModelFigures:
     mean, sd, count = cv.spread(name)
-    like_for_like = {"federated": f"{ON_STAYS_OF}{APACHE}", APACHE: APACHE}.get(name)
+    like_for_like = {
+        "federated": f"{ON_STAYS_OF}{APACHE}",
+        OWN_INTERCEPT: f"{OWN_INTERCEPT_ON_STAYS_OF}{APACHE}",
+        APACHE: APACHE,
+    }.get(name)
     apache_mean, _, apache_count = cv.spread(like_for_like) if like_for_like else (0.0, 0.0, 0)
     oof, _, pooled_over = cv.out_of_fold_spread(_OUT_OF_FOLD_NAME.get(name, name))
     calibration = cv.out_of_fold_calibration_mean(_OUT_OF_FOLD_NAME.get(name, name))

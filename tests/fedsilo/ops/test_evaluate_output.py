@@ -7,12 +7,14 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
 from rich.progress import Progress
 
 from fedsilo.cli.data import EvaluationBars, run_data_command
-from fedsilo.ops.evaluate import STAYS_FILE
+from fedsilo.ops.evaluate import OWN_INTERCEPT, STAYS_FILE
 from fedsilo.ops.evaluation_summary import (
     PAGE_FILE,
     SUMMARY_FILE,
@@ -67,6 +69,40 @@ def test_json_summary_and_page_are_kept_and_fold_data_removed(
     assert "Cross-validation per hospital" in page and "r0-f1" in page
     kept_files = sorted(p.name for p in (tmp_path / "cv").iterdir())
     assert kept_files == [PAGE_FILE, STAYS_FILE, SUMMARY_FILE]
+
+
+@pytest.mark.slow
+def test_local_intercept_gets_a_row_whose_risks_shift_each_hospital_by_one_log_odds(
+    prepared: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data, _ = prepared
+    config = tmp_path / "personalised.yaml"
+    config.write_text(
+        "rounds: 1\nsimulation:\n  workers: 1\npersonalisation:\n  local_intercept: true\n"
+    )
+    args = ["evaluate", "--data", str(data), "--out", str(tmp_path / "cv"), "--folds", "2"]
+    assert run_data_command([*args, "--config", str(config), "--no-local-only"]) == 0
+    kept = EvaluationSummary.model_validate_json((tmp_path / "cv" / SUMMARY_FILE).read_text())
+    names = [m.model for m in kept.models][:4]
+    assert names == [
+        "federated",
+        "federated, before recalibration",
+        "federated, each hospital's own intercept",
+        "pooled",
+    ]
+    own = kept.models[2]
+    assert own.folds_scored == 2 and own.out_of_fold_auroc is not None
+    assert own.auroc_on_apache_stays is not None and own.slope is not None
+    stays = pq.read_table(tmp_path / "cv" / STAYS_FILE).to_pandas()
+
+    def logit(p: np.ndarray) -> np.ndarray:
+        return np.log(p) - np.log1p(-p)
+
+    shifts = stays.assign(
+        shift=logit(stays[OWN_INTERCEPT].to_numpy()) - logit(stays["federated"].to_numpy())
+    ).groupby(["fold", "site"])["shift"]
+    assert (shifts.max() - shifts.min()).max() < 1e-3  # one shift for a hospital's stays
+    assert shifts.mean().abs().max() > 0.01  # and the hospitals' rows moved it
 
 
 @pytest.mark.slow
