@@ -205,7 +205,9 @@ def evaluate_command(
         typer.Option(
             "--candidate",
             help="a named model to evaluate (repeat for several; default: every column of "
-            "--data, as simulate trains): core, logistic, rich, apache_input, rich_apache, "
+            "--data, as simulate trains): core, logistic, rich, apache_input, apache_skip, "
+            "apache_customised, apache_customised_logistic, rich_apache_customised, "
+            "rich_apache_customised_logistic, rich_apache_skip, rich_apache, "
             "rich_apache_logistic; the first is the one the per-hospital verdict is about",
         ),
     ] = None,

@@ -171,3 +171,15 @@ def test_the_network_in_words_names_the_linear_term_and_the_prior() -> None:
     assert network_text(summary(hidden_sizes=[32], linear_skip=True)) == "32 + linear term"
     started = summary(hidden_sizes=[], linear_skip=True, logit_offset="apache_iva_logit")
     assert network_text(started) == "none (logistic) started from apache_iva_logit"
+
+
+def test_the_option_help_names_every_candidate() -> None:
+    from typer.main import get_command
+
+    from fedsilo.cli.data import data_app
+
+    command = get_command(data_app).commands["evaluate"]  # type: ignore[attr-defined]
+    shown = next(p.help for p in command.params if p.name == "candidate")
+    assert shown is not None
+    listed = shown.split("): ", 1)[1].split(";", 1)[0].split(", ")
+    assert listed == list(CANDIDATES)
