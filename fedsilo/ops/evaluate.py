@@ -163,11 +163,12 @@ class CrossValidation:
 
 
 ON_STAYS_OF = "federated_on_stays_of_"
+"""``federated_on_stays_of_apache``: the federated AUROC on the stays APACHE scores."""
 OWN_INTERCEPT = "federated_own_intercept"
 """The federated model with each hospital's intercept refitted on its own training rows, as
 ``personalisation.local_intercept`` has every hospital do after the last round."""
 OWN_INTERCEPT_ON_STAYS_OF = f"{OWN_INTERCEPT}_on_stays_of_"
-"""``federated_on_stays_of_apache``: the federated AUROC on the stays APACHE scores."""
+"""The same on the stays a reference scores (``..._on_stays_of_apache``)."""
 
 
 def _figure(scores: Scores, name: str) -> float | None:
